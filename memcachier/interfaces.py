@@ -1,0 +1,184 @@
+# -*- test-case-name: tests.unit.test_memory_store -*-
+"""
+The seams of memcachier: stores (pluggable), keyspaces (one cache's keys)
+and alert deliverers.
+
+Interface methods are declared without C{self} so that C{verifyObject}
+checks real signatures.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IKeyspace(Interface):
+    """
+    The keys of one cache.  A keyspace never sees wire bytes, transports
+    or credentials; the session has already checked auth, capabilities and
+    key syntax.
+
+    Every method may return its result directly or a L{Deferred} firing
+    with it.  A keyspace whose C{synchronous} attribute is true promises to
+    never return a L{Deferred}, which lets the session serve it without a
+    Deferred per request.
+
+    Expiry times are absolute seconds of the store's clock (the injected
+    reactor's C{seconds()}); C{0} means never, and any time not after
+    "now" means already expired.  The session converts memcached's wire
+    exptime (relative up to 30 days, absolute beyond, negative = expired)
+    before calling.
+    """
+
+    synchronous = Attribute("L{True} if no method ever returns a L{Deferred}.")
+
+    def get(key):
+        """
+        Fetch an item and bump it in the LRU.
+
+        @type key: L{bytes}
+        @return: the L{memcachier.commands.Item}, or L{None} on a miss
+            (missing, expired or flushed).
+        """
+
+    def peek(key):
+        """
+        Fetch an item without bumping it or marking it fetched
+        (meta C{me}, key stats).
+
+        @return: the L{memcachier.commands.Item} or L{None}.
+        """
+
+    def touch(key, exptime):
+        """
+        Fetch an item, bump it and set its expiry (C{touch}, C{gat}).
+
+        @param exptime: new absolute expiry, C{0} for never.
+        @return: the L{memcachier.commands.Item} or L{None}.
+        """
+
+    def store(mode, key, value, flags, exptime, cas):
+        """
+        Store an item.
+
+        @type mode: L{memcachier.commands.StoreMode}
+        @param cas: for C{StoreMode.CAS} (or any mode when non-zero), the
+            CAS unique the existing item must have.
+        @return: a 2-tuple of L{memcachier.commands.StoreResult} and the
+            stored item's new CAS unique (C{0} when not stored).
+            C{TOO_LARGE} when key plus value (after append/prepend growth)
+            exceeds the keyspace's item size limit; C{NO_MEMORY} when the
+            item cannot fit even in an empty keyspace.
+        """
+
+    def delete(key, cas):
+        """
+        Remove an item.
+
+        @param cas: if non-zero, delete only if the item's CAS matches.
+        @return: a L{memcachier.commands.DeleteResult}.
+        """
+
+    def delta(key, incr, delta, initial, exptime, cas):
+        """
+        Increment or decrement a decimal value: incr wraps at 2**64, decr
+        floors at 0.
+
+        @param incr: L{True} for incr, L{False} for decr.
+        @param initial: L{None} not to create a missing item, else the value
+            to create it with (binary protocol, meta C{N} flag).
+        @param exptime: absolute expiry for a created item.
+        @param cas: if non-zero, apply only if the item's CAS matches.
+        @return: a 3-tuple of L{memcachier.commands.DeltaResult}, the new
+            value (L{int}) and the new CAS unique.
+        """
+
+    def flush(delay):
+        """
+        Invalidate every item now (C{delay} 0) or all items stored before
+        C{delay} seconds from now, as memcached's C{flush_all <delay>}.
+        """
+
+    def stats():
+        """
+        The keyspace's own counters with memcached's names: C{curr_items},
+        C{total_items}, C{bytes}, C{limit_maxbytes}, C{evictions},
+        C{get_expired}, C{get_flushed}, C{expired_unfetched},
+        C{evicted_unfetched}, C{reclaimed}.
+
+        @rtype: L{dict} of L{str} to L{int}
+        """
+
+    def resetStats():
+        """
+        Zero the cumulative counters (not C{curr_items} or C{bytes}).
+        """
+
+    def configure(maxBytes, maxItemSize):
+        """
+        Change the memory limit (evicting at once if now over it) and the
+        key+value size limit, for a plan change.
+        """
+
+    def keys():
+        """
+        Iterate over live keys (introspection, tests).  Need not be fast.
+        """
+
+
+class IStore(Interface):
+    """
+    A storage backend holding the keyspaces of many caches.
+    """
+
+    def keyspace(cacheId, maxBytes, maxItemSize):
+        """
+        The keyspace of cache C{cacheId}, created empty on first use.
+
+        @type cacheId: L{int}
+        @param maxBytes: memory limit; the keyspace evicts (LRU) to stay
+            within it.
+        @param maxItemSize: key+value size limit in bytes.
+        @rtype: L{IKeyspace}
+        """
+
+    def dropKeyspace(cacheId):
+        """
+        Forget a cache's keyspace and free its memory (cache deleted).
+        """
+
+    def close():
+        """
+        Release backend resources at shutdown.
+
+        @return: L{None} or a L{Deferred}.
+        """
+
+
+class IStorePlugin(Interface):
+    """
+    A store plugin, found with C{twisted.plugin.getPlugins(IStorePlugin,
+    memcachier.plugins)} and chosen by C{name} in the config.
+    """
+
+    name = Attribute("The name the config's C{[store] plugin} key selects, e.g. C{'memory'}.")
+    description = Attribute("One line for C{memcachier-admin store list}.")
+
+    def makeStore(settings, reactor):
+        """
+        Build the store.
+
+        @param settings: the C{[store]} table of the config, a L{dict}.
+        @param reactor: the reactor; its C{seconds()} is the store's clock.
+        @rtype: L{IStore}
+        """
+
+
+class IAlertDeliverer(Interface):
+    """
+    Delivers one alert to one destination (email, Slack).
+    """
+
+    def deliver(alert):
+        """
+        @return: a L{Deferred} that fires when the destination accepted the
+            alert and fails otherwise.
+        """
