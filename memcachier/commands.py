@@ -87,6 +87,9 @@ class Refused(enum.IntEnum):
     FLUSH_NOT_ALLOWED = 2
     #: the cache was disabled or deleted after this connection authenticated
     CACHE_GONE = 3
+    #: a mutation by a read-only credential (ASCII C{NOT_STORED}, binary 0x05:
+    #: clients report "not stored")
+    READ_ONLY = 4
 
 
 class Item:

@@ -1,0 +1,512 @@
+# -*- test-case-name: tests.unit.test_session -*-
+"""
+The per-connection session: authentication state, capabilities, limits and
+counters, between a codec and a cache's keyspace.
+
+Codecs call one method per memcached operation and render what it returns.
+For a synchronous keyspace every method returns its result directly (no
+L{Deferred} on the hot path); for an asynchronous one a method may return a
+L{Deferred} firing with the same result, and the codec keeps responses in
+request order.
+"""
+
+import enum
+import os
+import resource
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from memcachier.commands import (
+    REALTIME_MAXDELTA,
+    U64,
+    VERSION,
+    DeleteResult,
+    DeltaResult,
+    Refused,
+    StoreMode,
+    StoreResult,
+)
+from memcachier.runtime import CacheStats
+
+
+class AuthResult(enum.IntEnum):
+    """
+    Outcome of an authentication attempt.
+    """
+
+    OK = 0
+    #: wrong username or password, or a disabled cache
+    FAILED = 1
+    #: the cache's plan allows no more connections
+    TOO_MANY_CONNECTIONS = 2
+
+
+class AuthThrottle:
+    """
+    Slows down repeated authentication failures from one address.
+
+    The first C{free} failures cost nothing; after that each failure's
+    reply is delayed twice as long as the previous one, up to C{maxDelay}
+    seconds.  A success clears the address.  At most C{maxHosts} addresses
+    are remembered (the oldest are forgotten first), so a flood of sources
+    cannot grow memory.
+    """
+
+    def __init__(self, free=3, base=0.1, maxDelay=5.0, maxHosts=10000):
+        self.free = free
+        self.base = base
+        self.maxDelay = maxDelay
+        self.maxHosts = maxHosts
+        self._failures = {}
+
+    def delayFor(self, host):
+        """
+        @return: how many seconds to delay the reply to a failure from
+            C{host}, counting this failure.
+        """
+        failures = self._failures.pop(host, 0) + 1
+        if len(self._failures) >= self.maxHosts:
+            del self._failures[next(iter(self._failures))]
+        self._failures[host] = failures
+        if failures <= self.free:
+            return 0.0
+        return min(self.base * 2 ** (failures - self.free - 1), self.maxDelay)
+
+    def succeeded(self, host):
+        self._failures.pop(host, None)
+
+
+def absoluteExptime(exptime, now):
+    """
+    Convert memcached's wire exptime into an absolute time of the store
+    clock.
+
+    @param exptime: C{0} (never), up to 30 days (relative seconds), beyond
+        (absolute unix time) or negative (already expired).
+    @return: C{0} for never, else absolute seconds; a value not after
+        C{now} means already expired.
+    """
+    if exptime == 0:
+        return 0
+    if exptime < 0:
+        return -1
+    if exptime <= REALTIME_MAXDELTA:
+        return now + exptime
+    return exptime
+
+
+class Session:
+    """
+    One client connection's view of the service.
+
+    @ivar authenticated: whether the connection has authenticated.
+    @ivar credential: the L{memcachier.control.model.Credential} used.
+    @ivar runtime: the cache's L{memcachier.runtime.CacheRuntime}.
+    @ivar keyspace: the cache's keyspace (L{None} before auth).
+    @ivar stats: the cache's L{CacheStats}; before authentication a
+        private throwaway instance, so codecs can always count bytes.
+    @ivar canWrite: the credential's write capability.
+    @ivar canFlush: the credential's flush capability.
+    @ivar synchronous: whether the keyspace never returns Deferreds.
+    """
+
+    _log = Logger()
+
+    def __init__(self, registry, reactor, throttle, peerHost, disconnect, authTimeout=5.0):
+        """
+        @param disconnect: called without arguments to close the
+            connection (unauthenticated timeout).
+        """
+        self.registry = registry
+        self.reactor = reactor
+        self.throttle = throttle
+        self.peerHost = peerHost
+        self._disconnect = disconnect
+        self.authenticated = False
+        self.credential = None
+        self.runtime = None
+        self.keyspace = None
+        self.stats = CacheStats()
+        self.canWrite = False
+        self.canFlush = False
+        self.synchronous = True
+        self._authTimer = None
+        if authTimeout:
+            self._authTimer = reactor.callLater(authTimeout, self._authTimedOut)
+
+    # -- lifecycle --------------------------------------------------------
+
+    def _authTimedOut(self):
+        self._authTimer = None
+        if not self.authenticated:
+            self._disconnect()
+
+    def connectionLost(self):
+        """
+        The connection closed: release its slot in the cache.
+        """
+        if self._authTimer is not None:
+            self._authTimer.cancel()
+            self._authTimer = None
+        if self.runtime is not None:
+            self.runtime.stats.curr_connections -= 1
+            self.runtime.lastActive = self.reactor.seconds()
+            self.runtime = None
+
+    # -- authentication ----------------------------------------------------
+
+    def authenticate(self, username, password):
+        """
+        Authenticate with a username and password (SASL PLAIN or
+        MemCachier's ASCII auth).  A connection may authenticate again; it
+        then moves to the new credential's cache.
+
+        @type username: L{bytes}
+        @type password: L{bytes}
+        @return: an L{AuthResult}, or a L{Deferred} firing with one when
+            the reply is delayed because this address keeps failing.
+        """
+        found = self.registry.authenticate(username, password)
+        if found is None:
+            if self.runtime is not None:
+                self.runtime.stats.auth_cmds += 1
+                self.runtime.stats.auth_errors += 1
+            delay = self.throttle.delayFor(self.peerHost)
+            if delay:
+                d = Deferred()
+                self.reactor.callLater(delay, d.callback, AuthResult.FAILED)
+                return d
+            return AuthResult.FAILED
+        credential, runtime = found
+        stats = runtime.stats
+        stats.auth_cmds += 1
+        if runtime is not self.runtime:
+            if stats.curr_connections >= runtime.plan.connections:
+                stats.rejected_connections += 1
+                return AuthResult.TOO_MANY_CONNECTIONS
+            if self.runtime is not None:
+                self.runtime.stats.curr_connections -= 1
+            stats.curr_connections += 1
+            stats.total_connections += 1
+            # bytes counted before auth belong to the cache now
+            stats.bytes_read += self.stats.bytes_read
+            stats.bytes_written += self.stats.bytes_written
+        self.throttle.succeeded(self.peerHost)
+        if self._authTimer is not None:
+            self._authTimer.cancel()
+            self._authTimer = None
+        runtime.lastActive = self.reactor.seconds()
+        self.authenticated = True
+        self.credential = credential
+        self.runtime = runtime
+        self.keyspace = runtime.keyspace
+        self.stats = stats
+        self.canWrite = credential.write
+        self.canFlush = credential.flush
+        self.synchronous = bool(runtime.keyspace.synchronous)
+        return AuthResult.OK
+
+    @property
+    def itemSizeLimit(self):
+        """
+        The largest key+value this cache accepts.
+        """
+        return self.runtime.plan.item_size
+
+    @property
+    def gone(self):
+        """
+        Whether the cache was disabled or deleted after authentication.
+        """
+        return self.runtime is not None and self.runtime.gone
+
+    # -- reads -------------------------------------------------------------
+
+    def get(self, key):
+        """
+        Fetch an item.
+
+        @return: the L{memcachier.commands.Item} or L{None} (or a Deferred).
+        """
+        stats = self.stats
+        stats.cmd_get += 1
+        item = self.keyspace.get(key)
+        if item is None:
+            stats.get_misses += 1
+        elif item.__class__ is Deferred:
+            return item.addCallback(self._countGet)
+        else:
+            stats.get_hits += 1
+        return item
+
+    def _countGet(self, item):
+        if item is None:
+            self.stats.get_misses += 1
+        else:
+            self.stats.get_hits += 1
+        return item
+
+    def gat(self, key, exptime):
+        """
+        Fetch an item and set its expiry (C{gat}, binary GAT).  A
+        read-only credential gets the item without the touch.
+        """
+        if not self.canWrite:
+            return self.get(key)
+        stats = self.stats
+        stats.cmd_get += 1
+        stats.cmd_touch += 1
+        item = self.keyspace.touch(key, absoluteExptime(exptime, self.reactor.seconds()))
+        if item.__class__ is Deferred:
+            return item.addCallback(self._countGat)
+        return self._countGat(item)
+
+    def _countGat(self, item):
+        stats = self.stats
+        if item is None:
+            stats.get_misses += 1
+            stats.touch_misses += 1
+        else:
+            stats.get_hits += 1
+            stats.touch_hits += 1
+        return item
+
+    def peek(self, key):
+        """
+        Look at an item without bumping it (meta C{me}, C{mg} flags that
+        report state from before the fetch).
+        """
+        return self.keyspace.peek(key)
+
+    # -- mutations ---------------------------------------------------------
+
+    def touch(self, key, exptime):
+        """
+        Set an item's expiry.
+
+        @return: the item, L{None} if missing, or L{Refused.READ_ONLY}.
+        """
+        if not self.canWrite:
+            return Refused.READ_ONLY
+        self.stats.cmd_touch += 1
+        item = self.keyspace.touch(key, absoluteExptime(exptime, self.reactor.seconds()))
+        if item.__class__ is Deferred:
+            return item.addCallback(self._countTouch)
+        return self._countTouch(item)
+
+    def _countTouch(self, item):
+        if item is None:
+            self.stats.touch_misses += 1
+        else:
+            self.stats.touch_hits += 1
+        return item
+
+    def store(self, mode, key, value, flags, exptime, cas=0):
+        """
+        Store an item (set/add/replace/append/prepend/cas).
+
+        @return: a 2-tuple (L{StoreResult}, new CAS), or a Deferred.  A
+            read-only credential always gets C{NOT_STORED}.
+        """
+        stats = self.stats
+        stats.cmd_set += 1
+        if not self.canWrite:
+            return (StoreResult.NOT_STORED, 0)
+        if len(key) + len(value) > self.runtime.plan.item_size:
+            stats.store_too_large += 1
+            if mode == StoreMode.SET:
+                # memcached unlinks the old item when a set fails
+                self.keyspace.delete(key, 0)
+            return (StoreResult.TOO_LARGE, 0)
+        result = self.keyspace.store(
+            mode, key, value, flags, absoluteExptime(exptime, self.reactor.seconds()), cas
+        )
+        if cas or mode == StoreMode.CAS or result.__class__ is Deferred:
+            if result.__class__ is Deferred:
+                return result.addCallback(self._countStore, cas or mode == StoreMode.CAS)
+            return self._countStore(result, True)
+        if result[0] == StoreResult.TOO_LARGE:
+            stats.store_too_large += 1
+        elif result[0] == StoreResult.NO_MEMORY:
+            stats.store_no_memory += 1
+        return result
+
+    def _countStore(self, result, isCas):
+        stats = self.stats
+        code = result[0]
+        if isCas:
+            if code == StoreResult.STORED:
+                stats.cas_hits += 1
+            elif code == StoreResult.EXISTS:
+                stats.cas_badval += 1
+            elif code == StoreResult.NOT_FOUND:
+                stats.cas_misses += 1
+        if code == StoreResult.TOO_LARGE:
+            stats.store_too_large += 1
+        elif code == StoreResult.NO_MEMORY:
+            stats.store_no_memory += 1
+        return result
+
+    def delete(self, key, cas=0):
+        """
+        @return: a L{DeleteResult}, L{Refused.READ_ONLY}, or a Deferred.
+        """
+        if not self.canWrite:
+            return Refused.READ_ONLY
+        result = self.keyspace.delete(key, cas)
+        if result.__class__ is Deferred:
+            return result.addCallback(self._countDelete)
+        return self._countDelete(result)
+
+    def _countDelete(self, result):
+        if result == DeleteResult.DELETED:
+            self.stats.delete_hits += 1
+        else:
+            self.stats.delete_misses += 1
+        return result
+
+    def delta(self, key, incr, delta, initial=None, exptime=0, cas=0):
+        """
+        incr/decr.
+
+        @return: a 3-tuple (L{DeltaResult}, value, CAS), C{(Refused.READ_ONLY,
+            0, 0)} for a read-only credential, or a Deferred.
+        """
+        if not self.canWrite:
+            return (Refused.READ_ONLY, 0, 0)
+        result = self.keyspace.delta(
+            key, incr, delta % U64, initial,
+            absoluteExptime(exptime, self.reactor.seconds()), cas,
+        )
+        if result.__class__ is Deferred:
+            return result.addCallback(self._countDelta, incr)
+        return self._countDelta(result, incr)
+
+    def _countDelta(self, result, incr):
+        hit = result[0] != DeltaResult.NOT_FOUND
+        stats = self.stats
+        if incr:
+            if hit:
+                stats.incr_hits += 1
+            else:
+                stats.incr_misses += 1
+        elif hit:
+            stats.decr_hits += 1
+        else:
+            stats.decr_misses += 1
+        return result
+
+    def flush(self, delay=0):
+        """
+        flush_all.
+
+        @return: L{None}, L{Refused.FLUSH_NOT_ALLOWED}, or a Deferred.
+        """
+        self.stats.cmd_flush += 1
+        if not self.canFlush:
+            return Refused.FLUSH_NOT_ALLOWED
+        return self.keyspace.flush(max(0, delay))
+
+    # -- stats -------------------------------------------------------------
+
+    def resetStats(self):
+        """
+        C{stats reset}: zero this cache's counters on this node.
+        """
+        self.runtime.resetStats()
+
+    def statsGroup(self, group):
+        """
+        The lines of C{stats [group]}, scoped to this connection's cache.
+
+        @param group: C{""}, C{"settings"}, C{"items"}, C{"slabs"} or
+            C{"sizes"} (L{str}).
+        @return: a L{list} of (name, value) L{str} pairs, or L{None} for an
+            unknown group.
+        """
+        method = getattr(self, "_stats_" + (group or "general"), None)
+        if method is None:
+            return None
+        return method()
+
+    def _stats_general(self):
+        now = self.reactor.seconds()
+        s = self.runtime.statsDict()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        plan = self.runtime.plan
+        pairs = [
+            ("pid", os.getpid()),
+            ("uptime", int(now - self.registry.startTime)),
+            ("time", int(now)),
+            ("version", VERSION),
+            ("libevent", "twisted"),
+            ("pointer_size", 64),
+            ("rusage_user", f"{usage.ru_utime:.6f}"),
+            ("rusage_system", f"{usage.ru_stime:.6f}"),
+            ("max_connections", plan.connections),
+        ]
+        names = (
+            "curr_connections total_connections rejected_connections "
+            "cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses "
+            "get_expired get_flushed delete_misses delete_hits incr_misses "
+            "incr_hits decr_misses decr_hits cas_misses cas_hits cas_badval "
+            "touch_hits touch_misses store_too_large store_no_memory auth_cmds "
+            "auth_errors bytes_read bytes_written limit_maxbytes"
+        ).split()
+        pairs.extend((name, s[name]) for name in names)
+        pairs.append(("threads", 1))
+        pairs.extend(
+            (name, s.get(name, 0))
+            for name in (
+                "curr_items total_items bytes evictions reclaimed "
+                "expired_unfetched evicted_unfetched"
+            ).split()
+        )
+        return [(name, str(value)) for name, value in pairs]
+
+    def _stats_settings(self):
+        plan = self.runtime.plan
+        pairs = [
+            ("maxbytes", plan.memory),
+            ("maxconns", plan.connections),
+            ("evictions", "on"),
+            ("cas_enabled", "yes"),
+            ("binding_protocol", "auto-negotiate"),
+            ("auth_enabled_sasl", "yes"),
+            ("auth_enabled_ascii", "yes"),
+            ("item_size_max", plan.item_size),
+            ("flush_enabled", "yes" if self.canFlush else "no"),
+            ("write_enabled", "yes" if self.canWrite else "no"),
+            ("plan", plan.slug),
+        ]
+        return [(name, str(value)) for name, value in pairs]
+
+    def _stats_items(self):
+        s = self.runtime.statsDict()
+        pairs = [
+            ("items:1:number", s.get("curr_items", 0)),
+            ("items:1:mem_requested", s.get("bytes", 0)),
+            ("items:1:evicted", s.get("evictions", 0)),
+            ("items:1:evicted_unfetched", s.get("evicted_unfetched", 0)),
+            ("items:1:expired_unfetched", s.get("expired_unfetched", 0)),
+            ("items:1:reclaimed", s.get("reclaimed", 0)),
+            ("items:1:outofmemory", s.get("store_no_memory", 0)),
+        ]
+        return [(name, str(value)) for name, value in pairs]
+
+    def _stats_slabs(self):
+        s = self.runtime.statsDict()
+        pairs = [("1:used_chunks", s.get("curr_items", 0))]
+        pairs.extend(
+            ("1:" + name, s[name])
+            for name in (
+                "get_hits cmd_set delete_hits incr_hits decr_hits cas_hits "
+                "cas_badval touch_hits"
+            ).split()
+        )
+        pairs += [("active_slabs", 1), ("total_malloced", s.get("bytes", 0))]
+        return [(name, str(value)) for name, value in pairs]
+
+    def _stats_sizes(self):
+        return [("sizes_status", "disabled")]

@@ -1,0 +1,189 @@
+# -*- test-case-name: tests.unit.test_session -*-
+"""
+The live side of each cache on this node: its keyspace, its counters and
+its connection count, looked up by the session after authentication.
+
+The control plane says what a cache I{is} (plan, credentials, enabled);
+this module holds what a cache I{does} on this node.  It listens to the
+in-memory control index so that plan changes and deletions apply without a
+restart.
+"""
+
+from twisted.logger import Logger
+
+
+#: Counters the session keeps per cache, with memcached's names.  The
+#: keyspace adds its own (curr_items, bytes, evictions, ...).
+COMMAND_COUNTERS = (
+    "cmd_get", "cmd_set", "cmd_flush", "cmd_touch", "cmd_delete", "cmd_meta",
+    "get_hits", "get_misses",
+    "delete_hits", "delete_misses",
+    "incr_hits", "incr_misses", "decr_hits", "decr_misses",
+    "cas_hits", "cas_misses", "cas_badval",
+    "touch_hits", "touch_misses",
+    "store_too_large", "store_no_memory",
+    "auth_cmds", "auth_errors",
+    "bytes_read", "bytes_written",
+    "total_connections", "rejected_connections",
+)
+
+
+class CacheStats:
+    """
+    Per-cache command counters, shared by every connection of the cache on
+    this node.  Plain attributes: incrementing one is the cheapest thing
+    the hot path can do.
+    """
+
+    __slots__ = COMMAND_COUNTERS + ("curr_connections",)
+
+    def __init__(self):
+        self.curr_connections = 0
+        self.reset()
+
+    def reset(self):
+        """
+        Zero the cumulative counters (memcached's C{stats reset}); the
+        connection gauge is kept.
+        """
+        for name in COMMAND_COUNTERS:
+            setattr(self, name, 0)
+
+    def asDict(self):
+        """
+        @return: every counter by name.
+        @rtype: L{dict}
+        """
+        d = {name: getattr(self, name) for name in COMMAND_COUNTERS}
+        d["curr_connections"] = self.curr_connections
+        return d
+
+
+class CacheRuntime:
+    """
+    One cache as served by this node.
+
+    @ivar cacheId: the cache's id.
+    @ivar plan: its current L{memcachier.control.model.Plan}.
+    @ivar keyspace: its L{memcachier.interfaces.IKeyspace}.
+    @ivar stats: its L{CacheStats}.
+    @ivar lastActive: clock seconds of the last authentication or
+        disconnection, for the inactivity reaper.
+    @ivar startTime: when this node started serving the cache.
+    """
+
+    def __init__(self, cacheId, plan, keyspace, now):
+        self.cacheId = cacheId
+        self.plan = plan
+        self.keyspace = keyspace
+        self.stats = CacheStats()
+        self.lastActive = now
+        self.startTime = now
+        self.gone = False
+
+    def statsDict(self):
+        """
+        The command counters and the keyspace counters together, as the
+        C{stats} command and the API report them.
+        """
+        d = self.stats.asDict()
+        d.update(self.keyspace.stats())
+        d["cmd_delete"] = d["delete_hits"] + d["delete_misses"]
+        return d
+
+    def resetStats(self):
+        self.stats.reset()
+        self.keyspace.resetStats()
+
+
+class CacheRegistry:
+    """
+    The caches this node serves, created on first authentication.
+
+    @ivar index: the in-memory control index (C{authenticate}, C{cache},
+        C{planOf}, C{addListener}).
+    """
+
+    _log = Logger()
+
+    def __init__(self, store, index, settings, reactor):
+        self.store = store
+        self.index = index
+        self.settings = settings
+        self.reactor = reactor
+        self._runtimes = {}
+        self.startTime = reactor.seconds()
+        index.addListener(self._controlChanged)
+
+    def authenticate(self, username, password):
+        """
+        Check a username and password against the control index.
+
+        @type username: L{bytes}
+        @type password: L{bytes}
+        @return: a 2-tuple (credential, L{CacheRuntime}) or L{None}.
+        """
+        credential = self.index.authenticate(username, password)
+        if credential is None:
+            return None
+        return credential, self.runtime(credential.cache_id)
+
+    def runtime(self, cacheId):
+        """
+        The L{CacheRuntime} of a cache, created (with an empty keyspace
+        sized by its plan) on first use.
+
+        @raise KeyError: the cache does not exist.
+        """
+        runtime = self._runtimes.get(cacheId)
+        if runtime is None:
+            if self.index.cache(cacheId) is None:
+                raise KeyError(cacheId)
+            plan = self.index.planOf(cacheId)
+            keyspace = self.store.keyspace(cacheId, plan.memory, plan.item_size)
+            runtime = CacheRuntime(cacheId, plan, keyspace, self.reactor.seconds())
+            self._runtimes[cacheId] = runtime
+        return runtime
+
+    def existing(self, cacheId):
+        """
+        The runtime of a cache this node already serves, or L{None}.
+        """
+        return self._runtimes.get(cacheId)
+
+    def runtimes(self):
+        return list(self._runtimes.values())
+
+    def activity(self):
+        """
+        When each served cache was last active: now for caches with open
+        connections.
+
+        @return: L{dict} of cache id to clock seconds.
+        """
+        now = self.reactor.seconds()
+        return {
+            r.cacheId: (now if r.stats.curr_connections else r.lastActive)
+            for r in self._runtimes.values()
+        }
+
+    def _controlChanged(self):
+        """
+        Apply plan changes and deletions from the control plane.
+        """
+        for cacheId, runtime in list(self._runtimes.items()):
+            cache = self.index.cache(cacheId)
+            if cache is None:
+                runtime.gone = True
+                del self._runtimes[cacheId]
+                self.store.dropKeyspace(cacheId)
+                self._log.info("cache {cacheId} deleted; keyspace dropped", cacheId=cacheId)
+                continue
+            runtime.gone = not cache.enabled
+            plan = self.index.planOf(cacheId)
+            if plan != runtime.plan:
+                runtime.plan = plan
+                runtime.keyspace.configure(plan.memory, plan.item_size)
+                self._log.info(
+                    "cache {cacheId} now on plan {plan}", cacheId=cacheId, plan=plan.slug
+                )
