@@ -1,0 +1,134 @@
+# -*- test-case-name: tests.unit.test_control -*-
+"""
+The control plane's tables, in SQLAlchemy Core, for SQLite and PostgreSQL.
+
+This module describes the I{current} schema, which the repository queries.
+The database itself is created and evolved only by the Alembic revisions in
+L{memcachier.control.migrations}; L{upgrade} runs them.  A revision never
+imports this module (a revision describes the schema as it was when it was
+written), so a new table (alerts, prefixes, samples, ...) means a new column
+or table here plus a new revision there.
+
+Tables:
+
+  - C{caches}: one row per tenant.
+  - C{credentials}: usernames and passwords of a cache, with capabilities;
+    exactly one per cache is C{primary}.
+  - C{control_version}: a single row whose C{version} every write bumps,
+    so that other processes (the admin CLI, other nodes) can tell that
+    something changed by reading one integer.
+"""
+
+import os
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.pool import StaticPool
+
+
+#: Constraint names, fixed so that later Alembic revisions (including
+#: SQLite batch migrations) can name the constraints they alter.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+caches = sa.Table(
+    "caches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False, unique=True),
+    sa.Column("label", sa.String(256), nullable=False, server_default=""),
+    sa.Column("plan", sa.String(64), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("cluster", sa.String(128), nullable=False),
+    sa.Column("sso_secret", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_active", sa.Float, nullable=False),
+)
+
+
+credentials = sa.Table(
+    "credentials",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "cache_id",
+        sa.Integer,
+        sa.ForeignKey("caches.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("username", sa.String(128), nullable=False, unique=True),
+    sa.Column("password", sa.String(128), nullable=False),
+    sa.Column("write_capability", sa.Boolean, nullable=False),
+    sa.Column("flush_capability", sa.Boolean, nullable=False),
+    sa.Column("api_capability", sa.Boolean, nullable=False),
+    sa.Column("primary", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+
+control_version = sa.Table(
+    "control_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
+#: The id of the one row of C{control_version}.
+VERSION_ROW = 1
+
+
+def _enableSQLiteForeignKeys(dbapiConnection, connectionRecord):
+    """
+    SQLite ignores C{ON DELETE CASCADE} unless each connection asks for
+    foreign keys.
+    """
+    cursor = dbapiConnection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def makeEngine(url):
+    """
+    Create the engine of the control plane's database.
+
+    For SQLite this turns foreign keys on for every connection and lets the
+    repository's worker threads share connections; an in-memory database
+    (C{sqlite://}) gets one connection shared by every thread (so use a
+    thread pool of one thread with it), since each new connection would
+    otherwise see a new, empty database.
+
+    @param url: an SQLAlchemy URL (C{sqlite:///memcachier.sqlite},
+        C{postgresql+psycopg://user@host/db}, ...).
+    @type url: L{str}
+    @rtype: L{sqlalchemy.engine.Engine}
+    """
+    parsed = sa.engine.make_url(url)
+    kwargs = {}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs["connect_args"] = {"check_same_thread": False}
+        if parsed.database in (None, "", ":memory:"):
+            kwargs["poolclass"] = StaticPool
+        else:
+            # A relative path is relative to the working directory; make
+            # sure its directory exists rather than failing obscurely.
+            directory = os.path.dirname(os.path.abspath(parsed.database))
+            os.makedirs(directory, exist_ok=True)
+    engine = sa.create_engine(parsed, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _enableSQLiteForeignKeys)
+    return engine
+
+
+def isSQLite(engine):
+    """
+    @return: whether C{engine} talks to SQLite.
+    """
+    return engine.dialect.name == "sqlite"
