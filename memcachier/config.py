@@ -1,0 +1,531 @@
+# -*- test-case-name: tests.unit.test_config -*-
+"""
+The operator's configuration: a TOML file (optional) plus command-line
+overrides, turned into one frozen L{Settings} value.
+
+Every mistake in the file is collected and reported at once, as Buildbot
+does with its C{ConfigErrors}: an operator fixing a config should not have
+to restart once per typo.  Unknown keys are mistakes too.
+
+The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
+
+    [memcache]
+    listen = ["tcp:11211:interface=127.0.0.1"]
+    auth_timeout = 5.0
+    tls_min_version = "1.2"
+
+    [web]
+    listen = "tcp:8080:interface=127.0.0.1"
+
+    [database]
+    url = "sqlite:///memcachier.sqlite"
+    poll_interval = 1.0
+
+    [node]
+    name = "127.0.0.1:11211"
+
+    [clusters.default]
+    servers = ["127.0.0.1:11211"]
+
+    [caches]
+    default_plan = "dev"
+    default_cluster = "default"
+    dev_inactivity_days = 30
+
+    [store]
+    plugin = "memory"
+    # any other key is handed to the plugin
+
+    [plans.dev]
+    memory = "25MiB"
+    connections = 10
+    item_size = "1MiB"
+    development = true
+"""
+
+import json
+import math
+import re
+import socket
+import tomllib
+
+import attr
+from twisted.internet.ssl import TLSVersion
+
+from memcachier.control.model import DEFAULT_PLANS, Plan
+
+
+class ConfigError(Exception):
+    """
+    The configuration is wrong; C{errors} says every way in which it is.
+
+    @ivar errors: one message per mistake, each naming the key at fault
+        (C{memcache.auth_timeout: expected a positive number, got "x"}).
+    @type errors: L{list} of L{str}
+    """
+
+    def __init__(self, errors):
+        self.errors = list(errors)
+        super().__init__(self.errors)
+
+    def __str__(self):
+        if len(self.errors) == 1:
+            return "configuration error: " + self.errors[0]
+        return f"{len(self.errors)} configuration errors:\n" + "\n".join(
+            "  " + e for e in self.errors
+        )
+
+
+DEFAULT_LISTEN = ("tcp:11211:interface=127.0.0.1",)
+DEFAULT_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
+DEFAULT_DATABASE = "sqlite:///memcachier.sqlite"
+
+#: C{tls_min_version} spellings, lowest first; nothing below TLS 1.2.
+TLS_VERSIONS = {
+    "1.2": TLSVersion.TLSv1_2,
+    "1.3": TLSVersion.TLSv1_3,
+}
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Settings:
+    """
+    Everything a node needs to start, already checked.
+
+    @ivar listen: memcache listener endpoint descriptions (C{tcp:...},
+        C{ssl:...}, C{unix:...}).
+    @ivar web_listen: the endpoint of the HTTP API and dashboard.
+    @ivar database: the control plane's SQLAlchemy URL.
+    @ivar node_name: the C{host:port} this node advertises to clients.
+    @ivar clusters: cluster name to the C{host:port} servers clients use,
+        in C{MEMCACHIER_SERVERS} order.
+    @ivar default_cluster: the cluster new caches are placed in.
+    @ivar store_plugin: the name of the L{memcachier.interfaces.IStorePlugin}.
+    @ivar store_settings: the rest of the C{[store]} table, for the plugin.
+    @ivar plans: plan slug to L{Plan}.
+    @ivar default_plan: the plan new caches get.
+    @ivar auth_timeout: seconds an unauthenticated connection may live.
+    @ivar dev_inactivity_days: days after which an idle development cache
+        is disabled.
+    @ivar poll_interval: seconds between polls of the control plane for
+        changes made by other processes.
+    @ivar tls_min_version: the lowest TLS version C{ssl:} listeners accept,
+        a L{TLSVersion} constant, never below TLS 1.2.
+    """
+
+    listen: tuple = DEFAULT_LISTEN
+    web_listen: str = DEFAULT_WEB_LISTEN
+    database: str = DEFAULT_DATABASE
+    node_name: str = "127.0.0.1:11211"
+    clusters: dict = attr.Factory(lambda: {"default": ("127.0.0.1:11211",)})
+    default_cluster: str = "default"
+    store_plugin: str = "memory"
+    store_settings: dict = attr.Factory(dict)
+    plans: dict = attr.Factory(lambda: {p.slug: p for p in DEFAULT_PLANS})
+    default_plan: str = "dev"
+    auth_timeout: float = 5.0
+    dev_inactivity_days: int = 30
+    poll_interval: float = 1.0
+    tls_min_version: object = TLSVersion.TLSv1_2
+
+
+def _show(value):
+    """
+    Render a config value the way the operator wrote it, for messages.
+    """
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parseSize(value):
+    """
+    Parse a byte size: an integer, or a string such as C{"25MiB"},
+    C{"1g"} or C{"512KB"} (units are binary: 1 KB = 1024 bytes, as
+    memcached's C{-m} means).
+
+    @return: the size in bytes, or L{None} if C{value} is not a size.
+    @rtype: L{int} or L{None}
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    return None
+
+
+def _endpointArgs(description):
+    """
+    Split an endpoint description at unescaped colons, the way
+    L{twisted.internet.endpoints.serverFromString} does.
+
+    @return: a 2-tuple of positional L{str}s (the first one is the type) and
+        a L{dict} of the C{key=value} ones.
+    """
+    args, kw = [], {}
+    current, escaped = [], False
+    parts = []
+    for ch in description:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if eq:
+            kw[key] = value
+        else:
+            args.append(part)
+    return args, kw
+
+
+def _hostPort(description):
+    """
+    The C{host:port} a C{tcp:}/C{ssl:} listener is reachable at, or
+    L{None} for other endpoint types.
+    """
+    args, kw = _endpointArgs(description)
+    if len(args) < 2 or args[0] not in ("tcp", "ssl"):
+        return None
+    port = kw.get("port", args[1])
+    host = kw.get("interface", "")
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+class _Checker:
+    """
+    Reads one TOML document, collecting every error instead of stopping at
+    the first.
+    """
+
+    def __init__(self):
+        self.errors = []
+
+    def error(self, key, message):
+        self.errors.append(f"{key}: {message}")
+
+    def table(self, data, key):
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.error(key, f"expected a table, got {_show(value)}")
+            return {}
+        return value
+
+    def unknown(self, table, prefix, known):
+        for key in table:
+            if key not in known:
+                self.error(f"{prefix}{key}", "unknown key")
+
+    def string(self, table, prefix, key, default):
+        value = table.get(key, default)
+        if not isinstance(value, str) or not value:
+            self.error(prefix + key, f"expected a non-empty string, got {_show(value)}")
+            return default
+        return value
+
+    def number(self, table, prefix, key, default):
+        value = table.get(key, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            self.error(prefix + key, f"expected a positive number, got {_show(value)}")
+            return default
+        return float(value)
+
+    def integer(self, table, prefix, key, default, minimum=1):
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            self.error(prefix + key, f"expected {what}, got {_show(value)}")
+            return default
+        return value
+
+    def size(self, table, prefix, key, default):
+        value = table.get(key, default)
+        size = parseSize(value)
+        if size is None or size <= 0:
+            self.error(
+                prefix + key,
+                f'expected a size in bytes such as 26214400 or "25MiB", got {_show(value)}',
+            )
+            return default
+        return size
+
+    def boolean(self, table, prefix, key, default):
+        value = table.get(key, default)
+        if not isinstance(value, bool):
+            self.error(prefix + key, f"expected true or false, got {_show(value)}")
+            return default
+        return value
+
+    def hostPorts(self, value, key):
+        if not isinstance(value, list) or not value:
+            self.error(key, f'expected a non-empty list of "host:port", got {_show(value)}')
+            return None
+        result = []
+        for i, server in enumerate(value):
+            if not isinstance(server, str) or not _isHostPort(server):
+                self.error(f"{key}[{i}]", f'expected "host:port", got {_show(server)}')
+            else:
+                result.append(server)
+        return tuple(result)
+
+    def endpoint(self, description, key):
+        """
+        Check an endpoint description enough to catch typos before twistd
+        starts: known type, numeric port, and readable key and
+        certificate files for C{ssl:}.
+        """
+        if not isinstance(description, str) or not description:
+            self.error(key, f"expected an endpoint description, got {_show(description)}")
+            return False
+        args, kw = _endpointArgs(description)
+        kind = args[0] if args else ""
+        if kind in ("tcp", "ssl", "tcp6"):
+            port = kw.get("port", args[1] if len(args) > 1 else None)
+            if port is None or not port.isdigit() or int(port) > 65535:
+                self.error(key, f"expected a port number in {_show(description)}")
+                return False
+        if kind == "ssl":
+            if "sslmethod" in kw:
+                self.error(
+                    key,
+                    "sslmethod is not supported: TLS versions are set by "
+                    "memcache.tls_min_version",
+                )
+                return False
+            privateKey = kw.get("privateKey", "server.pem")
+            for name, path in (
+                ("privateKey", privateKey),
+                ("certKey", kw.get("certKey", privateKey)),
+            ):
+                try:
+                    with open(path, "rb"):
+                        pass
+                except OSError as e:
+                    self.error(key, f"{name} file {_show(path)} cannot be read: {e.strerror}")
+                    return False
+        return True
+
+
+def _isHostPort(value):
+    host, sep, port = value.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
+
+
+_TOP = ("memcache", "web", "database", "node", "clusters", "caches", "store", "plans")
+_PLAN_KEYS = ("memory", "connections", "item_size", "development")
+
+
+def _checkPlans(check, data, defaults):
+    plans = dict(defaults)
+    table = check.table(data, "plans")
+    for slug, spec in table.items():
+        prefix = f"plans.{slug}."
+        if not isinstance(spec, dict):
+            check.error(f"plans.{slug}", f"expected a table, got {_show(spec)}")
+            continue
+        check.unknown(spec, prefix, _PLAN_KEYS)
+        base = plans.get(slug)
+        if base is None:
+            for required in ("memory", "connections"):
+                if required not in spec:
+                    check.error(prefix + required, f"required for the new plan {slug!r}")
+            base = Plan(slug, 0, 0)
+        memory = check.size(spec, prefix, "memory", base.memory or 1)
+        connections = check.integer(spec, prefix, "connections", base.connections or 1)
+        itemSize = check.size(spec, prefix, "item_size", base.item_size)
+        development = check.boolean(spec, prefix, "development", base.development)
+        if itemSize > memory:
+            check.error(prefix + "item_size", f"larger than the plan's memory ({memory} bytes)")
+        plans[slug] = Plan(slug, memory, connections, itemSize, development)
+    return plans
+
+
+def _settingsFrom(data, overrides):
+    """
+    Build L{Settings} from a parsed TOML document and overrides.
+
+    @return: a 2-tuple of L{Settings} (or L{None}) and the list of errors.
+    """
+    check = _Checker()
+    check.unknown(data, "", _TOP)
+
+    memcache = check.table(data, "memcache")
+    check.unknown(memcache, "memcache.", ("listen", "auth_timeout", "tls_min_version"))
+    listen = overrides.get("listen") or memcache.get("listen", list(DEFAULT_LISTEN))
+    listenKey = "--listen" if overrides.get("listen") else "memcache.listen"
+    if isinstance(listen, str):
+        listen = [listen]
+    if not isinstance(listen, (list, tuple)) or not listen:
+        check.error(listenKey, f"expected a non-empty list of endpoints, got {_show(listen)}")
+        listen = list(DEFAULT_LISTEN)
+    for i, description in enumerate(listen):
+        check.endpoint(description, f"{listenKey}[{i}]")
+    listen = tuple(d for d in listen if isinstance(d, str))
+    authTimeout = check.number(memcache, "memcache.", "auth_timeout", 5.0)
+    tlsName = memcache.get("tls_min_version", "1.2")
+    tlsMin = TLS_VERSIONS.get(str(tlsName) if isinstance(tlsName, (str, float)) else None)
+    if tlsMin is None:
+        check.error(
+            "memcache.tls_min_version",
+            f'expected one of {", ".join(map(_show, TLS_VERSIONS))}, got {_show(tlsName)}',
+        )
+        tlsMin = TLSVersion.TLSv1_2
+
+    web = check.table(data, "web")
+    check.unknown(web, "web.", ("listen",))
+    if overrides.get("web_listen"):
+        webListen = overrides["web_listen"]
+        check.endpoint(webListen, "--web-listen")
+    else:
+        webListen = check.string(web, "web.", "listen", DEFAULT_WEB_LISTEN)
+        check.endpoint(webListen, "web.listen")
+
+    database = check.table(data, "database")
+    check.unknown(database, "database.", ("url", "poll_interval"))
+    if overrides.get("database"):
+        url = overrides["database"]
+    else:
+        url = check.string(database, "database.", "url", DEFAULT_DATABASE)
+    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
+        key = "--database" if overrides.get("database") else "database.url"
+        check.error(key, f"expected an SQLAlchemy URL such as sqlite:///memcachier.sqlite, got {_show(url)}")
+    pollInterval = check.number(database, "database.", "poll_interval", 1.0)
+
+    node = check.table(data, "node")
+    check.unknown(node, "node.", ("name",))
+    derived = next(filter(None, (_hostPort(d) for d in listen)), "127.0.0.1:11211")
+    nodeName = node.get("name", derived)
+    if not isinstance(nodeName, str) or not _isHostPort(nodeName):
+        check.error("node.name", f'expected "host:port", got {_show(nodeName)}')
+        nodeName = derived
+
+    clustersTable = check.table(data, "clusters")
+    clusters = {}
+    for name, spec in clustersTable.items():
+        if not isinstance(spec, dict):
+            check.error(f"clusters.{name}", f"expected a table, got {_show(spec)}")
+            continue
+        check.unknown(spec, f"clusters.{name}.", ("servers",))
+        servers = check.hostPorts(spec.get("servers"), f"clusters.{name}.servers")
+        if servers is not None:
+            clusters[name] = servers
+    if not clustersTable:
+        clusters = {"default": (nodeName,)}
+
+    caches = check.table(data, "caches")
+    check.unknown(caches, "caches.", ("default_plan", "default_cluster", "dev_inactivity_days"))
+    defaultCluster = check.string(caches, "caches.", "default_cluster", "default")
+    if clustersTable and defaultCluster not in clustersTable:
+        check.error(
+            "caches.default_cluster",
+            f"no cluster {_show(defaultCluster)}; configured: {', '.join(sorted(clustersTable))}",
+        )
+    devDays = check.integer(caches, "caches.", "dev_inactivity_days", 30)
+
+    plans = _checkPlans(check, data, {p.slug: p for p in DEFAULT_PLANS})
+    defaultPlan = check.string(caches, "caches.", "default_plan", "dev")
+    if defaultPlan not in plans:
+        check.error(
+            "caches.default_plan",
+            f"no plan {_show(defaultPlan)}; known: {', '.join(plans)}",
+        )
+
+    store = check.table(data, "store")
+    storePlugin = check.string(store, "store.", "plugin", "memory")
+    storeSettings = {k: v for k, v in store.items() if k != "plugin"}
+
+    if check.errors:
+        return None, check.errors
+    return (
+        Settings(
+            listen=listen,
+            web_listen=webListen,
+            database=url,
+            node_name=nodeName,
+            clusters=clusters,
+            default_cluster=defaultCluster,
+            store_plugin=storePlugin,
+            store_settings=storeSettings,
+            plans=plans,
+            default_plan=defaultPlan,
+            auth_timeout=authTimeout,
+            dev_inactivity_days=devDays,
+            poll_interval=pollInterval,
+            tls_min_version=tlsMin,
+        ),
+        [],
+    )
+
+
+def parseSettings(text, overrides=None, source="<config>"):
+    """
+    Build L{Settings} from TOML text.
+
+    @param text: the TOML document.
+    @type text: L{str}
+    @param overrides: see L{loadSettings}.
+    @param source: what to call the document in a syntax error message.
+    @raise ConfigError: listing every mistake.
+    @rtype: L{Settings}
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{source}: invalid TOML: {e}"])
+    settings, errors = _settingsFrom(data, overrides or {})
+    if errors:
+        raise ConfigError(errors)
+    return settings
+
+
+def loadSettings(path, overrides=None):
+    """
+    Load the configuration file at C{path} (or only the embedded defaults
+    if C{path} is L{None}) and apply command-line overrides.
+
+    @param path: a TOML file, or L{None}.
+    @type path: L{str} or L{None}
+    @param overrides: C{listen} (a list of endpoint descriptions replacing
+        C{memcache.listen}), C{database} (an SQLAlchemy URL) and
+        C{web_listen}; L{None} or empty values are ignored.
+    @type overrides: L{dict}
+    @raise ConfigError: listing every mistake in the file and overrides.
+    @rtype: L{Settings}
+    """
+    if path is None:
+        return parseSettings("", overrides)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the configuration file: {e.strerror}"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: not UTF-8: {e}"])
+    return parseSettings(text, overrides, source=path)

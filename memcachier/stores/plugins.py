@@ -1,0 +1,133 @@
+# -*- test-case-name: tests.unit.test_plugins -*-
+"""
+Discovery of store plugins.
+
+Store plugins are dropins in the L{memcachier.plugins} package that provide
+L{IStorePlugin}; the config's C{[store] plugin} key picks one by name.
+Like Buildbot's plugin database, a plugin that does not implement its
+interface fails loudly and names itself instead of being skipped.
+"""
+
+from twisted.logger import globalLogPublisher
+from twisted.plugin import getPlugins
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
+
+from memcachier.interfaces import IStore, IStorePlugin
+
+
+class StorePluginError(Exception):
+    """
+    A store plugin is missing or broken.  The message names the plugin (or
+    lists the available ones).
+    """
+
+
+def _pluginName(plugin):
+    name = getattr(plugin, "name", None)
+    where = getattr(type(plugin), "__module__", "?")
+    return f"{name!r} ({where}.{type(plugin).__qualname__})"
+
+
+def _loadPlugins(package):
+    """
+    L{getPlugins} logs and skips a dropin that cannot be imported or
+    adapted; we want that to stop the server, so collect what it logs.
+    """
+    failures = []
+
+    def observer(event):
+        if "log_failure" in event:
+            failures.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        plugins = list(getPlugins(IStorePlugin, package))
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    if failures:
+        f = failures[0]["log_failure"]
+        raise StorePluginError(
+            f"a plugin in {package.__name__} failed to load: "
+            f"{f.type.__name__}: {f.getErrorMessage()}"
+            f"\n{f.getTraceback()}"
+        )
+    return plugins
+
+
+def storePlugins(package=None):
+    """
+    Every store plugin, checked.
+
+    @param package: the plugin package to search, by default
+        L{memcachier.plugins}.
+    @return: L{dict} of plugin name to plugin.
+    @raise StorePluginError: a plugin does not implement L{IStorePlugin}
+        (as C{verifyObject} sees it) or two plugins share a name.
+    """
+    if package is None:
+        import memcachier.plugins as package
+    found = {}
+    for plugin in _loadPlugins(package):
+        try:
+            verifyObject(IStorePlugin, plugin)
+        except Invalid as e:
+            raise StorePluginError(
+                f"store plugin {_pluginName(plugin)} does not implement IStorePlugin: {e}"
+            ) from e
+        if not isinstance(plugin.name, str) or not plugin.name:
+            raise StorePluginError(
+                f"store plugin {_pluginName(plugin)} has no name (a non-empty str)"
+            )
+        other = found.get(plugin.name)
+        if other is not None and type(other) is not type(plugin):
+            raise StorePluginError(
+                f"two store plugins are named {plugin.name!r}: "
+                f"{_pluginName(other)} and {_pluginName(plugin)}"
+            )
+        found[plugin.name] = plugin
+    return found
+
+
+def findStorePlugin(name, package=None):
+    """
+    The store plugin called C{name}.
+
+    @type name: L{str}
+    @param package: the plugin package to search, by default
+        L{memcachier.plugins}.
+    @rtype: L{IStorePlugin}
+    @raise StorePluginError: no plugin has that name (the message lists the
+        available ones), or a plugin is broken.
+    """
+    plugins = storePlugins(package)
+    plugin = plugins.get(name)
+    if plugin is None:
+        available = ", ".join(sorted(plugins)) or "none"
+        raise StorePluginError(
+            f"no store plugin named {name!r}; available: {available}"
+        )
+    return plugin
+
+
+def makeStore(name, settings, reactor, package=None):
+    """
+    Build the store the config asks for.
+
+    @param name: the plugin name (C{Settings.store_plugin}).
+    @param settings: the rest of the C{[store]} table.
+    @param reactor: the store's clock.
+    @rtype: L{IStore}
+    @raise StorePluginError: the plugin is missing or broken, or what it
+        built does not implement L{IStore}.
+    """
+    plugin = findStorePlugin(name, package)
+    store = plugin.makeStore(settings, reactor)
+    try:
+        verifyObject(IStore, store)
+    except Invalid as e:
+        raise StorePluginError(
+            f"store plugin {_pluginName(plugin)} made {store!r}, "
+            f"which does not implement IStore: {e}"
+        ) from e
+    return store

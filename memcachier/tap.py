@@ -1,0 +1,296 @@
+# -*- test-case-name: tests.unit.test_tap -*-
+"""
+twistd support: C{twistd -n memcachier [--config=memcachier.toml] ...}.
+
+L{Options} parses the command line and loads the configuration (so that a
+bad config stops twistd before anything starts); L{makeService} builds the
+node's services in dependency order.
+"""
+
+from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from memcachier.config import ConfigError, _endpointArgs, loadSettings
+
+_log = Logger()
+
+
+class Options(usage.Options):
+    """
+    Command line of C{twistd memcachier}.
+
+    @ivar settings: the loaded L{memcachier.config.Settings}, after
+        C{parseOptions}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a memcachier node: the memcache port(s) (binary and ASCII "
+        "protocols, SASL and ASCII auth), the HTTP API and dashboard. "
+        "Without --config, embedded defaults are used (memcache on "
+        "127.0.0.1:11211, HTTP on 127.0.0.1:8080, SQLite in "
+        "./memcachier.sqlite)."
+    )
+
+    optParameters = [
+        ["config", "c", None, "TOML configuration file (see memcachier.example.toml)."],
+        ["database", "d", None, "Control-plane SQLAlchemy URL; overrides [database] url."],
+        ["web-listen", None, None, "Endpoint of the HTTP API and dashboard; overrides [web] listen."],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+        self.settings = None
+
+    def opt_listen(self, description):
+        "Add a memcache listener endpoint, e.g. tcp:11211:interface=127.0.0.1 or ssl:11219:privateKey=key.pem:certKey=cert.pem; repeatable (replaces [memcache] listen)."
+        self["listen"].append(description)
+
+    def postOptions(self):
+        """
+        Load the settings; every configuration error becomes one
+        L{usage.UsageError} listing them all.
+        """
+        overrides = {
+            "listen": self["listen"],
+            "database": self["database"],
+            "web_listen": self["web-listen"],
+        }
+        try:
+            self.settings = loadSettings(self["config"], overrides)
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+class _ThreadPoolService(Service):
+    """
+    Runs a L{ThreadPool} for as long as the service runs.  It is the first
+    child, so it stops last, after everything that submits work to it.
+    """
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def stopService(self):
+        super().stopService()
+        self.pool.stop()
+
+
+class _CloseStore(Service):
+    """
+    Closes the store at shutdown (after the listeners, which stop first
+    because they were added later).
+    """
+
+    def __init__(self, store):
+        self.store = store
+
+    def stopService(self):
+        super().stopService()
+        return maybeDeferred(self.store.close)
+
+
+def tlsOptions(description, minimum):
+    """
+    TLS settings for an C{ssl:} listener, from its description, with a
+    floor on the TLS version that the description cannot lower.
+
+    Twisted's C{ssl:} endpoint string has no option for a minimum version
+    (only the fixed-version C{sslmethod}, which L{memcachier.config}
+    refuses), so we build the L{CertificateOptions} ourselves with
+    C{raiseMinimumTo}.
+
+    @param description: C{ssl:PORT:privateKey=...:certKey=...[:extraCertChain=...][:dhParameters=...][:interface=...][:backlog=...]}.
+    @param minimum: a L{twisted.internet.ssl.TLSVersion} constant.
+    @return: a 2-tuple of L{CertificateOptions} and a L{dict} with C{port},
+        C{interface} and C{backlog}.
+    """
+    from twisted.internet import ssl
+    from twisted.python.filepath import FilePath
+
+    args, kw = _endpointArgs(description)
+    port = int(kw.pop("port", args[1] if len(args) > 1 else 0))
+    privateKey = kw.pop("privateKey", "server.pem")
+    certKey = kw.pop("certKey", privateKey)
+    extraCertChain = kw.pop("extraCertChain", None)
+    dhParameters = kw.pop("dhParameters", None)
+    listening = {
+        "port": port,
+        "interface": kw.pop("interface", ""),
+        "backlog": int(kw.pop("backlog", 50)),
+    }
+    if kw:
+        raise ValueError(f"unsupported ssl: options in {description!r}: {', '.join(kw)}")
+    certificate = ssl.PrivateCertificate.loadPEM(
+        FilePath(certKey).getContent() + b"\n" + FilePath(privateKey).getContent()
+    )
+    chain = None
+    if extraCertChain is not None:
+        pem = FilePath(extraCertChain).getContent()
+        chain = [
+            ssl.Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + part).original
+            for part in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]
+        ]
+    dh = None
+    if dhParameters is not None:
+        dh = ssl.DiffieHellmanParameters.fromFile(FilePath(dhParameters))
+    options = ssl.CertificateOptions(
+        privateKey=certificate.privateKey.original,
+        certificate=certificate.original,
+        extraCertChain=chain,
+        dhParameters=dh,
+        raiseMinimumTo=minimum,
+    )
+    return options, listening
+
+
+def listenerService(description, factory, reactor, tlsMinimum):
+    """
+    A service listening on C{description} with C{factory}.
+
+    C{ssl:} descriptions get an L{SSL4ServerEndpoint} whose TLS settings
+    come from L{tlsOptions}; every other description goes through
+    L{strports.service}.  Either way a bind failure raises from
+    C{startService}, so twistd exits instead of running deaf.
+
+    @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
+    @rtype: L{twisted.application.service.IService}
+    """
+    if description.split(":", 1)[0] != "ssl":
+        return strports.service(description, factory, reactor=reactor)
+    from twisted.internet.endpoints import SSL4ServerEndpoint
+
+    options, listening = tlsOptions(description, tlsMinimum)
+    endpoint = SSL4ServerEndpoint(
+        reactor,
+        listening["port"],
+        options,
+        backlog=listening["backlog"],
+        interface=listening["interface"],
+    )
+    service = StreamServerEndpointService(endpoint, factory)
+    # The same as strports.service does: fail startService on bind errors.
+    service._raiseSynchronously = True
+    return service
+
+
+def firstStartMessage(servers, username, password):
+    """
+    What to paste into an application's environment to use the cache made
+    on first start.
+
+    @param servers: the cache's servers, C{host:port} strings.
+    """
+    return (
+        f"MEMCACHIER_SERVERS={','.join(servers)}\n"
+        f"MEMCACHIER_USERNAME={username}\n"
+        f"MEMCACHIER_PASSWORD={password}"
+    )
+
+
+def bootstrap(controlPlane, settings):
+    """
+    On the first start against an empty control plane, create one cache on
+    the default plan and log its credentials, ready to paste.
+
+    Blocking (SQL): runs from L{makeService}, before the reactor starts.
+
+    @param controlPlane: the synchronous
+        L{memcachier.control.repository.ControlPlane}.
+    @return: the created cache's credential, or L{None} if caches existed.
+    """
+    # WIRING: method names below follow the control-plane contract as it is
+    # expected to land (listCaches / createCache returning the cache and its
+    # primary credential).  Adjust here once memcachier.control.repository
+    # exists.
+    if controlPlane.listCaches():
+        return None
+    cache, credential = controlPlane.createCache(
+        name="default", plan=settings.default_plan, cluster=settings.default_cluster
+    )
+    servers = settings.clusters.get(settings.default_cluster, (settings.node_name,))
+    _log.info(
+        "First start: created cache {cacheName} (plan {plan}). Use it with:\n{env}",
+        cacheName=cache.name,
+        plan=cache.plan,
+        env=firstStartMessage(servers, credential.username, credential.password),
+    )
+    return credential
+
+
+def buildService(settings, reactor):
+    """
+    Build a node's services.  Order matters: children start in the order
+    added and stop in reverse, so the thread pool comes first (stops last)
+    and listeners come last (stop first).
+
+    @type settings: L{memcachier.config.Settings}
+    @param reactor: the reactor every component gets as its clock.
+    @rtype: L{MultiService}
+    """
+    from sqlalchemy import create_engine
+    from twisted.python.threadpool import ThreadPool
+
+    from memcachier.control.index import ControlIndex
+    from memcachier.control.repository import AsyncControlPlane, ControlPlane, upgrade
+    from memcachier.protocols.sniff import MemcacheFactory
+    from memcachier.runtime import CacheRegistry
+    from memcachier.stores.plugins import makeStore
+
+    top = MultiService()
+
+    # Store first: a missing or broken plugin must stop us before any I/O.
+    store = makeStore(settings.store_plugin, settings.store_settings, reactor)
+
+    engine = create_engine(settings.database)
+    upgrade(engine)
+    controlPlane = ControlPlane(engine, reactor)
+    bootstrap(controlPlane, settings)
+
+    # SQLite serialises writers; one thread avoids "database is locked".
+    maxThreads = 1 if engine.dialect.name == "sqlite" else 4
+    pool = ThreadPool(minthreads=1, maxthreads=maxThreads, name="memcachier-db")
+    _ThreadPoolService(pool).setServiceParent(top)
+    asyncControlPlane = AsyncControlPlane(controlPlane, pool, reactor)
+
+    _CloseStore(store).setServiceParent(top)
+
+    index = ControlIndex(asyncControlPlane, settings.plans, reactor, settings.poll_interval)
+    index.setServiceParent(top)
+
+    registry = CacheRegistry(store, index, settings, reactor)
+
+    # WIRING: analytics sampler, alerts and the dev-inactivity reaper are
+    # services built from (registry, asyncControlPlane, settings, reactor)
+    # and go here, before the listeners.
+
+    # WIRING: the web site (memcachier.web) goes here, e.g.
+    #   site = makeSite(asyncControlPlane, index, registry, settings, reactor)
+    #   strports.service(settings.web_listen, site, reactor=reactor).setServiceParent(top)
+
+    factory = MemcacheFactory(registry, reactor, settings.auth_timeout)
+    for description in settings.listen:
+        listenerService(description, factory, reactor, settings.tls_min_version).setServiceParent(top)
+        _log.info("memcache listener: {description}", description=description)
+    return top
+
+
+def makeService(options):
+    """
+    twistd's entry point.
+
+    @type options: L{Options}, already parsed.
+    @rtype: L{MultiService}
+    """
+    from twisted.internet import reactor
+
+    return buildService(options.settings, reactor)
