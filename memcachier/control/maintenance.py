@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.unit.test_control -*-
+"""
+Housekeeping of the control plane that runs on a timer.
+
+MemCachier disables free development caches nobody has used for a while;
+L{InactiveCacheReaper} does the same.  Activity is known only to the nodes
+serving the caches, so each node periodically writes what it saw
+(C{touchActive}) and then disables the development caches whose last
+activity, as far as the control plane knows, is older than the limit.
+"""
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+
+DAY = 24 * 60 * 60
+
+
+class InactiveCacheReaper(Service):
+    """
+    Records cache activity and disables idle development caches.
+
+    @ivar days: days of inactivity after which a development cache is
+        disabled.
+    @ivar interval: seconds between runs.
+    """
+
+    _log = Logger()
+
+    def __init__(self, controlPlane, index, activity, reactor, days=30, interval=3600):
+        """
+        @param controlPlane: an L{AsyncControlPlane}.
+        @param index: the L{ControlIndex} (which caches exist, their plan,
+            whether they are enabled, their recorded activity).
+        @param activity: a callable returning a L{dict} of cache id to the
+            clock seconds at which this node last saw the cache active
+            (the cache registry's C{activity}).
+        @param reactor: the clock.
+        """
+        self._controlPlane = controlPlane
+        self._index = index
+        self._activity = activity
+        self._reactor = reactor
+        self.days = days
+        self.interval = interval
+        self._loop = None
+        self._running = None
+
+    def startService(self):
+        """
+        Run once the index is loaded, then every C{interval} seconds.
+        """
+        super().startService()
+        self._loop = task.LoopingCall(self._tick)
+        self._loop.clock = self._reactor
+
+        def start(result):
+            if self._loop is not None and not self._loop.running:
+                self._loop.start(self.interval, now=True)
+            return result
+
+        self._index.ready.addCallback(start)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        return self._running
+
+    def _tick(self):
+        """
+        One run from the timer: failures are logged, and the timer goes on.
+        """
+        if self._running is not None:
+            return None
+
+        def failed(failure):
+            self._log.failure("reaping inactive caches failed", failure)
+
+        def done(result):
+            self._running = None
+
+        self._running = self.reap()
+        self._running.addErrback(failed)
+        self._running.addBoth(done)
+        return None
+
+    @defer.inlineCallbacks
+    def reap(self):
+        """
+        Record this node's activity, then disable the development caches
+        idle for longer than C{days}.
+
+        @return: a L{Deferred} firing with the L{list} of ids of the caches
+            disabled.
+        """
+        seen = dict(self._activity())
+        if seen:
+            yield self._controlPlane.touchActive(seen)
+        limit = self._reactor.seconds() - self.days * DAY
+        disabled = []
+        for cache in self._index.caches():
+            if not cache.enabled:
+                continue
+            if not self._index.planOf(cache.id).development:
+                continue
+            lastActive = max(cache.last_active, cache.created_at, seen.get(cache.id, 0))
+            if lastActive >= limit:
+                continue
+            yield self._controlPlane.setEnabled(cache.id, False)
+            self._log.info(
+                "disabled development cache {cacheId} {name!r}: inactive for "
+                "more than {days} days",
+                cacheId=cache.id,
+                name=cache.name,
+                days=self.days,
+            )
+            disabled.append(cache.id)
+        return disabled
