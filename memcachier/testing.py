@@ -226,3 +226,70 @@ class StoreConformanceTests:
             self.set(b"k%d" % i, b"v" * 1000)
         self.call(self.ks.configure, 5000, self.maxItemSize)
         self.assertLessEqual(self.call(self.ks.stats)["bytes"], 5000)
+
+
+class MemoryControlIndex:
+    """
+    An in-memory stand-in for the control index, for unit tests of
+    sessions and codecs: caches, credentials and plans in dicts.
+
+    @ivar plans: slug -> L{memcachier.control.model.Plan}.
+    """
+
+    def __init__(self, plans=None):
+        from memcachier.control.model import DEFAULT_PLANS
+
+        self.plans = {p.slug: p for p in (plans or DEFAULT_PLANS)}
+        self._caches = {}
+        self._credentials = {}
+        self._listeners = []
+
+    def addCache(self, cacheId, plan="dev", enabled=True):
+        from memcachier.control.model import Cache
+
+        self._caches[cacheId] = Cache(
+            cacheId, f"cache{cacheId}", "", plan, enabled, "default", "", 0.0, 0.0
+        )
+        self.changed()
+
+    def addCredential(self, cacheId, username, password, write=True, flush=True, api=True):
+        from memcachier.control.model import Credential
+
+        self._credentials[username] = Credential(
+            len(self._credentials) + 1, cacheId, username, password, write, flush, api,
+            not any(c.cache_id == cacheId for c in self._credentials.values()),
+        )
+        self.changed()
+
+    def removeCache(self, cacheId):
+        self._caches.pop(cacheId, None)
+        for name, c in list(self._credentials.items()):
+            if c.cache_id == cacheId:
+                del self._credentials[name]
+        self.changed()
+
+    def changed(self):
+        for listener in list(self._listeners):
+            listener()
+
+    def addListener(self, listener):
+        self._listeners.append(listener)
+
+    def authenticate(self, username, password):
+        import hmac
+
+        credential = self._credentials.get(username.decode("utf-8", "replace"))
+        if credential is None:
+            return None
+        if not hmac.compare_digest(credential.password.encode("utf-8"), password):
+            return None
+        cache = self._caches.get(credential.cache_id)
+        if cache is None or not cache.enabled:
+            return None
+        return credential
+
+    def cache(self, cacheId):
+        return self._caches.get(cacheId)
+
+    def planOf(self, cacheId):
+        return self.plans[self._caches[cacheId].plan]
