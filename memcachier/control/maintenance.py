@@ -13,6 +13,8 @@ from twisted.application.service import Service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from memcachier.control.repository import ControlPlaneError, UnknownCache
+
 
 DAY = 24 * 60 * 60
 
@@ -104,12 +106,19 @@ class InactiveCacheReaper(Service):
         for cache in self._index.caches():
             if not cache.enabled:
                 continue
-            if not self._index.planOf(cache.id).development:
+            try:
+                development = self._index.planOf(cache.id).development
+            except ControlPlaneError:
+                continue
+            if not development:
                 continue
             lastActive = max(cache.last_active, cache.created_at, seen.get(cache.id, 0))
             if lastActive >= limit:
                 continue
-            yield self._controlPlane.setEnabled(cache.id, False)
+            try:
+                yield self._controlPlane.setEnabled(cache.id, False)
+            except UnknownCache:
+                continue  # deleted meanwhile
             self._log.info(
                 "disabled development cache {cacheId} {name!r}: inactive for "
                 "more than {days} days",

@@ -693,14 +693,14 @@ class AsyncControlPlane:
         """
         self._writeObservers.append(observer)
 
-    def _run(self, name, *args, **kwargs):
+    def _run(self, method, /, *args, **kwargs):
         return threads.deferToThreadPool(
-            self._reactor, self._pool, getattr(self.controlPlane, name), *args, **kwargs
+            self._reactor, self._pool, getattr(self.controlPlane, method), *args, **kwargs
         )
 
     @defer.inlineCallbacks
-    def _write(self, name, *args, **kwargs):
-        result = yield self._run(name, *args, **kwargs)
+    def _write(self, method, /, *args, **kwargs):
+        result = yield self._run(method, *args, **kwargs)
         for observer in list(self._writeObservers):
             try:
                 yield observer()
