@@ -355,11 +355,12 @@ def _checkPlans(check, data, defaults):
                 if required not in spec:
                     check.error(prefix + required, f"required for the new plan {slug!r}")
             base = Plan(slug, 0, 0)
+        before = len(check.errors)
         memory = check.size(spec, prefix, "memory", base.memory or 1)
         connections = check.integer(spec, prefix, "connections", base.connections or 1)
         itemSize = check.size(spec, prefix, "item_size", base.item_size)
         development = check.boolean(spec, prefix, "development", base.development)
-        if itemSize > memory:
+        if len(check.errors) == before and itemSize > memory:
             check.error(prefix + "item_size", f"larger than the plan's memory ({memory} bytes)")
         plans[slug] = Plan(slug, memory, connections, itemSize, development)
     return plans
@@ -418,7 +419,9 @@ def _settingsFrom(data, overrides):
 
     node = check.table(data, "node")
     check.unknown(node, "node.", ("name",))
-    derived = next(filter(None, (_hostPort(d) for d in listen)), "127.0.0.1:11211")
+    derived = next(
+        (h for h in map(_hostPort, listen) if h and _isHostPort(h)), "127.0.0.1:11211"
+    )
     nodeName = node.get("name", derived)
     if not isinstance(nodeName, str) or not _isHostPort(nodeName):
         check.error("node.name", f'expected "host:port", got {_show(nodeName)}')

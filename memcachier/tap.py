@@ -7,10 +7,9 @@ bad config stops twistd before anything starts); L{makeService} builds the
 node's services in dependency order.
 """
 
-from twisted.application import strports
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -67,24 +66,6 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
-class _ThreadPoolService(Service):
-    """
-    Runs a L{ThreadPool} for as long as the service runs.  It is the first
-    child, so it stops last, after everything that submits work to it.
-    """
-
-    def __init__(self, pool):
-        self.pool = pool
-
-    def startService(self):
-        super().startService()
-        self.pool.start()
-
-    def stopService(self):
-        super().stopService()
-        self.pool.stop()
-
-
 class _CloseStore(Service):
     """
     Closes the store at shutdown (after the listeners, which stop first
@@ -97,6 +78,73 @@ class _CloseStore(Service):
     def stopService(self):
         super().stopService()
         return maybeDeferred(self.store.close)
+
+
+class ListenerService(Service):
+    """
+    Listens on an endpoint as soon as the service starts, but accepts no
+    connection until C{ready} fires (the control index is loaded, so
+    authentication works).
+
+    Binding at once means a port already in use stops twistd with an error
+    before the reactor runs; until C{ready}, clients wait in the listen
+    backlog rather than being refused.
+
+    @ivar port: the L{IListeningPort}, once listening.
+    """
+
+    _log = Logger()
+
+    def __init__(self, endpoint, factory, ready=None):
+        """
+        @param endpoint: an L{IStreamServerEndpoint}.
+        @param factory: the protocol factory.
+        @param ready: a L{Deferred} to wait for before accepting, or
+            L{None} to accept at once.
+        """
+        self.endpoint = endpoint
+        self.factory = factory
+        self.ready = ready
+        self.port = None
+        self._listening = None
+
+    def startService(self):
+        super().startService()
+        results = []
+        self._listening = self.endpoint.listen(self.factory)
+        self._listening.addBoth(results.append)
+        if results and isinstance(results[0], Failure):
+            results[0].raiseException()
+        if results:
+            self._listened(results[0])
+        else:
+            # An asynchronous endpoint (a plugin); errors are logged.
+            self._listening.addCallback(self._listened)
+            self._listening.addErrback(
+                lambda f: self._log.failure("Cannot listen on {endpoint}", f, endpoint=self.endpoint)
+            )
+
+    def _listened(self, port):
+        self.port = port
+        stopReading = getattr(port, "stopReading", None)
+        if self.ready is None or stopReading is None:
+            return port
+        stopReading()
+
+        def accept(result):
+            if self.running and self.port is port:
+                port.startReading()
+            return result
+
+        self.ready.addBoth(accept)
+        return port
+
+    def stopService(self):
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return maybeDeferred(port.stopListening)
+        return None
 
 
 def tlsOptions(description, minimum):
@@ -153,34 +201,43 @@ def tlsOptions(description, minimum):
     return options, listening
 
 
-def listenerService(description, factory, reactor, tlsMinimum):
+def serverEndpoint(description, reactor, tlsMinimum):
     """
-    A service listening on C{description} with C{factory}.
+    The endpoint of a listener description.
 
     C{ssl:} descriptions get an L{SSL4ServerEndpoint} whose TLS settings
     come from L{tlsOptions}; every other description goes through
-    L{strports.service}.  Either way a bind failure raises from
-    C{startService}, so twistd exits instead of running deaf.
+    L{serverFromString}.
 
     @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
-    @rtype: L{twisted.application.service.IService}
+    @rtype: L{twisted.internet.interfaces.IStreamServerEndpoint}
     """
-    if description.split(":", 1)[0] != "ssl":
-        return strports.service(description, factory, reactor=reactor)
-    from twisted.internet.endpoints import SSL4ServerEndpoint
+    from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 
+    if description.split(":", 1)[0] != "ssl":
+        return serverFromString(reactor, description)
     options, listening = tlsOptions(description, tlsMinimum)
-    endpoint = SSL4ServerEndpoint(
+    return SSL4ServerEndpoint(
         reactor,
         listening["port"],
         options,
         backlog=listening["backlog"],
         interface=listening["interface"],
     )
-    service = StreamServerEndpointService(endpoint, factory)
-    # The same as strports.service does: fail startService on bind errors.
-    service._raiseSynchronously = True
-    return service
+
+
+def listenerService(description, factory, reactor, tlsMinimum, ready=None):
+    """
+    A L{ListenerService} on C{description} with C{factory}.
+
+    A bind failure raises from C{startService}, so twistd exits instead of
+    running deaf.
+
+    @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
+    @param ready: see L{ListenerService}.
+    @rtype: L{ListenerService}
+    """
+    return ListenerService(serverEndpoint(description, reactor, tlsMinimum), factory, ready)
 
 
 def firstStartMessage(servers, username, password):
@@ -206,16 +263,13 @@ def bootstrap(controlPlane, settings):
 
     @param controlPlane: the synchronous
         L{memcachier.control.repository.ControlPlane}.
-    @return: the created cache's credential, or L{None} if caches existed.
+    @return: the created cache's primary credential, or L{None} if caches
+        existed.
     """
-    # WIRING: method names below follow the control-plane contract as it is
-    # expected to land (listCaches / createCache returning the cache and its
-    # primary credential).  Adjust here once memcachier.control.repository
-    # exists.
     if controlPlane.listCaches():
         return None
     cache, credential = controlPlane.createCache(
-        name="default", plan=settings.default_plan, cluster=settings.default_cluster
+        plan=settings.default_plan, cluster=settings.default_cluster
     )
     servers = settings.clusters.get(settings.default_cluster, (settings.node_name,))
     _log.info(
@@ -233,15 +287,23 @@ def buildService(settings, reactor):
     added and stop in reverse, so the thread pool comes first (stops last)
     and listeners come last (stop first).
 
+    Blocking before the reactor runs: migrates the database and, on the
+    first start, creates a cache (L{bootstrap}).
+
     @type settings: L{memcachier.config.Settings}
     @param reactor: the reactor every component gets as its clock.
     @rtype: L{MultiService}
     """
-    from sqlalchemy import create_engine
-    from twisted.python.threadpool import ThreadPool
-
     from memcachier.control.index import ControlIndex
-    from memcachier.control.repository import AsyncControlPlane, ControlPlane, upgrade
+    from memcachier.control.maintenance import InactiveCacheReaper
+    from memcachier.control.migrations import upgrade
+    from memcachier.control.repository import (
+        AsyncControlPlane,
+        ControlPlane,
+        ThreadPoolService,
+        makeThreadPool,
+    )
+    from memcachier.control.schema import makeEngine
     from memcachier.protocols.sniff import MemcacheFactory
     from memcachier.runtime import CacheRegistry
     from memcachier.stores.plugins import makeStore
@@ -251,35 +313,53 @@ def buildService(settings, reactor):
     # Store first: a missing or broken plugin must stop us before any I/O.
     store = makeStore(settings.store_plugin, settings.store_settings, reactor)
 
-    engine = create_engine(settings.database)
+    engine = makeEngine(settings.database)
     upgrade(engine)
-    controlPlane = ControlPlane(engine, reactor)
+    controlPlane = ControlPlane(
+        engine,
+        reactor,
+        settings.plans,
+        defaultPlan=settings.default_plan,
+        defaultCluster=settings.default_cluster,
+        clusters=settings.clusters,
+    )
     bootstrap(controlPlane, settings)
 
-    # SQLite serialises writers; one thread avoids "database is locked".
-    maxThreads = 1 if engine.dialect.name == "sqlite" else 4
-    pool = ThreadPool(minthreads=1, maxthreads=maxThreads, name="memcachier-db")
-    _ThreadPoolService(pool).setServiceParent(top)
+    pool = makeThreadPool(engine)
+    ThreadPoolService(pool).setServiceParent(top)
     asyncControlPlane = AsyncControlPlane(controlPlane, pool, reactor)
 
     _CloseStore(store).setServiceParent(top)
 
-    index = ControlIndex(asyncControlPlane, settings.plans, reactor, settings.poll_interval)
+    index = ControlIndex(
+        asyncControlPlane,
+        settings.plans,
+        reactor,
+        settings.poll_interval,
+        defaultPlan=settings.default_plan,
+    )
     index.setServiceParent(top)
 
     registry = CacheRegistry(store, index, settings, reactor)
 
-    # WIRING: analytics sampler, alerts and the dev-inactivity reaper are
-    # services built from (registry, asyncControlPlane, settings, reactor)
-    # and go here, before the listeners.
+    InactiveCacheReaper(
+        asyncControlPlane, index, registry.activity, reactor, days=settings.dev_inactivity_days
+    ).setServiceParent(top)
 
-    # WIRING: the web site (memcachier.web) goes here, e.g.
+    # WIRING: analytics sampler and alert services, built from (registry,
+    # asyncControlPlane, index, settings, reactor), go here, before the
+    # listeners.
+
+    # WIRING: the web site (memcachier.web), e.g.
     #   site = makeSite(asyncControlPlane, index, registry, settings, reactor)
-    #   strports.service(settings.web_listen, site, reactor=reactor).setServiceParent(top)
+    #   listenerService(settings.web_listen, site, reactor,
+    #                   settings.tls_min_version, index.ready).setServiceParent(top)
 
     factory = MemcacheFactory(registry, reactor, settings.auth_timeout)
     for description in settings.listen:
-        listenerService(description, factory, reactor, settings.tls_min_version).setServiceParent(top)
+        listenerService(
+            description, factory, reactor, settings.tls_min_version, index.ready
+        ).setServiceParent(top)
         _log.info("memcache listener: {description}", description=description)
     return top
 

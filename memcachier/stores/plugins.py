@@ -37,8 +37,11 @@ def _loadPlugins(package):
     failures = []
 
     def observer(event):
-        if "log_failure" in event:
-            failures.append(event)
+        # twisted.plugin logs with the legacy log.err: "failure", not
+        # "log_failure".
+        failure = event.get("log_failure") or event.get("failure")
+        if failure is not None:
+            failures.append(failure)
 
     globalLogPublisher.addObserver(observer)
     try:
@@ -46,7 +49,7 @@ def _loadPlugins(package):
     finally:
         globalLogPublisher.removeObserver(observer)
     if failures:
-        f = failures[0]["log_failure"]
+        f = failures[0]
         raise StorePluginError(
             f"a plugin in {package.__name__} failed to load: "
             f"{f.type.__name__}: {f.getErrorMessage()}"

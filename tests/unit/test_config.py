@@ -1,0 +1,255 @@
+"""
+Tests for L{memcachier.config}.
+"""
+
+import pytest
+from twisted.internet.ssl import TLSVersion
+
+from memcachier.config import ConfigError, Settings, loadSettings, parseSettings, parseSize
+from memcachier.control.model import DEFAULT_PLANS, MiB, Plan
+
+
+def errorsOf(text, overrides=None):
+    with pytest.raises(ConfigError) as info:
+        parseSettings(text, overrides)
+    return info.value.errors
+
+
+def test_embeddedDefaults():
+    """
+    Without a file, L{loadSettings} gives the embedded defaults: memcache on
+    127.0.0.1:11211, the web on 127.0.0.1:8080, SQLite in the current
+    directory, every default plan and one cluster made of this node.
+    """
+    settings = loadSettings(None, {})
+    assert settings.listen == ("tcp:11211:interface=127.0.0.1",)
+    assert settings.web_listen == "tcp:8080:interface=127.0.0.1"
+    assert settings.database == "sqlite:///memcachier.sqlite"
+    assert settings.node_name == "127.0.0.1:11211"
+    assert settings.clusters == {"default": ("127.0.0.1:11211",)}
+    assert settings.default_cluster == "default"
+    assert settings.store_plugin == "memory"
+    assert settings.store_settings == {}
+    assert settings.plans == {p.slug: p for p in DEFAULT_PLANS}
+    assert settings.default_plan == "dev"
+    assert settings.auth_timeout == 5.0
+    assert settings.dev_inactivity_days == 30
+    assert settings.poll_interval == 1.0
+    assert settings.tls_min_version is TLSVersion.TLSv1_2
+    assert settings == Settings()
+
+
+def test_fullFile(tmp_path):
+    """
+    Every documented key is read from the file.
+    """
+    path = tmp_path / "m.toml"
+    path.write_text(
+        """
+[memcache]
+listen = ["tcp:11311:interface=10.0.0.5", "unix:/tmp/mc.sock"]
+auth_timeout = 2
+tls_min_version = "1.3"
+
+[web]
+listen = "tcp:9090"
+
+[database]
+url = "postgresql+psycopg://u:p@db/memcachier"
+poll_interval = 0.5
+
+[clusters.eu]
+servers = ["10.0.0.5:11311", "10.0.0.6:11311"]
+
+[caches]
+default_cluster = "eu"
+default_plan = "100"
+dev_inactivity_days = 7
+
+[store]
+plugin = "memory"
+shards = 4
+
+[plans.dev]
+memory = "50MiB"
+
+[plans.tiny]
+memory = 1048576
+connections = 3
+item_size = "64KiB"
+development = true
+"""
+    )
+    settings = loadSettings(str(path), {})
+    assert settings.listen == ("tcp:11311:interface=10.0.0.5", "unix:/tmp/mc.sock")
+    assert settings.auth_timeout == 2.0
+    assert settings.tls_min_version is TLSVersion.TLSv1_3
+    assert settings.web_listen == "tcp:9090"
+    assert settings.database == "postgresql+psycopg://u:p@db/memcachier"
+    assert settings.poll_interval == 0.5
+    assert settings.node_name == "10.0.0.5:11311"
+    assert settings.clusters == {"eu": ("10.0.0.5:11311", "10.0.0.6:11311")}
+    assert settings.default_cluster == "eu"
+    assert settings.default_plan == "100"
+    assert settings.dev_inactivity_days == 7
+    assert settings.store_settings == {"shards": 4}
+    assert settings.plans["dev"] == Plan("dev", 50 * MiB, 10, MiB, True)
+    assert settings.plans["tiny"] == Plan("tiny", MiB, 3, 64 * 1024, True)
+    assert settings.plans["1g"] == Plan("1g", 1024 * MiB, 2000)
+
+
+def test_overrides():
+    """
+    Command-line overrides replace the file's listeners, database and web
+    endpoint; the node name follows the first listener.
+    """
+    settings = parseSettings(
+        '[memcache]\nlisten = ["tcp:1"]\n[database]\nurl = "sqlite:///a.db"\n',
+        {"listen": ["tcp:2222:interface=127.0.0.2"], "database": "sqlite:///b.db", "web_listen": "tcp:0"},
+    )
+    assert settings.listen == ("tcp:2222:interface=127.0.0.2",)
+    assert settings.database == "sqlite:///b.db"
+    assert settings.web_listen == "tcp:0"
+    assert settings.node_name == "127.0.0.2:2222"
+
+
+def test_emptyOverridesIgnored():
+    """
+    L{None} and empty overrides leave the file's values alone.
+    """
+    settings = parseSettings(
+        '[web]\nlisten = "tcp:81"\n', {"listen": [], "database": None, "web_listen": None}
+    )
+    assert settings.web_listen == "tcp:81"
+    assert settings.listen == ("tcp:11211:interface=127.0.0.1",)
+
+
+def test_nodeNameExplicit():
+    """
+    C{[node] name} wins over the derived name, and the default cluster is
+    made of it.
+    """
+    settings = parseSettings('[node]\nname = "cache1.example.com:11211"\n')
+    assert settings.node_name == "cache1.example.com:11211"
+    assert settings.clusters == {"default": ("cache1.example.com:11211",)}
+
+
+def test_everyErrorAtOnce():
+    """
+    Every mistake is reported in one L{ConfigError}, each message naming
+    its key; unknown keys are mistakes.
+    """
+    errors = errorsOf(
+        """
+colour = "blue"
+[memcache]
+auth_timeout = "x"
+listen = ["tcp:notaport"]
+tls_min_version = "1.1"
+lisen = 3
+[database]
+url = "nope"
+poll_interval = -1
+[caches]
+default_plan = "gold"
+dev_inactivity_days = 0
+[plans.new]
+memory = "lots"
+[clusters.a]
+servers = ["nohost"]
+"""
+    )
+    text = "\n".join(errors)
+    assert 'memcache.auth_timeout: expected a positive number, got "x"' in errors
+    assert "colour: unknown key" in errors
+    assert "memcache.lisen: unknown key" in errors
+    for key in (
+        "memcache.listen[0]",
+        "memcache.tls_min_version",
+        "database.url",
+        "database.poll_interval",
+        "caches.default_plan",
+        "caches.dev_inactivity_days",
+        "plans.new.memory",
+        "plans.new.connections",
+        "clusters.a.servers[0]",
+        "caches.default_cluster",
+    ):
+        assert key + ":" in text, key
+    assert len(errors) == 13, errors
+
+
+def test_configErrorStr():
+    """
+    C{str(ConfigError)} lists every message.
+    """
+    error = ConfigError(["a: one", "b: two"])
+    assert str(error) == "2 configuration errors:\n  a: one\n  b: two"
+    assert str(ConfigError(["a: one"])) == "configuration error: a: one"
+
+
+def test_invalidToml():
+    """
+    A syntax error names the file.
+    """
+    errors = errorsOf("[memcache\n")
+    assert len(errors) == 1
+    assert "invalid TOML" in errors[0]
+
+
+def test_missingFile(tmp_path):
+    """
+    A missing file is a L{ConfigError} naming it.
+    """
+    path = str(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError) as info:
+        loadSettings(path, {})
+    assert path in str(info.value)
+
+
+def test_sslListenerFiles(selfSignedCert):
+    """
+    An C{ssl:} listener's key and certificate must be readable, and
+    C{sslmethod} (which could lower the TLS version) is refused.
+    """
+    key, cert = selfSignedCert
+    good = f"ssl:11219:privateKey={key}:certKey={cert}"
+    assert parseSettings("", {"listen": [good]}).listen == (good,)
+    errors = errorsOf(
+        "",
+        {"listen": ["ssl:1:privateKey=/nonexistent.pem", good + ":sslmethod=TLSv1_METHOD"]},
+    )
+    assert errors[0].startswith("--listen[0]: privateKey file \"/nonexistent.pem\"")
+    assert errors[1].startswith("--listen[1]: sslmethod is not supported")
+
+
+def test_wildcardInterfaceUsesHostname():
+    """
+    A listener on every interface advertises the host name.
+    """
+    import socket
+
+    settings = parseSettings("", {"listen": ["tcp:11211"]})
+    assert settings.node_name == f"{socket.gethostname()}:11211"
+
+
+def test_planItemSizeAboveMemory():
+    """
+    A plan whose item size exceeds its memory is refused.
+    """
+    errors = errorsOf('[plans.dev]\nitem_size = "100MiB"\n')
+    assert errors == ["plans.dev.item_size: larger than the plan's memory (26214400 bytes)"]
+
+
+def test_parseSize():
+    """
+    Sizes are integers or strings with binary units.
+    """
+    assert parseSize(5) == 5
+    assert parseSize("25MiB") == 25 * MiB
+    assert parseSize("25mb") == 25 * MiB
+    assert parseSize("1g") == 1024 * MiB
+    assert parseSize("512KB") == 512 * 1024
+    assert parseSize("lots") is None
+    assert parseSize(True) is None
+    assert parseSize(1.5) is None
