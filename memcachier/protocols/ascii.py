@@ -220,6 +220,7 @@ class AsciiProtocol(CodecProtocol):
                 if consumed is None:
                     break
                 pos = consumed
+                authenticated = self.session.authenticated
                 continue
             handler = handlers.get(command)
             if not authenticated and command not in _BEFORE_AUTH:
@@ -253,6 +254,14 @@ class AsciiProtocol(CodecProtocol):
         if self._closing:
             self.transport.loseConnection()
 
+    def _flushOut(self, out):
+        """
+        Send the replies gathered so far and empty C{out}.
+        """
+        if out:
+            self.send(b"".join(out))
+            del out[:]
+
     def _abort(self, reply):
         self._closing = True
         self.send(reply)
@@ -263,8 +272,7 @@ class AsciiProtocol(CodecProtocol):
         An answer is asynchronous: send what is ready, stop reading, and
         go on with C{rest} once C{deferred} fires with the reply bytes.
         """
-        if out:
-            self.send(b"".join(out))
+        self._flushOut(out)
         self._buffer = rest
         self._waiting = deferred
         self.pauseReading()
@@ -274,7 +282,7 @@ class AsciiProtocol(CodecProtocol):
         self._waiting = None
         if reply:
             self.send(reply)
-        if self.transport.disconnecting or self.transport.disconnected:
+        if self._closing or not self.transport.connected:
             return
         self.resumeReading()
         rest, self._buffer = self._buffer, b""
@@ -328,8 +336,7 @@ class AsciiProtocol(CodecProtocol):
         needed = length + 2
         if len(data) - pos < needed:
             self._value = [handler, args, needed, [data[pos:]], len(data) - pos]
-            if out:
-                self.send(b"".join(out))
+            self._flushOut(out)
             return None
         stop = pos + needed
         if data[stop - 2:stop] != b"\r\n":
@@ -354,8 +361,7 @@ class AsciiProtocol(CodecProtocol):
         if stop <= len(data):
             return stop
         self._swallow = stop - len(data)
-        if out:
-            self.send(b"".join(out))
+        self._flushOut(out)
         return None
 
     def _collectValue(self, data):
@@ -802,8 +808,7 @@ class AsciiProtocol(CodecProtocol):
         args = (mode, key, itemFlags, ttl, cas, flags)
         if len(data) - pos < needed:
             self._value = [self._metaStore, args, needed, [data[pos:]], len(data) - pos]
-            if out:
-                self.send(b"".join(out))
+            self._flushOut(out)
             return None
         stop = pos + needed
         if data[stop - 2:stop] != b"\r\n":

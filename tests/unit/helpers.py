@@ -1,0 +1,44 @@
+"""
+Builders shared by the codec and session unit tests: a registry over the
+memory store and an in-memory control index, and a connected protocol on a
+string transport.
+"""
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+
+from memcachier.protocols.sniff import MemcacheFactory
+from memcachier.runtime import CacheRegistry
+from memcachier.stores.memory import MemoryStore
+from memcachier.testing import MemoryControlIndex
+
+
+class World:
+    """
+    One node with two caches: cache 1 (credentials C{rw}, C{ro} read-only,
+    C{nf} without flush) and cache 2 (credential C{other}).
+    """
+
+    def __init__(self, plans=None):
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.index = MemoryControlIndex(plans)
+        self.index.addCache(1, "dev")
+        self.index.addCache(2, "dev")
+        self.index.addCredential(1, "rw", "secret")
+        self.index.addCredential(1, "ro", "secret", write=False)
+        self.index.addCredential(1, "nf", "secret", flush=False)
+        self.index.addCredential(2, "other", "secret")
+        self.store = MemoryStore(self.clock)
+        self.registry = CacheRegistry(self.store, self.index, None, self.clock)
+        self.factory = MemcacheFactory(self.registry, self.clock, authTimeout=5.0)
+
+    def connect(self):
+        """
+        @return: (protocol, transport) of a new connection.
+        """
+        proto = self.factory.buildProtocol(None)
+        transport = StringTransportWithDisconnection()
+        transport.protocol = proto
+        proto.makeConnection(transport)
+        return proto, transport

@@ -1,0 +1,241 @@
+"""
+The ASCII codec, driven byte for byte without sockets.
+"""
+
+import pytest
+
+from memcachier.control.model import Plan
+from tests.unit.helpers import World
+
+
+@pytest.fixture
+def world():
+    return World()
+
+
+def exchange(conn, data):
+    proto, transport = conn
+    transport.clear()
+    proto.dataReceived(data)
+    return transport.value()
+
+
+def login(world, user=b"rw"):
+    conn = world.connect()
+    assert exchange(conn, b"set %s 0 0 6\r\nsecret\r\n" % user) == b"STORED\r\n"
+    return conn
+
+
+def test_authRequired(world):
+    """
+    Before ASCII auth only version and quit work; other commands get
+    CLIENT_ERROR unauthenticated, and a wrong password is refused.
+    """
+    conn = world.connect()
+    assert exchange(conn, b"get foo\r\n") == b"CLIENT_ERROR unauthenticated\r\n"
+    assert exchange(conn, b"version\r\n").startswith(b"VERSION 1.6")
+    assert exchange(conn, b"set rw 0 0 5\r\nwrong\r\n") == b"CLIENT_ERROR authentication failure\r\n"
+    assert exchange(conn, b"add k 0 0 1\r\nx\r\nget k\r\n") == b"CLIENT_ERROR unauthenticated\r\n" * 2
+    assert exchange(conn, b"set rw 0 0 6\r\nsecret\r\nget k\r\n") == b"STORED\r\nEND\r\n"
+
+
+def test_authTimeout(world):
+    """
+    An unauthenticated connection is closed after the auth timeout.
+    """
+    proto, transport = world.connect()
+    world.clock.advance(5)
+    assert not transport.connected
+
+
+def test_setGetPipelined(world):
+    """
+    Several requests in one read are answered in order in one write.
+    """
+    conn = login(world)
+    reply = exchange(conn, b"set a 5 0 1\r\n1\r\nset b 0 0 2 noreply\r\n22\r\nget a b c\r\ngets a\r\n")
+    assert reply.startswith(b"STORED\r\nVALUE a 5 1\r\n1\r\nVALUE b 0 2\r\n22\r\nEND\r\nVALUE a 5 1 ")
+
+
+def test_valueInPieces(world):
+    """
+    A value body split over many reads is assembled.
+    """
+    conn = login(world)
+    proto, transport = conn
+    transport.clear()
+    for piece in (b"set k 0 0 10\r", b"\n01234", b"567", b"89\r", b"\nget k\r\n"):
+        proto.dataReceived(piece)
+    assert transport.value() == b"STORED\r\nVALUE k 0 10\r\n0123456789\r\nEND\r\n"
+
+
+def test_errors(world):
+    """
+    memcached's error strings for malformed input.
+    """
+    conn = login(world)
+    assert exchange(conn, b"bogus\r\n") == b"ERROR\r\n"
+    assert exchange(conn, b"set k 0 0 3\r\nabcd\r\n") == b"CLIENT_ERROR bad data chunk\r\nERROR\r\n"
+    assert exchange(conn, b"set k x 0 1\r\n") == b"CLIENT_ERROR bad command line format\r\n"
+    assert exchange(conn, b"get " + b"k" * 251 + b"\r\n") == b"CLIENT_ERROR bad command line format\r\n"
+    assert exchange(conn, b"incr k abc\r\n") == b"CLIENT_ERROR invalid numeric delta argument\r\n"
+    assert exchange(conn, b"touch k abc\r\n") == b"CLIENT_ERROR invalid exptime argument\r\n"
+    assert exchange(conn, b"set n 0 0 1\r\nx\r\nincr n 1\r\n").endswith(
+        b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n")
+
+
+def test_tooLargeSwallowed(world):
+    """
+    A value over the item limit is refused and its body discarded without
+    being buffered; the connection goes on.
+    """
+    conn = login(world)
+    proto, transport = conn
+    transport.clear()
+    proto.dataReceived(b"set big 0 0 2000000\r\n")
+    for _ in range(20):
+        proto.dataReceived(b"x" * 100000)
+    proto.dataReceived(b"\r\nget big\r\n")
+    assert transport.value() == b"SERVER_ERROR object too large for cache\r\nEND\r\n"
+    assert len(proto.codec._buffer) < 100
+
+
+def test_longLineCloses(world):
+    """
+    2048 bytes without a newline close the connection, as memcached does.
+    """
+    proto, transport = login(world)
+    proto.dataReceived(b"x" * 3000)
+    assert not transport.connected
+
+
+def test_httpCloses(world):
+    """
+    An HTTP request line closes the connection (cross-protocol defence).
+    """
+    proto, transport = world.connect()
+    proto.dataReceived(b"GET / HTTP/1.1\r\n")
+    assert not transport.connected
+
+
+def test_incrDecr(world):
+    conn = login(world)
+    exchange(conn, b"set n 0 0 20\r\n18446744073709551615\r\n")
+    assert exchange(conn, b"incr n 2\r\n") == b"1\r\n"
+    assert exchange(conn, b"decr n 5\r\n") == b"0\r\n"
+    assert exchange(conn, b"incr missing 1\r\n") == b"NOT_FOUND\r\n"
+
+
+def test_casAndDelete(world):
+    conn = login(world)
+    exchange(conn, b"set k 0 0 1\r\nx\r\n")
+    reply = exchange(conn, b"gets k\r\n")
+    cas = int(reply.split(b"\r\n")[0].split()[-1])
+    assert exchange(conn, b"cas k 0 0 1 %d\r\ny\r\n" % (cas + 1)) == b"EXISTS\r\n"
+    assert exchange(conn, b"cas k 0 0 1 %d\r\ny\r\n" % cas) == b"STORED\r\n"
+    assert exchange(conn, b"cas nope 0 0 1 1\r\ny\r\n") == b"NOT_FOUND\r\n"
+    assert exchange(conn, b"delete k\r\ndelete k\r\n") == b"DELETED\r\nNOT_FOUND\r\n"
+
+
+def test_expiryAndTouch(world):
+    conn = login(world)
+    exchange(conn, b"set k 0 10 1\r\nx\r\nset gone 0 -1 1\r\nx\r\n")
+    assert exchange(conn, b"get gone\r\n") == b"END\r\n"
+    assert exchange(conn, b"touch k 100\r\n") == b"TOUCHED\r\n"
+    world.clock.advance(50)
+    assert exchange(conn, b"gat 10 k\r\n") == b"VALUE k 0 1\r\nx\r\nEND\r\n"
+    world.clock.advance(10)
+    assert exchange(conn, b"get k\r\n") == b"END\r\n"
+
+
+def test_flushDelay(world):
+    conn = login(world)
+    exchange(conn, b"set k 0 0 1\r\nx\r\n")
+    assert exchange(conn, b"flush_all 10\r\n") == b"OK\r\n"
+    assert exchange(conn, b"get k\r\n") != b"END\r\n"
+    world.clock.advance(10)
+    assert exchange(conn, b"get k\r\n") == b"END\r\n"
+
+
+def test_readOnlyAndNoFlush(world):
+    """
+    A read-only credential gets NOT_STORED for every mutation; one
+    without flush gets CLIENT_ERROR flush_all not allowed.
+    """
+    rw = login(world)
+    exchange(rw, b"set k 0 0 1\r\nx\r\n")
+    ro = login(world, b"ro")
+    assert exchange(ro, b"set k 0 0 1\r\ny\r\n") == b"NOT_STORED\r\n"
+    assert exchange(ro, b"delete k\r\n") == b"NOT_STORED\r\n"
+    assert exchange(ro, b"incr k 1\r\n") == b"NOT_STORED\r\n"
+    assert exchange(ro, b"get k\r\n") == b"VALUE k 0 1\r\nx\r\nEND\r\n"
+    nf = login(world, b"nf")
+    assert exchange(nf, b"flush_all\r\n") == b"CLIENT_ERROR flush_all not allowed\r\n"
+
+
+def test_isolation(world):
+    """
+    Two caches never see each other's keys, flushes or counts.
+    """
+    mine = login(world)
+    theirs = login(world, b"other")
+    exchange(mine, b"set k 0 0 4\r\nmine\r\n")
+    assert exchange(theirs, b"get k\r\n") == b"END\r\n"
+    exchange(theirs, b"flush_all\r\n")
+    assert exchange(mine, b"get k\r\n") == b"VALUE k 0 4\r\nmine\r\nEND\r\n"
+    assert b"STAT curr_items 0\r\n" in exchange(theirs, b"stats\r\n")
+
+
+def test_stats(world):
+    conn = login(world)
+    exchange(conn, b"set k 0 0 1\r\nx\r\nget k\r\nget nope\r\n")
+    stats = exchange(conn, b"stats\r\n")
+    for line in (b"STAT cmd_get 2", b"STAT get_hits 1", b"STAT get_misses 1",
+                 b"STAT curr_items 1", b"STAT limit_maxbytes 26214400", b"STAT curr_connections 1"):
+        assert line + b"\r\n" in stats
+    assert exchange(conn, b"stats reset\r\n") == b"RESET\r\n"
+    assert b"STAT get_hits 0\r\n" in exchange(conn, b"stats\r\n")
+    assert exchange(conn, b"stats nonsense\r\n") == b"ERROR\r\n"
+    assert b"STAT item_size_max 1048576\r\n" in exchange(conn, b"stats settings\r\n")
+
+
+def test_meta(world):
+    conn = login(world)
+    assert exchange(conn, b"ms k 2 T0 F5\r\nhi\r\n") == b"HD\r\n"
+    assert exchange(conn, b"mg k s v f t Oabc k\r\n") == b"VA 2 s2 f5 t-1 Oabc kk\r\nhi\r\n"
+    assert exchange(conn, b"mg missing v\r\n") == b"EN\r\n"
+    assert exchange(conn, b"mg missing v q\r\nmn\r\n") == b"MN\r\n"
+    assert exchange(conn, b"ms k 1 MA\r\n!\r\nmg k v\r\n") == b"HD\r\nVA 3\r\nhi!\r\n"
+    assert exchange(conn, b"ms new 1 ME\r\nx\r\nms new 1 ME\r\nx\r\n") == b"HD\r\nNS\r\n"
+    assert exchange(conn, b"ma cnt\r\n") == b"NF\r\n"
+    assert exchange(conn, b"ma cnt N0 J10 v\r\nma cnt v D5\r\n") == b"VA 2\r\n10\r\nVA 2\r\n15\r\n"
+    assert exchange(conn, b"md cnt\r\nmd cnt\r\n") == b"HD\r\nNF\r\n"
+    assert exchange(conn, b"me k\r\n").startswith(b"ME k exp=-1 ")
+    assert exchange(conn, b"mg k !\r\n") == b"CLIENT_ERROR invalid flag\r\n"
+    assert exchange(conn, b"ms k 1 MZ\r\nx\r\n") == b"CLIENT_ERROR invalid mode for ms M token\r\n"
+
+
+def test_evictionAtPlanLimit():
+    """
+    A cache evicts its own least recently used keys at its plan's memory.
+    """
+    world = World([Plan("dev", 100_000, 10, 1024 * 1024, True)])
+    conn = login(world)
+    for i in range(200):
+        exchange(conn, b"set k%d 0 0 1000\r\n%b\r\n" % (i, b"v" * 1000))
+    stats = exchange(conn, b"stats\r\n")
+    assert b"STAT evictions 0\r\n" not in stats
+    assert exchange(conn, b"get k199\r\n").startswith(b"VALUE")
+    assert exchange(conn, b"get k0\r\n") == b"END\r\n"
+
+
+def test_connectionLimit():
+    """
+    Past the plan's connection limit authentication is refused clearly.
+    """
+    world = World([Plan("dev", 100_000, 1, 1024 * 1024, True)])
+    login(world)
+    proto, transport = world.connect()
+    proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\n")
+    assert transport.value() == b"SERVER_ERROR too many connections for this cache\r\n"
+    assert not transport.connected
