@@ -1,0 +1,434 @@
+# -*- test-case-name: tests.unit.test_admin -*-
+"""
+C{memcachier-admin}: manage caches, credentials and plans from a shell.
+
+The CLI writes to the control plane's database directly (synchronously,
+no reactor); running servers notice within their poll interval because
+every write bumps the control version.  It reads the same configuration
+file as the server, so it knows the plans, the clusters and the database::
+
+    memcachier-admin --config memcachier.toml cache create --plan 100
+    memcachier-admin --database sqlite:///memcachier.sqlite cache list --json
+
+Errors go to standard error with exit status 1; usage mistakes exit with
+status 2, as argparse does.
+"""
+
+import argparse
+import json
+import sys
+
+from twisted.python.runtime import seconds
+
+from memcachier.control.repository import ControlPlaneError
+
+
+class _WallClock:
+    """
+    The CLI's clock: it is the composition root, so this is where the
+    wall clock gets injected.
+    """
+
+    def seconds(self):
+        return seconds()
+
+
+class AdminError(Exception):
+    """
+    A failure to report on standard error with exit status 1.
+    """
+
+
+def _cacheJSON(cache, servers):
+    return {
+        "id": cache.id,
+        "name": cache.name,
+        "label": cache.label,
+        "plan": cache.plan,
+        "enabled": cache.enabled,
+        "cluster": cache.cluster,
+        "servers": list(servers),
+        "created_at": cache.created_at,
+        "last_active": cache.last_active,
+    }
+
+
+def _credentialJSON(credential):
+    return {
+        "id": credential.id,
+        "cache_id": credential.cache_id,
+        "username": credential.username,
+        "password": credential.password,
+        "write_capability": credential.write,
+        "flush_capability": credential.flush,
+        "api_capability": credential.api,
+        "primary": credential.primary,
+    }
+
+
+def _planJSON(plan):
+    return {
+        "slug": plan.slug,
+        "memory": plan.memory,
+        "connections": plan.connections,
+        "item_size": plan.item_size,
+        "development": plan.development,
+    }
+
+
+def _capabilities(credential):
+    return ",".join(
+        name
+        for name, has in [
+            ("write", credential.write),
+            ("flush", credential.flush),
+            ("api", credential.api),
+        ]
+        if has
+    ) or "read-only"
+
+
+class Admin:
+    """
+    The commands, each writing to C{out}.
+
+    @ivar settings: the L{memcachier.config.Settings}.
+    @ivar out: a text stream.
+    """
+
+    def __init__(self, settings, out, clock=None):
+        self.settings = settings
+        self.out = out
+        self._clock = _WallClock() if clock is None else clock
+        self._controlPlane = None
+
+    @property
+    def controlPlane(self):
+        """
+        The L{ControlPlane}, on a database migrated to the newest revision
+        on first use (C{plan list} needs no database).
+        """
+        if self._controlPlane is None:
+            from memcachier.control.migrations import upgrade
+            from memcachier.control.repository import ControlPlane
+            from memcachier.control.schema import makeEngine
+
+            engine = makeEngine(self.settings.database)
+            upgrade(engine)
+            self._controlPlane = ControlPlane(
+                engine,
+                self._clock,
+                self.settings.plans,
+                defaultPlan=self.settings.default_plan,
+                defaultCluster=self.settings.default_cluster,
+                clusters=self.settings.clusters,
+            )
+        return self._controlPlane
+
+    def close(self):
+        if self._controlPlane is not None:
+            self._controlPlane.engine.dispose()
+
+    def _print(self, text=""):
+        self.out.write(text + "\n")
+
+    def _json(self, value):
+        self._print(json.dumps(value, indent=2, sort_keys=True))
+
+    def _servers(self, cache):
+        return self.settings.clusters.get(cache.cluster, ())
+
+    # -- caches
+
+    def cache_create(self, args):
+        cache, credential = self.controlPlane.createCache(
+            name=args.name, plan=args.plan, cluster=args.cluster, label=args.label
+        )
+        servers = self._servers(cache)
+        if args.json:
+            self._json(
+                {
+                    "id": cache.id,
+                    "name": cache.name,
+                    "plan": cache.plan,
+                    "servers": list(servers),
+                    "username": credential.username,
+                    "password": credential.password,
+                }
+            )
+        else:
+            self._print(f"# cache {cache.id} {cache.name} (plan {cache.plan})")
+            self._print(f"MEMCACHIER_SERVERS={','.join(servers)}")
+            self._print(f"MEMCACHIER_USERNAME={credential.username}")
+            self._print(f"MEMCACHIER_PASSWORD={credential.password}")
+
+    def cache_list(self, args):
+        caches = self.controlPlane.listCaches()
+        if args.json:
+            self._json([_cacheJSON(c, self._servers(c)) for c in caches])
+            return
+        self._print(f"{'ID':>6}  {'NAME':<24} {'PLAN':<6} {'ENABLED':<8} CLUSTER")
+        for c in caches:
+            enabled = "yes" if c.enabled else "no"
+            self._print(f"{c.id:>6}  {c.name:<24} {c.plan:<6} {enabled:<8} {c.cluster}")
+
+    def cache_show(self, args):
+        cache = self.controlPlane.getCache(args.id)
+        credentials = self.controlPlane.listCredentials(args.id)
+        if args.json:
+            value = _cacheJSON(cache, self._servers(cache))
+            value["credentials"] = [_credentialJSON(c) for c in credentials]
+            self._json(value)
+            return
+        self._print(f"id:          {cache.id}")
+        self._print(f"name:        {cache.name}")
+        self._print(f"label:       {cache.label}")
+        self._print(f"plan:        {cache.plan}")
+        self._print(f"enabled:     {'yes' if cache.enabled else 'no'}")
+        self._print(f"cluster:     {cache.cluster}")
+        self._print(f"servers:     {','.join(self._servers(cache))}")
+        self._print("credentials:")
+        for c in credentials:
+            primary = " (primary)" if c.primary else ""
+            self._print(f"  {c.username}  {_capabilities(c)}{primary}")
+
+    def cache_delete(self, args):
+        self.controlPlane.deleteCache(args.id)
+        self._done(args, {"id": args.id, "deleted": True}, f"deleted cache {args.id}")
+
+    def cache_enable(self, args):
+        cache = self.controlPlane.setEnabled(args.id, True)
+        self._cacheDone(args, cache, f"enabled cache {cache.id}")
+
+    def cache_disable(self, args):
+        cache = self.controlPlane.setEnabled(args.id, False)
+        self._cacheDone(args, cache, f"disabled cache {cache.id}")
+
+    def cache_set_plan(self, args):
+        cache = self.controlPlane.setPlan(args.id, args.slug)
+        self._cacheDone(args, cache, f"cache {cache.id} is now on plan {cache.plan}")
+
+    def _cacheDone(self, args, cache, message):
+        self._done(args, _cacheJSON(cache, self._servers(cache)), message)
+
+    def _done(self, args, value, message):
+        if args.json:
+            self._json(value)
+        else:
+            self._print(message)
+
+    # -- credentials
+
+    def credential_create(self, args):
+        credential = self.controlPlane.createCredential(
+            args.cache_id, write=not args.read_only, flush=not args.no_flush, api=not args.no_api
+        )
+        if args.json:
+            self._json(_credentialJSON(credential))
+        else:
+            self._print(f"MEMCACHIER_USERNAME={credential.username}")
+            self._print(f"MEMCACHIER_PASSWORD={credential.password}")
+            self._print(f"# capabilities: {_capabilities(credential)}")
+
+    def credential_list(self, args):
+        credentials = self.controlPlane.listCredentials(args.cache_id)
+        if args.json:
+            self._json([_credentialJSON(c) for c in credentials])
+            return
+        self._print(f"{'USERNAME':<10} {'PASSWORD':<34} CAPABILITIES")
+        for c in credentials:
+            primary = " (primary)" if c.primary else ""
+            self._print(f"{c.username:<10} {c.password:<34} {_capabilities(c)}{primary}")
+
+    def credential_delete(self, args):
+        self.controlPlane.deleteCredential(args.username)
+        self._done(
+            args,
+            {"username": args.username, "deleted": True},
+            f"deleted credential {args.username}",
+        )
+
+    def credential_promote(self, args):
+        credential = self.controlPlane.promoteCredential(args.username)
+        self._done(
+            args,
+            _credentialJSON(credential),
+            f"{credential.username} is now the primary credential of cache "
+            f"{credential.cache_id}",
+        )
+
+    def credential_update(self, args):
+        credential = self.controlPlane.updateCredential(
+            args.username, write=args.write, flush=args.flush, api=args.api
+        )
+        self._done(
+            args,
+            _credentialJSON(credential),
+            f"{credential.username}: {_capabilities(credential)}",
+        )
+
+    # -- plans
+
+    def plan_list(self, args):
+        plans = sorted(self.settings.plans.values(), key=lambda p: (p.memory, p.slug))
+        if args.json:
+            self._json([_planJSON(p) for p in plans])
+            return
+        self._print(f"{'SLUG':<8} {'MEMORY':>14} {'CONNECTIONS':>12} {'ITEM SIZE':>10}")
+        for p in plans:
+            default = " (default)" if p.slug == self.settings.default_plan else ""
+            dev = " development" if p.development else ""
+            self._print(
+                f"{p.slug:<8} {p.memory:>14} {p.connections:>12} {p.item_size:>10}{dev}{default}"
+            )
+
+
+def _cacheId(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a cache id is a number, not {text!r}")
+
+
+def _switch(parser, name, help):
+    """
+    Add C{--NAME} / C{--no-NAME}, defaulting to L{None} (unchanged).
+    """
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(f"--{name}", dest=name, action="store_true", default=None, help=help)
+    group.add_argument(f"--no-{name}", dest=name, action="store_false", help=f"no {help}")
+
+
+def makeParser():
+    """
+    @rtype: L{argparse.ArgumentParser}
+    """
+    parser = argparse.ArgumentParser(
+        prog="memcachier-admin",
+        description="Manage the caches, credentials and plans of a memcachier installation.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="the server's TOML configuration file")
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="SQLAlchemy URL of the control plane (overrides the configuration file)",
+    )
+    groups = parser.add_subparsers(dest="group", metavar="{cache,credential,plan}", required=True)
+
+    def command(sub, name, method, help, json=True):
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(method=method)
+        if json:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    cache = groups.add_parser("cache", help="manage caches").add_subparsers(
+        dest="command", required=True
+    )
+    p = command(cache, "create", "cache_create", "create a cache and print its credentials")
+    p.add_argument("--name", help="unique name (generated if omitted)")
+    p.add_argument("--plan", metavar="SLUG", help="plan slug (default: the configured default)")
+    p.add_argument("--cluster", help="cluster (default: the configured default)")
+    p.add_argument("--label", help="free text for operators")
+    command(cache, "list", "cache_list", "list caches")
+    for name, method, help in [
+        ("show", "cache_show", "show a cache and its credentials"),
+        ("delete", "cache_delete", "delete a cache and its credentials"),
+        ("enable", "cache_enable", "enable a cache"),
+        ("disable", "cache_disable", "disable a cache (authentication fails)"),
+    ]:
+        command(cache, name, method, help).add_argument("id", type=_cacheId, metavar="ID")
+    p = command(cache, "set-plan", "cache_set_plan", "move a cache to another plan")
+    p.add_argument("id", type=_cacheId, metavar="ID")
+    p.add_argument("slug", metavar="SLUG")
+
+    credential = groups.add_parser("credential", help="manage credentials").add_subparsers(
+        dest="command", required=True
+    )
+    p = command(credential, "create", "credential_create", "add a credential to a cache")
+    p.add_argument("cache_id", type=_cacheId, metavar="CACHE_ID")
+    p.add_argument("--read-only", action="store_true", help="no write capability")
+    p.add_argument("--no-flush", action="store_true", help="no flush capability")
+    p.add_argument("--no-api", action="store_true", help="no analytics API capability")
+    p = command(credential, "list", "credential_list", "list a cache's credentials")
+    p.add_argument("cache_id", type=_cacheId, metavar="CACHE_ID")
+    p = command(credential, "delete", "credential_delete", "delete a (non-primary) credential")
+    p.add_argument("username", metavar="USERNAME")
+    p = command(credential, "promote", "credential_promote", "make a credential the primary one")
+    p.add_argument("username", metavar="USERNAME")
+    p = command(credential, "update", "credential_update", "change a credential's capabilities")
+    p.add_argument("username", metavar="USERNAME")
+    _switch(p, "write", "write capability")
+    _switch(p, "flush", "flush capability")
+    _switch(p, "api", "analytics API capability")
+
+    plan = groups.add_parser("plan", help="show plans").add_subparsers(
+        dest="command", required=True
+    )
+    command(plan, "list", "plan_list", "list the configured plans")
+    return parser
+
+
+def main(argv=None, stdout=None, stderr=None):
+    """
+    The C{memcachier-admin} console script.
+
+    @param argv: the arguments, without the program name; C{sys.argv[1:]}
+        if L{None}.
+    @return: the exit status: 0, 1 for errors, 2 for usage mistakes.
+    @rtype: L{int}
+    """
+    stdout = sys.stdout if stdout is None else stdout
+    stderr = sys.stderr if stderr is None else stderr
+    parser = makeParser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code
+
+    def fail(message):
+        stderr.write(f"memcachier-admin: error: {message}\n")
+        return 1
+
+    from memcachier.config import ConfigError, loadSettings
+
+    try:
+        settings = loadSettings(args.config, {"database": args.database})
+    except ConfigError as e:
+        return fail(str(e))
+
+    import sqlalchemy.exc
+
+    admin = Admin(settings, stdout)
+    try:
+        getattr(admin, args.method)(args)
+    except ControlPlaneError as e:
+        return fail(str(e))
+    except ImportError as e:
+        return fail(
+            f"database {_safeURL(settings.database)}: its driver is not installed ({e.name})"
+        )
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        # The driver's message only: SQLAlchemy's own would show the
+        # statement's parameters, passwords included.
+        detail = getattr(e, "orig", None) or e.__class__.__name__
+        return fail(f"database {_safeURL(settings.database)}: {detail}")
+    finally:
+        admin.close()
+    return 0
+
+
+def _safeURL(url):
+    """
+    A database URL without its password, for messages.
+    """
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable URL)"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
