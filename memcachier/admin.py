@@ -411,7 +411,10 @@ def main(argv=None, stdout=None, stderr=None):
     except sqlalchemy.exc.SQLAlchemyError as e:
         # The driver's message only: SQLAlchemy's own would show the
         # statement's parameters, passwords included.
-        detail = getattr(e, "orig", None) or e.__class__.__name__
+        if isinstance(e, sqlalchemy.exc.StatementError):
+            detail = e.orig
+        else:
+            detail = e
         return fail(f"database {_safeURL(settings.database)}: {detail}")
     finally:
         admin.close()
