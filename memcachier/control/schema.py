@@ -85,13 +85,17 @@ control_version = sa.Table(
 VERSION_ROW = 1
 
 
-def _enableSQLiteForeignKeys(dbapiConnection, connectionRecord):
+def _configureSQLite(dbapiConnection, connectionRecord):
     """
     SQLite ignores C{ON DELETE CASCADE} unless each connection asks for
-    foreign keys.
+    foreign keys.  A file database uses write-ahead logging, so that the
+    server's polls and the admin CLI's writes do not block each other.
     """
     cursor = dbapiConnection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode")
+    if cursor.fetchone()[0].lower() not in ("memory", "wal"):
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 
@@ -123,7 +127,7 @@ def makeEngine(url):
             os.makedirs(directory, exist_ok=True)
     engine = sa.create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _enableSQLiteForeignKeys)
+        event.listen(engine, "connect", _configureSQLite)
     return engine
 
 
