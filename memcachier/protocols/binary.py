@@ -541,7 +541,7 @@ class BinaryProtocol(CodecProtocol):
             if opcode not in _QUIET:
                 out.append(_pack(RESPONSE_MAGIC, opcode, 0, 0, 0, SUCCESS, 0, opaque, newCas))
             return
-        if code is StoreResult.NOT_STORED:
+        if code == StoreResult.NOT_STORED:
             if self.session.canWrite:
                 status = _NOT_STORED_STATUS.get(_STORE_MODES[opcode], NOT_STORED)
             else:
