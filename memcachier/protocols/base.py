@@ -11,10 +11,13 @@ is queued avoids both calls.  We do this with public APIs only:
 
   - the transport's socket from C{getHandle()};
   - "is anything queued?" from the producer protocol: we register as a
-    streaming producer with a C{bufferSize} of 0, so the transport calls
-    L{pauseProducing} as soon as anything is queued and L{resumeProducing}
-    once its buffer is empty again.  While paused we write through the
-    transport (keeping order) and stop reading (back-pressure).
+    I{pull} producer, and a transport calls C{resumeProducing} on its pull
+    producer each time its buffer has been written out.  After a send had
+    to go through the transport we use the transport until that call.
+
+Queued output is bounded: past L{MAX_QUEUED} bytes we stop reading from the
+client until the transport has drained (a client that pipelines without
+reading cannot grow our memory).
 
 Transports that are not plain TCP (TLS, tests) just get C{transport.write}.
 """
@@ -24,10 +27,14 @@ import socket
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPullProducer
 
 
-@implementer(IPushProducer)
+#: queued output beyond which we stop reading from the client
+MAX_QUEUED = 4 * 1024 * 1024
+
+
+@implementer(IPullProducer)
 class CodecProtocol(Protocol):
     """
     Base class of the ASCII and binary codecs.
@@ -35,21 +42,23 @@ class CodecProtocol(Protocol):
     @ivar session: the connection's L{memcachier.protocols.session.Session}.
     @ivar _sock: the socket to send on directly, or L{None} when every
         write must go through the transport.
+    @ivar _queued: bytes handed to the transport since it last drained
+        (direct sends must wait while this is non-zero, to keep order).
     """
 
     def __init__(self, session):
         self.session = session
         self._sock = None
-        self._queued = False
-        self._paused = False
+        self._queued = 0
+        self._readingPaused = False
+        self._backlogged = False
 
     def connectionMade(self):
         transport = self.transport
-        if isinstance(transport, tcp.Connection) and hasattr(transport, "bufferSize"):
+        if isinstance(transport, tcp.Connection):
             sock = transport.getHandle()
             if isinstance(sock, socket.socket):
-                transport.bufferSize = 0
-                transport.registerProducer(self, True)
+                transport.registerProducer(self, False)
                 self._sock = sock
 
     def send(self, data):
@@ -69,19 +78,27 @@ class CodecProtocol(Protocol):
             if sent == len(data):
                 return
             data = data[sent:]
+        if sock is not None:
+            self._queued += len(data)
+            if self._queued > MAX_QUEUED and not self._backlogged:
+                self._backlogged = True
+                self.transport.pauseProducing()
         self.transport.write(data)
 
-    # IPushProducer: called by the transport about its own buffer
-
-    def pauseProducing(self):
-        self._queued = True
-        if not self._paused:
-            self.transport.pauseProducing()
+    # IPullProducer: the transport calls this each time its buffer drained
 
     def resumeProducing(self):
-        self._queued = False
-        if not self._paused:
-            self.transport.resumeProducing()
+        self._queued = 0
+        transport = self.transport
+        if transport.disconnecting:
+            # a registered producer would keep a closing transport open
+            self._sock = None
+            transport.unregisterProducer()
+            return
+        if self._backlogged:
+            self._backlogged = False
+            if not self._readingPaused:
+                transport.resumeProducing()
 
     def stopProducing(self):
         self._sock = None
@@ -92,12 +109,12 @@ class CodecProtocol(Protocol):
         """
         Stop reading from the client (an asynchronous store is answering).
         """
-        self._paused = True
+        self._readingPaused = True
         self.transport.pauseProducing()
 
     def resumeReading(self):
-        self._paused = False
-        if not self._queued:
+        self._readingPaused = False
+        if not self._backlogged:
             self.transport.resumeProducing()
 
     def connectionLost(self, reason):
