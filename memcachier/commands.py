@@ -106,11 +106,16 @@ class Item:
     @ivar cas: the item's CAS unique, a positive L{int}.
     @ivar atime: when the item was last stored or fetched (store clock seconds).
     @ivar fetched: whether the item has been fetched since it was stored.
+    @ivar header: the ASCII C{VALUE <key> <flags> <bytes>} line, cached by
+        the ASCII codec on first fetch (memcached keeps this suffix in the
+        item too).  A store that changes C{value} or C{flags} in place must
+        reset it to L{None}.
     """
 
-    __slots__ = ("key", "value", "flags", "exptime", "cas", "atime", "fetched")
+    __slots__ = ("key", "value", "flags", "exptime", "cas", "atime", "fetched", "header")
 
     def __init__(self, key, value, flags, exptime, cas, atime, fetched=False):
+        self.header = None
         self.key = key
         self.value = value
         self.flags = flags

@@ -39,6 +39,14 @@ class IKeyspace(Interface):
             (missing, expired or flushed).
         """
 
+    def getMany(keys):
+        """
+        Fetch several items at once (multi-get), bumping each hit.
+
+        @type keys: L{list} of L{bytes}
+        @return: a L{list} as long as C{keys} of items or L{None}s.
+        """
+
     def peek(key):
         """
         Fetch an item without bumping it or marking it fetched

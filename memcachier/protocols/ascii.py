@@ -12,8 +12,9 @@ makes a connection hold more than L{MAX_LINE_GET} bytes plus one item.
 """
 
 import base64
+import re
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
 from memcachier.commands import (
     KEY_MAX_LENGTH,
@@ -44,6 +45,7 @@ NOT_FOUND = b"NOT_FOUND\r\n"
 DELETED = b"DELETED\r\n"
 TOUCHED = b"TOUCHED\r\n"
 END = b"END\r\n"
+CRLF = b"\r\n"
 OK = b"OK\r\n"
 ERROR = b"ERROR\r\n"
 BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
@@ -122,12 +124,15 @@ def _int(token):
     return value
 
 
+_CONTROL = re.compile(rb"[\x00-\x20\x7f]").search
+
+
 def _badKey(key):
-    if len(key) > KEY_MAX_LENGTH:
-        return True
-    if key.isalnum():
-        return False
-    return any(b < 33 or b == 127 for b in key)
+    """
+    Whether a key breaks memcached's rules: over 250 bytes, or holding
+    whitespace or control characters.
+    """
+    return len(key) > KEY_MAX_LENGTH or _CONTROL(key) is not None
 
 
 class AsciiProtocol(CodecProtocol):
@@ -424,6 +429,25 @@ class AsciiProtocol(CodecProtocol):
     # -- retrieval ---------------------------------------------------------
 
     def cmd_get(self, parts, out):
+        if len(parts) == 2:
+            # the most common request of all: one key
+            key = parts[1]
+            if len(key) > KEY_MAX_LENGTH:
+                out.append(BAD_FORMAT)
+                return None
+            item = self.session.get(key)
+            if item is None:
+                out.append(END)
+            elif item.__class__ is Deferred:
+                return item.addCallback(lambda i: self._renderValues((i,), False))
+            else:
+                header = item.header
+                if header is None:
+                    header = item.header = b"VALUE %b %d %d\r\n" % (
+                        key, item.flags, len(item.value)
+                    )
+                out.append(b"%b%b\r\nEND\r\n" % (header, item.value))
+            return None
         if len(parts) < 2:
             out.append(ERROR)
             return None
@@ -459,37 +483,33 @@ class AsciiProtocol(CodecProtocol):
                 out.append(BAD_FORMAT)
                 return None
         if exptime is None:
-            fetch = session.get
-            items = [fetch(key) for key in keys]
+            items = session.getMany(keys)
         else:
             items = [session.gat(key, exptime) for key in keys]
-        if not session.synchronous:
-            pending = [i for i in items if i.__class__ is Deferred]
-            if pending:
-                from twisted.internet.defer import gatherResults
-                from twisted.internet.defer import maybeDeferred
-
-                return gatherResults(
-                    [maybeDeferred(lambda i=i: i) for i in items]
-                ).addCallback(lambda found: self._renderValues(found, withCas))
+            if any(i.__class__ is Deferred for i in items):
+                items = gatherResults([maybeDeferred(lambda i=i: i) for i in items])
+        if items.__class__ is Deferred:
+            return items.addCallback(self._renderValues, withCas)
         out.append(self._renderValues(items, withCas))
         return None
 
     @staticmethod
     def _renderValues(items, withCas):
         chunks = []
+        add = chunks.extend
         for item in items:
             if item is not None:
                 if withCas:
-                    chunks.append(
-                        b"VALUE %b %d %d %d\r\n%b\r\n"
-                        % (item.key, item.flags, len(item.value), item.cas, item.value)
+                    header = b"VALUE %b %d %d %d\r\n" % (
+                        item.key, item.flags, len(item.value), item.cas
                     )
                 else:
-                    chunks.append(
-                        b"VALUE %b %d %d\r\n%b\r\n"
-                        % (item.key, item.flags, len(item.value), item.value)
-                    )
+                    header = item.header
+                    if header is None:
+                        header = item.header = b"VALUE %b %d %d\r\n" % (
+                            item.key, item.flags, len(item.value)
+                        )
+                add((header, item.value, CRLF))
         chunks.append(END)
         return b"".join(chunks)
 

@@ -240,6 +240,26 @@ class Session:
             stats.get_hits += 1
         return item
 
+    def getMany(self, keys):
+        """
+        Fetch several items (multi-get).
+
+        @return: a L{list} of items or L{None}s in the order of C{keys}
+            (or a Deferred).
+        """
+        items = self.keyspace.getMany(keys)
+        if items.__class__ is Deferred:
+            return items.addCallback(self._countGetMany)
+        return self._countGetMany(items)
+
+    def _countGetMany(self, items):
+        stats = self.stats
+        misses = items.count(None)
+        stats.cmd_get += len(items)
+        stats.get_misses += misses
+        stats.get_hits += len(items) - misses
+        return items
+
     def _countGet(self, item):
         if item is None:
             self.stats.get_misses += 1
