@@ -28,6 +28,10 @@ from memcachier.commands import (
 )
 from memcachier.interfaces import IKeyspace, IStore
 
+#: a hit moves an item to the LRU head at most this often (seconds), as
+#: memcached's ITEM_UPDATE_INTERVAL: relinking costs more than the lookup
+ITEM_UPDATE_INTERVAL = 60
+
 #: bytes charged per item on top of key and value (memcached's item header
 #: with CAS is 48-56 bytes)
 ITEM_OVERHEAD = 50
@@ -152,33 +156,35 @@ class MemoryKeyspace:
         item = self._items.get(key)
         if item is None:
             return None
-        if item.exptime and item.exptime <= self._clock.seconds():
+        now = self._clock.seconds()
+        if item.exptime and item.exptime <= now:
             self._expire(key, item)
             self.get_expired += 1
             return None
-        self._items.move_to_end(key)
+        if now - item.atime >= ITEM_UPDATE_INTERVAL:
+            self._items.move_to_end(key)
+            item.atime = now
         item.fetched = True
         return item
 
     def getMany(self, keys):
-        # the multi-get hot loop: locals only, one clock read at most
+        # the multi-get hot loop: locals only, one clock read
         lookup = self._items.get
-        bump = self._items.move_to_end
-        now = None
+        now = self._clock.seconds()
+        stale = now - ITEM_UPDATE_INTERVAL
         found = []
         append = found.append
         for key in keys:
             item = lookup(key)
             if item is not None:
-                if item.exptime:
-                    if now is None:
-                        now = self._clock.seconds()
-                    if item.exptime <= now:
-                        self._expire(key, item)
-                        self.get_expired += 1
-                        append(None)
-                        continue
-                bump(key)
+                if item.exptime and item.exptime <= now:
+                    self._expire(key, item)
+                    self.get_expired += 1
+                    append(None)
+                    continue
+                if item.atime <= stale:
+                    self._items.move_to_end(key)
+                    item.atime = now
                 item.fetched = True
             append(item)
         return found
@@ -190,7 +196,6 @@ class MemoryKeyspace:
         item = self.get(key)
         if item is not None:
             item.exptime = exptime
-            item.atime = self._clock.seconds()
         return item
 
     def store(self, mode, key, value, flags, exptime, cas):
