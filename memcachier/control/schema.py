@@ -136,3 +136,84 @@ def isSQLite(engine):
     @return: whether C{engine} talks to SQLite.
     """
     return engine.dialect.name == "sqlite"
+
+
+# -- analytics (revision 0002) ---------------------------------------------
+#
+# Time series are stored as rollup buckets: one row per (series, server,
+# resolution, bucket start).  A sample adds its counter deltas to the
+# bucket of every resolution, so rollups are exact sums, never
+# re-aggregated averages.  See memcachier.analytics.series for the
+# resolutions and their retention, docs/analytics.md for the meaning.
+
+stat_samples = sa.Table(
+    "stat_samples",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "cache_id",
+        sa.Integer,
+        sa.ForeignKey("caches.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("server", sa.String(255), nullable=False),
+    sa.Column("resolution", sa.Integer, nullable=False),
+    sa.Column("time", sa.BigInteger, nullable=False),
+    #: seconds of sampling the bucket holds (rates divide by this)
+    sa.Column("seconds", sa.Float, nullable=False),
+    #: JSON: counter deltas summed over the bucket, and the last gauges
+    sa.Column("data", sa.Text, nullable=False),
+    sa.UniqueConstraint("cache_id", "server", "resolution", "time", name="uq_stat_samples_bucket"),
+    sa.Index("ix_stat_samples_query", "cache_id", "resolution", "time"),
+)
+
+
+latency_samples = sa.Table(
+    "latency_samples",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("server", sa.String(255), nullable=False),
+    sa.Column("resolution", sa.Integer, nullable=False),
+    sa.Column("time", sa.BigInteger, nullable=False),
+    #: sum of the round trips in the bucket, nanoseconds
+    sa.Column("total_ns", sa.Float, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.UniqueConstraint("server", "resolution", "time", name="uq_latency_samples_bucket"),
+)
+
+
+prefixes = sa.Table(
+    "prefixes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "cache_id",
+        sa.Integer,
+        sa.ForeignKey("caches.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("name", sa.String(250), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("cache_id", "name", name="uq_prefixes_cache_id_name"),
+)
+
+
+prefix_samples = sa.Table(
+    "prefix_samples",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "prefix_id",
+        sa.Integer,
+        sa.ForeignKey("prefixes.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("server", sa.String(255), nullable=False),
+    sa.Column("resolution", sa.Integer, nullable=False),
+    sa.Column("time", sa.BigInteger, nullable=False),
+    sa.Column("seconds", sa.Float, nullable=False),
+    #: JSON: hits, misses, mutations (sums), num_keys, total_size (last)
+    sa.Column("data", sa.Text, nullable=False),
+    sa.UniqueConstraint("prefix_id", "server", "resolution", "time", name="uq_prefix_samples_bucket"),
+)

@@ -101,7 +101,7 @@ def result(d):
 def test_upgradeCreatesSchemaAndIsIdempotent():
     """
     L{upgrade} creates the tables of L{schema.metadata} exactly as
-    described there, records revision 0001, and does nothing the second
+    described there, records the head revision, and does nothing the second
     time.
     """
     from alembic.autogenerate import compare_metadata
@@ -111,7 +111,7 @@ def test_upgradeCreatesSchemaAndIsIdempotent():
     assert currentRevision(engine) is None
     upgrade(engine)
     upgrade(engine)
-    assert currentRevision(engine) == "0001"
+    assert currentRevision(engine) == "0002"
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
         assert conn.execute(sa.select(schema.control_version)).all() == [(1, 1)]
