@@ -26,6 +26,7 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
 
     [clusters.default]
     servers = ["127.0.0.1:11211"]
+    kind = "production"         # or "development"
 
     [caches]
     default_plan = "dev"
@@ -80,6 +81,11 @@ DEFAULT_LISTEN = ("tcp:11211:interface=127.0.0.1",)
 DEFAULT_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
 DEFAULT_DATABASE = "sqlite:///memcachier.sqlite"
 
+#: What C{[clusters.NAME] kind} may say; a cluster without one is the
+#: default kind.
+CLUSTER_KINDS = ("production", "development")
+DEFAULT_CLUSTER_KIND = "production"
+
 #: C{tls_min_version} spellings, lowest first; nothing below TLS 1.2.
 TLS_VERSIONS = {
     "1.2": TLSVersion.TLSv1_2,
@@ -99,6 +105,9 @@ class Settings:
     @ivar node_name: the C{host:port} this node advertises to clients.
     @ivar clusters: cluster name to the C{host:port} servers clients use,
         in C{MEMCACHIER_SERVERS} order.
+    @ivar cluster_kinds: cluster name to its kind, C{"production"} (the
+        default) or C{"development"}; a cache switches clusters only
+        within its cluster's kind (see L{Settings.clusterKind}).
     @ivar default_cluster: the cluster new caches are placed in.
     @ivar store_plugin: the name of the L{memcachier.interfaces.IStorePlugin}.
     @ivar store_settings: the rest of the C{[store]} table, for the plugin.
@@ -118,6 +127,7 @@ class Settings:
     database: str = DEFAULT_DATABASE
     node_name: str = "127.0.0.1:11211"
     clusters: dict = attr.Factory(lambda: {"default": ("127.0.0.1:11211",)})
+    cluster_kinds: dict = attr.Factory(lambda: {"default": DEFAULT_CLUSTER_KIND})
     default_cluster: str = "default"
     store_plugin: str = "memory"
     store_settings: dict = attr.Factory(dict)
@@ -127,6 +137,15 @@ class Settings:
     dev_inactivity_days: int = 30
     poll_interval: float = 1.0
     tls_min_version: object = TLSVersion.TLSv1_2
+
+    def clusterKind(self, name):
+        """
+        The kind of cluster C{name}: C{"production"} unless configured
+        otherwise (also for a cluster no longer configured).
+
+        @rtype: L{str}
+        """
+        return self.cluster_kinds.get(name, DEFAULT_CLUSTER_KIND)
 
 
 def _show(value):
@@ -429,16 +448,26 @@ def _settingsFrom(data, overrides):
 
     clustersTable = check.table(data, "clusters")
     clusters = {}
+    clusterKinds = {}
     for name, spec in clustersTable.items():
         if not isinstance(spec, dict):
             check.error(f"clusters.{name}", f"expected a table, got {_show(spec)}")
             continue
-        check.unknown(spec, f"clusters.{name}.", ("servers",))
+        check.unknown(spec, f"clusters.{name}.", ("servers", "kind"))
         servers = check.hostPorts(spec.get("servers"), f"clusters.{name}.servers")
         if servers is not None:
             clusters[name] = servers
+        kind = spec.get("kind", DEFAULT_CLUSTER_KIND)
+        if kind not in CLUSTER_KINDS:
+            check.error(
+                f"clusters.{name}.kind",
+                f"expected one of {', '.join(map(_show, CLUSTER_KINDS))}, got {_show(kind)}",
+            )
+        else:
+            clusterKinds[name] = kind
     if not clustersTable:
         clusters = {"default": (nodeName,)}
+        clusterKinds = {"default": DEFAULT_CLUSTER_KIND}
 
     caches = check.table(data, "caches")
     check.unknown(caches, "caches.", ("default_plan", "default_cluster", "dev_inactivity_days"))
@@ -471,6 +500,7 @@ def _settingsFrom(data, overrides):
             database=url,
             node_name=nodeName,
             clusters=clusters,
+            cluster_kinds=clusterKinds,
             default_cluster=defaultCluster,
             store_plugin=storePlugin,
             store_settings=storeSettings,
