@@ -1,0 +1,498 @@
+# -*- test-case-name: tests.unit.test_analytics_introspection -*-
+"""
+Introspection: recent commands, popular keys and prefixes, per-key counts
+and watched prefixes, in memory that stays bounded whatever the key space.
+
+The hot path pays for one thing only: the session appends one small tuple
+per command to its cache's L{Introspector.events} list (a C-level
+C{list.append} through a bound method it looked up at authentication).
+Everything else runs in batches from a timer (L{IntrospectionService}):
+
+  - the last 100 commands go to a ring (C{deque(maxlen=100)}), exactly;
+  - hits, misses, mutations and prefixes go to Apache DataSketches
+    C{frequent_strings_sketch}es (heavy hitters) and a C{count_min_sketch}
+    (per-key counts), one set per time slice, a fixed number of slices;
+  - counts of watched prefixes go to plain integers, which the sampler
+    takes every sampling period.
+
+A batch larger than C{batchLimit} events is sampled systematically (every
+k-th event, each weighted k), so the batch work per second is bounded too;
+smaller batches are counted exactly.  Error bounds: C{docs/analytics.md}.
+
+Event tuples (built by L{memcachier.protocols.session.Session}):
+
+  - C{(GET, key, item)}, C{(GAT, key, item)}, C{(TOUCH, key, item)}:
+    C{item} is the L{memcachier.commands.Item} or L{None};
+  - C{(GET_MANY, keys, items)};
+  - C{(mode, key, result, size)} for storage commands, C{mode} a
+    L{StoreMode} (1-6) and C{result} a (L{StoreResult}, cas) pair;
+  - C{(DELETE, key, result)}, C{(INCR, key, result)}, C{(DECR, key,
+    result)}; C{(FLUSH, b"", None)}.
+"""
+
+import collections
+
+from datasketches import count_min_sketch, frequent_items_error_type, frequent_strings_sketch
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.logger import Logger
+
+from memcachier.analytics.events import (  # noqa: F401 (re-exported)
+    DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, TOUCH, discard,
+)
+from memcachier.analytics.series import formatTime
+from memcachier.commands import DeleteResult, DeltaResult, StoreMode, StoreResult
+
+#: The delimiter between a key's prefix and the rest (memcached's default).
+DELIMITER = ":"
+
+_NO_FALSE_POSITIVES = frequent_items_error_type.NO_FALSE_POSITIVES
+
+_STORE_NAMES = {int(m): m.name for m in StoreMode}
+_STORE_RESULTS = {int(r): r.name for r in StoreResult}
+_DELETE_RESULTS = {int(r): r.name for r in DeleteResult}
+_DELTA_RESULTS = {int(r): r.name for r in DeltaResult}
+
+
+def keyName(key):
+    """
+    A key as the API shows it: UTF-8, with undecodable bytes escaped.
+    """
+    return key.decode("utf-8", "backslashreplace")
+
+
+def prefixOf(name, within=""):
+    """
+    The popular-prefix bucket of a key: the key up to (not including) the
+    first delimiter that follows at least one character after C{within}.
+
+    >>> prefixOf("user:42:name")
+    'user'
+    >>> prefixOf("user:42:name", "user:")
+    'user:42'
+
+    @return: the prefix, or L{None} if the key has no delimiter there.
+    """
+    i = name.find(DELIMITER, len(within) + 1)
+    return name[:i] if i > 0 else None
+
+
+class _Sketches:
+    """
+    Heavy hitters of one time slice: most hit, missed and mutated keys and
+    popular prefixes.
+    """
+
+    __slots__ = ("hits", "misses", "mutations", "prefixes")
+
+    def __init__(self, lgMapSize):
+        self.hits = frequent_strings_sketch(lgMapSize)
+        self.misses = frequent_strings_sketch(lgMapSize)
+        self.mutations = frequent_strings_sketch(lgMapSize)
+        self.prefixes = frequent_strings_sketch(lgMapSize)
+
+
+class _Slice:
+    """
+    One time slice: its start, the cache's sketches, per-key counts (one
+    count-min sketch; the key is tagged C{h}, C{m} or C{u} for hits,
+    misses, mutations) and the sketches of each watched prefix.
+    """
+
+    __slots__ = ("start", "sketches", "counts", "watched")
+
+    def __init__(self, start, lgMapSize, cmDepth, cmWidth):
+        self.start = start
+        self.sketches = _Sketches(lgMapSize)
+        self.counts = count_min_sketch(cmDepth, cmWidth)
+        self.watched = {}
+
+
+def _popular(sketches, attr, limit):
+    merged = None
+    for s in sketches:
+        sketch = getattr(s, attr)
+        if sketch.is_empty():
+            continue
+        if merged is None:
+            merged = frequent_strings_sketch.deserialize(sketch.serialize())
+        else:
+            merged.merge(sketch)
+    if merged is None:
+        return []
+    items = merged.get_frequent_items(_NO_FALSE_POSITIVES, 0)
+    items.sort(key=lambda item: (-item[1], item[0]))
+    return [{"name": name, "popularity": int(estimate)} for name, estimate, _, _ in items[:limit]]
+
+
+class Introspector:
+    """
+    The introspection state of one cache on this node.
+
+    @ivar events: the list sessions append event tuples to; drained by
+        L{drain}.
+    @ivar logs: the last C{logSize} commands, oldest first, as
+        (time, key name, command, status, size).
+    """
+
+    def __init__(
+        self, clock, keyspace, sliceSeconds=60, slices=10, lgMapSize=8,
+        cmDepth=3, cmWidth=512, batchLimit=1000, logSize=100, popularLimit=10,
+    ):
+        self._clock = clock
+        self.keyspace = keyspace
+        self.sliceSeconds = sliceSeconds
+        self.slices = slices
+        self.lgMapSize = lgMapSize
+        self.cmDepth = cmDepth
+        self.cmWidth = cmWidth
+        self.batchLimit = batchLimit
+        self.popularLimit = popularLimit
+        self.events = []
+        self.logs = collections.deque(maxlen=logSize)
+        self._slices = collections.deque(maxlen=slices)
+        self._watched = ()
+        self._watchedBytes = ()
+        self._prefixCounts = {}
+        self.sampledEvents = 0
+        self._newSlice(clock.seconds())
+
+    # -- configuration
+
+    def setPrefixes(self, prefixes):
+        """
+        The watched prefixes of this cache.
+
+        @param prefixes: L{list} of (id, name) pairs.
+        """
+        self._watched = tuple((pid, name, name.encode("utf-8")) for pid, name in prefixes)
+        self._watchedBytes = tuple(raw for _, _, raw in self._watched)
+        known = {pid for pid, _ in prefixes}
+        for pid in list(self._prefixCounts):
+            if pid not in known:
+                del self._prefixCounts[pid]
+        for pid in known:
+            self._prefixCounts.setdefault(pid, [0, 0, 0])
+        for s in self._slices:
+            for pid in list(s.watched):
+                if pid not in known:
+                    del s.watched[pid]
+
+    # -- batch processing
+
+    def _newSlice(self, now):
+        start = now - (now % self.sliceSeconds)
+        self._slices.append(_Slice(start, self.lgMapSize, self.cmDepth, self.cmWidth))
+
+    def _current(self, now):
+        current = self._slices[-1]
+        if now >= current.start + self.sliceSeconds:
+            self._newSlice(now)
+            current = self._slices[-1]
+        return current
+
+    def drain(self):
+        """
+        Process the events appended since the last drain.
+
+        @return: how many events were processed.
+        """
+        events = self.events
+        if not events:
+            self._current(self._clock.seconds())
+            return 0
+        batch = events[:]
+        del events[:]
+        now = self._clock.seconds()
+        current = self._current(now)
+        self._log(now, batch[-self.logs.maxlen:] if self.logs.maxlen else ())
+        n = len(batch)
+        if n > self.batchLimit:
+            step = -(-n // self.batchLimit)
+            batch = batch[::step]
+            self.sampledEvents += n
+        else:
+            step = 1
+        self._count(current, batch, step)
+        return n
+
+    def _log(self, now, events):
+        append = self.logs.append
+        for ev in events:
+            op = ev[0]
+            if op == GET_MANY:
+                for key, item in zip(ev[1], ev[2]):
+                    append((now, key, "GET", "MISS" if item is None else "HIT",
+                            0 if item is None else len(item.value)))
+                continue
+            key = ev[1]
+            result = ev[2]
+            if op < GET:
+                code = result[0]
+                append((now, key, _STORE_NAMES[op], _STORE_RESULTS.get(code, str(code)), ev[3]))
+            elif op == GET or op == GAT:
+                append((now, key, "GET" if op == GET else "GAT",
+                        "MISS" if result is None else "HIT",
+                        0 if result is None else len(result.value)))
+            elif op == TOUCH:
+                append((now, key, "TOUCH", "NOT_FOUND" if result is None else "TOUCHED", 0))
+            elif op == DELETE:
+                append((now, key, "DELETE", _DELETE_RESULTS.get(result, str(result)), 0))
+            elif op == INCR or op == DECR:
+                append((now, key, "INCR" if op == INCR else "DECR",
+                        _DELTA_RESULTS.get(result[0], str(result[0])), 0))
+            elif op == FLUSH:
+                append((now, key, "FLUSH_ALL", "OK", 0))
+
+    def _count(self, current, batch, weight):
+        sk = current.sketches
+        hits, misses, mutations, prefixes = sk.hits, sk.misses, sk.mutations, sk.prefixes
+        counts = current.counts
+        watched = self._watchedBytes
+        for ev in batch:
+            op = ev[0]
+            if op == GET_MANY:
+                pairs = zip(ev[1], ev[2])
+            elif op == FLUSH:
+                continue
+            else:
+                pairs = ((ev[1], ev[2]),)
+            for key, result in pairs:
+                name = keyName(key)
+                if op == GET or op == GET_MANY or op == GAT:
+                    kind = 0 if result is not None else 1
+                else:
+                    kind = 2
+                if kind == 0:
+                    hits.update(name, weight)
+                    counts.update("h" + name, weight)
+                elif kind == 1:
+                    misses.update(name, weight)
+                    counts.update("m" + name, weight)
+                if kind == 2 or op == GAT:
+                    mutations.update(name, weight)
+                    counts.update("u" + name, weight)
+                i = name.find(DELIMITER, 1)
+                if i > 0:
+                    prefixes.update(name[:i], weight)
+                if watched and key.startswith(watched):
+                    self._countWatched(current, op, key, name, kind, weight)
+
+    def _countWatched(self, current, op, key, name, kind, weight):
+        for pid, prefix, raw in self._watched:
+            if not key.startswith(raw):
+                continue
+            totals = self._prefixCounts.setdefault(pid, [0, 0, 0])
+            sk = current.watched.get(pid)
+            if sk is None:
+                sk = current.watched[pid] = _Sketches(self.lgMapSize)
+            if kind == 0:
+                totals[0] += weight
+                sk.hits.update(name, weight)
+            elif kind == 1:
+                totals[1] += weight
+                sk.misses.update(name, weight)
+            if kind == 2 or op == GAT:
+                totals[2] += weight
+                sk.mutations.update(name, weight)
+            sub = prefixOf(name, prefix)
+            if sub is not None:
+                sk.prefixes.update(sub, weight)
+
+    # -- reading
+
+    def recentLogs(self):
+        """
+        @return: the last commands, oldest first, as the API shows them.
+        """
+        self.drain()
+        return [
+            {"timestamp": formatTime(t), "key": keyName(key), "command": command,
+             "status": status, "size": size}
+            for t, key, command, status, size in self.logs
+        ]
+
+    def popularItems(self, prefixId=None):
+        """
+        The most hit, missed and mutated keys and the popular prefixes over
+        the retained time slices.
+
+        @param prefixId: restrict to the keys of a watched prefix.
+        @return: the contract's C{popular_items} object; C{time_slice} is
+            the nanoseconds the slices cover.
+        """
+        now = self._clock.seconds()
+        self.drain()
+        slices = list(self._slices)
+        if prefixId is None:
+            sketches = [s.sketches for s in slices]
+        else:
+            sketches = [s.watched[prefixId] for s in slices if prefixId in s.watched]
+        limit = self.popularLimit
+        return {
+            "time_slice": int((now - slices[0].start) * 1e9),
+            "most_hit_keys": _popular(sketches, "hits", limit),
+            "most_missed_keys": _popular(sketches, "misses", limit),
+            "most_mutated_keys": _popular(sketches, "mutations", limit),
+            "popular_prefixes": _popular(sketches, "prefixes", limit),
+        }
+
+    def keyStats(self, name):
+        """
+        Hit, miss and mutation counts of one key per retained time slice
+        (oldest first), with its size and presence now.
+
+        @type name: L{str}
+        """
+        self.drain()
+        key = name.encode("utf-8")
+        item = self.keyspace.peek(key)
+        inCache = item is not None and not hasattr(item, "addCallback")
+        size = len(item.value) if inCache else 0
+        rows = []
+        for s in self._slices:
+            counts = s.counts
+            rows.append({
+                "timestamp": formatTime(s.start),
+                "name": name,
+                "size": size,
+                "hit_count": int(counts.get_estimate("h" + name)),
+                "miss_count": int(counts.get_estimate("m" + name)),
+                "mutation_count": int(counts.get_estimate("u" + name)),
+                "in_cache": inCache,
+            })
+        return rows
+
+    def takePrefixCounts(self):
+        """
+        The hits, misses and mutations of each watched prefix since the
+        last call (for the sampler), resetting them.
+
+        @return: L{dict} of prefix id to a 3-list.
+        """
+        self.drain()
+        taken = self._prefixCounts
+        self._prefixCounts = {pid: [0, 0, 0] for pid in taken}
+        return taken
+
+    def prefixFootprint(self):
+        """
+        Keys and bytes under each watched prefix now, by scanning the
+        keyspace (only called once per sampling period, and only for
+        caches with watched prefixes).
+
+        @return: L{dict} of prefix id to (num_keys, total_size).
+        """
+        out = {pid: [0, 0] for pid, _, _ in self._watched}
+        if not self._watched:
+            return out
+        watched = self._watchedBytes
+        peek = self.keyspace.peek
+        for key in self.keyspace.keys():
+            if not key.startswith(watched):
+                continue
+            item = peek(key)
+            if item is None or hasattr(item, "addCallback"):
+                continue
+            for pid, _, raw in self._watched:
+                if key.startswith(raw):
+                    out[pid][0] += 1
+                    out[pid][1] += len(key) + len(item.value)
+        return out
+
+
+class IntrospectionService(Service):
+    """
+    Creates the L{Introspector} of each cache on first use and drains them
+    all every C{interval} seconds.
+
+    Sessions call L{tapFor} at authentication and keep the returned bound
+    C{append}.
+
+    @ivar enabled: whether introspection is on; off, L{tapFor} returns
+        L{discard} and nothing else runs.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, enabled=True, interval=0.1, **introspectorArgs):
+        self._reactor = reactor
+        self.enabled = enabled
+        self.interval = interval
+        self._args = introspectorArgs
+        self._introspectors = {}
+        self._runtimes = {}
+        self._prefixes = {}
+        self._loop = None
+
+    def tapFor(self, runtime):
+        """
+        The tap a session of C{runtime}'s cache appends events to.
+        """
+        if not self.enabled:
+            return discard
+        return self.introspector(runtime).events.append
+
+    def introspector(self, runtime):
+        """
+        The L{Introspector} of a cache runtime, created if needed (a new
+        runtime of the same cache, after a deletion, gets a new one).
+        """
+        cacheId = runtime.cacheId
+        intro = self._introspectors.get(cacheId)
+        if intro is None or self._runtimes.get(cacheId) is not runtime:
+            intro = Introspector(self._reactor, runtime.keyspace, **self._args)
+            intro.setPrefixes(self._prefixes.get(cacheId, ()))
+            self._introspectors[cacheId] = intro
+            self._runtimes[cacheId] = runtime
+        return intro
+
+    def existing(self, cacheId):
+        """
+        @return: the cache's L{Introspector} on this node, or L{None}.
+        """
+        return self._introspectors.get(cacheId)
+
+    def introspectors(self):
+        return dict(self._introspectors)
+
+    def setPrefixes(self, prefixes):
+        """
+        Every watched prefix (from the control plane).
+
+        @param prefixes: L{list} of dicts with C{id}, C{cache_id}, C{name}.
+        """
+        byCache = {}
+        for p in prefixes:
+            byCache.setdefault(p["cache_id"], []).append((p["id"], p["name"]))
+        self._prefixes = byCache
+        for cacheId, intro in self._introspectors.items():
+            intro.setPrefixes(byCache.get(cacheId, ()))
+
+    def drainAll(self):
+        for cacheId, intro in list(self._introspectors.items()):
+            runtime = self._runtimes.get(cacheId)
+            if runtime is not None and runtime.gone and intro is not None:
+                # deleted or disabled: forget it once its sessions are gone
+                if not runtime.stats.curr_connections:
+                    del self._introspectors[cacheId]
+                    del self._runtimes[cacheId]
+                    continue
+            try:
+                intro.drain()
+            except Exception:
+                self._log.failure("introspection of cache {cacheId} failed", cacheId=cacheId)
+                del intro.events[:]
+
+    def startService(self):
+        super().startService()
+        if self.enabled:
+            self._loop = task.LoopingCall(self.drainAll)
+            self._loop.clock = self._reactor
+            self._loop.start(self.interval, now=False)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
