@@ -27,7 +27,14 @@ from memcachier.commands import (
     StoreMode,
     StoreResult,
 )
+from memcachier.analytics.events import (
+    DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, TOUCH, discard,
+)
 from memcachier.runtime import CacheStats
+
+
+_NOT_STORED = (StoreResult.NOT_STORED, 0)
+_TOO_LARGE = (StoreResult.TOO_LARGE, 0)
 
 
 class AuthResult(enum.IntEnum):
@@ -109,6 +116,9 @@ class Session:
     @ivar canWrite: the credential's write capability.
     @ivar canFlush: the credential's flush capability.
     @ivar synchronous: whether the keyspace never returns Deferreds.
+    @ivar tap: where each command's introspection event goes (the bound
+        C{append} of the cache's event list, or L{discard}); see
+        L{memcachier.analytics.introspection}.
     """
 
     _log = Logger()
@@ -131,6 +141,7 @@ class Session:
         self.canWrite = False
         self.canFlush = False
         self.synchronous = True
+        self.tap = discard
         self._authTimer = None
         if authTimeout:
             self._authTimer = reactor.callLater(authTimeout, self._authTimedOut)
@@ -205,6 +216,8 @@ class Session:
         self.canWrite = credential.write
         self.canFlush = credential.flush
         self.synchronous = bool(runtime.keyspace.synchronous)
+        introspection = getattr(self.registry, "introspection", None)
+        self.tap = discard if introspection is None else introspection.tapFor(runtime)
         return AuthResult.OK
 
     @property
@@ -235,9 +248,10 @@ class Session:
         if item is None:
             stats.get_misses += 1
         elif item.__class__ is Deferred:
-            return item.addCallback(self._countGet)
+            return item.addCallback(self._countGet).addCallback(self._tapped, GET, key)
         else:
             stats.get_hits += 1
+        self.tap((GET, key, item))
         return item
 
     def getMany(self, keys):
@@ -249,8 +263,16 @@ class Session:
         """
         items = self.keyspace.getMany(keys)
         if items.__class__ is Deferred:
-            return items.addCallback(self._countGetMany)
+            return items.addCallback(self._countGetMany).addCallback(self._tapped, GET_MANY, keys)
+        self.tap((GET_MANY, keys, items))
         return self._countGetMany(items)
+
+    def _tapped(self, result, op, key):
+        """
+        Tap an asynchronous result once it is known.
+        """
+        self.tap((op, key, result))
+        return result
 
     def _countGetMany(self, items):
         stats = self.stats
@@ -279,7 +301,8 @@ class Session:
         stats.cmd_touch += 1
         item = self.keyspace.touch(key, absoluteExptime(exptime, self.reactor.seconds()))
         if item.__class__ is Deferred:
-            return item.addCallback(self._countGat)
+            return item.addCallback(self._countGat).addCallback(self._tapped, GAT, key)
+        self.tap((GAT, key, item))
         return self._countGat(item)
 
     def _countGat(self, item):
@@ -312,7 +335,8 @@ class Session:
         self.stats.cmd_touch += 1
         item = self.keyspace.touch(key, absoluteExptime(exptime, self.reactor.seconds()))
         if item.__class__ is Deferred:
-            return item.addCallback(self._countTouch)
+            return item.addCallback(self._countTouch).addCallback(self._tapped, TOUCH, key)
+        self.tap((TOUCH, key, item))
         return self._countTouch(item)
 
     def _countTouch(self, item):
@@ -332,24 +356,34 @@ class Session:
         stats = self.stats
         stats.cmd_set += 1
         if not self.canWrite:
-            return (StoreResult.NOT_STORED, 0)
+            self.tap((mode, key, _NOT_STORED, len(value)))
+            return _NOT_STORED
         if len(key) + len(value) > self.runtime.plan.item_size:
             stats.store_too_large += 1
             if mode == StoreMode.SET:
                 # memcached unlinks the old item when a set fails
                 self.keyspace.delete(key, 0)
-            return (StoreResult.TOO_LARGE, 0)
+            self.tap((mode, key, _TOO_LARGE, len(value)))
+            return _TOO_LARGE
         result = self.keyspace.store(
             mode, key, value, flags, absoluteExptime(exptime, self.reactor.seconds()), cas
         )
         if cas or mode == StoreMode.CAS or result.__class__ is Deferred:
             if result.__class__ is Deferred:
-                return result.addCallback(self._countStore, cas or mode == StoreMode.CAS)
+                return result.addCallback(
+                    self._countStore, cas or mode == StoreMode.CAS
+                ).addCallback(self._tappedStore, mode, key, len(value))
+            self.tap((mode, key, result, len(value)))
             return self._countStore(result, True)
+        self.tap((mode, key, result, len(value)))
         if result[0] == StoreResult.TOO_LARGE:
             stats.store_too_large += 1
         elif result[0] == StoreResult.NO_MEMORY:
             stats.store_no_memory += 1
+        return result
+
+    def _tappedStore(self, result, mode, key, size):
+        self.tap((mode, key, result, size))
         return result
 
     def _countStore(self, result, isCas):
@@ -376,7 +410,8 @@ class Session:
             return Refused.READ_ONLY
         result = self.keyspace.delete(key, cas)
         if result.__class__ is Deferred:
-            return result.addCallback(self._countDelete)
+            return result.addCallback(self._countDelete).addCallback(self._tapped, DELETE, key)
+        self.tap((DELETE, key, result))
         return self._countDelete(result)
 
     def _countDelete(self, result):
@@ -400,7 +435,10 @@ class Session:
             absoluteExptime(exptime, self.reactor.seconds()), cas,
         )
         if result.__class__ is Deferred:
-            return result.addCallback(self._countDelta, incr)
+            return result.addCallback(self._countDelta, incr).addCallback(
+                self._tapped, INCR if incr else DECR, key
+            )
+        self.tap((INCR if incr else DECR, key, result))
         return self._countDelta(result, incr)
 
     def _countDelta(self, result, incr):
@@ -426,6 +464,7 @@ class Session:
         self.stats.cmd_flush += 1
         if not self.canFlush:
             return Refused.FLUSH_NOT_ALLOWED
+        self.tap((FLUSH, b"", None))
         return self.keyspace.flush(max(0, delay))
 
     # -- stats -------------------------------------------------------------
