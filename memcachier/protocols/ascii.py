@@ -552,7 +552,13 @@ class AsciiProtocol(CodecProtocol):
     def cmd_decr(self, parts, out):
         return self._delta(parts, False, out)
 
-    def _delta(self, parts, incr, out):
+    def _keyAndNumber(self, parts, parse, badNumber, out):
+        """
+        Parse C{<cmd> <key> <number> [noreply]} (incr, decr, touch).
+
+        @return: (key, number, noreply), or L{None} after appending the
+            error reply to C{out}.
+        """
         nparts = len(parts)
         if nparts not in (3, 4) or (nparts == 4 and parts[3] != b"noreply"):
             out.append(ERROR if nparts < 3 else BAD_FORMAT)
@@ -561,13 +567,18 @@ class AsciiProtocol(CodecProtocol):
         if len(key) > KEY_MAX_LENGTH:
             out.append(BAD_FORMAT)
             return None
-        delta = _uint(parts[2])
-        if delta is None:
-            out.append(BAD_DELTA)
+        number = parse(parts[2])
+        if number is None:
+            out.append(badNumber)
             return None
-        return self._answer(
-            self.session.delta(key, incr, delta), self._deltaReply, nparts == 4, out
-        )
+        return key, number, nparts == 4
+
+    def _delta(self, parts, incr, out):
+        parsed = self._keyAndNumber(parts, _uint, BAD_DELTA, out)
+        if parsed is None:
+            return None
+        key, delta, noreply = parsed
+        return self._answer(self.session.delta(key, incr, delta), self._deltaReply, noreply, out)
 
     @staticmethod
     def _deltaReply(result):
@@ -585,21 +596,11 @@ class AsciiProtocol(CodecProtocol):
         return b"SERVER_ERROR out of memory\r\n"
 
     def cmd_touch(self, parts, out):
-        nparts = len(parts)
-        if nparts not in (3, 4) or (nparts == 4 and parts[3] != b"noreply"):
-            out.append(ERROR if nparts < 3 else BAD_FORMAT)
+        parsed = self._keyAndNumber(parts, _int, BAD_EXPTIME, out)
+        if parsed is None:
             return None
-        key = parts[1]
-        if len(key) > KEY_MAX_LENGTH:
-            out.append(BAD_FORMAT)
-            return None
-        exptime = _int(parts[2])
-        if exptime is None:
-            out.append(BAD_EXPTIME)
-            return None
-        return self._answer(
-            self.session.touch(key, exptime), self._touchReply, nparts == 4, out
-        )
+        key, exptime, noreply = parsed
+        return self._answer(self.session.touch(key, exptime), self._touchReply, noreply, out)
 
     @staticmethod
     def _touchReply(item):
