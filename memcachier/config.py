@@ -37,6 +37,15 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     plugin = "memory"
     # any other key is handed to the plugin
 
+    [analytics]
+    introspection = true     # per-key taps on the hot path (recent logs, popular items, ...)
+    sample_period = 60.0     # seconds between samples of each cache's counters
+    latency_period = 20.0    # seconds between latency probes of each server
+    drain_interval = 0.1     # seconds between introspection batches
+    time_slice = 60          # seconds per introspection time slice
+    slices = 10              # time slices kept (popular items, key stats)
+    batch_limit = 1000       # events per batch counted exactly; more are sampled
+
     [plans.dev]
     memory = "25MiB"
     connections = 10
@@ -120,6 +129,14 @@ class Settings:
         changes made by other processes.
     @ivar tls_min_version: the lowest TLS version C{ssl:} listeners accept,
         a L{TLSVersion} constant, never below TLS 1.2.
+    @ivar analytics_introspection: whether sessions tap every command for
+        introspection (C{[analytics] introspection}).
+    @ivar analytics_sample_period: seconds between counter samples.
+    @ivar analytics_latency_period: seconds between latency probes.
+    @ivar analytics_drain_interval: seconds between introspection batches.
+    @ivar analytics_time_slice: seconds per introspection time slice.
+    @ivar analytics_slices: introspection time slices kept.
+    @ivar analytics_batch_limit: events per batch counted exactly.
     """
 
     listen: tuple = DEFAULT_LISTEN
@@ -137,6 +154,13 @@ class Settings:
     dev_inactivity_days: int = 30
     poll_interval: float = 1.0
     tls_min_version: object = TLSVersion.TLSv1_2
+    analytics_introspection: bool = True
+    analytics_sample_period: float = 60.0
+    analytics_latency_period: float = 20.0
+    analytics_drain_interval: float = 0.1
+    analytics_time_slice: int = 60
+    analytics_slices: int = 10
+    analytics_batch_limit: int = 1000
 
     def clusterKind(self, name):
         """
@@ -355,7 +379,11 @@ def _isHostPort(value):
     return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
 
 
-_TOP = ("memcache", "web", "database", "node", "clusters", "caches", "store", "plans")
+_TOP = ("memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics")
+_ANALYTICS_KEYS = (
+    "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
+    "slices", "batch_limit",
+)
 _PLAN_KEYS = ("memory", "connections", "item_size", "development")
 
 
@@ -491,6 +519,16 @@ def _settingsFrom(data, overrides):
     storePlugin = check.string(store, "store.", "plugin", "memory")
     storeSettings = {k: v for k, v in store.items() if k != "plugin"}
 
+    analytics = check.table(data, "analytics")
+    check.unknown(analytics, "analytics.", _ANALYTICS_KEYS)
+    introspection = check.boolean(analytics, "analytics.", "introspection", True)
+    samplePeriod = check.number(analytics, "analytics.", "sample_period", 60.0)
+    latencyPeriod = check.number(analytics, "analytics.", "latency_period", 20.0)
+    drainInterval = check.number(analytics, "analytics.", "drain_interval", 0.1)
+    timeSlice = check.integer(analytics, "analytics.", "time_slice", 60)
+    slices = check.integer(analytics, "analytics.", "slices", 10)
+    batchLimit = check.integer(analytics, "analytics.", "batch_limit", 1000)
+
     if check.errors:
         return None, check.errors
     return (
@@ -510,6 +548,13 @@ def _settingsFrom(data, overrides):
             dev_inactivity_days=devDays,
             poll_interval=pollInterval,
             tls_min_version=tlsMin,
+            analytics_introspection=introspection,
+            analytics_sample_period=samplePeriod,
+            analytics_latency_period=latencyPeriod,
+            analytics_drain_interval=drainInterval,
+            analytics_time_slice=timeSlice,
+            analytics_slices=slices,
+            analytics_batch_limit=batchLimit,
         ),
         [],
     )

@@ -281,6 +281,19 @@ def bootstrap(controlPlane, settings):
     return credential
 
 
+def analyticsRouteGroups(index, analytics):
+    """
+    The API route groups of insight and introspection, for
+    C{makeSite(..., groups=...)}.
+    """
+    from memcachier.web.common import CacheAuth
+    from memcachier.web.insight import InsightAPI
+    from memcachier.web.introspection import IntrospectionAPI
+
+    auth = CacheAuth(index)
+    return [InsightAPI(auth, analytics), IntrospectionAPI(auth, analytics)]
+
+
 def buildService(settings, reactor):
     """
     Build a node's services.  Order matters: children start in the order
@@ -349,6 +362,11 @@ def buildService(settings, reactor):
     # WIRING: analytics sampler and alert services, built from (registry,
     # asyncControlPlane, index, settings, reactor), go here, before the
     # listeners.
+    from memcachier.analytics.service import makeAnalytics
+
+    analytics = makeAnalytics(registry, index, engine, pool, settings, reactor)
+    analytics.setServiceParent(top)
+    # The web site takes analyticsRouteGroups(index, analytics) as groups.
 
     # WIRING: the web site (memcachier.web), e.g.
     #   site = makeSite(asyncControlPlane, index, registry, settings, reactor)

@@ -1,0 +1,490 @@
+# -*- test-case-name: tests.unit.test_analytics -*-
+"""
+The node's analytics services and the queries the API makes.
+
+  - L{Sampler}: every C{period} seconds, each served cache's counters
+    (L{memcachier.runtime.CacheRuntime.statsDict}) become a sample of
+    deltas, stored per server in every resolution's bucket; watched
+    prefixes get their counts and footprint stored the same way.
+  - L{LatencyProbe}: every 20 s, a C{version} round trip over a real TCP
+    connection to each server of every cluster.
+  - L{PrefixWatcher}: keeps the watched prefixes of the control plane in
+    memory for the introspection batches.
+  - L{Analytics}: what the HTTP routes call; every method returns a
+    L{Deferred} (or a value for in-memory introspection) and raises
+    L{QueryError} for bad parameters.
+
+All of them take the reactor as their clock; the database work runs in the
+thread pool through L{AsyncAnalytics}.
+"""
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer, task
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from memcachier.analytics import series
+from memcachier.analytics.series import QueryError
+
+
+class _LoopingService(Service):
+    """
+    Calls C{self.tick()} every C{period} seconds of C{self._reactor}; a
+    failing tick is logged and the loop goes on.
+    """
+
+    _log = Logger()
+    period = 60.0
+    _loop = None
+
+    def _safeTick(self):
+        try:
+            d = defer.maybeDeferred(self.tick)
+        except Exception:  # pragma: no cover
+            d = defer.fail()
+        d.addErrback(lambda f: self._log.failure("{name} failed", f, name=type(self).__name__))
+        return None
+
+    def startService(self):
+        super().startService()
+        self._loop = task.LoopingCall(self._safeTick)
+        self._loop.clock = self._reactor
+        self._loop.start(self.period, now=False)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+
+class Sampler(_LoopingService):
+    """
+    Samples every cache this node serves.
+
+    @ivar pending: the L{Deferred} of the last write (tests wait on it).
+    """
+
+    def __init__(self, registry, analytics, server, reactor, period=60.0,
+                 introspection=None, pruneEvery=3600.0):
+        """
+        @param registry: the L{memcachier.runtime.CacheRegistry}.
+        @param analytics: an L{AsyncAnalytics}.
+        @param server: this node's name (C{settings.node_name}).
+        @param introspection: the L{IntrospectionService}, for watched
+            prefixes, or L{None}.
+        """
+        self.registry = registry
+        self.analytics = analytics
+        self.server = server
+        self._reactor = reactor
+        self.period = period
+        self.introspection = introspection
+        self.pruneEvery = pruneEvery
+        self._last = {}
+        self._lastPrune = None
+        self.pending = None
+
+    def tick(self):
+        """
+        Take one sample of every cache and store it.
+
+        @return: a L{Deferred} firing when it is stored.
+        """
+        now = self._reactor.seconds()
+        samples = {}
+        last = {}
+        for runtime in self.registry.runtimes():
+            current = runtime.statsDict()
+            previous = self._last.get(runtime.cacheId)
+            if previous is not None and previous[0] is runtime:
+                seconds, before = now - previous[1], previous[2]
+            else:
+                seconds, before = self.period, None
+            samples[runtime.cacheId] = (seconds, series.delta(before, current))
+            last[runtime.cacheId] = (runtime, now, current)
+        self._last = last
+        prefixSamples = self._prefixSamples()
+        d = self.analytics.addSamples(self.server, now, samples, prefixSamples)
+        if self._lastPrune is None or now - self._lastPrune >= self.pruneEvery:
+            self._lastPrune = now
+            d.addCallback(lambda _: self.analytics.prune(now))
+        self.pending = d
+        return d
+
+    def _prefixSamples(self):
+        out = {}
+        if self.introspection is None or not self.introspection.enabled:
+            return out
+        for cacheId, intro in self.introspection.introspectors().items():
+            counts = intro.takePrefixCounts()
+            if not counts:
+                continue
+            footprint = intro.prefixFootprint()
+            for pid, (hits, misses, mutations) in counts.items():
+                keys, size = footprint.get(pid, (0, 0))
+                out[pid] = (self.period, {
+                    "hits": hits, "misses": misses, "mutations": mutations,
+                    "num_keys": keys, "total_size": size,
+                })
+        return out
+
+
+class _VersionProbe(Protocol):
+    """
+    Sends C{version} and fires C{done} with the round trip in nanoseconds
+    once the C{VERSION ...} line is back.
+    """
+
+    def __init__(self, clock):
+        self._clock = clock
+        self.done = defer.Deferred()
+        self._buffer = b""
+
+    def connectionMade(self):
+        self._sent = self._clock.seconds()
+        self.transport.write(b"version\r\n")
+
+    def dataReceived(self, data):
+        self._buffer += data
+        if b"\r\n" in self._buffer and not self.done.called:
+            line = self._buffer.split(b"\r\n", 1)[0]
+            elapsed = int((self._clock.seconds() - self._sent) * 1e9)
+            self.transport.loseConnection()
+            if line.startswith(b"VERSION"):
+                self.done.callback(elapsed)
+            else:
+                self.done.errback(ValueError(f"unexpected reply {line[:40]!r}"))
+
+    def connectionLost(self, reason):
+        if not self.done.called:
+            self.done.errback(reason)
+
+
+def tcpConnector(reactor, timeout=5.0):
+    """
+    A C{connect(server, protocol) -> Deferred} over TCP for L{LatencyProbe}.
+    """
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    def connect(server, protocol):
+        host, _, port = server.rpartition(":")
+        endpoint = TCP4ClientEndpoint(reactor, host.strip("[]"), int(port), timeout=timeout)
+        return connectProtocol(endpoint, protocol)
+
+    return connect
+
+
+class LatencyProbe(_LoopingService):
+    """
+    Measures each server's round trip through the real memcache protocol
+    (C{version}, which needs no authentication) every C{period} seconds.
+    """
+
+    def __init__(self, servers, analytics, reactor, connect=None, period=series.LATENCY_PERIOD,
+                 timeout=5.0):
+        """
+        @param servers: a callable returning the C{host:port}s to probe.
+        @param connect: C{connect(server, protocol)} returning a Deferred
+            (L{tcpConnector} by default).
+        """
+        self.servers = servers
+        self.analytics = analytics
+        self._reactor = reactor
+        self.connect = connect or tcpConnector(reactor, timeout)
+        self.period = period
+        self.timeout = timeout
+
+    def tick(self):
+        now = self._reactor.seconds()
+        return defer.DeferredList(
+            [self._probe(server, now) for server in self.servers()], consumeErrors=True
+        )
+
+    def _probe(self, server, now):
+        protocol = _VersionProbe(self._reactor)
+        d = self.connect(server, protocol)
+        d.addCallback(lambda _: protocol.done)
+        timer = self._reactor.callLater(self.timeout, d.cancel)
+
+        def stop(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        d.addBoth(stop)
+        d.addCallback(lambda ns: self.analytics.addLatency(server, now, ns))
+        d.addErrback(
+            lambda f: self._log.warn(
+                "latency probe of {server} failed: {error}", server=server,
+                error=f.getErrorMessage(),
+            )
+        )
+        return d
+
+
+class PrefixWatcher(_LoopingService):
+    """
+    Loads the watched prefixes into the introspection service at start,
+    after every change made through this node, and every C{period} seconds
+    (changes made through other nodes).
+    """
+
+    def __init__(self, analytics, introspection, reactor, period=5.0):
+        self.analytics = analytics
+        self.introspection = introspection
+        self._reactor = reactor
+        self.period = period
+
+    def tick(self):
+        return self.analytics.listPrefixes().addCallback(self.introspection.setPrefixes)
+
+    def startService(self):
+        super().startService()
+        self._safeTick()
+
+
+def _aggregate(buckets):
+    """
+    Sum buckets of several servers with the same time: counters and
+    gauges add up; the seconds are the longest any server sampled.
+
+    @return: L{list} of (time, seconds, data) by time.
+    """
+    byTime = {}
+    for _server, time, seconds, data in buckets:
+        entry = byTime.get(time)
+        if entry is None:
+            byTime[time] = [seconds, dict(data)]
+        else:
+            entry[0] = max(entry[0], seconds)
+            for name, value in data.items():
+                entry[1][name] = entry[1].get(name, 0) + value
+    return [(t, s, d) for t, (s, d) in sorted(byTime.items())]
+
+
+def _byServer(buckets):
+    out = {}
+    for server, time, seconds, data in buckets:
+        out.setdefault(server, []).append((time, seconds, data))
+    return out
+
+
+class Analytics(MultiService):
+    """
+    The analytics of a node: its services, and the queries of the API.
+
+    @ivar introspection: the L{IntrospectionService}.
+    @ivar store: the L{AsyncAnalytics}.
+    """
+
+    def __init__(self, registry, index, store, introspection, settings, reactor):
+        super().__init__()
+        self.registry = registry
+        self.index = index
+        self.store = store
+        self.introspection = introspection
+        self.settings = settings
+        self._reactor = reactor
+        self.server = settings.node_name
+
+    # -- helpers
+
+    def _servers(self, cacheId):
+        cache = self.index.cache(cacheId)
+        cluster = cache.cluster if cache is not None else self.settings.default_cluster
+        return self.settings.clusters.get(cluster, (self.server,))
+
+    def _range(self, args, finest=None, retention=series.RETENTION):
+        now = self._reactor.seconds()
+        start, end = series.timeRange(args, now)
+        resolution = series.granularity(start, end, now, retention, finest)
+        return start, end, resolution
+
+    # -- insight
+
+    def processedStats(self, cacheId, args, perServer=False):
+        """
+        C{insight/processed_stats[/per_server]}.
+
+        @param args: query parameters, L{str} to L{str}.
+        @raise QueryError: bad parameters.
+        @return: a L{Deferred} of the contract's list of series.
+        """
+        names = series.parseNames(args.get("names"))
+        start, end, resolution = self._range(args)
+        columns = ["time"] + names
+
+        def rows(buckets):
+            return [
+                [series.formatTime(t)] + [series.processed(n, data, seconds) for n in names]
+                for t, seconds, data in buckets
+            ]
+
+        def shape(buckets):
+            if not perServer:
+                return [{"name": "processed_stats", "columns": columns,
+                         "values": rows(_aggregate(buckets))}]
+            byServer = _byServer(buckets)
+            servers = list(self._servers(cacheId))
+            servers += sorted(s for s in byServer if s not in servers)
+            return [
+                {"name": "processed_stats", "tags": {"server": s}, "columns": columns,
+                 "values": rows(byServer.get(s, []))}
+                for s in servers
+            ]
+
+        return self.store.statBuckets(cacheId, resolution, start, end).addCallback(shape)
+
+    def latency(self, cacheId, args):
+        """
+        C{insight/latency}: mean round trip per bucket, nanoseconds, per
+        server of the cache's cluster.
+        """
+        start, end, resolution = self._range(
+            args, finest=series.LATENCY_PERIOD, retention=series.LATENCY_RETENTION
+        )
+        servers = list(self._servers(cacheId))
+
+        def shape(rows):
+            byServer = {}
+            for server, time, ns in rows:
+                byServer.setdefault(server, []).append([series.formatTime(time), ns])
+            return [
+                {"name": "latency", "tags": {"server": s}, "columns": ["time", "duration"],
+                 "values": byServer.get(s, [])}
+                for s in servers
+            ]
+
+        return self.store.latencyBuckets(servers, resolution, start, end).addCallback(shape)
+
+    # -- introspection
+
+    def compoundStats(self, cacheId, args):
+        start, end, resolution = self._range(args)
+
+        def shape(buckets):
+            return [{
+                "name": "compound_stats",
+                "columns": list(series.COMPOUND_COLUMNS),
+                "values": [
+                    series.compoundRow(series.formatTime(t), data, seconds)
+                    for t, seconds, data in _aggregate(buckets)
+                ],
+            }]
+
+        return self.store.statBuckets(cacheId, resolution, start, end).addCallback(shape)
+
+    def prefixStats(self, cacheId, prefixId, args):
+        start, end, resolution = self._range(args)
+
+        def shape(buckets):
+            return [{
+                "name": "prefix_stats",
+                "columns": list(series.COMPOUND_COLUMNS),
+                "values": [
+                    series.prefixRow(series.formatTime(t), data, seconds)
+                    for t, seconds, data in _aggregate(buckets)
+                ],
+            }]
+
+        d = self.store.getPrefix(cacheId, prefixId)
+        d.addCallback(lambda _: self.store.prefixBuckets(prefixId, resolution, start, end))
+        return d.addCallback(shape)
+
+    def _introspector(self, cacheId):
+        runtime = self.registry.existing(cacheId)
+        if runtime is None or not self.introspection.enabled:
+            return None
+        return self.introspection.introspector(runtime)
+
+    def recentLogs(self, cacheId):
+        """
+        @return: C{{server: [log lines]}} (this node's server only).
+        """
+        intro = self._introspector(cacheId)
+        return {self.server: intro.recentLogs() if intro is not None else []}
+
+    def popularItems(self, cacheId, prefixId=None):
+        intro = self._introspector(cacheId)
+        if intro is None:
+            return {"time_slice": 0, "most_hit_keys": [], "most_missed_keys": [],
+                    "most_mutated_keys": [], "popular_prefixes": []}
+        return intro.popularItems(prefixId)
+
+    def prefixPopularItems(self, cacheId, prefixId):
+        d = self.store.getPrefix(cacheId, prefixId)
+        return d.addCallback(lambda _: self.popularItems(cacheId, prefixId))
+
+    def keyStats(self, cacheId, key):
+        if not key:
+            raise QueryError("query parameter key is required")
+        if len(key.encode("utf-8")) > 250:
+            raise QueryError("key: a key is at most 250 bytes")
+        intro = self._introspector(cacheId)
+        if intro is None:
+            return []
+        return intro.keyStats(key)
+
+    # -- watched prefixes
+
+    def _reloadPrefixes(self, result):
+        d = self.store.listPrefixes()
+        d.addCallback(self.introspection.setPrefixes)
+        return d.addCallback(lambda _: result)
+
+    def listPrefixes(self, cacheId):
+        d = self.store.listPrefixes(cacheId)
+        return d.addCallback(lambda ps: [{"id": p["id"], "name": p["name"]} for p in ps])
+
+    def createPrefix(self, cacheId, name):
+        d = self.store.createPrefix(cacheId, name)
+        d.addCallback(self._reloadPrefixes)
+        return d.addCallback(lambda p: {"id": p["id"], "name": p["name"]})
+
+    def deletePrefix(self, cacheId, prefixId):
+        return self.store.deletePrefix(cacheId, prefixId).addCallback(self._reloadPrefixes)
+
+
+def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None):
+    """
+    Build the L{Analytics} service of a node and hook introspection into
+    the registry (sessions look up C{registry.introspection}).
+
+    @param engine: the control plane's engine.
+    @param pool: the control plane's thread pool.
+    @rtype: L{Analytics}
+    """
+    from memcachier.analytics.introspection import IntrospectionService
+    from memcachier.analytics.repository import AnalyticsRepository, AsyncAnalytics
+
+    store = AsyncAnalytics(AnalyticsRepository(engine, reactor), pool, reactor)
+    introspection = IntrospectionService(
+        reactor,
+        enabled=settings.analytics_introspection,
+        interval=settings.analytics_drain_interval,
+        sliceSeconds=settings.analytics_time_slice,
+        slices=settings.analytics_slices,
+        batchLimit=settings.analytics_batch_limit,
+    )
+    registry.introspection = introspection
+    analytics = Analytics(registry, index, store, introspection, settings, reactor)
+    introspection.setServiceParent(analytics)
+    Sampler(
+        registry, store, settings.node_name, reactor,
+        period=settings.analytics_sample_period, introspection=introspection,
+    ).setServiceParent(analytics)
+
+    def servers():
+        seen = []
+        for cluster in settings.clusters.values():
+            seen += [s for s in cluster if s not in seen]
+        return seen
+
+    LatencyProbe(
+        servers, store, reactor, connect=connect, period=settings.analytics_latency_period
+    ).setServiceParent(analytics)
+    if settings.analytics_introspection:
+        PrefixWatcher(store, introspection, reactor, period=5 * settings.poll_interval
+                      ).setServiceParent(analytics)
+    return analytics
