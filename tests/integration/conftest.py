@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -26,6 +27,22 @@ import pytest
 from tests.conftest import makeSelfSignedCertificate
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# pylibmc's manylinux wheel bundles its own libsasl2, which looks for SASL
+# mechanism plugins in /usr/lib64/sasl2 (a Red Hat path): on Debian it finds
+# none, and every SASL client start fails with "FAILED TO SEND AUTHENTICATION
+# TO SERVER" before a byte of SASL_AUTH is sent.  Point it at Debian's
+# plugins (libsasl2-modules).  Harmless for a pylibmc built from source.
+# Must happen before pylibmc is imported (sasl_client_init reads it).
+_DEBIAN_SASL = "/usr/lib/x86_64-linux-gnu/sasl2"
+if "SASL_PATH" not in os.environ and os.path.isdir(_DEBIAN_SASL):
+    os.environ["SASL_PATH"] = _DEBIAN_SASL
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: takes seconds (sleeps past expiry or timeouts, or moves megabytes)"
+    )
 
 
 def _bin(name):
@@ -163,6 +180,50 @@ class MemcachierServer:
             self.process.kill()
             return self.process.wait()
 
+    @property
+    def pid(self):
+        """
+        The twistd process id.
+        """
+        return self.process.pid
+
+    def rss(self):
+        """
+        The server's resident set size in bytes (C{VmRSS} from
+        C{/proc/PID/status}).
+        """
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def ascii(self, username=None, password=None, auth=True, port=None):
+        """
+        A raw ASCII connection, authenticated with ASCII auth (the primary
+        credential unless given) when C{auth}.
+
+        @rtype: L{AsciiConnection}
+        """
+        conn = AsciiConnection(port or self.port)
+        if auth:
+            reply = conn.auth(username or self.username, password or self.password)
+            assert reply == b"STORED", reply
+        return conn
+
+    def binary(self, username=None, password=None, auth=True, port=None):
+        """
+        A raw binary connection, authenticated with SASL PLAIN (the primary
+        credential unless given) when C{auth}.
+
+        @rtype: L{BinaryConnection}
+        """
+        conn = BinaryConnection(port or self.port)
+        if auth:
+            response = conn.auth(username or self.username, password or self.password)
+            assert response.status == 0, response
+        return conn
+
     def log(self):
         """
         The server's log so far.
@@ -171,6 +232,165 @@ class MemcachierServer:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+class AsciiConnection:
+    """
+    A raw socket speaking memcached's text protocol, for tests that need
+    to control every byte.
+    """
+
+    def __init__(self, port, timeout=10.0, host="127.0.0.1", sock=None):
+        self.sock = sock or socket.create_connection((host, port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self._buffer = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        self._buffer += chunk
+
+    def line(self):
+        """
+        The next reply line, without its C{\\r\\n}.
+        """
+        while b"\r\n" not in self._buffer:
+            self._fill()
+        line, _, self._buffer = self._buffer.partition(b"\r\n")
+        return line
+
+    def exactly(self, n):
+        while len(self._buffer) < n:
+            self._fill()
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def call(self, line, value=None):
+        """
+        Send one command (and its value block) and return the first reply
+        line.
+        """
+        data = line.encode() if isinstance(line, str) else line
+        data += b"\r\n"
+        if value is not None:
+            data += value + b"\r\n"
+        self.send(data)
+        return self.line()
+
+    def auth(self, username, password):
+        password = password.encode() if isinstance(password, str) else password
+        return self.call(f"set {username} 0 0 {len(password)}", password)
+
+    def get(self, key):
+        """
+        C{get KEY}: the value, or L{None} on a miss.
+        """
+        self.send(f"get {key}\r\n".encode())
+        return self.readValue()
+
+    def readValue(self):
+        """
+        Read one C{VALUE ... END} (or a bare C{END}) reply.
+        """
+        line = self.line()
+        if line == b"END":
+            return None
+        assert line.startswith(b"VALUE "), line
+        value = self.exactly(int(line.split()[3]) + 2)[:-2]
+        end = self.line()
+        assert end == b"END", end
+        return value
+
+    def stats(self, group=""):
+        """
+        C{stats [group]} as a L{dict} of L{str}.
+        """
+        self.send(f"stats {group}".strip().encode() + b"\r\n")
+        result = {}
+        while True:
+            line = self.line().decode()
+            if line == "END":
+                return result
+            _, name, value = line.split(" ", 2)
+            result[name] = value
+
+    def closed(self, timeout=5.0):
+        """
+        Whether the server closes the connection within C{timeout}
+        seconds; any bytes still arriving are discarded.
+        """
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if not self.sock.recv(1 << 20):
+                    return True
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+        return False
+
+    def close(self):
+        self.sock.close()
+
+
+#: magic, opcode, keylen, extlen, datatype, vbucket/status, bodylen, opaque, cas
+BINARY_HEADER = struct.Struct(">BBHBBHIIQ")
+
+
+class BinaryResponse:
+    """
+    One binary-protocol response.
+    """
+
+    def __init__(self, header, body):
+        (self.magic, self.opcode, keylen, extlen, _, self.status, _, self.opaque,
+         self.cas) = header
+        self.extras = body[:extlen]
+        self.key = body[extlen:extlen + keylen]
+        self.value = body[extlen + keylen:]
+
+    def __repr__(self):
+        return (
+            f"<BinaryResponse op={self.opcode:#04x} status={self.status:#04x} "
+            f"opaque={self.opaque} key={self.key!r} value={self.value[:60]!r}>"
+        )
+
+
+def binaryRequest(opcode, key=b"", value=b"", extras=b"", opaque=0, cas=0):
+    """
+    One binary-protocol request frame.
+    """
+    key = key.encode() if isinstance(key, str) else key
+    return (
+        BINARY_HEADER.pack(
+            0x80, opcode, len(key), len(extras), 0, 0,
+            len(extras) + len(key) + len(value), opaque, cas,
+        )
+        + extras + key + value
+    )
+
+
+class BinaryConnection(AsciiConnection):
+    """
+    A raw socket speaking the binary protocol.
+    """
+
+    def response(self):
+        header = BINARY_HEADER.unpack(self.exactly(24))
+        return BinaryResponse(header, self.exactly(header[6]))
+
+    def request(self, *args, **kwargs):
+        self.send(binaryRequest(*args, **kwargs))
+        return self.response()
+
+    def auth(self, username, password):
+        return self.request(0x21, b"PLAIN", b"\0" + username.encode() + b"\0" + password.encode())
 
 
 def _firstCredential(created):
