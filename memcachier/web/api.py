@@ -1,0 +1,339 @@
+# -*- test-case-name: tests.unit.test_api -*-
+"""
+The analytics REST API v2, MemCachier's paths and JSON, under
+C{/api/v2/caches/<cache_id>/...}, with HTTP Basic auth by a credential of
+that cache that has the API capability.
+
+L{AnalyticsAPI} serves info, credentials, management and commands, and the
+OpenAPI document of everything at C{/api/v2/openapi.json}.
+
+Adding a route group (insight, alerts, introspection, ...)
+=========================================================
+
+Write a class whose handlers carry L{memcachier.web.common.route}, with
+paths relative to C{/api/v2/caches/<cacheId>}, and hand an instance to
+L{AnalyticsAPI} (C{groups=[...]}, see L{memcachier.web.site.makeSite})::
+
+    from memcachier.web.common import NOT_FOUND, CacheAuth, jsonResponse, route
+
+    class InsightAPI:
+        def __init__(self, auth, sampler):
+            self.auth = auth            # the AnalyticsAPI's CacheAuth
+            self.sampler = sampler
+
+        @route("/insight/latency", ["GET"])
+        def latency(self, request, cacheId):
+            caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
+            return jsonResponse(request, self.sampler.latency(caller.cacheId))
+
+        def openapiPaths(self):
+            return {"/insight/latency": {"get": {...}}}   # OpenAPI path items
+
+Handlers may return L{Deferred}s or be C{async def}.  Refuse with
+L{memcachier.web.common.ApiError} (rendered as JSON); read bodies with
+C{readJSONObject}/C{requireNoBody} (size cap, strict fields).  Every
+route must appear in C{openapiPaths()}: a unit test compares the routes
+with the document, and the schemathesis test runs against all of it.
+
+Why not Klein's class-level C{app = Klein()}: the copies Klein binds to
+each instance share the class's URL map, so routes of other classes
+cannot be added per instance; L{memcachier.web.common.buildApp} builds
+one app per L{AnalyticsAPI} from the groups' declared routes instead.
+"""
+
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+
+from memcachier.control.repository import (
+    CannotDeletePrimary,
+    ControlPlaneError,
+    UnknownCache,
+    UnknownCluster,
+    UnknownCredential,
+)
+from memcachier.web import openapi
+from memcachier.web.common import (
+    NOT_FOUND,
+    ApiError,
+    CacheAuth,
+    buildApp,
+    emptyResponse,
+    jsonResponse,
+    readJSONObject,
+    requireNoBody,
+    route,
+    routesOf,
+)
+from memcachier.web.serialize import (
+    CAPABILITIES,
+    cacheInfoJSON,
+    capabilitiesFromBody,
+    capabilitiesJSON,
+    credentialJSON,
+    statsJSON,
+)
+
+OPENAPI_PATH = "/api/v2/openapi.json"
+
+
+def _controlPlaneError(failure):
+    """
+    Turn the control plane's refusals into API errors.
+    """
+    error = failure.trap(ControlPlaneError)
+    value = failure.value
+    if error in (UnknownCache, UnknownCredential):
+        raise ApiError(404, str(value))
+    if error in (CannotDeletePrimary, UnknownCluster):
+        raise ApiError(400, str(value))
+    raise ApiError(400, str(value))
+
+
+class AnalyticsAPI:
+    """
+    The v2 API of a node.
+
+    Reads come from the in-memory control index; writes go through the
+    L{AsyncControlPlane}, whose Deferreds fire after the index has been
+    refreshed, so a change is in force on the memcache port before the
+    API answers.  Cache-wide commands (flush, reset_stats) act on this
+    node's runtime of the cache: this is a single-node build.
+
+    @ivar app: the L{Klein} app of every route (this class's and the
+        groups').
+    @ivar auth: the L{CacheAuth} every group shares.
+    """
+
+    _log = Logger()
+
+    def __init__(self, controlPlane, index, registry, settings, reactor, groups=()):
+        """
+        @param controlPlane: an L{memcachier.control.repository.AsyncControlPlane}.
+        @param index: the L{memcachier.control.index.ControlIndex}.
+        @param registry: the node's L{memcachier.runtime.CacheRegistry}.
+        @param settings: L{memcachier.config.Settings} (clusters, node name).
+        @param reactor: the clock (C{seconds()}) for C{stats}' C{time}.
+        @param groups: more route groups (see the module docstring).
+        """
+        self.controlPlane = controlPlane
+        self.index = index
+        self.registry = registry
+        self.settings = settings
+        self.reactor = reactor
+        self.auth = CacheAuth(index)
+        self.groups = (self,) + tuple(groups)
+        self._document = None
+        self.app = buildApp(
+            self.groups, extra=[(OPENAPI_PATH, ("GET",), self.openapiDocument)]
+        )
+
+    def resource(self):
+        """
+        @return: the L{IResource} of the whole API.
+        """
+        return self.app.resource()
+
+    # -- helpers
+
+    def _servers(self, cluster):
+        return list(self.settings.clusters.get(cluster, (self.settings.node_name,)))
+
+    def switchTarget(self, cluster):
+        """
+        The cluster a cache on C{cluster} would move to: the next one of the
+        same kind in name order (wrapping around).
+
+        @return: its name, or L{None} if there is no other of that kind.
+        """
+        kind = self.settings.clusterKind(cluster)
+        others = sorted(
+            name
+            for name in self.settings.clusters
+            if name != cluster and self.settings.clusterKind(name) == kind
+        )
+        if not others:
+            return None
+        later = [name for name in others if name > cluster]
+        return (later or others)[0]
+
+    def _credentialOf(self, caller, username):
+        credential = self.index.credential(username)
+        if credential is None or credential.cache_id != caller.cacheId:
+            raise ApiError(404, f"no credential {username!r} in cache {caller.cacheId}")
+        return credential
+
+    def _requireManagement(self, caller):
+        if self.index.planOf(caller.cacheId).development:
+            raise ApiError(403, "development caches cannot manage credentials")
+
+    # -- info
+
+    @route("/info", ["GET"])
+    def info(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId)
+        cache = caller.cache
+        body = cacheInfoJSON(
+            cache,
+            self.index.planOf(caller.cacheId),
+            self.index.credentials(caller.cacheId),
+            self._servers(cache.cluster),
+            self.switchTarget(cache.cluster) is not None,
+        )
+        return jsonResponse(request, body)
+
+    # -- credentials
+
+    @route("/credentials", ["GET"])
+    def listCredentials(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId)
+        return jsonResponse(
+            request, [credentialJSON(c) for c in self.index.credentials(caller.cacheId)]
+        )
+
+    @route("/credentials", ["POST"])
+    async def createCredential(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId)
+        self._requireManagement(caller)
+        body = readJSONObject(request, CAPABILITIES, required=False)
+        credential = await self.controlPlane.createCredential(
+            caller.cacheId, **capabilitiesFromBody(body, omitted=True)
+        ).addErrback(_controlPlaneError)
+        return jsonResponse(request, credentialJSON(credential), 201)
+
+    @route("/credentials/<username>", ["PATCH"])
+    async def updateCredential(self, request, cacheId, username):
+        caller = self.auth.authorize(request, cacheId)
+        self._requireManagement(caller)
+        body = readJSONObject(request, CAPABILITIES)
+        self._credentialOf(caller, username)
+        credential = await self.controlPlane.updateCredential(
+            username, **capabilitiesFromBody(body, omitted=False)
+        ).addErrback(_controlPlaneError)
+        return jsonResponse(request, capabilitiesJSON(credential))
+
+    @route("/credentials/<username>", ["DELETE"])
+    async def deleteCredential(self, request, cacheId, username):
+        caller = self.auth.authorize(request, cacheId)
+        self._requireManagement(caller)
+        requireNoBody(request)
+        self._credentialOf(caller, username)
+        await self.controlPlane.deleteCredential(username).addErrback(_controlPlaneError)
+        return emptyResponse(request, 200)
+
+    @route("/credentials/primary/<username>", ["POST"])
+    async def promoteCredential(self, request, cacheId, username):
+        caller = self.auth.authorize(request, cacheId)
+        requireNoBody(request)
+        self._credentialOf(caller, username)
+        credential = await self.controlPlane.promoteCredential(username).addErrback(
+            _controlPlaneError
+        )
+        return jsonResponse(request, credentialJSON(credential))
+
+    # -- management
+
+    @route("/rotate_sso", ["POST"])
+    async def rotateSso(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId)
+        requireNoBody(request)
+        secret = await self.controlPlane.rotateSso(caller.cacheId).addErrback(
+            _controlPlaneError
+        )
+        return jsonResponse(request, secret)
+
+    @route("/enable_cache", ["POST"])
+    async def enableCache(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId)
+        requireNoBody(request)
+        await self.controlPlane.setEnabled(caller.cacheId, True).addErrback(
+            _controlPlaneError
+        )
+        return emptyResponse(request, 200)
+
+    @route("/switch_cluster", ["POST"])
+    async def switchCluster(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId)
+        requireNoBody(request)
+        current = caller.cache.cluster
+        target = self.switchTarget(current)
+        if target is None:
+            kind = self.settings.clusterKind(current)
+            raise ApiError(
+                400, f"cannot switch: no other {kind} cluster than {current!r}"
+            )
+        cache = await self.controlPlane.setCluster(caller.cacheId, target).addErrback(
+            _controlPlaneError
+        )
+        # The data does not follow the cache to its new servers.  On one
+        # node that serves every cluster, what this node holds must go.
+        runtime = self.registry.existing(caller.cacheId)
+        if runtime is not None:
+            await maybeDeferred(runtime.keyspace.flush, 0)
+        self._log.info(
+            "cache {cacheId} switched from cluster {old} to {new}",
+            cacheId=caller.cacheId,
+            old=current,
+            new=cache.cluster,
+        )
+        return jsonResponse(request, cache.cluster)
+
+    # -- commands
+
+    @route("/flush", ["POST"])
+    async def flush(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
+        requireNoBody(request)
+        runtime = self.registry.runtime(caller.cacheId)
+        await maybeDeferred(runtime.keyspace.flush, 0)
+        return emptyResponse(request, 204)
+
+    @route("/reset_stats", ["POST"])
+    async def resetStats(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
+        requireNoBody(request)
+        runtime = self.registry.runtime(caller.cacheId)
+        await maybeDeferred(runtime.resetStats)
+        return emptyResponse(request, 204)
+
+    @route("/stats", ["GET"])
+    def stats(self, request, cacheId):
+        caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
+        runtime = self.registry.existing(caller.cacheId)
+        perServer = [] if runtime is None else [runtime.statsDict()]
+        body = statsJSON(
+            perServer, self.reactor.seconds(), self.index.planOf(caller.cacheId).memory
+        )
+        return jsonResponse(request, body)
+
+    # -- the document
+
+    def openapiPaths(self):
+        return openapi.corePaths()
+
+    def openapi(self):
+        """
+        The OpenAPI 3 document of every route of every group.
+
+        @rtype: L{dict}
+        """
+        if self._document is None:
+            paths = {}
+            for group in self.groups:
+                for path, item in group.openapiPaths().items():
+                    paths["/api/v2/caches/{cacheId}" + path] = item
+            self._document = openapi.document(paths)
+        return self._document
+
+    def openapiDocument(self, request):
+        return jsonResponse(request, self.openapi())
+
+    def routes(self):
+        """
+        Every route, as (absolute werkzeug path, methods), for tests and
+        documentation.
+        """
+        found = [(OPENAPI_PATH, ("GET",))]
+        for group in self.groups:
+            for path, methods, _ in routesOf(group):
+                found.append(("/api/v2/caches/<cacheId>" + path, methods))
+        return found

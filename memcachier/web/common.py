@@ -1,0 +1,390 @@
+# -*- test-case-name: tests.unit.test_api -*-
+"""
+What every route group of the HTTP API shares: the JSON error model, the
+request-body readers, HTTP Basic authentication against a cache's
+credentials, and L{apiApp}, which makes a L{Klein} app whose errors are
+JSON.
+
+A route handler stays thin: it calls L{CacheAuth.authorize}, reads its
+body with L{readJSONObject} or L{requireNoBody}, calls the control plane
+or the runtime, and returns L{jsonResponse}.  Anything that should become
+a 4xx is raised as an L{ApiError}; anything else becomes an opaque 500
+(logged with its traceback, never shown).
+"""
+
+import base64
+import binascii
+import hmac
+import json
+
+from klein import Klein
+from twisted.logger import Logger
+from werkzeug.exceptions import HTTPException
+
+_log = Logger()
+
+#: The largest request body the API reads; larger ones get 413.
+MAX_BODY = 64 * 1024
+
+#: The largest cache id (a signed 64-bit database key).
+MAX_ID = 2**63 - 1
+
+#: Compared against when the username is unknown, so an unknown username
+#: costs about as much as a wrong password.
+_DUMMY_PASSWORD = b"0" * 32
+
+JSON_TYPE = b"application/json"
+
+
+class ApiError(Exception):
+    """
+    A request the API refuses: rendered as C{{"error": message}} with
+    C{code}.
+
+    @ivar code: the HTTP status code.
+    @ivar message: a message for the API's user (never a traceback).
+    @ivar headers: extra response headers, C{{bytes: bytes}}.
+    """
+
+    def __init__(self, code, message, headers=None):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def jsonResponse(request, value, code=200):
+    """
+    Set the status and JSON headers of C{request} and return C{value}
+    encoded, for a route handler to return.
+
+    @param value: anything L{json.dumps} takes.
+    @rtype: L{bytes}
+    """
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", JSON_TYPE)
+    request.setHeader(b"Cache-Control", b"no-store")
+    return json.dumps(value).encode("utf-8")
+
+
+def emptyResponse(request, code=204):
+    """
+    Set the status of C{request} for a response without a body.
+
+    @rtype: L{bytes}
+    """
+    request.setResponseCode(code)
+    request.defaultContentType = None
+    request.setHeader(b"Cache-Control", b"no-store")
+    return b""
+
+
+def errorBody(request, code, message):
+    """
+    The JSON error answer: C{{"error": message}}.
+    """
+    return jsonResponse(request, {"error": message}, code)
+
+
+# -- request bodies
+
+
+def readBody(request):
+    """
+    The request body, at most L{MAX_BODY} bytes.
+
+    @raise ApiError: 413 if the body is larger (the site's content buffer
+        marks a body it cut short as C{overflowed}).
+    @rtype: L{bytes}
+    """
+    content = request.content
+    if content is None:
+        return b""
+    content.seek(0)
+    data = content.read(MAX_BODY + 1)
+    if len(data) > MAX_BODY or getattr(content, "overflowed", False):
+        raise ApiError(413, f"request body larger than {MAX_BODY} bytes")
+    return data
+
+
+def readJSONObject(request, fields, required=True):
+    """
+    Parse the body as a JSON object whose members are all known and
+    boolean.
+
+    @param fields: the allowed member names.
+    @param required: whether an empty body is an error (if not, it is
+        read as C{{}}).
+    @return: the object.
+    @rtype: L{dict} of L{str} to L{bool}
+    @raise ApiError: 400 naming what is wrong, or 413.
+    """
+    data = readBody(request)
+    if not data.strip():
+        if required:
+            raise ApiError(400, "expected a JSON object as the request body")
+        return {}
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ApiError(400, f"malformed JSON body: {e}")
+    if not isinstance(value, dict):
+        raise ApiError(400, f"expected a JSON object, got {_jsonType(value)}")
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown field(s) {', '.join(unknown)}; expected some of {', '.join(fields)}",
+        )
+    for name, member in value.items():
+        if not isinstance(member, bool):
+            raise ApiError(400, f"{name}: expected true or false, got {_jsonType(member)}")
+    return value
+
+
+def requireNoBody(request):
+    """
+    Refuse a body on an endpoint that takes none (an empty body or C{{}}
+    is accepted, as some clients always send one).
+
+    @raise ApiError: 400 or 413.
+    """
+    readJSONObject(request, (), required=False)
+
+
+def _jsonType(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+# -- authentication
+
+
+def parseCacheId(text):
+    """
+    @param text: the C{<cache_id>} path segment.
+    @return: the cache id.
+    @rtype: L{int}
+    @raise ApiError: 400 if it is not a decimal number.
+    """
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+        raise ApiError(400, f"the cache id must be a number, not {text!r}")
+    return int(text)
+
+
+def basicCredentials(request):
+    """
+    The username and password of an HTTP Basic C{Authorization} header.
+
+    @return: a 2-tuple of L{bytes}, or L{None} if there is no usable
+        header.
+    """
+    header = request.getHeader(b"Authorization")
+    if not header:
+        return None
+    scheme, _, encoded = header.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    username, colon, password = decoded.partition(b":")
+    if not colon:
+        return None
+    return username, password
+
+
+_CHALLENGE = {b"WWW-Authenticate": b'Basic realm="memcachier"'}
+
+#: What L{CacheAuth.authorize} answers for an unknown cache.
+FORBIDDEN, NOT_FOUND = 403, 404
+
+
+class Authorized:
+    """
+    The caller of a request: a credential with the API capability, of the
+    cache the path names.
+
+    @ivar cacheId: the cache's id.
+    @ivar cache: its L{memcachier.control.model.Cache}.
+    @ivar credential: the caller's L{memcachier.control.model.Credential}.
+    """
+
+    __slots__ = ("cacheId", "cache", "credential")
+
+    def __init__(self, cacheId, cache, credential):
+        self.cacheId = cacheId
+        self.cache = cache
+        self.credential = credential
+
+
+class CacheAuth:
+    """
+    HTTP Basic authentication with a cache's credentials, read from the
+    in-memory control index (no SQL).
+
+    The password check is done here rather than with
+    C{index.authenticate}, which refuses credentials of a disabled cache:
+    the API must accept them, or C{enable_cache} could never be called.
+    """
+
+    def __init__(self, index):
+        """
+        @param index: the L{memcachier.control.index.ControlIndex}
+            (C{credential}, C{cache}).
+        """
+        self.index = index
+
+    def _check(self, username, password):
+        try:
+            name = username.decode("utf-8")
+        except UnicodeDecodeError:
+            name = None
+        credential = self.index.credential(name) if name is not None else None
+        if credential is None:
+            hmac.compare_digest(password, _DUMMY_PASSWORD)
+            return None
+        if not hmac.compare_digest(password, credential.password.encode("utf-8")):
+            return None
+        return credential
+
+    def authorize(self, request, cacheIdText, unknownCache=FORBIDDEN):
+        """
+        Check the request's caller against the cache C{cacheIdText} names,
+        in the contract's order: 400 for a non-numeric id, 401 for missing
+        or wrong credentials, then 404 (if C{unknownCache} says so) for a
+        cache that does not exist, then 403 for a credential of another
+        cache or without the API capability.
+
+        @param cacheIdText: the C{<cache_id>} path segment.
+        @param unknownCache: L{FORBIDDEN} or L{NOT_FOUND}.
+        @rtype: L{Authorized}
+        @raise ApiError: the refusal.
+        """
+        cacheId = parseCacheId(cacheIdText)
+        pair = basicCredentials(request)
+        if pair is None:
+            raise ApiError(401, "HTTP Basic authentication with a credential of the cache is required", _CHALLENGE)
+        credential = self._check(*pair)
+        if credential is None:
+            raise ApiError(401, "wrong username or password", _CHALLENGE)
+        cache = self.index.cache(cacheId)
+        if cache is None and unknownCache == NOT_FOUND:
+            raise ApiError(404, f"no cache with id {cacheId}")
+        if cache is None or credential.cache_id != cacheId:
+            raise ApiError(403, f"this credential cannot access cache {cacheId}")
+        if not credential.api:
+            raise ApiError(403, "this credential does not have the API capability")
+        return Authorized(cacheId, cache, credential)
+
+
+# -- route groups
+
+
+#: Every v2 route lives under this prefix; C{<cacheId>} is the cache id
+#: segment, checked by L{CacheAuth.authorize}.
+CACHE_PREFIX = "/api/v2/caches/<cacheId>"
+
+
+def route(path, methods):
+    """
+    Declare a method of a route group as the handler of C{path} (relative
+    to L{CACHE_PREFIX}, e.g. C{"/insight/latency"}) for C{methods}.
+
+    The handler is called as C{handler(request, cacheId, **pathArgs)}
+    (C{cacheId} is the raw path segment, for L{CacheAuth.authorize}).
+
+    @param methods: HTTP method names, e.g. C{["GET"]}.
+    """
+
+    def decorate(f):
+        f.__memcachierRoutes__ = getattr(f, "__memcachierRoutes__", ()) + (
+            (path, tuple(methods)),
+        )
+        return f
+
+    return decorate
+
+
+def routesOf(group):
+    """
+    The routes a route group declares with L{route}.
+
+    @return: a L{list} of (path, methods, bound handler), in name order.
+    """
+    found = []
+    for name in sorted(dir(type(group))):
+        declared = getattr(getattr(type(group), name, None), "__memcachierRoutes__", None)
+        for path, methods in declared or ():
+            found.append((path, methods, getattr(group, name)))
+    return found
+
+
+def _onApiError(request, failure):
+    error = failure.value
+    for name, value in error.headers.items():
+        request.setHeader(name, value)
+    return errorBody(request, error.code, error.message)
+
+
+def _onHTTPException(request, failure):
+    error = failure.value
+    code = error.code or 500
+    if code == 404:
+        return errorBody(request, 404, "no such API endpoint: " + request.path.decode("utf-8", "replace"))
+    if code == 405:
+        if error.valid_methods:
+            request.setHeader(b"Allow", ", ".join(error.valid_methods).encode("ascii"))
+        method = request.method.decode("ascii", "replace")
+        return errorBody(request, 405, f"method {method} not allowed here")
+    if 300 <= code < 400:
+        # A werkzeug redirect (a trailing slash on a path without one).
+        location = getattr(error, "new_url", "")
+        request.setHeader(b"Location", location.encode("utf-8"))
+        return errorBody(request, code, f"moved to {location}")
+    if code < 500:
+        return errorBody(request, code, error.description or error.name)
+    return _onUnexpected(request, failure)
+
+
+def _onUnexpected(request, failure):
+    _log.failure(
+        "HTTP API request {method} {path} failed",
+        failure,
+        method=request.method.decode("ascii", "replace"),
+        path=request.path.decode("utf-8", "replace"),
+    )
+    return errorBody(request, 500, "internal error")
+
+
+def buildApp(groups, extra=()):
+    """
+    One L{Klein} app serving the routes of every group, with JSON errors:
+    L{ApiError} with its code, routing errors (404 unknown path, 405 wrong
+    method) with theirs, anything else a logged, opaque 500.
+
+    @param groups: route groups (objects whose methods carry L{route}).
+    @param extra: (absolute path, methods, handler) routes outside
+        L{CACHE_PREFIX}, e.g. the OpenAPI document.
+    @rtype: L{Klein}
+    """
+    app = Klein()
+    app.handle_errors(ApiError)(_onApiError)
+    app.handle_errors(HTTPException)(_onHTTPException)
+    app.handle_errors(Exception)(_onUnexpected)
+    routes = [(CACHE_PREFIX + path, methods, f) for g in groups for path, methods, f in routesOf(g)]
+    routes.extend(extra)
+    for path, methods, f in routes:
+        endpoint = f"{type(getattr(f, '__self__', f)).__name__}.{f.__name__}:{path}:{','.join(methods)}"
+        app.route(path, methods=list(methods), endpoint=endpoint)(f)
+    return app
