@@ -368,10 +368,19 @@ def buildService(settings, reactor):
     analytics.setServiceParent(top)
     # The web site takes analyticsRouteGroups(index, analytics) as groups.
 
-    # WIRING: the web site (memcachier.web), e.g.
-    #   site = makeSite(asyncControlPlane, index, registry, settings, reactor)
-    #   listenerService(settings.web_listen, site, reactor,
-    #                   settings.tls_min_version, index.ready).setServiceParent(top)
+    # The web site: the analytics API v2 and the analytics route groups,
+    # on its own listener; like the memcache ports it accepts once the
+    # index is loaded (authentication reads it).
+    from memcachier.web.site import makeSite
+
+    site = makeSite(
+        asyncControlPlane, index, registry, settings, reactor,
+        groups=analyticsRouteGroups(index, analytics),
+    )
+    listenerService(
+        settings.web_listen, site, reactor, settings.tls_min_version, index.ready
+    ).setServiceParent(top)
+    _log.info("web listener: {description}", description=settings.web_listen)
 
     factory = MemcacheFactory(registry, reactor, settings.auth_timeout)
     for description in settings.listen:
