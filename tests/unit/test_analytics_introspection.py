@@ -1,0 +1,206 @@
+"""
+Introspection driven through real sessions (the ASCII codec on a string
+transport, the memory store) and a L{task.Clock}: recent logs, popular
+items, key stats, watched prefixes, sampling of large batches, and the
+no-op tap when introspection is off.
+"""
+
+import pytest
+
+from memcachier.analytics.introspection import IntrospectionService, discard, prefixOf
+from tests.unit.helpers import World
+
+
+@pytest.fixture
+def node():
+    world = World()
+    service = IntrospectionService(world.clock, interval=0.1, sliceSeconds=60, slices=10)
+    world.registry.introspection = service
+    service.startService()
+    yield world, service
+    service.stopService()
+
+
+def connect(world, username="rw"):
+    proto, transport = world.connect()
+    proto.dataReceived(b"set %s 0 0 6\r\nsecret\r\n" % username.encode())
+    assert transport.value() == b"STORED\r\n"
+    transport.clear()
+    return proto, transport
+
+
+def send(proto, transport, data):
+    proto.dataReceived(data)
+    out = transport.value()
+    transport.clear()
+    return out
+
+
+def workload(world, proto, transport):
+    """
+    A known workload: user:1 hit 5 times, user:2 twice, a missing key
+    three times, sets and a delete.
+    """
+    send(proto, transport, b"set user:1 0 0 5\r\nhello\r\n")
+    send(proto, transport, b"set user:2 0 0 2\r\nhi\r\n")
+    send(proto, transport, b"set page:home 0 0 3\r\nabc\r\n")
+    for _ in range(5):
+        send(proto, transport, b"get user:1\r\n")
+    send(proto, transport, b"get user:2 user:1\r\n")
+    send(proto, transport, b"get user:2\r\n")
+    for _ in range(3):
+        send(proto, transport, b"get nothing:here\r\n")
+    send(proto, transport, b"delete page:home\r\n")
+    send(proto, transport, b"incr user:1 1\r\n")
+
+
+def test_recentLogs(node):
+    world, service = node
+    proto, transport = connect(world)
+    world.clock.advance(5)
+    workload(world, proto, transport)
+    world.clock.advance(0.1)
+    intro = service.existing(1)
+    logs = intro.recentLogs()
+    assert [(l["command"], l["key"], l["status"], l["size"]) for l in logs] == [
+        ("SET", "user:1", "STORED", 5),
+        ("SET", "user:2", "STORED", 2),
+        ("SET", "page:home", "STORED", 3),
+    ] + [("GET", "user:1", "HIT", 5)] * 5 + [
+        ("GET", "user:2", "HIT", 2),
+        ("GET", "user:1", "HIT", 5),
+        ("GET", "user:2", "HIT", 2),
+    ] + [("GET", "nothing:here", "MISS", 0)] * 3 + [
+        ("DELETE", "page:home", "DELETED", 0),
+        ("INCR", "user:1", "NON_NUMERIC", 0),
+    ]
+    # batches are stamped when drained
+    assert logs[0]["timestamp"] == "2023-11-14T22:13:25Z"
+
+
+def test_recentLogsKeepsTheLast100(node):
+    world, service = node
+    proto, transport = connect(world)
+    for i in range(150):
+        send(proto, transport, b"get k%d\r\n" % i)
+    logs = service.existing(1).recentLogs()
+    assert len(logs) == 100
+    assert logs[0]["key"] == "k50" and logs[-1]["key"] == "k149"
+
+
+def test_popularItems(node):
+    world, service = node
+    proto, transport = connect(world)
+    workload(world, proto, transport)
+    world.clock.advance(0.1)
+    popular = service.existing(1).popularItems()
+    assert popular["most_hit_keys"] == [
+        {"name": "user:1", "popularity": 6},
+        {"name": "user:2", "popularity": 2},
+    ]
+    assert popular["most_missed_keys"] == [{"name": "nothing:here", "popularity": 3}]
+    # set + incr, set + delete, set (ties by name)
+    assert popular["most_mutated_keys"] == [
+        {"name": "page:home", "popularity": 2},
+        {"name": "user:1", "popularity": 2},
+        {"name": "user:2", "popularity": 1},
+    ]
+    # prefixes: every keyed command counts for the part before the first ':'
+    assert popular["popular_prefixes"] == [
+        {"name": "user", "popularity": 11},
+        {"name": "nothing", "popularity": 3},
+        {"name": "page", "popularity": 2},
+    ]
+    assert popular["time_slice"] == int((world.clock.seconds() % 60) * 1e9)
+
+
+def test_keyStatsPerSlice(node):
+    world, service = node
+    proto, transport = connect(world)
+    start = world.clock.seconds()
+    workload(world, proto, transport)
+    world.clock.advance(0.1)  # drained into the first slice
+    world.clock.advance(60)  # next slice
+    send(proto, transport, b"get user:1\r\n")
+    world.clock.advance(0.1)
+    rows = service.existing(1).keyStats("user:1")
+    assert [(r["hit_count"], r["miss_count"], r["mutation_count"]) for r in rows] == [
+        (6, 0, 2), (1, 0, 0),
+    ]
+    assert all(r["size"] == 5 and r["in_cache"] for r in rows)
+    assert rows[0]["timestamp"] < rows[1]["timestamp"]
+    missing = service.existing(1).keyStats("nothing:here")
+    assert [(r["hit_count"], r["miss_count"], r["in_cache"], r["size"]) for r in missing] == [
+        (0, 3, False, 0), (0, 0, False, 0),
+    ]
+    assert start
+
+
+def test_slicesAreBounded(node):
+    world, service = node
+    proto, transport = connect(world)
+    for _ in range(25):
+        send(proto, transport, b"get a\r\n")
+        world.clock.advance(60)
+    assert len(service.existing(1).keyStats("a")) == 10
+
+
+def test_watchedPrefix(node):
+    world, service = node
+    service.setPrefixes([{"id": 7, "cache_id": 1, "name": "user:"}])
+    proto, transport = connect(world)
+    workload(world, proto, transport)
+    send(proto, transport, b"get user:3:name\r\n")
+    world.clock.advance(0.1)
+    intro = service.existing(1)
+    # hits: user:1 x6, user:2 x2; miss: user:3:name; mutations: 2 sets, 1 incr
+    assert intro.takePrefixCounts() == {7: [8, 1, 3]}
+    assert intro.takePrefixCounts() == {7: [0, 0, 0]}
+    assert intro.prefixFootprint() == {7: [2, len("user:1hello") + len("user:2hi")]}
+    popular = intro.popularItems(7)
+    assert popular["most_hit_keys"][0] == {"name": "user:1", "popularity": 6}
+    assert popular["most_missed_keys"] == [{"name": "user:3:name", "popularity": 1}]
+    assert popular["popular_prefixes"] == [{"name": "user:3", "popularity": 1}]
+
+
+def test_prefixOf():
+    assert prefixOf("user:42:name") == "user"
+    assert prefixOf("user:42:name", "user:") == "user:42"
+    assert prefixOf("user:42:name", "user") == "user:42"
+    assert prefixOf("plain") is None
+    assert prefixOf(":odd") is None
+
+
+def test_largeBatchesAreSampled(node):
+    """
+    Above C{batchLimit} events per batch, every k-th event is counted with
+    weight k: the totals stay right, the work stays bounded.
+    """
+    world, service = node
+    proto, transport = connect(world)
+    intro = service.introspector(world.registry.existing(1))
+    intro.batchLimit = 100
+    send(proto, transport, b"".join(b"get hot\r\n" for _ in range(1000)))
+    world.clock.advance(0.1)
+    assert intro.sampledEvents == 1000
+    assert intro.keyStats("hot")[-1]["miss_count"] == 1000
+    assert len(intro.recentLogs()) == 100
+
+
+def test_introspectionOff():
+    world = World()
+    service = IntrospectionService(world.clock, enabled=False)
+    world.registry.introspection = service
+    proto, transport = connect(world)
+    send(proto, transport, b"get x\r\n")
+    assert proto.session.tap is discard
+    assert service.introspectors() == {}
+
+
+def test_noIntrospectionService():
+    """
+    A registry without introspection (unit tests of codecs) taps nothing.
+    """
+    world = World()
+    proto, transport = connect(world)
+    assert proto.session.tap is discard
