@@ -48,7 +48,6 @@ from memcachier.control.repository import (
     CannotDeletePrimary,
     ControlPlaneError,
     UnknownCache,
-    UnknownCluster,
     UnknownCredential,
 )
 from memcachier.web import openapi
@@ -80,12 +79,12 @@ def _controlPlaneError(failure):
     """
     Turn the control plane's refusals into API errors.
     """
-    error = failure.trap(ControlPlaneError)
+    failure.trap(ControlPlaneError)
     value = failure.value
-    if error in (UnknownCache, UnknownCredential):
+    if failure.check(UnknownCache, UnknownCredential):
         raise ApiError(404, str(value))
-    if error in (CannotDeletePrimary, UnknownCluster):
-        raise ApiError(400, str(value))
+    if failure.check(CannotDeletePrimary):
+        raise ApiError(409, str(value))
     raise ApiError(400, str(value))
 
 
@@ -259,7 +258,7 @@ class AnalyticsAPI:
         if target is None:
             kind = self.settings.clusterKind(current)
             raise ApiError(
-                400, f"cannot switch: no other {kind} cluster than {current!r}"
+                409, f"cannot switch: no other {kind} cluster than {current!r}"
             )
         cache = await self.controlPlane.setCluster(caller.cacheId, target).addErrback(
             _controlPlaneError

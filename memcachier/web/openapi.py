@@ -103,6 +103,8 @@ _MESSAGES = {
     403: "The credential is of another cache or lacks the API capability, "
     "or (credential management) the cache is on a development plan.",
     404: "No such cache, or no such credential in this cache.",
+    409: "The cache's state forbids it: no other cluster of its kind to switch to, "
+    "or the credential to delete is the primary one.",
     413: f"The request body is larger than {MAX_BODY} bytes.",
 }
 
@@ -139,6 +141,33 @@ _USERNAME = {
 }
 
 
+#: What a created credential's username can be used for (OpenAPI links:
+#: stateful testers follow them).
+_CREDENTIAL_LINKS = {
+    "UpdateCredential": ("patch", "/credentials/{username}"),
+    "DeleteCredential": ("delete", "/credentials/{username}"),
+    "PromoteCredential": ("post", "/credentials/primary/{username}"),
+}
+
+
+def _withLinks(responses, code, links):
+    response = responses[code]
+    response["links"] = {
+        name: {
+            "operationRef": "#/paths/"
+            + ("/api/v2/caches/{cacheId}" + path).replace("~", "~0").replace("/", "~1")
+            + "/"
+            + method,
+            "parameters": {
+                "cacheId": "$request.path.cacheId",
+                "username": "$response.body#/sasl_username",
+            },
+        }
+        for name, (method, path) in links.items()
+    }
+    return responses
+
+
 def _operation(summary, responses, parameters=(), body=None):
     operation = {"summary": summary, "responses": responses}
     if parameters:
@@ -172,7 +201,7 @@ def corePaths():
             ),
             "post": _operation(
                 "Create a credential. Capabilities left out of the (optional) body are true.",
-                {**_json("The new credential.", _ref("Credential"), "201"),
+                {**_withLinks(_json("The new credential.", _ref("Credential"), "201"), "201", _CREDENTIAL_LINKS),
                  **errors(*auth, 413)},
                 body={**capabilitiesBody, "required": False},
             ),
@@ -186,8 +215,8 @@ def corePaths():
                 body={**capabilitiesBody, "required": True},
             ),
             "delete": _operation(
-                "Delete a credential (not the primary one).",
-                {**_empty("Deleted.", 200), **errors(*auth, 404, 413)},
+                "Delete a credential (not the primary one: 409).",
+                {**_empty("Deleted.", 200), **errors(*auth, 404, 409, 413)},
                 [_USERNAME],
             ),
         },
@@ -214,8 +243,8 @@ def corePaths():
         "/switch_cluster": {
             "post": _operation(
                 "Move the cache to the next cluster of the same kind; its data does not follow. "
-                "400 when there is no other cluster of that kind.",
-                {**_json("The new cluster's name.", {"type": "string"}), **errors(*auth, 413)},
+                "409 when there is no other cluster of that kind.",
+                {**_json("The new cluster's name.", {"type": "string"}), **errors(*auth, 409, 413)},
             )
         },
         "/flush": {

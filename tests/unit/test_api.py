@@ -501,9 +501,9 @@ def test_deleteCredential(world):
 
 def test_deletePrimaryRefused(world):
     """
-    The primary credential cannot be deleted: 400, promote another first.
+    The primary credential cannot be deleted: 409, promote another first.
     """
-    assertError(world.call("DELETE", f"/credentials/{world.primary.username}"), 400, "promote")
+    assertError(world.call("DELETE", f"/credentials/{world.primary.username}"), 409, "promote")
     assert world.index.credential(world.primary.username) == world.primary
 
 
@@ -569,9 +569,9 @@ def test_enableCache(world):
 
 def test_switchClusterWithOneCluster(world):
     """
-    With one cluster, switch_cluster is a 400 saying it cannot switch.
+    With one cluster, switch_cluster is a 409 saying it cannot switch.
     """
-    assertError(world.call("POST", "/switch_cluster"), 400, "cannot switch")
+    assertError(world.call("POST", "/switch_cluster"), 409, "cannot switch")
     assert world.index.cache(world.cache.id).cluster == "default"
 
 
