@@ -366,7 +366,6 @@ def buildService(settings, reactor):
 
     analytics = makeAnalytics(registry, index, engine, pool, settings, reactor)
     analytics.setServiceParent(top)
-    # The web site takes analyticsRouteGroups(index, analytics) as groups.
 
     # The web site: the analytics API v2 and the analytics route groups,
     # on its own listener; like the memcache ports it accepts once the
