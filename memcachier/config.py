@@ -44,7 +44,7 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     drain_interval = 0.1     # seconds between introspection batches
     time_slice = 60          # seconds per introspection time slice
     slices = 10              # time slices kept (popular items, key stats)
-    batch_limit = 1000       # events per batch counted exactly; more are sampled
+    batch_limit = 500        # events per batch counted exactly; more are sampled
 
     [plans.dev]
     memory = "25MiB"
@@ -160,7 +160,7 @@ class Settings:
     analytics_drain_interval: float = 0.1
     analytics_time_slice: int = 60
     analytics_slices: int = 10
-    analytics_batch_limit: int = 1000
+    analytics_batch_limit: int = 500
 
     def clusterKind(self, name):
         """
@@ -527,7 +527,7 @@ def _settingsFrom(data, overrides):
     drainInterval = check.number(analytics, "analytics.", "drain_interval", 0.1)
     timeSlice = check.integer(analytics, "analytics.", "time_slice", 60)
     slices = check.integer(analytics, "analytics.", "slices", 10)
-    batchLimit = check.integer(analytics, "analytics.", "batch_limit", 1000)
+    batchLimit = check.integer(analytics, "analytics.", "batch_limit", 500)
 
     if check.errors:
         return None, check.errors

@@ -137,7 +137,7 @@ class Introspector:
 
     def __init__(
         self, clock, keyspace, sliceSeconds=60, slices=10, lgMapSize=8,
-        cmDepth=3, cmWidth=512, batchLimit=1000, logSize=100, popularLimit=10,
+        cmDepth=3, cmWidth=512, batchLimit=500, logSize=100, popularLimit=10,
     ):
         self._clock = clock
         self.keyspace = keyspace

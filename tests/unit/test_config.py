@@ -253,3 +253,43 @@ def test_parseSize():
     assert parseSize("lots") is None
     assert parseSize(True) is None
     assert parseSize(1.5) is None
+
+
+def test_analyticsDefaults():
+    """
+    Introspection is on by default; samples every minute, latency every
+    20 s, batches every 0.1 s with 500 events counted exactly.
+    """
+    settings = parseSettings("")
+    assert settings.analytics_introspection is True
+    assert settings.analytics_sample_period == 60.0
+    assert settings.analytics_latency_period == 20.0
+    assert settings.analytics_drain_interval == 0.1
+    assert settings.analytics_time_slice == 60
+    assert settings.analytics_slices == 10
+    assert settings.analytics_batch_limit == 500
+
+
+def test_analyticsTable():
+    settings = parseSettings(
+        "[analytics]\nintrospection = false\nsample_period = 10\nlatency_period = 5.5\n"
+        "drain_interval = 0.25\ntime_slice = 30\nslices = 4\nbatch_limit = 100\n"
+    )
+    assert settings.analytics_introspection is False
+    assert settings.analytics_sample_period == 10.0
+    assert settings.analytics_latency_period == 5.5
+    assert settings.analytics_drain_interval == 0.25
+    assert (settings.analytics_time_slice, settings.analytics_slices) == (30, 4)
+    assert settings.analytics_batch_limit == 100
+
+
+def test_analyticsErrorsAtOnce():
+    errors = errorsOf(
+        '[analytics]\nintrospection = "yes"\nsample_period = 0\nslices = -1\nbogus = 1\n'
+    )
+    assert sorted(errors) == [
+        "analytics.bogus: unknown key",
+        'analytics.introspection: expected true or false, got "yes"',
+        "analytics.sample_period: expected a positive number, got 0",
+        "analytics.slices: expected a positive integer, got -1",
+    ]
