@@ -421,10 +421,12 @@ def memcachier_server_factory(tmp_path, request):
     @param database: an SQLAlchemy URL; by default a SQLite file in the
         server's directory.
     @param web: wait for the web port to accept connections too.
+    @param memcache: extra TOML lines for the C{[memcache]} table, such as
+        C{"auth_timeout = 1"}.
     """
     started = []
 
-    def start(tls=False, config="", database=None, create_cache=True, web=True):
+    def start(tls=False, config="", database=None, create_cache=True, web=True, memcache=""):
         directory = tmp_path / f"server{len(started)}"
         directory.mkdir()
         port, webPort = freePort(), freePort()
@@ -440,6 +442,7 @@ def memcachier_server_factory(tmp_path, request):
         configPath.write_text(
             "[memcache]\n"
             f"listen = {json.dumps(listen)}\n"
+            f"{memcache}\n"
             "[web]\n"
             f'listen = "tcp:{webPort}:interface=127.0.0.1"\n'
             "[database]\n"
