@@ -24,8 +24,10 @@ Choices where memcached gave no single answer (see also the tests):
     is longer than 250 bytes, gets 0x04 "Invalid arguments" and the
     connection closes;
   - a body larger than the plan's item size plus L{BODY_SLACK} (or
-    L{PREAUTH_BODY_MAX} before authentication) gets 0x03 "Too large." and
-    is swallowed without being buffered; the connection stays open;
+    L{PREAUTH_BODY_MAX} before authentication) gets 0x03 "Too large." as
+    soon as its key has arrived and is swallowed without being buffered;
+    the connection stays open; a SET (without CAS) also unlinks the old
+    item, as memcached does;
   - before authentication only SASL, VERSION, NOOP and QUIT work; anything
     else (unknown opcodes too) gets 0x20 and the connection closes;
   - SASL_AUTH answers a full connection limit with 0x20 "Too many
@@ -334,10 +336,17 @@ class BinaryProtocol(CodecProtocol):
                 self._closing = True
                 break
             if bodylen > _SMALL_BODY and bodylen > self._bodyLimit():
+                keyEnd = offset + HEADER_LENGTH + extlen + keylen
+                if keyEnd > n:
+                    # wait for the key (a few hundred bytes), not the body
+                    break
                 out.append(_error(opcode, E2BIG, opaque))
                 if session.authenticated and opcode in _STORAGE:
                     session.stats.cmd_set += 1
                     session.stats.store_too_large += 1
+                    if (opcode == SET or opcode == SETQ) and not cas and session.canWrite:
+                        # memcached unlinks the old item when a set fails
+                        session.keyspace.delete(data[keyEnd - keylen:keyEnd], 0)
                 end = offset + HEADER_LENGTH + bodylen
                 if end > n:
                     self._skip = end - n
@@ -379,7 +388,13 @@ class BinaryProtocol(CodecProtocol):
             if self._waiting is not None or len(rest) < HEADER_LENGTH:
                 self._need = HEADER_LENGTH
             else:
-                self._need = HEADER_LENGTH + _unpackHeader(rest)[6]
+                header = _unpackHeader(rest)
+                bodylen = header[6]
+                if bodylen > _SMALL_BODY and bodylen > self._bodyLimit():
+                    # too large: only its extras and key are needed
+                    self._need = HEADER_LENGTH + header[3] + header[2]
+                else:
+                    self._need = HEADER_LENGTH + bodylen
         if out:
             self.send(b"".join(out))
         if self._closed:
