@@ -11,6 +11,7 @@ expiry).
 """
 
 import socket
+import struct
 import time
 
 import bmemcached
@@ -193,19 +194,33 @@ def test_pylibmcCas(memcachier_server):
 
 @SERVER
 @pytest.mark.slow
-def test_pylibmcTouchAndExpiry(memcachier_server):
+def test_binaryTouchAndExpiry(memcachier_server):
     """
-    touch changes an item's expiry: a key set to expire in 1 s survives
-    when touched to 100 s; a key touched to 1 s is gone after 2 s.
+    Binary TOUCH and GAT change an item's expiry: a key pylibmc set to
+    expire in 1 s survives when touched to 100 s; a key touched to 1 s is
+    gone after 2 s.
+
+    pylibmc's touch of an existing key takes 5 s (libmemcached mis-reads
+    the flags extras memcached sends with a TOUCH reply; it does the same
+    against memcached 1.6.18, byte-identical reply), so hits are touched
+    over raw frames and pylibmc only touches a missing key.
     """
-    mc = libmc(memcachier_server)
+    s = memcachier_server
+    mc = libmc(s)
     mc.set("short", b"x", time=1)
     mc.set("long", b"y")
-    assert mc.touch("short", 100)
-    assert mc.touch("long", 1)
-    assert not mc.touch("missing", 10)
+    mc.set("gat", b"z", time=1)
+    assert mc.touch("missing", 10) is False
+    conn = s.binary()
+    touched = conn.request(0x1C, "short", extras=struct.pack(">I", 100), opaque=5)
+    assert (touched.status, touched.opaque, touched.value) == (0, 5, b"")
+    assert conn.request(0x1C, "long", extras=struct.pack(">I", 1)).status == 0
+    assert conn.request(0x1C, "missing", extras=struct.pack(">I", 1)).status == 0x01
+    gat = conn.request(0x1D, "gat", extras=struct.pack(">I", 100))
+    assert (gat.status, gat.value) == (0, b"z")
     time.sleep(2.1)
     assert mc.get("short") == b"x"
+    assert mc.get("gat") == b"z"
     assert mc.get("long") is None
 
 
@@ -247,10 +262,11 @@ def test_pylibmcItemSizeLimit(memcachier_server):
     assert mc.get("big3") is None
 
     # a refused set unlinks the old item, as memcached does
-    mc.set("replaced", b"old")
-    with pytest.raises(pylibmc.TooBig):
-        mc.set("replaced", b"z" * MiB)
-    assert mc.get("replaced") is None
+    for size in (MiB, 2 * MiB):
+        mc.set("replaced", b"old")
+        with pytest.raises(pylibmc.TooBig):
+            mc.set("replaced", b"z" * size)
+        assert mc.get("replaced") is None
 
     # append past the limit is refused and leaves the value alone
     # (memcached answers 0x05 "Not stored", pylibmc returns False; we
