@@ -1,0 +1,377 @@
+"""
+The analytics API v2 over real HTTP, against the server started as a user
+starts it (C{twistd -n memcachier --config=...}), with real memcache
+clients (pylibmc over SASL) observing that changes take effect on the
+memcache port at once; and schemathesis fuzzing the live API with its
+OpenAPI document.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pylibmc
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRODUCTION = pytest.mark.memcachier(config='[caches]\ndefault_plan = "100"\n')
+
+TWO_CLUSTERS = pytest.mark.memcachier(
+    config=(
+        '[clusters.alpha]\nservers = ["127.0.0.1:1"]\n'
+        '[clusters.beta]\nservers = ["127.0.0.1:2", "127.0.0.1:3"]\n'
+        '[caches]\ndefault_plan = "100"\ndefault_cluster = "alpha"\n'
+    )
+)
+
+
+class Api:
+    """
+    A requests session on one cache's API.
+    """
+
+    def __init__(self, server, username=None, password=None):
+        self.server = server
+        self.base = f"http://127.0.0.1:{server.web_port}/api/v2/caches/{server.cache_id}"
+        self.session = requests.Session()
+        self.session.auth = (username or server.username, password or server.password)
+
+    def __call__(self, method, path, **kwargs):
+        url = path if path.startswith("http") else self.base + path
+        return self.session.request(method, url, timeout=10, **kwargs)
+
+
+def libmc(server, username=None, password=None):
+    return pylibmc.Client(
+        [server.servers],
+        binary=True,
+        username=username or server.username,
+        password=password or server.password,
+    )
+
+
+@PRODUCTION
+def test_info(memcachier_server):
+    """
+    GET info describes the cache and its primary credential.
+    """
+    s = memcachier_server
+    response = Api(s)("GET", "/info")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json"
+    info = response.json()
+    assert info["id"] == s.cache_id
+    assert info["plan"] == 100 * 1024 * 1024
+    assert info["servers"] == [s.servers]
+    assert info["credentials"][0]["sasl_username"] == s.username
+    assert info["credentials"][0]["primary"] is True
+    assert (info["can_switch"], info["can_manage_credentials"]) == (False, True)
+
+
+@PRODUCTION
+def test_authenticationErrors(memcachier_server):
+    """
+    401 without or with wrong credentials, 400 for a non-numeric id, 403
+    for another cache, JSON 404/405 for unknown paths and methods.
+    """
+    s = memcachier_server
+    api = Api(s)
+    base = f"http://127.0.0.1:{s.web_port}/api/v2/caches"
+    anonymous = requests.get(f"{base}/{s.cache_id}/info", timeout=10)
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"] == 'Basic realm="memcachier"'
+    assert Api(s, password="wrong")("GET", "/info").status_code == 401
+    assert api("GET", f"{base}/abc/info").status_code == 400
+    other = s.admin("cache", "create")
+    assert api("GET", f"{base}/{other['id'] if 'id' in other else other['cache']['id']}/info").status_code == 403
+    assert api("GET", f"{base}/999999/stats").status_code == 404
+    missing = api("GET", "/nothing")
+    assert (missing.status_code, set(missing.json())) == (404, {"error"})
+    assert api("GET", "/flush").status_code == 405
+
+
+@PRODUCTION
+def test_flushEmptiesTheCache(memcachier_server):
+    """
+    POST flush (204) empties the cache for pylibmc at once.
+    """
+    s = memcachier_server
+    mc = libmc(s)
+    assert mc.set("k", b"v")
+    response = Api(s)("POST", "/flush")
+    assert (response.status_code, response.content) == (204, b"")
+    assert mc.get("k") is None
+
+
+@PRODUCTION
+def test_statsAndResetStats(memcachier_server):
+    """
+    GET stats counts what pylibmc did; POST reset_stats (204) zeroes it.
+    """
+    s = memcachier_server
+    mc = libmc(s)
+    mc.set("k", b"v")
+    mc.get("k")
+    mc.get("missing")
+    api = Api(s)
+    stats = api("GET", "/stats").json()
+    assert (stats["cmd_set"], stats["get_hits"], stats["get_misses"]) == (1, 1, 1)
+    assert stats["curr_items"] == 1
+    assert stats["limit_maxbytes"] == 100 * 1024 * 1024
+    assert abs(stats["time"] - time.time()) < 60
+    assert api("POST", "/reset_stats").status_code == 204
+    stats = api("GET", "/stats").json()
+    assert (stats["cmd_set"], stats["get_hits"], stats["curr_items"]) == (0, 0, 1)
+
+
+@PRODUCTION
+def test_credentialLifecycle(memcachier_server):
+    """
+    A credential created through the API authenticates over SASL at once;
+    PATCHed read-only it cannot set on a new connection; promoted it is
+    the primary; deleted it fails SASL.
+    """
+    s = memcachier_server
+    api = Api(s)
+    created = api("POST", "/credentials")
+    assert created.status_code == 201
+    credential = created.json()
+    username, password = credential["sasl_username"], credential["sasl_password"]
+    assert libmc(s, username, password).set("a", b"1")
+
+    patched = api("PATCH", f"/credentials/{username}", json={"api_capability": True})
+    assert patched.status_code == 200
+    assert patched.json() == {"write_capability": False, "flush_capability": False, "api_capability": True}
+    readOnly = libmc(s, username, password)
+    assert readOnly.get("a") == b"1"
+    assert readOnly.set("a", b"2") is False
+
+    listed = api("GET", "/credentials").json()
+    assert [c["sasl_username"] for c in listed] == [s.username, username]
+
+    promoted = api("POST", f"/credentials/primary/{username}")
+    assert (promoted.status_code, promoted.json()["primary"]) == (200, True)
+    assert api("GET", "/credentials").json()[0]["sasl_username"] == username
+    assert api("DELETE", f"/credentials/{username}").status_code == 409
+    assert api("POST", f"/credentials/primary/{s.username}").status_code == 200
+
+    deleted = api("DELETE", f"/credentials/{username}")
+    assert deleted.status_code == 200
+    with pytest.raises(pylibmc.Error):
+        libmc(s, username, password).set("b", b"1")
+    assert api("DELETE", f"/credentials/{username}").status_code == 404
+
+
+@PRODUCTION
+def test_badInputChangesNothing(memcachier_server):
+    """
+    Malformed JSON, wrong types, unknown fields and huge bodies are 4xx
+    with a JSON message; the credential keeps its capabilities.
+    """
+    s = memcachier_server
+    api = Api(s)
+    username = api("POST", "/credentials").json()["sasl_username"]
+    for body, code in (
+        (b"{", 400),
+        (b'{"write_capability": "no"}', 400),
+        (b'{"admin": true}', 400),
+        (b"[]", 400),
+        (b'{"write_capability": false, "x": "' + b"y" * 200_000 + b'"}', 413),
+    ):
+        response = api("PATCH", f"/credentials/{username}", data=body,
+                       headers={"Content-Type": "application/json"})
+        assert response.status_code == code, response.text
+        assert set(response.json()) == {"error"}
+    after = {c["sasl_username"]: c for c in api("GET", "/credentials").json()}[username]
+    assert (after["write_capability"], after["flush_capability"]) == (True, True)
+
+
+def test_developmentCacheCannotManageCredentials(memcachier_server):
+    """
+    On the default development plan, creating credentials is a 403.
+    """
+    api = Api(memcachier_server)
+    assert api("GET", "/info").json()["can_manage_credentials"] is False
+    response = api("POST", "/credentials")
+    assert response.status_code == 403
+    assert "development" in response.json()["error"]
+
+
+@PRODUCTION
+def test_rotateSsoAndEnableCache(memcachier_server):
+    """
+    rotate_sso answers a new secret each time; enable_cache enables a
+    cache disabled from the admin CLI, and pylibmc can use it again.
+    """
+    s = memcachier_server
+    api = Api(s)
+    first = api("POST", "/rotate_sso")
+    second = api("POST", "/rotate_sso")
+    assert first.status_code == second.status_code == 200
+    assert isinstance(first.json(), str) and first.json() != second.json()
+
+    s.admin("cache", "disable", str(s.cache_id))
+    # The server sees the CLI's change at its next poll (0.2 s).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            libmc(s).set("probe", b"x")
+        except pylibmc.Error:
+            break
+        time.sleep(0.2)
+    with pytest.raises(pylibmc.Error):
+        libmc(s).get("probe")
+    assert api("GET", "/info").json()["enabled"] is False
+    assert api("POST", "/enable_cache").status_code == 200
+    assert libmc(s).set("k", b"v")
+
+
+@PRODUCTION
+def test_switchClusterWithOneCluster(memcachier_server):
+    """
+    With one cluster the answer says it cannot switch.
+    """
+    response = Api(memcachier_server)("POST", "/switch_cluster")
+    assert response.status_code == 409
+    assert "cannot switch" in response.json()["error"]
+
+
+@TWO_CLUSTERS
+def test_switchCluster(memcachier_server):
+    """
+    switch_cluster moves the cache to the other cluster: its servers
+    change and its data does not follow.
+    """
+    s = memcachier_server
+    api = Api(s)
+    info = api("GET", "/info").json()
+    assert (info["cluster_name"], info["servers"], info["can_switch"]) == ("alpha", ["127.0.0.1:1"], True)
+    assert libmc(s).set("k", b"v")
+    response = api("POST", "/switch_cluster")
+    assert (response.status_code, response.json()) == (200, "beta")
+    info = api("GET", "/info").json()
+    assert (info["cluster_name"], info["servers"]) == ("beta", ["127.0.0.1:2", "127.0.0.1:3"])
+    assert libmc(s).get("k") is None
+
+
+def test_openapiDocumentServed(memcachier_server):
+    """
+    The OpenAPI document is served without credentials.
+    """
+    response = requests.get(
+        f"http://127.0.0.1:{memcachier_server.web_port}/api/v2/openapi.json", timeout=10
+    )
+    assert response.status_code == 200
+    assert response.json()["openapi"].startswith("3.")
+
+
+# -- schemathesis
+
+SCHEMATHESIS_CONFIG = """
+# Identifiers come only from the document's explicit links (a created
+# credential): values taken from other responses let the fuzzer PATCH
+# away its own credential's API capability, after which it tests nothing.
+[phases.examples.extra-data-sources]
+responses = false
+[phases.coverage.extra-data-sources]
+responses = false
+[phases.fuzzing.extra-data-sources]
+responses = false
+[phases.stateful.inference]
+algorithms = []
+"""
+
+#: Route groups whose operations are not yet held to the fuzz run (their
+#: owners widen this when their routes pass).
+NOT_YET_FUZZED = r"/(insight|introspection|alerts)/"
+
+
+@PRODUCTION
+def test_schemathesis(memcachier_server, tmp_path):
+    """
+    schemathesis, with every check, against the live API and its own
+    document: no 5xx, no response contradicting the schema, auth enforced,
+    405 for unsupported methods.
+
+    C{ensure_resource_availability} is left out: it reports a credential
+    deleted earlier in the same stateful chain as "created resource not
+    found".  One worker: hypothesis' lambda reflection is not thread-safe
+    on Python 3.11 (an C{ast} SystemError inside schemathesis).
+    """
+    s = memcachier_server
+    executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
+    if executable is None:
+        pytest.fail("schemathesis is not installed (pip install -e .[test])")
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG)
+    command = [
+        executable,
+        "--config-file", str(config),
+        "run", f"http://127.0.0.1:{s.web_port}/api/v2/openapi.json",
+        "--auth", f"{s.username}:{s.password}",
+        "--checks", "all",
+        "--exclude-checks", "ensure_resource_availability",
+        "--exclude-path-regex", NOT_YET_FUZZED,
+        "--max-examples", "50",
+        "--workers", "1",
+        "--seed", "1",
+        "--request-timeout", "10",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-20000:]
+    assert re.search(r"\d+ generated, \d+ passed", output), output[-5000:]
+    # No 5xx reached the server's access log either.
+    assert not re.search(r'" 5\d\d ', s.log()), s.log()[-5000:]
+
+
+# -- docs/api.md
+
+def docCurls():
+    """
+    The curl commands of docs/api.md, in order.
+    """
+    text = (ROOT / "docs" / "api.md").read_text()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for command in re.split(r"\n(?=curl )", block.replace("\\\n", " ")):
+            command = command.strip()
+            if command.startswith("curl "):
+                commands.append(command)
+    return commands
+
+
+@PRODUCTION
+def test_docsCurlExamples(memcachier_server):
+    """
+    Every curl example of docs/api.md works against a running server (the
+    embedded default's address and cache swapped for the test server's).
+    """
+    s = memcachier_server
+    api = Api(s)
+    spare = api("POST", "/credentials").json()["sasl_username"]
+    commands = docCurls()
+    assert len(commands) >= 13
+    for command in commands:
+        command = (
+            command.replace("127.0.0.1:8080", f"127.0.0.1:{s.web_port}")
+            .replace("$CACHE_ID", str(s.cache_id))
+            .replace("$MEMCACHIER_USERNAME", s.username)
+            .replace("$MEMCACHIER_PASSWORD", s.password)
+            .replace("$CREDENTIAL", spare)
+        )
+        if "switch_cluster" in command:
+            expected = "409"
+        else:
+            expected = "2"
+        result = subprocess.run(
+            ["bash", "-c", command + " -s -o /dev/null -w '%{http_code}'"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.stdout.startswith(expected), (command, result.stdout, result.stderr)
