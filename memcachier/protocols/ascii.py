@@ -26,7 +26,7 @@ from memcachier.commands import (
     StoreMode,
     StoreResult,
 )
-from memcachier.protocols.base import CodecProtocol
+from memcachier.protocols.base import FLUSH_AT, CodecProtocol
 from memcachier.protocols.session import AuthResult
 
 #: a line without C{\n} longer than this closes the connection (memcached)
@@ -37,6 +37,12 @@ MAX_LINE_GET = 256 * 1024
 MAX_AUTH_VALUE = 1024
 #: longest opaque token of meta commands
 MAX_OPAQUE = 32
+#: a multi-get of more keys is rendered this many keys at a time (fewer
+#: once values prove large), so that a huge one is sent as it goes and can
+#: wait for a slow reader
+STREAM_SLICE = 16
+#: replies gathered before the codec checks its output size
+CHECK_EVERY = 32
 
 STORED = b"STORED\r\n"
 NOT_STORED = b"NOT_STORED\r\n"
@@ -154,6 +160,8 @@ class AsciiProtocol(CodecProtocol):
         self._swallow = 0
         self._waiting = None
         self._closing = False
+        self._blocked = False
+        self._streaming = None
         handlers = {}
         for name in dir(self):
             if name.startswith("cmd_"):
@@ -169,7 +177,7 @@ class AsciiProtocol(CodecProtocol):
         if runtime is not None and runtime.gone:
             self._abort(CACHE_DISABLED)
             return
-        if self._waiting is not None or self._closing:
+        if self._waiting is not None or self._closing or self._blocked:
             self._buffer += data
             return
         if self._swallow:
@@ -251,8 +259,17 @@ class AsciiProtocol(CodecProtocol):
                 if waiting is _CLOSE:
                     self._closing = True
                     break
+                if waiting is _BLOCKED:
+                    self._block(data[pos:], out)
+                    return
                 self._wait(waiting, data[pos:], out)
                 return
+            if len(out) >= CHECK_EVERY or (out and len(out[-1]) > FLUSH_AT):
+                # bound what one read can make us hold for a slow reader
+                self._flushOut(out)
+                if self.backlogged:
+                    self._block(data[pos:], out)
+                    return
             authenticated = self.session.authenticated
         if out:
             self.send(b"".join(out))
@@ -271,6 +288,34 @@ class AsciiProtocol(CodecProtocol):
         self._closing = True
         self.send(reply)
         self.transport.loseConnection()
+
+    def _block(self, rest, out):
+        """
+        The client is not reading its answers: keep C{rest} unparsed until
+        the transport has drained (L{drained}).
+        """
+        self._flushOut(out)
+        self._buffer = rest
+        self._blocked = True
+
+    def drained(self):
+        if not self._blocked:
+            return
+        self._blocked = False
+        if self._streaming is not None:
+            items, start, withCas = self._streaming
+            self._streaming = None
+            out = []
+            blocked = self._stream(items, start, withCas, out)
+            self._flushOut(out)
+            if blocked is _BLOCKED:
+                self._blocked = True
+                return
+        rest, self._buffer = self._buffer, b""
+        if self._swallow or self._value is not None:
+            self.dataReceived(rest)
+        elif rest:
+            self._process(rest)
 
     def _wait(self, deferred, rest, out):
         """
@@ -490,11 +535,46 @@ class AsciiProtocol(CodecProtocol):
                 items = gatherResults([maybeDeferred(lambda i=i: i) for i in items])
         if items.__class__ is Deferred:
             return items.addCallback(self._renderValues, withCas)
-        out.append(self._renderValues(items, withCas))
+        if len(items) <= STREAM_SLICE:
+            out.append(self._renderValues(items, withCas))
+            return None
+        return self._stream(items, 0, withCas, out)
+
+    def _stream(self, items, start, withCas, out):
+        """
+        Render a long multi-get a slice at a time, sending as it goes.
+
+        @return: L{_BLOCKED} if the client stopped reading (the rest is
+            kept in C{_streaming} for L{drained}), else L{None}.
+        """
+        size = 0
+        count = len(items)
+        step = STREAM_SLICE
+        while start < count:
+            piece = self._renderItems(items[start:start + step], withCas)
+            start += step
+            out.append(piece)
+            size += len(piece)
+            if len(piece) > FLUSH_AT:
+                step = max(1, step * FLUSH_AT // len(piece))
+            if size > FLUSH_AT and start < count:
+                self._flushOut(out)
+                size = 0
+                if self.backlogged:
+                    self._streaming = (items, start, withCas)
+                    return _BLOCKED
+        out.append(END)
         return None
 
+    @classmethod
+    def _renderValues(cls, items, withCas):
+        return cls._renderItems(items, withCas) + END
+
     @staticmethod
-    def _renderValues(items, withCas):
+    def _renderItems(items, withCas):
+        """
+        The C{VALUE} blocks of the hits among C{items}.
+        """
         chunks = []
         add = chunks.extend
         for item in items:
@@ -510,7 +590,6 @@ class AsciiProtocol(CodecProtocol):
                             item.key, item.flags, len(item.value)
                         )
                 add((header, item.value, CRLF))
-        chunks.append(END)
         return b"".join(chunks)
 
     # -- other classic commands --------------------------------------------
@@ -955,3 +1034,5 @@ class AsciiProtocol(CodecProtocol):
 
 #: returned by a handler to close the connection after the replies so far
 _CLOSE = object()
+#: returned by a handler that stopped because the client is not reading
+_BLOCKED = object()

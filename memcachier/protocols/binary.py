@@ -51,7 +51,7 @@ from memcachier.commands import (
     StoreMode,
     StoreResult,
 )
-from memcachier.protocols.base import CodecProtocol
+from memcachier.protocols.base import FLUSH_AT, CodecProtocol
 from memcachier.protocols.sasl import MECHANISMS, parsePlain
 from memcachier.protocols.session import AuthResult
 
@@ -257,6 +257,7 @@ class BinaryProtocol(CodecProtocol):
         self._need = 0
         self._skip = 0
         self._waiting = None
+        self._drainWaiter = None
         self._capturing = False
         self._captured = None
         self._closing = False
@@ -376,6 +377,14 @@ class BinaryProtocol(CodecProtocol):
                 else:
                     self._waiting = result
                     break
+            elif len(out) >= 96 or (out and len(out[-1]) > FLUSH_AT):
+                # bound what one read can make us hold for a slow reader
+                self.send(b"".join(out))
+                del out[:]
+                if self.backlogged:
+                    self._waiting = self._drainWaiter = Deferred()
+                    self._waiting.addCallback(self._cbRequest)
+                    break
             if self._closing:
                 break
 
@@ -448,6 +457,11 @@ class BinaryProtocol(CodecProtocol):
             self._readPaused = False
             self.resumeReading()
         return None
+
+    def drained(self):
+        waiter, self._drainWaiter = self._drainWaiter, None
+        if waiter is not None:
+            waiter.callback([])
 
     def connectionLost(self, reason):
         self._closed = True

@@ -239,3 +239,26 @@ def test_connectionLimit():
     proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\n")
     assert transport.value() == b"SERVER_ERROR too many connections for this cache\r\n"
     assert not transport.connected
+
+
+def test_slowReaderStopsAnswers(world):
+    """
+    While the transport says the client is not reading (it paused us as
+    its producer), a long multi-get stops after a slice and pipelined
+    requests wait; once it drains, everything follows in order.
+    """
+    conn = login(world)
+    proto, transport = conn
+    value = b"v" * 100_000
+    exchange(conn, b"set big 0 0 %d\r\n%b\r\n" % (len(value), value))
+    codec = proto.codec
+    transport.clear()
+    codec.pauseProducing()  # the transport's buffer is full
+    proto.dataReceived(b"get" + b" big" * 200 + b"\r\nversion\r\n")
+    sent = len(transport.value())
+    assert sent < 3_000_000
+    assert transport.producerState == "paused"
+    codec.resumeProducing()  # drained
+    reply = transport.value()
+    assert reply.count(b"VALUE big 0 100000\r\n") == 200
+    assert reply.endswith(b"END\r\nVERSION 1.6.21\r\n")
