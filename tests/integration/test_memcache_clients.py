@@ -281,6 +281,21 @@ def test_pylibmcItemSizeLimit(memcachier_server):
     mc.set("after", b"fine")
     assert mc.get("after") == b"fine"
     assert mc.get(key) == largest
+    # all of it on pylibmc's one connection: it never had to reconnect
+    [(_, stats)] = mc.get_stats()
+    assert stats["total_connections"] == b"1"
+
+    # the same over one raw binary connection, pipelined behind the refusal
+    conn = memcachier_server.binary()
+    conn.send(
+        binaryRequest(0x01, "raw", b"r" * (2 * MiB), b"\0" * 8, opaque=1)
+        + binaryRequest(0x01, "raw", b"small", b"\0" * 8, opaque=2)
+        + binaryRequest(0x00, "raw", opaque=3)
+    )
+    refused, stored, got = conn.response(), conn.response(), conn.response()
+    assert (refused.opaque, refused.status, refused.value) == (1, 0x03, b"Too large.")
+    assert (stored.opaque, stored.status) == (2, 0)
+    assert (got.opaque, got.value) == (3, b"small")
     stats = ascii_stats(memcachier_server)
     assert int(stats["store_too_large"]) >= 3
 
