@@ -204,3 +204,40 @@ def test_setPlanSmallerEvicts(memcachier_server):
     assert int(stats["evictions"]) > 0
     assert conn.get("k299") == value
     assert conn.get("k0") is None
+
+
+@SERVER
+def test_capabilityChanges(memcachier_server):
+    """
+    C{credential update --no-write --no-flush} applies to new connections
+    within 2 s, and C{--write --flush} gives the capabilities back.
+
+    Connections authenticated before the change keep the capabilities
+    they authenticated with (as they keep working after their credential
+    is deleted): the session copies them at authentication.
+    """
+    s = memcachier_server
+    extra = s.admin("credential", "create", str(s.cache_id))
+    user, password = extra["username"], extra["password"]
+    within(lambda: canAuth(s, user, password))
+    before = s.ascii(user, password)
+
+    updated = s.admin("credential", "update", user, "--no-write", "--no-flush")
+    assert (updated["write_capability"], updated["flush_capability"]) == (False, False)
+
+    def readOnly():
+        "a new connection of the credential cannot write"
+        conn = s.ascii(user, password)
+        try:
+            return conn.call("set k 0 0 1", b"v") == b"NOT_STORED"
+        finally:
+            conn.close()
+
+    within(readOnly)
+    conn = s.ascii(user, password)
+    assert conn.call("flush_all") == b"CLIENT_ERROR flush_all not allowed"
+    assert before.call("set old 0 0 1", b"v") == b"STORED"
+
+    s.admin("credential", "update", user, "--write", "--flush")
+    within(lambda: not readOnly())
+    assert s.ascii(user, password).call("flush_all") == b"OK"
