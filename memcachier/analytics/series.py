@@ -282,8 +282,12 @@ def granularity(start, end, now, retention=RETENTION, finest=None):
     1 hour; beyond: 1 day), made coarser if the chosen resolution is no
     longer kept as far back as C{start}.
 
+    A C{start} older than every retention gets the coarsest resolution:
+    the query answers what is still kept, as it answers a span with no
+    samples, rather than refusing a time that is valid and only old (no
+    document can state a bound that moves with the clock).
+
     @param finest: the resolution for spans up to 24 h (latency: 20 s).
-    @raise QueryError: no resolution is kept as far back as C{start}.
     @rtype: L{int}
     """
     span = end - start
@@ -294,13 +298,11 @@ def granularity(start, end, now, retention=RETENTION, finest=None):
             break
     if chosen == MINUTE and finest is not None:
         chosen = finest
-    for resolution in sorted(retention):
+    kept = sorted(retention)
+    for resolution in kept:
         if resolution >= chosen and start >= now - retention[resolution] - resolution:
             return resolution
-    oldest = max(retention.values())
-    raise QueryError(
-        f"startTime is more than {oldest // DAY} days ago; data is kept for {oldest // DAY} days"
-    )
+    return kept[-1]
 
 
 def parseTime(value, name):
@@ -337,35 +339,40 @@ def formatTime(seconds):
 def timeRange(args, now):
     """
     C{startTime} and C{endTime} of a query, with the contract's defaults
-    (24 h ago, now).
+    (24 h ago, now).  A parameter given empty (C{startTime=}) is not left
+    out: it is an unparseable time.
 
     @param args: L{dict} of L{str} to L{str} (query parameters).
     @return: 2-tuple of POSIX seconds.
     @raise QueryError: unparseable, or C{endTime} before C{startTime}.
     """
-    end = parseTime(args["endTime"], "endTime") if args.get("endTime") else now
-    start = (
-        parseTime(args["startTime"], "startTime") if args.get("startTime") else end - DEFAULT_SPAN
-    )
+    end = parseTime(args["endTime"], "endTime") if "endTime" in args else now
+    start = parseTime(args["startTime"], "startTime") if "startTime" in args else end - DEFAULT_SPAN
     if end < start:
         raise QueryError("endTime is before startTime")
     return start, end
 
 
+#: What the C{names} parameter must match: known names, comma-separated,
+#: without spaces (the OpenAPI document's pattern).
+NAMES_PATTERN = "^(?:{0})(?:,(?:{0}))*$".format("|".join(PROCESSED_NAMES))
+
+
 def parseNames(value):
     """
-    The C{names} parameter: comma-separated processed stat names.
+    The C{names} parameter: processed stat names separated by commas, as
+    L{NAMES_PATTERN} says (no spaces, no empty entries).
 
     @raise QueryError: missing, empty, or naming an unknown stat.
     @rtype: L{list} of L{str}
     """
     if not value:
         raise QueryError("query parameter names is required (comma-separated stat names)")
-    names = [n.strip() for n in value.split(",") if n.strip()]
+    names = value.split(",")
     unknown = [n for n in names if n not in PROCESSED_NAMES]
-    if unknown or not names:
+    if unknown:
         raise QueryError(
-            f"unknown stat name(s): {', '.join(unknown) or repr(value)}; "
-            f"known: {', '.join(PROCESSED_NAMES)}"
+            f"unknown stat name(s): {', '.join(map(repr, unknown))}; "
+            f"names are separated by commas without spaces; known: {', '.join(PROCESSED_NAMES)}"
         )
     return names

@@ -5,7 +5,7 @@ server) and latency, read from the analytics rollups
 (L{memcachier.analytics.service.Analytics}).
 """
 
-from memcachier.analytics.series import LATENCY_PERIOD, PROCESSED_NAMES, QueryError
+from memcachier.analytics.series import LATENCY_PERIOD, NAMES_PATTERN, PROCESSED_NAMES, QueryError
 from memcachier.web.common import NOT_FOUND, ApiError, jsonResponse, route
 from memcachier.web.openapi import errors
 
@@ -50,14 +50,16 @@ TIME_PARAMETERS = [
         "name": "startTime",
         "in": "query",
         "required": False,
-        "description": "ISO 8601 start of the series (default: 24 hours before endTime).",
+        "description": "ISO 8601 start of the series (default: 24 hours before endTime); "
+        "a time older than the data kept answers what is kept. Given empty, it is a 400.",
         "schema": {"type": "string", "format": "date-time"},
     },
     {
         "name": "endTime",
         "in": "query",
         "required": False,
-        "description": "ISO 8601 end of the series (default: now).",
+        "description": "ISO 8601 end of the series (default: now); before startTime, "
+        "it is a 400. Given empty, it is a 400.",
         "schema": {"type": "string", "format": "date-time"},
     },
 ]
@@ -126,8 +128,9 @@ class InsightAPI:
             "name": "names",
             "in": "query",
             "required": True,
-            "description": "Comma-separated stat names.",
-            "schema": {"type": "string", "example": "get_rate,hit_rate,bytes"},
+            "description": "Stat names separated by commas, without spaces.",
+            "schema": {"type": "string", "pattern": NAMES_PATTERN,
+                       "example": "get_rate,hit_rate,bytes"},
             "x-enum-items": list(PROCESSED_NAMES),
         }
         granularity = (

@@ -10,6 +10,7 @@ from twisted.internet.defer import maybeDeferred
 
 from memcachier.analytics.repository import DuplicatePrefix, InvalidPrefix, UnknownPrefix
 from memcachier.web.common import (
+    MAX_ID,
     NOT_FOUND,
     ApiError,
     emptyResponse,
@@ -28,13 +29,25 @@ from memcachier.web.insight import (
 )
 
 
+#: The status of each refusal of the prefix store: an unknown id is not
+#: found, a prefix watched already conflicts with the cache's state (the
+#: same body is fine for another cache), a name no key can start with is
+#: a bad request.
+_PREFIX_ERRORS = {UnknownPrefix: 404, DuplicatePrefix: 409, InvalidPrefix: 400}
+
+
 def _prefixError(failure):
-    error = failure.trap(UnknownPrefix, InvalidPrefix, DuplicatePrefix)
-    raise ApiError(404 if error is UnknownPrefix else 400, str(failure.value))
+    error = failure.trap(*_PREFIX_ERRORS)
+    raise ApiError(_PREFIX_ERRORS[error], str(failure.value))
 
 
 def _prefixId(text):
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    """
+    @param text: the C{<prefixId>} path segment.
+    @raise ApiError: 400 if it is not a decimal number up to L{MAX_ID}, as
+        the document's C{prefixId} schema says.
+    """
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
         raise ApiError(400, f"the prefix id must be a number, not {text!r}")
     return int(text)
 
@@ -68,7 +81,27 @@ _PREFIX_ID = {
     "name": "prefixId",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    "description": "The id of a watched prefix (as created).",
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+}
+
+#: What a watched prefix's id can be used for (OpenAPI links: stateful
+#: testers follow them).
+_PREFIX_LINKS = {
+    "UnwatchPrefix": "delete /introspection/prefixes/{prefixId}",
+    "PrefixStats": "get /introspection/prefixes/{prefixId}/stats",
+    "PrefixPopularItems": "get /introspection/prefixes/{prefixId}/popular_items",
+}
+
+#: A prefix name as L{memcachier.analytics.repository.checkPrefixName}
+#: takes it: no spaces or control characters, 1 to 250 bytes (the
+#: schema can count characters only; a longer UTF-8 name is a 400).
+PREFIX_NAME_SCHEMA = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 250,
+    "pattern": "^[^\\x00-\\x20\\x7f]+$",
+    "description": "1 to 250 bytes of UTF-8, without spaces or control characters.",
 }
 
 
@@ -177,14 +210,30 @@ class IntrospectionAPI:
                 "in_cache": {"type": "boolean"},
             },
         }}
-        key = {"name": "key", "in": "query", "required": True, "schema": {"type": "string"}}
+        key = {
+            "name": "key", "in": "query", "required": True,
+            "description": "The key, 1 to 250 bytes of UTF-8 (a longer one is a 400).",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 250},
+        }
         body = {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["name"], "additionalProperties": False,
-            "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 250}},
+            "properties": {"name": PREFIX_NAME_SCHEMA},
         }}}}
-        create = jsonOperation("Watch a prefix", "Start collecting stats for a prefix.",
-                               PREFIX_SCHEMA, codes=(400, 401, 403, 404, 413))
+        create = jsonOperation("Watch a prefix",
+                               "Start collecting stats for a prefix; 409 if it is watched already.",
+                               PREFIX_SCHEMA, codes=(400, 401, 403, 404, 409, 413))
         create["requestBody"] = body
+        create["responses"]["200"]["links"] = {
+            name: {
+                "operationRef": "#/paths/" + ("/api/v2/caches/{cacheId}" + path)
+                .replace("~", "~0").replace("/", "~1") + "/" + method,
+                "parameters": {"cacheId": "$request.path.cacheId",
+                               "prefixId": "$response.body#/id"},
+            }
+            for name, (method, path) in (
+                (name, target.split(" ", 1)) for name, target in _PREFIX_LINKS.items()
+            )
+        }
         delete = {
             "summary": "Unwatch a prefix",
             "parameters": [_PREFIX_ID],

@@ -104,7 +104,7 @@ _MESSAGES = {
     "or (credential management) the cache is on a development plan.",
     404: "No such cache, or no such credential in this cache.",
     409: "The cache's state forbids it: no other cluster of its kind to switch to, "
-    "or the credential to delete is the primary one.",
+    "the credential to delete is the primary one, or the prefix is watched already.",
     413: f"The request body is larger than {MAX_BODY} bytes.",
 }
 

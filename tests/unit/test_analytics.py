@@ -4,6 +4,8 @@ Insight: the series arithmetic, the sampler and its rollups in a real
 all driven by a L{task.Clock}.
 """
 
+import re
+
 import pytest
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -206,13 +208,15 @@ def test_latencyGranularity():
 def test_granularityFallsBackToAKeptResolution():
     """
     One hour three days ago is no longer kept at 1 minute (2 days): it
-    gets 10 minutes; a year ago gets days; beyond retention is an error.
+    gets 10 minutes; a year ago gets days; beyond retention, days too
+    (what is kept is answered, not an error).
     """
     now = 1000 * DAY
     assert series.granularity(now - 3 * DAY, now - 3 * DAY + HOUR, now) == 10 * MINUTE
     assert series.granularity(now - 365 * DAY, now - 365 * DAY + HOUR, now) == DAY
-    with pytest.raises(QueryError, match="730 days"):
-        series.granularity(now - 800 * DAY, now - 799 * DAY, now)
+    assert series.granularity(now - 800 * DAY, now - 799 * DAY, now) == DAY
+    assert series.granularity(-62135596800, now, now) == DAY  # 0001-01-01
+    assert series.granularity(now - 3 * DAY, now, now, series.LATENCY_RETENTION, 20) == 10 * MINUTE
 
 
 def test_timeRange():
@@ -225,16 +229,28 @@ def test_timeRange():
     assert series.formatTime(start) == "2023-01-08T15:20:00Z"
     with pytest.raises(QueryError, match="startTime: expected an ISO 8601 time"):
         series.timeRange({"startTime": "yesterday"}, now)
+    # Given empty is not left out: it is no time at all.
+    for name in ("startTime", "endTime"):
+        with pytest.raises(QueryError, match=f"{name}: expected an ISO 8601 time.*''"):
+            series.timeRange({name: ""}, now)
+    # Before 1970 and before retention are times like any other.
+    assert series.timeRange({"startTime": "1969-12-31T23:59:00Z"}, now) == (-60, now)
     with pytest.raises(QueryError, match="endTime is before startTime"):
         series.timeRange({"startTime": "2023-01-10T15:20:00Z", "endTime": "2023-01-09T00:00:00Z"}, now)
 
 
 def test_parseNames():
-    assert series.parseNames("get_rate, hit_rate") == ["get_rate", "hit_rate"]
+    assert series.parseNames("get_rate,hit_rate") == ["get_rate", "hit_rate"]
     with pytest.raises(QueryError, match="names is required"):
         series.parseNames(None)
-    with pytest.raises(QueryError, match="unknown stat name.*nope"):
+    with pytest.raises(QueryError, match="unknown stat name.*'nope'"):
         series.parseNames("get_rate,nope")
+    # What is accepted is exactly what the OpenAPI document's pattern says.
+    for value in ("get_rate, hit_rate", "get_rate,", ",get_rate", "get_rate,,hit_rate"):
+        with pytest.raises(QueryError, match="without spaces"):
+            series.parseNames(value)
+        assert not re.match(series.NAMES_PATTERN, value)
+    assert re.match(series.NAMES_PATTERN, "get_rate,hit_rate,get_rate")
 
 
 # -- sampler, rollups, queries ------------------------------------------
@@ -345,8 +361,8 @@ def test_badQueries(world):
         w.analytics.latency(w.cacheId, {"startTime": "2026-01-02T00:00:00Z", "endTime": "2026-01-01T00:00:00Z"})
     with pytest.raises(QueryError, match="ISO 8601"):
         w.analytics.compoundStats(w.cacheId, {"endTime": "soon"})
-    with pytest.raises(QueryError, match="days ago"):
-        w.analytics.processedStats(w.cacheId, {"names": "get_rate", "startTime": "1970-01-02T00:00:00Z"})
+    with pytest.raises(QueryError, match="startTime: expected an ISO 8601 time.*''"):
+        w.analytics.compoundStats(w.cacheId, {"startTime": ""})
 
 
 # -- latency -------------------------------------------------------------

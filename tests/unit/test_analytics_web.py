@@ -4,6 +4,8 @@ real API, a real control plane (in-memory SQLite, synchronous thread
 pool), real sessions tapping introspection, and a clock.
 """
 
+import re
+
 import pytest
 from treq.testing import StubTreq
 
@@ -70,15 +72,52 @@ def test_processedStats(world):
     "query, fragment",
     [
         ("", "names is required"),
-        ("?names=get_rate,bogus", "unknown stat name(s): bogus"),
+        ("?names=get_rate,bogus", "unknown stat name(s): 'bogus'"),
+        ("?names=get_rate,%20hit_rate", "without spaces"),
+        ("?names=get_rate,", "unknown stat name(s): ''"),
         ("?names=get_rate&startTime=yesterday", "startTime: expected an ISO 8601"),
+        ("?names=get_rate&startTime=", "startTime: expected an ISO 8601 time such as "
+         "2023-01-08T15:20:00Z, got ''"),
+        ("?names=get_rate&endTime=", "endTime: expected an ISO 8601"),
         ("?names=get_rate&startTime=2023-01-10T00:00:00Z&endTime=2023-01-09T00:00:00Z",
          "endTime is before startTime"),
-        ("?names=get_rate&startTime=2000-01-01T00:00:00Z", "data is kept for 730 days"),
     ],
 )
 def test_processedStatsBadQueries(world, query, fragment):
+    """
+    Bad parameters are a 400 that says what is wrong; an empty time is
+    one (the document's C{date-time} format excludes it), not the default.
+    """
     assertError(world.call("GET", "/insight/processed_stats" + query), 400, fragment)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/insight/processed_stats?names=get_rate&", "/insight/processed_stats/per_server?names=get_rate&",
+     "/insight/latency?", "/introspection/compound_stats?"],
+)
+@pytest.mark.parametrize(
+    "times",
+    ["startTime=2000-01-01T00:00:00Z&endTime=2000-01-01T00:00:00Z",
+     "startTime=1969-07-20T20:17:40Z", "startTime=0001-01-01T00:00:00Z",
+     "startTime=2000-01-01T00:00:00Z"],
+)
+def test_timesBeforeRetentionAnswerWhatIsKept(world, path, times):
+    """
+    A time older than the data kept, before 1970 even, is a valid time
+    (the document's C{date-time}): the answer is the series of what is
+    still kept, not a 400.
+    """
+    world.reactor.advance(1000 * series.DAY)
+    world.session().get(b"a")
+    world.reactor.advance(60)
+    r = world.call("GET", path + times)
+    assert r.code == 200, r
+    body = r.json()
+    assert body and all(set(s) >= {"name", "columns", "values"} for s in body)
+    if times.endswith("2000-01-01T00:00:00Z") and "endTime" not in times and "latency" not in path:
+        # two years and a bit of days: the last sample is in the answer
+        assert body[0]["values"], body
 
 
 def test_latencyAndCompoundBadTimes(world):
@@ -122,7 +161,7 @@ def test_watchedPrefixes(world):
     assert r.code == 200, r
     prefix = r.json()
     assert set(prefix) == {"id", "name"} and prefix["name"] == "user:"
-    assertError(world.call("POST", "/introspection/prefixes", body={"name": "user:"}), 400, "already watched")
+    assertError(world.call("POST", "/introspection/prefixes", body={"name": "user:"}), 409, "already watched")
     assertError(world.call("POST", "/introspection/prefixes", body={"name": "a b"}), 400, "spaces")
     assertError(world.call("POST", "/introspection/prefixes", body={"nom": "x"}), 400, "name")
     assert world.call("GET", "/introspection/prefixes").json() == [prefix]
@@ -169,3 +208,89 @@ def test_openapiDescribesEveryRoute(world):
             if not documented.endswith("openapi.json"):
                 assert method.lower() in paths[documented], (path, method)
     schemathesis.openapi.from_dict(world.api.openapi())
+
+
+def test_watchingAPrefixTwiceIsAConflict(world):
+    """
+    Watching a name the cache watches already is a 409 (the request is
+    well formed; the cache's state forbids it), documented as such; the
+    prefix stays watched once.
+    """
+    first = world.call("POST", "/introspection/prefixes", body={"name": "processed_stats"})
+    assert first.code == 200, first
+    assertError(
+        world.call("POST", "/introspection/prefixes", body={"name": "processed_stats"}),
+        409, "'processed_stats' is already watched",
+    )
+    assert world.call("GET", "/introspection/prefixes").json() == [first.json()]
+    create = world.api.openapi()["paths"]["/api/v2/caches/{cacheId}/introspection/prefixes"]["post"]
+    assert "409" in create["responses"]
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [("", "non-empty"), ("a b", "spaces"), ("a\tb", "control"), ("é" * 126, "250 bytes")],
+)
+def test_prefixNamesNoKeyCouldStartWith(world, name, fragment):
+    """
+    A name no key could start with is a 400; the document's pattern and
+    lengths say which (except the byte count of non-ASCII names, which a
+    schema cannot count).
+    """
+    assertError(world.call("POST", "/introspection/prefixes", body={"name": name}), 400, fragment)
+    schema = world.api.openapi()["paths"]["/api/v2/caches/{cacheId}/introspection/prefixes"][
+        "post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["name"]
+    if len(name.encode()) <= 250:
+        assert not (len(name) >= schema["minLength"] and re.match(schema["pattern"], name))
+
+
+def test_keyStatsKeyParameter(world):
+    """
+    An empty or missing key is a 400 (the document says 1 to 250
+    characters), a key over 250 bytes too; any key up to 250 bytes,
+    stored or not, is answered.
+    """
+    assertError(world.call("GET", "/introspection/key_stats?key="), 400, "key is required")
+    assertError(world.call("GET", "/introspection/key_stats"), 400, "key is required")
+    assertError(world.call("GET", "/introspection/key_stats?key=" + "k" * 251), 400, "250 bytes")
+    r = world.call("GET", "/introspection/key_stats?key=" + "k" * 250)
+    assert r.code == 200, r
+    r = world.call("GET", "/introspection/key_stats?key=%5BFiltered%5D")
+    assert r.code == 200, r
+    key = world.api.openapi()["paths"]["/api/v2/caches/{cacheId}/introspection/key_stats"][
+        "get"]["parameters"][0]
+    assert (key["name"], key["schema"]["minLength"], key["schema"]["maxLength"]) == ("key", 1, 250)
+
+
+def test_prefixIdRange(world):
+    """
+    A prefix id is a number up to 2**63 - 1, as the document's integer
+    schema says: within it an unknown id is a 404, beyond it a 400.
+    """
+    big = 2**63 - 1
+    for method, suffix in (("GET", "/stats"), ("GET", "/popular_items"), ("DELETE", "")):
+        assertError(world.call(method, f"/introspection/prefixes/{big}{suffix}"), 404, str(big))
+        assertError(world.call(method, f"/introspection/prefixes/{big + 1}{suffix}"), 400, "number")
+        assertError(world.call(method, f"/introspection/prefixes/-1{suffix}"), 400, "number")
+
+
+def test_documentListsNoAlerts(world):
+    """
+    No alerts route exists, so the document lists none (the schemathesis
+    run fuzzes every path it lists).
+    """
+    assert not [p for p in world.api.openapi()["paths"] if "alerts" in p]
+
+
+def test_prefixLinksFollowACreatedPrefix(world):
+    """
+    The document links a created prefix's id to the operations that take
+    it, so stateful fuzzing reaches them with an id that exists.
+    """
+    paths = world.api.openapi()["paths"]
+    links = paths["/api/v2/caches/{cacheId}/introspection/prefixes"]["post"]["responses"]["200"]["links"]
+    assert set(links) == {"UnwatchPrefix", "PrefixStats", "PrefixPopularItems"}
+    for link in links.values():
+        assert link["parameters"]["prefixId"] == "$response.body#/id"
+        path, method = link["operationRef"][len("#/paths/"):].rsplit("/", 1)
+        assert method in paths[path.replace("~1", "/").replace("~0", "~")]
