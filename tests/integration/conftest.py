@@ -80,6 +80,32 @@ def waitForPort(port, process, timeout=30.0):
     raise RuntimeError(f"port {port} not accepting after {timeout}s")
 
 
+def waitForMemcache(port, process, timeout=30.0):
+    """
+    Wait until the memcache port on 127.0.0.1 I{answers} (C{version}).
+
+    Accepting a TCP connection is not enough: the server binds at once but
+    accepts only once its control index is loaded, so an early client
+    sits in the listen backlog, and one with a short timeout (pylibmc's
+    SASL exchange) fails.
+
+    @raise RuntimeError: the process exited, or C{timeout} passed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"version\r\n")
+                if s.recv(100).startswith(b"VERSION "):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} not answering after {timeout}s")
+
+
 class MemcachierServer:
     """
     A running server and what a test needs to talk to it.
@@ -157,7 +183,8 @@ class MemcachierServer:
         )
         log.close()
         try:
-            for port in (self.port, self.tls_port, self.web_port if web else None):
+            waitForMemcache(self.port, self.process)
+            for port in (self.tls_port, self.web_port if web else None):
                 if port is not None:
                     waitForPort(port, self.process)
         except Exception:
@@ -391,6 +418,38 @@ class BinaryConnection(AsciiConnection):
 
     def auth(self, username, password):
         return self.request(0x21, b"PLAIN", b"\0" + username.encode() + b"\0" + password.encode())
+
+
+def pylibmcClient(server, username=None, password=None, **behaviors):
+    """
+    A pylibmc client over the binary protocol with SASL, connected.
+
+    libmemcached reads the SASL_LIST_MECHS reply ("PLAIN") into an
+    uninitialised stack buffer without NUL-terminating it, so now and then
+    (about one fresh process in eight here) Cyrus SASL is handed "PLAIN"
+    plus garbage, finds no mechanism, and the client fails with error 40
+    "FAILED TO SEND AUTHENTICATION TO SERVER" without sending SASL_AUTH.
+    memcached's reply is the same bytes, so it is a client bug; we retry
+    only that error, with a fresh client (which reconnects).
+    """
+    import pylibmc  # after SASL_PATH is set, above
+
+    for attempt in range(5):
+        client = pylibmc.Client(
+            [server.servers],
+            binary=True,
+            username=username or server.username,
+            password=password or server.password,
+            behaviors={"cas": True, **behaviors},
+        )
+        try:
+            # a miss (counted in get_misses); get_stats would not raise
+            client.get("pylibmc-warm-up")
+        except pylibmc.Error as e:
+            if "error 40 " in str(e):
+                continue
+        return client
+    pytest.fail("pylibmc could not start SASL five times in a row")
 
 
 def _firstCredential(created):

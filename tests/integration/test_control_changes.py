@@ -8,10 +8,9 @@ changes show in C{stats}.
 
 import time
 
-import pylibmc
 import pytest
 
-from tests.integration.conftest import AsciiConnection, BinaryConnection
+from tests.integration.conftest import AsciiConnection, BinaryConnection, pylibmcClient
 
 #: how fast a control-plane change must reach the server (seconds)
 WITHIN = 2.0
@@ -82,7 +81,7 @@ def test_newCacheAndCredential(memcachier_server):
     user, password = created["username"], created["password"]
     within(lambda: canAuth(s, user, password))
 
-    mc = pylibmc.Client([s.servers], binary=True, username=user, password=password)
+    mc = pylibmcClient(s, user, password)
     assert mc.set("k", b"v")
 
     extra = s.admin("credential", "create", str(created["id"]))
