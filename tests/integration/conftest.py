@@ -551,10 +551,24 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture
 def postgresql_url():
     """
-    The PostgreSQL URL C{scripts/test} exports (C{MEMCACHIER_TEST_PG}), or
-    skip.
+    A throwaway database on the PostgreSQL server C{scripts/test} exports
+    (C{MEMCACHIER_TEST_PG}), dropped afterwards; or skip.
     """
+    import secrets
+
+    import sqlalchemy as sa
+
     url = os.environ.get("MEMCACHIER_TEST_PG")
     if not url:
         pytest.skip("MEMCACHIER_TEST_PG is not set (scripts/test sets it)")
-    return url
+    server = sa.engine.make_url(url)
+    name = "memcachier_it_" + secrets.token_hex(4)
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
