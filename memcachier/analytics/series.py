@@ -282,12 +282,13 @@ def granularity(start, end, now, retention=RETENTION, finest=None):
     1 hour; beyond: 1 day), made coarser if the chosen resolution is no
     longer kept as far back as C{start}.
 
-    A C{start} older than every retention gets the coarsest resolution:
-    the query answers what is still kept, as it answers a span with no
-    samples, rather than refusing a time that is valid and only old (no
-    document can state a bound that moves with the clock).
+    A C{start} older than every retention is refused, as the issue asks:
+    the user learns how far back data goes instead of a silently shorter
+    series.  (No document can state a bound that moves with the clock; the
+    OpenAPI document says it in prose.)
 
     @param finest: the resolution for spans up to 24 h (latency: 20 s).
+    @raise QueryError: no resolution is kept as far back as C{start}.
     @rtype: L{int}
     """
     span = end - start
@@ -298,11 +299,13 @@ def granularity(start, end, now, retention=RETENTION, finest=None):
             break
     if chosen == MINUTE and finest is not None:
         chosen = finest
-    kept = sorted(retention)
-    for resolution in kept:
+    for resolution in sorted(retention):
         if resolution >= chosen and start >= now - retention[resolution] - resolution:
             return resolution
-    return kept[-1]
+    oldest = max(retention.values())
+    raise QueryError(
+        f"startTime is more than {oldest // DAY} days ago; data is kept for {oldest // DAY} days"
+    )
 
 
 def parseTime(value, name):

@@ -51,7 +51,8 @@ TIME_PARAMETERS = [
         "in": "query",
         "required": False,
         "description": "ISO 8601 start of the series (default: 24 hours before endTime); "
-        "a time older than the data kept answers what is kept. Given empty, it is a 400.",
+        "a time older than the data kept (730 days; latency: as configured) is a 400 "
+        "saying how far back data goes. Given empty, it is a 400.",
         "schema": {"type": "string", "format": "date-time"},
     },
     {

@@ -208,14 +208,15 @@ def test_latencyGranularity():
 def test_granularityFallsBackToAKeptResolution():
     """
     One hour three days ago is no longer kept at 1 minute (2 days): it
-    gets 10 minutes; a year ago gets days; beyond retention, days too
-    (what is kept is answered, not an error).
+    gets 10 minutes; a year ago gets days; beyond retention is a 400
+    that says how far back data goes.
     """
     now = 1000 * DAY
     assert series.granularity(now - 3 * DAY, now - 3 * DAY + HOUR, now) == 10 * MINUTE
     assert series.granularity(now - 365 * DAY, now - 365 * DAY + HOUR, now) == DAY
-    assert series.granularity(now - 800 * DAY, now - 799 * DAY, now) == DAY
-    assert series.granularity(-62135596800, now, now) == DAY  # 0001-01-01
+    for start in (now - 800 * DAY, -62135596800):  # and 0001-01-01
+        with pytest.raises(QueryError, match="kept for 730 days"):
+            series.granularity(start, start + DAY, now)
     assert series.granularity(now - 3 * DAY, now, now, series.LATENCY_RETENTION, 20) == 10 * MINUTE
 
 
