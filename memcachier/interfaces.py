@@ -72,9 +72,10 @@ class IKeyspace(Interface):
             CAS unique the existing item must have.
         @return: a 2-tuple of L{memcachier.commands.StoreResult} and the
             stored item's new CAS unique (C{0} when not stored).
-            C{TOO_LARGE} when key plus value (after append/prepend growth)
-            exceeds the keyspace's item size limit; C{NO_MEMORY} when the
-            item cannot fit even in an empty keyspace.
+            C{TOO_LARGE} when key plus value exceeds the keyspace's item
+            size limit, C{NOT_STORED} when append/prepend would grow it
+            beyond (memcached's answer); C{NO_MEMORY} when the item cannot
+            fit even in an empty keyspace.
         """
 
     def delete(key, cas):

@@ -97,6 +97,9 @@ _META_MODES = {
     b"R": StoreMode.REPLACE, b"r": StoreMode.REPLACE,
     b"S": StoreMode.SET, b"s": StoreMode.SET,
 }
+#: every flag letter some meta command takes (memcached's
+#: C{_meta_flag_preparse}); anything else is an invalid flag
+_META_FLAGS = frozenset(bytes([c]) for c in b"bcfhklOPLqstuvENRTIMDJFSCx")
 _RETRIEVAL = frozenset((b"get", b"gets", b"gat", b"gats"))
 _BEFORE_AUTH = frozenset((b"version", b"quit", b"mn"))
 
@@ -354,9 +357,9 @@ class AsciiProtocol(CodecProtocol):
         nparts = len(parts)
         isCas = mode == StoreMode.CAS
         base = 6 if isCas else 5
-        if nparts != base and not (nparts == base + 1 and parts[-1] == b"noreply"):
-            # memcached does not swallow a body it could not size
-            out.append(ERROR if nparts < base else BAD_FORMAT)
+        if nparts != base and nparts != base + 1:
+            # memcached: wrong token count is ERROR, and no body is swallowed
+            out.append(ERROR)
             return pos
         key = parts[1]
         flags = _uint(parts[2], 1 << 32)
@@ -369,7 +372,8 @@ class AsciiProtocol(CodecProtocol):
         if _badKey(key):
             out.append(BAD_FORMAT)
             return pos
-        noreply = nparts > base
+        # a last extra token other than "noreply" is ignored, as memcached does
+        noreply = nparts > base and parts[-1] == b"noreply"
         if not session.authenticated:
             if mode != StoreMode.SET or length > MAX_AUTH_VALUE:
                 return self._refuse(UNAUTHENTICATED if mode != StoreMode.SET else AUTH_FAILURE,
@@ -699,7 +703,7 @@ class AsciiProtocol(CodecProtocol):
         if args:
             delay = _int(args[0])
             if delay is None:
-                out.append(BAD_FORMAT)
+                out.append(BAD_EXPTIME)
                 return None
         result = self.session.flush(delay)
         if result is Refused.FLUSH_NOT_ALLOWED:
@@ -749,7 +753,7 @@ class AsciiProtocol(CodecProtocol):
         flags = {}
         for token in tokens:
             flag = token[:1]
-            if not flag.isalpha():
+            if flag not in _META_FLAGS:
                 raise _Malformed(b"CLIENT_ERROR invalid flag\r\n")
             if flag in flags:
                 raise _Malformed(b"CLIENT_ERROR duplicate flag\r\n")
@@ -802,7 +806,7 @@ class AsciiProtocol(CodecProtocol):
         """
         self.session.stats.cmd_meta += 1
         if len(parts) < 2:
-            out.append(b"CLIENT_ERROR bad command line format\r\n")
+            out.append(ERROR)
             return None
         try:
             flags = self._metaFlags(parts[2:])

@@ -229,7 +229,8 @@ class MemoryKeyspace:
                 value = value + old.value
                 flags, exptime = old.flags, old.exptime
             if len(key) + len(value) > self.maxItemSize:
-                return (StoreResult.TOO_LARGE, 0)
+                # memcached cannot allocate the grown item: not stored
+                return (_NOT_STORED, 0)
         if old is not None:
             self._unlink(key, old)
         if exptime and exptime <= now:

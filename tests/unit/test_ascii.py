@@ -262,3 +262,29 @@ def test_slowReaderStopsAnswers(world):
     reply = transport.value()
     assert reply.count(b"VALUE big 0 100000\r\n") == 200
     assert reply.endswith(b"END\r\nVERSION 1.6.21\r\n")
+
+
+def test_memcachedErrorTexts(world):
+    """
+    Error replies as memcached 1.6.18 gives them for these inputs.
+    """
+    conn = login(world)
+    assert exchange(conn, b"set k 0 0 1 noreply extra\r\n") == b"ERROR\r\n"
+    assert exchange(conn, b"set k 0 0 1 whatever\r\nx\r\nget k\r\n") == (
+        b"STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n"
+    )
+    assert exchange(conn, b"flush_all abc\r\n") == b"CLIENT_ERROR invalid exptime argument\r\n"
+    assert exchange(conn, b"mg\r\n") == b"ERROR\r\n"
+    assert exchange(conn, b"mg k zz\r\n") == b"CLIENT_ERROR invalid flag\r\n"
+
+
+def test_appendPastLimitNotStored():
+    """
+    An append that would grow an item past the item limit is NOT_STORED,
+    as memcached answers; the item is unchanged.
+    """
+    world = World([Plan("dev", 1_000_000, 10, 100, True)])
+    conn = login(world)
+    exchange(conn, b"set k 0 0 90\r\n%b\r\n" % (b"x" * 90))
+    assert exchange(conn, b"append k 0 0 20\r\n%b\r\n" % (b"y" * 20)) == b"NOT_STORED\r\n"
+    assert exchange(conn, b"get k\r\n") == b"VALUE k 0 90\r\n%b\r\nEND\r\n" % (b"x" * 90)
