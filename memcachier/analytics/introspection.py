@@ -205,57 +205,81 @@ class Introspector:
         del events[:]
         now = self._clock.seconds()
         current = self._current(now)
-        self._log(now, batch[-self.logs.maxlen:] if self.logs.maxlen else ())
-        n = len(batch)
-        if n > self.batchLimit:
-            step = -(-n // self.batchLimit)
-            batch = batch[::step]
+        self._log(now, batch)
+        # the budget is in keys, not events: a multi-get is many keys
+        n = 0
+        for ev in batch:
+            n += len(ev[1]) if ev[0] == GET_MANY else 1
+        step = -(-n // self.batchLimit) if n > self.batchLimit else 1
+        if step > 1:
             self.sampledEvents += n
-        else:
-            step = 1
         self._count(current, batch, step)
         return n
 
     def _log(self, now, events):
-        append = self.logs.append
-        for ev in events:
+        """
+        Keep the last commands of C{events} in the ring: walk back from
+        the newest until the ring would be full, so a burst of multi-gets
+        costs one ring's worth of work.
+        """
+        wanted = self.logs.maxlen or 0
+        lines = []
+        for ev in reversed(events):
+            if len(lines) >= wanted:
+                break
             op = ev[0]
             if op == GET_MANY:
-                for key, item in zip(ev[1], ev[2]):
-                    append((now, key, "GET", "MISS" if item is None else "HIT",
-                            0 if item is None else len(item.value)))
+                for key, item in zip(reversed(ev[1]), reversed(ev[2])):
+                    lines.append((now, key, "GET", "MISS" if item is None else "HIT",
+                                  0 if item is None else len(item.value)))
                 continue
             key = ev[1]
             result = ev[2]
             if op < GET:
                 code = result[0]
-                append((now, key, _STORE_NAMES[op], _STORE_RESULTS.get(code, str(code)), ev[3]))
+                lines.append((now, key, _STORE_NAMES[op], _STORE_RESULTS.get(code, str(code)), ev[3]))
             elif op == GET or op == GAT:
-                append((now, key, "GET" if op == GET else "GAT",
-                        "MISS" if result is None else "HIT",
-                        0 if result is None else len(result.value)))
+                lines.append((now, key, "GET" if op == GET else "GAT",
+                              "MISS" if result is None else "HIT",
+                              0 if result is None else len(result.value)))
             elif op == TOUCH:
-                append((now, key, "TOUCH", "NOT_FOUND" if result is None else "TOUCHED", 0))
+                lines.append((now, key, "TOUCH", "NOT_FOUND" if result is None else "TOUCHED", 0))
             elif op == DELETE:
-                append((now, key, "DELETE", _DELETE_RESULTS.get(result, str(result)), 0))
+                lines.append((now, key, "DELETE", _DELETE_RESULTS.get(result, str(result)), 0))
             elif op == INCR or op == DECR:
-                append((now, key, "INCR" if op == INCR else "DECR",
-                        _DELTA_RESULTS.get(result[0], str(result[0])), 0))
+                lines.append((now, key, "INCR" if op == INCR else "DECR",
+                              _DELTA_RESULTS.get(result[0], str(result[0])), 0))
             elif op == FLUSH:
-                append((now, key, "FLUSH_ALL", "OK", 0))
+                lines.append((now, key, "FLUSH_ALL", "OK", 0))
+        self.logs.extend(reversed(lines[:wanted]))
 
     def _count(self, current, batch, weight):
         sk = current.sketches
         hits, misses, mutations, prefixes = sk.hits, sk.misses, sk.mutations, sk.prefixes
         counts = current.counts
         watched = self._watchedBytes
+        # systematic sampling over the keys of the batch: every
+        # C{weight}-th key, counted C{weight} times; C{skip} carries the
+        # position across events so multi-gets are sampled like the rest
+        skip = 0
         for ev in batch:
             op = ev[0]
             if op == GET_MANY:
-                pairs = zip(ev[1], ev[2])
+                keys = ev[1]
+                if weight == 1:
+                    pairs = zip(keys, ev[2])
+                else:
+                    pairs = zip(keys[skip::weight], ev[2][skip::weight])
+                    skip = (skip - len(keys)) % weight
             elif op == FLUSH:
                 continue
+            elif weight == 1:
+                pairs = ((ev[1], ev[2]),)
             else:
+                picked = skip == 0
+                skip = (skip - 1) % weight
+                if not picked:
+                    continue
                 pairs = ((ev[1], ev[2]),)
             for key, result in pairs:
                 name = keyName(key)
