@@ -206,14 +206,20 @@ class Introspector:
         now = self._clock.seconds()
         current = self._current(now)
         self._log(now, batch)
-        # the budget is in keys, not events: a multi-get is many keys
-        n = 0
-        for ev in batch:
-            n += len(ev[1]) if ev[0] == GET_MANY else 1
-        step = -(-n // self.batchLimit) if n > self.batchLimit else 1
-        if step > 1:
+        n = len(batch)
+        limit = self.batchLimit
+        # first every k-th event (C speed), then, since a multi-get is many
+        # keys, every j-th key of those: at most about C{limit} keys are
+        # counted per drain, each weighted k * j
+        eventStep = -(-n // limit) if n > limit else 1
+        if eventStep > 1:
+            batch = batch[::eventStep]
             self.sampledEvents += n
-        self._count(current, batch, step)
+        keys = 0
+        for ev in batch:
+            keys += len(ev[1]) if ev[0] == GET_MANY else 1
+        keyStep = -(-keys // limit) if keys > limit else 1
+        self._count(current, batch, keyStep, eventStep)
         return n
 
     def _log(self, now, events):
@@ -253,31 +259,35 @@ class Introspector:
                 lines.append((now, key, "FLUSH_ALL", "OK", 0))
         self.logs.extend(reversed(lines[:wanted]))
 
-    def _count(self, current, batch, weight):
+    def _count(self, current, batch, step, scale=1):
+        """
+        Count every C{step}-th key of C{batch} in the current slice's
+        sketches, each as C{step * scale} commands.
+        """
+        weight = step * scale
         sk = current.sketches
         hits, misses, mutations, prefixes = sk.hits, sk.misses, sk.mutations, sk.prefixes
         counts = current.counts
         watched = self._watchedBytes
-        # systematic sampling over the keys of the batch: every
-        # C{weight}-th key, counted C{weight} times; C{skip} carries the
-        # position across events so multi-gets are sampled like the rest
+        # systematic sampling over the keys of the batch: C{skip} carries
+        # the position across events so multi-gets are sampled like the rest
         skip = 0
         for ev in batch:
             op = ev[0]
             if op == GET_MANY:
                 keys = ev[1]
-                if weight == 1:
+                if step == 1:
                     pairs = zip(keys, ev[2])
                 else:
-                    pairs = zip(keys[skip::weight], ev[2][skip::weight])
-                    skip = (skip - len(keys)) % weight
+                    pairs = zip(keys[skip::step], ev[2][skip::step])
+                    skip = (skip - len(keys)) % step
             elif op == FLUSH:
                 continue
-            elif weight == 1:
+            elif step == 1:
                 pairs = ((ev[1], ev[2]),)
             else:
                 picked = skip == 0
-                skip = (skip - 1) % weight
+                skip = (skip - 1) % step
                 if not picked:
                     continue
                 pairs = ((ev[1], ev[2]),)
