@@ -5,6 +5,21 @@ events.  Kept apart from L{memcachier.analytics.introspection} so that the
 hot path imports nothing heavy.
 
 Storage commands use their L{memcachier.commands.StoreMode} value (1-6).
+
+Events hold only ints and bytes (multi-gets excepted, one per request):
+such tuples are untracked by the garbage collector at its first pass, so
+the events waiting for the next drain are never promoted to the old
+generations.  Holding items or enum members there made every full
+collection scan them, and full collections came often: they cost a
+quarter of the CPU under load.
+
+  - C{(GET|GAT|TOUCH, key, size)}: size of the value, -1 for a miss;
+  - C{(GET_MANY, keys, items)}: the lists of the multi-get;
+  - C{(mode, key, code, size)}: storage, C{mode} and C{code} the ints of
+    L{memcachier.commands.StoreMode} and L{memcachier.commands.StoreResult};
+  - C{(DELETE, key, code)}, C{(INCR|DECR, key, code)}: the int of the
+    L{memcachier.commands.DeleteResult} / L{memcachier.commands.DeltaResult};
+  - C{(FLUSH, b"", 0)}.
 """
 
 import collections

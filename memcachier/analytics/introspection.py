@@ -19,15 +19,9 @@ A batch larger than C{batchLimit} events is sampled systematically (every
 k-th event, each weighted k), so the batch work per second is bounded too;
 smaller batches are counted exactly.  Error bounds: C{docs/analytics.md}.
 
-Event tuples (built by L{memcachier.protocols.session.Session}):
-
-  - C{(GET, key, item)}, C{(GAT, key, item)}, C{(TOUCH, key, item)}:
-    C{item} is the L{memcachier.commands.Item} or L{None};
-  - C{(GET_MANY, keys, items)};
-  - C{(mode, key, result, size)} for storage commands, C{mode} a
-    L{StoreMode} (1-6) and C{result} a (L{StoreResult}, cas) pair;
-  - C{(DELETE, key, result)}, C{(INCR, key, result)}, C{(DECR, key,
-    result)}; C{(FLUSH, b"", None)}.
+Event tuples are built by L{memcachier.protocols.session.Session}; their
+shapes (ints and bytes only, so the garbage collector leaves them alone)
+are listed in L{memcachier.analytics.events}.
 """
 
 import collections
@@ -242,19 +236,17 @@ class Introspector:
             key = ev[1]
             result = ev[2]
             if op < GET:
-                code = result[0]
-                lines.append((now, key, _STORE_NAMES[op], _STORE_RESULTS.get(code, str(code)), ev[3]))
+                lines.append((now, key, _STORE_NAMES[op], _STORE_RESULTS.get(result, str(result)), ev[3]))
             elif op == GET or op == GAT:
                 lines.append((now, key, "GET" if op == GET else "GAT",
-                              "MISS" if result is None else "HIT",
-                              0 if result is None else len(result.value)))
+                              "MISS" if result < 0 else "HIT", max(result, 0)))
             elif op == TOUCH:
-                lines.append((now, key, "TOUCH", "NOT_FOUND" if result is None else "TOUCHED", 0))
+                lines.append((now, key, "TOUCH", "NOT_FOUND" if result < 0 else "TOUCHED", 0))
             elif op == DELETE:
                 lines.append((now, key, "DELETE", _DELETE_RESULTS.get(result, str(result)), 0))
             elif op == INCR or op == DECR:
                 lines.append((now, key, "INCR" if op == INCR else "DECR",
-                              _DELTA_RESULTS.get(result[0], str(result[0])), 0))
+                              _DELTA_RESULTS.get(result, str(result)), 0))
             elif op == FLUSH:
                 lines.append((now, key, "FLUSH_ALL", "OK", 0))
         self.logs.extend(reversed(lines[:wanted]))
@@ -276,10 +268,11 @@ class Introspector:
             op = ev[0]
             if op == GET_MANY:
                 keys = ev[1]
+                # items become sizes, as single-key events carry them
                 if step == 1:
-                    pairs = zip(keys, ev[2])
+                    pairs = zip(keys, [-1 if i is None else 0 for i in ev[2]])
                 else:
-                    pairs = zip(keys[skip::step], ev[2][skip::step])
+                    pairs = zip(keys[skip::step], [-1 if i is None else 0 for i in ev[2][skip::step]])
                     skip = (skip - len(keys)) % step
             elif op == FLUSH:
                 continue
@@ -294,7 +287,7 @@ class Introspector:
             for key, result in pairs:
                 name = keyName(key)
                 if op == GET or op == GET_MANY or op == GAT:
-                    kind = 0 if result is not None else 1
+                    kind = 0 if result >= 0 else 1
                 else:
                     kind = 2
                 if kind == 0:

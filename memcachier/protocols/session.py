@@ -251,7 +251,7 @@ class Session:
             return item.addCallback(self._countGet).addCallback(self._tapped, GET, key)
         else:
             stats.get_hits += 1
-        self.tap((GET, key, item))
+        self.tap((GET, key, -1 if item is None else len(item.value)))
         return item
 
     def getMany(self, keys):
@@ -269,9 +269,17 @@ class Session:
 
     def _tapped(self, result, op, key):
         """
-        Tap an asynchronous result once it is known.
+        Tap an asynchronous result once it is known, in the same atomic
+        form as the synchronous taps (see L{memcachier.analytics.events}).
         """
-        self.tap((op, key, result))
+        if op == GET_MANY:
+            self.tap((op, key, result))
+        elif op == DELETE:
+            self.tap((op, key, int(result)))
+        elif op == INCR or op == DECR:
+            self.tap((op, key, int(result[0])))
+        else:
+            self.tap((op, key, -1 if result is None else len(result.value)))
         return result
 
     def _countGetMany(self, items):
@@ -302,7 +310,7 @@ class Session:
         item = self.keyspace.touch(key, absoluteExptime(exptime, self.reactor.seconds()))
         if item.__class__ is Deferred:
             return item.addCallback(self._countGat).addCallback(self._tapped, GAT, key)
-        self.tap((GAT, key, item))
+        self.tap((GAT, key, -1 if item is None else len(item.value)))
         return self._countGat(item)
 
     def _countGat(self, item):
@@ -336,7 +344,7 @@ class Session:
         item = self.keyspace.touch(key, absoluteExptime(exptime, self.reactor.seconds()))
         if item.__class__ is Deferred:
             return item.addCallback(self._countTouch).addCallback(self._tapped, TOUCH, key)
-        self.tap((TOUCH, key, item))
+        self.tap((TOUCH, key, -1 if item is None else len(item.value)))
         return self._countTouch(item)
 
     def _countTouch(self, item):
@@ -356,14 +364,14 @@ class Session:
         stats = self.stats
         stats.cmd_set += 1
         if not self.canWrite:
-            self.tap((mode, key, _NOT_STORED, len(value)))
+            self.tap((int(mode), key, int(StoreResult.NOT_STORED), len(value)))
             return _NOT_STORED
         if len(key) + len(value) > self.runtime.plan.item_size:
             stats.store_too_large += 1
             if mode == StoreMode.SET:
                 # memcached unlinks the old item when a set fails
                 self.keyspace.delete(key, 0)
-            self.tap((mode, key, _TOO_LARGE, len(value)))
+            self.tap((int(mode), key, int(StoreResult.TOO_LARGE), len(value)))
             return _TOO_LARGE
         result = self.keyspace.store(
             mode, key, value, flags, absoluteExptime(exptime, self.reactor.seconds()), cas
@@ -373,9 +381,9 @@ class Session:
                 return result.addCallback(
                     self._countStore, cas or mode == StoreMode.CAS
                 ).addCallback(self._tappedStore, mode, key, len(value))
-            self.tap((mode, key, result, len(value)))
+            self.tap((int(mode), key, int(result[0]), len(value)))
             return self._countStore(result, True)
-        self.tap((mode, key, result, len(value)))
+        self.tap((int(mode), key, int(result[0]), len(value)))
         if result[0] == StoreResult.TOO_LARGE:
             stats.store_too_large += 1
         elif result[0] == StoreResult.NO_MEMORY:
@@ -383,7 +391,7 @@ class Session:
         return result
 
     def _tappedStore(self, result, mode, key, size):
-        self.tap((mode, key, result, size))
+        self.tap((int(mode), key, int(result[0]), size))
         return result
 
     def _countStore(self, result, isCas):
@@ -411,7 +419,7 @@ class Session:
         result = self.keyspace.delete(key, cas)
         if result.__class__ is Deferred:
             return result.addCallback(self._countDelete).addCallback(self._tapped, DELETE, key)
-        self.tap((DELETE, key, result))
+        self.tap((DELETE, key, int(result)))
         return self._countDelete(result)
 
     def _countDelete(self, result):
@@ -438,7 +446,7 @@ class Session:
             return result.addCallback(self._countDelta, incr).addCallback(
                 self._tapped, INCR if incr else DECR, key
             )
-        self.tap((INCR if incr else DECR, key, result))
+        self.tap((INCR if incr else DECR, key, int(result[0])))
         return self._countDelta(result, incr)
 
     def _countDelta(self, result, incr):
@@ -464,7 +472,7 @@ class Session:
         self.stats.cmd_flush += 1
         if not self.canFlush:
             return Refused.FLUSH_NOT_ALLOWED
-        self.tap((FLUSH, b"", None))
+        self.tap((FLUSH, b"", 0))
         return self.keyspace.flush(max(0, delay))
 
     # -- stats -------------------------------------------------------------
