@@ -14,6 +14,7 @@ of the hot path at one call (see C{docs/performance.md}).
 """
 
 import enum
+import re
 
 
 # memcached limits (protocol.txt "Keys", memcached.h)
@@ -85,8 +86,6 @@ class Refused(enum.IntEnum):
     UNAUTHENTICATED = 1
     #: credential lacks the flush capability (C{CLIENT_ERROR flush_all not allowed}, binary 0x20)
     FLUSH_NOT_ALLOWED = 2
-    #: the cache was disabled or deleted after this connection authenticated
-    CACHE_GONE = 3
     #: a mutation by a read-only credential (ASCII C{NOT_STORED}, binary 0x05:
     #: clients report "not stored")
     READ_ONLY = 4
@@ -131,6 +130,9 @@ class Item:
         )
 
 
+_CONTROL = re.compile(rb"[\x00-\x20\x7f]").search
+
+
 def validKey(key):
     """
     Whether C{key} obeys memcached's key rules: 1 to 250 bytes, no
@@ -139,12 +141,4 @@ def validKey(key):
     @type key: L{bytes}
     @rtype: L{bool}
     """
-    if not 0 < len(key) <= KEY_MAX_LENGTH:
-        return False
-    # fast path: printable ASCII keys are the common case
-    if key.isascii() and key.isalnum():
-        return True
-    for b in key:
-        if b <= 32 or b == 127:
-            return False
-    return True
+    return 0 < len(key) <= KEY_MAX_LENGTH and _CONTROL(key) is None

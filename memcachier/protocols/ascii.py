@@ -12,7 +12,6 @@ makes a connection hold more than L{MAX_LINE_GET} bytes plus one item.
 """
 
 import base64
-import re
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
@@ -25,6 +24,7 @@ from memcachier.commands import (
     Refused,
     StoreMode,
     StoreResult,
+    validKey,
 )
 from memcachier.protocols.base import FLUSH_AT, CodecProtocol
 from memcachier.protocols.session import AuthResult
@@ -133,15 +133,6 @@ def _int(token):
     return value
 
 
-_CONTROL = re.compile(rb"[\x00-\x20\x7f]").search
-
-
-def _badKey(key):
-    """
-    Whether a key breaks memcached's rules: over 250 bytes, or holding
-    whitespace or control characters.
-    """
-    return len(key) > KEY_MAX_LENGTH or _CONTROL(key) is not None
 
 
 class AsciiProtocol(CodecProtocol):
@@ -369,7 +360,7 @@ class AsciiProtocol(CodecProtocol):
         if flags is None or exptime is None or length is None or length < 0 or cas is None:
             out.append(BAD_FORMAT)
             return pos
-        if _badKey(key):
+        if not validKey(key):
             out.append(BAD_FORMAT)
             return pos
         # a last extra token other than "noreply" is ignored, as memcached does
@@ -769,7 +760,7 @@ class AsciiProtocol(CodecProtocol):
                 key = base64.b64decode(key, validate=True)
             except ValueError:
                 raise _Malformed(b"CLIENT_ERROR error decoding key\r\n")
-        if not key or _badKey(key):
+        if not validKey(key):
             raise _Malformed(BAD_FORMAT)
         return key
 
