@@ -128,6 +128,19 @@ class CacheRegistry:
             return None
         return credential, self.runtime(credential.cache_id)
 
+    def runtimeOfUser(self, username):
+        """
+        The runtime of the cache a username belongs to, to count a failed
+        login against it.
+
+        @type username: L{bytes}
+        @return: a L{CacheRuntime}, or L{None} for an unknown username.
+        """
+        credential = self.index.credential(username.decode("utf-8", "replace"))
+        if credential is None or self.index.cache(credential.cache_id) is None:
+            return None
+        return self.runtime(credential.cache_id)
+
     def runtime(self, cacheId):
         """
         The L{CacheRuntime} of a cache, created (with an empty keyspace

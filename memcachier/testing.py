@@ -292,6 +292,9 @@ class MemoryControlIndex:
             return None
         return credential
 
+    def credential(self, username):
+        return self._credentials.get(username)
+
     def cache(self, cacheId):
         return self._caches.get(cacheId)
 

@@ -180,9 +180,11 @@ class Session:
         """
         found = self.registry.authenticate(username, password)
         if found is None:
-            if self.runtime is not None:
-                self.runtime.stats.auth_cmds += 1
-                self.runtime.stats.auth_errors += 1
+            # count it against the cache the username names, if any
+            target = self.registry.runtimeOfUser(username) or self.runtime
+            if target is not None:
+                target.stats.auth_cmds += 1
+                target.stats.auth_errors += 1
             delay = self.throttle.delayFor(self.peerHost)
             if delay:
                 d = Deferred()

@@ -222,3 +222,17 @@ def test_planChangeResizes():
     )
     world.index.changed()
     assert world.registry.runtime(1).keyspace.stats()["limit_maxbytes"] == 100 * 1024 * 1024
+
+
+def test_failedLoginCountsAgainstTheNamedCache():
+    """
+    A wrong password for a known username counts in that cache's
+    C{auth_cmds} and C{auth_errors}, even on a fresh connection; an
+    unknown username counts nowhere.
+    """
+    world = World()
+    proto, _ = world.connect()
+    proto.dataReceived(b"set rw 0 0 5\r\nwrong\r\nset nobody 0 0 5\r\nwrong\r\n")
+    stats = world.registry.runtime(1).statsDict()
+    assert (stats["auth_cmds"], stats["auth_errors"]) == (1, 1)
+    assert world.registry.existing(2) is None
