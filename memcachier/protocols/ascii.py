@@ -24,6 +24,14 @@ from memcachier.commands import (
     Refused,
     StoreMode,
     StoreResult,
+    itemAsciiSuffix,
+    itemAtime,
+    itemCas,
+    itemExptime,
+    itemFetched,
+    itemFlags,
+    itemValue,
+    itemValueLength,
     validKey,
 )
 from memcachier.protocols.base import FLUSH_AT, CodecProtocol
@@ -297,10 +305,10 @@ class AsciiProtocol(CodecProtocol):
             return
         self._blocked = False
         if self._streaming is not None:
-            items, start, withCas = self._streaming
+            keys, items, start, withCas = self._streaming
             self._streaming = None
             out = []
-            blocked = self._stream(items, start, withCas, out)
+            blocked = self._stream(keys, items, start, withCas, out)
             self._flushOut(out)
             if blocked is _BLOCKED:
                 self._blocked = True
@@ -479,14 +487,9 @@ class AsciiProtocol(CodecProtocol):
             if item is None:
                 out.append(END)
             elif item.__class__ is Deferred:
-                return item.addCallback(lambda i: self._renderValues((i,), False))
+                return item.addCallback(lambda i: self._renderValues((key,), (i,), False))
             else:
-                header = item.header
-                if header is None:
-                    header = item.header = b"VALUE %b %d %d\r\n" % (
-                        key, item.flags, len(item.value)
-                    )
-                out.append(b"%b%b\r\nEND\r\n" % (header, item.value))
+                out.append(b"VALUE %b%b\r\nEND\r\n" % (key, itemAsciiSuffix(item)))
             return None
         if len(parts) < 2:
             out.append(ERROR)
@@ -529,13 +532,13 @@ class AsciiProtocol(CodecProtocol):
             if any(i.__class__ is Deferred for i in items):
                 items = gatherResults([maybeDeferred(lambda i=i: i) for i in items])
         if items.__class__ is Deferred:
-            return items.addCallback(self._renderValues, withCas)
+            return items.addCallback(lambda found: self._renderValues(keys, found, withCas))
         if len(items) <= STREAM_SLICE:
-            out.append(self._renderValues(items, withCas))
+            out.append(self._renderValues(keys, items, withCas))
             return None
-        return self._stream(items, 0, withCas, out)
+        return self._stream(keys, items, 0, withCas, out)
 
-    def _stream(self, items, start, withCas, out):
+    def _stream(self, keys, items, start, withCas, out):
         """
         Render a long multi-get a slice at a time, sending as it goes.
 
@@ -546,7 +549,7 @@ class AsciiProtocol(CodecProtocol):
         count = len(items)
         step = STREAM_SLICE
         while start < count:
-            piece = self._renderItems(items[start:start + step], withCas)
+            piece = self._renderItems(keys[start:start + step], items[start:start + step], withCas)
             start += step
             out.append(piece)
             size += len(piece)
@@ -556,35 +559,34 @@ class AsciiProtocol(CodecProtocol):
                 self._flushOut(out)
                 size = 0
                 if self.backlogged:
-                    self._streaming = (items, start, withCas)
+                    self._streaming = (keys, items, start, withCas)
                     return _BLOCKED
         out.append(END)
         return None
 
     @classmethod
-    def _renderValues(cls, items, withCas):
-        return cls._renderItems(items, withCas) + END
+    def _renderValues(cls, keys, items, withCas):
+        return cls._renderItems(keys, items, withCas) + END
 
     @staticmethod
-    def _renderItems(items, withCas):
+    def _renderItems(keys, items, withCas):
         """
-        The C{VALUE} blocks of the hits among C{items}.
+        The C{VALUE} blocks of the hits among C{items} (fetched for C{keys}).
         """
         chunks = []
         add = chunks.extend
-        for item in items:
+        for key, item in zip(keys, items):
             if item is not None:
                 if withCas:
-                    header = b"VALUE %b %d %d %d\r\n" % (
-                        item.key, item.flags, len(item.value), item.cas
-                    )
+                    add((
+                        b"VALUE %b %d %d %d\r\n" % (
+                            key, itemFlags(item), itemValueLength(item), itemCas(item)
+                        ),
+                        itemValue(item),
+                        CRLF,
+                    ))
                 else:
-                    header = item.header
-                    if header is None:
-                        header = item.header = b"VALUE %b %d %d\r\n" % (
-                            item.key, item.flags, len(item.value)
-                        )
-                add((header, item.value, CRLF))
+                    add((b"VALUE ", key, itemAsciiSuffix(item), CRLF))
         return b"".join(chunks)
 
     # -- other classic commands --------------------------------------------
@@ -788,7 +790,7 @@ class AsciiProtocol(CodecProtocol):
             elif flag == b"b" and b"k" in flags:
                 ret.append(b"b")
             elif item is not None and flag == b"c":
-                ret.append(b"c%d" % item.cas)
+                ret.append(b"c%d" % itemCas(item))
         return ret
 
     def _metaDo(self, parts, out, body):
@@ -817,8 +819,8 @@ class AsciiProtocol(CodecProtocol):
         session = self.session
         now = session.reactor.seconds()
         before = session.peek(key) if (b"h" in flags or b"l" in flags) else None
-        hitBefore = bool(before is not None and before.fetched)
-        lastAccess = int(now - before.atime) if before is not None else 0
+        hitBefore = before is not None and itemFetched(before)
+        lastAccess = int(now - itemAtime(before)) if before is not None else 0
         ttl = self._metaNumber(flags, b"T", None, signed=True)
         won = False
         if ttl is not None:
@@ -848,13 +850,14 @@ class AsciiProtocol(CodecProtocol):
         ret = []
         for flag in flags:
             if flag == b"f":
-                ret.append(b"f%d" % item.flags)
+                ret.append(b"f%d" % itemFlags(item))
             elif flag == b"s":
-                ret.append(b"s%d" % len(item.value))
+                ret.append(b"s%d" % itemValueLength(item))
             elif flag == b"t":
-                ret.append(b"t%d" % (int(item.exptime - now) if item.exptime else -1))
+                exptime = itemExptime(item)
+                ret.append(b"t%d" % (int(exptime - now) if exptime else -1))
             elif flag == b"c":
-                ret.append(b"c%d" % item.cas)
+                ret.append(b"c%d" % itemCas(item))
             elif flag == b"h":
                 ret.append(b"h%d" % hitBefore)
             elif flag == b"l":
@@ -864,7 +867,7 @@ class AsciiProtocol(CodecProtocol):
             ret.append(b"W")
         suffix = b"".join(b" " + r for r in ret)
         if b"v" in flags:
-            return b"VA %d%b\r\n%b\r\n" % (len(item.value), suffix, item.value)
+            return b"VA %d%b\r\n%b\r\n" % (itemValueLength(item), suffix, itemValue(item))
         return b"HD" + suffix + b"\r\n"
 
     def _metaSet(self, parts, data, pos, out):
@@ -1020,10 +1023,11 @@ class AsciiProtocol(CodecProtocol):
         if item is None:
             return b"EN\r\n"
         now = self.session.reactor.seconds()
-        exp = int(item.exptime - now) if item.exptime else -1
+        exptime = itemExptime(item)
+        exp = int(exptime - now) if exptime else -1
         return b"ME %b exp=%d la=%d cas=%d fetch=%b cls=1 size=%d\r\n" % (
-            key, exp, int(now - item.atime), item.cas,
-            b"yes" if item.fetched else b"no", len(key) + len(item.value) + 50,
+            key, exp, int(now - itemAtime(item)), itemCas(item),
+            b"yes" if itemFetched(item) else b"no", len(key) + itemValueLength(item) + 50,
         )
 
 

@@ -50,6 +50,9 @@ from memcachier.commands import (
     Refused,
     StoreMode,
     StoreResult,
+    itemCas,
+    itemFlags,
+    itemValue,
 )
 from memcachier.protocols.base import FLUSH_AT, CodecProtocol
 from memcachier.protocols.sasl import MECHANISMS, parsePlain
@@ -502,12 +505,12 @@ class BinaryProtocol(CodecProtocol):
             else:
                 out.append(_error(opcode, KEY_ENOENT, opaque))
             return
-        value = item.value
+        value = itemValue(item)
         if opcode in _KEYED_GETS:
             out.append(
                 _packWithFlags(
                     RESPONSE_MAGIC, opcode, len(key), 4, 0, SUCCESS,
-                    4 + len(key) + len(value), opaque, item.cas, item.flags,
+                    4 + len(key) + len(value), opaque, itemCas(item), itemFlags(item),
                 )
                 + key
             )
@@ -515,7 +518,7 @@ class BinaryProtocol(CodecProtocol):
             out.append(
                 _packWithFlags(
                     RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4 + len(value), opaque,
-                    item.cas, item.flags,
+                    itemCas(item), itemFlags(item),
                 )
             )
         out.append(value)
@@ -537,7 +540,7 @@ class BinaryProtocol(CodecProtocol):
             # memcached answers a touch with the item's flags as extras
             out.append(
                 _packWithFlags(
-                    RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4, opaque, item.cas, item.flags
+                    RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4, opaque, itemCas(item), itemFlags(item)
                 )
             )
 

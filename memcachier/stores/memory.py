@@ -2,39 +2,62 @@
 """
 The default store: every cache's items in this process's memory.
 
-Each cache has its own keyspace: an insertion-ordered dict used as an LRU
-(oldest first, a hit moves the key to the end) with byte accounting, so a
-cache evicts only its own keys once it reaches its plan's memory.  Expired
-items are removed lazily when touched or when they reach the LRU tail,
-as memcached does.
+Each cache has its own keyspace: one plain dict, key -> item, where an item
+is one immutable L{bytes} (L{memcachier.commands.packItem}).  Neither the
+dict nor its items are tracked by the garbage collector, so a full
+collection costs the same with ten items or ten million, and an item costs
+its key, its blob and its dict slot: no object per item for the LRU either.
+
+The LRU is the dict's insertion order, oldest first, driven the way
+memcached's segmented LRU drives its own (C{items.c}: C{do_item_bump},
+C{lru_pull_tail}): a hit does not move an item, it marks it ACTIVE once
+(rewriting its blob in place, keeping its slot); replacing a key keeps its
+slot and marks it ACTIVE.  When a store needs room, a window of the oldest
+items is looked at: expired ones are reclaimed first, ACTIVE ones get a
+second chance (moved to the end, mark cleared), the rest are evicted.  The
+window is taken in one pass because every walk from the front of a dict
+first steps over the holes its removals left there.
 
 Sizes are counted as memcached counts them: key + value + a fixed item
 header (L{ITEM_OVERHEAD}), so C{bytes} and C{limit_maxbytes} compare the
 way memcached users expect.
 """
 
-from collections import OrderedDict
-from itertools import count
+import struct
+from itertools import count, islice
 
 from zope.interface import implementer
 
 from memcachier.commands import (
+    ITEM_ACTIVE,
+    ITEM_EXPIRES,
+    ITEM_FETCHED,
     U64,
     DeleteResult,
     DeltaResult,
-    Item,
     StoreMode,
     StoreResult,
+    itemCas,
+    itemExptime,
+    itemFlags,
+    itemValue,
+    itemValueLength,
+    packItem,
+    repackItem,
 )
 from memcachier.interfaces import IKeyspace, IStore
-
-#: a hit moves an item to the LRU head at most this often (seconds), as
-#: memcached's ITEM_UPDATE_INTERVAL: relinking costs more than the lookup
-ITEM_UPDATE_INTERVAL = 60
 
 #: bytes charged per item on top of key and value (memcached's item header
 #: with CAS is 48-56 bytes)
 ITEM_OVERHEAD = 50
+
+#: items looked at, at least, each time the LRU tail is inspected
+#: (memcached's lru_pull_tail searches 5)
+TAIL_WINDOW = 5
+
+#: a new key looks at the LRU tail for expired items at least this often
+#: (in inserts); small keyspaces look on every insert
+TAIL_CHECK_EVERY = 256
 
 _SET = StoreMode.SET
 _ADD = StoreMode.ADD
@@ -46,6 +69,11 @@ _STORED = StoreResult.STORED
 _NOT_STORED = StoreResult.NOT_STORED
 _EXISTS = StoreResult.EXISTS
 _NOT_FOUND = StoreResult.NOT_FOUND
+
+#: the bits of an item a hit has nothing more to do for
+_HOT = ITEM_FETCHED | ITEM_ACTIVE
+_EXPTIME = struct.Struct("<I").unpack_from
+_CAS_OF = struct.Struct("<Q").unpack_from
 
 
 def _parseCounter(value):
@@ -71,7 +99,10 @@ class MemoryKeyspace:
     """
     One cache's keys in memory.
 
-    @ivar _items: key -> L{Item}, least recently used first.
+    @ivar _items: key -> packed item, least recently linked first.
+    @ivar _bytes: memcached's accounting of what C{_items} holds.
+    @ivar _untilTailCheck: inserts left before a new key next looks at the
+        LRU tail for expired items.
     """
 
     synchronous = True
@@ -81,8 +112,9 @@ class MemoryKeyspace:
         self.maxBytes = maxBytes
         self.maxItemSize = maxItemSize
         self._nextCas = casCounter.__next__
-        self._items = OrderedDict()
+        self._items = {}
         self._bytes = 0
+        self._untilTailCheck = 0
         self._flushCall = None
         self.resetStats()
 
@@ -99,7 +131,7 @@ class MemoryKeyspace:
 
     def _unlink(self, key, item):
         del self._items[key]
-        self._bytes -= len(key) + len(item.value) + ITEM_OVERHEAD
+        self._bytes -= len(key) + itemValueLength(item) + ITEM_OVERHEAD
 
     def _expire(self, key, item):
         """
@@ -107,45 +139,108 @@ class MemoryKeyspace:
         """
         self._unlink(key, item)
         self.reclaimed += 1
-        if not item.fetched:
+        if not item[16] & ITEM_FETCHED:
             self.expired_unfetched += 1
 
-    def _live(self, key, now=None):
+    def _live(self, key, now):
         """
         The item under C{key} if it has not expired, else L{None} (the
         expired item is removed).
         """
         item = self._items.get(key)
-        if item is not None and item.exptime:
-            if now is None:
-                now = self._clock.seconds()
-            if item.exptime <= now:
-                self._expire(key, item)
-                return None
+        if item is not None and item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+            self._expire(key, item)
+            return None
         return item
 
-    def _link(self, key, item):
+    def _hit(self, key, item, now):
         """
-        Insert a new item, evicting from the LRU head until it fits.
+        The slow half of a hit: check expiry, mark the item fetched and
+        ACTIVE (once: memcached updates C{it->time} only then too).
+
+        @return: the item as now stored, or L{None} if it had expired.
         """
-        size = len(key) + len(item.value) + ITEM_OVERHEAD
+        bits = item[16]
+        if bits & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+            self._expire(key, item)
+            self.get_expired += 1
+            return None
+        if bits & _HOT != _HOT:
+            item = self._items[key] = repackItem(item, atime=now, bits=bits | _HOT)
+        return item
+
+    def _pullTail(self, need, now):
+        """
+        Free at least C{need} bytes from the LRU tail (oldest first):
+        expired items in the window first, then ACTIVE items get a second
+        chance, then the oldest are evicted.  Frees a little more than
+        asked in large keyspaces (a thousandth of the limit), so the walk
+        over the front of the dict is paid once per many stores.
+        """
+        items = self._items
+        target = need + (self.maxBytes >> 10)
+        freed = 0
+        moves = 0
+        while freed < need and items:
+            average = self._bytes // len(items) or 1
+            window = list(islice(items.items(), max(TAIL_WINDOW, 2 * target // average + 1)))
+            for key, item in window:
+                if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+                    freed += len(key) + itemValueLength(item) + ITEM_OVERHEAD
+                    self._expire(key, item)
+            if freed >= need:
+                break
+            for key, item in window:
+                if freed >= target:
+                    break
+                bits = item[16]
+                if bits & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+                    continue  # reclaimed above
+                if bits & ITEM_ACTIVE and moves < len(window) * 4:
+                    # second chance: to the head of the LRU, mark cleared
+                    moves += 1
+                    del items[key]
+                    items[key] = repackItem(item, bits=bits & ~ITEM_ACTIVE)
+                    continue
+                del items[key]
+                size = len(key) + itemValueLength(item) + ITEM_OVERHEAD
+                self._bytes -= size
+                freed += size
+                self.evictions += 1
+                if not bits & ITEM_FETCHED:
+                    self.evicted_unfetched += 1
+        return freed
+
+    def _reclaimTail(self, now):
+        """
+        Reclaim the expired items among the oldest few, as memcached does
+        before allocating, so storing over expired items does not grow the
+        cache.
+        """
+        items = self._items
+        every = min(TAIL_CHECK_EVERY, max(1, len(items) >> 6))
+        self._untilTailCheck = every
+        expired = [
+            (key, item)
+            for key, item in islice(items.items(), 2 * every + TAIL_WINDOW)
+            if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now
+        ]
+        for key, item in expired:
+            self._expire(key, item)
+
+    def _link(self, key, item, size, now):
+        """
+        Insert a new key at the head of the LRU, reclaiming or evicting
+        from the tail until it fits.
+        """
         if size > self.maxBytes:
             return False
-        items = self._items
+        self._untilTailCheck -= 1
+        if self._untilTailCheck <= 0:
+            self._reclaimTail(now)
         if self._bytes + size > self.maxBytes:
-            now = self._clock.seconds()
-            while self._bytes + size > self.maxBytes:
-                oldKey, old = items.popitem(last=False)
-                self._bytes -= len(oldKey) + len(old.value) + ITEM_OVERHEAD
-                if old.exptime and old.exptime <= now:
-                    self.reclaimed += 1
-                    if not old.fetched:
-                        self.expired_unfetched += 1
-                else:
-                    self.evictions += 1
-                    if not old.fetched:
-                        self.evicted_unfetched += 1
-        items[key] = item
+            self._pullTail(self._bytes + size - self.maxBytes, now)
+        self._items[key] = item
         self._bytes += size
         self.total_items += 1
         return True
@@ -154,48 +249,32 @@ class MemoryKeyspace:
 
     def get(self, key):
         item = self._items.get(key)
-        if item is None:
-            return None
-        now = self._clock.seconds()
-        if item.exptime and item.exptime <= now:
-            self._expire(key, item)
-            self.get_expired += 1
-            return None
-        if now - item.atime >= ITEM_UPDATE_INTERVAL:
-            self._items.move_to_end(key)
-            item.atime = now
-        item.fetched = True
-        return item
+        if item is None or item[16] == _HOT:
+            return item
+        return self._hit(key, item, self._clock.seconds())
 
     def getMany(self, keys):
-        # the multi-get hot loop: locals only, one clock read
+        # the multi-get hot loop: locals only, at most one clock read
         lookup = self._items.get
-        now = self._clock.seconds()
-        stale = now - ITEM_UPDATE_INTERVAL
+        now = None
         found = []
         append = found.append
         for key in keys:
             item = lookup(key)
-            if item is not None:
-                if item.exptime and item.exptime <= now:
-                    self._expire(key, item)
-                    self.get_expired += 1
-                    append(None)
-                    continue
-                if item.atime <= stale:
-                    self._items.move_to_end(key)
-                    item.atime = now
-                item.fetched = True
+            if item is not None and item[16] != _HOT:
+                if now is None:
+                    now = self._clock.seconds()
+                item = self._hit(key, item, now)
             append(item)
         return found
 
     def peek(self, key):
-        return self._live(key)
+        return self._live(key, self._clock.seconds())
 
     def touch(self, key, exptime):
         item = self.get(key)
         if item is not None:
-            item.exptime = exptime
+            item = self._items[key] = repackItem(item, exptime=exptime)
         return item
 
     def store(self, mode, key, value, flags, exptime, cas):
@@ -205,47 +284,59 @@ class MemoryKeyspace:
             if cas:
                 if old is None:
                     return (_NOT_FOUND, 0)
-                if old.cas != cas:
+                if itemCas(old) != cas:
                     return (_EXISTS, 0)
         elif mode == _ADD:
             if old is not None:
                 # memcached bumps the existing item on a failed add
-                self._items.move_to_end(key)
+                if not old[16] & ITEM_ACTIVE:
+                    self._items[key] = repackItem(old, atime=now, bits=old[16] | ITEM_ACTIVE)
                 return (_NOT_STORED, 0)
         elif mode == _CAS:
             if old is None:
                 return (_NOT_FOUND, 0)
-            if old.cas != cas:
+            if itemCas(old) != cas:
                 return (_EXISTS, 0)
         else:
             if old is None:
                 return (_NOT_STORED, 0)
-            if cas and old.cas != cas:
+            if cas and itemCas(old) != cas:
                 return (_EXISTS, 0)
             if mode == _APPEND:
-                value = old.value + value
-                flags, exptime = old.flags, old.exptime
+                value = itemValue(old) + value
+                flags, exptime = itemFlags(old), itemExptime(old)
             elif mode == _PREPEND:
-                value = value + old.value
-                flags, exptime = old.flags, old.exptime
+                value = value + itemValue(old)
+                flags, exptime = itemFlags(old), itemExptime(old)
             if len(key) + len(value) > self.maxItemSize:
                 # memcached cannot allocate the grown item: not stored
                 return (_NOT_STORED, 0)
-        if old is not None:
-            self._unlink(key, old)
+        newCas = self._nextCas()
         if exptime and exptime <= now:
             # stored and immediately expired, as memcached does
-            return (_STORED, self._nextCas())
-        newCas = self._nextCas()
-        if not self._link(key, Item(key, value, flags, exptime, newCas, now)):
+            if old is not None:
+                self._unlink(key, old)
+            return (_STORED, newCas)
+        size = len(key) + len(value) + ITEM_OVERHEAD
+        if old is not None:
+            oldSize = len(key) + itemValueLength(old) + ITEM_OVERHEAD
+            if self._bytes - oldSize + size <= self.maxBytes:
+                # replaced in its slot (no dict growth, flat memory under
+                # a replace-heavy load), ACTIVE so the tail spares it once
+                self._items[key] = packItem(value, flags, exptime, newCas, now, ITEM_ACTIVE)
+                self._bytes += size - oldSize
+                self.total_items += 1
+                return (_STORED, newCas)
+            self._unlink(key, old)
+        if not self._link(key, packItem(value, flags, exptime, newCas, now), size, now):
             return (StoreResult.NO_MEMORY, 0)
         return (_STORED, newCas)
 
     def delete(self, key, cas):
-        item = self._live(key)
+        item = self._live(key, self._clock.seconds())
         if item is None:
             return DeleteResult.NOT_FOUND
-        if cas and item.cas != cas:
+        if cas and itemCas(item) != cas:
             return DeleteResult.EXISTS
         self._unlink(key, item)
         return DeleteResult.DELETED
@@ -262,9 +353,10 @@ class MemoryKeyspace:
             if result != _STORED:
                 return (DeltaResult.NO_MEMORY, 0, 0)
             return (DeltaResult.OK, initial, newCas)
-        if cas and item.cas != cas:
+        if cas and itemCas(item) != cas:
             return (DeltaResult.EXISTS, 0, 0)
-        number = _parseCounter(item.value)
+        old = itemValue(item)
+        number = _parseCounter(old)
         if number is None:
             return (DeltaResult.NON_NUMERIC, 0, 0)
         if incr:
@@ -272,17 +364,15 @@ class MemoryKeyspace:
         else:
             number = number - delta if delta < number else 0
         value = b"%d" % number
-        old = item.value
         if len(value) < len(old):
             # memcached rewrites in place and pads with spaces
             value = value.ljust(len(old))
+        newCas = self._nextCas()
         self._bytes += len(value) - len(old)
-        item.value = value
-        item.header = None
-        item.cas = self._nextCas()
-        item.fetched = True
-        self._items.move_to_end(key)
-        return (DeltaResult.OK, number, item.cas)
+        self._items[key] = packItem(
+            value, itemFlags(item), itemExptime(item), newCas, now, _HOT
+        )
+        return (DeltaResult.OK, number, newCas)
 
     def flush(self, delay):
         if self._flushCall is not None and self._flushCall.active():
@@ -295,7 +385,7 @@ class MemoryKeyspace:
 
     def _flushNow(self):
         self._flushCall = None
-        self._items.clear()
+        self._items = {}
         self._bytes = 0
 
     def stats(self):
@@ -316,17 +406,14 @@ class MemoryKeyspace:
     def configure(self, maxBytes, maxItemSize):
         self.maxBytes = maxBytes
         self.maxItemSize = maxItemSize
-        items = self._items
-        while self._bytes > maxBytes and items:
-            key, item = items.popitem(last=False)
-            self._bytes -= len(key) + len(item.value) + ITEM_OVERHEAD
-            self.evictions += 1
+        if self._bytes > maxBytes:
+            self._pullTail(self._bytes - maxBytes, self._clock.seconds())
 
     def keys(self):
         now = self._clock.seconds()
         return [
             key for key, item in list(self._items.items())
-            if not item.exptime or item.exptime > now
+            if not item[16] & ITEM_EXPIRES or _EXPTIME(item, 8)[0] > now
         ]
 
 

@@ -712,7 +712,7 @@ def test_asyncInOrder(asyncConn):
     dispatched, reading pauses, and replies leave in request order however
     the Deferreds fire.
     """
-    from memcachier.commands import Item
+    from memcachier.commands import packItem
 
     c = asyncConn
     rs = c.send(
@@ -728,7 +728,7 @@ def test_asyncInOrder(asyncConn):
     # more data while waiting is kept, not parsed
     c.proto.dataReceived(frame(B.NOOP, opaque=6))
     assert len(c.ks.calls) == 1
-    c.ks.calls[0][2].callback(Item(b"a", b"A", 0, 0, 42, 0))
+    c.ks.calls[0][2].callback(packItem(b"A", 0, 0, 42))
     rs = c.responses()
     assert [(r.opaque, r.value) for r in rs] == [(2, b"A")]
     assert [name for name, _, _ in c.ks.calls] == ["get", "store"]
