@@ -128,6 +128,15 @@ ITEM_ACTIVE = 2
 ITEM_EXPIRES = 4
 
 
+def _wholeSeconds(exptime):
+    """
+    A non-zero expiry as the u32 the prefix holds: rounded up, a time in
+    the past (negative: "already expired") as 1.
+    """
+    whole = int(exptime)
+    return max(1, min(whole + (whole < exptime), _U32_MAX))
+
+
 def packItem(value, flags, exptime, cas, atime=0, bits=0):
     """
     Build the stored form of an item (see the layout above).
@@ -140,8 +149,7 @@ def packItem(value, flags, exptime, cas, atime=0, bits=0):
     @rtype: L{bytes}
     """
     if exptime:
-        whole = int(exptime)
-        exptime = min(whole + (whole < exptime), _U32_MAX)
+        exptime = _wholeSeconds(exptime)
         bits |= ITEM_EXPIRES
     else:
         bits &= ~ITEM_EXPIRES
@@ -160,8 +168,7 @@ def repackItem(item, exptime=None, atime=None, bits=None, cas=None):
     if exptime is None:
         exptime = oldExptime
     elif exptime:
-        whole = int(exptime)
-        exptime = min(whole + (whole < exptime), _U32_MAX)
+        exptime = _wholeSeconds(exptime)
     if bits is None:
         bits = oldBits
     bits = (bits | ITEM_EXPIRES) if exptime else (bits & ~ITEM_EXPIRES)

@@ -15,6 +15,8 @@ The clock is a L{twisted.internet.task.Clock}: the store must use it for
 all expiry math.  Results may be Deferreds, but they must have fired by the
 time the store call returns control to the test (drive any I/O from the
 clock, or use a loopback backend that answers synchronously in tests).
+Items come back as L{memcachier.commands.packItem} builds them; the suite
+reads them with C{itemValue}, C{itemFlags} and C{itemCas}.
 """
 
 from twisted.internet.defer import maybeDeferred

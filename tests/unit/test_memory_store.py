@@ -154,3 +154,12 @@ class MemoryStoreTests(StoreConformanceTests, SynchronousTestCase):
         self.assertEqual(itemAtime(first), int(self.clock.seconds()))
         self.clock.advance(30)
         self.assertIs(self.call(self.ks.get, b"k"), first)
+
+    def test_touchIntoThePast(self):
+        """
+        Touching with an expiry in the past (the session's C{-1} for a
+        negative wire exptime) expires the item.
+        """
+        self.set(b"k", b"v")
+        self.assertIsNotNone(self.call(self.ks.touch, b"k", -1))
+        self.assertIsNone(self.call(self.ks.get, b"k"))
