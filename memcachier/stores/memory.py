@@ -32,6 +32,7 @@ from memcachier.commands import (
     ITEM_ACTIVE,
     ITEM_EXPIRES,
     ITEM_FETCHED,
+    ITEM_PREFIX_SIZE,
     U64,
     DeleteResult,
     DeltaResult,
@@ -55,9 +56,17 @@ ITEM_OVERHEAD = 50
 #: (memcached's lru_pull_tail searches 5)
 TAIL_WINDOW = 5
 
-#: a new key looks at the LRU tail for expired items at least this often
-#: (in inserts); small keyspaces look on every insert
+#: while the LRU tail holds expired items, new keys look at it this often
+#: (in inserts; small keyspaces on every insert) and reclaim twice as many
 TAIL_CHECK_EVERY = 256
+
+#: while it holds none, the looks back off to this many inserts (or one a
+#: second)
+TAIL_CHECK_MAX = 1 << 16
+
+#: a store that must evict frees 1/2**EVICT_SLACK_SHIFT of the limit more
+#: than it needs, so the walk to the dict's first live entry is amortized
+EVICT_SLACK_SHIFT = 9
 
 _SET = StoreMode.SET
 _ADD = StoreMode.ADD
@@ -73,7 +82,8 @@ _NOT_FOUND = StoreResult.NOT_FOUND
 #: the bits of an item a hit has nothing more to do for
 _HOT = ITEM_FETCHED | ITEM_ACTIVE
 _EXPTIME = struct.Struct("<I").unpack_from
-_CAS_OF = struct.Struct("<Q").unpack_from
+_VALUE_AT = ITEM_PREFIX_SIZE
+
 
 
 def _parseCounter(value):
@@ -115,6 +125,8 @@ class MemoryKeyspace:
         self._items = {}
         self._bytes = 0
         self._untilTailCheck = 0
+        self._tailInterval = 1
+        self._nextTailTime = 0
         self._flushCall = None
         self.resetStats()
 
@@ -130,17 +142,26 @@ class MemoryKeyspace:
     # -- internals ---------------------------------------------------------
 
     def _unlink(self, key, item):
+        """
+        Remove an item.
+
+        @return: the bytes it was charged.
+        """
         del self._items[key]
-        self._bytes -= len(key) + itemValueLength(item) + ITEM_OVERHEAD
+        size = len(key) + len(item) - _VALUE_AT - item[17] + ITEM_OVERHEAD
+        self._bytes -= size
+        return size
 
     def _expire(self, key, item):
         """
         Remove an item found expired.
+
+        @return: the bytes it was charged.
         """
-        self._unlink(key, item)
         self.reclaimed += 1
         if not item[16] & ITEM_FETCHED:
             self.expired_unfetched += 1
+        return self._unlink(key, item)
 
     def _live(self, key, now):
         """
@@ -174,41 +195,46 @@ class MemoryKeyspace:
         Free at least C{need} bytes from the LRU tail (oldest first):
         expired items in the window first, then ACTIVE items get a second
         chance, then the oldest are evicted.  Frees a little more than
-        asked in large keyspaces (a thousandth of the limit), so the walk
-        over the front of the dict is paid once per many stores.
+        asked in large keyspaces (1/512 of the limit), so the walk over
+        the front of the dict is paid once per many stores.
         """
         items = self._items
-        target = need + (self.maxBytes >> 10)
+        target = need + (self.maxBytes >> EVICT_SLACK_SHIFT)
         freed = 0
         moves = 0
         while freed < need and items:
-            average = self._bytes // len(items) or 1
-            window = list(islice(items.items(), max(TAIL_WINDOW, 2 * target // average + 1)))
-            for key, item in window:
+            count = target * len(items) // self._bytes + TAIL_WINDOW
+            live = []
+            keep = live.append
+            for key, item in list(islice(items.items(), count)):
                 if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
-                    freed += len(key) + itemValueLength(item) + ITEM_OVERHEAD
-                    self._expire(key, item)
+                    freed += self._expire(key, item)
+                else:
+                    keep((key, item))
             if freed >= need:
                 break
-            for key, item in window:
+            evictedBytes = evicted = unfetched = 0
+            for key, item in live:
                 if freed >= target:
                     break
                 bits = item[16]
-                if bits & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
-                    continue  # reclaimed above
-                if bits & ITEM_ACTIVE and moves < len(window) * 4:
+                if bits & ITEM_ACTIVE and moves < count * 4:
                     # second chance: to the head of the LRU, mark cleared
                     moves += 1
                     del items[key]
                     items[key] = repackItem(item, bits=bits & ~ITEM_ACTIVE)
                     continue
                 del items[key]
-                size = len(key) + itemValueLength(item) + ITEM_OVERHEAD
-                self._bytes -= size
-                freed += size
-                self.evictions += 1
+                size = len(key) + len(item) - _VALUE_AT - item[17] + ITEM_OVERHEAD
+                evictedBytes += size
+                evicted += 1
                 if not bits & ITEM_FETCHED:
-                    self.evicted_unfetched += 1
+                    unfetched += 1
+                freed += size
+            self._bytes -= evictedBytes
+            self.evictions += evicted
+            self.evicted_unfetched += unfetched
+        self._noteTailLooked(now, bool(freed))
         return freed
 
     def _reclaimTail(self, now):
@@ -217,16 +243,30 @@ class MemoryKeyspace:
         before allocating, so storing over expired items does not grow the
         cache.
         """
-        items = self._items
-        every = min(TAIL_CHECK_EVERY, max(1, len(items) >> 6))
-        self._untilTailCheck = every
+        window = 2 * min(TAIL_CHECK_EVERY, max(1, len(self._items) >> 6)) + TAIL_WINDOW
         expired = [
             (key, item)
-            for key, item in islice(items.items(), 2 * every + TAIL_WINDOW)
+            for key, item in islice(self._items.items(), window)
             if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now
         ]
         for key, item in expired:
             self._expire(key, item)
+        self._noteTailLooked(now, bool(expired))
+
+    def _noteTailLooked(self, now, found):
+        """
+        Schedule the next look at the tail: soon if this one found expired
+        items, else after twice as many inserts as last time (up to
+        L{TAIL_CHECK_MAX}) or a second, whichever comes first.  A cache
+        without expiring items then hardly pays for the looks, whose walk
+        from the front of the dict grows with the holes removals leave.
+        """
+        if found:
+            self._tailInterval = min(TAIL_CHECK_EVERY, max(1, len(self._items) >> 6))
+        else:
+            self._tailInterval = min(self._tailInterval * 2, TAIL_CHECK_MAX)
+        self._untilTailCheck = self._tailInterval
+        self._nextTailTime = now + 1
 
     def _link(self, key, item, size, now):
         """
@@ -236,7 +276,7 @@ class MemoryKeyspace:
         if size > self.maxBytes:
             return False
         self._untilTailCheck -= 1
-        if self._untilTailCheck <= 0:
+        if self._untilTailCheck <= 0 or now >= self._nextTailTime:
             self._reclaimTail(now)
         if self._bytes + size > self.maxBytes:
             self._pullTail(self._bytes + size - self.maxBytes, now)
