@@ -13,9 +13,9 @@ from tests.unit.helpers import World
 
 @pytest.fixture
 def node():
-    world = World()
-    service = IntrospectionService(world.clock, interval=0.1, sliceSeconds=60, slices=10)
-    world.registry.introspection = service
+    world = World(introspection=lambda clock: IntrospectionService(
+        clock, interval=0.1, sliceSeconds=60, slices=10))
+    service = world.introspection
     service.startService()
     yield world, service
     service.stopService()
@@ -188,9 +188,8 @@ def test_largeBatchesAreSampled(node):
 
 
 def test_introspectionOff():
-    world = World()
-    service = IntrospectionService(world.clock, enabled=False)
-    world.registry.introspection = service
+    world = World(introspection=lambda clock: IntrospectionService(clock, enabled=False))
+    service = world.introspection
     proto, transport = connect(world)
     send(proto, transport, b"get x\r\n")
     assert proto.session.tap is discard

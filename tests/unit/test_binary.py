@@ -708,7 +708,7 @@ def asyncConn(world):
 
 def test_asyncInOrder(asyncConn):
     """
-    While a keyspace Deferred is pending, later requests are not
+    While a keyspace Deferred is pending, the requests already read are
     dispatched, reading pauses, and replies leave in request order however
     the Deferreds fire.
     """
@@ -723,22 +723,21 @@ def test_asyncInOrder(asyncConn):
         frame(B.NOOP, opaque=5),
     )
     assert [r.opaque for r in rs] == [1]
-    assert [name for name, _, _ in c.ks.calls] == ["get"]
+    assert [name for name, _, _ in c.ks.calls] == ["get", "store", "delete"]
     assert c.transport.producerState == "paused"
-    # more data while waiting is kept, not parsed
+    # more data while waiting is parsed and queued behind
     c.proto.dataReceived(frame(B.NOOP, opaque=6))
-    assert len(c.ks.calls) == 1
+    assert c.responses() == []
+    c.ks.calls[2][2].callback(DeleteResult.NOT_FOUND)
+    c.ks.calls[1][2].callback((StoreResult.STORED, 43))
+    assert c.responses() == []
+    assert c.transport.producerState == "paused"
     c.ks.calls[0][2].callback(Item(b"a", b"A", 0, 0, 42, 0))
     rs = c.responses()
-    assert [(r.opaque, r.value) for r in rs] == [(2, b"A")]
-    assert [name for name, _, _ in c.ks.calls] == ["get", "store"]
-    assert c.transport.producerState == "paused"
-    c.ks.calls[1][2].callback((StoreResult.STORED, 43))
-    (r,) = c.responses()
-    assert (r.opaque, r.cas) == (3, 43)
-    c.ks.calls[2][2].callback(DeleteResult.NOT_FOUND)
-    rs = c.responses()
-    assert [(r.opaque, r.status) for r in rs] == [(4, 1), (5, 0), (6, 0)]
+    assert [(r.opaque, r.status, r.value, r.cas) for r in rs] == [
+        (2, 0, b"A", 42), (3, 0, b"", 43), (4, 1, b"Not found", 0), (5, 0, b"", 0),
+        (6, 0, b"", 0),
+    ]
     assert c.transport.producerState == "producing"
 
 
