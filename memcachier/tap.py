@@ -319,7 +319,7 @@ def buildService(settings, reactor):
     from memcachier.control.schema import makeEngine
     from memcachier.protocols.sniff import MemcacheFactory
     from memcachier.runtime import CacheRegistry
-    from memcachier.stores.plugins import makeStore
+    from memcachier.stores.discovery import makeStore
 
     top = MultiService()
 

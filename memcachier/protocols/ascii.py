@@ -492,7 +492,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
                 items = gatherResults(
                     [maybeDeferred(lambda i=i: i) for i in items], consumeErrors=True
                 )
-        if items.__class__ is Deferred:
+        if isinstance(items, Deferred):
             self.later(
                 items, _renderManyWithCas if withCas else _renderMany, _serverError, out
             )

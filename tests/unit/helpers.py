@@ -10,7 +10,14 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from memcachier.protocols.sniff import MemcacheFactory
 from memcachier.runtime import CacheRegistry
 from memcachier.stores.memory import MemoryStore
-from memcachier.testing import MemoryControlIndex
+from memcachier.testing import AsyncStore, MemoryControlIndex
+
+#: the stores codec tests run against: the memory store, and the same
+#: answering through Deferreds fired by the clock
+STORES = {
+    "memory": MemoryStore,
+    "async": lambda clock: AsyncStore(MemoryStore(clock), clock),
+}
 
 
 class World:

@@ -5,18 +5,27 @@ The ASCII codec, driven byte for byte without sockets.
 import pytest
 
 from memcachier.control.model import Plan
-from tests.unit.helpers import World
+from tests.unit.helpers import STORES, World
 
 
-@pytest.fixture
-def world():
-    return World()
+@pytest.fixture(params=sorted(STORES))
+def world(request):
+    """
+    A node over the memory store, and over the same store answering
+    through Deferreds: every test of the codec runs against both.
+    """
+    return World(store=STORES[request.param])
 
 
 def exchange(conn, data):
+    """
+    Feed C{data} and return what was written, once every late answer due
+    has fired (the clock's calls at the current time).
+    """
     proto, transport = conn
     transport.clear()
     proto.dataReceived(data)
+    proto.session.reactor.advance(0)
     return transport.value()
 
 
@@ -66,6 +75,7 @@ def test_valueInPieces(world):
     transport.clear()
     for piece in (b"set k 0 0 10\r", b"\n01234", b"567", b"89\r", b"\nget k\r\n"):
         proto.dataReceived(piece)
+    world.clock.advance(0)
     assert transport.value() == b"STORED\r\nVALUE k 0 10\r\n0123456789\r\nEND\r\n"
 
 
@@ -96,6 +106,7 @@ def test_tooLargeSwallowed(world):
     for _ in range(20):
         proto.dataReceived(b"x" * 100000)
     proto.dataReceived(b"\r\nget big\r\n")
+    world.clock.advance(0)
     assert transport.value() == b"SERVER_ERROR object too large for cache\r\nEND\r\n"
     assert len(proto.codec._buffer) < 100
 
@@ -259,6 +270,7 @@ def test_slowReaderStopsAnswers(world):
     assert sent < 3_000_000
     assert transport.producerState == "paused"
     codec.resumeProducing()  # drained
+    world.clock.advance(0)  # a late multi-get is rendered whole when it arrives
     reply = transport.value()
     assert reply.count(b"VALUE big 0 100000\r\n") == 200
     assert reply.endswith(b"END\r\nVERSION 1.6.21\r\n")

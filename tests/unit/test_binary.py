@@ -20,7 +20,7 @@ from memcachier.protocols.session import AuthThrottle, Session
 from memcachier.runtime import CacheRegistry
 from memcachier.testing import MemoryControlIndex
 
-from tests.unit.helpers import World
+from tests.unit.helpers import STORES, World
 
 HEADER = struct.Struct(">BBHBBHIIQ")
 Response = namedtuple("Response", "opcode status extras key value cas opaque")
@@ -92,6 +92,7 @@ class Connection:
         return self.responses()
 
     def responses(self):
+        self.world.clock.advance(0)
         data = self.transport.value()
         self.transport.clear()
         return parse(data)
@@ -110,9 +111,13 @@ class Connection:
         return self
 
 
-@pytest.fixture
-def world():
-    return World()
+@pytest.fixture(params=sorted(STORES))
+def world(request):
+    """
+    A node over the memory store, and over the same store answering
+    through Deferreds: every test of the codec runs against both.
+    """
+    return World(store=STORES[request.param])
 
 
 @pytest.fixture
