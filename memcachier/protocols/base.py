@@ -53,6 +53,7 @@ import socket
 from collections import deque
 
 from twisted.internet import tcp
+from twisted.internet.defer import FirstError
 from twisted.internet.interfaces import IPullProducer, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -80,6 +81,9 @@ def failureReason(failure):
     @type failure: L{Failure}
     @rtype: L{bytes}
     """
+    if failure.check(FirstError):
+        # one of several keys of a multi-key request
+        failure = failure.value.subFailure
     if failure.check(KeyspaceError) and failure.value.args:
         text = str(failure.value.args[0]).encode("ascii", "replace")[:MAX_REASON]
         text = bytes(c if 32 <= c < 127 else 63 for c in text).strip()
