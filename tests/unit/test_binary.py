@@ -776,3 +776,37 @@ def test_asyncLostConnection(asyncConn):
     c.transport.loseConnection()
     c.ks.calls[0][2].callback(None)
     assert c.responses() == []
+
+
+def test_statDetail():
+    """
+    STAT C{detail on|off|dump} as memcached 1.6.18 answers it: on and off
+    answer the terminator alone; dump is one stat C{detailed} holding the
+    ASCII dump, scoped to the caller's cache; an unknown subcommand is
+    0x01; C{detail} alone is an empty success.
+    """
+    from memcachier.analytics.introspection import IntrospectionService
+
+    world = World(introspection=lambda clock: IntrospectionService(clock))
+    c = Connection(world).auth()
+    rs = c.send(frame(B.STAT, b"detail on", opaque=1))
+    assert [(r.status, r.key, r.value, r.opaque) for r in rs] == [(0, b"", b"", 1)]
+    c.send(frame(B.GET, b"user:1"), setFrame(b"user:2", b"v"), frame(B.GET, b"user:2"),
+           frame(B.DELETE, b"user:3"))
+    rs = c.send(frame(B.STAT, b"detail dump", opaque=2))
+    assert [(r.status, r.key, r.value) for r in rs] == [
+        (0, b"detailed", b"PREFIX user get 2 hit 1 set 1 del 1\r\nEND\r\n"),
+        (0, b"", b""),
+    ]
+    assert [(r.status, r.value) for r in c.send(frame(B.STAT, b"detail off"))] == [(0, b"")]
+    assert [(r.status, r.value) for r in c.send(frame(B.STAT, b"detail"))] == [(0, b"")]
+    assert c.one(frame(B.STAT, b"detail foo")).status == 0x01
+    assert c.one(frame(B.STAT, b"detailx on")).status == 0x01
+    other = Connection(world).auth(b"other")
+    rs = other.send(frame(B.STAT, b"detail dump"))
+    assert [(r.key, r.value) for r in rs] == [(b"detailed", b"END\r\n"), (b"", b"")]
+
+
+def test_statDetailNeedsIntrospection(conn):
+    r = conn.one(frame(B.STAT, b"detail on"))
+    assert (r.status, r.value) == (0x84, b"stats detail needs introspection, which is off")
