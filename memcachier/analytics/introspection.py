@@ -372,6 +372,7 @@ class Introspector:
         """
         detail = self._detail
         delimiter = _DELIMITER_BYTE
+        limit = MAX_DETAIL_PREFIXES
 
         def counts(key):
             i = key.find(delimiter)
@@ -380,7 +381,7 @@ class Introspector:
             prefix = key[:i]
             c = detail.get(prefix)
             if c is None:
-                if len(detail) >= MAX_DETAIL_PREFIXES:
+                if len(detail) >= limit:
                     return None
                 c = detail[prefix] = [0, 0, 0, 0]
             return c
