@@ -75,8 +75,9 @@ MAX_REASON = 64
 def failureReason(failure):
     """
     The short reason a client is shown for a failed keyspace call: the
-    text of a L{KeyspaceError} (printable ASCII, at most L{MAX_REASON}
-    bytes), else C{backend failure} (never a traceback or internal detail).
+    text of a L{KeyspaceError} (printable ASCII, other bytes as spaces, at
+    most L{MAX_REASON} bytes), else C{backend failure} (never a traceback
+    or internal detail).
 
     @type failure: L{Failure}
     @rtype: L{bytes}
@@ -86,7 +87,7 @@ def failureReason(failure):
         failure = failure.value.subFailure
     if failure.check(KeyspaceError) and failure.value.args:
         text = str(failure.value.args[0]).encode("ascii", "replace")[:MAX_REASON]
-        text = bytes(c if 32 <= c < 127 else 63 for c in text).strip()
+        text = bytes(c if 32 <= c < 127 else 32 for c in text).strip()
         if text:
             return text
     return b"backend failure"

@@ -290,3 +290,21 @@ def test_synchronousKeyspaceMakesNoDeferred(monkeypatch):
         frame(B.INCREMENT, b"n", struct.pack(">QQI", 1, 0, 0)), frame(B.FLUSH),
     )
     assert [r.status for r in rs] == [0, 0, 0, 0, 0]
+
+
+def test_failureReasonIsShortAndPrintable():
+    """
+    A keyspace's reason reaches the client as one printable line of at
+    most 64 bytes (no reply can be forged with CR/LF); other exceptions
+    show nothing of themselves.
+    """
+    from twisted.python.failure import Failure
+
+    from memcachier.protocols.base import failureReason
+
+    forged = Failure(KeyspaceError("down\r\nSTORED\r\n" + "x" * 100))
+    reason = failureReason(forged)
+    assert reason.startswith(b"down  STORED  xx") and len(reason) == 64
+    assert failureReason(Failure(RuntimeError("/etc/secret"))) == b"backend failure"
+    assert failureReason(Failure(KeyspaceError())) == b"backend failure"
+    assert failureReason(Failure(KeyspaceError("\r\n"))) == b"backend failure"
