@@ -50,8 +50,8 @@ from memcachier.commands import (
     StoreMode,
     StoreResult,
     itemCas,
+    itemFields,
     itemFlags,
-    itemValue,
 )
 from memcachier.protocols.base import FLUSH_AT, CodecProtocol, renderDetailDump
 from memcachier.protocols.sasl import MECHANISMS, parsePlain
@@ -450,20 +450,19 @@ class BinaryProtocol(CodecProtocol):
             else:
                 out.append(_error(opcode, KEY_ENOENT, opaque))
             return
-        value = itemValue(item)
+        value, flags, cas = itemFields(item)
         if opcode in _KEYED_GETS:
             out.append(
                 _packWithFlags(
                     RESPONSE_MAGIC, opcode, len(key), 4, 0, SUCCESS,
-                    4 + len(key) + len(value), opaque, itemCas(item), itemFlags(item),
+                    4 + len(key) + len(value), opaque, cas, flags,
                 )
                 + key
             )
         else:
             out.append(
                 _packWithFlags(
-                    RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4 + len(value), opaque,
-                    itemCas(item), itemFlags(item),
+                    RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4 + len(value), opaque, cas, flags,
                 )
             )
         out.append(value)

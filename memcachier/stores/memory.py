@@ -83,6 +83,7 @@ _NOT_FOUND = StoreResult.NOT_FOUND
 _HOT = ITEM_FETCHED | ITEM_ACTIVE
 _EXPTIME = struct.Struct("<I").unpack_from
 _VALUE_AT = ITEM_PREFIX_SIZE
+_ATIME_BITS = struct.Struct("<IB").pack
 
 
 
@@ -187,7 +188,10 @@ class MemoryKeyspace:
             self.get_expired += 1
             return None
         if bits & _HOT != _HOT:
-            item = self._items[key] = repackItem(item, atime=now, bits=bits | _HOT)
+            # atime and bits are adjacent: one small copy of the item
+            item = self._items[key] = b"".join(
+                (item[:12], _ATIME_BITS(int(now), bits | _HOT), item[17:])
+            )
         return item
 
     def _pullTail(self, need, now):

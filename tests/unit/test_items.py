@@ -15,6 +15,7 @@ from memcachier.commands import (
     itemCas,
     itemExptime,
     itemFetched,
+    itemFields,
     itemFlags,
     itemValue,
     itemValueLength,
@@ -70,3 +71,11 @@ def test_repackKeepsValue():
     assert (itemValue(again), itemFlags(again), itemCas(again)) == (b"value", 7, 4)
     assert (itemExptime(again), itemAtime(again), itemFetched(again)) == (0, 50, True)
     assert itemExptime(repackItem(item)) == 100
+
+
+@pytest.mark.parametrize("flags", [0, 7, 2**32 - 1])
+def test_fields(flags):
+    """
+    L{itemFields} gives a binary reply's value, flags and CAS at once.
+    """
+    assert itemFields(packItem(b"val", flags, 0, 99)) == (b"val", flags, 99)
