@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import attr
 from twisted.internet import defer
 from twisted.mail.smtp import ESMTPSenderFactory
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from memcachier.interfaces import IAlertDeliverer
@@ -120,7 +121,7 @@ def _withTimeout(d, clock, timeout, what):
     def done(result):
         if call.active():
             call.cancel()
-        if timedOut and isinstance(result, defer.failure.Failure):
+        if timedOut and isinstance(result, Failure):
             raise DeliveryError(f"{what}: no answer within {timeout:g}s")
         return result
 

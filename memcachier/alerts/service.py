@@ -310,3 +310,88 @@ class AlertService(Service):
         d.addErrback(lambda f: self._log.failure("recording alert delivery {deliveryId} failed",
                                                  f, deliveryId=deliveryId))
         return d
+
+
+def deliverersFor(settings, reactor, http=None, connectSMTP=None):
+    """
+    The C{makeDeliverer(config)} of L{AlertService}: an L{IAlertDeliverer}
+    for a delivery config L{dict}.
+
+    @param settings: L{memcachier.config.Settings} (C{[alerts.smtp]}).
+    @param http: a treq L{HTTPClient} (one over an L{Agent} on C{reactor},
+        which verifies certificates, by default).
+    @param connectSMTP: C{connect(host, port, factory)} (TCP by default).
+    """
+    from memcachier.alerts import delivery
+
+    if http is None:
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent
+
+        http = HTTPClient(Agent(reactor))
+    smtp = delivery.SMTPSettings(
+        host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
+        username=settings.smtp_username, password=settings.smtp_password,
+        sender=settings.smtp_sender,
+    )
+    connect = connectSMTP or delivery.tcpConnector(reactor)
+
+    def makeDeliverer(config):
+        kind = config.get("delivery_type")
+        if kind == "email":
+            return delivery.EmailDeliverer(smtp, config["email"], reactor, connect)
+        if kind == "slack":
+            return delivery.SlackDeliverer(
+                http, reactor, config["slack_url"], config.get("slack_channel", "")
+            )
+        if kind == "webhook":
+            return delivery.WebhookDeliverer(
+                http, reactor, config["webhook_url"], config["webhook_secret"]
+            )
+        raise ValueError(f"unknown delivery type {kind!r}")
+
+    return makeDeliverer
+
+
+def latencyFrom(analytics, settings):
+    """
+    C{latencyOf(cacheId, now)} for L{AlertService}: the highest of the
+    cache's servers' latest probe (over the last two probe periods, or
+    the window if longer), in milliseconds, from the analytics store.
+    """
+    from memcachier.analytics import series
+
+    def latencyOf(cacheId, now):
+        cache = analytics.index.cache(cacheId)
+        cluster = cache.cluster if cache is not None else settings.default_cluster
+        servers = settings.clusters.get(cluster, (settings.node_name,))
+        span = max(settings.alerts_window, 2 * settings.analytics_latency_period)
+        d = analytics.store.latencyBuckets(servers, series.LATENCY_PERIOD, now - span, now)
+
+        def latest(rows):
+            last = {}
+            for server, time, ns in rows:
+                last[server] = ns
+            return max(last.values()) / 1e6 if last else None
+
+        return d.addCallback(latest)
+
+    return latencyOf
+
+
+def makeAlerts(registry, index, engine, pool, settings, reactor, analytics=None):
+    """
+    The alert service of a node and the store the API's alert routes use.
+
+    @return: a 2-tuple of L{AlertService} and L{AsyncAlerts}.
+    """
+    from memcachier.alerts.repository import AlertRepository, AsyncAlerts
+
+    store = AsyncAlerts(AlertRepository(engine, reactor), pool, reactor)
+    service = AlertService(
+        store, registry, index, deliverersFor(settings, reactor), settings.node_name,
+        settings.web_public_url, reactor, interval=settings.alerts_interval,
+        window=settings.alerts_window,
+        latencyOf=latencyFrom(analytics, settings) if analytics is not None else None,
+    )
+    return service, store
