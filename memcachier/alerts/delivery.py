@@ -10,6 +10,7 @@ L{checkHookURL}).
 """
 
 import email.message
+import email.policy
 import email.utils
 import hashlib
 import hmac
@@ -243,7 +244,10 @@ def renderEmail(message, sender, recipient, clock):
     mail["Message-ID"] = email.utils.make_msgid("alert", domain=domain)
     mail["X-Memcachier-Alert"] = f"{message.alertId} {message.kind}"
     mail.set_content(message.text())
-    return mail.as_bytes()
+    # Lines up to RFC 5322's 998: a subject folded right after "Subject:"
+    # reads with a leading space in some clients.  Line ends stay "\n":
+    # the SMTP client turns them into CRLF.
+    return mail.as_bytes(policy=email.policy.default.clone(max_line_length=998))
 
 
 def tcpConnector(reactor):

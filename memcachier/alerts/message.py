@@ -15,9 +15,13 @@ from memcachier.analytics.series import formatTime
 
 def formatNumber(value):
     """
-    C{12.5}, C{50} (no C{.0}), at most two decimals.
+    C{12.5}, C{50} (no C{.0}), at most two decimals; a small value keeps
+    two significant digits (C{0.0012}), so it never reads as 0.
     """
-    rounded = round(float(value), 2)
+    value = float(value)
+    if 0 < abs(value) < 0.01:
+        return f"{value:.2g}"
+    rounded = round(value, 2)
     if rounded == int(rounded):
         return str(int(rounded))
     return f"{rounded:g}"

@@ -190,7 +190,7 @@ class AlertService(Service):
                 cacheName=cache.name,
                 triggerType=alert["trigger_type"],
                 description=alert["description"],
-                value=round(value, 2),
+                value=value,
                 threshold=alert["trigger_threshold"],
                 time=now,
                 dashboardUrl=self.dashboardUrl(cache.id),
