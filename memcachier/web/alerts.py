@@ -88,6 +88,20 @@ def parseId(text, what):
     return int(text)
 
 
+def alertIdOf(request, text):
+    """
+    The C{<alertId>} segment of C{alerts/<alertId>}.  C{alerts/configs} is
+    its own route (GET, POST); another method on it lands here and gets
+    the 405 it would get anywhere else.
+
+    @raise ApiError: 405 for C{configs}, 400 for anything not a number.
+    """
+    if text == "configs":
+        method = request.method.decode("ascii", "replace")
+        raise ApiError(405, f"method {method} not allowed here", {b"Allow": b"GET, POST"})
+    return parseId(text, "alert")
+
+
 def _number(value):
     """
     A threshold rendered as the contract shows it (C{50}, not C{50.0}).
@@ -287,14 +301,14 @@ class AlertsAPI:
     @route("/alerts/<alertId>", ["GET"])
     async def getAlert(self, request, cacheId, alertId):
         caller = self._caller(request, cacheId)
-        alertId = parseId(alertId, "alert")
+        alertId = alertIdOf(request, alertId)
         alert = await self.store.getAlert(caller.cacheId, alertId).addErrback(_refusal)
         return jsonResponse(request, alertJSON(alert))
 
     @route("/alerts/<alertId>", ["PUT"])
     async def updateAlert(self, request, cacheId, alertId):
         caller = self._caller(request, cacheId)
-        alertId = parseId(alertId, "alert")
+        alertId = alertIdOf(request, alertId)
         body = readObject(request, ("id",) + ALERT_FIELDS)
         if "id" in body and body.pop("id") != alertId:
             raise ApiError(400, f"id: the body's id must be the path's ({alertId}) or left out")
@@ -306,7 +320,7 @@ class AlertsAPI:
     @route("/alerts/<alertId>", ["DELETE"])
     async def deleteAlert(self, request, cacheId, alertId):
         caller = self._caller(request, cacheId)
-        alertId = parseId(alertId, "alert")
+        alertId = alertIdOf(request, alertId)
         requireNoBody(request)
         alert = await self.store.deleteAlert(caller.cacheId, alertId).addErrback(_refusal)
         return jsonResponse(request, alertJSON(alert), 201)
@@ -332,6 +346,16 @@ class AlertsAPI:
         fields = checkConfigFields(readObject(request, CONFIG_FIELDS), self.allowHttpLoopback)
         config = await self.store.createConfig(caller.cacheId, **fields)
         return jsonResponse(request, configJSON(config), 201)
+
+    @route("/alerts/configs", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
+    def configsOtherMethods(self, request, cacheId):
+        """
+        Only a 405 with C{Allow: GET, POST}: without this, werkzeug would
+        advertise the methods of C{alerts/<alertId>} too, whose pattern
+        also matches C{alerts/configs}.  Not in the document (it serves
+        nothing).
+        """
+        return alertIdOf(request, "configs")
 
     @route("/alerts/configs/<configId>", ["DELETE"])
     async def deleteConfig(self, request, cacheId, configId):
