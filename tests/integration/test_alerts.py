@@ -486,3 +486,95 @@ def test_docsCurlExamples(memcachier_server_factory):
         elif "-X POST" in command:
             ids.setdefault("ALERT_ID", json.loads(body)["id"])
     assert set(ids) == {"CONFIG_ID", "ALERT_ID"}
+
+
+def test_webhookIsSignedOverHTTP(memcachier_server_factory):
+    """
+    A webhook config gets the documented JSON, signed with its secret.
+    """
+    import hashlib
+    import hmac
+
+    receiver = SlackStandIn()
+    try:
+        server = memcachier_server_factory(config=alertsConfig(freePort()))
+        api = Api(server)
+        config = api.config(delivery_type="webhook", webhook_url=receiver.url,
+                            webhook_secret="shared secret")
+        api.alert("memory_usage", 0, config["id"])
+        pylibmcClient(server).set("one", b"1")
+        request = waitFor(lambda: receiver.requests and receiver.requests[0], "the webhook")
+        expected = "sha256=" + hmac.new(b"shared secret", request["raw"],
+                                        hashlib.sha256).hexdigest()
+        assert request["headers"]["X-Memcachier-Signature"] == expected
+        body = request["json"]
+        assert (body["event"], body["trigger_type"], body["threshold"]) == (
+            "fired", "memory_usage", 0.0)
+        assert body["cache_id"] == server.cache_id and body["value"] > 0
+        assert body["dashboard_url"] == (
+            f"http://127.0.0.1:{server.web_port}/caches/{server.cache_id}/")
+    finally:
+        receiver.stop()
+
+
+def test_relayWithUntrustedCertificateGetsNothing(memcachier_server_factory, tmp_path,
+                                                  monkeypatch):
+    """
+    STARTTLS is verified: a relay whose certificate comes from a CA the
+    server does not trust receives no message, and the failure is recorded.
+    """
+    trusted = makeCA(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    untrusted = makeCA(other)
+    monkeypatch.setenv("SSL_CERT_FILE", str(trusted[0]))
+    relay = SMTPServer(untrusted[1], untrusted[2])
+    relay.start()
+    try:
+        server = memcachier_server_factory(config=alertsConfig(relay.port))
+        api = Api(server)
+        config = api.config(delivery_type="email", email="ops@example.com")
+        alert = api.alert("memory_usage", 0, config["id"])
+        pylibmcClient(server).set("one", b"1")
+
+        def recorded():
+            events = api.events(alert["id"])
+            return events and events[0]["deliveries"][0]["last_error"]
+
+        error = waitFor(recorded, "the failed STARTTLS recorded")
+        assert "SMTP relay" in error
+        assert relay.messages == []
+    finally:
+        relay.stop()
+
+
+def test_oneNodeDeliversOnASharedControlPlane(memcachier_server_factory, postgresql_url, slack):
+    """
+    Two nodes on one PostgreSQL control plane, both serving the cache: the
+    alert is delivered once, by the lease holder; when that node stops,
+    the other takes the lease over and delivers the next alert.
+    """
+    config = alertsConfig(freePort())
+    first = memcachier_server_factory(database=postgresql_url, config=config)
+    second = memcachier_server_factory(database=postgresql_url, config=config,
+                                       create_cache=False)
+    second.cache_id, second.username, second.password = (
+        first.cache_id, first.username, first.password)
+    api = Api(first)
+    slackConfig = api.config(delivery_type="slack", slack_url=slack.url)
+    api.alert("memory_usage", 0, slackConfig["id"])
+    for node in (first, second):
+        pylibmcClient(node).set("one", b"1")
+    waitFor(lambda: slack.accepted("fired"), "the firing")
+    time.sleep(4)
+    assert len(slack.requests) == 1
+    holders = [n for n in (first, second) if "evaluates and delivers alerts" in n.log()]
+    assert len(holders) == 1
+    holder = holders[0]
+    survivor = second if holder is first else first
+    holder.stop()
+    Api(survivor).alert("memory_usage", 0, slackConfig["id"])
+    waitFor(lambda: len(slack.accepted("fired")) == 2, "the survivor's firing")
+    assert "evaluates and delivers alerts" in survivor.log()
+    time.sleep(3)
+    assert len(slack.requests) == 2

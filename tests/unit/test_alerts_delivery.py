@@ -306,3 +306,31 @@ def test_hookURLs():
     ]:
         with pytest.raises(DestinationError, match=fragment.replace("/", "/")):
             checkHookURL(url, allowHttpLoopback=allow)
+
+
+def test_optionalSTARTTLSGoesOnWithoutIt():
+    """
+    C{starttls = "optional"}: a relay without STARTTLS still gets the mail.
+    """
+    relay = FakeRelay()
+    settings = SMTPSettings(host="relay.test", starttls="optional")
+    d = EmailDeliverer(settings, "ops@example.com", Clock(), relay.connect).deliver(MESSAGE)
+    relay.say(b"220 relay.test ESMTP")
+    relay.heard()
+    relay.say(b"250-relay.test\r\n250 8BITMIME")
+    assert relay.heard().startswith(b"MAIL FROM:")
+    assert not d.called
+
+
+def test_loginWhenAUsernameIsConfigured():
+    relay = FakeRelay()
+    settings = SMTPSettings(host="relay.test", starttls="off", username="bot", password="pw")
+    EmailDeliverer(settings, "ops@example.com", Clock(), relay.connect).deliver(MESSAGE)
+    relay.say(b"220 relay.test ESMTP")
+    relay.heard()
+    relay.say(b"250-relay.test\r\n250 AUTH PLAIN")
+    import base64
+
+    line = relay.heard()
+    assert line.startswith(b"AUTH PLAIN ")
+    assert base64.b64decode(line[len(b"AUTH PLAIN "):].strip()).endswith(b"\0bot\0pw")

@@ -230,3 +230,60 @@ def test_changingTheTriggerStartsAfresh(world):
 def test_backoff():
     assert [backoff(60, n) for n in range(1, 6)] == [60, 120, 240, 480, 960]
     assert backoff(60, 30) == alertservice.MAX_BACKOFF
+
+
+def test_latencyAlertReadsTheProbes(world):
+    """
+    A latency alert judges the figure C{latencyOf} gives (the analytics
+    probes), in milliseconds.
+    """
+    asked = []
+
+    def latencyOf(cacheId, now):
+        asked.append(cacheId)
+        return defer.succeed(8.0)
+
+    world.alert(trigger="latency", threshold=5)
+    s = AlertService(
+        world.store, world.registry, world.index, lambda config: world.recorder,
+        "127.0.0.1:11211", "http://dash.test", world.reactor, interval=INTERVAL,
+        window=30.0, latencyOf=latencyOf,
+    )
+    world.services.append(s)
+    s.startService()
+    world.ticks(2)
+    assert asked and set(asked) == {world.cache.id}
+    assert [(m.kind, m.value) for m in world.recorder.delivered] == [("fired", 8.0)]
+
+
+def test_latencyFromTheAnalyticsStore():
+    """
+    L{alertservice.latencyFrom}: the highest of the servers' latest mean
+    round trips, in milliseconds; L{None} without probes.
+    """
+    from memcachier.config import Settings
+
+    class Index:
+        def cache(self, cacheId):
+            return None
+
+    class Store:
+        def __init__(self, rows):
+            self.rows = rows
+            self.asked = None
+
+        def latencyBuckets(self, servers, resolution, start, end):
+            self.asked = (tuple(servers), resolution, start, end)
+            return defer.succeed(self.rows)
+
+    class Analytics:
+        index = Index()
+
+    settings = Settings(clusters={"default": ("a:1", "b:2")}, alerts_window=300.0)
+    analytics = Analytics()
+    analytics.store = Store([("a:1", 0, 2e6), ("a:1", 20, 1e6), ("b:2", 0, 3e6)])
+    latencyOf = alertservice.latencyFrom(analytics, settings)
+    assert result(latencyOf(1, 1000.0)) == 3.0
+    assert analytics.store.asked == (("a:1", "b:2"), 20, 700.0, 1000.0)
+    analytics.store = Store([])
+    assert result(latencyOf(1, 1000.0)) is None
