@@ -81,6 +81,7 @@ class AlertService(Service):
         self._windows = {}
         self._states = {}
         self._inflight = set()
+        self._recorded = {}
         self._timers = {}
         self._loop = None
 
@@ -110,6 +111,11 @@ class AlertService(Service):
         return None
 
     def _safeTick(self):
+        if self.pending is not None and not self.pending.called:
+            # The previous round is still waiting on the database: two
+            # rounds at once could both record the same firing.
+            self._log.warn("alert evaluation skipped: the previous one is still running")
+            return None
         d = defer.maybeDeferred(self.tick)
         d.addErrback(lambda f: self._log.failure("alert evaluation failed", f))
         self.pending = d
@@ -234,8 +240,16 @@ class AlertService(Service):
         if not self.leader:
             return
         now = self._reactor.seconds()
-        for row in (yield self.store.pendingDeliveries()):
+        rows = yield self.store.pendingDeliveries()
+        pending = {row["id"] for row in rows}
+        for deliveryId in list(self._recorded):
+            if deliveryId not in pending and deliveryId not in self._inflight:
+                del self._recorded[deliveryId]
+        for row in rows:
             if row["id"] in self._inflight:
+                continue
+            if row["attempts"] < self._recorded.get(row["id"], 0):
+                # Read before an attempt of ours was recorded: stale.
                 continue
             due = row["next_attempt"] or 0.0
             if due <= now:
@@ -247,7 +261,7 @@ class AlertService(Service):
         call = self._timers.get(deliveryId)
         if call is not None and call.active():
             return
-        self._timers[deliveryId] = self._reactor.callLater(delay, self._wake, deliveryId)
+        self._timers[deliveryId] = self._reactor.callLater(max(0.0, delay), self._wake, deliveryId)
 
     def _wake(self, deliveryId):
         self._timers.pop(deliveryId, None)
@@ -269,6 +283,7 @@ class AlertService(Service):
             d = defer.fail()
 
         def delivered(_):
+            self._recorded[deliveryId] = MAX_ATTEMPTS + 1
             self._log.info(
                 "alert delivery {deliveryId} ({kind}) to {type} config {configId} delivered "
                 "(attempt {attempts})",
@@ -278,6 +293,7 @@ class AlertService(Service):
             return self.store.deliveryDone(deliveryId, self._reactor.seconds(), attempts)
 
         def failed(failure):
+            self._recorded[deliveryId] = attempts if attempts < MAX_ATTEMPTS else MAX_ATTEMPTS + 1
             error = failure.getErrorMessage() or failure.type.__name__
             if attempts >= MAX_ATTEMPTS:
                 nextAttempt = None

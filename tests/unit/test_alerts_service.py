@@ -287,3 +287,49 @@ def test_latencyFromTheAnalyticsStore():
     assert analytics.store.asked == (("a:1", "b:2"), 20, 700.0, 1000.0)
     analytics.store = Store([])
     assert result(latencyOf(1, 1000.0)) is None
+
+
+class SlowSnapshots:
+    """
+    The store, but C{evaluationSnapshot} answers only when told to.
+    """
+
+    def __init__(self, store):
+        self._store = store
+        self.waiting = []
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def evaluationSnapshot(self):
+        d = defer.Deferred()
+        self.waiting.append(d)
+        return d
+
+    def release(self):
+        for d in self.waiting:
+            d.callback(self._store.repository.evaluationSnapshot())
+        self.waiting = []
+
+
+def test_slowRoundsDoNotOverlap(world):
+    """
+    While a round waits on the database, the next ticks are skipped: two
+    rounds at once could both record the same firing.
+    """
+    world.alert()
+    world.runtime()
+    slow = SlowSnapshots(world.store)
+    s = AlertService(slow, world.registry, world.index, lambda config: world.recorder,
+                     "127.0.0.1:11211", "http://dash.test", world.reactor, interval=INTERVAL,
+                     window=30.0)
+    world.services.append(s)
+    s.startService()
+    world.ticks(5, hits=0, misses=100)
+    assert len(slow.waiting) == 1
+    slow.release()
+    world.ticks(1, hits=0, misses=100)
+    slow.release()
+    world.ticks(1, hits=0, misses=100)
+    slow.release()
+    assert kinds(world.recorder.delivered) == ["fired"]
