@@ -20,9 +20,7 @@ import sys
 
 from twisted.python.runtime import seconds
 
-from memcachier.alerts.message import AlertMessage, formatNumber
 from memcachier.control.repository import ControlPlaneError
-from memcachier.web.alerts import alertJSON, configJSON, eventJSON
 
 
 class _WallClock:
@@ -280,6 +278,9 @@ class Admin:
         self.controlPlane.getCache(cacheId)
 
     def alert_list(self, args):
+        from memcachier.alerts.message import AlertMessage
+        from memcachier.web.alerts import alertJSON, configJSON
+
         self._requireCache(args.cache_id)
         alerts = self._alerts().listAlerts(args.cache_id)
         configs = {c["id"]: c for c in self._alerts().listConfigs(args.cache_id)}
@@ -303,6 +304,9 @@ class Admin:
             )
 
     def alert_events(self, args):
+        from memcachier.alerts.message import formatNumber
+        from memcachier.web.alerts import eventJSON
+
         self._requireCache(args.cache_id)
         events = self._alerts().events(args.cache_id)
         if args.json:
