@@ -20,6 +20,10 @@ from memcachier.control.repository import ControlPlaneError
 #: Events L{AlertRepository.events} returns at most.
 EVENTS_LIMIT = 50
 
+#: Events kept per alert; older ones (and their deliveries) are deleted
+#: when a new one is recorded.
+EVENTS_KEPT = 100
+
 
 class UnknownAlert(ControlPlaneError):
     def __init__(self, cacheId, alertId):
@@ -223,12 +227,22 @@ class AlertRepository:
                     threshold=threshold, trigger_type=triggerType, message=message,
                 )
             ).inserted_primary_key[0]
-            return conn.execute(
+            delivery = conn.execute(
                 schema.alert_deliveries.insert().values(
                     event_id=event, destination=json.dumps(destination), status="pending",
                     attempts=0, next_attempt=now,
                 )
             ).inserted_primary_key[0]
+            e = schema.alert_events
+            old = [
+                r[0] for r in conn.execute(
+                    sa.select(e.c.id).where(e.c.alert_id == alertId)
+                    .order_by(e.c.id.desc()).offset(EVENTS_KEPT)
+                )
+            ]
+            if old:
+                conn.execute(e.delete().where(e.c.id.in_(old)))
+            return delivery
 
     def pendingDeliveries(self):
         """

@@ -333,3 +333,20 @@ def test_slowRoundsDoNotOverlap(world):
     world.ticks(1, hits=0, misses=100)
     slow.release()
     assert kinds(world.recorder.delivered) == ["fired"]
+
+
+def test_oldEventsAreDeleted(world):
+    """
+    An alert keeps its last L{EVENTS_KEPT} events (with their deliveries).
+    """
+    from memcachier.alerts.repository import EVENTS_KEPT
+
+    alert = world.alert()
+    config = world.config
+    for i in range(EVENTS_KEPT + 5):
+        world.repo.recordTransition(alert["id"], "fired" if i % 2 == 0 else "resolved",
+                                    1000.0 + i, 1.0, 50.0, "hit_rate", "{}", config)
+    events = world.repo.events(world.cache.id, alert["id"], limit=1000)
+    assert len(events) == EVENTS_KEPT
+    assert events[-1]["time"] == 1005.0
+    assert len(world.repo.pendingDeliveries()) == EVENTS_KEPT
