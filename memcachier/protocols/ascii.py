@@ -455,7 +455,7 @@ class AsciiProtocol(CodecProtocol):
         if result.__class__ is Deferred:
             return result.addCallback(self._authReply)
         out.append(self._authReply(result))
-        if result == AuthResult.TOO_MANY_CONNECTIONS:
+        if result == AuthResult.TOO_MANY_CONNECTIONS or result == AuthResult.THROTTLED:
             return _CLOSE
         return None
 

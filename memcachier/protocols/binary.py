@@ -705,6 +705,8 @@ class BinaryProtocol(CodecProtocol):
             out.append(_error(opcode, AUTH_ERROR, opaque, _TOO_MANY_CONNECTIONS))
         else:
             out.append(_error(opcode, AUTH_ERROR, opaque))
+            if result is AuthResult.THROTTLED:
+                self._closing = True
 
     def _saslStep(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
         # PLAIN has a single step: there is never anything to continue

@@ -12,7 +12,8 @@ from twisted.internet.protocol import Factory, Protocol
 
 from memcachier.protocols.ascii import AsciiProtocol
 from memcachier.protocols.binary import BinaryProtocol
-from memcachier.protocols.session import AuthThrottle, Session
+from memcachier.protocols.session import Session
+from memcachier.protocols.throttle import AuthThrottle
 
 BINARY_REQUEST_MAGIC = 0x80
 
