@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from memcachier.config import ConfigError, _endpointArgs, loadSettings
+from memcachier.tls import ReloadingContextFactory, tlsOptions  # noqa: F401 (tlsOptions: API)
 
 _log = Logger()
 
@@ -147,86 +148,57 @@ class ListenerService(Service):
         return None
 
 
-def tlsOptions(description, minimum):
+#: memcached's listen backlog (C{-b}); Twisted's default of 50 left
+#: thousands of clients believing they were connected under a burst
+DEFAULT_BACKLOG = 1024
+
+#: endpoint types whose descriptions take a C{backlog} option
+_BACKLOG_TYPES = ("tcp", "tcp6", "unix", "ssl")
+
+
+def withBacklog(description, backlog):
     """
-    TLS settings for an C{ssl:} listener, from its description, with a
-    floor on the TLS version that the description cannot lower.
-
-    Twisted's C{ssl:} endpoint string has no option for a minimum version
-    (only the fixed-version C{sslmethod}, which L{memcachier.config}
-    refuses), so we build the L{CertificateOptions} ourselves with
-    C{raiseMinimumTo}.
-
-    @param description: C{ssl:PORT:privateKey=...:certKey=...[:extraCertChain=...][:dhParameters=...][:interface=...][:backlog=...]}.
-    @param minimum: a L{twisted.internet.ssl.TLSVersion} constant.
-    @return: a 2-tuple of L{CertificateOptions} and a L{dict} with C{port},
-        C{interface} and C{backlog}.
+    C{description} with C{:backlog=BACKLOG} added when its type takes one
+    and it sets none.
     """
-    from twisted.internet import ssl
-    from twisted.python.filepath import FilePath
-
     args, kw = _endpointArgs(description)
-    port = int(kw.pop("port", args[1] if len(args) > 1 else 0))
-    privateKey = kw.pop("privateKey", "server.pem")
-    certKey = kw.pop("certKey", privateKey)
-    extraCertChain = kw.pop("extraCertChain", None)
-    dhParameters = kw.pop("dhParameters", None)
-    listening = {
-        "port": port,
-        "interface": kw.pop("interface", ""),
-        "backlog": int(kw.pop("backlog", 50)),
-    }
-    if kw:
-        raise ValueError(f"unsupported ssl: options in {description!r}: {', '.join(kw)}")
-    certificate = ssl.PrivateCertificate.loadPEM(
-        FilePath(certKey).getContent() + b"\n" + FilePath(privateKey).getContent()
-    )
-    chain = None
-    if extraCertChain is not None:
-        pem = FilePath(extraCertChain).getContent()
-        chain = [
-            ssl.Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + part).original
-            for part in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]
-        ]
-    dh = None
-    if dhParameters is not None:
-        dh = ssl.DiffieHellmanParameters.fromFile(FilePath(dhParameters))
-    options = ssl.CertificateOptions(
-        privateKey=certificate.privateKey.original,
-        certificate=certificate.original,
-        extraCertChain=chain,
-        dhParameters=dh,
-        raiseMinimumTo=minimum,
-    )
-    return options, listening
+    if args and args[0] in _BACKLOG_TYPES and "backlog" not in kw:
+        return f"{description}:backlog={backlog}"
+    return description
 
 
-def serverEndpoint(description, reactor, tlsMinimum):
+def serverEndpoint(description, reactor, tlsMinimum, backlog=DEFAULT_BACKLOG):
     """
     The endpoint of a listener description.
 
     C{ssl:} descriptions get an L{SSL4ServerEndpoint} whose TLS settings
-    come from L{tlsOptions}; every other description goes through
-    L{serverFromString}.
+    come from a L{ReloadingContextFactory} (see L{memcachier.tls}); every
+    other description goes through L{serverFromString}.  Either way the
+    listen backlog is C{backlog} unless the description sets one.
 
     @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
     @rtype: L{twisted.internet.interfaces.IStreamServerEndpoint}
     """
     from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 
+    description = withBacklog(description, backlog)
     if description.split(":", 1)[0] != "ssl":
         return serverFromString(reactor, description)
-    options, listening = tlsOptions(description, tlsMinimum)
-    return SSL4ServerEndpoint(
+    contextFactory = ReloadingContextFactory(description, tlsMinimum, backlog)
+    listening = contextFactory.listening
+    endpoint = SSL4ServerEndpoint(
         reactor,
         listening["port"],
-        options,
+        contextFactory,
         backlog=listening["backlog"],
         interface=listening["interface"],
     )
+    endpoint.reloadingContextFactory = contextFactory
+    return endpoint
 
 
-def listenerService(description, factory, reactor, tlsMinimum, ready=None):
+def listenerService(description, factory, reactor, tlsMinimum, ready=None,
+                    backlog=DEFAULT_BACKLOG):
     """
     A L{ListenerService} on C{description} with C{factory}.
 
@@ -235,9 +207,14 @@ def listenerService(description, factory, reactor, tlsMinimum, ready=None):
 
     @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
     @param ready: see L{ListenerService}.
+    @param backlog: the listen backlog unless the description sets one.
     @rtype: L{ListenerService}
     """
-    return ListenerService(serverEndpoint(description, reactor, tlsMinimum), factory, ready)
+    service = ListenerService(
+        serverEndpoint(description, reactor, tlsMinimum, backlog), factory, ready
+    )
+    service.description = description
+    return service
 
 
 def firstStartMessage(servers, username, password):

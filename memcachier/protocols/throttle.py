@@ -25,6 +25,8 @@ from collections import OrderedDict
 
 from twisted.logger import Logger
 
+from memcachier.limits import Bursts
+
 
 #: longest username a log line repeats (it is attacker-controlled)
 _LOGGED_USERNAME = 64
@@ -111,10 +113,7 @@ class AuthThrottle:
         """
         self.addresses = TokenBuckets(rate, burst, maxEntries)
         self.usernames = TokenBuckets(rate, burst, maxEntries)
-        self.quietPeriod = quietPeriod
-        self.refused = 0
-        self._lastRefusal = None
-        self._burstRefused = 0
+        self._bursts = Bursts(quietPeriod)
 
     def admit(self, host, username, now):
         """
@@ -142,13 +141,14 @@ class AuthThrottle:
         self.addresses.spend(addressKey(host), now)
         self.usernames.spend(username, now)
 
+    @property
+    def refused(self):
+        return self._bursts.total
+
     def _refuse(self, by, host, username, now):
-        self.refused += 1
-        last, self._lastRefusal = self._lastRefusal, now
-        if last is not None and now - last < self.quietPeriod:
-            self._burstRefused += 1
+        previous = self._bursts.occurred(now)
+        if previous is None:
             return
-        previous, self._burstRefused = self._burstRefused, 1
         self._log.warn(
             "auth flood throttled: {by} over budget (address {address}, username "
             "{username}); refusing logins without checking passwords, logged once "
