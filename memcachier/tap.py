@@ -7,13 +7,14 @@ bad config stops twistd before anything starts); L{makeService} builds the
 node's services in dependency order.
 """
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.python import usage
 
 from memcachier.config import ConfigError, _endpointArgs, loadSettings
+from memcachier.limits import connectionCeilings, descriptorLimit
 from memcachier.tls import ReloadingContextFactory, tlsOptions  # noqa: F401 (tlsOptions: API)
 
 _log = Logger()
@@ -65,6 +66,14 @@ class Options(usage.Options):
             self.settings = loadSettings(self["config"], overrides)
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        try:
+            connectionCeilings(
+                self.settings.memcache_max_connections,
+                self.settings.web_max_connections,
+                descriptorLimit(),
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"configuration error: {e}")
 
 
 class _CloseStore(Service):
@@ -125,16 +134,33 @@ class ListenerService(Service):
                 lambda f: self._log.failure("Cannot listen on {endpoint}", f, endpoint=self.endpoint)
             )
 
+    #: what the listener serves, for its log line (C{"memcache"}, C{"web"})
+    surface = "memcache"
+    description = None
+
+    def _up(self, port):
+        address = port.getHost() if hasattr(port, "getHost") else None
+        self._log.info(
+            "{surface} listener up on {address}",
+            event="listener_up",
+            surface=self.surface,
+            address=getattr(address, "port", None) and f"{address.host}:{address.port}"
+            or str(address),
+            description=self.description,
+        )
+
     def _listened(self, port):
         self.port = port
         stopReading = getattr(port, "stopReading", None)
         if self.ready is None or stopReading is None:
+            self._up(port)
             return port
         stopReading()
 
         def accept(result):
             if self.running and self.port is port:
                 port.startReading()
+                self._up(port)
             return result
 
         self.ready.addBoth(accept)
@@ -198,7 +224,7 @@ def serverEndpoint(description, reactor, tlsMinimum, backlog=DEFAULT_BACKLOG):
 
 
 def listenerService(description, factory, reactor, tlsMinimum, ready=None,
-                    backlog=DEFAULT_BACKLOG):
+                    backlog=DEFAULT_BACKLOG, surface="memcache"):
     """
     A L{ListenerService} on C{description} with C{factory}.
 
@@ -208,12 +234,14 @@ def listenerService(description, factory, reactor, tlsMinimum, ready=None,
     @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
     @param ready: see L{ListenerService}.
     @param backlog: the listen backlog unless the description sets one.
+    @param surface: what it serves, for its log line.
     @rtype: L{ListenerService}
     """
     service = ListenerService(
         serverEndpoint(description, reactor, tlsMinimum, backlog), factory, ready
     )
     service.description = description
+    service.surface = surface
     return service
 
 
@@ -298,7 +326,12 @@ def buildService(settings, reactor):
     from memcachier.runtime import CacheRegistry
     from memcachier.stores.plugins import makeStore
 
-    top = MultiService()
+    from memcachier.shutdown import CertificateReloader, NodeService
+
+    top = NodeService(reactor, settings.shutdown_timeout)
+    memcacheCeiling, webCeiling = connectionCeilings(
+        settings.memcache_max_connections, settings.web_max_connections, descriptorLimit()
+    )
 
     # Store first: a missing or broken plugin must stop us before any I/O.
     store = makeStore(settings.store_plugin, settings.store_settings, reactor)
@@ -351,19 +384,45 @@ def buildService(settings, reactor):
 
     site = makeSite(
         asyncControlPlane, index, registry, settings, reactor,
-        groups=analyticsRouteGroups(index, analytics),
+        groups=analyticsRouteGroups(index, analytics), maxConnections=webCeiling,
     )
-    listenerService(
-        settings.web_listen, site, reactor, settings.tls_min_version, index.ready
-    ).setServiceParent(top)
-    _log.info("web listener: {description}", description=settings.web_listen)
+    webListener = listenerService(
+        settings.web_listen, site, reactor, settings.tls_min_version, index.ready,
+        backlog=settings.web_backlog, surface="web",
+    )
+    webListener.setServiceParent(top)
+    top.listeners.append(webListener)
+    top.drainables.append(site)
 
-    factory = MemcacheFactory(registry, reactor, settings.auth_timeout)
+    from memcachier.protocols.throttle import AuthThrottle
+
+    throttle = AuthThrottle(settings.auth_failure_rate, settings.auth_failure_burst)
+    factory = MemcacheFactory(
+        registry, reactor, settings.auth_timeout, throttle, maxConnections=memcacheCeiling
+    )
+    top.drainables.append(factory)
     for description in settings.listen:
-        listenerService(
-            description, factory, reactor, settings.tls_min_version, index.ready
-        ).setServiceParent(top)
-        _log.info("memcache listener: {description}", description=description)
+        listener = listenerService(
+            description, factory, reactor, settings.tls_min_version, index.ready,
+            backlog=settings.memcache_backlog,
+        )
+        listener.setServiceParent(top)
+        top.listeners.append(listener)
+    contextFactories = [
+        listener.endpoint.reloadingContextFactory
+        for listener in top.listeners
+        if getattr(listener.endpoint, "reloadingContextFactory", None) is not None
+    ]
+    if contextFactories:
+        CertificateReloader(reactor, contextFactories).setServiceParent(top)
+    _log.info(
+        "connection ceilings: memcache {memcacheCeiling}, web {webCeiling} "
+        "(descriptor limit {limit})",
+        event="connection_ceilings",
+        memcacheCeiling=memcacheCeiling,
+        webCeiling=webCeiling,
+        limit=descriptorLimit(),
+    )
     return top
 
 

@@ -13,6 +13,7 @@ past C{-c}: C{ERROR Too many open connections} and a close, with one log
 line per burst.
 """
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -40,6 +41,7 @@ class SniffingProtocol(Protocol):
     def connectionMade(self):
         factory = self.factory
         factory.connections += 1
+        factory.open.add(self)
         peer = self.transport.getPeer()
         self.session = Session(
             factory.registry,
@@ -58,11 +60,16 @@ class SniffingProtocol(Protocol):
         codec.dataReceived(data)
 
     def connectionLost(self, reason):
-        self.factory.connections -= 1
+        factory = self.factory
+        factory.connections -= 1
+        factory.open.discard(self)
         if self.codec is not None:
             self.codec.connectionLost(reason)
         elif self.session is not None:
             self.session.connectionLost()
+        if not factory.open and factory._drained is not None:
+            drained, factory._drained = factory._drained, None
+            drained.callback(None)
 
 
 #: memcached's reply past its connection limit (C{-c}, C{maxconns_fast})
@@ -101,7 +108,36 @@ class MemcacheFactory(Factory):
         self.throttle = throttle if throttle is not None else AuthThrottle()
         self.maxConnections = maxConnections
         self.connections = 0
+        self.open = set()
         self.refused = Bursts()
+        self._drained = None
+
+    def drain(self):
+        """
+        Close every connection once what it was sent is answered: requests
+        are answered as they arrive, so only output still queued is
+        waited for (see L{memcachier.shutdown}).
+
+        @return: a L{Deferred} firing when none is open.
+        """
+        if not self.open:
+            return succeed(None)
+        self._drained = Deferred()
+        for protocol in list(self.open):
+            protocol.transport.loseConnection()
+        return self._drained
+
+    def abort(self):
+        """
+        Drop every connection still open (a client not reading its
+        answers past the shutdown deadline).
+
+        @return: how many were open.
+        """
+        left = list(self.open)
+        for protocol in left:
+            protocol.transport.abortConnection()
+        return len(left)
 
     def buildProtocol(self, addr):
         if self.maxConnections is not None and self.connections >= self.maxConnections:

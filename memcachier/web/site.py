@@ -17,6 +17,7 @@ import io
 import json
 from urllib.parse import unquote_to_bytes
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web import http, server
@@ -123,24 +124,46 @@ class APIChannel(http.HTTPChannel):
 
     _deadline = None
     _refused = False
+    #: between a request's first byte and its response's last
+    _inRequest = False
+    #: the node is stopping: close after the current request
+    _draining = False
 
     def connectionMade(self):
         super().connectionMade()
-        self.site.connectionOpened()
+        self.site.connectionOpened(self)
         self._arm(self.site.headerTimeout, "header")
 
     def connectionLost(self, reason):
         self._disarm()
-        self.site.connectionClosed()
+        self.site.connectionClosed(self)
         super().connectionLost(reason)
 
     def dataReceived(self, data):
         if self._refused:
             return
-        if self._deadline is None and not self._handlingRequest:
+        if not self._inRequest:
             # the first bytes of a request: its headers are due
+            self._inRequest = True
             self._arm(self.site.headerTimeout, "header")
         super().dataReceived(data)
+
+    def requestDone(self, request):
+        self._inRequest = False
+        if self._draining:
+            self.persistent = False
+        super().requestDone(request)
+
+    def drain(self):
+        """
+        The node is stopping: close now if idle, else after the request
+        under way is answered.
+        """
+        self._draining = True
+        if not self._inRequest:
+            self.loseConnection()
+        elif self.requests:
+            self.requests[-1].responseHeaders.setRawHeaders(b"Connection", [b"close"])
 
     def allHeadersReceived(self):
         self._disarm()
@@ -152,6 +175,9 @@ class APIChannel(http.HTTPChannel):
             )
             return
         super().allHeadersReceived()
+        if self._draining:
+            self.persistent = False
+            self.requests[-1].responseHeaders.setRawHeaders(b"Connection", [b"close"])
         if length != 0:
             self._arm(self.site.bodyTimeout, "body")
 
@@ -239,6 +265,8 @@ class APISite(server.Site):
         self.headerTimeout = headerTimeout
         self.bodyTimeout = bodyTimeout
         self.connections = 0
+        self.open = set()
+        self._drained = None
         self.refused = Bursts()
         self.counters = dict.fromkeys(
             ("bodies_too_large", "header_timeouts", "body_timeouts", "idle_timeouts",
@@ -264,11 +292,41 @@ class APISite(server.Site):
             return _Busy()
         return super().buildProtocol(addr)
 
-    def connectionOpened(self):
+    def connectionOpened(self, channel):
         self.connections += 1
+        self.open.add(channel)
 
-    def connectionClosed(self):
+    def connectionClosed(self, channel):
         self.connections -= 1
+        self.open.discard(channel)
+        if not self.open and self._drained is not None:
+            drained, self._drained = self._drained, None
+            drained.callback(None)
+
+    def drain(self):
+        """
+        Let every request under way finish, closing each connection after
+        it (see L{memcachier.shutdown}).
+
+        @return: a L{Deferred} firing when no connection is open.
+        """
+        if not self.open:
+            return succeed(None)
+        self._drained = Deferred()
+        for channel in list(self.open):
+            channel.drain()
+        return self._drained
+
+    def abort(self):
+        """
+        Drop every connection still open.
+
+        @return: how many were open.
+        """
+        left = list(self.open)
+        for channel in left:
+            channel.transport.abortConnection()
+        return len(left)
 
 
 def makeSite(controlPlane, index, registry, settings, reactor, groups=(), maxConnections=None):
