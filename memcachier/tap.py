@@ -437,7 +437,10 @@ def makeService(options):
 
     from twisted.internet import reactor
 
+    from memcachier.shutdown import installGracefulStop
+
     service = buildService(options.settings, reactor)
+    reactor.callWhenRunning(installGracefulStop, reactor)
     # Everything imported and built so far lives as long as the process:
     # keep it out of every future full collection, whose cost under load
     # is proportional to the tracked objects they scan (docs/performance.md).

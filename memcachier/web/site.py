@@ -82,6 +82,7 @@ class APIRequest(server.Request):
             # Klein would log a traceback per request: count it instead
             self.site = self.channel.site
             self.site.counters["bad_urls"] += 1
+            self.unlogged = True
             _jsonError(self, 400, "the URL or Host is not UTF-8")
             return
         super().process()
@@ -275,6 +276,14 @@ class APISite(server.Site):
 
     def getContentFile(self, length):
         return CappedContent(self.maxBody)
+
+    def log(self, request):
+        """
+        The access log, without the requests refused for being malformed:
+        those are counted (L{counters}), so a flood of them writes nothing.
+        """
+        if not getattr(request, "unlogged", False):
+            super().log(request)
 
     def buildProtocol(self, addr):
         if self.maxConnections is not None and self.connections >= self.maxConnections:
