@@ -15,7 +15,7 @@ writes the last requests queued are done before the process exits (0).
 import signal
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import CancelledError, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 
@@ -43,25 +43,36 @@ class NodeService(MultiService):
         Service.stopService(self)
         stopped = DeferredList([maybeDeferred(s.stopService) for s in self.listeners])
         stopped.addCallback(lambda _: self._drain())
-        stopped.addCallback(lambda _: MultiService.stopService(self))
+        stopped.addErrback(
+            lambda f: self._log.failure("draining connections failed", f)
+        )
+        # whatever happened above, the rest must stop (the thread pool's
+        # threads would otherwise keep the process alive)
+        stopped.addBoth(lambda _: MultiService.stopService(self))
         return stopped
 
     def _drain(self):
-        drained = DeferredList(
-            [maybeDeferred(d.drain) for d in self.drainables], fireOnOneErrback=True,
-            consumeErrors=True,
-        )
-        drained.addTimeout(self.shutdownTimeout, self.clock)
-        drained.addCallback(
-            lambda _: self._log.info(
-                "stopped accepting; every connection finished", event="shutdown_drained"
-            )
-        )
-        drained.addErrback(self._ebDeadline)
-        return drained
+        """
+        Ask every drainable to finish; fire once they have, or once the
+        deadline has passed and what was left is aborted.
+        """
+        finished = Deferred()
+        timer = self.clock.callLater(self.shutdownTimeout, self._deadlinePassed, finished)
 
-    def _ebDeadline(self, failure):
-        failure.trap(CancelledError)
+        def drained(_):
+            if timer.active():
+                timer.cancel()
+                self._log.info(
+                    "stopped accepting; every connection finished", event="shutdown_drained"
+                )
+                finished.callback(None)
+
+        DeferredList(
+            [maybeDeferred(d.drain) for d in self.drainables], consumeErrors=True
+        ).addCallback(drained)
+        return finished
+
+    def _deadlinePassed(self, finished):
         left = sum(d.abort() for d in self.drainables)
         self._log.warn(
             "shutdown deadline of {shutdownTimeout}s passed: aborted {left} connections",
@@ -69,6 +80,7 @@ class NodeService(MultiService):
             shutdownTimeout=self.shutdownTimeout,
             left=left,
         )
+        finished.callback(None)
 
 
 def installGracefulStop(reactor):
