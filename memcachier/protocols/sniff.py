@@ -122,10 +122,10 @@ class MemcacheFactory(Factory):
         """
         if not self.open:
             return succeed(None)
-        self._drained = Deferred()
+        drained = self._drained = Deferred()
         for protocol in list(self.open):
             protocol.transport.loseConnection()
-        return self._drained
+        return drained
 
     def abort(self):
         """

@@ -321,10 +321,10 @@ class APISite(server.Site):
         """
         if not self.open:
             return succeed(None)
-        self._drained = Deferred()
+        drained = self._drained = Deferred()
         for channel in list(self.open):
             channel.drain()
-        return self._drained
+        return drained
 
     def abort(self):
         """
