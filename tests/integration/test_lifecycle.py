@@ -257,3 +257,25 @@ def test_tlsConnectionsClose(memcachier_server):
     idle.close()
     assert s.process.wait(30) == 0
     assert "shutdown deadline" not in s.log()
+
+
+def test_killNineKeepsTheControlPlane(memcachier_server):
+    """
+    C{kill -9} right after an answered control-plane write: the node
+    starts again and the write is there.
+    """
+    s = memcachier_server
+    body = json.dumps({"name": "kept:"}).encode()
+    client = HTTP(s)
+    client.send(_prefixRequest(s, body).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + body)
+    assert client.response().startswith(b"HTTP/1.1 20")
+    s.process.kill()
+    assert s.process.wait(30) == -signal.SIGKILL
+    s.start()
+    token = base64.b64encode(f"{s.username}:{s.password}".encode())
+    client = HTTP(s)
+    client.send(
+        b"GET /api/v2/caches/%d/introspection/prefixes HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Basic %s\r\nConnection: close\r\n\r\n" % (s.cache_id, token)
+    )
+    assert b'"kept:"' in client.response()

@@ -123,3 +123,16 @@ def test_ceilingsMustFitTheDescriptorLimit(tmp_path):
     path.write_text(f"[memcache]\nmax_connections = {descriptorLimit()}\n")
     with pytest.raises(usage.UsageError, match="exceed the descriptor limit"):
         Options().parseOptions([f"--config={path}"])
+
+
+def test_exampleConfigIsTheDefaults():
+    """
+    C{memcachier.example.toml} documents the embedded defaults: loading it
+    gives exactly them.
+    """
+    from pathlib import Path
+
+    from memcachier.config import loadSettings
+
+    example = Path(__file__).resolve().parents[2] / "memcachier.example.toml"
+    assert loadSettings(str(example)) == Settings()
