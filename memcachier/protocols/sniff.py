@@ -18,7 +18,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from memcachier.limits import Bursts
-
 from memcachier.protocols.ascii import AsciiProtocol
 from memcachier.protocols.binary import BinaryProtocol
 from memcachier.protocols.session import Session
@@ -40,7 +39,6 @@ class SniffingProtocol(Protocol):
 
     def connectionMade(self):
         factory = self.factory
-        factory.connections += 1
         factory.open.add(self)
         peer = self.transport.getPeer()
         self.session = Session(
@@ -61,7 +59,6 @@ class SniffingProtocol(Protocol):
 
     def connectionLost(self, reason):
         factory = self.factory
-        factory.connections -= 1
         factory.open.discard(self)
         if self.codec is not None:
             self.codec.connectionLost(reason)
@@ -93,7 +90,7 @@ class MemcacheFactory(Factory):
     @ivar registry: the L{memcachier.runtime.CacheRegistry}.
     @ivar authTimeout: seconds an unauthenticated connection may stay open.
     @ivar maxConnections: the ceiling over every memcache listener.
-    @ivar connections: connections open now.
+    @ivar open: the connections open now.
     @ivar refused: connections refused past the ceiling, in L{Bursts}.
     """
 
@@ -107,10 +104,16 @@ class MemcacheFactory(Factory):
         self.authTimeout = authTimeout
         self.throttle = throttle if throttle is not None else AuthThrottle()
         self.maxConnections = maxConnections
-        self.connections = 0
         self.open = set()
         self.refused = Bursts()
         self._drained = None
+
+    @property
+    def connections(self):
+        """
+        How many connections are open.
+        """
+        return len(self.open)
 
     def drain(self):
         """

@@ -243,7 +243,7 @@ class APISite(server.Site):
     @ivar counters: what the site refused or timed out, by kind
         (C{bodies_too_large}, C{header_timeouts}, C{body_timeouts},
         C{idle_timeouts}, C{bad_urls}, C{refused_connections}).
-    @ivar connections: connections open now.
+    @ivar open: the channels open now.
     """
 
     requestFactory = APIRequest
@@ -265,7 +265,6 @@ class APISite(server.Site):
         self.maxConnections = maxConnections
         self.headerTimeout = headerTimeout
         self.bodyTimeout = bodyTimeout
-        self.connections = 0
         self.open = set()
         self._drained = None
         self.refused = Bursts()
@@ -301,12 +300,17 @@ class APISite(server.Site):
             return _Busy()
         return super().buildProtocol(addr)
 
+    @property
+    def connections(self):
+        """
+        How many connections are open.
+        """
+        return len(self.open)
+
     def connectionOpened(self, channel):
-        self.connections += 1
         self.open.add(channel)
 
     def connectionClosed(self, channel):
-        self.connections -= 1
         self.open.discard(channel)
         if not self.open and self._drained is not None:
             drained, self._drained = self._drained, None
