@@ -308,3 +308,37 @@ def test_certificateReload(tmp_path):
         assert reloader.reload() == 1
     assert factory.getContext() is kept
     assert [e["event"] for e in events] == ["tls_reloaded", "tls_reload_failed"]
+
+
+def test_latencyProbeFailuresLoggedOncePerRun():
+    """
+    A server that stops answering is logged at its first failed probe,
+    not at every one; after a spell without failures, a new failure is
+    logged again.  The probe's factory is not noisy.
+    """
+    from twisted.internet import defer
+    from twisted.internet.error import ConnectionRefusedError
+
+    from memcachier.analytics.service import LatencyProbe, _QuietFactory
+
+    assert _QuietFactory(None).noisy is False
+    clock = Clock()
+    down = [True]
+
+    def connect(server, protocol):
+        if down[0]:
+            return defer.fail(ConnectionRefusedError())
+        return defer.Deferred()  # answers nothing, but no error
+
+    probe = LatencyProbe(lambda: ["127.0.0.1:1"], None, clock, connect=connect, period=20)
+    with capturedLogs() as events:
+        for _ in range(10):
+            probe.tick()
+            clock.advance(20)
+        down[0] = False
+        for _ in range(5):
+            clock.advance(20)
+        down[0] = True
+        probe.tick()
+    failures = [e for e in events if e.get("event") == "latency_probe_failed"]
+    assert len(failures) == 2
