@@ -197,13 +197,13 @@ def clientCA(tmp_path):
     return caCert, clientKey, clientCert
 
 
-def _openssl(server, *extra):
+def _openssl(server, *extra, verifyIP="127.0.0.1"):
     """
     C{openssl s_client} sending C{version} then C{quit}: what it printed.
     """
     result = subprocess.run(
         ["openssl", "s_client", "-connect", f"127.0.0.1:{server.tls_port}",
-         "-CAfile", server.cert_path, "-verify_return_error", "-verify_ip", "127.0.0.1",
+         "-CAfile", server.cert_path, "-verify_return_error", "-verify_ip", verifyIP,
          "-quiet", *extra],
         input=b"version\r\nquit\r\n", capture_output=True, timeout=30,
     )
@@ -213,10 +213,12 @@ def _openssl(server, *extra):
 @pytest.mark.memcachier(web=False, tls=True)
 def test_opensslCheck(memcachier_server):
     """
-    The check docs/security.md gives: the certificate verifies and the
-    server answers C{version} over TLS.
+    The check docs/operations.md gives: the certificate verifies and the
+    server answers C{version} over TLS; a certificate that does not name
+    the address fails it.
     """
     assert b"VERSION " in _openssl(memcachier_server)
+    assert b"VERSION " not in _openssl(memcachier_server, verifyIP="127.0.0.2")
 
 
 def test_clientCertificates(memcachier_server_factory, clientCA):
