@@ -160,8 +160,9 @@ def runOne(items, valueSize, seconds, setRatio, seed=1):
         "rss_mb_min_max": [
             round(min(rssSamples) / 1e6, 1), round(max(rssSamples) / 1e6, 1)
         ],
+        # drift against what the items take (a tiny fill may take no page)
         "rss_drift_pct": round(
-            (max(rssSamples) - min(rssSamples)) / (filled - before) * 100, 2
+            (max(rssSamples) - min(rssSamples)) / max(filled - before, _PAGE) * 100, 2
         ),
     }
 
