@@ -46,6 +46,21 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     slices = 10              # time slices kept (popular items, key stats)
     batch_limit = 500        # events per batch counted exactly; more are sampled
 
+    [heroku]
+    id = "memcachier"          # the manifest id (Basic auth user of Heroku's calls)
+    password = ""              # the manifest api.password; empty = the Heroku routes are off
+    sso_salt = ""
+    api_url = "https://api.heroku.com"
+    id_url = "https://id.heroku.com"
+    client_secret = ""         # for the oauth grant exchange
+
+    [provisioning]
+    token = ""                 # bearer token of our own provisioning API; empty = off
+
+    [metrics]
+    access = "off"             # "off" | "open" | "token"
+    token = ""
+
     [plans.dev]
     memory = "25MiB"
     connections = 10
@@ -137,6 +152,19 @@ class Settings:
     @ivar analytics_time_slice: seconds per introspection time slice.
     @ivar analytics_slices: introspection time slices kept.
     @ivar analytics_batch_limit: events per batch counted exactly.
+    @ivar web_public_url: the site's address as the world reaches it
+        (C{https://cache.example.com}), for the Heroku manifest's URLs.
+    @ivar heroku_id: the add-on manifest id, the user of Heroku's Basic auth.
+    @ivar heroku_password: the manifest's C{api.password}; empty turns the
+        Heroku partner routes off.
+    @ivar heroku_sso_salt: the manifest's C{api.sso_salt}.
+    @ivar heroku_api_url: Heroku's Platform API (config var updates).
+    @ivar heroku_id_url: Heroku's identity service (oauth grant exchange).
+    @ivar heroku_client_secret: the add-on's oauth client secret.
+    @ivar provisioning_token: the bearer token of the provisioning API;
+        empty turns it off.
+    @ivar metrics_access: C{"off"}, C{"open"} or C{"token"} for C{/metrics}.
+    @ivar metrics_token: the bearer token C{/metrics} wants with C{"token"}.
     """
 
     listen: tuple = DEFAULT_LISTEN
@@ -161,6 +189,17 @@ class Settings:
     analytics_time_slice: int = 60
     analytics_slices: int = 10
     analytics_batch_limit: int = 500
+    # -- provisioning (issue 10)
+    web_public_url: str = ""
+    heroku_id: str = "memcachier"
+    heroku_password: str = ""
+    heroku_sso_salt: str = ""
+    heroku_api_url: str = "https://api.heroku.com"
+    heroku_id_url: str = "https://id.heroku.com"
+    heroku_client_secret: str = ""
+    provisioning_token: str = ""
+    metrics_access: str = "off"
+    metrics_token: str = ""
 
     def clusterKind(self, name):
         """
@@ -374,12 +413,33 @@ class _Checker:
         return True
 
 
+def _text(check, table, prefix, key, default):
+    """
+    A string setting that may be empty (an empty secret turns its feature
+    off).
+    """
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        check.error(prefix + key, f"expected a string, got {_show(value)}")
+        return default
+    return value
+
+
+def _isHTTPURL(value):
+    return bool(re.match(r"^https?://[^/\s]+(/\S*)?$", value))
+
+
 def _isHostPort(value):
     host, sep, port = value.rpartition(":")
     return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
 
 
-_TOP = ("memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics")
+_TOP = (
+    "memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics",
+    "heroku", "provisioning", "metrics",
+)
+_HEROKU_KEYS = ("id", "password", "sso_salt", "api_url", "id_url", "client_secret")
+METRICS_ACCESS = ("off", "open", "token")
 _ANALYTICS_KEYS = (
     "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
     "slices", "batch_limit",
@@ -445,7 +505,10 @@ def _settingsFrom(data, overrides):
         tlsMin = TLSVersion.TLSv1_2
 
     web = check.table(data, "web")
-    check.unknown(web, "web.", ("listen",))
+    check.unknown(web, "web.", ("listen", "public_url"))
+    publicURL = _text(check, web, "web.", "public_url", "")
+    if publicURL and not _isHTTPURL(publicURL):
+        check.error("web.public_url", f"expected an http(s) URL, got {_show(publicURL)}")
     if overrides.get("web_listen"):
         webListen = overrides["web_listen"]
         check.endpoint(webListen, "--web-listen")
@@ -529,6 +592,36 @@ def _settingsFrom(data, overrides):
     slices = check.integer(analytics, "analytics.", "slices", 10)
     batchLimit = check.integer(analytics, "analytics.", "batch_limit", 500)
 
+    heroku = check.table(data, "heroku")
+    check.unknown(heroku, "heroku.", _HEROKU_KEYS)
+    herokuId = check.string(heroku, "heroku.", "id", "memcachier")
+    herokuPassword = _text(check, heroku, "heroku.", "password", "")
+    herokuSalt = _text(check, heroku, "heroku.", "sso_salt", "")
+    herokuClientSecret = _text(check, heroku, "heroku.", "client_secret", "")
+    herokuURLs = {}
+    for key, default in (("api_url", "https://api.heroku.com"), ("id_url", "https://id.heroku.com")):
+        url = check.string(heroku, "heroku.", key, default)
+        if not _isHTTPURL(url):
+            check.error("heroku." + key, f"expected an http(s) URL, got {_show(url)}")
+        herokuURLs[key] = url.rstrip("/")
+
+    provisioning = check.table(data, "provisioning")
+    check.unknown(provisioning, "provisioning.", ("token",))
+    provisioningToken = _text(check, provisioning, "provisioning.", "token", "")
+
+    metrics = check.table(data, "metrics")
+    check.unknown(metrics, "metrics.", ("access", "token"))
+    metricsAccess = metrics.get("access", "off")
+    if metricsAccess not in METRICS_ACCESS:
+        check.error(
+            "metrics.access",
+            f"expected one of {', '.join(map(_show, METRICS_ACCESS))}, got {_show(metricsAccess)}",
+        )
+        metricsAccess = "off"
+    metricsToken = _text(check, metrics, "metrics.", "token", "")
+    if metricsAccess == "token" and not metricsToken:
+        check.error("metrics.token", 'required when metrics.access is "token"')
+
     if check.errors:
         return None, check.errors
     return (
@@ -555,6 +648,16 @@ def _settingsFrom(data, overrides):
             analytics_time_slice=timeSlice,
             analytics_slices=slices,
             analytics_batch_limit=batchLimit,
+            web_public_url=publicURL.rstrip("/"),
+            heroku_id=herokuId,
+            heroku_password=herokuPassword,
+            heroku_sso_salt=herokuSalt,
+            heroku_api_url=herokuURLs["api_url"],
+            heroku_id_url=herokuURLs["id_url"],
+            heroku_client_secret=herokuClientSecret,
+            provisioning_token=provisioningToken,
+            metrics_access=metricsAccess,
+            metrics_token=metricsToken,
         ),
         [],
     )

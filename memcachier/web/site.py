@@ -8,7 +8,7 @@ import io
 import json
 
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import resource, server
 
 from memcachier.web.common import MAX_BODY
 
@@ -85,7 +85,31 @@ class APISite(server.Site):
         return CappedContent(self.maxBody)
 
 
-def makeSite(controlPlane, index, registry, settings, reactor, groups=()):
+class MountingRoot(resource.Resource):
+    """
+    The site's root: a few first path segments (C{heroku}, C{metrics})
+    go to their own resources, everything else to C{default} (the API's
+    Klein app, which routes on the whole path).
+    """
+
+    def __init__(self, default, mounts):
+        super().__init__()
+        self.default = default
+        self.mounts = dict(mounts)
+
+    def getChildWithDefault(self, name, request):
+        mounted = self.mounts.get(name)
+        if mounted is not None:
+            return mounted
+        # Hand the whole path to the default resource.
+        request.postpath.insert(0, request.prepath.pop())
+        return self.default
+
+    def render(self, request):
+        return self.default.render(request)
+
+
+def makeSite(controlPlane, index, registry, settings, reactor, groups=(), mounts=None):
     """
     The node's web site: the analytics API v2 (and the route groups
     given).
@@ -96,11 +120,16 @@ def makeSite(controlPlane, index, registry, settings, reactor, groups=()):
     @param settings: the L{memcachier.config.Settings}.
     @param reactor: the reactor (clock and the site's time source).
     @param groups: more route groups for L{AnalyticsAPI}.
+    @param mounts: L{bytes} first path segment to the L{IResource} that
+        serves it (C{b"heroku"}, C{b"metrics"}), outside the API's app.
     @rtype: L{APISite}
     """
     from memcachier.web.api import AnalyticsAPI
 
     api = AnalyticsAPI(controlPlane, index, registry, settings, reactor, groups)
-    site = APISite(api.resource(), reactor=reactor)
+    root = api.resource()
+    if mounts:
+        root = MountingRoot(root, mounts)
+    site = APISite(root, reactor=reactor)
     site.api = api
     return site
