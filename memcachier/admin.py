@@ -267,6 +267,21 @@ class Admin:
             f"{credential.username}: {_capabilities(credential)}",
         )
 
+    # -- heroku
+
+    def heroku_manifest(self, args):
+        from memcachier.web.heroku import manifest
+
+        if not self.settings.web_public_url:
+            raise AdminError(
+                "[web] public_url is not set: the manifest's base_url and sso_url are made from it"
+            )
+        if not self.settings.web_public_url.startswith("https://"):
+            raise AdminError("[web] public_url must be https: Heroku calls only https base URLs")
+        if not self.settings.heroku_password or not self.settings.heroku_sso_salt:
+            raise AdminError("[heroku] password and sso_salt must be set for a usable manifest")
+        self._json(manifest(self.settings))
+
     # -- plans
 
     def plan_list(self, args):
@@ -313,7 +328,7 @@ def makeParser():
         metavar="URL",
         help="SQLAlchemy URL of the control plane (overrides the configuration file)",
     )
-    groups = parser.add_subparsers(dest="group", metavar="{cache,credential,plan}", required=True)
+    groups = parser.add_subparsers(dest="group", metavar="{cache,credential,heroku,plan}", required=True)
 
     def command(sub, name, method, help, json=True):
         p = sub.add_parser(name, help=help, description=help)
@@ -362,6 +377,15 @@ def makeParser():
     _switch(p, "flush", "flush capability")
     _switch(p, "api", "analytics API capability")
 
+    heroku = groups.add_parser("heroku", help="the Heroku add-on").add_subparsers(
+        dest="command", required=True
+    )
+    command(
+        heroku, "manifest", "heroku_manifest",
+        "print the add-on's addon-manifest.json (from [heroku] and [web] public_url)",
+        json=False,
+    )
+
     plan = groups.add_parser("plan", help="show plans").add_subparsers(
         dest="command", required=True
     )
@@ -402,7 +426,7 @@ def main(argv=None, stdout=None, stderr=None):
     admin = Admin(settings, stdout)
     try:
         getattr(admin, args.method)(args)
-    except ControlPlaneError as e:
+    except (ControlPlaneError, AdminError) as e:
         return fail(str(e))
     except ImportError as e:
         return fail(

@@ -600,10 +600,10 @@ def _settingsFrom(data, overrides):
     herokuClientSecret = _text(check, heroku, "heroku.", "client_secret", "")
     herokuURLs = {}
     for key, default in (("api_url", "https://api.heroku.com"), ("id_url", "https://id.heroku.com")):
-        url = check.string(heroku, "heroku.", key, default)
-        if not _isHTTPURL(url):
-            check.error("heroku." + key, f"expected an http(s) URL, got {_show(url)}")
-        herokuURLs[key] = url.rstrip("/")
+        herokuURL = check.string(heroku, "heroku.", key, default)
+        if not _isHTTPURL(herokuURL):
+            check.error("heroku." + key, f"expected an http(s) URL, got {_show(herokuURL)}")
+        herokuURLs[key] = herokuURL.rstrip("/")
 
     provisioning = check.table(data, "provisioning")
     check.unknown(provisioning, "provisioning.", ("token",))

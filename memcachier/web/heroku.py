@@ -68,12 +68,20 @@ def requireString(body, name, required=True):
 
 def manifest(settings):
     """
-    The add-on's C{addon-manifest.json}, from the configuration.
+    The add-on's C{addon-manifest.json}, from the configuration: the
+    production URLs under C{[web] public_url}, the test ones (kensa's, on
+    a developer's machine) on the web listener's port.
 
     @type settings: L{memcachier.config.Settings}
     @rtype: L{dict}
     """
-    base = settings.web_public_url or "https://memcachier.example.com"
+    from memcachier.config import _endpointArgs
+
+    base = settings.web_public_url
+    args, kw = _endpointArgs(settings.web_listen)
+    port = kw.get("port", args[1] if len(args) > 1 else "8080")
+    scheme = "https" if args and args[0] == "ssl" else "http"
+    local = f"{scheme}://localhost:{port}"
     return {
         "id": settings.heroku_id,
         "name": "MemCachier",
@@ -89,8 +97,8 @@ def manifest(settings):
                 "sso_url": base + "/sso/login",
             },
             "test": {
-                "base_url": "http://localhost:8080/heroku/resources",
-                "sso_url": "http://localhost:8080/sso/login",
+                "base_url": local + "/heroku/resources",
+                "sso_url": local + "/sso/login",
             },
         },
     }
