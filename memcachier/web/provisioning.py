@@ -49,12 +49,12 @@ def checkBearer(request, expected, what):
     """
     Refuse a request without the bearer token C{expected} (L{str}).
 
-    @param what: the feature's name, for the 404 when it is off.
-    @raise ApiError: 404 when C{expected} is empty (the feature is off),
-        401 when the token is missing or wrong.
+    @param what: the feature's name, for the message when it is off.
+    @raise ApiError: 401 when the token is missing or wrong, or when
+        C{expected} is empty (the feature is off: no token is right).
     """
     if not expected:
-        raise ApiError(404, f"the {what} is not enabled here")
+        raise ApiError(401, f"the {what} is off: no token is configured", _CHALLENGE)
     token = bearerToken(request)
     if token is None:
         raise ApiError(401, "a bearer token is required", _CHALLENGE)
@@ -154,8 +154,9 @@ class ProvisioningAPI:
         def errors(*codes):
             texts = {
                 400: "A malformed body or cache id.",
-                401: "No bearer token, or a wrong one.",
-                404: "No such cache, or the provisioning API is off (no [provisioning] token).",
+                401: "No bearer token, or a wrong one, or the provisioning API is off "
+                "(no [provisioning] token).",
+                404: "No such cache.",
                 409: "The name is taken.",
                 413: "The request body is too large.",
                 422: "Unknown plan.",
@@ -201,7 +202,7 @@ class ProvisioningAPI:
                             }
                         },
                     },
-                    "responses": {"201": created, **errors(400, 401, 404, 409, 413, 422)},
+                    "responses": {"201": created, **errors(400, 401, 409, 413, 422)},
                 }
             },
             "/{cacheId}": {

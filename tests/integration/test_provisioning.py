@@ -362,12 +362,14 @@ def test_ownProvisioningAPI(memcachier_server):
 
 def test_ownProvisioningAPIOff(memcachier_server):
     """
-    With no C{[provisioning] token} the provisioning API answers 404.
+    With no C{[provisioning] token} no token opens the provisioning API
+    (401).
     """
     s = memcachier_server
     base = f"http://127.0.0.1:{s.web_port}/api/v2/caches"
     response = requests.post(base, headers={"Authorization": "Bearer x"}, timeout=10)
-    assert response.status_code == 404
+    assert response.status_code == 401
+    assert "off" in response.json()["error"]
 
 
 # -- docs/provisioning.md
