@@ -215,6 +215,8 @@ class HerokuSync(Service):
         """
         Run a pass soon (a provisioning, a promotion); never waits for it.
         """
+        if not self.running:
+            return
         if self._kickCall is None or not self._kickCall.active():
             self._kickCall = self.clock.callLater(0, self.tick)
 
@@ -225,6 +227,8 @@ class HerokuSync(Service):
         @return: a L{Deferred} that fires when the pass is over (its
             failures are logged, never raised).
         """
+        if not self.running:
+            return defer.succeed(None)
         if self._running is not None:
             self._again = True
             return self._running
