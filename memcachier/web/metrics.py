@@ -161,6 +161,12 @@ class MetricsResource(Resource):
         self.metrics = metrics
         self.settings = settings
 
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return errorBody(request, 405, "method not allowed here")
+        return super().render(request)
+
     def render_GET(self, request):
         try:
             if self.settings.metrics_access == "off":
