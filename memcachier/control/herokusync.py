@@ -274,15 +274,21 @@ class HerokuSync(Service):
                     resource.id, "the oauth grant expired before it could be exchanged", True
                 )
                 return
-            what, work = "exchange", self.platform.exchangeGrant(resource.grant_code)
+            what = "exchange"
         elif (
             resource.refresh_token
             and resource.token_expires_at is not None
             and now >= resource.token_expires_at - self.refreshMargin
         ):
-            what, work = "refresh", self.platform.refresh(resource.refresh_token)
+            what = "refresh"
         else:
             return
+        if not await self.records.claimTokens(resource.id):
+            return  # another node is at it
+        if what == "exchange":
+            work = self.platform.exchangeGrant(resource.grant_code)
+        else:
+            work = self.platform.refresh(resource.refresh_token)
         try:
             answer = await work
         except PlatformError as e:
@@ -306,6 +312,8 @@ class HerokuSync(Service):
         self._log.info("heroku oauth {what} for {uuid} done", what=what, uuid=resource.uuid)
 
     async def _push(self, push, resource):
+        if not await self.records.claimPush(push.id):
+            return  # another node took it
         now = self.clock.seconds()
         credential = self.index.credential(push.username)
         try:

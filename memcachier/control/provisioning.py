@@ -65,6 +65,7 @@ class HerokuResource:
     refresh_token: object = attr.ib(repr=False)
     token_expires_at: object
     token_error: object
+    token_claimed_until: object
     config_username: object
 
 
@@ -232,6 +233,28 @@ class ProvisioningRecords:
 
     # -- oauth tokens
 
+    def claimTokens(self, resourceId, seconds=60.0):
+        """
+        Take the tokens of a resource for an exchange or a refresh, unless
+        another node holds them: a grant and a refresh token work once.
+
+        @return: whether this caller holds them now (until
+            L{storeTokens}, L{tokenFailed} or C{seconds}).
+        """
+        t = schema.heroku_resources
+        now = self._clock.seconds()
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    t.update()
+                    .where(
+                        t.c.id == resourceId,
+                        sa.or_(t.c.token_claimed_until.is_(None), t.c.token_claimed_until < now),
+                    )
+                    .values(token_claimed_until=now + seconds)
+                ).rowcount
+            )
+
     def storeTokens(self, resourceId, accessToken, refreshToken, expiresAt):
         """
         Keep the tokens of an exchange or refresh; the grant is used up.
@@ -241,6 +264,7 @@ class ProvisioningRecords:
             access_token=accessToken,
             token_expires_at=expiresAt,
             token_error=None,
+            token_claimed_until=None,
             grant_code=None,
             grant_expires_at=None,
         )
@@ -255,7 +279,7 @@ class ProvisioningRecords:
         grant that can no longer work (expired, refused).
         """
         t = schema.heroku_resources
-        values = dict(token_error=_clip(error))
+        values = dict(token_error=_clip(error), token_claimed_until=None)
         if dropGrant:
             values.update(grant_code=None, grant_expires_at=None)
         with self.engine.begin() as conn:
@@ -338,6 +362,24 @@ class ProvisioningRecords:
             return conn.execute(
                 sa.select(sa.func.min(p.c.next_attempt_at)).where(p.c.state == PENDING)
             ).scalar()
+
+    def claimPush(self, pushId, seconds=60.0):
+        """
+        Take a due push for one attempt, unless another node took it: its
+        next attempt moves C{seconds} away, so only one node sends it.
+
+        @return: whether this caller holds it.
+        """
+        p = schema.heroku_config_pushes
+        now = self._clock.seconds()
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    p.update()
+                    .where(p.c.id == pushId, p.c.state == PENDING, p.c.next_attempt_at <= now)
+                    .values(next_attempt_at=now + seconds)
+                ).rowcount
+            )
 
     def pushSucceeded(self, pushId, status):
         p = schema.heroku_config_pushes

@@ -251,6 +251,9 @@ heroku_resources = sa.Table(
     sa.Column("token_expires_at", sa.Float, nullable=True),
     #: why the last exchange or refresh failed, for operators
     sa.Column("token_error", sa.String(1024), nullable=True),
+    #: a node exchanging or refreshing the tokens holds them until then
+    #: (a grant or a refresh token works once: one node at a time)
+    sa.Column("token_claimed_until", sa.Float, nullable=True),
     #: the primary username whose values Heroku has (or is being sent)
     sa.Column("config_username", sa.String(128), nullable=True),
 )

@@ -263,3 +263,22 @@ def test_analyticsAPIStillServed(world):
     assert world.call("GET", "/").code == 404
 
 
+
+
+def test_oneNodeAtATime(records, world):
+    """
+    A grant or refresh token, and a due push, are claimed by one caller
+    (one node) at a time; a claim lapses after its time.
+    """
+    resource, _ = records.herokuProvision("u1", "100", "prod", grantCode="c")
+    assert records.claimTokens(resource.id) is True
+    assert records.claimTokens(resource.id) is False
+    world.reactor.advance(61)
+    assert records.claimTokens(resource.id) is True
+    records.storeTokens(resource.id, "a", "r", 0.0)
+    assert records.claimTokens(resource.id) is True
+    records.recordPromotion(resource.id, "NEW")
+    [(push, _)] = records.duePushes()
+    assert records.claimPush(push.id) is True
+    assert records.claimPush(push.id) is False
+    assert records.duePushes() == []

@@ -33,6 +33,7 @@ def upgrade():
         sa.Column("refresh_token", sa.String(512), nullable=True),
         sa.Column("token_expires_at", sa.Float, nullable=True),
         sa.Column("token_error", sa.String(1024), nullable=True),
+        sa.Column("token_claimed_until", sa.Float, nullable=True),
         sa.Column("config_username", sa.String(128), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_heroku_resources"),
         sa.UniqueConstraint("uuid", name="uq_heroku_resources_uuid"),
