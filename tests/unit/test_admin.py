@@ -380,3 +380,35 @@ def _headRevision():
     from memcachier.control.migrations import alembicConfig
 
     return ScriptDirectory.from_config(alembicConfig()).get_current_head()
+
+
+def test_herokuManifest(tmp_path, url):
+    """
+    C{heroku manifest} prints the add-on manifest from the configuration,
+    and refuses without an https C{[web] public_url} or the secrets.
+    """
+    config = tmp_path / "heroku.toml"
+    config.write_text(
+        '[web]\npublic_url = "https://cache.example.com/"\nlisten = "tcp:9000"\n'
+        '[heroku]\nid = "mycache"\npassword = "pw"\nsso_salt = "salt"\n'
+    )
+    run = Run(url, str(config))
+    assert run("heroku", "manifest") == 0, run.err
+    manifest = json.loads(run.out)
+    assert manifest["id"] == "mycache"
+    assert manifest["api"]["config_vars"] == [
+        "MEMCACHIER_SERVERS", "MEMCACHIER_USERNAME", "MEMCACHIER_PASSWORD",
+    ]
+    assert manifest["api"]["production"] == {
+        "base_url": "https://cache.example.com/heroku/resources",
+        "sso_url": "https://cache.example.com/sso/login",
+    }
+    assert manifest["api"]["test"]["base_url"] == "http://localhost:9000/heroku/resources"
+    for text, message in [
+        ('[heroku]\npassword = "pw"\nsso_salt = "s"\n', "public_url is not set"),
+        ('[web]\npublic_url = "http://x.example"\n[heroku]\npassword = "pw"\nsso_salt = "s"\n', "must be https"),
+        ('[web]\npublic_url = "https://x.example"\n[heroku]\nsso_salt = "s"\n', "password and sso_salt"),
+    ]:
+        config.write_text(text)
+        assert run("heroku", "manifest") == 1
+        assert message in run.err
