@@ -412,3 +412,35 @@ def test_herokuManifest(tmp_path, url):
         config.write_text(text)
         assert run("heroku", "manifest") == 1
         assert message in run.err
+
+
+def test_herokuShow(run, url):
+    """
+    C{heroku show UUID} tells an operator where a resource's tokens and
+    config var pushes stand, without the secrets.
+    """
+    from twisted.internet.task import Clock
+
+    from memcachier.control.migrations import upgrade
+    from memcachier.control.provisioning import ProvisioningRecords
+
+    engine = makeEngine(url)
+    upgrade(engine)
+    cp = ControlPlane(engine, Clock(), {p.slug: p for p in DEFAULT_PLANS})
+    records = ProvisioningRecords(cp, Clock())
+    resource, _ = records.herokuProvision("u-1", "100", "default", "app", "us", "grant", None)
+    records.recordPromotion(resource.id, "NEWONE")
+    records.pushFailed(records.duePushes()[0][0].id, 500, "HTTP 500: try again", 10.0)
+    shown = run.json("heroku", "show", "u-1")
+    assert shown["cache_id"] == resource.cache_id
+    assert (shown["grant_pending"], shown["has_access_token"]) == (True, False)
+    assert "grant" not in json.dumps(shown).replace("grant_pending", "")
+    assert shown["config_pushes"] == [{
+        "username": "NEWONE", "state": "pending", "attempts": 1, "last_status": 500,
+        "last_error": "HTTP 500: try again", "created_at": 0.0, "finished_at": None,
+    }]
+    assert run("heroku", "show", "u-1") == 0
+    assert "NEWONE   pending    attempts=1 status=500 HTTP 500: try again" in run.out
+    assert run("heroku", "show", "nope") == 1
+    assert "no resource 'nope'" in run.err
+    engine.dispose()
