@@ -152,7 +152,8 @@ class ProvisioningRecords:
 
         @return: a 2-tuple: the L{HerokuResource} and whether it was made
             now.
-        @raise ResourceGone: the uuid was deprovisioned.
+        @raise ResourceGone: the uuid was deprovisioned (or its cache
+            deleted).
         @raise memcachier.control.repository.UnknownPlan: unknown C{plan}.
         """
         existing = self.herokuResource(uuid)
@@ -187,7 +188,8 @@ class ProvisioningRecords:
                 )
                 return self.herokuResource(uuid), True
             existing = self.herokuResource(uuid)
-        if existing.deleted_at is not None:
+        if existing.deleted_at is not None or existing.cache_id is None:
+            # Deprovisioned, or its cache deleted by an operator.
             raise ResourceGone(uuid)
         return existing, False
 

@@ -282,3 +282,15 @@ def test_oneNodeAtATime(records, world):
     assert records.claimPush(push.id) is True
     assert records.claimPush(push.id) is False
     assert records.duePushes() == []
+
+
+def test_provisionAgainAfterTheCacheWasDeleted(world):
+    """
+    Heroku's retry of a provisioning whose cache an operator deleted
+    meanwhile is a 410, not a 500.
+    """
+    assert world.provision().code == 200
+    world.cp.deleteCache(world.index.caches()[0].id)
+    response = world.provision()
+    assert response.code == 410
+    assert set(response.json()) == {"message"}
