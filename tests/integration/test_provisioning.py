@@ -422,3 +422,23 @@ def test_docsProvisioningCurlExamples(memcachier_server_factory, standIn):
         assert code.startswith("2"), (command, code, body)
         if "/api/v2/caches" in command and "-X POST" in command:
             cacheId = json.loads(body)["id"]
+
+
+def test_herokuOnPostgreSQL(memcachier_server_factory, postgresql_url, standIn):
+    """
+    On a PostgreSQL control plane (as several nodes share it): provision
+    is idempotent on the uuid, the grant is exchanged, deprovision is a
+    204 then a 410.
+    """
+    s = memcachier_server_factory(
+        database=postgresql_url, config=herokuConfig(standIn), create_cache=False
+    )
+    uuid = str(uuidlib.uuid4())
+    first = heroku(s, "POST", json=provisionBody(uuid, plan="100"))
+    assert first.status_code == 200, first.text
+    assert heroku(s, "POST", json=provisionBody(uuid, plan="100")).json() == first.json()
+    mc = client(first.json()["config"])
+    assert mc.set("k", b"on postgres") and mc.get("k") == b"on postgres"
+    waitFor(lambda: standIn.tokensIssued >= 1, what="the grant exchange")
+    assert heroku(s, "DELETE", f"/{uuid}").status_code == 204
+    assert heroku(s, "DELETE", f"/{uuid}").status_code == 410
