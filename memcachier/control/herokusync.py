@@ -144,7 +144,10 @@ class HerokuPlatform:
             )
         except Exception as e:
             raise PlatformError(None, f"PATCH {url}: {e}")
-        yield self._json(response) if response.code >= 300 else response.content()
+        if 200 <= response.code < 300:
+            yield response.content()  # read it, so the connection is reused
+        else:
+            yield self._json(response)  # raises PlatformError with the body
         return response.code
 
 

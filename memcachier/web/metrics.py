@@ -17,7 +17,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from twisted.logger import Logger
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from memcachier.web.common import ApiError, errorBody
 from memcachier.web.provisioning import checkBearer
@@ -68,37 +70,70 @@ GAUGES = (
 )
 
 
+
+class CacheSample:
+    """
+    One cache's numbers at one moment, read on the reactor.
+    """
+
+    __slots__ = ("cacheId", "enabled", "uptime", "maxConnections", "stats")
+
+    def __init__(self, cacheId, enabled, uptime, maxConnections, stats):
+        self.cacheId = cacheId
+        self.enabled = enabled
+        self.uptime = uptime
+        self.maxConnections = maxConnections
+        self.stats = stats
+
+
+def sampleCaches(index, registry, clock):
+    """
+    Read every cache of the control index and the counters of its runtime
+    on this node (zeros for a cache this node has not served yet).  Only
+    reads plain values: it runs on the reactor, between requests.
+
+    @rtype: L{list} of L{CacheSample}
+    """
+    now = clock.seconds()
+    samples = []
+    for cache in index.caches():
+        plan = index.planOf(cache.id)
+        runtime = registry.existing(cache.id)
+        if runtime is None:
+            stats, uptime = {"limit_maxbytes": plan.memory}, 0
+        else:
+            stats, uptime = runtime.statsDict(), max(now - runtime.startTime, 0)
+        samples.append(CacheSample(cache.id, cache.enabled, uptime, plan.connections, stats))
+    return samples
+
+
 class CacheCollector:
     """
-    A prometheus_client collector of every cache in the control index,
-    with the counters of its runtime on this node (zeros for a cache this
-    node has not served yet).
+    A prometheus_client collector of cache samples, in memcached_exporter's
+    names with a C{cache} label.  It only formats values read before
+    (L{sampleCaches}), so it may run in a thread.
     """
 
-    def __init__(self, index, registry, clock):
+    def __init__(self, samples):
         """
-        @param index: the control index (C{caches}, C{planOf}).
-        @param registry: the L{memcachier.runtime.CacheRegistry}.
-        @param clock: the reactor, for uptimes.
+        @param samples: L{CacheSample}s.
         """
-        self.index = index
-        self.registry = registry
-        self.clock = clock
-
-    def _stats(self, cache):
-        runtime = self.registry.existing(cache.id)
-        plan = self.index.planOf(cache.id)
-        if runtime is None:
-            return {"limit_maxbytes": plan.memory}, None, plan
-        return runtime.statsDict(), runtime, plan
+        self.samples = samples
 
     def collect(self):
         labels = ["cache"]
-        up = GaugeMetricFamily("memcached_up", "Whether the cache serves clients (1) or is disabled (0).", labels=labels)
-        uptime = GaugeMetricFamily("memcached_uptime_seconds", "Seconds this node has served the cache.", labels=labels)
-        maxConnections = GaugeMetricFamily("memcached_max_connections", "The plan's connection limit.", labels=labels)
+        up = GaugeMetricFamily(
+            "memcached_up", "Whether the cache serves clients (1) or is disabled (0).", labels=labels
+        )
+        uptime = GaugeMetricFamily(
+            "memcached_uptime_seconds", "Seconds this node has served the cache.", labels=labels
+        )
+        maxConnections = GaugeMetricFamily(
+            "memcached_max_connections", "The plan's connection limit.", labels=labels
+        )
         commands = CounterMetricFamily(
-            "memcached_commands", "Commands by command and status.", labels=["cache", "command", "status"]
+            "memcached_commands", "Commands by command and status.",
+            labels=["cache", "command", "status"],
         )
         counters = [
             (CounterMetricFamily("memcached_" + name[: -len("_total")], help, labels=labels), stat)
@@ -108,13 +143,12 @@ class CacheCollector:
             (GaugeMetricFamily("memcached_" + name, help, labels=labels), stat)
             for name, stat, help in GAUGES
         ]
-        now = self.clock.seconds()
-        for cache in self.index.caches():
-            label = [str(cache.id)]
-            stats, runtime, plan = self._stats(cache)
-            up.add_metric(label, 1 if cache.enabled else 0)
-            uptime.add_metric(label, 0 if runtime is None else max(now - runtime.startTime, 0))
-            maxConnections.add_metric(label, plan.connections)
+        for sample in self.samples:
+            label = [str(sample.cacheId)]
+            stats = sample.stats
+            up.add_metric(label, 1 if sample.enabled else 0)
+            uptime.add_metric(label, sample.uptime)
+            maxConnections.add_metric(label, sample.maxConnections)
             for command, status, stat in COMMANDS:
                 commands.add_metric(label + [command, status], stats.get(stat, 0))
             for family, stat in counters + gauges:
@@ -127,20 +161,20 @@ class CacheCollector:
             yield family
 
 
-def makeMetricsRegistry(index, registry, clock):
+def exposition(samples):
     """
-    A prometheus_client registry of the caches and the process (its own,
-    not the library's global one, so several sites in one process, as in
-    tests, do not collide).
+    The text of C{/metrics}: the cache samples and the process's own
+    metrics, through a registry of its own (not the library's global one,
+    which anything imported could add to).
 
-    @rtype: L{CollectorRegistry}
+    @rtype: L{bytes}
     """
     metrics = CollectorRegistry(auto_describe=False)
-    metrics.register(CacheCollector(index, registry, clock))
+    metrics.register(CacheCollector(samples))
     ProcessCollector(registry=metrics)
     PlatformCollector(registry=metrics)
     GCCollector(registry=metrics)
-    return metrics
+    return generate_latest(metrics)
 
 
 class MetricsResource(Resource):
@@ -151,15 +185,27 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, metrics, settings):
+    _log = Logger()
+
+    def __init__(self, index, registry, settings, clock, inThread):
         """
-        @param metrics: a L{CollectorRegistry} (L{makeMetricsRegistry}).
+        @param index: the control index (C{caches}, C{planOf}).
+        @param registry: the L{memcachier.runtime.CacheRegistry}.
         @param settings: L{memcachier.config.Settings} (C{metrics_access},
             C{metrics_token}).
+        @param clock: the reactor, for uptimes.
+        @param inThread: C{inThread(f, *args)} runs C{f} off the reactor
+            and returns a L{Deferred} of its result.  Formatting a
+            thousand caches takes about half a second, which would stall
+            every memcache client if done on the reactor; only the reading
+            (L{sampleCaches}) is.
         """
         super().__init__()
-        self.metrics = metrics
+        self.index = index
+        self.registry = registry
         self.settings = settings
+        self.clock = clock
+        self.inThread = inThread
 
     def render(self, request):
         if request.method not in (b"GET", b"HEAD"):
@@ -179,7 +225,21 @@ class MetricsResource(Resource):
             for name, value in e.headers.items():
                 request.setHeader(name, value)
             return errorBody(request, e.code, e.message)
-        body = generate_latest(self.metrics)
+        samples = sampleCaches(self.index, self.registry, self.clock)
+        d = self.inThread(exposition, samples)
+        d.addCallbacks(self._write, self._failed, callbackArgs=(request,), errbackArgs=(request,))
+        return NOT_DONE_YET
+
+    def _write(self, body, request):
+        if request._disconnected:
+            return
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"Cache-Control", b"no-store")
-        return body
+        request.write(body)
+        request.finish()
+
+    def _failed(self, failure, request):
+        self._log.failure("/metrics failed", failure)
+        if not request._disconnected:
+            request.write(errorBody(request, 500, "internal error"))
+            request.finish()

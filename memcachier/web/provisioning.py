@@ -246,7 +246,8 @@ class ProvisioningAPI:
 
 
 def makeProvisioning(
-    controlPlane, asyncControlPlane, pool, index, registry, settings, reactor, http=None
+    controlPlane, asyncControlPlane, pool, index, registry, settings, reactor, http=None,
+    inThread=None,
 ):
     """
     Build the provisioning doors and metrics of a node: the route group of
@@ -258,6 +259,8 @@ def makeProvisioning(
     @param pool: the control plane's thread pool.
     @param http: a treq C{HTTPClient} for Heroku's services; a real one
         on C{reactor} if L{None}.
+    @param inThread: how C{/metrics} formats off the reactor (see
+        L{MetricsResource}); the reactor's thread pool if L{None}.
     @return: a 3-tuple: route groups (for C{makeSite(groups=...)}), mounts
         (for C{makeSite(mounts=...)}) and services to start (a list).
     """
@@ -268,7 +271,7 @@ def makeProvisioning(
         ProvisioningRecords,
     )
     from memcachier.web.heroku import HerokuAPI
-    from memcachier.web.metrics import MetricsResource, makeMetricsRegistry
+    from memcachier.web.metrics import MetricsResource
 
     records = AsyncProvisioningRecords(
         ProvisioningRecords(controlPlane, reactor), pool, reactor, afterWrite=index.refresh
@@ -288,7 +291,13 @@ def makeProvisioning(
         )
         services.append(sync)
     heroku = HerokuAPI(records, provisioner, settings, sync)
-    metrics = MetricsResource(makeMetricsRegistry(index, registry, reactor), settings)
+    if inThread is None:
+        from twisted.internet.threads import deferToThreadPool
+
+        def inThread(f, *args):
+            return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+    metrics = MetricsResource(index, registry, settings, reactor, inThread)
     groups = [ProvisioningAPI(asyncControlPlane, index, provisioner, settings)]
     mounts = {b"heroku": heroku.resource(), b"metrics": metrics}
     return groups, mounts, services

@@ -10,6 +10,7 @@ import json
 import urllib.parse
 
 from treq.testing import StubTreq
+from twisted.internet.defer import maybeDeferred
 from twisted.web.resource import Resource
 
 from memcachier.config import Settings
@@ -95,7 +96,7 @@ class ProvisioningWorld:
         self.heroku = FakeHeroku()
         groups, mounts, services = makeProvisioning(
             self.cp, self.acp, pool, self.index, self.registry, self.settings, self.reactor,
-            http=StubTreq(self.heroku),
+            http=StubTreq(self.heroku), inThread=self.inThread,
         )
         self.services = services
         self.sync = services[0] if services else None
@@ -104,6 +105,12 @@ class ProvisioningWorld:
             groups=groups, mounts=mounts,
         )
         self.treq = StubTreq(self.site.resource)
+
+    def inThread(self, f, *args):
+        """
+        "Off the reactor", at once: a unit test has no threads.
+        """
+        return maybeDeferred(f, *args)
 
     def call(self, method, path, auth=None, body=None, raw=None, headers=None):
         kwargs = {"headers": dict(headers or {})}

@@ -100,3 +100,42 @@ def test_subpathsAreNotMetrics():
     assert world.call("GET", "/metrics/x").code == 404
     refused = world.call("POST", "/metrics")
     assert (refused.code, set(refused.json())) == (405, {"error"})
+
+
+def test_formattedOffTheReactor():
+    """
+    Only the reading happens in the request; the formatting is handed to
+    C{inThread}, and the answer waits for it.  A failure there is an
+    opaque JSON 500.
+    """
+    from twisted.internet.defer import Deferred
+
+    from memcachier.web.metrics import exposition
+
+    world = ProvisioningWorld()
+    handed = []
+
+    def inThread(f, *args):
+        handed.append((f, args))
+        d = Deferred()
+        handed.append(d)
+        return d
+
+    world.site.resource.mounts[b"metrics"].inThread = inThread
+    answers = []
+    world.treq.get("http://node.test/metrics").addBoth(answers.append)
+    assert handed[0][0] is exposition
+    assert answers == []
+    handed[1].callback(b"memcached_up 1\n")
+    world.treq.flush()
+    [response] = answers
+    assert response.code == 200
+    assert world.treq.content(response).result == b"memcached_up 1\n"
+    handed.clear()
+    answers.clear()
+    world.treq.get("http://node.test/metrics").addBoth(answers.append)
+    handed[1].errback(RuntimeError("boom"))
+    world.treq.flush()
+    [failed] = answers
+    assert failed.code == 500
+    assert world.treq.json_content(failed).result == {"error": "internal error"}
