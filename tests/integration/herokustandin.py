@@ -18,6 +18,8 @@ class HerokuStandIn:
     @ivar requests: every request, as (method, path, headers dict, body
         bytes, status answered), in arrival order.
     @ivar failConfigPatches: how many config PATCHes still get a 500.
+    @ivar answerPatches: a L{threading.Event}; while it is clear, config
+        PATCHes are held unanswered (to show that nothing waits on them).
     """
 
     def __init__(self, clientSecret, grantCode, firstExpiresIn=601):
@@ -30,6 +32,10 @@ class HerokuStandIn:
         self.refreshToken = None
         self.tokensIssued = 0
         self.configs = {}
+        #: cleared: config PATCHes wait (up to 30 s) before being answered
+        self.answerPatches = threading.Event()
+        self.answerPatches.set()
+        self.patchesArrived = threading.Event()
         self._lock = threading.Lock()
         standIn = self
 
@@ -68,6 +74,9 @@ class HerokuStandIn:
     def _handle(self, handler):
         length = int(handler.headers.get("Content-Length") or 0)
         body = handler.rfile.read(length)
+        if handler.command == "PATCH":
+            self.patchesArrived.set()
+            self.answerPatches.wait(30)
         with self._lock:
             status = self._route(handler, body)
             self.requests.append(
