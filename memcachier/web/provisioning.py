@@ -179,8 +179,23 @@ class ProvisioningAPI:
         created = {
             "description": "The cache, with its first (primary) credential in config.",
             "content": {"application/json": {"schema": _ref("ProvisionedCache")}},
+            # What a created cache's id can be used for (stateful testers
+            # follow these).
+            "links": {
+                name: {
+                    "operationRef": "#/paths/"
+                    + ("/api/v2/caches" + path).replace("~", "~0").replace("/", "~1")
+                    + "/" + method,
+                    "parameters": {"cacheId": "$response.body#/id"},
+                }
+                for name, method, path in (
+                    ("ChangePlan", "put", "/{cacheId}/plan"),
+                    ("DeleteCache", "delete", "/{cacheId}"),
+                )
+            },
         }
         string = {"type": "string", "minLength": 1, "maxLength": 128}
+        plan = {"type": "string", "enum": sorted(self.settings.plans), "description": "A plan slug."}
         return {
             "": {
                 "post": {
@@ -194,7 +209,7 @@ class ProvisioningAPI:
                                     "type": "object",
                                     "additionalProperties": False,
                                     "properties": {
-                                        "plan": string,
+                                        "plan": plan,
                                         "label": string,
                                         "name": string,
                                     },
@@ -227,7 +242,7 @@ class ProvisioningAPI:
                                     "type": "object",
                                     "additionalProperties": False,
                                     "required": ["plan"],
-                                    "properties": {"plan": string},
+                                    "properties": {"plan": plan},
                                 }
                             }
                         },

@@ -446,3 +446,42 @@ def test_herokuOnPostgreSQL(memcachier_server_factory, postgresql_url, standIn):
     waitFor(lambda: standIn.tokensIssued >= 1, what="the grant exchange")
     assert heroku(s, "DELETE", f"/{uuid}").status_code == 204
     assert heroku(s, "DELETE", f"/{uuid}").status_code == 410
+
+
+@pytest.mark.memcachier(create_cache=False, config=f'[provisioning]\ntoken = "{OPERATOR}"\n')
+def test_schemathesisProvisioningAPI(memcachier_server, tmp_path):
+    """
+    schemathesis, with every check and the operator's token, against the
+    provisioning API's part of the document: no 5xx, no answer the
+    schema contradicts, no schema-valid request refused.
+    """
+    import shutil
+    import sys
+
+    from tests.integration.test_api import SCHEMATHESIS_CONFIG
+
+    s = memcachier_server
+    executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    if executable is None:
+        pytest.fail("schemathesis is not installed (pip install -e .[test])")
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(SCHEMATHESIS_CONFIG)
+    command = [
+        executable,
+        "--config-file", str(config),
+        "run", f"http://127.0.0.1:{s.web_port}/api/v2/openapi.json",
+        "--header", f"Authorization: Bearer {OPERATOR}",
+        "--include-path-regex", r"^/api/v2/caches(/\{cacheId\}(/plan)?)?$",
+        "--checks", "all",
+        "--exclude-checks", "ensure_resource_availability",
+        "--max-examples", "30",
+        "--workers", "1",
+        "--seed", "1",
+        "--request-timeout", "10",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    output = result.stdout + result.stderr
+    print(output[-6000:])
+    assert result.returncode == 0, output[-20000:]
+    assert re.search(r"3 selected", output), output[-3000:]
+    assert not re.search(r'" 5\d\d ', s.log()), s.log()[-5000:]
