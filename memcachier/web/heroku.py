@@ -111,8 +111,6 @@ class HerokuAPI:
 
     _log = Logger()
 
-    app = None
-
     def __init__(self, records, provisioner, settings, sync=None):
         """
         @param records: an L{AsyncProvisioningRecords}.
