@@ -231,11 +231,15 @@ def test_herokuLifecycle(memcachier_server_factory, standIn):
     waitFor(lambda: len(standIn.configs[uuid]) == 2, what="the second config PATCH")
     assert standIn.configs[uuid][-1]["MEMCACHIER_USERNAME"] == config["MEMCACHIER_USERNAME"]
 
-    # Deprovision: the cache and credentials are gone at once.
+    # Deprovision: the cache and credentials are gone at once, for a new
+    # client and for the one connected all along.
+    assert mc.get("greeting") == b"again"
     gone = heroku(s, "DELETE", f"/{uuid}")
     assert (gone.status_code, gone.content) == (204, b"")
     with pytest.raises(pylibmc.Error):
         client(config).get("greeting")
+    with pytest.raises(pylibmc.Error):
+        mc.get("greeting")
     assert {c["id"] for c in s.admin("cache", "list")} == before
     assert heroku(s, "DELETE", f"/{uuid}").status_code == 410
     assert heroku(s, "PUT", f"/{uuid}", json={"plan": "100"}).status_code == 410
