@@ -4,6 +4,8 @@ per-cache counts equal what a scripted memcache workload did; access
 off/open/token; the curl examples of docs/metrics.md.
 """
 
+import time
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -48,6 +50,10 @@ def test_countsEqualTheWorkload(memcachier_server):
     """
     s = memcachier_server
     other = s.admin("cache", "create")
+    # The CLI's cache reaches the server at its next poll.
+    deadline = time.monotonic() + 10
+    while not samples(scrape(s), other["id"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
     before = samples(scrape(s), s.cache_id)
     assert value(before, "memcached_commands_total", command="get", status="hit") == 0
 
