@@ -16,7 +16,8 @@ def test_storeRunOne():
     result = store.runOne(2000, 100, 0.05, 0.5)
     assert result["items"] == 2000 and result["operations"] >= 1000
     assert result["full_collection_ms"] > 0
-    assert result["worst_op_ms"] >= result["worst_op_cpu_ms"] >= 0
+    # wall and CPU clocks tick differently: no order between them holds
+    assert result["worst_op_ms"] > 0 and result["worst_op_cpu_ms"] >= 0
     assert len(result["gc_collections"]) == 3
 
 
