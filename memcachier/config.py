@@ -57,6 +57,13 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     slices = 10              # time slices kept (popular items, key stats)
     batch_limit = 500        # events per batch counted exactly; more are sampled
 
+    [limits]                      # what an API user or client can grow, per cache
+    watched_prefixes = 50
+    credentials = 20              # the primary credential included
+    alerts = 50
+    alert_configs = 20            # alert delivery configs
+    multiget_keys = 0             # keys per ASCII get/gets/gat/gats; 0: only the line length bounds it
+
     [alerts]
     interval = "60s"              # how often rules are evaluated
     window = "5m"                 # the span hit_rate and rates are judged over
@@ -184,6 +191,12 @@ class Settings:
     @ivar web_body_timeout: seconds a request's body may take.
     @ivar web_idle_timeout: seconds a connection may idle between requests.
     @ivar shutdown_timeout: seconds in-flight requests get after SIGTERM.
+    @ivar limit_watched_prefixes: watched prefixes per cache.
+    @ivar limit_credentials: credentials per cache, the primary included.
+    @ivar limit_alerts: alerts per cache.
+    @ivar limit_alert_configs: alert delivery configs per cache.
+    @ivar limit_multiget_keys: keys one ASCII retrieval command may name,
+        C{0} for no count (the line length, 256 KiB, still bounds it).
     """
 
     listen: tuple = DEFAULT_LISTEN
@@ -228,6 +241,11 @@ class Settings:
     web_body_timeout: float = 30.0
     web_idle_timeout: float = 60.0
     shutdown_timeout: float = 10.0
+    limit_watched_prefixes: int = 50
+    limit_credentials: int = 20
+    limit_alerts: int = 50
+    limit_alert_configs: int = 20
+    limit_multiget_keys: int = 0
 
     def clusterKind(self, name):
         """
@@ -610,8 +628,16 @@ def _isHostPort(value):
 
 _TOP = (
     "memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics",
-    "alerts",
+    "alerts", "limits",
 )
+#: C{[limits]} keys, their defaults and the smallest value each accepts
+_LIMITS = {
+    "watched_prefixes": (50, 1),
+    "credentials": (20, 1),
+    "alerts": (50, 1),
+    "alert_configs": (20, 1),
+    "multiget_keys": (0, 0),
+}
 _ANALYTICS_KEYS = (
     "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
     "slices", "batch_limit",
@@ -784,6 +810,13 @@ def _settingsFrom(data, overrides):
 
     alertSettings = _checkAlerts(check, data)
 
+    limitsTable = check.table(data, "limits")
+    check.unknown(limitsTable, "limits.", tuple(_LIMITS))
+    limits = {
+        "limit_" + key: check.integer(limitsTable, "limits.", key, default, minimum=minimum)
+        for key, (default, minimum) in _LIMITS.items()
+    }
+
     if check.errors:
         return None, check.errors
     return (
@@ -822,6 +855,7 @@ def _settingsFrom(data, overrides):
             web_body_timeout=bodyTimeout,
             web_idle_timeout=idleTimeout,
             shutdown_timeout=shutdownTimeout,
+            **limits,
         ),
         [],
     )

@@ -54,6 +54,7 @@ from memcachier.protocols.text import (  # noqa: F401 (re-exported wire strings)
     STORED,
     TOO_LARGE,
     TOO_MANY_CONNECTIONS,
+    TOO_MANY_KEYS,
     TOUCHED,
     UNAUTHENTICATED,
     parseInt as _int,
@@ -137,7 +138,11 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
     @ivar _swallow: value bytes still to discard (refused storage command).
     @ivar _streaming: a long multi-get stopped because the client is not
         reading: C{(items, next index, withCas)}.
+    @ivar maxKeys: keys a retrieval command may name (C{limits.multiget_keys}),
+        C{0} for no count: the line length (L{MAX_LINE_GET}) bounds it.
     """
+
+    maxKeys = 0
 
     def __init__(self, session):
         CodecProtocol.__init__(self, session)
@@ -486,6 +491,9 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
     def _retrieve(self, parts, first, exptime, withCas, out):
         session = self.session
         keys = parts[first:]
+        if self.maxKeys and len(keys) > self.maxKeys:
+            out.append(TOO_MANY_KEYS)
+            return None
         for key in keys:
             if len(key) > KEY_MAX_LENGTH:
                 out.append(BAD_FORMAT)

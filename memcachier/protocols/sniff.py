@@ -53,6 +53,7 @@ class SniffingProtocol(Protocol):
     def dataReceived(self, data):
         codecClass = BinaryProtocol if data[0] == BINARY_REQUEST_MAGIC else AsciiProtocol
         codec = self.codec = codecClass(self.session)
+        codec.maxKeys = self.factory.maxKeys
         self.dataReceived = codec.dataReceived
         codec.makeConnection(self.transport)
         codec.dataReceived(data)
@@ -90,6 +91,8 @@ class MemcacheFactory(Factory):
     @ivar registry: the L{memcachier.runtime.CacheRegistry}.
     @ivar authTimeout: seconds an unauthenticated connection may stay open.
     @ivar maxConnections: the ceiling over every memcache listener.
+    @ivar maxKeys: keys an ASCII retrieval command may name, C{0} for no
+        count (C{limits.multiget_keys}).
     @ivar open: the connections open now.
     @ivar refused: connections refused past the ceiling, in L{Bursts}.
     """
@@ -98,7 +101,9 @@ class MemcacheFactory(Factory):
     noisy = False
     _log = Logger()
 
-    def __init__(self, registry, reactor, authTimeout=5.0, throttle=None, maxConnections=None):
+    def __init__(self, registry, reactor, authTimeout=5.0, throttle=None, maxConnections=None,
+                 maxKeys=0):
+        self.maxKeys = maxKeys
         self.registry = registry
         self.reactor = reactor
         self.authTimeout = authTimeout

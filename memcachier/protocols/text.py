@@ -42,6 +42,7 @@ NO_MEMORY = b"SERVER_ERROR out of memory storing object\r\n"
 TOO_MANY_CONNECTIONS = b"SERVER_ERROR too many connections for this cache\r\n"
 CACHE_DISABLED = b"SERVER_ERROR cache disabled\r\n"
 LINE_TOO_LONG = b"CLIENT_ERROR line too long\r\n"
+TOO_MANY_KEYS = b"CLIENT_ERROR too many keys\r\n"
 
 STORE_REPLIES = {
     StoreResult.STORED: STORED,
