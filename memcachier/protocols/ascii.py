@@ -60,6 +60,7 @@ from memcachier.protocols.text import (  # noqa: F401 (re-exported wire strings)
     parseInt as _int,
     parseUint as _uint,
     renderHit,
+    renderStream,
     renderValues,
     serverError as _serverError,
 )
@@ -70,9 +71,7 @@ MAX_LINE = 2048
 MAX_LINE_GET = 256 * 1024
 #: longest password accepted in ASCII auth
 MAX_AUTH_VALUE = 1024
-#: a multi-get of more keys is rendered this many keys at a time (fewer
-#: once values prove large), so that a huge one is sent as it goes and can
-#: wait for a slow reader
+#: a multi-get of more keys is sent as it is rendered (L{AsciiProtocol._stream})
 STREAM_SLICE = 16
 #: replies gathered before the codec checks its output size
 CHECK_EVERY = 32
@@ -266,7 +265,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
             if len(out) >= CHECK_EVERY or (out and len(out[-1]) > FLUSH_AT):
                 # bound what one read can make us hold for a slow reader
                 self._emitOut(out)
-                if self.backlogged:
+                if self.waitForDrain():
                     self.hold(data[pos:])
                     return
             authenticated = session.authenticated
@@ -518,27 +517,27 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
 
     def _stream(self, items, start, withCas, out):
         """
-        Render a long multi-get a slice at a time, sending as it goes.
+        Send a long multi-get as it is rendered, L{FLUSH_AT} bytes at a
+        time (big values by reference, see L{renderStream}); once output
+        is queued at the transport (the client reads slower than we
+        answer), the rest waits for it to drain, so a client that never
+        reads holds about one value, not the whole reply.
 
-        @return: L{_HOLD} if the client stopped reading (the rest is
-            kept in C{_streaming} for L{drained}), else L{None}.
+        @return: L{_HOLD} if the rest waits (it is kept in C{_streaming}
+            for L{drained}), else L{None}.
         """
-        size = 0
         count = len(items)
-        step = STREAM_SLICE
         while start < count:
-            piece = renderValues(items[start:start + step], withCas)
-            start += step
-            out.append(piece)
-            size += len(piece)
-            if len(piece) > FLUSH_AT:
-                step = max(1, step * FLUSH_AT // len(piece))
-            if size > FLUSH_AT and start < count:
+            pieces, start = renderStream(items, start, withCas, FLUSH_AT)
+            if start < count or len(pieces) > 1:
                 self._emitOut(out)
-                size = 0
-                if self.backlogged:
+                for piece in pieces:
+                    self.emit(piece)
+                if start < count and self.waitForDrain():
                     self._streaming = (items, start, withCas)
                     return _HOLD
+            else:
+                out += pieces
         out.append(END)
         return None
 

@@ -310,6 +310,23 @@ class CodecProtocol(Protocol):
         """
         return self._backlogged
 
+    def waitForDrain(self):
+        """
+        Whether a codec that just sent a large reply must wait before
+        answering more: the client is L{backlogged}, or anything is queued
+        at the transport at all (it reads slower than we answer).  Reading
+        then pauses until the transport drained, and L{drained} is called.
+        Waiting as soon as anything is queued keeps what a client that
+        does not read holds to about one large reply; L{MAX_QUEUED} still
+        bounds many small ones.
+        """
+        if self._backlogged:
+            return True
+        if self._queued:
+            self.pauseProducing()
+            return True
+        return False
+
     def send(self, data):
         """
         Send C{data} now if nothing is queued, else through the transport.

@@ -364,7 +364,7 @@ class BinaryProtocol(CodecProtocol):
                 # bound what one read can make us hold for a slow reader
                 self.emit(b"".join(out))
                 del out[:]
-                if self.backlogged:
+                if self.waitForDrain():
                     held = True
                     break
 

@@ -122,3 +122,43 @@ def renderValues(items, withCas):
                     )
             add((header, item.value, CRLF))
     return b"".join(chunks)
+
+
+def renderStream(items, start, withCas, budget):
+    """
+    The C{VALUE} blocks of C{items[start:]} (L{None} for misses) until
+    they reach C{budget} bytes, for a long multi-get sent as it goes.  A
+    value of C{budget} bytes or more is its own piece: the item's bytes,
+    referenced, not copied into a reply (a client that does not read
+    then holds one value, not a copy of each).
+
+    @return: (the pieces to send in order, the index after the last item
+        rendered).
+    """
+    pieces = []
+    small = []
+    size = 0
+    count = len(items)
+    while start < count and size < budget:
+        item = items[start]
+        start += 1
+        if item is None:
+            continue
+        value = item.value
+        if withCas:
+            header = b"VALUE %b %d %d %d\r\n" % (item.key, item.flags, len(value), item.cas)
+        else:
+            header = item.header
+            if header is None:
+                header = item.header = b"VALUE %b %d %d\r\n" % (item.key, item.flags, len(value))
+        size += len(header) + len(value) + 2
+        if len(value) >= budget:
+            if small:
+                pieces.append(b"".join(small))
+                small = []
+            pieces += (header, value, CRLF)
+        else:
+            small += (header, value, CRLF)
+    if small:
+        pieces.append(b"".join(small))
+    return pieces, start
