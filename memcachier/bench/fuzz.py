@@ -527,14 +527,34 @@ def _fuzzBatch(server, campaign, rng, batch):
         pass  # the server closed on a bad input: what it said is checked below
     data = _recvAll(sock, 5.0)
     sock.close()
+    # the server picks the protocol from the first byte, as the checker must
+    # (a fuzzed first request of the sasl campaign may not start with 0x80)
+    first = (login + b"".join(inputs) + sentinel)[:1]
     try:
-        (checkBinaryReplies if binary else checkAsciiReplies)(data)
+        (checkBinaryReplies if first == b"\x80" else checkAsciiReplies)(data)
     except MalformedReply as e:
         return batch, False, f"malformed reply: {e.args[0]!r}"
-    return batch, data.endswith(answer), None
+    return batch, data.endswith(answer if first == sentinel[:1] else b""), None
 
 
 _BAD_LOG = re.compile(r"Traceback|Unhandled|#critical|#error|\[-\] .*Error")
+
+
+def _cacheBytes(server):
+    """
+    The fuzzed cache's C{bytes} and C{curr_items} stats, as text.
+    """
+    user, password = server.fuzzed
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"set %b 0 0 %d\r\n%b\r\nstats\r\n" % (user, len(password), password))
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    stats = dict(line.split(b" ")[1:3] for line in data.split(b"\r\n") if line.startswith(b"STAT "))
+    return f"{int(stats.get(b'bytes', 0)) / 2**20:.1f} MiB in {int(stats.get(b'curr_items', 0))} items"
 
 
 def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS):
@@ -591,6 +611,7 @@ def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS):
             if not alive:
                 break
         endRss = rss(server.process.pid) if server.alive() else 0
+        cached = _cacheBytes(server) if server.alive() else "?"
         bad = [line for line in server.log().splitlines() if _BAD_LOG.search(line)]
         print(
             f"bystander: {bystander.checks} checks, {len(bystander.wrong)} wrong answers, "
@@ -602,7 +623,8 @@ def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS):
         for line in bad[:20]:
             print(f"  {line}", file=out)
         print(f"RSS: {startRss / 2**20:.1f} -> {endRss / 2**20:.1f} MiB "
-              f"({(endRss - startRss) / 2**20:+.1f})", file=out, flush=True)
+              f"({(endRss - startRss) / 2**20:+.1f}); the fuzzed cache now holds {cached} "
+              "(what the fuzzed sets stored, bounded by its plan)", file=out, flush=True)
         ok = ok and not bystander.wrong and not bad
     finally:
         server.stop()
