@@ -166,6 +166,14 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
             self.closeAfterReplies()
             return
         self.resumeParsing(data)
+        if self._draining:
+            self.checkDrained()
+
+    def partialRequest(self):
+        return bool(
+            self._buffer or self._value is not None or self._swallow
+            or self._streaming is not None or CodecProtocol.partialRequest(self)
+        )
 
     def resumeParsing(self, data):
         if self._closing:

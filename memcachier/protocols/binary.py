@@ -255,6 +255,11 @@ class BinaryProtocol(CodecProtocol):
     def dataReceived(self, data):
         self.session.stats.bytes_read += len(data)
         self.resumeParsing(data)
+        if self._draining:
+            self.checkDrained()
+
+    def partialRequest(self):
+        return bool(self._pending or self._skip or CodecProtocol.partialRequest(self))
 
     def resumeParsing(self, data):
         if self._closing:

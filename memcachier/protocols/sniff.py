@@ -58,6 +58,16 @@ class SniffingProtocol(Protocol):
         codec.makeConnection(self.transport)
         codec.dataReceived(data)
 
+    def drain(self):
+        """
+        Close once the request being received, if any, is answered (see
+        L{memcachier.protocols.base.CodecProtocol.drain}).
+        """
+        if self.codec is None:
+            self.transport.loseConnection()
+        else:
+            self.codec.drain()
+
     def connectionLost(self, reason):
         factory = self.factory
         factory.open.discard(self)
@@ -122,9 +132,10 @@ class MemcacheFactory(Factory):
 
     def drain(self):
         """
-        Close every connection once what it was sent is answered: requests
-        are answered as they arrive, so only output still queued is
-        waited for (see L{memcachier.shutdown}).
+        Close every connection once what it was sent is answered: an idle
+        one at once (after its queued output), one in the middle of a
+        request once that request has arrived and been answered (see
+        L{memcachier.shutdown}).
 
         @return: a L{Deferred} firing when none is open.
         """
@@ -132,7 +143,7 @@ class MemcacheFactory(Factory):
             return succeed(None)
         drained = self._drained = Deferred()
         for protocol in list(self.open):
-            protocol.transport.loseConnection()
+            protocol.drain()
         return drained
 
     def abort(self):
