@@ -343,11 +343,13 @@ def rss(pid):
 
 class Server:
     """
-    A C{twistd -n memcachier} in a temporary directory with two caches.
+    A C{twistd -n memcachier} in a temporary directory with two caches
+    (also used by L{memcachier.bench.soak}).
     """
 
-    def __init__(self, directory, extraMemcache=""):
+    def __init__(self, directory, extraMemcache="", plan=None):
         self.directory = directory
+        self.plan = plan
         self.port = _freePort()
         self.webPort = _freePort()
         self.config = os.path.join(directory, "memcachier.toml")
@@ -374,8 +376,9 @@ class Server:
         return credential["username"].encode(), credential["password"].encode()
 
     def start(self):
-        self.fuzzed = self.admin("cache", "create")
-        self.bystander = self.admin("cache", "create")
+        create = ("cache", "create") + (("--plan", self.plan) if self.plan else ())
+        self.fuzzed = self.admin(*create)
+        self.bystander = self.admin(*create)
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
                 [_bin("twistd"), "-n", "--pidfile=", "--logfile=-", "memcachier",
