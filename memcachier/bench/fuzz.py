@@ -496,10 +496,12 @@ def _fuzzBatch(server, campaign, rng, batch):
     send C{batch} fuzzed inputs pipelined, half-close, read every reply.
 
     A sentinel ends the batch (C{mn}, a binary C{NOOP} with its own
-    opaque): when its reply comes back, every input before it was parsed.
+    opaque): when its reply comes back, every input before it was parsed;
+    when the server closed a binary connection on a protocol error, the
+    inputs up to the last one answered were.
 
-    @return: (inputs sent, whether all were parsed, the malformed reply or
-        L{None}).
+    @return: (inputs sent, how many of them were surely parsed, the
+        malformed reply or L{None}).
     """
     user, password = server.fuzzed
     binary = campaign in ("binary", "sasl")
@@ -522,7 +524,7 @@ def _fuzzBatch(server, campaign, rng, batch):
     try:
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     except OSError as e:
-        return 0, False, f"connect failed: {e}"
+        return 0, 0, f"connect failed: {e}"
     try:
         sock.sendall(login + b"".join(inputs) + sentinel)
         sock.shutdown(socket.SHUT_WR)
@@ -536,8 +538,33 @@ def _fuzzBatch(server, campaign, rng, batch):
     try:
         (checkBinaryReplies if first == b"\x80" else checkAsciiReplies)(data)
     except MalformedReply as e:
-        return batch, False, f"malformed reply: {e.args[0]!r}"
-    return batch, data.endswith(answer if first == sentinel[:1] else b""), None
+        return batch, 0, f"malformed reply: {e.args[0]!r}"
+    # the sentinel is answered only in the protocol the server picked
+    if (first == b"\x80") == binary and data.endswith(answer):
+        return batch, batch, None
+    if binary and first == b"\x80":
+        # the server closed on a protocol error (as memcached does): every
+        # input up to the last one answered was parsed
+        return batch, _answeredUpTo(inputs, data), None
+    return batch, 0, None
+
+
+def _answeredUpTo(inputs, data):
+    """
+    How many of the binary C{inputs} were parsed, judging by the opaque
+    values of the responses in C{data} (inputs carry random opaques).
+    """
+    where = {}
+    for i, request in enumerate(inputs):
+        if len(request) >= 24:
+            where.setdefault(request[12:16], i)
+    last = -1
+    pos = 0
+    while len(data) - pos >= 24:
+        bodylen = int.from_bytes(data[pos + 8:pos + 12], "big")
+        last = max(last, where.get(data[pos + 12:pos + 16], -1))
+        pos += 24 + bodylen
+    return last + 1
 
 
 _BAD_LOG = re.compile(r"Traceback|Unhandled|#critical|#error|\[-\] .*Error")
@@ -587,10 +614,9 @@ def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS):
             lastReport = started
             while sent < inputs and server.alive():
                 size = batch or BATCHES[name]
-                n, whole, problem = _fuzzBatch(server, name, rng, min(size, inputs - sent))
+                n, done, problem = _fuzzBatch(server, name, rng, min(size, inputs - sent))
                 sent += n
-                if whole:
-                    parsed += n
+                parsed += done
                 if problem is not None:
                     problems.append(problem)
                 if time.monotonic() - bystander.last > 0.05:
@@ -603,7 +629,7 @@ def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS):
             alive = server.alive()
             print(
                 f"{name}: {sent} inputs in {elapsed:.0f} s ({sent / max(elapsed, 1e-9):.0f}/s), "
-                f"{parsed} of them in batches parsed to the end, "
+                f"{parsed} of them surely parsed, "
                 f"{len(problems)} bad replies, server {'alive' if alive else 'DEAD'}, "
                 f"RSS {rss(server.process.pid) / 2**20 if alive else 0:.1f} MiB",
                 file=out, flush=True,
