@@ -187,3 +187,32 @@ def test_multigetKeys():
 
 def test_settingsCarryTheLimits():
     assert Settings().limit_watched_prefixes == 50
+
+
+def test_adminHonoursCredentialLimit(tmp_path):
+    """
+    C{memcachier-admin credential create} past C{limits.credentials} fails
+    with the limit's message and a non-zero status.
+    """
+    import io
+    import json
+
+    from memcachier.admin import main
+
+    config = tmp_path / "memcachier.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n[limits]\ncredentials = 2\n'
+    )
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = main(["--config", str(config), *argv], stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, _ = run("cache", "create", "--json")
+    assert code == 0
+    cacheId = str(json.loads(out)["id"])
+    assert run("credential", "create", cacheId)[0] == 0
+    code, _, err = run("credential", "create", cacheId)
+    assert code != 0
+    assert "at most 2 credentials (limits.credentials)" in err
