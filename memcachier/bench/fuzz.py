@@ -604,6 +604,7 @@ def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS):
         bystander = Bystander(server.port, *server.bystander)
         bystander.check()
         startRss = rss(server.process.pid)
+        startLines = len(server.log().splitlines())
         rng = random.Random(seed)
         print(f"fuzz: server pid {server.process.pid}, port {server.port}, seed {seed}, "
               f"RSS {startRss / 2**20:.1f} MiB", file=out, flush=True)
@@ -641,14 +642,20 @@ def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS):
                 break
         endRss = rss(server.process.pid) if server.alive() else 0
         cached = _cacheBytes(server) if server.alive() else "?"
-        bad = [line for line in server.log().splitlines() if _BAD_LOG.search(line)]
+        lines = server.log().splitlines()
+        bad = [line for line in lines if _BAD_LOG.search(line)]
+        # what the fuzzing made the server log at all (after it started)
+        during = lines[startLines:]
         print(
             f"bystander: {bystander.checks} checks, {len(bystander.wrong)} wrong answers, "
             f"slowest {bystander.worst * 1000:.0f} ms", file=out,
         )
         for request, answer in bystander.wrong[:10]:
             print(f"  {request!r} -> {answer!r}", file=out)
-        print(f"log: {len(bad)} traceback/error lines", file=out)
+        print(f"log: {len(bad)} traceback/error lines; {len(during)} lines logged while fuzzing",
+              file=out)
+        for line in during[:5]:
+            print(f"  {line[:200]}", file=out)
         for line in bad[:20]:
             print(f"  {line}", file=out)
         print(f"RSS: {startRss / 2**20:.1f} -> {endRss / 2**20:.1f} MiB "
