@@ -51,6 +51,10 @@ class SniffingProtocol(Protocol):
         )
 
     def dataReceived(self, data):
+        if not data:
+            # no byte to sniff yet (TCP never delivers none; a wrapping
+            # transport might): wait for one
+            return
         codecClass = BinaryProtocol if data[0] == BINARY_REQUEST_MAGIC else AsciiProtocol
         codec = self.codec = codecClass(self.session)
         codec.maxKeys = self.factory.maxKeys
