@@ -122,6 +122,7 @@ class Admin:
                 defaultPlan=self.settings.default_plan,
                 defaultCluster=self.settings.default_cluster,
                 clusters=self.settings.clusters,
+                maxCredentials=self.settings.limit_credentials,
             )
         return self._controlPlane
 
@@ -272,7 +273,10 @@ class Admin:
     def _alerts(self):
         from memcachier.alerts.repository import AlertRepository
 
-        return AlertRepository(self.controlPlane.engine, self._clock)
+        return AlertRepository(
+            self.controlPlane.engine, self._clock, maxAlerts=self.settings.limit_alerts,
+            maxConfigs=self.settings.limit_alert_configs,
+        )
 
     def _requireCache(self, cacheId):
         self.controlPlane.getCache(cacheId)

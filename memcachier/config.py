@@ -57,6 +57,13 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     slices = 10              # time slices kept (popular items, key stats)
     batch_limit = 500        # events per batch counted exactly; more are sampled
 
+    [limits]                      # what an API user or client can grow, per cache
+    watched_prefixes = 50
+    credentials = 20              # the primary credential included
+    alerts = 50
+    alert_configs = 20            # alert delivery configs
+    multiget_keys = 0             # keys per ASCII get/gets/gat/gats; 0: only the line length bounds it
+
     [alerts]
     interval = "60s"              # how often rules are evaluated
     window = "5m"                 # the span hit_rate and rates are judged over
@@ -210,6 +217,12 @@ class Settings:
         empty turns it off.
     @ivar metrics_access: C{"off"}, C{"open"} or C{"token"} for C{/metrics}.
     @ivar metrics_token: the bearer token C{/metrics} wants with C{"token"}.
+    @ivar limit_watched_prefixes: watched prefixes per cache.
+    @ivar limit_credentials: credentials per cache, the primary included.
+    @ivar limit_alerts: alerts per cache.
+    @ivar limit_alert_configs: alert delivery configs per cache.
+    @ivar limit_multiget_keys: keys one ASCII retrieval command may name,
+        C{0} for no count (the line length, 256 KiB, still bounds it).
     """
 
     listen: tuple = DEFAULT_LISTEN
@@ -264,6 +277,11 @@ class Settings:
     provisioning_token: str = ""
     metrics_access: str = "off"
     metrics_token: str = ""
+    limit_watched_prefixes: int = 50
+    limit_credentials: int = 20
+    limit_alerts: int = 50
+    limit_alert_configs: int = 20
+    limit_multiget_keys: int = 0
 
     def clusterKind(self, name):
         """
@@ -662,10 +680,18 @@ def _isHostPort(value):
 
 _TOP = (
     "memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics",
-    "alerts", "heroku", "provisioning", "metrics",
+    "alerts", "heroku", "provisioning", "metrics", "limits",
 )
 _HEROKU_KEYS = ("id", "password", "sso_salt", "api_url", "id_url", "client_secret")
 METRICS_ACCESS = ("off", "open", "token")
+#: C{[limits]} keys, their defaults and the smallest value each accepts
+_LIMITS = {
+    "watched_prefixes": (50, 1),
+    "credentials": (20, 1),
+    "alerts": (50, 1),
+    "alert_configs": (20, 1),
+    "multiget_keys": (0, 0),
+}
 _ANALYTICS_KEYS = (
     "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
     "slices", "batch_limit",
@@ -867,6 +893,13 @@ def _settingsFrom(data, overrides):
     if metricsAccess == "token" and not metricsToken:
         check.error("metrics.token", 'required when metrics.access is "token"')
 
+    limitsTable = check.table(data, "limits")
+    check.unknown(limitsTable, "limits.", tuple(_LIMITS))
+    limits = {
+        "limit_" + key: check.integer(limitsTable, "limits.", key, default, minimum=minimum)
+        for key, (default, minimum) in _LIMITS.items()
+    }
+
     if check.errors:
         return None, check.errors
     return (
@@ -914,6 +947,7 @@ def _settingsFrom(data, overrides):
             provisioning_token=provisioningToken,
             metrics_access=metricsAccess,
             metrics_token=metricsToken,
+            **limits,
         ),
         [],
     )

@@ -5,8 +5,9 @@ Graceful stop (C{SIGTERM}) and certificate reload (C{SIGHUP}).
 twistd stops the application service on C{SIGTERM} and waits for the
 L{Deferred} its C{stopService} returns.  L{NodeService} makes that a
 sequence: stop accepting on every listener; let every open connection
-finish what it is doing (a web request being received or answered runs to
-its end, then its connection closes; an idle connection closes at once) for
+finish what it is doing (a web request or a memcache request being
+received or answered runs to its end, then its connection closes; an idle
+connection closes at once) for
 at most C{shutdownTimeout} seconds, after which what is left is aborted;
 only then stop the other services, the thread pool last, so control-plane
 writes the last requests queued are done before the process exits (0).

@@ -355,6 +355,7 @@ def buildService(settings, reactor):
         defaultPlan=settings.default_plan,
         defaultCluster=settings.default_cluster,
         clusters=settings.clusters,
+        maxCredentials=settings.limit_credentials,
     )
     bootstrap(controlPlane, settings)
 
@@ -430,7 +431,8 @@ def buildService(settings, reactor):
 
     throttle = AuthThrottle(settings.auth_failure_rate, settings.auth_failure_burst)
     factory = MemcacheFactory(
-        registry, reactor, settings.auth_timeout, throttle, maxConnections=memcacheCeiling
+        registry, reactor, settings.auth_timeout, throttle, maxConnections=memcacheCeiling,
+        maxKeys=settings.limit_multiget_keys,
     )
     top.drainables.append(factory)
     for description in settings.listen:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from twisted.internet import threads
 
 from memcachier.control import schema
-from memcachier.control.repository import ControlPlaneError
+from memcachier.control.repository import ControlPlaneError, LimitReached
 
 #: Events L{AlertRepository.events} returns at most.
 EVENTS_LIMIT = 50
@@ -86,9 +86,23 @@ class AlertRepository:
     Synchronous access to the alert tables.
     """
 
-    def __init__(self, engine, clock):
+    def __init__(self, engine, clock, maxAlerts=50, maxConfigs=20):
+        """
+        @param maxAlerts: alerts a cache may have (C{limits.alerts}).
+        @param maxConfigs: delivery configs a cache may have
+            (C{limits.alert_configs}).
+        """
         self.engine = engine
         self._clock = clock
+        self.maxAlerts = maxAlerts
+        self.maxConfigs = maxConfigs
+
+    def _checkCount(self, conn, table, cacheId, limit, what, key):
+        count = conn.execute(
+            sa.select(sa.func.count()).select_from(table).where(table.c.cache_id == cacheId)
+        ).scalar()
+        if count >= limit:
+            raise LimitReached(what, limit, key)
 
     # -- delivery configs
 
@@ -110,6 +124,10 @@ class AlertRepository:
     def createConfig(self, cacheId, **fields):
         values = {k: fields.get(k, "") for k in _CONFIG_FIELDS}
         with self.engine.begin() as conn:
+            self._checkCount(
+                conn, schema.alert_configs, cacheId, self.maxConfigs, "alert delivery configs",
+                "alert_configs",
+            )
             result = conn.execute(schema.alert_configs.insert().values(cache_id=cacheId, **values))
             return _config(self._configRow(conn, cacheId, result.inserted_primary_key[0]))
 
@@ -155,6 +173,7 @@ class AlertRepository:
     def createAlert(self, cacheId, **fields):
         values = {k: fields[k] for k in _ALERT_FIELDS if k in fields}
         with self.engine.begin() as conn:
+            self._checkCount(conn, schema.alerts, cacheId, self.maxAlerts, "alerts", "alerts")
             self._checkConfig(conn, cacheId, values["delivery_config_id"])
             result = conn.execute(schema.alerts.insert().values(cache_id=cacheId, **values))
             return _alert(self._alertRow(conn, cacheId, result.inserted_primary_key[0]))

@@ -403,7 +403,10 @@ def makeAlerts(registry, index, engine, pool, settings, reactor, analytics=None)
     """
     from memcachier.alerts.repository import AlertRepository, AsyncAlerts
 
-    store = AsyncAlerts(AlertRepository(engine, reactor), pool, reactor)
+    repository = AlertRepository(
+        engine, reactor, maxAlerts=settings.limit_alerts, maxConfigs=settings.limit_alert_configs
+    )
+    store = AsyncAlerts(repository, pool, reactor)
     service = AlertService(
         store, registry, index, deliverersFor(settings, reactor), settings.node_name,
         settings.web_public_url, reactor, interval=settings.alerts_interval,

@@ -78,6 +78,56 @@ def prefixOf(name, within=""):
     return name[:i] if i > 0 else None
 
 
+class PrefixIndex:
+    """
+    Watched prefixes as a trie over the bytes of their names: finding the
+    prefixes a key starts with costs one dictionary lookup per byte of
+    the key (down to the deepest watched prefix), however many prefixes
+    are watched.
+
+    @ivar root: the trie: each node is a mapping of a byte value to the
+        next node, and of C{-1} to the entries of the prefixes ending
+        there.
+    """
+
+    __slots__ = ("root", "_node")
+
+    def __init__(self, entries=(), node=dict):
+        """
+        @param entries: (name L{bytes}, entry) pairs.
+        @param node: the mapping type of nodes (tests count its lookups).
+        """
+        self._node = node
+        self.root = node()
+        for raw, entry in entries:
+            self.add(raw, entry)
+
+    def add(self, raw, entry):
+        node = self.root
+        for byte in raw:
+            child = node.get(byte)
+            if child is None:
+                child = node[byte] = self._node()
+            node = child
+        node.setdefault(-1, []).append(entry)
+
+    def match(self, key):
+        """
+        @return: the entries of every watched prefix of C{key}, shortest
+            first (an empty list if none).
+        """
+        found = []
+        node = self.root
+        for byte in key:
+            node = node.get(byte)
+            if node is None:
+                break
+            entries = node.get(-1)
+            if entries is not None:
+                found += entries
+        return found
+
+
 class _Sketches:
     """
     Heavy hitters of one time slice: most hit, missed and mutated keys and
@@ -153,7 +203,7 @@ class Introspector:
         self.logs = collections.deque(maxlen=logSize)
         self._slices = collections.deque(maxlen=slices)
         self._watched = ()
-        self._watchedBytes = ()
+        self._index = PrefixIndex()
         self._prefixCounts = {}
         self.sampledEvents = 0
         self.detail = False
@@ -169,7 +219,7 @@ class Introspector:
         @param prefixes: L{list} of (id, name) pairs.
         """
         self._watched = tuple((pid, name, name.encode("utf-8")) for pid, name in prefixes)
-        self._watchedBytes = tuple(raw for _, _, raw in self._watched)
+        self._index = PrefixIndex((raw, (pid, name)) for pid, name, raw in self._watched)
         known = {pid for pid, _ in prefixes}
         for pid in list(self._prefixCounts):
             if pid not in known:
@@ -272,7 +322,8 @@ class Introspector:
         sk = current.sketches
         hits, misses, mutations, prefixes = sk.hits, sk.misses, sk.mutations, sk.prefixes
         counts = current.counts
-        watched = self._watchedBytes
+        index = self._index
+        watched = index.root
         # systematic sampling over the keys of the batch: C{skip} carries
         # the position across events so multi-gets are sampled like the rest
         skip = 0
@@ -314,13 +365,13 @@ class Introspector:
                 i = name.find(DELIMITER, 1)
                 if i > 0:
                     prefixes.update(name[:i], weight)
-                if watched and key.startswith(watched):
-                    self._countWatched(current, op, key, name, kind, weight)
+                if watched:
+                    matched = index.match(key)
+                    if matched:
+                        self._countWatched(current, op, matched, name, kind, weight)
 
-    def _countWatched(self, current, op, key, name, kind, weight):
-        for pid, prefix, raw in self._watched:
-            if not key.startswith(raw):
-                continue
+    def _countWatched(self, current, op, matched, name, kind, weight):
+        for pid, prefix in matched:
             totals = self._prefixCounts.setdefault(pid, [0, 0, 0])
             sk = current.watched.get(pid)
             if sk is None:
@@ -499,18 +550,18 @@ class Introspector:
         out = {pid: [0, 0] for pid, _, _ in self._watched}
         if not self._watched:
             return out
-        watched = self._watchedBytes
+        match = self._index.match
         peek = self.keyspace.peek
         for key in self.keyspace.keys():
-            if not key.startswith(watched):
+            matched = match(key)
+            if not matched:
                 continue
             item = peek(key)
             if item is None or hasattr(item, "addCallback"):
                 continue
-            for pid, _, raw in self._watched:
-                if key.startswith(raw):
-                    out[pid][0] += 1
-                    out[pid][1] += len(key) + itemValueLength(item)
+            for pid, _ in matched:
+                out[pid][0] += 1
+                out[pid][1] += len(key) + itemValueLength(item)
         return out
 
 

@@ -19,7 +19,7 @@ from twisted.internet import threads
 
 from memcachier.analytics import series
 from memcachier.control import schema
-from memcachier.control.repository import ControlPlaneError, UnknownCache
+from memcachier.control.repository import ControlPlaneError, LimitReached, UnknownCache
 
 
 class UnknownPrefix(ControlPlaneError):
@@ -73,9 +73,14 @@ class AnalyticsRepository:
     @ivar engine: the control plane's engine (migrated to revision 0002).
     """
 
-    def __init__(self, engine, clock):
+    def __init__(self, engine, clock, maxPrefixes=50):
+        """
+        @param maxPrefixes: prefixes a cache may watch
+            (C{limits.watched_prefixes}).
+        """
         self.engine = engine
         self._clock = clock
+        self.maxPrefixes = maxPrefixes
 
     # -- writing samples
 
@@ -262,12 +267,18 @@ class AnalyticsRepository:
         @raise InvalidPrefix: see L{checkPrefixName}.
         @raise DuplicatePrefix: already watched.
         @raise UnknownCache: no such cache.
+        @raise LimitReached: the cache watches C{maxPrefixes} already.
         """
         checkPrefixName(name)
         p = schema.prefixes
         try:
             with self.engine.begin() as conn:
                 self._checkCache(conn, cacheId)
+                count = conn.execute(
+                    sa.select(sa.func.count()).select_from(p).where(p.c.cache_id == cacheId)
+                ).scalar()
+                if count >= self.maxPrefixes:
+                    raise LimitReached("watched prefixes", self.maxPrefixes, "watched_prefixes")
                 result = conn.execute(
                     p.insert().values(cache_id=cacheId, name=name, created_at=self._clock.seconds())
                 )

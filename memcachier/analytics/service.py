@@ -503,7 +503,8 @@ def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None
     """
     from memcachier.analytics.repository import AnalyticsRepository, AsyncAnalytics
 
-    store = AsyncAnalytics(AnalyticsRepository(engine, reactor), pool, reactor)
+    repository = AnalyticsRepository(engine, reactor, maxPrefixes=settings.limit_watched_prefixes)
+    store = AsyncAnalytics(repository, pool, reactor)
     introspection = registry.introspection
     if introspection is None:
         raise ValueError("the registry was built without introspection (makeIntrospection)")

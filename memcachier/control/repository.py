@@ -109,6 +109,24 @@ class CannotDeletePrimary(ControlPlaneError):
         )
 
 
+class LimitReached(ControlPlaneError):
+    """
+    A cache already has as many of something as the configuration's
+    C{[limits]} allow (the API answers 409).
+    """
+
+    def __init__(self, what, limit, key):
+        self.what = what
+        self.limit = limit
+        super().__init__(
+            f"a cache may have at most {limit} {what} (limits.{key}); delete one first"
+        )
+
+
+#: credentials per cache unless configured (C{limits.credentials})
+DEFAULT_MAX_CREDENTIALS = 20
+
+
 @attr.s(frozen=True, slots=True, auto_attribs=True)
 class Snapshot:
     """
@@ -197,7 +215,8 @@ class ControlPlane:
     _log = Logger()
 
     def __init__(
-        self, engine, clock, plans, defaultPlan="dev", defaultCluster="default", clusters=None
+        self, engine, clock, plans, defaultPlan="dev", defaultCluster="default", clusters=None,
+        maxCredentials=DEFAULT_MAX_CREDENTIALS,
     ):
         """
         @param engine: an engine on a database that L{upgrade} migrated.
@@ -207,7 +226,10 @@ class ControlPlane:
         @param defaultCluster: the cluster of caches created without one.
         @param clusters: the names of the configured clusters (any
             container); L{None} accepts any name.
+        @param maxCredentials: credentials a cache may have, its primary
+            included.
         """
+        self.maxCredentials = maxCredentials
         self.engine = engine
         self._clock = clock
         self.plans = dict(plans)
@@ -576,10 +598,17 @@ class ControlPlane:
 
         @rtype: L{Credential}
         @raise UnknownCache: no such cache.
+        @raise LimitReached: the cache has C{maxCredentials} already.
         """
 
         def work(conn):
             self._cacheRow(conn, cacheId)
+            t = schema.credentials
+            count = conn.execute(
+                sa.select(sa.func.count()).select_from(t).where(t.c.cache_id == cacheId)
+            ).scalar()
+            if count >= self.maxCredentials:
+                raise LimitReached("credentials", self.maxCredentials, "credentials")
             credential = self._insertCredential(
                 conn, cacheId, bool(write), bool(flush), bool(api), False
             )

@@ -56,11 +56,13 @@ from memcachier.protocols.text import (  # noqa: F401 (re-exported wire strings)
     STORED,
     TOO_LARGE,
     TOO_MANY_CONNECTIONS,
+    TOO_MANY_KEYS,
     TOUCHED,
     UNAUTHENTICATED,
     parseInt as _int,
     parseUint as _uint,
     renderHit,
+    renderStream,
     renderValues,
     serverError as _serverError,
 )
@@ -71,9 +73,7 @@ MAX_LINE = 2048
 MAX_LINE_GET = 256 * 1024
 #: longest password accepted in ASCII auth
 MAX_AUTH_VALUE = 1024
-#: a multi-get of more keys is rendered this many keys at a time (fewer
-#: once values prove large), so that a huge one is sent as it goes and can
-#: wait for a slow reader
+#: a multi-get of more keys is sent as it is rendered (L{AsciiProtocol._stream})
 STREAM_SLICE = 16
 #: replies gathered before the codec checks its output size
 CHECK_EVERY = 32
@@ -139,7 +139,11 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
     @ivar _swallow: value bytes still to discard (refused storage command).
     @ivar _streaming: a long multi-get stopped because the client is not
         reading: C{(items, next index, withCas)}.
+    @ivar maxKeys: keys a retrieval command may name (C{limits.multiget_keys}),
+        C{0} for no count: the line length (L{MAX_LINE_GET}) bounds it.
     """
+
+    maxKeys = 0
 
     def __init__(self, session):
         CodecProtocol.__init__(self, session)
@@ -164,6 +168,14 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
             self.closeAfterReplies()
             return
         self.resumeParsing(data)
+        if self._draining:
+            self.checkDrained()
+
+    def partialRequest(self):
+        return bool(
+            self._buffer or self._value is not None or self._swallow
+            or self._streaming is not None or CodecProtocol.partialRequest(self)
+        )
 
     def resumeParsing(self, data):
         if self._closing:
@@ -263,7 +275,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
             if len(out) >= CHECK_EVERY or (out and len(out[-1]) > FLUSH_AT):
                 # bound what one read can make us hold for a slow reader
                 self._emitOut(out)
-                if self.backlogged:
+                if self.waitForDrain():
                     self.hold(data[pos:])
                     return
             authenticated = session.authenticated
@@ -488,6 +500,9 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
     def _retrieve(self, parts, first, exptime, withCas, out):
         session = self.session
         keys = parts[first:]
+        if self.maxKeys and len(keys) > self.maxKeys:
+            out.append(TOO_MANY_KEYS)
+            return None
         for key in keys:
             if len(key) > KEY_MAX_LENGTH:
                 out.append(BAD_FORMAT)
@@ -515,27 +530,27 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
 
     def _stream(self, keys, items, start, withCas, out):
         """
-        Render a long multi-get a slice at a time, sending as it goes.
+        Send a long multi-get as it is rendered, L{FLUSH_AT} bytes at a
+        time (big values by reference, see L{renderStream}); once output
+        is queued at the transport (the client reads slower than we
+        answer), the rest waits for it to drain, so a client that never
+        reads holds about one value, not the whole reply.
 
-        @return: L{_HOLD} if the client stopped reading (the rest is
-            kept in C{_streaming} for L{drained}), else L{None}.
+        @return: L{_HOLD} if the rest waits (it is kept in C{_streaming}
+            for L{drained}), else L{None}.
         """
-        size = 0
         count = len(items)
-        step = STREAM_SLICE
         while start < count:
-            piece = renderValues(keys[start:start + step], items[start:start + step], withCas)
-            start += step
-            out.append(piece)
-            size += len(piece)
-            if len(piece) > FLUSH_AT:
-                step = max(1, step * FLUSH_AT // len(piece))
-            if size > FLUSH_AT and start < count:
+            pieces, start = renderStream(keys, items, start, withCas, FLUSH_AT)
+            if start < count or len(pieces) > 1:
                 self._emitOut(out)
-                size = 0
-                if self.backlogged:
+                for piece in pieces:
+                    self.emit(piece)
+                if start < count and self.waitForDrain():
                     self._streaming = (keys, items, start, withCas)
                     return _HOLD
+            else:
+                out += pieces
         out.append(END)
         return None
 

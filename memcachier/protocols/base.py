@@ -144,6 +144,7 @@ class CodecProtocol(Protocol):
         self._closing = False
         self._lost = False
         self._releasing = False
+        self._draining = False
 
     def connectionMade(self):
         transport = self.transport
@@ -269,26 +270,55 @@ class CodecProtocol(Protocol):
             held.insert(0, rest)
 
     def _release(self):
-        if (
+        if not (
             self._held is None or self._barrier is not None or self._backlogged
             or self._closing or self._releasing
         ):
-            return
-        self._releasing = True
-        try:
-            while self._held is not None and self._barrier is None and not self._backlogged:
-                held, self._held = self._held, None
-                self.resumeParsing(b"".join(held))
-                if self._closing or self._lost:
-                    break
-        finally:
-            self._releasing = False
+            self._releasing = True
+            try:
+                while self._held is not None and self._barrier is None and not self._backlogged:
+                    held, self._held = self._held, None
+                    self.resumeParsing(b"".join(held))
+                    if self._closing or self._lost:
+                        break
+            finally:
+                self._releasing = False
+        if self._draining:
+            self.checkDrained()
 
     def resumeParsing(self, data):
         """
         Parsing may go on: parse C{data}, the input held since L{hold}.
         Codecs override this.
         """
+
+    def partialRequest(self):
+        """
+        Whether part of a request has been received and the rest not yet
+        (codecs override this), or input is held unparsed.
+        """
+        return bool(self._held)
+
+    def drain(self):
+        """
+        The node is stopping: close once no request is partly received
+        and every reply has been sent.  A client in the middle of sending
+        a request may finish it (within the shutdown deadline) and gets
+        its answer; what it sends after that is ignored.
+        """
+        self._draining = True
+        self.checkDrained()
+
+    def checkDrained(self):
+        """
+        Close if draining and no request is partly received; codecs call
+        this after parsing what arrived.
+        """
+        if (
+            self._draining and not self._closing and not self._releasing
+            and not self.partialRequest()
+        ):
+            self.closeAfterReplies()
 
     def closeAfterReplies(self):
         """
@@ -309,6 +339,23 @@ class CodecProtocol(Protocol):
         must stop answering (L{hold}) until it drained.
         """
         return self._backlogged
+
+    def waitForDrain(self):
+        """
+        Whether a codec that just sent a large reply must wait before
+        answering more: the client is L{backlogged}, or anything is queued
+        at the transport at all (it reads slower than we answer).  Reading
+        then pauses until the transport drained, and L{drained} is called.
+        Waiting as soon as anything is queued keeps what a client that
+        does not read holds to about one large reply; L{MAX_QUEUED} still
+        bounds many small ones.
+        """
+        if self._backlogged:
+            return True
+        if self._queued:
+            self.pauseProducing()
+            return True
+        return False
 
     def send(self, data):
         """

@@ -258,6 +258,11 @@ class BinaryProtocol(CodecProtocol):
     def dataReceived(self, data):
         self.session.stats.bytes_read += len(data)
         self.resumeParsing(data)
+        if self._draining:
+            self.checkDrained()
+
+    def partialRequest(self):
+        return bool(self._pending or self._skip or CodecProtocol.partialRequest(self))
 
     def resumeParsing(self, data):
         if self._closing:
@@ -367,7 +372,7 @@ class BinaryProtocol(CodecProtocol):
                 # bound what one read can make us hold for a slow reader
                 self.emit(b"".join(out))
                 del out[:]
-                if self.backlogged:
+                if self.waitForDrain():
                     held = True
                     break
 

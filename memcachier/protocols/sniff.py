@@ -51,11 +51,26 @@ class SniffingProtocol(Protocol):
         )
 
     def dataReceived(self, data):
+        if not data:
+            # no byte to sniff yet (TCP never delivers none; a wrapping
+            # transport might): wait for one
+            return
         codecClass = BinaryProtocol if data[0] == BINARY_REQUEST_MAGIC else AsciiProtocol
         codec = self.codec = codecClass(self.session)
+        codec.maxKeys = self.factory.maxKeys
         self.dataReceived = codec.dataReceived
         codec.makeConnection(self.transport)
         codec.dataReceived(data)
+
+    def drain(self):
+        """
+        Close once the request being received, if any, is answered (see
+        L{memcachier.protocols.base.CodecProtocol.drain}).
+        """
+        if self.codec is None:
+            self.transport.loseConnection()
+        else:
+            self.codec.drain()
 
     def connectionLost(self, reason):
         factory = self.factory
@@ -90,6 +105,8 @@ class MemcacheFactory(Factory):
     @ivar registry: the L{memcachier.runtime.CacheRegistry}.
     @ivar authTimeout: seconds an unauthenticated connection may stay open.
     @ivar maxConnections: the ceiling over every memcache listener.
+    @ivar maxKeys: keys an ASCII retrieval command may name, C{0} for no
+        count (C{limits.multiget_keys}).
     @ivar open: the connections open now.
     @ivar refused: connections refused past the ceiling, in L{Bursts}.
     """
@@ -98,7 +115,9 @@ class MemcacheFactory(Factory):
     noisy = False
     _log = Logger()
 
-    def __init__(self, registry, reactor, authTimeout=5.0, throttle=None, maxConnections=None):
+    def __init__(self, registry, reactor, authTimeout=5.0, throttle=None, maxConnections=None,
+                 maxKeys=0):
+        self.maxKeys = maxKeys
         self.registry = registry
         self.reactor = reactor
         self.authTimeout = authTimeout
@@ -117,9 +136,10 @@ class MemcacheFactory(Factory):
 
     def drain(self):
         """
-        Close every connection once what it was sent is answered: requests
-        are answered as they arrive, so only output still queued is
-        waited for (see L{memcachier.shutdown}).
+        Close every connection once what it was sent is answered: an idle
+        one at once (after its queued output), one in the middle of a
+        request once that request has arrived and been answered (see
+        L{memcachier.shutdown}).
 
         @return: a L{Deferred} firing when none is open.
         """
@@ -127,7 +147,7 @@ class MemcacheFactory(Factory):
             return succeed(None)
         drained = self._drained = Deferred()
         for protocol in list(self.open):
-            protocol.transport.loseConnection()
+            protocol.drain()
         return drained
 
     def abort(self):

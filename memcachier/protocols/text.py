@@ -45,6 +45,7 @@ NO_MEMORY = b"SERVER_ERROR out of memory storing object\r\n"
 TOO_MANY_CONNECTIONS = b"SERVER_ERROR too many connections for this cache\r\n"
 CACHE_DISABLED = b"SERVER_ERROR cache disabled\r\n"
 LINE_TOO_LONG = b"CLIENT_ERROR line too long\r\n"
+TOO_MANY_KEYS = b"CLIENT_ERROR too many keys\r\n"
 
 STORE_REPLIES = {
     StoreResult.STORED: STORED,
@@ -130,3 +131,45 @@ def renderValues(keys, items, withCas):
             else:
                 add((b"VALUE ", key, item[prefix:], CRLF))
     return b"".join(chunks)
+
+
+def renderStream(keys, items, start, withCas, budget):
+    """
+    The C{VALUE} blocks of C{items[start:]} (fetched for C{keys}, L{None}
+    for misses) until they reach C{budget} bytes, for a long multi-get sent
+    as it goes.  A value of C{budget} bytes or more is its own piece: a
+    view on the item, referenced, not copied into a reply (a client that
+    does not read then holds one value, not a copy of each).
+
+    @return: (the pieces to send in order, the index after the last item
+        rendered).
+    """
+    pieces = []
+    small = []
+    size = 0
+    count = len(items)
+    prefix = ITEM_PREFIX_SIZE
+    while start < count and size < budget:
+        item = items[start]
+        key = keys[start]
+        start += 1
+        if item is None:
+            continue
+        valueAt = prefix + item[17]
+        if withCas:
+            # the stored suffix with the CAS before its CRLF
+            header = b"VALUE %b%b %d\r\n" % (key, item[prefix:valueAt - 2], itemCas(item))
+        else:
+            header = b"VALUE %b%b" % (key, item[prefix:valueAt])
+        value = memoryview(item)[valueAt:]
+        size += len(header) + len(value) + 2
+        if len(value) >= budget:
+            if small:
+                pieces.append(b"".join(small))
+                small = []
+            pieces += (header, value, CRLF)
+        else:
+            small += (header, value, CRLF)
+    if small:
+        pieces.append(b"".join(small))
+    return pieces, start

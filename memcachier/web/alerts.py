@@ -16,6 +16,7 @@ from memcachier.alerts.delivery import DestinationError, checkEmail, checkHookUR
 from memcachier.alerts.repository import (
     ConfigInUse,
     InvalidAlert,
+    LimitReached,
     UnknownAlert,
     UnknownConfig,
 )
@@ -259,9 +260,11 @@ def _refusal(failure):
     """
     The repository's refusals as API errors.
     """
-    failure.trap(UnknownAlert, UnknownConfig, ConfigInUse, InvalidAlert)
+    failure.trap(UnknownAlert, UnknownConfig, ConfigInUse, InvalidAlert, LimitReached)
     if failure.check(UnknownAlert, UnknownConfig):
         raise ApiError(404, str(failure.value))
+    if failure.check(LimitReached):
+        raise ApiError(409, str(failure.value))
     raise ApiError(400, str(failure.value))
 
 
@@ -344,7 +347,7 @@ class AlertsAPI:
     async def createConfig(self, request, cacheId):
         caller = self._caller(request, cacheId)
         fields = checkConfigFields(readObject(request, CONFIG_FIELDS), self.allowHttpLoopback)
-        config = await self.store.createConfig(caller.cacheId, **fields)
+        config = await self.store.createConfig(caller.cacheId, **fields).addErrback(_refusal)
         return jsonResponse(request, configJSON(config), 201)
 
     @route("/alerts/configs", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"])
@@ -439,7 +442,9 @@ _REFUSALS = (
     "400 also when the body is valid JSON of the right shape but refers to "
     "something unusable: a delivery_config_id that is not a config of this cache, "
     "a percentage trigger (hit_rate, memory_usage, connections) with a threshold "
-    "above 100, an https-only URL given as http, or a malformed email address."
+    "above 100, an https-only URL given as http, or a malformed email address. "
+    "409 when creating one past the node's limits.alerts (50) or limits.alert_configs (20) "
+    "per cache."
 )
 
 
@@ -513,7 +518,8 @@ def openapiPaths():
                                         {"type": "array", "items": alert}), **errors(*auth)}},
             "post": {"summary": "Create an alert.", "description": _REFUSALS,
                      "requestBody": _alertBody(False),
-                     "responses": {**_ok("The new alert.", alert, "201"), **errors(*auth, 413)}},
+                     "responses": {**_ok("The new alert.", alert, "201"),
+                                   **errors(*auth, 409, 413)}},
         },
         "/alerts/{alertId}": {
             "parameters": [alertId],
@@ -543,7 +549,7 @@ def openapiPaths():
             "post": {"summary": "Create an alert delivery config.",
                      "description": _REFUSALS, "requestBody": _CONFIG_BODY,
                      "responses": {**_ok("The new delivery config.", CONFIG_SCHEMA, "201"),
-                                   **errors(*auth, 413)}},
+                                   **errors(*auth, 409, 413)}},
         },
         "/alerts/configs/{configId}": {
             "parameters": [configId],

@@ -47,6 +47,7 @@ from twisted.logger import Logger
 from memcachier.control.repository import (
     CannotDeletePrimary,
     ControlPlaneError,
+    LimitReached,
     UnknownCache,
     UnknownCredential,
 )
@@ -83,7 +84,7 @@ def _controlPlaneError(failure):
     value = failure.value
     if failure.check(UnknownCache, UnknownCredential):
         raise ApiError(404, str(value))
-    if failure.check(CannotDeletePrimary):
+    if failure.check(CannotDeletePrimary, LimitReached):
         raise ApiError(409, str(value))
     raise ApiError(400, str(value))
 

@@ -9,6 +9,7 @@ import json
 from twisted.internet.defer import maybeDeferred
 
 from memcachier.analytics.repository import DuplicatePrefix, InvalidPrefix, UnknownPrefix
+from memcachier.control.repository import LimitReached
 from memcachier.web.common import (
     MAX_ID,
     NOT_FOUND,
@@ -33,7 +34,7 @@ from memcachier.web.insight import (
 #: found, a prefix watched already conflicts with the cache's state (the
 #: same body is fine for another cache), a name no key can start with is
 #: a bad request.
-_PREFIX_ERRORS = {UnknownPrefix: 404, DuplicatePrefix: 409, InvalidPrefix: 400}
+_PREFIX_ERRORS = {UnknownPrefix: 404, DuplicatePrefix: 409, InvalidPrefix: 400, LimitReached: 409}
 
 
 def _prefixError(failure):
@@ -220,7 +221,8 @@ class IntrospectionAPI:
             "properties": {"name": PREFIX_NAME_SCHEMA},
         }}}}
         create = jsonOperation("Watch a prefix",
-                               "Start collecting stats for a prefix; 409 if it is watched already.",
+                               "Start collecting stats for a prefix; 409 if it is watched already "
+                               "or the cache watches limits.watched_prefixes (50) already.",
                                PREFIX_SCHEMA, codes=(400, 401, 403, 404, 409, 413))
         create["requestBody"] = body
         create["responses"]["200"]["links"] = {

@@ -129,7 +129,9 @@ _MESSAGES = {
     "or (credential management) the cache is on a development plan.",
     404: "No such cache, or no such credential in this cache.",
     409: "The cache's state forbids it: no other cluster of its kind to switch to, "
-    "the credential to delete is the primary one, or the prefix is watched already.",
+    "the credential to delete is the primary one, the prefix is watched already, or the "
+    "cache has as many credentials, watched prefixes, alerts or delivery configs as the "
+    "node's [limits] allow.",
     413: f"The request body is larger than {MAX_BODY} bytes.",
 }
 
@@ -225,9 +227,10 @@ def corePaths():
                  **errors(*auth)},
             ),
             "post": _operation(
-                "Create a credential. Capabilities left out of the (optional) body are true.",
+                "Create a credential. Capabilities left out of the (optional) body are true; "
+                "409 once the cache has limits.credentials (20) of them.",
                 {**_withLinks(_json("The new credential.", _ref("Credential"), "201"), "201", _CREDENTIAL_LINKS),
-                 **errors(*auth, 413)},
+                 **errors(*auth, 409, 413)},
                 body={**capabilitiesBody, "required": False},
             ),
         },

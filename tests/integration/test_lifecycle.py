@@ -78,6 +78,37 @@ def test_gracefulStop(memcachier_server):
     assert b'"user:"' in client.response()
 
 
+@pytest.mark.memcachier(web=False)
+def test_gracefulStopFinishesPartialMemcacheRequests(memcachier_server):
+    """
+    A memcache request partly received when SIGTERM arrives is answered
+    once its client sends the rest (ASCII and binary); then its connection
+    closes and the node exits 0.  Idle connections close at once.
+    """
+    from tests.integration.conftest import binaryRequest
+
+    s = memcachier_server
+    idle = s.ascii()
+    text = s.ascii()
+    binary = s.binary()
+    text.send(b"set half 0 0 10\r\n01234")
+    frame = binaryRequest(0x01, b"bin", b"binary-value", extras=b"\0" * 8, opaque=7)
+    binary.send(frame[:30])
+    time.sleep(0.3)  # the partial requests are read before the signal
+    s.process.send_signal(signal.SIGTERM)
+    assert _refused(s.port)
+    assert idle.closed()
+    text.send(b"56789\r\n")
+    assert text.line() == b"STORED"
+    assert text.closed()
+    binary.send(frame[30:])
+    response = binary.response()
+    assert (response.status, response.opaque) == (0, 7)
+    assert binary.closed()
+    assert s.process.wait(30) == 0
+    assert "shutdown deadline" not in s.log()
+
+
 @pytest.mark.memcachier(config='[node]\nshutdown_timeout = "1s"\n')
 def test_gracefulStopDeadline(memcachier_server):
     """

@@ -61,3 +61,17 @@ def test_binaryTooLargeReadOnlyKeepsItem():
     ro = Connection(world).auth(b"ro")
     assert ro.one(setFrame(b"k", b"x" * (2 * MiB))).status == 0x03
     assert ro.one(frame(B.GET, b"k")).value == b"old"
+
+
+def test_sniffingEmptyReadWaitsForAByte():
+    """
+    An empty read before the first byte does not pick a codec (it raised
+    C{IndexError}); found by the fuzz generators, which can mutate an input
+    down to nothing.
+    """
+    world = World()
+    proto, transport = world.connect()
+    proto.dataReceived(b"")
+    assert proto.codec is None and transport.connected
+    proto.dataReceived(b"version\r\n")
+    assert transport.value().startswith(b"VERSION ")
