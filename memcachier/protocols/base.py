@@ -360,6 +360,10 @@ class CodecProtocol(Protocol):
     def send(self, data):
         """
         Send C{data} now if nothing is queued, else through the transport.
+
+        @param data: L{bytes}, or a L{memoryview} of a stored item (a big
+            value sent without copying it into the reply); what must wait
+            in the transport is copied then, as transports take only bytes.
         """
         self.session.stats.bytes_written += len(data)
         sock = self._sock
@@ -379,6 +383,8 @@ class CodecProtocol(Protocol):
             if self._queued > MAX_QUEUED and not self._backlogged:
                 self._backlogged = True
                 self.transport.pauseProducing()
+        if data.__class__ is not bytes:
+            data = bytes(data)
         self.transport.write(data)
 
     # IPullProducer (TCP): the transport calls this each time its buffer

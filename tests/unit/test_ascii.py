@@ -456,3 +456,35 @@ def test_statsSettingsArePlanLimits():
                  b"STAT stat_key_prefix :"):
         assert line + b"\r\n" in settings
     assert b"STAT max_connections 7\r\n" in exchange(conn, b"stats\r\n")
+
+
+def test_longMultiGetStreamed(world):
+    """
+    A multi-get longer than one slice is rendered as it is sent, with the
+    same bytes as a short one: misses left out, flags, lengths and (for
+    C{gets}) each item's CAS, a big value sent as a view of the item.
+    """
+    conn = login(world)
+    keys = [b"k%d" % i for i in range(40)]
+    big = b"v" * 300000
+    stored = b"".join(
+        b"set %s %d 0 %d noreply\r\n%s\r\n" % (key, i, len(big if i == 7 else key), big if i == 7 else key)
+        for i, key in enumerate(keys) if i % 3
+    )
+    exchange(conn, stored)
+    expected = []
+    for i, key in enumerate(keys):
+        if i % 3:
+            value = big if i == 7 else key
+            expected.append(b"VALUE %s %d %d\r\n%s\r\n" % (key, i, len(value), value))
+    reply = exchange(conn, b"get " + b" ".join(keys) + b"\r\n")
+    assert reply == b"".join(expected) + b"END\r\n"
+    withCas = exchange(conn, b"gets " + b" ".join(keys) + b"\r\n")
+    blocks = withCas.split(b"VALUE ")[1:]
+    assert len(blocks) == len(expected)
+    for block, plain in zip(blocks, expected):
+        header, _, rest = block.partition(b"\r\n")
+        plainHeader, _, plainRest = plain[len(b"VALUE "):].partition(b"\r\n")
+        name, flags, length, cas = header.split(b" ")
+        assert b" ".join((name, flags, length)) == plainHeader and int(cas) > 0
+        assert rest.replace(b"END\r\n", b"") == plainRest
