@@ -16,6 +16,13 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
 
     [web]
     listen = "tcp:8080:interface=127.0.0.1"
+    public_url = "http://127.0.0.1:8080"   # default: derived from listen
+    operator_password_hash = "scrypt$..."  # memcachier-admin operator hash-password
+
+    [heroku]
+    id = "memcachier"
+    password = "..."
+    sso_salt = "..."
 
     [database]
     url = "sqlite:///memcachier.sqlite"
@@ -137,6 +144,15 @@ class Settings:
     @ivar analytics_time_slice: seconds per introspection time slice.
     @ivar analytics_slices: introspection time slices kept.
     @ivar analytics_batch_limit: events per batch counted exactly.
+    @ivar web_public_url: the public base URL of the web listener (links
+        in dashboard URLs, alerts), without a trailing slash.
+    @ivar operator_password_hash: the hash of the operator's password for
+        C{/admin/} (see L{memcachier.web.sso.hashPassword}); empty turns
+        the operator view off.
+    @ivar heroku_id: the add-on's id in Heroku's manifest.
+    @ivar heroku_password: the add-on's API password in Heroku's manifest.
+    @ivar heroku_sso_salt: the manifest's C{sso_salt}; empty turns
+        C{POST /sso/login} off.
     """
 
     listen: tuple = DEFAULT_LISTEN
@@ -161,6 +177,11 @@ class Settings:
     analytics_time_slice: int = 60
     analytics_slices: int = 10
     analytics_batch_limit: int = 500
+    web_public_url: str = "http://127.0.0.1:8080"
+    operator_password_hash: str = ""
+    heroku_id: str = ""
+    heroku_password: str = ""
+    heroku_sso_salt: str = ""
 
     def clusterKind(self, name):
         """
@@ -255,6 +276,19 @@ def _hostPort(description):
     return f"{host}:{port}"
 
 
+def defaultPublicURL(webListen):
+    """
+    The public URL of a web listener when C{[web] public_url} is not set:
+    C{http://HOST:PORT} (C{https} for C{ssl:}), or C{http://127.0.0.1:8080}
+    for listeners without a host and port (C{unix:}).
+    """
+    hostPort = _hostPort(webListen) if isinstance(webListen, str) else None
+    if hostPort is None:
+        return "http://127.0.0.1:8080"
+    scheme = "https" if webListen.startswith("ssl:") else "http"
+    return f"{scheme}://{hostPort}"
+
+
 class _Checker:
     """
     Reads one TOML document, collecting every error instead of stopping at
@@ -285,6 +319,14 @@ class _Checker:
             self.error(prefix + key, f"expected a non-empty string, got {_show(value)}")
             return default
         return value
+
+    def optionalString(self, table, prefix, key):
+        """
+        A non-empty string if the key is there, C{""} if it is not.
+        """
+        if key not in table:
+            return ""
+        return self.string(table, prefix, key, "")
 
     def number(self, table, prefix, key, default):
         value = table.get(key, default)
@@ -379,7 +421,10 @@ def _isHostPort(value):
     return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
 
 
-_TOP = ("memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics")
+_TOP = (
+    "memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics",
+    "heroku",
+)
 _ANALYTICS_KEYS = (
     "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
     "slices", "batch_limit",
@@ -445,13 +490,29 @@ def _settingsFrom(data, overrides):
         tlsMin = TLSVersion.TLSv1_2
 
     web = check.table(data, "web")
-    check.unknown(web, "web.", ("listen",))
+    check.unknown(web, "web.", ("listen", "public_url", "operator_password_hash"))
     if overrides.get("web_listen"):
         webListen = overrides["web_listen"]
         check.endpoint(webListen, "--web-listen")
     else:
         webListen = check.string(web, "web.", "listen", DEFAULT_WEB_LISTEN)
         check.endpoint(webListen, "web.listen")
+    publicURL = check.optionalString(web, "web.", "public_url") or defaultPublicURL(webListen)
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", publicURL):
+        check.error("web.public_url", f"expected an http:// or https:// URL, got {_show(publicURL)}")
+    publicURL = publicURL.rstrip("/")
+    operatorHash = check.optionalString(web, "web.", "operator_password_hash")
+    if operatorHash and not operatorHash.startswith("scrypt$"):
+        check.error(
+            "web.operator_password_hash",
+            "expected a hash printed by memcachier-admin operator hash-password",
+        )
+
+    heroku = check.table(data, "heroku")
+    check.unknown(heroku, "heroku.", ("id", "password", "sso_salt"))
+    herokuId = check.optionalString(heroku, "heroku.", "id")
+    herokuPassword = check.optionalString(heroku, "heroku.", "password")
+    herokuSalt = check.optionalString(heroku, "heroku.", "sso_salt")
 
     database = check.table(data, "database")
     check.unknown(database, "database.", ("url", "poll_interval"))
@@ -555,6 +616,11 @@ def _settingsFrom(data, overrides):
             analytics_time_slice=timeSlice,
             analytics_slices=slices,
             analytics_batch_limit=batchLimit,
+            web_public_url=publicURL,
+            operator_password_hash=operatorHash,
+            heroku_id=herokuId,
+            heroku_password=herokuPassword,
+            heroku_sso_salt=herokuSalt,
         ),
         [],
     )

@@ -101,11 +101,12 @@ def test_cacheCreateJSON(run, url):
     (migrated to the newest revision first).
     """
     created = run.json("cache", "create", "--name", "shop", "--plan", "100")
-    assert set(created) == {"id", "name", "plan", "servers", "username", "password"}
+    assert set(created) == {"id", "uuid", "name", "plan", "servers", "username", "password"}
     assert created["name"] == "shop"
     assert created["plan"] == "100"
     assert created["servers"] == ["127.0.0.1:11211"]
-    assert currentRevision(makeEngine(url)) == "0002"
+    assert currentRevision(makeEngine(url)) == "0004"
+    assert controlPlane(url).getCache(created["id"]).uuid == created["uuid"]
     credential = controlPlane(url).getCredential(created["username"])
     assert credential.password == created["password"]
     assert credential.cache_id == created["id"]
