@@ -372,9 +372,13 @@ def buildService(settings, reactor):
     # index is loaded (authentication reads it).
     from memcachier.web.site import makeSite
 
+    from memcachier.web.sso import AsyncSessionStore, SessionStore
+
+    sessions = AsyncSessionStore(SessionStore(engine, reactor), pool, reactor)
     site = makeSite(
         asyncControlPlane, index, registry, settings, reactor,
         groups=analyticsRouteGroups(index, analytics),
+        sessions=sessions,
     )
     listenerService(
         settings.web_listen, site, reactor, settings.tls_min_version, index.ready

@@ -85,10 +85,10 @@ class APISite(server.Site):
         return CappedContent(self.maxBody)
 
 
-def makeSite(controlPlane, index, registry, settings, reactor, groups=()):
+def makeSite(controlPlane, index, registry, settings, reactor, groups=(), sessions=None):
     """
     The node's web site: the analytics API v2 (and the route groups
-    given).
+    given) and, given C{sessions}, the dashboard around it.
 
     @param controlPlane: the L{memcachier.control.repository.AsyncControlPlane}.
     @param index: the L{memcachier.control.index.ControlIndex}.
@@ -96,11 +96,21 @@ def makeSite(controlPlane, index, registry, settings, reactor, groups=()):
     @param settings: the L{memcachier.config.Settings}.
     @param reactor: the reactor (clock and the site's time source).
     @param groups: more route groups for L{AnalyticsAPI}.
+    @param sessions: an L{memcachier.web.sso.AsyncSessionStore}: serve the
+        dashboard, and let the API take its sessions.
     @rtype: L{APISite}
     """
     from memcachier.web.api import AnalyticsAPI
 
     api = AnalyticsAPI(controlPlane, index, registry, settings, reactor, groups)
-    site = APISite(api.resource(), reactor=reactor)
+    root = api.resource()
+    if sessions is not None:
+        from memcachier.web.dashboard.app import Dashboard
+        from memcachier.web.dashboard.resource import DashboardRoot, SessionResolver
+
+        resolver = SessionResolver(sessions, index, settings)
+        dashboard = Dashboard(sessions, resolver, index, settings, reactor)
+        root = DashboardRoot(resolver, root, dashboard.resource())
+    site = APISite(root, reactor=reactor)
     site.api = api
     return site
