@@ -482,10 +482,12 @@ def memcachier_server_factory(tmp_path, request):
     @param web: wait for the web port to accept connections too.
     @param memcache: extra TOML lines for the C{[memcache]} table, such as
         C{"auth_timeout = 1"}.
+    @param webConfig: extra TOML lines for the C{[web]} table.
     """
     started = []
 
-    def start(tls=False, config="", database=None, create_cache=True, web=True, memcache=""):
+    def start(tls=False, config="", database=None, create_cache=True, web=True, memcache="",
+              webConfig=""):
         directory = tmp_path / f"server{len(started)}"
         directory.mkdir()
         port, webPort = freePort(), freePort()
@@ -504,6 +506,7 @@ def memcachier_server_factory(tmp_path, request):
             f"{memcache}\n"
             "[web]\n"
             f'listen = "tcp:{webPort}:interface=127.0.0.1"\n'
+            f"{webConfig}\n"
             "[database]\n"
             f"url = {json.dumps(database)}\n"
             "poll_interval = 0.2\n" + config
