@@ -370,3 +370,59 @@ def test_runningServerSeesChangesWithinOnePoll(run, url):
     reactor.advance(1.0)
     assert index.authenticate(created["username"].encode(), created["password"].encode()) is None
     index.stopService()
+
+
+# -- the dashboard
+
+
+def test_cacheShowJSONHasUuid(run):
+    created = run.json("cache", "create")
+    shown = run.json("cache", "show", str(created["id"]))
+    assert shown["uuid"] == created["uuid"]
+    assert len(shown["uuid"]) == 36
+
+
+def test_dashboardURL(run, url):
+    """
+    C{cache dashboard-url ID} prints just a signed link on the public URL
+    (the default one, from the web listener), valid for C{--ttl}.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    created = run.json("cache", "create")
+    assert run("cache", "dashboard-url", str(created["id"]), "--ttl", "2h") == 0
+    lines = run.out.splitlines()
+    assert len(lines) == 1
+    link = urlsplit(lines[0])
+    assert (link.scheme, link.netloc, link.path) == ("http", "127.0.0.1:8080", "/sso/link")
+    query = parse_qs(link.query)
+    assert query["cache"] == [str(created["id"])]
+    assert abs(int(query["expires"][0]) - (_now() + 7200)) < 60
+
+
+def _now():
+    import time
+
+    return int(time.time())
+
+
+@pytest.mark.parametrize("ttl", ["0", "25h", "ten"])
+def test_dashboardURLBadTTL(run, ttl):
+    created = run.json("cache", "create")
+    assert run("cache", "dashboard-url", str(created["id"]), "--ttl", ttl) == 2
+
+
+def test_dashboardURLUnknownCache(run):
+    assert run("cache", "dashboard-url", "99") == 1
+    assert "99" in run.err
+
+
+def test_operatorHashPassword():
+    from memcachier.web.sso import checkPassword
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["operator", "hash-password"], stdout=out, stderr=err,
+                stdin=io.StringIO("s3cret\n")) == 0
+    assert checkPassword(out.getvalue().strip(), "s3cret")
+    assert main(["operator", "hash-password"], stdout=out, stderr=err, stdin=io.StringIO("")) == 1
+    assert "no password" in err.getvalue()

@@ -128,6 +128,14 @@
     return td;
   }
 
+  /** Give each cell its column's name, for the stacked layout on phones. */
+  function label(row) {
+    const heads = row.closest("table").tHead.rows[0].cells;
+    Array.from(row.cells).forEach((c, i) => {
+      c.dataset.label = heads[i] ? heads[i].textContent : "";
+    });
+  }
+
   function button(text, onClick, className) {
     const b = document.createElement("button");
     b.type = "button";
@@ -327,6 +335,7 @@
       cell(row, line.key);
       cell(row, line.status);
       cell(row, number.format(line.size), "num");
+      label(row);
     }
     await refreshPrefixes(prefixes);
   }
@@ -354,6 +363,7 @@
         "Stop watching " + prefix.name + "?",
         () => api("DELETE", "/introspection/prefixes/" + prefix.id),
         "stopped watching " + prefix.name, refreshIntrospection), "danger"));
+      label(row);
     });
   }
 
@@ -432,6 +442,7 @@
             "deleted " + c.sasl_username, refreshInfo), "danger"));
         }
       }
+      label(row);
     }
   }
 
@@ -516,6 +527,7 @@
           cell(row, number.format(r.hit_count), "num");
           cell(row, number.format(r.miss_count), "num");
           cell(row, number.format(r.mutation_count), "num");
+          label(row);
         }
         table.hidden = false;
       }, rowsSaid(key));
