@@ -317,3 +317,33 @@ def test_infoNamesThePlan(site):
     assert (info["plan_name"], info["connection_limit"]) == ("100", 250)
     assert info["uuid"] == site.world.cache.uuid and len(info["uuid"]) == 36
     json.dumps(info)
+
+
+def test_newOperatorPasswordEndsOperatorSessions(site):
+    """
+    A node configured with another operator hash refuses the sessions
+    signed in under the old one.
+    """
+    import attr
+
+    from memcachier.web.dashboard.resource import SessionResolver
+
+    form = site.request("GET", "/admin/")
+    token = re.search(rb'name="login_token" value="([^"]+)"', form.body).group(1).decode()
+    good = site.request("POST", "/admin/login", cookies={"memcachier_login": token},
+                        form={"login_token": token, "password": PASSWORD})
+    cookie = cookieOf(good)
+
+    class Request:
+        def getCookie(self, name):
+            return cookie.encode()
+
+    w = site.world
+    same = SessionResolver(site.sessions, w.index, site.settings)
+    assert result(same.resolve(Request())).operator
+    changed = SessionResolver(
+        site.sessions, w.index,
+        attr.evolve(site.settings, operator_password_hash=hashPassword("new")),
+    )
+    assert result(changed.resolve(Request())) is None
+    assert result(same.resolve(Request())) is None  # and its row is gone

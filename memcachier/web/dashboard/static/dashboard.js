@@ -17,8 +17,10 @@
   const LIVE_MS = 5000;
   /** The last hour's series (hit rate, new connections) every 15 s. */
   const HOUR_MS = 15000;
-  /** The range graphs and settings every 60 s. */
+  /** The range graphs every 15 s on the 1 h range, every 60 s on longer ones. */
   const GRAPH_MS = 60000;
+  /** Settings and credentials every 60 s (and after every change). */
+  const INFO_MS = 60000;
 
   let stopped = false;
   let info = null;
@@ -183,7 +185,11 @@
       data: { datasets: datasets },
       options: {
         animation: false, responsive: true, maintainAspectRatio: false, normalized: true,
-        elements: { point: { radius: 0 }, line: { borderWidth: 2, tension: 0.2 } },
+        elements: {
+          // points only while there are few, so that a lone sample shows
+          point: { radius: (ctx) => (ctx.dataset.data.length < 30 ? 2 : 0) },
+          line: { borderWidth: 2, tension: 0.2 },
+        },
         interaction: { mode: "nearest", intersect: false },
         plugins: { legend: { display: datasets.length > 1, labels: { boxWidth: 12 } } },
         scales: scales,
@@ -594,9 +600,13 @@
   guarded(refreshInfo)().then(() => {
     every(LIVE_MS, refreshLive);
     every(HOUR_MS, refreshHour);
-    every(GRAPH_MS, async () => {
-      await refreshGraphs();
-      await refreshInfo();
+    every(INFO_MS, refreshInfo);
+    let lastGraphs = 0;
+    every(HOUR_MS, async () => {
+      if (range <= 3600 || Date.now() - lastGraphs >= GRAPH_MS) {
+        lastGraphs = Date.now();
+        await refreshGraphs();
+      }
     });
   });
   document.addEventListener("visibilitychange", () => {
