@@ -9,6 +9,7 @@ in a C{<meta>} tag for the requests that change something.
 
 import html
 import json
+import secrets
 import string
 from importlib import resources
 
@@ -249,8 +250,6 @@ class Dashboard:
         if session is None or not session.operator:
             token = request.getCookie(LOGIN_COOKIE)
             if not token:
-                import secrets
-
                 token = secrets.token_urlsafe(24).encode("ascii")
             request.addCookie(LOGIN_COOKIE, token, path=b"/admin/", httpOnly=True,
                               sameSite="strict", secure=request.isSecure())
