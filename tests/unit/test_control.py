@@ -626,7 +626,7 @@ def test_reaperWaitsForIndexAndRunsReap(cp, reactor):
 def postgresURL():
     url = os.environ.get("MEMCACHIER_TEST_PG")
     if not url:
-        pytest.skip("MEMCACHIER_TEST_PG is not set")
+        pytest.fail("MEMCACHIER_TEST_PG is not set: run scripts/test, which starts PostgreSQL")
     server = sa.engine.make_url(url)
     name = "memcachier_test_" + secrets.token_hex(4)
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")

@@ -255,7 +255,6 @@ def test_buildService(tmp_path):
     L{buildService} migrates the database, creates the first cache and
     returns services ending with the memcache listeners.
     """
-    pytest.importorskip("memcachier.protocols.binary")
     from memcachier.tap import buildService
 
     settings = Settings(database=f"sqlite:///{tmp_path}/m.sqlite")
