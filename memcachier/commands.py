@@ -82,13 +82,16 @@ class Refused(enum.IntEnum):
     Codecs render these with memcached's own error strings.
     """
 
+    # Values apart from every result enum's, so that a refusal never
+    # compares equal to (or looks up the reply of) a result.
+
     #: not authenticated yet (ASCII C{CLIENT_ERROR unauthenticated}, binary 0x20 + close)
-    UNAUTHENTICATED = 1
+    UNAUTHENTICATED = 101
     #: credential lacks the flush capability (C{CLIENT_ERROR flush_all not allowed}, binary 0x20)
-    FLUSH_NOT_ALLOWED = 2
+    FLUSH_NOT_ALLOWED = 102
     #: a mutation by a read-only credential (ASCII C{NOT_STORED}, binary 0x05:
     #: clients report "not stored")
-    READ_ONLY = 4
+    READ_ONLY = 104
 
 
 class Item:
@@ -128,6 +131,17 @@ class Item:
             f"<Item key={self.key!r} flags={self.flags} exptime={self.exptime}"
             f" cas={self.cas} size={len(self.value)}>"
         )
+
+
+class KeyspaceError(Exception):
+    """
+    A keyspace could not answer (its backend is down, a peer timed out).
+
+    A keyspace may fail a call with this, its first argument a short
+    reason the client is shown (C{SERVER_ERROR <reason>} in ASCII; binary
+    answers status 0x84).  Any other exception is shown as
+    C{backend failure}: internal details never reach clients.
+    """
 
 
 _CONTROL = re.compile(rb"[\x00-\x20\x7f]").search

@@ -16,10 +16,18 @@ class IKeyspace(Interface):
     or credentials; the session has already checked auth, capabilities and
     key syntax.
 
-    Every method may return its result directly or a L{Deferred} firing
-    with it.  A keyspace whose C{synchronous} attribute is true promises to
-    never return a L{Deferred}, which lets the session serve it without a
-    Deferred per request.
+    The answering methods (C{get}, C{getMany}, C{peek}, C{touch},
+    C{store}, C{delete}, C{delta}, C{flush}) may return their result
+    directly or a L{Deferred} firing with it; C{stats}, C{resetStats},
+    C{configure} and C{keys} answer directly.  A keyspace whose
+    C{synchronous} attribute is true promises to never return a
+    L{Deferred}, which lets the session serve it without a Deferred per
+    request.  Calls arrive in the order of a connection's requests, even
+    while earlier answers are pending.
+
+    A call that cannot be answered raises (or fails its Deferred with)
+    L{memcachier.commands.KeyspaceError}, whose text the client sees;
+    that request alone is answered with an error.
 
     Expiry times are absolute seconds of the store's clock (the injected
     reactor's C{seconds()}); C{0} means never, and any time not after

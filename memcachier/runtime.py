@@ -102,12 +102,15 @@ class CacheRegistry:
 
     @ivar index: the in-memory control index (C{authenticate}, C{cache},
         C{planOf}, C{addListener}).
+    @ivar introspection: the L{memcachier.analytics.introspection.IntrospectionService}
+        sessions tap, or L{None} (no taps at all).
     """
 
     _log = Logger()
 
-    def __init__(self, store, index, settings, reactor):
+    def __init__(self, store, index, settings, reactor, introspection=None):
         self.store = store
+        self.introspection = introspection
         self.index = index
         self.settings = settings
         self.reactor = reactor

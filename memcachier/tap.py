@@ -319,7 +319,7 @@ def buildService(settings, reactor):
     from memcachier.control.schema import makeEngine
     from memcachier.protocols.sniff import MemcacheFactory
     from memcachier.runtime import CacheRegistry
-    from memcachier.stores.plugins import makeStore
+    from memcachier.stores.discovery import makeStore
 
     top = MultiService()
 
@@ -353,7 +353,11 @@ def buildService(settings, reactor):
     )
     index.setServiceParent(top)
 
-    registry = CacheRegistry(store, index, settings, reactor)
+    from memcachier.analytics.service import makeAnalytics, makeIntrospection
+
+    registry = CacheRegistry(
+        store, index, settings, reactor, introspection=makeIntrospection(settings, reactor)
+    )
 
     InactiveCacheReaper(
         asyncControlPlane, index, registry.activity, reactor, days=settings.dev_inactivity_days
@@ -362,8 +366,6 @@ def buildService(settings, reactor):
     # WIRING: analytics sampler and alert services, built from (registry,
     # asyncControlPlane, index, settings, reactor), go here, before the
     # listeners.
-    from memcachier.analytics.service import makeAnalytics
-
     analytics = makeAnalytics(registry, index, engine, pool, settings, reactor)
     analytics.setServiceParent(top)
 

@@ -12,16 +12,29 @@ and implementing C{makeStore(clock)}::
             return MyStore(clock)
 
 The clock is a L{twisted.internet.task.Clock}: the store must use it for
-all expiry math.  Results may be Deferreds, but they must have fired by the
-time the store call returns control to the test (drive any I/O from the
-clock, or use a loopback backend that answers synchronously in tests).
+all expiry math.  Results may be Deferreds; the suite runs the clock's
+calls that are due (C{clock.advance(0)}) after each store call, and the
+Deferred must have fired by then (drive any I/O from the clock, or use a
+loopback backend that answers synchronously in tests).
+
+Test doubles for codecs, sessions and anything that forwards to a keyspace
+(a plugin's tests, a cluster keyspace):
+
+  - L{AsyncStore} wraps any store so that its keyspaces answer through
+    L{Deferred}s fired by the clock, after a delay a test chooses per call
+    (or synchronously, or failing), so pipelines can mix immediate, late
+    and failing answers;
+  - L{FailingStore} has keyspaces whose every call fails, by raising or
+    through a Deferred.
 """
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from memcachier.commands import (
+    KeyspaceError,
     U64,
     DeleteResult,
     DeltaResult,
@@ -54,7 +67,9 @@ class StoreConformanceTests:
         self.ks = self.store.keyspace(1, self.maxBytes, self.maxItemSize)
 
     def call(self, method, *args):
-        return self.successResultOf(maybeDeferred(method, *args))
+        d = maybeDeferred(method, *args)
+        self.clock.advance(0)
+        return self.successResultOf(d)
 
     def set(self, key, value, flags=0, exptime=0, mode=StoreMode.SET, cas=0, ks=None):
         return self.call((ks or self.ks).store, mode, key, value, flags, exptime, cas)
@@ -230,6 +245,207 @@ class StoreConformanceTests:
             self.set(b"k%d" % i, b"v" * 1000)
         self.call(self.ks.configure, 5000, self.maxItemSize)
         self.assertLessEqual(self.call(self.ks.stats)["bytes"], 5000)
+
+
+#: the methods of L{IKeyspace} that answer a request (the rest, stats and
+#: configuration, stay synchronous in the doubles below)
+ANSWERING = ("get", "getMany", "peek", "touch", "store", "delete", "delta", "flush")
+
+
+def _answerLater(clock, delay, result):
+    d = Deferred()
+    if isinstance(result, BaseException):
+        clock.callLater(delay, d.errback, result)
+    else:
+        clock.callLater(delay, d.callback, result)
+    return d
+
+
+@implementer(IKeyspace)
+class AsyncKeyspace:
+    """
+    A keyspace answering through L{Deferred}s fired by a clock.
+
+    Each call runs on the wrapped keyspace at once (so calls take effect in
+    the order they are made, as a remote store over one ordered connection
+    would), and its answer is delivered as C{schedule(method, args)} says:
+
+      - a number: through a Deferred fired after that many seconds of the
+        clock (answers may thus arrive out of order);
+      - L{None}: synchronously, the plain result (no Deferred);
+      - an exception instance: the call fails with it, through a Deferred
+        fired at the next C{clock.advance(0)} (nothing is run).
+
+    @ivar inner: the wrapped L{IKeyspace}.
+    """
+
+    synchronous = False
+
+    def __init__(self, inner, clock, schedule=None):
+        self.inner = inner
+        self._clock = clock
+        self.schedule = schedule or (lambda method, args: 0)
+
+    def _answer(self, method, *args):
+        how = self.schedule(method, args)
+        if isinstance(how, BaseException):
+            return _answerLater(self._clock, 0, how)
+        result = getattr(self.inner, method)(*args)
+        if how is None:
+            return result
+        return _answerLater(self._clock, how, result)
+
+    def get(self, key):
+        return self._answer("get", key)
+
+    def getMany(self, keys):
+        return self._answer("getMany", keys)
+
+    def peek(self, key):
+        return self._answer("peek", key)
+
+    def touch(self, key, exptime):
+        return self._answer("touch", key, exptime)
+
+    def store(self, mode, key, value, flags, exptime, cas):
+        return self._answer("store", mode, key, value, flags, exptime, cas)
+
+    def delete(self, key, cas):
+        return self._answer("delete", key, cas)
+
+    def delta(self, key, incr, delta, initial, exptime, cas):
+        return self._answer("delta", key, incr, delta, initial, exptime, cas)
+
+    def flush(self, delay):
+        return self._answer("flush", delay)
+
+    def stats(self):
+        return self.inner.stats()
+
+    def resetStats(self):
+        return self.inner.resetStats()
+
+    def configure(self, maxBytes, maxItemSize):
+        return self.inner.configure(maxBytes, maxItemSize)
+
+    def keys(self):
+        return self.inner.keys()
+
+
+@implementer(IStore)
+class AsyncStore:
+    """
+    A store whose keyspaces are L{AsyncKeyspace}s over those of C{inner}.
+
+    @ivar schedule: given to every keyspace (see L{AsyncKeyspace}); may be
+        changed by a test at any time.
+    """
+
+    def __init__(self, inner, clock, schedule=None):
+        self.inner = inner
+        self._clock = clock
+        self.schedule = schedule or (lambda method, args: 0)
+        self._keyspaces = {}
+
+    def keyspace(self, cacheId, maxBytes, maxItemSize):
+        keyspace = self._keyspaces.get(cacheId)
+        if keyspace is None:
+            keyspace = AsyncKeyspace(
+                self.inner.keyspace(cacheId, maxBytes, maxItemSize), self._clock,
+                lambda method, args: self.schedule(method, args),
+            )
+            self._keyspaces[cacheId] = keyspace
+        return keyspace
+
+    def dropKeyspace(self, cacheId):
+        self._keyspaces.pop(cacheId, None)
+        return self.inner.dropKeyspace(cacheId)
+
+    def close(self):
+        return self.inner.close()
+
+
+@implementer(IKeyspace)
+class FailingKeyspace:
+    """
+    A keyspace whose every answering call fails with a L{KeyspaceError}:
+    raised at once (C{late=False}) or through a L{Deferred} fired by the
+    clock (C{late=True}).  Stats and configuration work (empty).
+    """
+
+    def __init__(self, clock, late, reason="store unavailable"):
+        self._clock = clock
+        self.late = late
+        self.synchronous = not late
+        self.reason = reason
+        self.calls = 0
+
+    def _fail(self):
+        self.calls += 1
+        error = KeyspaceError(self.reason)
+        if self.late:
+            return _answerLater(self._clock, 0, error)
+        raise error
+
+    def get(self, key):
+        return self._fail()
+
+    def getMany(self, keys):
+        return self._fail()
+
+    def peek(self, key):
+        return self._fail()
+
+    def touch(self, key, exptime):
+        return self._fail()
+
+    def store(self, mode, key, value, flags, exptime, cas):
+        return self._fail()
+
+    def delete(self, key, cas):
+        return self._fail()
+
+    def flush(self, delay):
+        return self._fail()
+
+    def delta(self, key, incr, delta, initial, exptime, cas):
+        return self._fail()
+
+    def stats(self):
+        return {}
+
+    def resetStats(self):
+        pass
+
+    def configure(self, maxBytes, maxItemSize):
+        pass
+
+    def keys(self):
+        return []
+
+
+@implementer(IStore)
+class FailingStore:
+    """
+    A store whose keyspaces are L{FailingKeyspace}s.
+    """
+
+    def __init__(self, clock, late):
+        self._clock = clock
+        self.late = late
+        self._keyspaces = {}
+
+    def keyspace(self, cacheId, maxBytes, maxItemSize):
+        keyspace = self._keyspaces.get(cacheId)
+        if keyspace is None:
+            keyspace = self._keyspaces[cacheId] = FailingKeyspace(self._clock, self.late)
+        return keyspace
+
+    def dropKeyspace(self, cacheId):
+        self._keyspaces.pop(cacheId, None)
+
+    def close(self):
+        pass
 
 
 class MemoryControlIndex:

@@ -39,6 +39,11 @@ from memcachier.commands import DeleteResult, DeltaResult, StoreMode, StoreResul
 
 #: The delimiter between a key's prefix and the rest (memcached's default).
 DELIMITER = ":"
+_DELIMITER_BYTE = DELIMITER.encode("ascii")
+
+#: most prefixes C{stats detail} counts per cache (memcached has no bound;
+#: a tenant must not grow our memory without one)
+MAX_DETAIL_PREFIXES = 10_000
 
 _NO_FALSE_POSITIVES = frequent_items_error_type.NO_FALSE_POSITIVES
 
@@ -149,6 +154,8 @@ class Introspector:
         self._watchedBytes = ()
         self._prefixCounts = {}
         self.sampledEvents = 0
+        self.detail = False
+        self._detail = {}
         self._newSlice(clock.seconds())
 
     # -- configuration
@@ -200,6 +207,9 @@ class Introspector:
         now = self._clock.seconds()
         current = self._current(now)
         self._log(now, batch)
+        if self.detail:
+            # exact, before any sampling, as memcached's counts are
+            self._countDetail(batch)
         n = len(batch)
         limit = self.batchLimit
         # first every k-th event (C speed), then, since a multi-get is many
@@ -325,6 +335,80 @@ class Introspector:
             sub = prefixOf(name, prefix)
             if sub is not None:
                 sk.prefixes.update(sub, weight)
+
+    # -- memcached's stats detail
+
+    def setDetail(self, on):
+        """
+        Start or stop counting C{stats detail} (the counts are kept).
+        """
+        if on and not self.detail:
+            # what was tapped while off is not counted
+            self.drain()
+        self.detail = bool(on)
+
+    def clearDetail(self):
+        """
+        Forget the C{stats detail} counts (C{stats reset}).
+        """
+        self.drain()
+        self._detail = {}
+
+    def detailDump(self):
+        """
+        The C{stats detail dump} rows, in the order prefixes were first
+        seen.
+
+        @return: L{list} of (prefix L{bytes}, get, hit, set, del).
+        """
+        self.drain()
+        return [(prefix,) + tuple(counts) for prefix, counts in self._detail.items()]
+
+    def _countDetail(self, batch):
+        """
+        Count gets, hits, sets and deletes per key prefix (the key up to
+        the first delimiter; keys without one are not counted), as
+        memcached's C{stats_prefix_record_*}.
+        """
+        detail = self._detail
+        delimiter = _DELIMITER_BYTE
+        limit = MAX_DETAIL_PREFIXES
+
+        def counts(key):
+            i = key.find(delimiter)
+            if i < 0:
+                return None
+            prefix = key[:i]
+            c = detail.get(prefix)
+            if c is None:
+                if len(detail) >= limit:
+                    return None
+                c = detail[prefix] = [0, 0, 0, 0]
+            return c
+
+        for ev in batch:
+            op = ev[0]
+            if op == GET_MANY:
+                for key, item in zip(ev[1], ev[2]):
+                    c = counts(key)
+                    if c is not None:
+                        c[0] += 1
+                        if item is not None:
+                            c[1] += 1
+            elif op == GET or op == GAT:
+                c = counts(ev[1])
+                if c is not None:
+                    c[0] += 1
+                    if ev[2] >= 0:
+                        c[1] += 1
+            elif op < GET:
+                c = counts(ev[1])
+                if c is not None:
+                    c[2] += 1
+            elif op == DELETE:
+                c = counts(ev[1])
+                if c is not None:
+                    c[3] += 1
 
     # -- reading
 

@@ -446,20 +446,15 @@ class Analytics(MultiService):
         return self.store.deletePrefix(cacheId, prefixId).addCallback(self._reloadPrefixes)
 
 
-def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None):
+def makeIntrospection(settings, reactor):
     """
-    Build the L{Analytics} service of a node and hook introspection into
-    the registry (sessions look up C{registry.introspection}).
-
-    @param engine: the control plane's engine.
-    @param pool: the control plane's thread pool.
-    @rtype: L{Analytics}
+    The node's L{IntrospectionService}, configured from C{[analytics]};
+    given to the L{memcachier.runtime.CacheRegistry} (whose sessions tap
+    it) and then to L{makeAnalytics}.
     """
     from memcachier.analytics.introspection import IntrospectionService
-    from memcachier.analytics.repository import AnalyticsRepository, AsyncAnalytics
 
-    store = AsyncAnalytics(AnalyticsRepository(engine, reactor), pool, reactor)
-    introspection = IntrospectionService(
+    return IntrospectionService(
         reactor,
         enabled=settings.analytics_introspection,
         interval=settings.analytics_drain_interval,
@@ -467,7 +462,23 @@ def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None
         slices=settings.analytics_slices,
         batchLimit=settings.analytics_batch_limit,
     )
-    registry.introspection = introspection
+
+
+def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None):
+    """
+    Build the L{Analytics} service of a node around the introspection the
+    registry was built with (L{makeIntrospection}).
+
+    @param engine: the control plane's engine.
+    @param pool: the control plane's thread pool.
+    @rtype: L{Analytics}
+    """
+    from memcachier.analytics.repository import AnalyticsRepository, AsyncAnalytics
+
+    store = AsyncAnalytics(AnalyticsRepository(engine, reactor), pool, reactor)
+    introspection = registry.introspection
+    if introspection is None:
+        raise ValueError("the registry was built without introspection (makeIntrospection)")
     analytics = Analytics(registry, index, store, introspection, settings, reactor)
     introspection.setServiceParent(analytics)
     Sampler(

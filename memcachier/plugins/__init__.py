@@ -5,7 +5,7 @@ other distribution on C{sys.path}.
 
 A third-party store ships a module such as C{memcachier/plugins/redis_store.py}
 (no C{__init__.py} in that directory) holding an object that provides
-C{IStorePlugin}; L{memcachier.stores.plugins.findStorePlugin} finds it.
+C{IStorePlugin}; L{memcachier.stores.discovery.findStorePlugin} finds it.
 """
 
 from twisted.plugin import pluginPackagePaths

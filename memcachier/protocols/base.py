@@ -1,7 +1,33 @@
-# -*- test-case-name: tests.unit.test_base -*-
+# -*- test-case-name: tests.unit.test_pipeline -*-
 """
-What both codecs share: the session they talk to and a way to send a
+What both codecs share: the ordered-reply pipeline and a way to send a
 response without paying two C{epoll_ctl} calls for it.
+
+The pipeline
+============
+
+A codec parses requests and hands each one to the session.  A synchronous
+keyspace answers at once: the codec renders the reply into a plain list and
+the list is sent once per read (no object per request).  An asynchronous
+keyspace (a remote store, a peer node) answers with a L{Deferred}: the
+codec passes it to L{CodecProtocol.later} with a renderer, and that request
+gets a I{slot}.  From then on every reply, immediate or late, queues behind
+that slot, so replies leave in request order (memcached's
+C{conn_resp_suspend}).  Parsing goes on through the data already received,
+so several requests can be in flight towards the keyspace, but reading from
+the client pauses while the oldest answer is pending: at most one read's
+worth of requests waits in memory.
+
+A late answer that fails (or a keyspace that raises) is logged once and
+answered with the codec's error for that request alone (ASCII
+C{SERVER_ERROR <reason>}, binary status 0x84); the connection goes on.
+
+A request whose answer changes how the rest must be parsed (authentication)
+is a I{barrier}: parsing holds the rest of the input until it is answered.
+Parsing also holds while the client does not read its answers (below).
+
+Sending
+=======
 
 Twisted's C{transport.write} queues data and sends it on the next reactor
 pass, which registers the socket for writability and unregisters it again
@@ -24,11 +50,17 @@ us registered as a push producer for the same back-pressure.
 """
 
 import socket
+from collections import deque
 
 from twisted.internet import tcp
-from twisted.internet.protocol import Protocol
-from zope.interface import implementer
+from twisted.internet.defer import FirstError
 from twisted.internet.interfaces import IPullProducer, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from memcachier.commands import KeyspaceError
 
 
 #: queued output beyond which we stop reading from the client
@@ -36,16 +68,52 @@ MAX_QUEUED = 4 * 1024 * 1024
 #: codecs send what they have gathered once it passes this size, then
 #: check L{CodecProtocol.backlogged} before answering more
 FLUSH_AT = 256 * 1024
+#: longest reason a keyspace failure may show the client
+MAX_REASON = 64
+
+
+def failureReason(failure):
+    """
+    The short reason a client is shown for a failed keyspace call: the
+    text of a L{KeyspaceError} (printable ASCII, other bytes as spaces, at
+    most L{MAX_REASON} bytes), else C{backend failure} (never a traceback
+    or internal detail).
+
+    @type failure: L{Failure}
+    @rtype: L{bytes}
+    """
+    if failure.check(FirstError):
+        # one of several keys of a multi-key request
+        failure = failure.value.subFailure
+    if failure.check(KeyspaceError) and failure.value.args:
+        text = str(failure.value.args[0]).encode("ascii", "replace")[:MAX_REASON]
+        text = bytes(c if 32 <= c < 127 else 32 for c in text).strip()
+        if text:
+            return text
+    return b"backend failure"
+
+
+def renderDetailDump(rows):
+    """
+    memcached's C{stats detail dump} text (both protocols carry it).
+
+    @param rows: (prefix, get, hit, set, del) tuples.
+    """
+    return b"".join(
+        b"PREFIX %b get %d hit %d set %d del %d\r\n" % row for row in rows
+    ) + b"END\r\n"
 
 
 @implementer(IPullProducer, IPushProducer)
 class CodecProtocol(Protocol):
     """
-    Base class of the ASCII and binary codecs.
+    Base class of the ASCII and binary codecs: the ordered-reply pipeline
+    and back-pressure (see the module docstring).
 
-    On plain TCP it registers as a pull producer (see the module docstring);
-    on other transports (TLS) as a push producer, so that the transport's
-    own C{pauseProducing}/C{resumeProducing} tell it when output backs up.
+    Codecs use L{emit} for replies that are ready, L{later} for a
+    L{Deferred} answer, L{failedNow} for a keyspace that raised, L{hold}
+    to stop parsing, L{closeAfterReplies} to close in order, and implement
+    L{resumeParsing}.
 
     @ivar session: the connection's L{memcachier.protocols.session.Session}.
     @ivar _sock: the socket to send on directly, or L{None} when every
@@ -53,8 +121,16 @@ class CodecProtocol(Protocol):
     @ivar _queued: bytes handed to the transport since it last drained
         (direct sends must wait while this is non-zero, to keep order).
     @ivar _backlogged: whether too much output is queued: reading is paused
-        and codecs must stop answering until L{drained}.
+        and codecs must stop answering until it drained.
+    @ivar _slots: replies waiting behind a late answer, oldest first: each
+        a 1-list holding the reply bytes, or L{None} while pending.  Empty
+        on the synchronous hot path.
+    @ivar _held: input kept unparsed while parsing holds (a list of
+        L{bytes}), or L{None} when parsing goes on.
+    @ivar _closing: close once every slot has been sent; ignore input.
     """
+
+    _log = Logger()
 
     def __init__(self, session):
         self.session = session
@@ -62,6 +138,12 @@ class CodecProtocol(Protocol):
         self._queued = 0
         self._readingPaused = False
         self._backlogged = False
+        self._slots = deque()
+        self._held = None
+        self._barrier = None
+        self._closing = False
+        self._lost = False
+        self._releasing = False
 
     def connectionMade(self):
         transport = self.transport
@@ -75,19 +157,148 @@ class CodecProtocol(Protocol):
         if registerProducer is not None:
             registerProducer(self, True)
 
+    # -- the pipeline --------------------------------------------------------
+
+    def emit(self, data):
+        """
+        Send C{data}, the replies to requests parsed after every earlier
+        one: at once when nothing is pending, else behind the pending
+        answers.
+        """
+        if self._slots:
+            self._slots.append([data])
+        else:
+            self.send(data)
+
+    def later(self, deferred, render, renderFailure, out, barrier=False):
+        """
+        Give a request answered by C{deferred} its place in the pipeline.
+
+        @param render: called with the result; returns the reply L{bytes}.
+        @param renderFailure: called with the reason L{bytes} (see
+            L{failureReason}) when the answer failed; returns the reply.
+        @param out: the replies gathered so far by the codec's parse loop;
+            they precede this one and are emitted (and C{out} emptied).
+        @param barrier: whether the rest of the input must wait for this
+            answer (the codec calls L{hold} when this returns true).
+        @return: whether C{barrier} was asked and the answer is pending.
+        """
+        if out:
+            self.emit(b"".join(out))
+            del out[:]
+        slot = [None]
+        self._slots.append(slot)
+        deferred.addCallback(render)
+        deferred.addErrback(self._ebAnswer, renderFailure)
+        deferred.addCallback(self._cbAnswer, slot)
+        if slot[0] is not None:
+            return False
+        if not self._readingPaused:
+            self._readingPaused = True
+            if not self._backlogged:
+                self.transport.pauseProducing()
+        if barrier:
+            self._barrier = slot
+            return True
+        return False
+
+    def failedNow(self, renderFailure):
+        """
+        The keyspace raised while answering a request: log the exception
+        being handled and return the request's error reply.
+        """
+        failure = Failure()
+        self._log.failure("keyspace call failed", failure=failure)
+        return renderFailure(failureReason(failure))
+
+    def _ebAnswer(self, failure, renderFailure):
+        self._log.failure("keyspace call failed", failure=failure)
+        return renderFailure(failureReason(failure))
+
+    def _cbAnswer(self, reply, slot):
+        slot[0] = reply
+        if self._lost:
+            return None
+        slots = self._slots
+        if slots and slots[0] is slot:
+            self._advance()
+        return None
+
+    def _advance(self):
+        """
+        Send every answered slot at the head, then, once none is pending,
+        resume reading and parsing.
+        """
+        slots = self._slots
+        while slots and slots[0][0] is not None:
+            data = slots.popleft()[0]
+            if data:
+                self.send(data)
+        if self._barrier is not None and self._barrier[0] is not None:
+            self._barrier = None
+        if slots:
+            return
+        if self._closing:
+            self.transport.loseConnection()
+            return
+        if self._readingPaused:
+            self._readingPaused = False
+            if not self._backlogged:
+                self.transport.resumeProducing()
+        self._release()
+
+    def hold(self, rest):
+        """
+        Stop parsing: keep C{rest} and whatever arrives next unparsed until
+        the barrier is answered and the client reads again.
+        """
+        held = self._held
+        if held is None:
+            self._held = [rest] if rest else []
+        elif rest:
+            held.insert(0, rest)
+
+    def _release(self):
+        if (
+            self._held is None or self._barrier is not None or self._backlogged
+            or self._closing or self._releasing
+        ):
+            return
+        self._releasing = True
+        try:
+            while self._held is not None and self._barrier is None and not self._backlogged:
+                held, self._held = self._held, None
+                self.resumeParsing(b"".join(held))
+                if self._closing or self._lost:
+                    break
+        finally:
+            self._releasing = False
+
+    def resumeParsing(self, data):
+        """
+        Parsing may go on: parse C{data}, the input held since L{hold}.
+        Codecs override this.
+        """
+
+    def closeAfterReplies(self):
+        """
+        Close the connection once every reply so far has been sent, and
+        ignore further input.
+        """
+        self._closing = True
+        self._held = None
+        if not self._slots:
+            self.transport.loseConnection()
+
+    # -- sending ---------------------------------------------------------------
+
     @property
     def backlogged(self):
         """
         Whether the client is not reading its answers fast enough: a codec
-        must stop answering (and keep unparsed input) until L{drained}.
+        must stop answering (L{hold}) until it drained.
         """
         return self._backlogged
-
-    def drained(self):
-        """
-        Called once queued output has been written after L{backlogged}
-        was true; codecs override it to go on answering.
-        """
 
     def send(self, data):
         """
@@ -130,6 +341,7 @@ class CodecProtocol(Protocol):
             if not self._readingPaused:
                 transport.resumeProducing()
             self.drained()
+            self._release()
 
     def pauseProducing(self):
         if not self._backlogged:
@@ -139,20 +351,17 @@ class CodecProtocol(Protocol):
     def stopProducing(self):
         self._sock = None
 
-    # codecs pause reading while an asynchronous store works
-
-    def pauseReading(self):
+    def drained(self):
         """
-        Stop reading from the client (an asynchronous store is answering).
+        Called once queued output has been written after L{backlogged}
+        was true, before held input is parsed; codecs override it to go on
+        with a reply they had to stop in the middle.
         """
-        self._readingPaused = True
-        self.transport.pauseProducing()
-
-    def resumeReading(self):
-        self._readingPaused = False
-        if not self._backlogged:
-            self.transport.resumeProducing()
 
     def connectionLost(self, reason):
         self._sock = None
+        self._lost = True
+        self._closing = True
+        self._held = None
+        self._slots.clear()
         self.session.connectionLost()

@@ -40,7 +40,6 @@ Choices where memcached gave no single answer (see also the tests):
 import struct
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from memcachier.commands import (
     KEY_MAX_LENGTH,
@@ -51,7 +50,7 @@ from memcachier.commands import (
     StoreMode,
     StoreResult,
 )
-from memcachier.protocols.base import FLUSH_AT, CodecProtocol
+from memcachier.protocols.base import FLUSH_AT, CodecProtocol, renderDetailDump
 from memcachier.protocols.sasl import MECHANISMS, parsePlain
 from memcachier.protocols.session import AuthResult
 
@@ -133,6 +132,7 @@ _MESSAGES = {
 }
 
 _AUTHENTICATED = b"Authenticated"
+_NO_DETAIL = b"stats detail needs introspection, which is off"
 _TOO_MANY_CONNECTIONS = b"Too many connections"
 
 #: magic, opcode, keylen, extlen, datatype, vbucket/status, bodylen, opaque, cas
@@ -236,18 +236,11 @@ class BinaryProtocol(CodecProtocol):
 
     @ivar _handlers: the dispatch list for the authentication state: a
         function per opcode, or L{None} for opcodes refused in that state.
-    @ivar _pending: received data not parsed yet (a partial frame, or
-        everything after a request waiting for a L{Deferred}).
+    @ivar _pending: received data not parsed yet (a partial frame).
     @ivar _pendingLength: total length of C{_pending}.
     @ivar _need: how many bytes the partial frame in C{_pending} needs.
     @ivar _skip: body bytes still to swallow (too large or unknown frame).
-    @ivar _waiting: the L{Deferred} of the request being answered, or
-        L{None}.
-    @ivar _closing: close once the responses collected so far are sent.
-    @ivar _closed: the connection is closing or closed; ignore input.
     """
-
-    _log = Logger()
 
     def __init__(self, session):
         CodecProtocol.__init__(self, session)
@@ -256,19 +249,18 @@ class BinaryProtocol(CodecProtocol):
         self._pendingLength = 0
         self._need = 0
         self._skip = 0
-        self._waiting = None
-        self._drainWaiter = None
-        self._capturing = False
-        self._captured = None
-        self._closing = False
-        self._closed = False
-        self._readPaused = False
 
     # -- input ---------------------------------------------------------------
 
     def dataReceived(self, data):
         self.session.stats.bytes_read += len(data)
-        if self._closed:
+        self.resumeParsing(data)
+
+    def resumeParsing(self, data):
+        if self._closing:
+            return
+        if self._held is not None:
+            self._held.append(data)
             return
         if self._skip:
             skip = self._skip
@@ -281,16 +273,11 @@ class BinaryProtocol(CodecProtocol):
         if pending:
             pending.append(data)
             self._pendingLength += len(data)
-            if self._waiting is not None or self._pendingLength < self._need:
+            if self._pendingLength < self._need:
                 return
             data = b"".join(pending)
             self._pending = []
             self._pendingLength = 0
-        elif self._waiting is not None:
-            self._pending = [data]
-            self._pendingLength = len(data)
-            self._need = 0
-            return
         self._process(data)
 
     def _process(self, data):
@@ -301,22 +288,23 @@ class BinaryProtocol(CodecProtocol):
         session = self.session
         n = len(data)
         offset = 0
+        closing = held = False
         while n - offset >= HEADER_LENGTH:
             (magic, opcode, keylen, extlen, _, _, bodylen, opaque, cas) = _unpackHeader(
                 data, offset
             )
             if magic != REQUEST_MAGIC:
-                self._closing = True
+                closing = True
                 break
             if keylen + extlen > bodylen:
                 out.append(_error(opcode, UNKNOWN_COMMAND, opaque))
-                self._closing = True
+                closing = True
                 break
             handler = self._handlers[opcode]
             if handler is None or session.gone:
                 if not session.authenticated or session.gone:
                     out.append(_error(opcode, AUTH_ERROR, opaque))
-                    self._closing = True
+                    closing = True
                     break
                 out.append(_error(opcode, UNKNOWN_COMMAND, opaque))
                 end = offset + HEADER_LENGTH + bodylen
@@ -334,7 +322,7 @@ class BinaryProtocol(CodecProtocol):
                 or (not valueAllowed and bodylen != keylen + extlen)
             ):
                 out.append(_error(opcode, EINVAL, opaque))
-                self._closing = True
+                closing = True
                 break
             if bodylen > _SMALL_BODY and bodylen > self._bodyLimit():
                 keyEnd = offset + HEADER_LENGTH + extlen + keylen
@@ -343,11 +331,10 @@ class BinaryProtocol(CodecProtocol):
                     break
                 out.append(_error(opcode, E2BIG, opaque))
                 if session.authenticated and opcode in _STORAGE:
-                    session.stats.cmd_set += 1
-                    session.stats.store_too_large += 1
-                    if (opcode == SET or opcode == SETQ) and not cas and session.canWrite:
-                        # memcached unlinks the old item when a set fails
-                        session.keyspace.delete(data[keyEnd - keylen:keyEnd], 0)
+                    session.refuseTooLarge(
+                        _STORE_MODES[opcode], data[keyEnd - keylen:keyEnd], cas,
+                        bodylen - extlen - keylen,
+                    )
                 end = offset + HEADER_LENGTH + bodylen
                 if end > n:
                     self._skip = end - n
@@ -358,43 +345,40 @@ class BinaryProtocol(CodecProtocol):
             end = offset + HEADER_LENGTH + bodylen
             if end > n:
                 break
-            result = handler(
-                self, out, data, offset + HEADER_LENGTH, opcode, keylen, extlen, bodylen,
-                opaque, cas,
-            )
+            try:
+                result = handler(
+                    self, out, data, offset + HEADER_LENGTH, opcode, keylen, extlen, bodylen,
+                    opaque, cas,
+                )
+            except Exception:
+                out.append(self.failedNow(_internalError(opcode, opaque)))
+                result = None
             offset = end
             if result is not None:
-                # an asynchronous result, already rendering into a piece list
-                result.addErrback(self._ebRequest, opcode, opaque)
-                self._capturing = True
-                result.addCallback(self._cbRequest)
-                self._capturing = False
-                captured = self._captured
-                if captured is not None:
-                    # it had fired already: carry on synchronously
-                    self._captured = None
-                    out.extend(captured)
+                if result is _CLOSE:
+                    closing = True
                 else:
-                    self._waiting = result
-                    break
-            elif len(out) >= 96 or (out and len(out[-1]) > FLUSH_AT):
+                    held = True
+                break
+            if len(out) >= 96 or (out and len(out[-1]) > FLUSH_AT):
                 # bound what one read can make us hold for a slow reader
-                self.send(b"".join(out))
+                self.emit(b"".join(out))
                 del out[:]
                 if self.backlogged:
-                    self._waiting = self._drainWaiter = Deferred()
-                    self._waiting.addCallback(self._cbRequest)
+                    held = True
                     break
-            if self._closing:
-                break
 
-        if self._closing:
-            self._closed = True
+        if out:
+            self.emit(b"".join(out))
+        if closing:
+            self.closeAfterReplies()
+        elif held:
+            self.hold(data[offset:] if offset < n else b"")
         elif offset < n:
             rest = data[offset:] if offset else data
             self._pending = [rest]
             self._pendingLength = len(rest)
-            if self._waiting is not None or len(rest) < HEADER_LENGTH:
+            if len(rest) < HEADER_LENGTH:
                 self._need = HEADER_LENGTH
             else:
                 header = _unpackHeader(rest)
@@ -404,13 +388,6 @@ class BinaryProtocol(CodecProtocol):
                     self._need = HEADER_LENGTH + header[3] + header[2]
                 else:
                     self._need = HEADER_LENGTH + bodylen
-        if out:
-            self.send(b"".join(out))
-        if self._closed:
-            self.transport.loseConnection()
-        elif self._waiting is not None and not self._readPaused:
-            self._readPaused = True
-            self.pauseReading()
 
     def _bodyLimit(self):
         session = self.session
@@ -418,55 +395,23 @@ class BinaryProtocol(CodecProtocol):
             return session.itemSizeLimit + BODY_SLACK
         return PREAUTH_BODY_MAX
 
-    # -- asynchronous results ----------------------------------------------
+    # -- late answers --------------------------------------------------------
 
-    def _later(self, result, render, opcode, opaque, extra):
+    def _late(self, deferred, render, out, opcode, opaque, extra, barrier=False):
         """
-        Render an asynchronous result into its own piece list.
+        Give a Deferred answer its place in the pipeline: rendered by
+        C{render} when it fires, status 0x84 if it fails.
+
+        @return: L{_HOLD} when parsing must wait for it, else L{None}.
         """
-        out = []
-        render(self, out, result, opcode, opaque, extra)
-        return out
+        def rendered(result):
+            pieces = []
+            render(self, pieces, result, opcode, opaque, extra)
+            return b"".join(pieces)
 
-    def _ebRequest(self, failure, opcode, opaque):
-        self._log.failure(
-            "Unexpected error answering binary opcode {opcode:#04x}",
-            failure=failure, opcode=opcode,
-        )
-        return [_error(opcode, EINTERNAL, opaque)]
-
-    def _cbRequest(self, pieces):
-        if self._capturing:
-            self._captured = pieces
-            return None
-        self._waiting = None
-        if self._closed:
-            return None
-        if pieces:
-            self.send(b"".join(pieces))
-        if self._closing:
-            self._closed = True
-            self.transport.loseConnection()
-            return None
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending = []
-            self._pendingLength = 0
-            self._process(data)
-        if self._waiting is None and not self._closed and self._readPaused:
-            self._readPaused = False
-            self.resumeReading()
+        if self.later(deferred, rendered, _internalError(opcode, opaque), out, barrier):
+            return _HOLD
         return None
-
-    def drained(self):
-        waiter, self._drainWaiter = self._drainWaiter, None
-        if waiter is not None:
-            waiter.callback([])
-
-    def connectionLost(self, reason):
-        self._closed = True
-        self._pending = []
-        CodecProtocol.connectionLost(self, reason)
 
     # -- handlers --------------------------------------------------------------
     # Each takes (out, data, start, opcode, keylen, extlen, bodylen, opaque,
@@ -478,7 +423,7 @@ class BinaryProtocol(CodecProtocol):
         key = data[start:start + keylen]
         item = self.session.get(key)
         if item.__class__ is Deferred:
-            return item.addCallback(self._later, BinaryProtocol._renderGet, opcode, opaque, key)
+            return self._late(item, BinaryProtocol._renderGet, out, opcode, opaque, key)
         self._renderGet(out, item, opcode, opaque, key)
 
     def _gat(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
@@ -486,7 +431,7 @@ class BinaryProtocol(CodecProtocol):
         key = data[start + 4:start + 4 + keylen]
         item = self.session.gat(key, exptime)
         if item.__class__ is Deferred:
-            return item.addCallback(self._later, BinaryProtocol._renderGet, opcode, opaque, key)
+            return self._late(item, BinaryProtocol._renderGet, out, opcode, opaque, key)
         self._renderGet(out, item, opcode, opaque, key)
 
     def _renderGet(self, out, item, opcode, opaque, key):
@@ -525,7 +470,7 @@ class BinaryProtocol(CodecProtocol):
         key = data[start + 4:start + 4 + keylen]
         item = self.session.touch(key, exptime)
         if item.__class__ is Deferred:
-            return item.addCallback(self._later, BinaryProtocol._renderTouch, opcode, opaque, key)
+            return self._late(item, BinaryProtocol._renderTouch, out, opcode, opaque, key)
         self._renderTouch(out, item, opcode, opaque, key)
 
     def _renderTouch(self, out, item, opcode, opaque, key):
@@ -552,7 +497,7 @@ class BinaryProtocol(CodecProtocol):
             mode = StoreMode.CAS
         result = self.session.store(mode, key, value, flags, exptime, cas)
         if result.__class__ is Deferred:
-            return result.addCallback(self._later, BinaryProtocol._renderStore, opcode, opaque, None)
+            return self._late(result, BinaryProtocol._renderStore, out, opcode, opaque, None)
         self._renderStore(out, result, opcode, opaque, None)
 
     def _concat(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
@@ -561,7 +506,7 @@ class BinaryProtocol(CodecProtocol):
         value = data[keyEnd:start + bodylen]
         result = self.session.store(_STORE_MODES[opcode], key, value, 0, 0, cas)
         if result.__class__ is Deferred:
-            return result.addCallback(self._later, BinaryProtocol._renderStore, opcode, opaque, None)
+            return self._late(result, BinaryProtocol._renderStore, out, opcode, opaque, None)
         self._renderStore(out, result, opcode, opaque, None)
 
     def _renderStore(self, out, result, opcode, opaque, extra):
@@ -571,10 +516,9 @@ class BinaryProtocol(CodecProtocol):
                 out.append(_pack(RESPONSE_MAGIC, opcode, 0, 0, 0, SUCCESS, 0, opaque, newCas))
             return
         if code == StoreResult.NOT_STORED:
-            if self.session.canWrite:
-                status = _NOT_STORED_STATUS.get(_STORE_MODES[opcode], NOT_STORED)
-            else:
-                status = NOT_STORED
+            status = _NOT_STORED_STATUS.get(_STORE_MODES[opcode], NOT_STORED)
+        elif code is Refused.READ_ONLY:
+            status = NOT_STORED
         else:
             status = _STORE_STATUS[code]
         out.append(_error(opcode, status, opaque))
@@ -582,7 +526,7 @@ class BinaryProtocol(CodecProtocol):
     def _delete(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
         result = self.session.delete(data[start:start + keylen], cas)
         if result.__class__ is Deferred:
-            return result.addCallback(self._later, BinaryProtocol._renderDelete, opcode, opaque, None)
+            return self._late(result, BinaryProtocol._renderDelete, out, opcode, opaque, None)
         self._renderDelete(out, result, opcode, opaque, None)
 
     def _renderDelete(self, out, result, opcode, opaque, extra):
@@ -604,7 +548,7 @@ class BinaryProtocol(CodecProtocol):
             key, opcode == INCREMENT or opcode == INCREMENTQ, delta, initial, exptime, cas
         )
         if result.__class__ is Deferred:
-            return result.addCallback(self._later, BinaryProtocol._renderDelta, opcode, opaque, None)
+            return self._late(result, BinaryProtocol._renderDelta, out, opcode, opaque, None)
         self._renderDelta(out, result, opcode, opaque, None)
 
     def _renderDelta(self, out, result, opcode, opaque, extra):
@@ -624,13 +568,13 @@ class BinaryProtocol(CodecProtocol):
     def _quit(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
         if opcode == QUIT:
             out.append(_empty(opcode, opaque))
-        self._closing = True
+        return _CLOSE
 
     def _flush(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
         delay = _unpackU32(data, start)[0] if extlen else 0
         result = self.session.flush(delay)
         if result.__class__ is Deferred:
-            return result.addCallback(self._later, BinaryProtocol._renderFlush, opcode, opaque, None)
+            return self._late(result, BinaryProtocol._renderFlush, out, opcode, opaque, None)
         self._renderFlush(out, result, opcode, opaque, None)
 
     def _renderFlush(self, out, result, opcode, opaque, extra):
@@ -653,6 +597,9 @@ class BinaryProtocol(CodecProtocol):
             self.session.resetStats()
             out.append(_empty(opcode, opaque))
             return
+        if group.startswith("detail") and (len(group) == 6 or group[6] == " "):
+            self._statDetail(out, group[7:], opcode, opaque)
+            return
         pairs = self.session.statsGroup(group)
         if pairs is None:
             out.append(_error(opcode, KEY_ENOENT, opaque))
@@ -668,6 +615,28 @@ class BinaryProtocol(CodecProtocol):
                 + name
                 + value
             )
+        out.append(_empty(opcode, opaque))
+
+    def _statDetail(self, out, subcommand, opcode, opaque):
+        """
+        STAT C{detail on|off|dump}, as memcached 1.6 answers it: C{dump} is
+        one stat named C{detailed} holding the ASCII dump; C{detail} alone
+        is an empty success; any other subcommand is 0x01.
+        """
+        if subcommand not in ("", "on", "off", "dump"):
+            out.append(_error(opcode, KEY_ENOENT, opaque))
+            return
+        if subcommand:
+            result = self.session.statsDetail(subcommand)
+            if result is None:
+                out.append(_error(opcode, EINTERNAL, opaque, _NO_DETAIL))
+                return
+            if subcommand == "dump":
+                dump = renderDetailDump(result)
+                out.append(
+                    _pack(RESPONSE_MAGIC, opcode, 8, 0, 0, SUCCESS, 8 + len(dump), opaque, 0)
+                    + b"detailed" + dump
+                )
         out.append(_empty(opcode, opaque))
 
     def _saslListMechs(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
@@ -690,7 +659,9 @@ class BinaryProtocol(CodecProtocol):
             return
         result = self.session.authenticate(user, password)
         if result.__class__ is Deferred:
-            return result.addCallback(self._later, BinaryProtocol._renderAuth, opcode, opaque, None)
+            # what follows may depend on the outcome: parse it afterwards
+            return self._late(result, BinaryProtocol._renderAuth, out, opcode, opaque, None,
+                              barrier=True)
         self._renderAuth(out, result, opcode, opaque, None)
 
     def _renderAuth(self, out, result, opcode, opaque, extra):
@@ -712,6 +683,19 @@ class BinaryProtocol(CodecProtocol):
 
 
 _VERSION = VERSION.encode("ascii")
+
+#: returned by a handler: close once the replies so far are sent
+_CLOSE = object()
+#: returned by a handler: parsing waits for a late answer (a barrier)
+_HOLD = object()
+
+
+def _internalError(opcode, opaque):
+    """
+    The renderer of a failed answer: status 0x84 for that request alone.
+    """
+    return lambda reason: _error(opcode, EINTERNAL, opaque)
+
 
 _P = BinaryProtocol
 _AUTHED_HANDLERS = [None] * 256

@@ -13,6 +13,7 @@ request order.
 import enum
 import os
 import resource
+import struct
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -32,8 +33,11 @@ from memcachier.analytics.events import (
 )
 from memcachier.runtime import CacheStats
 
+#: the key prefix delimiter of C{stats detail} (memcached's default)
+DETAIL_DELIMITER = ":"
 
-_NOT_STORED = (StoreResult.NOT_STORED, 0)
+
+_READ_ONLY = (Refused.READ_ONLY, 0)
 _TOO_LARGE = (StoreResult.TOO_LARGE, 0)
 
 
@@ -218,7 +222,7 @@ class Session:
         self.canWrite = credential.write
         self.canFlush = credential.flush
         self.synchronous = bool(runtime.keyspace.synchronous)
-        introspection = getattr(self.registry, "introspection", None)
+        introspection = self.registry.introspection
         self.tap = discard if introspection is None else introspection.tapFor(runtime)
         return AuthResult.OK
 
@@ -361,20 +365,16 @@ class Session:
         Store an item (set/add/replace/append/prepend/cas).
 
         @return: a 2-tuple (L{StoreResult}, new CAS), or a Deferred.  A
-            read-only credential always gets C{NOT_STORED}.
+            read-only credential gets C{(Refused.READ_ONLY, 0)} (rendered
+            as "not stored").
         """
+        if len(key) + len(value) > self.runtime.plan.item_size:
+            return self.refuseTooLarge(mode, key, cas, len(value))
         stats = self.stats
         stats.cmd_set += 1
         if not self.canWrite:
             self.tap((int(mode), key, int(StoreResult.NOT_STORED), len(value)))
-            return _NOT_STORED
-        if len(key) + len(value) > self.runtime.plan.item_size:
-            stats.store_too_large += 1
-            if mode == StoreMode.SET:
-                # memcached unlinks the old item when a set fails
-                self.keyspace.delete(key, 0)
-            self.tap((int(mode), key, int(StoreResult.TOO_LARGE), len(value)))
-            return _TOO_LARGE
+            return _READ_ONLY
         result = self.keyspace.store(
             mode, key, value, flags, absoluteExptime(exptime, self.reactor.seconds()), cas
         )
@@ -391,6 +391,63 @@ class Session:
         elif result[0] == StoreResult.NO_MEMORY:
             stats.store_no_memory += 1
         return result
+
+    def fits(self, key, length):
+        """
+        Whether a value of C{length} bytes under C{key} is within the
+        cache's item size limit (codecs ask before reading a value body).
+        """
+        return len(key) + length <= self.runtime.plan.item_size
+
+    def refuseTooLarge(self, mode, key, cas=0, length=0, meta=False):
+        """
+        A storage command whose key and value exceed the item size limit:
+        count it and, as memcached does, unlink the old item so that no
+        reader sees the value the writer meant to replace.  memcached
+        unlinks on a classic or binary C{set} without CAS, and on every
+        meta set (C{ms}, whatever its mode).
+
+        @return: C{(StoreResult.TOO_LARGE, 0)}.
+        """
+        stats = self.stats
+        stats.cmd_set += 1
+        stats.store_too_large += 1
+        if self.canWrite and (meta or (mode == StoreMode.SET and not cas)):
+            unlinked = self.keyspace.delete(key, 0)
+            if unlinked.__class__ is Deferred:
+                unlinked.addErrback(self._ebUnlink)
+        self.tap((int(mode), key, int(StoreResult.TOO_LARGE), length))
+        return _TOO_LARGE
+
+    def _ebUnlink(self, failure):
+        self._log.failure("unlinking a too large item's old value failed", failure=failure)
+
+    def vivify(self, key, exptime):
+        """
+        Meta get's C{N} flag on a miss: create an empty item (an C{add},
+        so one client of several wins) and fetch it.
+
+        @return: a 2-tuple (item or L{None}, whether this call created
+            it), or a Deferred firing with one.
+        """
+        result = self.store(StoreMode.ADD, key, b"", 0, exptime, 0)
+        if result.__class__ is Deferred:
+            return result.addCallback(self._vivified, key)
+        return self._vivified(result, key)
+
+    def _vivified(self, result, key):
+        if result[0] != StoreResult.STORED:
+            return (None, False)
+        item = self.keyspace.peek(key)
+        if item.__class__ is Deferred:
+            return item.addCallback(lambda found: (found, True))
+        return (item, True)
+
+    def countMeta(self):
+        """
+        Count a meta command (C{cmd_meta}).
+        """
+        self.stats.cmd_meta += 1
 
     def _tappedStore(self, result, mode, key, size):
         self.tap((int(mode), key, int(result[0]), size))
@@ -481,9 +538,39 @@ class Session:
 
     def resetStats(self):
         """
-        C{stats reset}: zero this cache's counters on this node.
+        C{stats reset}: zero this cache's counters on this node, the
+        C{stats detail} prefix counts included (as memcached does).
         """
         self.runtime.resetStats()
+        introspector = self._introspector()
+        if introspector is not None:
+            introspector.clearDetail()
+
+    def _introspector(self):
+        introspection = self.registry.introspection
+        if introspection is None or not introspection.enabled:
+            return None
+        return introspection.introspector(self.runtime)
+
+    def statsDetail(self, subcommand):
+        """
+        memcached's C{stats detail on|off|dump}, for this connection's
+        cache: per-prefix counts of gets, hits, sets and deletes (the
+        prefix is the key up to the first C{:}), counted from the
+        introspection taps.
+
+        @param subcommand: C{"on"}, C{"off"} or C{"dump"} (L{str}).
+        @return: L{None} when introspection is off on this server (nothing
+            to count from); for C{dump} a L{list} of (prefix L{bytes}, get,
+            hit, set, del); else L{True}.
+        """
+        introspector = self._introspector()
+        if introspector is None:
+            return None
+        if subcommand == "dump":
+            return introspector.detailDump()
+        introspector.setDetail(subcommand == "on")
+        return True
 
     def statsGroup(self, group):
         """
@@ -510,7 +597,7 @@ class Session:
             ("time", int(now)),
             ("version", VERSION),
             ("libevent", "twisted"),
-            ("pointer_size", 64),
+            ("pointer_size", struct.calcsize("P") * 8),
             ("rusage_user", f"{usage.ru_utime:.6f}"),
             ("rusage_system", f"{usage.ru_stime:.6f}"),
             ("max_connections", plan.connections),
@@ -545,11 +632,17 @@ class Session:
             ("auth_enabled_sasl", "yes"),
             ("auth_enabled_ascii", "yes"),
             ("item_size_max", plan.item_size),
+            ("stat_key_prefix", DETAIL_DELIMITER),
+            ("detail_enabled", "yes" if self._detailOn() else "no"),
             ("flush_enabled", "yes" if self.canFlush else "no"),
             ("write_enabled", "yes" if self.canWrite else "no"),
             ("plan", plan.slug),
         ]
         return [(name, str(value)) for name, value in pairs]
+
+    def _detailOn(self):
+        introspector = self._introspector()
+        return introspector is not None and introspector.detail
 
     def _stats_items(self):
         s = self.runtime.statsDict()
@@ -574,7 +667,8 @@ class Session:
                 "cas_badval touch_hits"
             ).split()
         )
-        pairs += [("active_slabs", 1), ("total_malloced", s.get("bytes", 0))]
+        # a store without slabs reports what it holds as one class
+        pairs += [("active_slabs", 1), ("total_malloced", s.get("total_malloced", s.get("bytes", 0)))]
         return [(name, str(value)) for name, value in pairs]
 
     def _stats_sizes(self):

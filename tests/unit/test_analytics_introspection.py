@@ -13,9 +13,9 @@ from tests.unit.helpers import World
 
 @pytest.fixture
 def node():
-    world = World()
-    service = IntrospectionService(world.clock, interval=0.1, sliceSeconds=60, slices=10)
-    world.registry.introspection = service
+    world = World(introspection=lambda clock: IntrospectionService(
+        clock, interval=0.1, sliceSeconds=60, slices=10))
+    service = world.introspection
     service.startService()
     yield world, service
     service.stopService()
@@ -188,9 +188,8 @@ def test_largeBatchesAreSampled(node):
 
 
 def test_introspectionOff():
-    world = World()
-    service = IntrospectionService(world.clock, enabled=False)
-    world.registry.introspection = service
+    world = World(introspection=lambda clock: IntrospectionService(clock, enabled=False))
+    service = world.introspection
     proto, transport = connect(world)
     send(proto, transport, b"get x\r\n")
     assert proto.session.tap is discard
@@ -204,3 +203,39 @@ def test_noIntrospectionService():
     world = World()
     proto, transport = connect(world)
     assert proto.session.tap is discard
+
+
+def test_statsDetailIsExactWhenBatchesAreSampled():
+    """
+    C{stats detail} counts every event of a batch, before the sampling
+    that bounds the sketch work; watched prefixes and popular items go on
+    from the same drain.
+    """
+    world = World(introspection=lambda clock: IntrospectionService(clock, batchLimit=10))
+    proto, transport = connect(world)
+    assert send(proto, transport, b"stats detail on\r\n") == b"OK\r\n"
+    send(proto, transport, b"set p:1 0 0 1\r\nx\r\n" + b"get p:1\r\nget p:2\r\n" * 500)
+    assert send(proto, transport, b"stats detail dump\r\n") == (
+        b"PREFIX p get 1000 hit 500 set 1 del 0\r\nEND\r\n"
+    )
+    intro = world.introspection.existing(1)
+    assert intro.sampledEvents == 1001
+    assert intro.popularItems()["popular_prefixes"][0]["name"] == "p"
+
+
+def test_statsDetailPrefixesAreBounded(monkeypatch):
+    """
+    At most L{MAX_DETAIL_PREFIXES} prefixes are counted per cache; keys
+    under new prefixes beyond are not.
+    """
+    from memcachier.analytics import introspection
+
+    monkeypatch.setattr(introspection, "MAX_DETAIL_PREFIXES", 3)
+    world = World(introspection=lambda clock: IntrospectionService(clock))
+    proto, transport = connect(world)
+    send(proto, transport, b"stats detail on\r\n")
+    send(proto, transport, b"".join(b"get p%d:x\r\n" % i for i in range(5)) + b"get p0:y\r\n")
+    assert send(proto, transport, b"stats detail dump\r\n") == (
+        b"PREFIX p0 get 2 hit 0 set 0 del 0\r\nPREFIX p1 get 1 hit 0 set 0 del 0\r\n"
+        b"PREFIX p2 get 1 hit 0 set 0 del 0\r\nEND\r\n"
+    )

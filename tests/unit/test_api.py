@@ -22,6 +22,7 @@ from memcachier.control.index import ControlIndex
 from memcachier.control.migrations import upgrade
 from memcachier.control.model import DEFAULT_PLANS
 from memcachier.control.repository import AsyncControlPlane, ControlPlane
+from memcachier.analytics.service import makeIntrospection
 from memcachier.runtime import CacheRegistry
 from memcachier.stores.memory import MemoryStore
 from memcachier.web.api import AnalyticsAPI
@@ -111,7 +112,10 @@ class World:
         self.acp = AsyncControlPlane(self.cp, SynchronousThreadPool(), self.reactor)
         self.index = ControlIndex(self.acp, PLANS, self.reactor, defaultPlan="dev")
         self.store = MemoryStore(self.reactor)
-        self.registry = CacheRegistry(self.store, self.index, self.settings, self.reactor)
+        self.registry = CacheRegistry(
+            self.store, self.index, self.settings, self.reactor,
+            introspection=makeIntrospection(self.settings, self.reactor),
+        )
         self.cache, self.primary = self.cp.createCache(name="main", plan=plan)
         self.other, self.otherPrimary = self.cp.createCache(name="other", plan="100")
         self.refresh()

@@ -4,19 +4,29 @@ The ASCII codec, driven byte for byte without sockets.
 
 import pytest
 
+from memcachier.analytics.introspection import IntrospectionService
 from memcachier.control.model import Plan
-from tests.unit.helpers import World
+from tests.unit.helpers import STORES, World
 
 
-@pytest.fixture
-def world():
-    return World()
+@pytest.fixture(params=sorted(STORES))
+def world(request):
+    """
+    A node over the memory store, and over the same store answering
+    through Deferreds: every test of the codec runs against both.
+    """
+    return World(store=STORES[request.param])
 
 
 def exchange(conn, data):
+    """
+    Feed C{data} and return what was written, once every late answer due
+    has fired (the clock's calls at the current time).
+    """
     proto, transport = conn
     transport.clear()
     proto.dataReceived(data)
+    proto.session.reactor.advance(0)
     return transport.value()
 
 
@@ -66,6 +76,7 @@ def test_valueInPieces(world):
     transport.clear()
     for piece in (b"set k 0 0 10\r", b"\n01234", b"567", b"89\r", b"\nget k\r\n"):
         proto.dataReceived(piece)
+    world.clock.advance(0)
     assert transport.value() == b"STORED\r\nVALUE k 0 10\r\n0123456789\r\nEND\r\n"
 
 
@@ -96,6 +107,7 @@ def test_tooLargeSwallowed(world):
     for _ in range(20):
         proto.dataReceived(b"x" * 100000)
     proto.dataReceived(b"\r\nget big\r\n")
+    world.clock.advance(0)
     assert transport.value() == b"SERVER_ERROR object too large for cache\r\nEND\r\n"
     assert len(proto.codec._buffer) < 100
 
@@ -259,6 +271,7 @@ def test_slowReaderStopsAnswers(world):
     assert sent < 3_000_000
     assert transport.producerState == "paused"
     codec.resumeProducing()  # drained
+    world.clock.advance(0)  # a late multi-get is rendered whole when it arrives
     reply = transport.value()
     assert reply.count(b"VALUE big 0 100000\r\n") == 200
     assert reply.endswith(b"END\r\nVERSION 1.6.21\r\n")
@@ -288,3 +301,158 @@ def test_appendPastLimitNotStored():
     exchange(conn, b"set k 0 0 90\r\n%b\r\n" % (b"x" * 90))
     assert exchange(conn, b"append k 0 0 20\r\n%b\r\n" % (b"y" * 20)) == b"NOT_STORED\r\n"
     assert exchange(conn, b"get k\r\n") == b"VALUE k 0 90\r\n%b\r\nEND\r\n" % (b"x" * 90)
+
+
+# -- memcached's behaviour where it differed (issue 7, section 3) ---------------
+
+
+@pytest.fixture(params=sorted(STORES))
+def detailWorld(request):
+    """
+    A node with introspection (C{stats detail} counts from its taps).
+    """
+    return World(
+        store=STORES[request.param],
+        introspection=lambda clock: IntrospectionService(clock),
+    )
+
+
+def test_statsDetail(detailWorld):
+    """
+    C{stats detail on|off|dump} as memcached 1.6.18 answers it, scoped to
+    the caller's cache: gets, hits, sets and deletes per prefix (up to the
+    first C{:}; keys without one are not counted; incr and touch are not
+    counted), counting only while on, kept when off, cleared by C{stats
+    reset}.
+    """
+    conn = login(detailWorld)
+    other = login(detailWorld, b"other")
+    assert exchange(conn, b"stats detail dump\r\n") == b"END\r\n"
+    assert exchange(conn, b"stats detail on\r\n") == b"OK\r\n"
+    assert b"STAT detail_enabled yes\r\n" in exchange(conn, b"stats settings\r\n")
+    assert b"STAT detail_enabled no\r\n" in exchange(other, b"stats settings\r\n")
+    exchange(
+        conn,
+        b"get a:b\r\nget nodelim\r\nget b:1 b:2 c:1\r\nset x:y:z 0 0 1\r\nx\r\n"
+        b"get x:y:z\r\nincr b:1 1\r\ntouch b:1 10\r\ndelete a:z\r\n",
+    )
+    exchange(other, b"get a:b\r\n")
+    exchange(other, b"stats detail on\r\nget q:1\r\n")
+    dump = (
+        b"PREFIX a get 1 hit 0 set 0 del 1\r\n"
+        b"PREFIX b get 2 hit 0 set 0 del 0\r\n"
+        b"PREFIX c get 1 hit 0 set 0 del 0\r\n"
+        b"PREFIX x get 1 hit 1 set 1 del 0\r\n"
+        b"END\r\n"
+    )
+    assert exchange(conn, b"stats detail dump\r\n") == dump
+    assert exchange(other, b"stats detail dump\r\n") == b"PREFIX q get 1 hit 0 set 0 del 0\r\nEND\r\n"
+    assert exchange(conn, b"stats detail off\r\nget a:1\r\n") == b"OK\r\nEND\r\n"
+    assert exchange(conn, b"stats detail dump\r\n") == dump
+    usage = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+    assert exchange(conn, b"stats detail\r\nstats detail ON\r\n") == usage * 2
+    assert exchange(conn, b"stats detail on extra\r\n") == b"OK\r\n"
+    assert exchange(conn, b"stats reset\r\nstats detail dump\r\n") == b"RESET\r\nEND\r\n"
+
+
+def test_statsDetailNeedsIntrospection(world):
+    """
+    Without introspection (C{[analytics] introspection = false}) there is
+    nothing to count from, and C{stats detail} says so.
+    """
+    conn = login(world)
+    assert exchange(conn, b"stats detail on\r\n") == (
+        b"CLIENT_ERROR stats detail needs introspection, which is off\r\n"
+    )
+    assert b"STAT detail_enabled no\r\n" in exchange(conn, b"stats settings\r\n")
+
+
+def test_deleteWithNumberRefused(world):
+    """
+    C{delete <key> <number>} is refused as memcached 1.6.18 refuses it
+    (silently with C{noreply}) and deletes nothing; a hold time of C{0} is
+    still accepted; more tokens are C{ERROR}.
+    """
+    conn = login(world)
+    exchange(conn, b"set k 0 0 1\r\nx\r\n")
+    assert exchange(conn, b"delete k 5\r\n") == (
+        b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+    )
+    assert exchange(conn, b"delete k 5 noreply\r\nget k\r\n") == b"VALUE k 0 1\r\nx\r\nEND\r\n"
+    assert exchange(conn, b"delete k noreply noreply\r\nget k\r\n") == (
+        b"VALUE k 0 1\r\nx\r\nEND\r\n"
+    )
+    assert exchange(conn, b"delete k 0 5\r\n") == (
+        b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+    )
+    assert exchange(conn, b"delete k 0 noreply x\r\ndelete\r\n") == b"ERROR\r\nERROR\r\n"
+    assert exchange(conn, b"delete k 0\r\n") == b"DELETED\r\n"
+    exchange(conn, b"set k 0 0 1\r\nx\r\n")
+    assert exchange(conn, b"delete k 0 noreply\r\nget k\r\n") == b"END\r\n"
+
+
+@pytest.mark.parametrize("length", [b"2147483647", b"2147483646", b"-1", b"4294967295", b"99999999999"])
+def test_badValueLength(world, length):
+    """
+    A declared length outside memcached's limits is C{CLIENT_ERROR bad
+    command line format} before any value is read: the next line is a
+    command again (memcached 1.6.18).
+    """
+    conn = login(world)
+    assert exchange(conn, b"set k 0 0 %b\r\nget k\r\n" % length) == (
+        b"CLIENT_ERROR bad command line format\r\nEND\r\n"
+    )
+    assert exchange(conn, b"cas k 0 0 %b 5\r\nversion\r\n" % length) == (
+        b"CLIENT_ERROR bad command line format\r\nVERSION 1.6.21\r\n"
+    )
+    assert exchange(conn, b"ms k %b\r\nversion\r\n" % length) == (
+        b"CLIENT_ERROR bad command line format\r\nVERSION 1.6.21\r\n"
+    )
+
+
+def test_largestLengthIsTooLargeNotBadFormat(world):
+    """
+    The largest length memcached parses (C{INT_MAX - 2}) is a too-large
+    value, swallowed as it arrives.
+    """
+    proto, transport = login(world)
+    transport.clear()
+    proto.dataReceived(b"set k 0 0 2147483645\r\nxxxx")
+    assert transport.value() == b"SERVER_ERROR object too large for cache\r\n"
+    assert proto.codec._swallow == 2147483645 + 2 - 4
+
+
+def test_tooLargeMetaSetCountsAndUnlinks(world):
+    """
+    A too-large C{ms} counts as a too-large store and unlinks the old
+    value whatever its mode, as memcached 1.6.18 does; a too-large classic
+    C{add} leaves the item alone, a too-large C{set} unlinks it.
+    """
+    conn = login(world)
+    big = b"x" * (1024 * 1024 + 1)
+    exchange(conn, b"set a 0 0 3\r\nold\r\nset b 0 0 3\r\nold\r\nset c 0 0 3\r\nold\r\n")
+    assert exchange(conn, b"ms a %d MA\r\n%b\r\n" % (len(big), big)) == (
+        b"SERVER_ERROR object too large for cache\r\n"
+    )
+    assert exchange(conn, b"add b 0 0 %d\r\n%b\r\n" % (len(big), big)) == (
+        b"SERVER_ERROR object too large for cache\r\n"
+    )
+    exchange(conn, b"set c 0 0 %d\r\n%b\r\n" % (len(big), big))
+    assert exchange(conn, b"get a b c\r\n") == b"VALUE b 0 3\r\nold\r\nEND\r\n"
+    stats = exchange(conn, b"stats\r\n")
+    assert b"STAT store_too_large 3\r\n" in stats
+    assert b"STAT cmd_set 6\r\n" in stats
+
+
+def test_statsSettingsArePlanLimits():
+    """
+    C{stats settings} reports the plan's connection limit as C{maxconns}
+    and its item size limit as C{item_size_max}.
+    """
+    world = World([Plan("dev", 2_000_000, 7, 300_000, True)])
+    conn = login(world)
+    settings = exchange(conn, b"stats settings\r\n")
+    for line in (b"STAT maxbytes 2000000", b"STAT maxconns 7", b"STAT item_size_max 300000",
+                 b"STAT stat_key_prefix :"):
+        assert line + b"\r\n" in settings
+    assert b"STAT max_connections 7\r\n" in exchange(conn, b"stats\r\n")

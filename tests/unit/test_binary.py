@@ -20,7 +20,7 @@ from memcachier.protocols.session import AuthThrottle, Session
 from memcachier.runtime import CacheRegistry
 from memcachier.testing import MemoryControlIndex
 
-from tests.unit.helpers import World
+from tests.unit.helpers import STORES, World
 
 HEADER = struct.Struct(">BBHBBHIIQ")
 Response = namedtuple("Response", "opcode status extras key value cas opaque")
@@ -92,6 +92,7 @@ class Connection:
         return self.responses()
 
     def responses(self):
+        self.world.clock.advance(0)
         data = self.transport.value()
         self.transport.clear()
         return parse(data)
@@ -110,9 +111,13 @@ class Connection:
         return self
 
 
-@pytest.fixture
-def world():
-    return World()
+@pytest.fixture(params=sorted(STORES))
+def world(request):
+    """
+    A node over the memory store, and over the same store answering
+    through Deferreds: every test of the codec runs against both.
+    """
+    return World(store=STORES[request.param])
 
 
 @pytest.fixture
@@ -708,7 +713,7 @@ def asyncConn(world):
 
 def test_asyncInOrder(asyncConn):
     """
-    While a keyspace Deferred is pending, later requests are not
+    While a keyspace Deferred is pending, the requests already read are
     dispatched, reading pauses, and replies leave in request order however
     the Deferreds fire.
     """
@@ -723,22 +728,21 @@ def test_asyncInOrder(asyncConn):
         frame(B.NOOP, opaque=5),
     )
     assert [r.opaque for r in rs] == [1]
-    assert [name for name, _, _ in c.ks.calls] == ["get"]
+    assert [name for name, _, _ in c.ks.calls] == ["get", "store", "delete"]
     assert c.transport.producerState == "paused"
-    # more data while waiting is kept, not parsed
+    # more data while waiting is parsed and queued behind
     c.proto.dataReceived(frame(B.NOOP, opaque=6))
-    assert len(c.ks.calls) == 1
+    assert c.responses() == []
+    c.ks.calls[2][2].callback(DeleteResult.NOT_FOUND)
+    c.ks.calls[1][2].callback((StoreResult.STORED, 43))
+    assert c.responses() == []
+    assert c.transport.producerState == "paused"
     c.ks.calls[0][2].callback(Item(b"a", b"A", 0, 0, 42, 0))
     rs = c.responses()
-    assert [(r.opaque, r.value) for r in rs] == [(2, b"A")]
-    assert [name for name, _, _ in c.ks.calls] == ["get", "store"]
-    assert c.transport.producerState == "paused"
-    c.ks.calls[1][2].callback((StoreResult.STORED, 43))
-    (r,) = c.responses()
-    assert (r.opaque, r.cas) == (3, 43)
-    c.ks.calls[2][2].callback(DeleteResult.NOT_FOUND)
-    rs = c.responses()
-    assert [(r.opaque, r.status) for r in rs] == [(4, 1), (5, 0), (6, 0)]
+    assert [(r.opaque, r.status, r.value, r.cas) for r in rs] == [
+        (2, 0, b"A", 42), (3, 0, b"", 43), (4, 1, b"Not found", 0), (5, 0, b"", 0),
+        (6, 0, b"", 0),
+    ]
     assert c.transport.producerState == "producing"
 
 
@@ -772,3 +776,37 @@ def test_asyncLostConnection(asyncConn):
     c.transport.loseConnection()
     c.ks.calls[0][2].callback(None)
     assert c.responses() == []
+
+
+def test_statDetail():
+    """
+    STAT C{detail on|off|dump} as memcached 1.6.18 answers it: on and off
+    answer the terminator alone; dump is one stat C{detailed} holding the
+    ASCII dump, scoped to the caller's cache; an unknown subcommand is
+    0x01; C{detail} alone is an empty success.
+    """
+    from memcachier.analytics.introspection import IntrospectionService
+
+    world = World(introspection=lambda clock: IntrospectionService(clock))
+    c = Connection(world).auth()
+    rs = c.send(frame(B.STAT, b"detail on", opaque=1))
+    assert [(r.status, r.key, r.value, r.opaque) for r in rs] == [(0, b"", b"", 1)]
+    c.send(frame(B.GET, b"user:1"), setFrame(b"user:2", b"v"), frame(B.GET, b"user:2"),
+           frame(B.DELETE, b"user:3"))
+    rs = c.send(frame(B.STAT, b"detail dump", opaque=2))
+    assert [(r.status, r.key, r.value) for r in rs] == [
+        (0, b"detailed", b"PREFIX user get 2 hit 1 set 1 del 1\r\nEND\r\n"),
+        (0, b"", b""),
+    ]
+    assert [(r.status, r.value) for r in c.send(frame(B.STAT, b"detail off"))] == [(0, b"")]
+    assert [(r.status, r.value) for r in c.send(frame(B.STAT, b"detail"))] == [(0, b"")]
+    assert c.one(frame(B.STAT, b"detail foo")).status == 0x01
+    assert c.one(frame(B.STAT, b"detailx on")).status == 0x01
+    other = Connection(world).auth(b"other")
+    rs = other.send(frame(B.STAT, b"detail dump"))
+    assert [(r.key, r.value) for r in rs] == [(b"detailed", b"END\r\n"), (b"", b"")]
+
+
+def test_statDetailNeedsIntrospection(conn):
+    r = conn.one(frame(B.STAT, b"detail on"))
+    assert (r.status, r.value) == (0x84, b"stats detail needs introspection, which is off")

@@ -6,7 +6,7 @@ do not blur the difference).
 
 Run pinned to one core::
 
-    taskset -c 1 .venv/bin/python -m memcachier.analytics.costbench
+    taskset -c 1 .venv/bin/python -m memcachier.bench.costbench
 
 The workload mirrors C{../shared/bench} C{ascii}/C{binary}: 90% get / 10%
 set of 100-byte values over 100k preloaded keys, one request per
@@ -81,9 +81,8 @@ def run(enabled, binary, requests, batchLimit=500):
     index = MemoryControlIndex()
     index.addCache(1, "1g")
     index.addCredential(1, "user", "secret")
-    registry = CacheRegistry(MemoryStore(clock), index, None, clock)
     service = IntrospectionService(clock, enabled=enabled, batchLimit=batchLimit)
-    registry.introspection = service
+    registry = CacheRegistry(MemoryStore(clock), index, None, clock, introspection=service)
     proto = MemcacheFactory(registry, clock, authTimeout=0).buildProtocol(None)
     proto.makeConnection(_Transport())
     if binary:

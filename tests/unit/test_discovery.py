@@ -1,5 +1,5 @@
 """
-Tests for L{memcachier.stores.plugins}: store plugin discovery.
+Tests for L{memcachier.stores.discovery}: store plugin discovery.
 """
 
 import importlib
@@ -14,7 +14,7 @@ from twisted.plugin import getPlugins
 from zope.interface.verify import verifyObject
 
 from memcachier.interfaces import IStore, IStorePlugin
-from memcachier.stores.plugins import (
+from memcachier.stores.discovery import (
     StorePluginError,
     findStorePlugin,
     makeStore,

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_plugins -*-
+# -*- test-case-name: tests.unit.test_discovery -*-
 """
 Discovery of store plugins.
 

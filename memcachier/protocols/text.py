@@ -1,0 +1,123 @@
+# -*- test-case-name: tests.unit.test_ascii -*-
+"""
+What the classic ASCII commands (L{memcachier.protocols.ascii}) and the
+meta commands (L{memcachier.protocols.meta}) share: memcached's reply
+strings, its token parsing, and the few functions that read an item's
+fields to render it.
+
+Reading items happens only in the C{render*} functions here and in the
+meta module's reply renderers, so that a change of how stores hand out
+items is a small edit.
+"""
+
+from memcachier.commands import U64, Refused, StoreResult
+
+#: longest value a storage command may declare (memcached: C{INT_MAX - 2});
+#: beyond, or negative, is a bad command line before any value is read
+MAX_VALUE_LENGTH = (1 << 31) - 3
+
+STORED = b"STORED\r\n"
+NOT_STORED = b"NOT_STORED\r\n"
+EXISTS = b"EXISTS\r\n"
+NOT_FOUND = b"NOT_FOUND\r\n"
+DELETED = b"DELETED\r\n"
+TOUCHED = b"TOUCHED\r\n"
+END = b"END\r\n"
+CRLF = b"\r\n"
+OK = b"OK\r\n"
+ERROR = b"ERROR\r\n"
+BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
+BAD_CHUNK = b"CLIENT_ERROR bad data chunk\r\n"
+BAD_EXPTIME = b"CLIENT_ERROR invalid exptime argument\r\n"
+BAD_DELTA = b"CLIENT_ERROR invalid numeric delta argument\r\n"
+NON_NUMERIC = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n"
+UNAUTHENTICATED = b"CLIENT_ERROR unauthenticated\r\n"
+AUTH_FAILURE = b"CLIENT_ERROR authentication failure\r\n"
+FLUSH_NOT_ALLOWED = b"CLIENT_ERROR flush_all not allowed\r\n"
+DELETE_USAGE = b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+DETAIL_USAGE = b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+NO_DETAIL = b"CLIENT_ERROR stats detail needs introspection, which is off\r\n"
+TOO_LARGE = b"SERVER_ERROR object too large for cache\r\n"
+NO_MEMORY = b"SERVER_ERROR out of memory storing object\r\n"
+TOO_MANY_CONNECTIONS = b"SERVER_ERROR too many connections for this cache\r\n"
+CACHE_DISABLED = b"SERVER_ERROR cache disabled\r\n"
+LINE_TOO_LONG = b"CLIENT_ERROR line too long\r\n"
+
+STORE_REPLIES = {
+    StoreResult.STORED: STORED,
+    StoreResult.NOT_STORED: NOT_STORED,
+    StoreResult.EXISTS: EXISTS,
+    StoreResult.NOT_FOUND: NOT_FOUND,
+    StoreResult.TOO_LARGE: TOO_LARGE,
+    StoreResult.NO_MEMORY: NO_MEMORY,
+    Refused.READ_ONLY: NOT_STORED,
+}
+
+
+def serverError(reason):
+    """
+    The reply to a request whose keyspace call failed: C{SERVER_ERROR}
+    and the short reason (L{memcachier.protocols.base.failureReason}).
+    """
+    return b"SERVER_ERROR %b\r\n" % reason
+
+
+def parseUint(token, limit=U64):
+    """
+    Parse an unsigned decimal below C{limit}, or return L{None}.
+    """
+    if not token.isdigit() or len(token) > 20:
+        return None
+    value = int(token)
+    return value if value < limit else None
+
+
+def parseInt(token):
+    """
+    Parse a signed 32-bit decimal (memcached's C{safe_strtol}), or L{None}.
+    """
+    try:
+        value = int(token)
+    except ValueError:
+        return None
+    if not -(1 << 31) <= value < (1 << 31) or not token.lstrip(b"-").isdigit():
+        return None
+    return value
+
+
+# -- reading items -------------------------------------------------------------
+
+
+def renderHit(item):
+    """
+    The whole reply to a one-key C{get} that hit: the C{VALUE <key>
+    <flags> <bytes>} block and C{END}.  The header line is kept on the
+    item (memcached keeps it in the item too).
+    """
+    header = item.header
+    if header is None:
+        header = item.header = b"VALUE %b %d %d\r\n" % (item.key, item.flags, len(item.value))
+    return b"%b%b\r\nEND\r\n" % (header, item.value)
+
+
+def renderValues(items, withCas):
+    """
+    The C{VALUE} blocks of the hits among C{items} (L{None} for misses),
+    without C{END}.
+    """
+    chunks = []
+    add = chunks.extend
+    for item in items:
+        if item is not None:
+            if withCas:
+                header = b"VALUE %b %d %d %d\r\n" % (
+                    item.key, item.flags, len(item.value), item.cas
+                )
+            else:
+                header = item.header
+                if header is None:
+                    header = item.header = b"VALUE %b %d %d\r\n" % (
+                        item.key, item.flags, len(item.value)
+                    )
+            add((header, item.value, CRLF))
+    return b"".join(chunks)
