@@ -418,6 +418,41 @@ def test_watchedPrefixShowsItsStats(server, page):
     assert text(page, "#key-stats tbody tr:last-child td:nth-child(2)") == "yes"
 
 
+def test_settingsActions(memcachier_server_factory, page):
+    """
+    Promote a credential (the MEMCACHIER_* lines follow), enable a disabled
+    cache, and switch to the other cluster of the same kind, each from the
+    page.
+    """
+    server = memcachier_server_factory(config=CONFIG.replace(
+        '[caches]\ndefault_plan = "100"\n',
+        '[caches]\ndefault_plan = "100"\ndefault_cluster = "alpha"\n'
+        '[clusters.alpha]\nservers = ["10.0.0.1:11211"]\n'
+        '[clusters.beta]\nservers = ["10.0.0.2:11211"]\n'))
+    signIn(page, server)
+    assert text(page, "#set-cluster") == "alpha"
+    page.click("#cred-create")
+    waitFor(page, "document.querySelectorAll('#credentials tbody tr').length === 2")
+    second = page.locator("#credentials tbody tr").nth(1)
+    username = second.get_attribute("data-username")
+    second.get_by_role("button", name="Make primary").click()
+    page.click("#confirm-ok")
+    waitText(page, "#env-lines", lambda t: f"MEMCACHIER_USERNAME={username}" in t, "promoted")
+
+    server.admin("cache", "disable", str(server.cache_id))
+    page.reload()
+    waitText(page, "#set-enabled", lambda t: t.startswith("no"), "disabled")
+    page.click("#enable-cache")
+    waitText(page, "#set-enabled", lambda t: t == "yes", "enabled again")
+    assert page.locator("#enable-cache").is_hidden()
+
+    page.click("#switch-cluster")
+    page.click("#confirm-ok")
+    waitText(page, "#set-cluster", lambda t: t == "beta", "switched")
+    assert text(page, "#set-servers") == "10.0.0.2:11211"
+    assert "MEMCACHIER_SERVERS=10.0.0.2:11211" in text(page, "#env-lines")
+
+
 def test_rotateSSOEndsSessionsAndLinks(server, browser, context, page):
     """
     Rotating the SSO secret on the page signs this session out, refuses
