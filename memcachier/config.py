@@ -53,6 +53,19 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     slices = 10              # time slices kept (popular items, key stats)
     batch_limit = 500        # events per batch counted exactly; more are sampled
 
+    [alerts]
+    interval = "60s"              # how often rules are evaluated
+    window = "5m"                 # the span hit_rate and rates are judged over
+    allow_http_loopback = false   # accept http:// Slack/webhook URLs on 127.0.0.1/::1
+
+    [alerts.smtp]
+    host = "localhost"
+    port = 25
+    starttls = "required"         # "required" | "optional" | "off"
+    username = ""                 # optional login
+    password = ""
+    sender = "alerts@localhost"
+
     [plans.dev]
     memory = "25MiB"
     connections = 10
@@ -144,8 +157,16 @@ class Settings:
     @ivar analytics_time_slice: seconds per introspection time slice.
     @ivar analytics_slices: introspection time slices kept.
     @ivar analytics_batch_limit: events per batch counted exactly.
-    @ivar web_public_url: the public base URL of the web listener (links
-        in dashboard URLs, alerts), without a trailing slash.
+    @ivar web_public_url: the address users reach the web site at
+        (C{[web] public_url}), for dashboard links and links in alert
+        messages, without a trailing slash.
+    @ivar alerts_interval: seconds between alert evaluations.
+    @ivar alerts_window: seconds hit_rate and rates are judged over.
+    @ivar alerts_allow_http_loopback: accept C{http://} Slack and webhook
+        URLs on 127.0.0.1 and ::1.
+    @ivar smtp_host: C{[alerts.smtp] host}, and so on for the port,
+        C{starttls} (C{"required"}, C{"optional"} or C{"off"}), username,
+        password and sender.
     @ivar operator_password_hash: the hash of the operator's password for
         C{/admin/} (see L{memcachier.web.sso.hashPassword}); empty turns
         the operator view off.
@@ -178,6 +199,15 @@ class Settings:
     analytics_slices: int = 10
     analytics_batch_limit: int = 500
     web_public_url: str = "http://127.0.0.1:8080"
+    alerts_interval: float = 60.0
+    alerts_window: float = 300.0
+    alerts_allow_http_loopback: bool = False
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_starttls: str = "required"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_sender: str = "alerts@localhost"
     operator_password_hash: str = ""
     heroku_id: str = ""
     heroku_password: str = ""
@@ -274,19 +304,6 @@ def _hostPort(description):
     if ":" in host:
         host = f"[{host}]"
     return f"{host}:{port}"
-
-
-def defaultPublicURL(webListen):
-    """
-    The public URL of a web listener when C{[web] public_url} is not set:
-    C{http://HOST:PORT} (C{https} for C{ssl:}), or C{http://127.0.0.1:8080}
-    for listeners without a host and port (C{unix:}).
-    """
-    hostPort = _hostPort(webListen) if isinstance(webListen, str) else None
-    if hostPort is None:
-        return "http://127.0.0.1:8080"
-    scheme = "https" if webListen.startswith("ssl:") else "http"
-    return f"{scheme}://{hostPort}"
 
 
 class _Checker:
@@ -416,6 +433,100 @@ class _Checker:
         return True
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parseDuration(value):
+    """
+    Parse a duration: a number of seconds, or a string such as C{"60s"},
+    C{"5m"}, C{"1h"} or C{"500ms"}.
+
+    @return: seconds (positive), or L{None} if C{value} is not a duration.
+    @rtype: L{float} or L{None}
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            return None
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return seconds
+
+
+def publicUrlOf(description):
+    """
+    The URL a web listener is reached at, for C{[web] public_url}'s
+    default: C{http://127.0.0.1:8080} for C{tcp:8080:interface=127.0.0.1},
+    C{https://...} for C{ssl:}.
+    """
+    args, _ = _endpointArgs(description)
+    scheme = "https" if args and args[0] == "ssl" else "http"
+    hostPort = _hostPort(description)
+    if hostPort is None:
+        return "http://127.0.0.1:8080"
+    return f"{scheme}://{hostPort}"
+
+
+_SMTP_STARTTLS = ("required", "optional", "off")
+
+
+def _checkAlerts(check, data):
+    """
+    C{[alerts]} and C{[alerts.smtp]}.
+
+    @return: a L{dict} of L{Settings} fields.
+    """
+    alerts = check.table(data, "alerts")
+    check.unknown(alerts, "alerts.", ("interval", "window", "allow_http_loopback", "smtp"))
+    out = {}
+    for key, default in (("interval", 60.0), ("window", 300.0)):
+        value = alerts.get(key, default)
+        seconds = parseDuration(value)
+        if seconds is None:
+            check.error(f"alerts.{key}", f'expected a duration such as "60s" or "5m", got {_show(value)}')
+            seconds = default
+        out[f"alerts_{key}"] = seconds
+    out["alerts_allow_http_loopback"] = check.boolean(alerts, "alerts.", "allow_http_loopback", False)
+    smtp = check.table(alerts, "smtp")
+    prefix = "alerts.smtp."
+    check.unknown(smtp, prefix, ("host", "port", "starttls", "username", "password", "sender"))
+    out["smtp_host"] = check.string(smtp, prefix, "host", "localhost")
+    port = smtp.get("port", 25)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+        check.error(prefix + "port", f"expected a port number, got {_show(port)}")
+        port = 25
+    out["smtp_port"] = port
+    starttls = smtp.get("starttls", "required")
+    if starttls not in _SMTP_STARTTLS:
+        check.error(
+            prefix + "starttls",
+            f"expected one of {', '.join(map(_show, _SMTP_STARTTLS))}, got {_show(starttls)}",
+        )
+        starttls = "required"
+    out["smtp_starttls"] = starttls
+    for key in ("username", "password"):
+        value = smtp.get(key, "")
+        if not isinstance(value, str):
+            check.error(prefix + key, f"expected a string, got {_show(value)}")
+            value = ""
+        out[f"smtp_{key}"] = value
+    if out["smtp_password"] and not out["smtp_username"]:
+        check.error(prefix + "password", "set without a username")
+    sender = check.string(smtp, prefix, "sender", "alerts@localhost")
+    if not re.match(r"^[^@\s<>]+@[^@\s<>]+$", sender):
+        check.error(prefix + "sender", f"expected an email address, got {_show(sender)}")
+    out["smtp_sender"] = sender
+    return out
+
+
 def _isHostPort(value):
     host, sep, port = value.rpartition(":")
     return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
@@ -424,6 +535,7 @@ def _isHostPort(value):
 _TOP = (
     "memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics",
     "heroku",
+    "alerts",
 )
 _ANALYTICS_KEYS = (
     "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
@@ -497,10 +609,6 @@ def _settingsFrom(data, overrides):
     else:
         webListen = check.string(web, "web.", "listen", DEFAULT_WEB_LISTEN)
         check.endpoint(webListen, "web.listen")
-    publicURL = check.optionalString(web, "web.", "public_url") or defaultPublicURL(webListen)
-    if not re.match(r"^https?://[^/\s]+(/\S*)?$", publicURL):
-        check.error("web.public_url", f"expected an http:// or https:// URL, got {_show(publicURL)}")
-    publicURL = publicURL.rstrip("/")
     operatorHash = check.optionalString(web, "web.", "operator_password_hash")
     if operatorHash and not operatorHash.startswith("scrypt$"):
         check.error(
@@ -513,6 +621,11 @@ def _settingsFrom(data, overrides):
     herokuId = check.optionalString(heroku, "heroku.", "id")
     herokuPassword = check.optionalString(heroku, "heroku.", "password")
     herokuSalt = check.optionalString(heroku, "heroku.", "sso_salt")
+
+    publicUrl = web.get("public_url", publicUrlOf(webListen))
+    if not isinstance(publicUrl, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", publicUrl):
+        check.error("web.public_url", f"expected an http:// or https:// URL, got {_show(publicUrl)}")
+        publicUrl = publicUrlOf(webListen)
 
     database = check.table(data, "database")
     check.unknown(database, "database.", ("url", "poll_interval"))
@@ -590,6 +703,8 @@ def _settingsFrom(data, overrides):
     slices = check.integer(analytics, "analytics.", "slices", 10)
     batchLimit = check.integer(analytics, "analytics.", "batch_limit", 500)
 
+    alertSettings = _checkAlerts(check, data)
+
     if check.errors:
         return None, check.errors
     return (
@@ -616,11 +731,12 @@ def _settingsFrom(data, overrides):
             analytics_time_slice=timeSlice,
             analytics_slices=slices,
             analytics_batch_limit=batchLimit,
-            web_public_url=publicURL,
+            web_public_url=publicUrl.rstrip("/"),
             operator_password_hash=operatorHash,
             heroku_id=herokuId,
             heroku_password=herokuPassword,
             heroku_sso_salt=herokuSalt,
+            **alertSettings,
         ),
         [],
     )

@@ -294,6 +294,16 @@ def analyticsRouteGroups(index, analytics):
     return [InsightAPI(auth, analytics), IntrospectionAPI(auth, analytics)]
 
 
+def alertRouteGroups(index, store, settings):
+    """
+    The API route group of alerts, for C{makeSite(..., groups=...)}.
+    """
+    from memcachier.web.alerts import AlertsAPI
+    from memcachier.web.common import CacheAuth
+
+    return [AlertsAPI(CacheAuth(index), store, settings.alerts_allow_http_loopback)]
+
+
 def buildService(settings, reactor):
     """
     Build a node's services.  Order matters: children start in the order
@@ -369,6 +379,13 @@ def buildService(settings, reactor):
     analytics = makeAnalytics(registry, index, engine, pool, settings, reactor)
     analytics.setServiceParent(top)
 
+    from memcachier.alerts.service import makeAlerts
+
+    alertService, alertStore = makeAlerts(
+        registry, index, engine, pool, settings, reactor, analytics
+    )
+    alertService.setServiceParent(top)
+
     # The web site: the analytics API v2 and the analytics route groups,
     # on its own listener; like the memcache ports it accepts once the
     # index is loaded (authentication reads it).
@@ -379,7 +396,7 @@ def buildService(settings, reactor):
     sessions = AsyncSessionStore(SessionStore(engine, reactor), pool, reactor)
     site = makeSite(
         asyncControlPlane, index, registry, settings, reactor,
-        groups=analyticsRouteGroups(index, analytics),
+        groups=analyticsRouteGroups(index, analytics) + alertRouteGroups(index, alertStore, settings),
         sessions=sessions,
     )
     listenerService(

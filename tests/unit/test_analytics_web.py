@@ -268,14 +268,6 @@ def test_prefixIdRange(world):
         assertError(world.call(method, f"/introspection/prefixes/-1{suffix}"), 400, "number")
 
 
-def test_documentListsNoAlerts(world):
-    """
-    No alerts route exists, so the document lists none (the schemathesis
-    run fuzzes every path it lists).
-    """
-    assert not [p for p in world.api.openapi()["paths"] if "alerts" in p]
-
-
 def test_prefixLinksFollowACreatedPrefix(world):
     """
     The document links a created prefix's id to the operations that take

@@ -303,11 +303,11 @@ def test_dashboardSettings():
     settings = parseSettings("")
     assert settings.web_public_url == "http://127.0.0.1:8080"
     assert (settings.heroku_sso_salt, settings.operator_password_hash) == ("", "")
-    from memcachier.config import defaultPublicURL
+    from memcachier.config import publicUrlOf
 
-    assert defaultPublicURL("ssl:8443:privateKey=k.pem:certKey=c.pem:interface=10.0.0.1") == (
+    assert publicUrlOf("ssl:8443:privateKey=k.pem:certKey=c.pem:interface=10.0.0.1") == (
         "https://10.0.0.1:8443")
-    assert defaultPublicURL("unix:/run/mc.sock") == "http://127.0.0.1:8080"
+    assert publicUrlOf("unix:/run/mc.sock") == "http://127.0.0.1:8080"
     settings = parseSettings(
         '[web]\npublic_url = "https://mc.example.com/"\n'
         'operator_password_hash = "scrypt$16384$8$1$c2FsdA==$aGFzaA=="\n'

@@ -334,3 +334,24 @@ def test_migrationGivesExistingCachesAUuid():
     with engine.connect() as conn:
         uuids = [row.uuid for row in conn.execute(schema.caches.select())]
     assert len(set(uuids)) == 2 and all(len(u) == 36 for u in uuids)
+
+
+def test_migrationKeepsWhatReferencesCaches():
+    """
+    Adding the uuid column copies no table: a cache's credentials survive
+    the upgrade (a SQLite table copy would have cascaded their deletion).
+    """
+    import sqlalchemy as sa
+
+    engine = schema.makeEngine("sqlite://")
+    upgrade(engine, "0003")
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO caches (id, name, label, plan, enabled, cluster, sso_secret, "
+            "created_at, last_active) VALUES (1, 'c1', '', 'dev', 1, 'default', 's', 0, 0)"))
+        conn.execute(sa.text(
+            'INSERT INTO credentials (cache_id, username, password, write_capability, '
+            'flush_capability, api_capability, "primary") VALUES (1, \'U1\', \'P\', 1, 1, 1, 1)'))
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT username FROM credentials")).scalars().all() == ["U1"]

@@ -3,7 +3,7 @@ Dashboard: a uuid for every cache (Heroku's resource id), server-side
 dashboard sessions, and the used single-use login links.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-27
 """
 
@@ -14,25 +14,23 @@ from alembic import op
 
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
 
 def upgrade():
-    # Added nullable, filled, then made required and unique: existing
-    # caches get a random uuid each.
-    with op.batch_alter_table("caches") as batch:
-        batch.add_column(sa.Column("uuid", sa.String(64), nullable=True))
+    # Added nullable, filled, then indexed unique.  No batch (table copy)
+    # on SQLite: dropping the old caches table would cascade to every
+    # table that references it (credentials, samples, alerts).
+    op.add_column("caches", sa.Column("uuid", sa.String(64), nullable=True))
     caches = sa.table("caches", sa.column("id", sa.Integer), sa.column("uuid", sa.String))
     connection = op.get_bind()
     for (cacheId,) in connection.execute(sa.select(caches.c.id)).fetchall():
         connection.execute(
             caches.update().where(caches.c.id == cacheId).values(uuid=str(uuid.uuid4()))
         )
-    with op.batch_alter_table("caches") as batch:
-        batch.alter_column("uuid", existing_type=sa.String(64), nullable=False)
-        batch.create_unique_constraint("uq_caches_uuid", ["uuid"])
+    op.create_index("ix_caches_uuid", "caches", ["uuid"], unique=True)
 
     op.create_table(
         "dashboard_sessions",
@@ -62,6 +60,5 @@ def downgrade():
     op.drop_table("dashboard_links_used")
     op.drop_index("ix_dashboard_sessions_cache_id", table_name="dashboard_sessions")
     op.drop_table("dashboard_sessions")
-    with op.batch_alter_table("caches") as batch:
-        batch.drop_constraint("uq_caches_uuid", type_="unique")
-        batch.drop_column("uuid")
+    op.drop_index("ix_caches_uuid", table_name="caches")
+    op.drop_column("caches", "uuid")
