@@ -572,3 +572,89 @@ def test_operatorView(server, browser):
         assert "Wrong password" in text(page, "main")
     finally:
         wrong.close()
+
+
+# -- alerts
+
+
+@pytest.fixture
+def slack():
+    """
+    A local HTTP server standing in for Slack's incoming webhooks: it
+    records every JSON body posted to it.
+    """
+    import http.server
+    import threading
+
+    received = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+    httpd.received = received
+    yield httpd
+    httpd.shutdown()
+
+
+def test_alertsCreateEditFireDelete(memcachier_server_factory, slack, page):
+    """
+    On the page: add a Slack delivery config, create a hit-rate alert,
+    edit it; pylibmc misses until it fires, the Slack stand-in gets the
+    message and the page lists the event as delivered; then delete both.
+    """
+    server = memcachier_server_factory(
+        config=CONFIG + '[alerts]\ninterval = "1s"\nwindow = "5s"\nallow_http_loopback = true\n'
+    )
+    signIn(page, server)
+    page.select_option("#config-type", "slack")
+    page.fill("#config-target", slack.url)
+    page.fill("#config-channel", "#ops")
+    page.click("#config-form button[type=submit]")
+    page.wait_for_selector("#alert-configs tbody tr")
+    assert "#ops" in text(page, "#alert-configs tbody tr")
+
+    page.select_option("#alert-trigger", "hit_rate")
+    page.fill("#alert-threshold", "90")
+    page.fill("#alert-description", "checkout cache")
+    page.click("#alert-save")
+    page.wait_for_selector("#alerts tbody tr")
+    row = page.locator("#alerts tbody tr").first
+    assert "hit rate below 90 %" in row.inner_text()
+    # edit: the threshold becomes 50
+    row.get_by_role("button", name="Edit").click()
+    assert page.input_value("#alert-threshold") == "90"
+    page.fill("#alert-threshold", "50")
+    page.click("#alert-save")
+    waitText(page, "#alerts tbody tr:first-child td:first-child",
+             lambda t: "below 50 %" in t, "edited alert")
+
+    client = libmc(server)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not slack.received and time.monotonic() < deadline:
+        for i in range(100):
+            client.get(f"missing:{i}")
+        time.sleep(0.5)
+    assert slack.received, "the alert never reached the Slack stand-in"
+    assert "hit_rate" in slack.received[0]["text"] and slack.received[0]["channel"] == "#ops"
+    waitText(page, "#alert-events tbody", lambda t: "fired" in t and "delivered" in t,
+             "the event on the page")
+    shoot(page, "alerts")
+
+    page.locator("#alerts tbody tr").first.get_by_role("button", name="Delete").click()
+    page.click("#confirm-ok")
+    page.wait_for_selector("#alerts tbody tr", state="detached")
+    page.locator("#alert-configs tbody tr").first.get_by_role("button", name="Delete").click()
+    page.click("#confirm-ok")
+    page.wait_for_selector("#alert-configs tbody tr", state="detached")

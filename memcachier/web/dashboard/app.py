@@ -173,6 +173,7 @@ class Dashboard:
             user=html.escape(session.user),
             name=html.escape(cache.name),
             admin_link='<a href="/admin/">All caches</a>' if session.operator else "",
+            alerts_card=(_PACKAGE / "templates" / "alerts.html").read_text("utf-8"),
         )
         return _page(request, f"{cache.name} · memcachier", body)
 

@@ -452,6 +452,191 @@
     }
   }
 
+  // -- alerts (the routes of docs/alerts.md)
+
+  const TRIGGERS = {
+    hit_rate: ["hit rate below ", " %"],
+    memory_usage: ["memory used above ", " % of the plan"],
+    connections: ["connections above ", " % of the limit"],
+    evictions: ["evictions above ", " per minute"],
+    auth_errors: ["failed logins above ", " per minute"],
+    latency: ["latency above ", " ms"],
+  };
+  let alertsShown = [];
+  let eventsOf = null;
+
+  function condition(a) {
+    const words = TRIGGERS[a.trigger_type] || [a.trigger_type + " ", ""];
+    return words[0] + a.trigger_threshold + words[1];
+  }
+
+  function destination(c) {
+    if (c.delivery_type === "email") {
+      return c.email;
+    }
+    if (c.delivery_type === "slack") {
+      return c.slack_url + (c.slack_channel ? " " + c.slack_channel : "");
+    }
+    return c.webhook_url;
+  }
+
+  async function refreshAlerts() {
+    const [alerts, configs] = await Promise.all([api("GET", "/alerts"), api("GET", "/alerts/configs")]);
+    alertsShown = alerts;
+    const byId = new Map(configs.map((c) => [c.id, c]));
+
+    const select = $("alert-config");
+    const chosen = select.value;
+    select.replaceChildren();
+    for (const c of configs) {
+      const option = document.createElement("option");
+      option.value = String(c.id);
+      option.textContent = c.delivery_type + ": " + destination(c);
+      select.appendChild(option);
+    }
+    if (chosen && byId.has(Number(chosen))) {
+      select.value = chosen;
+    }
+
+    const configRows = $("alert-configs").tBodies[0];
+    configRows.replaceChildren();
+    for (const c of configs) {
+      const row = configRows.insertRow();
+      row.dataset.configId = String(c.id);
+      cell(row, c.delivery_type);
+      cell(row, destination(c));
+      row.insertCell().appendChild(button("Delete", () => act(
+        "Delete the " + c.delivery_type + " delivery config " + destination(c) + "?",
+        () => api("DELETE", "/alerts/configs/" + c.id), "delivery config deleted", refreshAlerts),
+      "danger"));
+      label(row);
+    }
+
+    const rows = $("alerts").tBodies[0];
+    rows.replaceChildren();
+    for (const a of alerts) {
+      const row = rows.insertRow();
+      row.dataset.alertId = String(a.id);
+      cell(row, condition(a));
+      const c = byId.get(a.delivery_config_id);
+      cell(row, c ? c.delivery_type + ": " + destination(c) : "–");
+      cell(row, a.description);
+      const box = document.createElement("input");
+      box.type = "checkbox";
+      box.checked = a.enabled;
+      box.setAttribute("aria-label", "alert " + a.id + " enabled");
+      box.addEventListener("change", () => run(
+        () => api("PUT", "/alerts/" + a.id, { enabled: box.checked }),
+        "alert " + a.id + (box.checked ? " enabled" : " disabled"), refreshAlerts));
+      row.insertCell().appendChild(box);
+      const actions = row.insertCell();
+      actions.appendChild(button("Edit", () => editAlert(a)));
+      actions.appendChild(button("Events", () => {
+        eventsOf = a.id;
+        guarded(refreshEvents)();
+      }));
+      actions.appendChild(button("Delete", () => act(
+        "Delete the alert \u201c" + condition(a) + "\u201d and its events?",
+        () => api("DELETE", "/alerts/" + a.id), "alert deleted", refreshAlerts), "danger"));
+      label(row);
+    }
+    if (!alerts.some((a) => a.id === eventsOf)) {
+      eventsOf = alerts.length ? alerts[0].id : null;
+    }
+    await refreshEvents();
+  }
+
+  async function refreshEvents() {
+    const rows = $("alert-events").tBodies[0];
+    if (eventsOf === null) {
+      rows.replaceChildren();
+      $("events-of").textContent = "";
+      return;
+    }
+    const shown = eventsOf;
+    const events = await api("GET", "/alerts/" + shown + "/events");
+    const alert = alertsShown.find((a) => a.id === shown);
+    $("events-of").textContent = "of " + (alert ? condition(alert) : "alert " + shown);
+    rows.replaceChildren();
+    for (const e of events.slice(0, 20)) {
+      const row = rows.insertRow();
+      cell(row, clock(Date.parse(e.time), true));
+      cell(row, e.kind);
+      cell(row, String(e.value));
+      cell(row, String(e.threshold));
+      cell(row, e.deliveries.map((d) => d.delivery_type + " " + d.status +
+        (d.last_error && d.status !== "delivered" ? " (" + d.last_error + ")" : "")).join(", "));
+      label(row);
+    }
+  }
+
+  function editAlert(a) {
+    $("alert-id").value = String(a.id);
+    $("alert-form-title").textContent = "Edit alert " + a.id;
+    $("alert-trigger").value = a.trigger_type;
+    $("alert-threshold").value = String(a.trigger_threshold);
+    $("alert-config").value = String(a.delivery_config_id);
+    $("alert-description").value = a.description;
+    $("alert-enabled").checked = a.enabled;
+    $("alert-save").textContent = "Save alert";
+    $("alert-cancel").hidden = false;
+    $("alert-trigger").focus();
+  }
+
+  function resetAlertForm() {
+    $("alert-form").reset();
+    $("alert-id").value = "";
+    $("alert-form-title").textContent = "New alert";
+    $("alert-save").textContent = "Create alert";
+    $("alert-cancel").hidden = true;
+  }
+
+  function wireAlerts() {
+    $("alert-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const id = $("alert-id").value;
+      const body = {
+        trigger_type: $("alert-trigger").value,
+        trigger_threshold: Number($("alert-threshold").value),
+        delivery_config_id: Number($("alert-config").value),
+        description: $("alert-description").value,
+        enabled: $("alert-enabled").checked,
+      };
+      run(() => (id ? api("PUT", "/alerts/" + id, body) : api("POST", "/alerts", body)),
+        id ? "alert " + id + " saved" : "alert created", async () => {
+          resetAlertForm();
+          await refreshAlerts();
+        });
+    });
+    $("alert-cancel").addEventListener("click", resetAlertForm);
+    const showChannel = () => {
+      const slack = $("config-type").value === "slack";
+      $("config-channel").hidden = !slack;
+      document.querySelector('label[for="config-channel"]').hidden = !slack;
+    };
+    $("config-type").addEventListener("change", showChannel);
+    showChannel();
+    $("config-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      const kind = $("config-type").value;
+      const target = $("config-target").value;
+      const body = { delivery_type: kind };
+      if (kind === "email") {
+        body.email = target;
+      } else if (kind === "slack") {
+        body.slack_url = target;
+        body.slack_channel = $("config-channel").value;
+      } else {
+        body.webhook_url = target;
+      }
+      run(() => api("POST", "/alerts/configs", body), "delivery config added", async () => {
+        $("config-form").reset();
+        showChannel();
+        await refreshAlerts();
+      });
+    });
+  }
+
   // -- actions
 
   const dialog = $("confirm");
@@ -597,10 +782,12 @@
 
   makeCharts();
   wire();
+  wireAlerts();
   guarded(refreshInfo)().then(() => {
     every(LIVE_MS, refreshLive);
     every(HOUR_MS, refreshHour);
     every(INFO_MS, refreshInfo);
+    every(HOUR_MS, refreshAlerts);
     let lastGraphs = 0;
     every(HOUR_MS, async () => {
       if (range <= 3600 || Date.now() - lastGraphs >= GRAPH_MS) {
