@@ -13,10 +13,19 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     listen = ["tcp:11211:interface=127.0.0.1"]
     auth_timeout = 5.0
     tls_min_version = "1.2"
+    backlog = 1024
+    max_connections = 0         # 0: what the descriptor limit leaves
+    auth_failure_rate = 5.0     # failed logins a second, per address and per username
+    auth_failure_burst = 10
 
     [web]
     listen = "tcp:8080:interface=127.0.0.1"
     public_url = "http://127.0.0.1:8080"   # default: derived from listen
+    backlog = 1024
+    max_connections = 0         # 0: min(256, a quarter of the descriptor limit)
+    header_timeout = "10s"
+    body_timeout = "30s"
+    idle_timeout = "60s"
     operator_password_hash = "scrypt$..."  # memcachier-admin operator hash-password
 
     [heroku]
@@ -30,6 +39,7 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
 
     [node]
     name = "127.0.0.1:11211"
+    shutdown_timeout = "10s"    # SIGTERM: how long in-flight requests may take
 
     [clusters.default]
     servers = ["127.0.0.1:11211"]
@@ -167,6 +177,20 @@ class Settings:
     @ivar smtp_host: C{[alerts.smtp] host}, and so on for the port,
         C{starttls} (C{"required"}, C{"optional"} or C{"off"}), username,
         password and sender.
+    @ivar memcache_backlog: listen backlog of memcache listeners that set
+        none in their description.
+    @ivar memcache_max_connections: connections over every memcache
+        listener, C{0} for what the descriptor limit leaves
+        (L{memcachier.limits.connectionCeilings}).
+    @ivar auth_failure_rate: failed logins a second each address and each
+        username may sustain (L{memcachier.protocols.throttle}).
+    @ivar auth_failure_burst: failed logins allowed at once.
+    @ivar web_backlog: listen backlog of the web listener.
+    @ivar web_max_connections: the web site's ceiling, C{0} for the default.
+    @ivar web_header_timeout: seconds a request's headers may take.
+    @ivar web_body_timeout: seconds a request's body may take.
+    @ivar web_idle_timeout: seconds a connection may idle between requests.
+    @ivar shutdown_timeout: seconds in-flight requests get after SIGTERM.
     @ivar operator_password_hash: the hash of the operator's password for
         C{/admin/} (see L{memcachier.web.sso.hashPassword}); empty turns
         the operator view off.
@@ -208,6 +232,16 @@ class Settings:
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_sender: str = "alerts@localhost"
+    memcache_backlog: int = 1024
+    memcache_max_connections: int = 0
+    auth_failure_rate: float = 5.0
+    auth_failure_burst: int = 10
+    web_backlog: int = 1024
+    web_max_connections: int = 0
+    web_header_timeout: float = 10.0
+    web_body_timeout: float = 30.0
+    web_idle_timeout: float = 60.0
+    shutdown_timeout: float = 10.0
     operator_password_hash: str = ""
     heroku_id: str = ""
     heroku_password: str = ""
@@ -255,6 +289,22 @@ def parseSize(value):
         if match:
             return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
     return None
+
+
+def serverEndpointTypes():
+    """
+    The endpoint types a listener description may start with: Twisted's
+    built-in C{tcp}, C{ssl} and C{unix}, and every installed parser
+    plugin's prefix (C{tcp6}, C{systemd}, ...).
+
+    @rtype: L{list} of L{str}
+    """
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    return ["tcp", "ssl", "unix"] + sorted(
+        p.prefix for p in getPlugins(IStreamServerEndpointStringParser)
+    )
 
 
 def _endpointArgs(description):
@@ -357,6 +407,21 @@ class _Checker:
             return default
         return float(value)
 
+    def duration(self, table, prefix, key, default):
+        """
+        A positive duration in seconds: a number, or a string such as
+        C{"500ms"}, C{"10s"}, C{"5m"} or C{"1h"}.
+        """
+        value = table.get(key, default)
+        seconds = parseDuration(value)
+        if seconds is None or seconds <= 0:
+            self.error(
+                prefix + key,
+                f'expected a duration such as 10, "500ms", "10s", "5m" or "1h", got {_show(value)}',
+            )
+            return default
+        return seconds
+
     def integer(self, table, prefix, key, default, minimum=1):
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -397,20 +462,32 @@ class _Checker:
 
     def endpoint(self, description, key):
         """
-        Check an endpoint description enough to catch typos before twistd
-        starts: known type, numeric port, and readable key and
-        certificate files for C{ssl:}.
+        Check an endpoint description the way twistd will use it, without
+        listening: its type is known, its options are what the type's
+        parser accepts, its port is a number, and for C{ssl:} the key,
+        certificates and CA files exist and parse (L{memcachier.tls}).
         """
         if not isinstance(description, str) or not description:
             self.error(key, f"expected an endpoint description, got {_show(description)}")
             return False
         args, kw = _endpointArgs(description)
         kind = args[0] if args else ""
+        types = serverEndpointTypes()
+        if kind not in types:
+            self.error(
+                key,
+                f"unknown endpoint type {_show(kind)} in {_show(description)}; "
+                f"valid types: {', '.join(types)}",
+            )
+            return False
         if kind in ("tcp", "ssl", "tcp6"):
             port = kw.get("port", args[1] if len(args) > 1 else None)
             if port is None or not port.isdigit() or int(port) > 65535:
                 self.error(key, f"expected a port number in {_show(description)}")
                 return False
+        if "backlog" in kw and not kw["backlog"].isdigit():
+            self.error(key, f"expected a number for backlog in {_show(description)}")
+            return False
         if kind == "ssl":
             if "sslmethod" in kw:
                 self.error(
@@ -419,17 +496,42 @@ class _Checker:
                     "memcache.tls_min_version",
                 )
                 return False
-            privateKey = kw.get("privateKey", "server.pem")
-            for name, path in (
-                ("privateKey", privateKey),
-                ("certKey", kw.get("certKey", privateKey)),
-            ):
-                try:
-                    with open(path, "rb"):
-                        pass
-                except OSError as e:
-                    self.error(key, f"{name} file {_show(path)} cannot be read: {e.strerror}")
-                    return False
+            return self._tls(description, key, kw)
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.testing import MemoryReactor
+
+        try:
+            # builds the endpoint object only; nothing listens
+            serverFromString(MemoryReactor(), description)
+        except Exception as e:
+            self.error(key, f"invalid {kind}: endpoint {_show(description)}: {e}")
+            return False
+        return True
+
+    def _tls(self, description, key, kw):
+        from memcachier.tls import tlsOptions
+
+        privateKey = kw.get("privateKey", "server.pem")
+        for name, path in (
+            ("privateKey", privateKey),
+            ("certKey", kw.get("certKey", privateKey)),
+            ("extraCertChain", kw.get("extraCertChain")),
+            ("dhParameters", kw.get("dhParameters")),
+            ("clientCAs", kw.get("clientCAs")),
+        ):
+            if path is None:
+                continue
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as e:
+                self.error(key, f"{name} file {_show(path)} cannot be read: {e.strerror}")
+                return False
+        try:
+            tlsOptions(description, TLSVersion.TLSv1_2)
+        except Exception as e:
+            self.error(key, f"TLS settings of {_show(description)} do not load: {e or type(e).__name__}")
+            return False
         return True
 
 
@@ -542,6 +644,14 @@ _ANALYTICS_KEYS = (
     "slices", "batch_limit",
 )
 _PLAN_KEYS = ("memory", "connections", "item_size", "development")
+_MEMCACHE_KEYS = (
+    "listen", "auth_timeout", "tls_min_version", "backlog", "max_connections",
+    "auth_failure_rate", "auth_failure_burst",
+)
+_WEB_KEYS = (
+    "listen", "public_url", "backlog", "max_connections", "header_timeout", "body_timeout",
+    "idle_timeout", "operator_password_hash",
+)
 
 
 def _checkPlans(check, data, defaults):
@@ -580,7 +690,7 @@ def _settingsFrom(data, overrides):
     check.unknown(data, "", _TOP)
 
     memcache = check.table(data, "memcache")
-    check.unknown(memcache, "memcache.", ("listen", "auth_timeout", "tls_min_version"))
+    check.unknown(memcache, "memcache.", _MEMCACHE_KEYS)
     listen = overrides.get("listen") or memcache.get("listen", list(DEFAULT_LISTEN))
     listenKey = "--listen" if overrides.get("listen") else "memcache.listen"
     if isinstance(listen, str):
@@ -601,8 +711,18 @@ def _settingsFrom(data, overrides):
         )
         tlsMin = TLSVersion.TLSv1_2
 
+    memcacheBacklog = check.integer(memcache, "memcache.", "backlog", 1024)
+    memcacheMax = check.integer(memcache, "memcache.", "max_connections", 0, minimum=0)
+    authFailureRate = check.number(memcache, "memcache.", "auth_failure_rate", 5.0)
+    authFailureBurst = check.integer(memcache, "memcache.", "auth_failure_burst", 10)
+
     web = check.table(data, "web")
-    check.unknown(web, "web.", ("listen", "public_url", "operator_password_hash"))
+    check.unknown(web, "web.", _WEB_KEYS)
+    webBacklog = check.integer(web, "web.", "backlog", 1024)
+    webMax = check.integer(web, "web.", "max_connections", 0, minimum=0)
+    headerTimeout = check.duration(web, "web.", "header_timeout", 10.0)
+    bodyTimeout = check.duration(web, "web.", "body_timeout", 30.0)
+    idleTimeout = check.duration(web, "web.", "idle_timeout", 60.0)
     if overrides.get("web_listen"):
         webListen = overrides["web_listen"]
         check.endpoint(webListen, "--web-listen")
@@ -639,7 +759,8 @@ def _settingsFrom(data, overrides):
     pollInterval = check.number(database, "database.", "poll_interval", 1.0)
 
     node = check.table(data, "node")
-    check.unknown(node, "node.", ("name",))
+    check.unknown(node, "node.", ("name", "shutdown_timeout"))
+    shutdownTimeout = check.duration(node, "node.", "shutdown_timeout", 10.0)
     derived = next(
         (h for h in map(_hostPort, listen) if h and _isHostPort(h)), "127.0.0.1:11211"
     )
@@ -737,6 +858,16 @@ def _settingsFrom(data, overrides):
             heroku_password=herokuPassword,
             heroku_sso_salt=herokuSalt,
             **alertSettings,
+            memcache_backlog=memcacheBacklog,
+            memcache_max_connections=memcacheMax,
+            auth_failure_rate=authFailureRate,
+            auth_failure_burst=authFailureBurst,
+            web_backlog=webBacklog,
+            web_max_connections=webMax,
+            web_header_timeout=headerTimeout,
+            web_body_timeout=bodyTimeout,
+            web_idle_timeout=idleTimeout,
+            shutdown_timeout=shutdownTimeout,
         ),
         [],
     )

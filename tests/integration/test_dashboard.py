@@ -89,7 +89,7 @@ class Console:
 @pytest.fixture
 def server(memcachier_server_factory):
     return memcachier_server_factory(
-        config=CONFIG, webConfig=f'operator_password_hash = "{_operatorHash()}"'
+        config=CONFIG, web_config=f'operator_password_hash = "{_operatorHash()}"'
     )
 
 

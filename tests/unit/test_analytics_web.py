@@ -32,7 +32,8 @@ class AnalyticsWorld(World):
         self.introspection = self.analytics.introspection
 
     def session(self):
-        from memcachier.protocols.session import AuthThrottle, Session
+        from memcachier.protocols.session import Session
+        from memcachier.protocols.throttle import AuthThrottle
 
         s = Session(self.registry, self.reactor, AuthThrottle(), "h", lambda: None, 0)
         s.authenticate(self.primary.username.encode(), self.primary.password.encode())
