@@ -42,6 +42,7 @@ class AdminError(Exception):
 def _cacheJSON(cache, servers):
     return {
         "id": cache.id,
+        "uuid": cache.uuid,
         "name": cache.name,
         "label": cache.label,
         "plan": cache.plan,
@@ -96,9 +97,10 @@ class Admin:
     @ivar out: a text stream.
     """
 
-    def __init__(self, settings, out, clock=None):
+    def __init__(self, settings, out, clock=None, stdin=None):
         self.settings = settings
         self.out = out
+        self.stdin = sys.stdin if stdin is None else stdin
         self._clock = _WallClock() if clock is None else clock
         self._controlPlane = None
 
@@ -150,6 +152,7 @@ class Admin:
             self._json(
                 {
                     "id": cache.id,
+                    "uuid": cache.uuid,
                     "name": cache.name,
                     "plan": cache.plan,
                     "servers": list(servers),
@@ -182,6 +185,7 @@ class Admin:
             self._json(value)
             return
         self._print(f"id:          {cache.id}")
+        self._print(f"uuid:        {cache.uuid}")
         self._print(f"name:        {cache.name}")
         self._print(f"label:       {cache.label}")
         self._print(f"plan:        {cache.plan}")
@@ -208,6 +212,14 @@ class Admin:
     def cache_set_plan(self, args):
         cache = self.controlPlane.setPlan(args.id, args.slug)
         self._cacheDone(args, cache, f"cache {cache.id} is now on plan {cache.plan}")
+
+    def cache_dashboard_url(self, args):
+        from memcachier.web.sso import makeLink
+
+        cache = self.controlPlane.getCache(args.id)
+        self._print(
+            makeLink(self.settings.web_public_url, cache, self._clock.seconds(), args.ttl)
+        )
 
     def _cacheDone(self, args, cache, message):
         self._done(args, _cacheJSON(cache, self._servers(cache)), message)
@@ -386,6 +398,15 @@ class Admin:
                 f"  {push['username']:<8} {push['state']:<10} attempts={push['attempts']} "
                 f"status={push['last_status']} {push['last_error'] or ''}".rstrip()
             )
+    # -- the operator
+
+    def operator_hash_password(self, args):
+        from memcachier.web.sso import hashPassword
+
+        password = self.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise AdminError("no password on standard input")
+        self._print(hashPassword(password))
 
     # -- plans
 
@@ -422,6 +443,18 @@ def _cacheId(text):
         raise argparse.ArgumentTypeError(f"a cache id is a number, not {text!r}")
 
 
+def _ttl(text):
+    from memcachier.web.sso import MAX_LINK_TTL, parseDuration
+
+    try:
+        seconds = parseDuration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+    if not 0 < seconds <= MAX_LINK_TTL:
+        raise argparse.ArgumentTypeError(f"between 1s and {MAX_LINK_TTL // 3600}h, not {text!r}")
+    return seconds
+
+
 def _switch(parser, name, help):
     """
     Add C{--NAME} / C{--no-NAME}, defaulting to L{None} (unchanged).
@@ -446,7 +479,7 @@ def makeParser():
         help="SQLAlchemy URL of the control plane (overrides the configuration file)",
     )
     groups = parser.add_subparsers(
-        dest="group", metavar="{cache,credential,heroku,plan,alert}", required=True
+        dest="group", metavar="{cache,credential,heroku,plan,alert,operator}", required=True
     )
 
     def command(sub, name, method, help, json=True):
@@ -472,6 +505,18 @@ def makeParser():
         ("disable", "cache_disable", "disable a cache (authentication fails)"),
     ]:
         command(cache, name, method, help).add_argument("id", type=_cacheId, metavar="ID")
+    p = command(
+        cache,
+        "dashboard-url",
+        "cache_dashboard_url",
+        "print a signed, single-use login link to the cache's dashboard",
+        json=False,
+    )
+    p.add_argument("id", type=_cacheId, metavar="ID")
+    p.add_argument(
+        "--ttl", type=_ttl, default=600, metavar="DURATION",
+        help="how long the link works: 600, 90s, 10m, 2h (default 10m, at most 24h)",
+    )
     p = command(cache, "set-plan", "cache_set_plan", "move a cache to another plan")
     p.add_argument("id", type=_cacheId, metavar="ID")
     p.add_argument("slug", metavar="SLUG")
@@ -523,10 +568,22 @@ def makeParser():
     p = command(alert, "events", "alert_events",
                 "the last firings and resolutions of a cache's alerts, with each delivery's outcome")
     p.add_argument("cache_id", type=_cacheId, metavar="CACHE_ID")
+
+    operator = groups.add_parser("operator", help="the operator view").add_subparsers(
+        dest="command", required=True
+    )
+    command(
+        operator,
+        "hash-password",
+        "operator_hash_password",
+        "read a password on standard input and print its hash for "
+        "[web] operator_password_hash",
+        json=False,
+    )
     return parser
 
 
-def main(argv=None, stdout=None, stderr=None):
+def main(argv=None, stdout=None, stderr=None, stdin=None):
     """
     The C{memcachier-admin} console script.
 
@@ -556,7 +613,7 @@ def main(argv=None, stdout=None, stderr=None):
 
     import sqlalchemy.exc
 
-    admin = Admin(settings, stdout)
+    admin = Admin(settings, stdout, stdin=stdin)
     try:
         getattr(admin, args.method)(args)
     except (ControlPlaneError, AdminError) as e:

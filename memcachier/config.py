@@ -26,6 +26,7 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     header_timeout = "10s"
     body_timeout = "30s"
     idle_timeout = "60s"
+    operator_password_hash = "scrypt$..."  # memcachier-admin operator hash-password
 
     [database]
     url = "sqlite:///memcachier.sqlite"
@@ -76,6 +77,7 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     username = ""                 # optional login
     password = ""
     sender = "alerts@localhost"
+
     [heroku]
     id = "memcachier"          # the manifest id (Basic auth user of Heroku's calls)
     password = ""              # the manifest api.password; empty = the Heroku routes are off
@@ -183,8 +185,8 @@ class Settings:
     @ivar analytics_slices: introspection time slices kept.
     @ivar analytics_batch_limit: events per batch counted exactly.
     @ivar web_public_url: the address users reach the web site at
-        (C{[web] public_url}), for links in alert messages and the Heroku
-        manifest's URLs.
+        (C{[web] public_url}), for dashboard links, links in alert
+        messages and the Heroku manifest's URLs, without a trailing slash.
     @ivar alerts_interval: seconds between alert evaluations.
     @ivar alerts_window: seconds hit_rate and rates are judged over.
     @ivar alerts_allow_http_loopback: accept C{http://} Slack and webhook
@@ -206,6 +208,9 @@ class Settings:
     @ivar web_body_timeout: seconds a request's body may take.
     @ivar web_idle_timeout: seconds a connection may idle between requests.
     @ivar shutdown_timeout: seconds in-flight requests get after SIGTERM.
+    @ivar operator_password_hash: the hash of the operator's password for
+        C{/admin/} (see L{memcachier.web.sso.hashPassword}); empty turns
+        the operator view off.
     @ivar heroku_id: the add-on manifest id, the user of Heroku's Basic auth.
     @ivar heroku_password: the manifest's C{api.password}; empty turns the
         Heroku partner routes off.
@@ -267,6 +272,7 @@ class Settings:
     web_body_timeout: float = 30.0
     web_idle_timeout: float = 60.0
     shutdown_timeout: float = 10.0
+    operator_password_hash: str = ""
     # -- provisioning (issue 10)
     heroku_id: str = "memcachier"
     heroku_password: str = ""
@@ -422,6 +428,14 @@ class _Checker:
             self.error(prefix + key, f"expected a non-empty string, got {_show(value)}")
             return default
         return value
+
+    def optionalString(self, table, prefix, key):
+        """
+        A non-empty string if the key is there, C{""} if it is not.
+        """
+        if key not in table:
+            return ""
+        return self.string(table, prefix, key, "")
 
     def number(self, table, prefix, key, default):
         value = table.get(key, default)
@@ -701,7 +715,10 @@ _MEMCACHE_KEYS = (
     "listen", "auth_timeout", "tls_min_version", "backlog", "max_connections",
     "auth_failure_rate", "auth_failure_burst",
 )
-_WEB_KEYS = ("listen", "public_url", "backlog", "max_connections", "header_timeout", "body_timeout", "idle_timeout")
+_WEB_KEYS = (
+    "listen", "public_url", "backlog", "max_connections", "header_timeout", "body_timeout",
+    "idle_timeout", "operator_password_hash",
+)
 
 
 def _checkPlans(check, data, defaults):
@@ -779,6 +796,13 @@ def _settingsFrom(data, overrides):
     else:
         webListen = check.string(web, "web.", "listen", DEFAULT_WEB_LISTEN)
         check.endpoint(webListen, "web.listen")
+    operatorHash = check.optionalString(web, "web.", "operator_password_hash")
+    if operatorHash and not operatorHash.startswith("scrypt$"):
+        check.error(
+            "web.operator_password_hash",
+            "expected a hash printed by memcachier-admin operator hash-password",
+        )
+
 
     publicUrl = web.get("public_url", publicUrlOf(webListen))
     if not isinstance(publicUrl, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", publicUrl):
@@ -927,6 +951,7 @@ def _settingsFrom(data, overrides):
             analytics_slices=slices,
             analytics_batch_limit=batchLimit,
             web_public_url=publicUrl.rstrip("/"),
+            operator_password_hash=operatorHash,
             **alertSettings,
             memcache_backlog=memcacheBacklog,
             memcache_max_connections=memcacheMax,

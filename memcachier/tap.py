@@ -409,6 +409,9 @@ def buildService(settings, reactor):
     )
     for service in provisioningServices:
         service.setServiceParent(top)
+    from memcachier.web.sso import AsyncSessionStore, SessionStore
+
+    sessions = AsyncSessionStore(SessionStore(engine, reactor), pool, reactor)
     site = makeSite(
         asyncControlPlane, index, registry, settings, reactor,
         groups=(
@@ -418,6 +421,7 @@ def buildService(settings, reactor):
         ),
         maxConnections=webCeiling,
         mounts=mounts,
+        sessions=sessions,
     )
     webListener = listenerService(
         settings.web_listen, site, reactor, settings.tls_min_version, index.ready,

@@ -60,6 +60,8 @@ class Cache:
     sso_secret: str
     created_at: float
     last_active: float
+    #: Heroku's resource id, or a random uuid (what Heroku SSO names).
+    uuid: str = ""
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)

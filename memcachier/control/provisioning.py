@@ -176,6 +176,14 @@ class ProvisioningRecords:
                             config_username=credential.username,
                         )
                     )
+                    # The cache takes Heroku's uuid (SSO logins name it),
+                    # once this call has won the uuid.
+                    conn.execute(
+                        schema.caches.update()
+                        .where(schema.caches.c.id == cache.id)
+                        .values(uuid=uuid)
+                    )
+                    self.controlPlane._bump(conn)
             except sa.exc.IntegrityError:
                 # The same call delivered twice at once: the other one won.
                 self.controlPlane.deleteCache(cache.id)

@@ -17,6 +17,7 @@ plans and refuses slugs it does not know.
 """
 
 import secrets
+import uuid as uuidModule
 from collections.abc import Mapping
 
 import attr
@@ -182,6 +183,7 @@ def _cacheFromRow(row):
         sso_secret=row.sso_secret,
         created_at=float(row.created_at),
         last_active=float(row.last_active),
+        uuid=row.uuid,
     )
 
 
@@ -409,7 +411,7 @@ class ControlPlane:
 
     # -- caches
 
-    def createCache(self, name=None, plan=None, cluster=None, label=None):
+    def createCache(self, name=None, plan=None, cluster=None, label=None, uuid=None):
         """
         Create a cache with a primary credential holding every capability.
 
@@ -417,6 +419,8 @@ class ControlPlane:
         @param plan: plan slug; the default plan if L{None}.
         @param cluster: cluster name; the default cluster if L{None}.
         @param label: free text for operators; the name if L{None}.
+        @param uuid: the cache's uuid (Heroku's resource id); a random
+            one if L{None}.
         @return: a 2-tuple of the new L{Cache} and its primary L{Credential}.
         @raise UnknownPlan: C{plan} is not configured.
         @raise UnknownCluster: C{cluster} is not configured.
@@ -447,6 +451,7 @@ class ControlPlane:
                 sso_secret=generateSsoSecret(),
                 created_at=now,
                 last_active=now,
+                uuid=str(uuidModule.uuid4()) if uuid is None else uuid,
             )
             result = conn.execute(schema.caches.insert().values(**values))
             cacheId = result.inserted_primary_key[0]
@@ -761,8 +766,10 @@ class AsyncControlPlane:
     def getCredential(self, username):
         return self._run("getCredential", username)
 
-    def createCache(self, name=None, plan=None, cluster=None, label=None):
-        return self._write("createCache", name=name, plan=plan, cluster=cluster, label=label)
+    def createCache(self, name=None, plan=None, cluster=None, label=None, uuid=None):
+        return self._write(
+            "createCache", name=name, plan=plan, cluster=cluster, label=label, uuid=uuid
+        )
 
     def deleteCache(self, cacheId):
         return self._write("deleteCache", cacheId)

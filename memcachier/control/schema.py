@@ -51,6 +51,11 @@ caches = sa.Table(
     sa.Column("sso_secret", sa.String(128), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("last_active", sa.Float, nullable=False),
+    #: Heroku's resource id for provisioned caches, a random uuid otherwise
+    #: (revision 0004).  Nullable only because SQLite cannot add a NOT NULL
+    #: column to a table other tables reference without copying it: the
+    #: repository always sets it.
+    sa.Column("uuid", sa.String(64), nullable=True, unique=True, index=True),
 )
 
 
@@ -392,4 +397,42 @@ heroku_config_pushes = sa.Table(
     sa.Column("last_error", sa.String(1024), nullable=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float, nullable=True),
+)
+
+
+# -- dashboard (revision 0004) ---------------------------------------------
+#
+# Dashboard sessions live here so that every node of a cluster knows them;
+# the key is the sha256 of the cookie's value, so reading the table does
+# not give anyone a session.  See memcachier.web.sso.
+
+dashboard_sessions = sa.Table(
+    "dashboard_sessions",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    #: the cache the session may see; NULL for an operator's session
+    sa.Column(
+        "cache_id",
+        sa.Integer,
+        sa.ForeignKey("caches.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    #: a digest of the cache's SSO secret when the session began: rotating
+    #: the secret ends the session
+    sa.Column("sso_fingerprint", sa.String(64), nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    #: who logged in (an email, "admin-link", "operator"), for the page
+    sa.Column("user", sa.String(256), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("last_seen", sa.Float, nullable=False),
+)
+
+
+#: Nonces of single-use login links already used, until they expire.
+dashboard_links_used = sa.Table(
+    "dashboard_links_used",
+    metadata,
+    sa.Column("nonce", sa.String(64), primary_key=True),
+    sa.Column("expires_at", sa.Float, nullable=False),
 )

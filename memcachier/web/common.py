@@ -217,7 +217,8 @@ class Authorized:
 
     @ivar cacheId: the cache's id.
     @ivar cache: its L{memcachier.control.model.Cache}.
-    @ivar credential: the caller's L{memcachier.control.model.Credential}.
+    @ivar credential: the caller's L{memcachier.control.model.Credential},
+        or L{None} for a dashboard session (see L{CacheAuth.authorize}).
     """
 
     __slots__ = ("cacheId", "cache", "credential")
@@ -272,9 +273,19 @@ class CacheAuth:
         @raise ApiError: the refusal.
         """
         cacheId = parseCacheId(cacheIdText)
+        session = getattr(request, "dashboardSession", None)
+        if session is not None and not request.getHeader(b"Authorization"):
+            return self._authorizeSession(request, session, cacheId, unknownCache)
         pair = basicCredentials(request)
         if pair is None:
-            raise ApiError(401, "HTTP Basic authentication with a credential of the cache is required", _CHALLENGE)
+            # The dashboard's scripts say who they are: a challenge would
+            # make the browser prompt for a password on an ended session.
+            dashboard = request.getHeader(b"X-Requested-With") == b"memcachier-dashboard"
+            raise ApiError(
+                401,
+                "HTTP Basic authentication with a credential of the cache is required",
+                None if dashboard else _CHALLENGE,
+            )
         credential = self._check(*pair)
         if credential is None:
             raise ApiError(401, "wrong username or password", _CHALLENGE)
@@ -286,6 +297,26 @@ class CacheAuth:
         if not credential.api:
             raise ApiError(403, "this credential does not have the API capability")
         return Authorized(cacheId, cache, credential)
+
+    def _authorizeSession(self, request, session, cacheId, unknownCache):
+        """
+        The dashboard's way in: a live session (resolved before routing,
+        see L{memcachier.web.dashboard.resource}) stands for Basic auth, for
+        its own cache only (an operator's for every cache), and a
+        state-changing request must carry the session's CSRF token.
+        """
+        from memcachier.web.sso import csrfOK
+
+        if not session.allows(cacheId):
+            raise ApiError(403, f"this dashboard session cannot access cache {cacheId}")
+        if not csrfOK(request, session):
+            raise ApiError(403, "missing or wrong CSRF token (X-CSRF-Token)")
+        cache = self.index.cache(cacheId)
+        if cache is None:
+            if unknownCache == NOT_FOUND:
+                raise ApiError(404, f"no cache with id {cacheId}")
+            raise ApiError(403, f"this dashboard session cannot access cache {cacheId}")
+        return Authorized(cacheId, cache, None)
 
 
 # -- route groups

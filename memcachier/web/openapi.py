@@ -87,6 +87,11 @@ SCHEMAS = {
             "can_switch": _boolean("Another cluster of the same kind exists."),
             "can_manage_credentials": _boolean("False on development plans."),
             "can_update_capabilities": _boolean("False on development plans."),
+            "uuid": {"type": "string", "description": "Heroku's resource id (or a random uuid)."},
+            "plan_name": {"type": "string", "description": "The plan's slug."},
+            "connection_limit": {
+                "type": "integer", "description": "Concurrent connections the plan allows.",
+            },
         },
     },
     # What the provisioning API (memcachier.web.provisioning) answers.

@@ -94,6 +94,10 @@ def cacheInfoJSON(cache, plan, credentials, servers, canSwitch):
         "can_switch": canSwitch,
         "can_manage_credentials": manage,
         "can_update_capabilities": manage,
+        # Beyond MemCachier's fields, for the dashboard.
+        "uuid": cache.uuid,
+        "plan_name": plan.slug,
+        "connection_limit": plan.connections,
     }
 
 

@@ -368,10 +368,11 @@ class MountingRoot(resource.Resource):
 
 def makeSite(
     controlPlane, index, registry, settings, reactor, groups=(), maxConnections=None, mounts=None,
+    sessions=None,
 ):
     """
     The node's web site: the analytics API v2 (and the route groups
-    given).
+    given) and, given C{sessions}, the dashboard around it.
 
     @param controlPlane: the L{memcachier.control.repository.AsyncControlPlane}.
     @param index: the L{memcachier.control.index.ControlIndex}.
@@ -382,12 +383,21 @@ def makeSite(
     @param maxConnections: the site's connection ceiling, or L{None}.
     @param mounts: L{bytes} first path segment to the L{IResource} that
         serves it (C{b"heroku"}, C{b"metrics"}), outside the API's app.
+    @param sessions: an L{memcachier.web.sso.AsyncSessionStore}: serve the
+        dashboard, and let the API take its sessions.
     @rtype: L{APISite}
     """
     from memcachier.web.api import AnalyticsAPI
 
     api = AnalyticsAPI(controlPlane, index, registry, settings, reactor, groups)
     root = api.resource()
+    if sessions is not None:
+        from memcachier.web.dashboard.app import Dashboard
+        from memcachier.web.dashboard.resource import DashboardRoot, SessionResolver
+
+        resolver = SessionResolver(sessions, index, settings)
+        dashboard = Dashboard(sessions, resolver, index, settings, reactor)
+        root = DashboardRoot(resolver, root, dashboard.resource())
     if mounts:
         root = MountingRoot(root, mounts)
     site = APISite(

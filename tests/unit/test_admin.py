@@ -101,11 +101,12 @@ def test_cacheCreateJSON(run, url):
     (migrated to the newest revision first).
     """
     created = run.json("cache", "create", "--name", "shop", "--plan", "100")
-    assert set(created) == {"id", "name", "plan", "servers", "username", "password"}
+    assert set(created) == {"id", "uuid", "name", "plan", "servers", "username", "password"}
     assert created["name"] == "shop"
     assert created["plan"] == "100"
     assert created["servers"] == ["127.0.0.1:11211"]
     assert currentRevision(makeEngine(url)) == _headRevision()
+    assert controlPlane(url).getCache(created["id"]).uuid == created["uuid"]
     credential = controlPlane(url).getCredential(created["username"])
     assert credential.password == created["password"]
     assert credential.cache_id == created["id"]
@@ -445,3 +446,57 @@ def test_herokuShow(run, url):
     assert run("heroku", "show", "nope") == 1
     assert "no resource 'nope'" in run.err
     engine.dispose()
+# -- the dashboard
+
+
+def test_cacheShowJSONHasUuid(run):
+    created = run.json("cache", "create")
+    shown = run.json("cache", "show", str(created["id"]))
+    assert shown["uuid"] == created["uuid"]
+    assert len(shown["uuid"]) == 36
+
+
+def test_dashboardURL(run, url):
+    """
+    C{cache dashboard-url ID} prints just a signed link on the public URL
+    (the default one, from the web listener), valid for C{--ttl}.
+    """
+    from urllib.parse import parse_qs, urlsplit
+
+    created = run.json("cache", "create")
+    assert run("cache", "dashboard-url", str(created["id"]), "--ttl", "2h") == 0
+    lines = run.out.splitlines()
+    assert len(lines) == 1
+    link = urlsplit(lines[0])
+    assert (link.scheme, link.netloc, link.path) == ("http", "127.0.0.1:8080", "/sso/link")
+    query = parse_qs(link.query)
+    assert query["cache"] == [str(created["id"])]
+    assert abs(int(query["expires"][0]) - (_now() + 7200)) < 60
+
+
+def _now():
+    import time
+
+    return int(time.time())
+
+
+@pytest.mark.parametrize("ttl", ["0", "25h", "ten"])
+def test_dashboardURLBadTTL(run, ttl):
+    created = run.json("cache", "create")
+    assert run("cache", "dashboard-url", str(created["id"]), "--ttl", ttl) == 2
+
+
+def test_dashboardURLUnknownCache(run):
+    assert run("cache", "dashboard-url", "99") == 1
+    assert "99" in run.err
+
+
+def test_operatorHashPassword():
+    from memcachier.web.sso import checkPassword
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["operator", "hash-password"], stdout=out, stderr=err,
+                stdin=io.StringIO("s3cret\n")) == 0
+    assert checkPassword(out.getvalue().strip(), "s3cret")
+    assert main(["operator", "hash-password"], stdout=out, stderr=err, stdin=io.StringIO("")) == 1
+    assert "no password" in err.getvalue()

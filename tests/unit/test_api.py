@@ -315,6 +315,9 @@ def test_info(world):
         "can_switch": False,
         "can_manage_credentials": True,
         "can_update_capabilities": True,
+        "uuid": world.cache.uuid,
+        "plan_name": "100",
+        "connection_limit": 250,
     }
 
 

@@ -345,3 +345,36 @@ def test_provisioningErrorsAtOnce():
     with pytest.raises(ConfigError) as e:
         parseSettings('[metrics]\naccess = "public"\n')
     assert e.value.errors == ['metrics.access: expected one of "off", "open", "token", got "public"']
+def test_dashboardSettings():
+    """
+    C{[web] public_url} defaults to the web listener's address (https for
+    ssl:); C{[heroku]} and the operator hash are optional.
+    """
+    settings = parseSettings("")
+    assert settings.web_public_url == "http://127.0.0.1:8080"
+    assert (settings.heroku_sso_salt, settings.operator_password_hash) == ("", "")
+    from memcachier.config import publicUrlOf
+
+    assert publicUrlOf("ssl:8443:privateKey=k.pem:certKey=c.pem:interface=10.0.0.1") == (
+        "https://10.0.0.1:8443")
+    assert publicUrlOf("unix:/run/mc.sock") == "http://127.0.0.1:8080"
+    settings = parseSettings(
+        '[web]\npublic_url = "https://mc.example.com/"\n'
+        'operator_password_hash = "scrypt$16384$8$1$c2FsdA==$aGFzaA=="\n'
+        '[heroku]\nid = "memcachier"\npassword = "p"\nsso_salt = "s"\n'
+    )
+    assert settings.web_public_url == "https://mc.example.com"
+    assert (settings.heroku_id, settings.heroku_password, settings.heroku_sso_salt) == (
+        "memcachier", "p", "s")
+
+
+def test_dashboardSettingsErrors():
+    errors = errorsOf(
+        '[web]\npublic_url = "ftp://x"\noperator_password_hash = "plain"\n'
+        '[heroku]\nsso_salt = 5\nextra = 1\n'
+    )
+    assert any(e.startswith("web.public_url:") for e in errors)
+    assert any(e.startswith("web.operator_password_hash:") for e in errors)
+    # an empty salt is allowed: it turns Heroku SSO off
+    assert any(e.startswith("heroku.sso_salt:") for e in errors)
+    assert any("heroku.extra" in e for e in errors)

@@ -40,6 +40,8 @@ def test_provisionOnceAnUuid(records, world):
     assert len(world.cp.listCaches()) == 1
     primary = world.cp.listCredentials(first.cache_id)[0]
     assert first.config_username == primary.username
+    # the cache carries Heroku's uuid: SSO logins name the cache by it
+    assert world.cp.getCache(first.cache_id).uuid == "u1"
 
 
 def test_uuidIsUnique(world):
