@@ -137,6 +137,12 @@ class Settings:
     @ivar analytics_time_slice: seconds per introspection time slice.
     @ivar analytics_slices: introspection time slices kept.
     @ivar analytics_batch_limit: events per batch counted exactly.
+    @ivar cluster_secret: C{[cluster] secret}, the password peer nodes
+        authenticate with; empty for a single node.
+    @ivar heartbeat_timeout: C{[cluster] heartbeat_timeout}, seconds of
+        silence after which a node is out.
+    @ivar peer_timeout: C{[cluster] request_timeout}, seconds a forwarded
+        request may wait for its owner.
     """
 
     listen: tuple = DEFAULT_LISTEN
@@ -161,6 +167,28 @@ class Settings:
     analytics_time_slice: int = 60
     analytics_slices: int = 10
     analytics_batch_limit: int = 500
+    cluster_secret: str = ""
+    heartbeat_timeout: float = 5.0
+    peer_timeout: float = 2.0
+
+    @property
+    def clustered(self):
+        """
+        Whether this node is one of several sharing the control plane
+        (C{[cluster] secret} set): it registers, heartbeats and forwards.
+        """
+        return bool(self.cluster_secret)
+
+    @property
+    def node_cluster(self):
+        """
+        The cluster this node serves: the first whose servers list its
+        name, else the default cluster.
+        """
+        for name, servers in self.clusters.items():
+            if self.node_name in servers:
+                return name
+        return self.default_cluster
 
     def clusterKind(self, name):
         """
@@ -379,7 +407,10 @@ def _isHostPort(value):
     return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
 
 
-_TOP = ("memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics")
+_TOP = (
+    "memcache", "web", "database", "node", "cluster", "clusters", "caches", "store", "plans",
+    "analytics",
+)
 _ANALYTICS_KEYS = (
     "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
     "slices", "batch_limit",
@@ -411,6 +442,30 @@ def _checkPlans(check, data, defaults):
             check.error(prefix + "item_size", f"larger than the plan's memory ({memory} bytes)")
         plans[slug] = Plan(slug, memory, connections, itemSize, development)
     return plans
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def _duration(check, table, prefix, key, default):
+    """
+    A positive duration: seconds as a number, or a string such as
+    C{"5s"}, C{"500ms"}, C{"1m"}.
+    """
+    value = table.get(key, default)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if match is None:
+            check.error(prefix + key, f'expected a duration such as "5s" or "500ms", got {_show(value)}')
+            return default
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        check.error(prefix + key, f"expected a positive duration, got {_show(value)}")
+        return default
+    return seconds
 
 
 def _settingsFrom(data, overrides):
@@ -473,6 +528,15 @@ def _settingsFrom(data, overrides):
     if not isinstance(nodeName, str) or not _isHostPort(nodeName):
         check.error("node.name", f'expected "host:port", got {_show(nodeName)}')
         nodeName = derived
+
+    clusterTable = check.table(data, "cluster")
+    check.unknown(clusterTable, "cluster.", ("secret", "heartbeat_timeout", "request_timeout"))
+    clusterSecret = clusterTable.get("secret", "")
+    if not isinstance(clusterSecret, str):
+        check.error("cluster.secret", f"expected a string, got {_show(clusterSecret)}")
+        clusterSecret = ""
+    heartbeatTimeout = _duration(check, clusterTable, "cluster.", "heartbeat_timeout", 5.0)
+    peerTimeout = _duration(check, clusterTable, "cluster.", "request_timeout", 2.0)
 
     clustersTable = check.table(data, "clusters")
     clusters = {}
@@ -555,6 +619,9 @@ def _settingsFrom(data, overrides):
             analytics_time_slice=timeSlice,
             analytics_slices=slices,
             analytics_batch_limit=batchLimit,
+            cluster_secret=clusterSecret,
+            heartbeat_timeout=heartbeatTimeout,
+            peer_timeout=peerTimeout,
         ),
         [],
     )

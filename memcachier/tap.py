@@ -353,11 +353,25 @@ def buildService(settings, reactor):
     )
     index.setServiceParent(top)
 
+    # Several nodes: membership, forwarding, cluster-wide flush (the
+    # registry's keyspaces become cluster keyspaces over the local ones).
+    ready = index.ready
+    clusterNode = None
+    if settings.clustered:
+        from memcachier.cluster.node import ClusterNode, bothReady
+
+        clusterNode = ClusterNode(settings, engine, pool, index, store, reactor)
+        clusterNode.membership.setServiceParent(top)
+        store = clusterNode.store
+        ready = bothReady(index.ready, clusterNode.ready)
+
     from memcachier.analytics.service import makeAnalytics, makeIntrospection
 
     registry = CacheRegistry(
         store, index, settings, reactor, introspection=makeIntrospection(settings, reactor)
     )
+    if clusterNode is not None:
+        clusterNode.attach(registry)
 
     InactiveCacheReaper(
         asyncControlPlane, index, registry.activity, reactor, days=settings.dev_inactivity_days
@@ -379,14 +393,14 @@ def buildService(settings, reactor):
         groups=analyticsRouteGroups(index, analytics),
     )
     listenerService(
-        settings.web_listen, site, reactor, settings.tls_min_version, index.ready
+        settings.web_listen, site, reactor, settings.tls_min_version, ready
     ).setServiceParent(top)
     _log.info("web listener: {description}", description=settings.web_listen)
 
     factory = MemcacheFactory(registry, reactor, settings.auth_timeout)
     for description in settings.listen:
         listenerService(
-            description, factory, reactor, settings.tls_min_version, index.ready
+            description, factory, reactor, settings.tls_min_version, ready
         ).setServiceParent(top)
         _log.info("memcache listener: {description}", description=description)
     return top

@@ -217,3 +217,32 @@ prefix_samples = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.UniqueConstraint("prefix_id", "server", "resolution", "time", name="uq_prefix_samples_bucket"),
 )
+
+
+# -- cluster membership (revision 0006) ------------------------------------
+#
+# Each node upserts its row on every heartbeat; a node whose heartbeat is
+# older than [cluster] heartbeat_timeout is out.  cluster_versions holds
+# the version `config get cluster` reports, bumped by whichever node sees
+# the live set of a cluster change.  See memcachier.cluster.membership.
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    #: the advertised host:port
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("cluster", sa.String(128), nullable=False),
+    #: wall-clock seconds of this run's start (a restart changes it)
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("connections", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("memory", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+
+cluster_versions = sa.Table(
+    "cluster_versions",
+    metadata,
+    sa.Column("cluster", sa.String(128), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)

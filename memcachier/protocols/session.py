@@ -223,7 +223,10 @@ class Session:
         self.canFlush = credential.flush
         self.synchronous = bool(runtime.keyspace.synchronous)
         introspection = self.registry.introspection
-        self.tap = discard if introspection is None else introspection.tapFor(runtime)
+        # forwarded requests were tapped on the node the client talked to
+        self.tap = (
+            discard if introspection is None or runtime.peer else introspection.tapFor(runtime)
+        )
         return AuthResult.OK
 
     @property
@@ -534,6 +537,16 @@ class Session:
         self.tap((FLUSH, b"", 0))
         return self.keyspace.flush(max(0, delay))
 
+    def discovery(self):
+        """
+        What C{config get cluster} reports: the live nodes of this
+        connection's cache's cluster (this node's cluster before
+        authentication).
+
+        @return: a 2-tuple (version L{int}, L{tuple} of C{host:port}).
+        """
+        return self.registry.discovery(None if self.runtime is None else self.runtime.cacheId)
+
     # -- stats -------------------------------------------------------------
 
     def resetStats(self):
@@ -548,7 +561,7 @@ class Session:
 
     def _introspector(self):
         introspection = self.registry.introspection
-        if introspection is None or not introspection.enabled:
+        if introspection is None or not introspection.enabled or self.runtime.peer:
             return None
         return introspection.introspector(self.runtime)
 

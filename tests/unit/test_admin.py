@@ -105,7 +105,7 @@ def test_cacheCreateJSON(run, url):
     assert created["name"] == "shop"
     assert created["plan"] == "100"
     assert created["servers"] == ["127.0.0.1:11211"]
-    assert currentRevision(makeEngine(url)) == "0002"
+    assert currentRevision(makeEngine(url)) == "0006"
     credential = controlPlane(url).getCredential(created["username"])
     assert credential.password == created["password"]
     assert credential.cache_id == created["id"]

@@ -111,7 +111,7 @@ def test_upgradeCreatesSchemaAndIsIdempotent():
     assert currentRevision(engine) is None
     upgrade(engine)
     upgrade(engine)
-    assert currentRevision(engine) == "0002"
+    assert currentRevision(engine) == "0006"
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
         assert conn.execute(sa.select(schema.control_version)).all() == [(1, 1)]
