@@ -97,7 +97,7 @@ class ClusterKeyspace:
         for peer, indexes in byPeer.items():
             for i in indexes:
                 remote.add(i)
-                calls.append(peer.get(keys[i]).addCallback(results.__setitem__, i))
+                calls.append(peer.get(keys[i]).addCallback(_place, results, i))
         localIndexes = [i for i in range(len(keys)) if i not in remote]
         if localIndexes:
             found = self.local.getMany([keys[i] for i in localIndexes])
@@ -110,7 +110,7 @@ class ClusterKeyspace:
                 calls.append(found.addCallback(place))
             else:
                 place(found)
-        return gatherResults(calls, consumeErrors=True).addCallback(lambda _: results)
+        return _plain(gatherResults(calls, consumeErrors=True).addCallback(lambda _: results))
 
     def peek(self, key):
         peer = self._peer(key)
@@ -162,7 +162,7 @@ class ClusterKeyspace:
             calls.append(result)
         if not calls:
             return result
-        return gatherResults(calls).addCallback(lambda _: None)
+        return _plain(gatherResults(calls).addCallback(lambda _: None))
 
     def _quietly(self, d, what, node):
         def failed(failure):
@@ -195,9 +195,9 @@ class ClusterKeyspace:
 
         from twisted.internet.defer import DeferredList
 
-        return DeferredList(
+        return _plain(DeferredList(
             [peer.stats() for peer in peers], consumeErrors=True
-        ).addCallback(gathered)
+        ).addCallback(gathered))
 
     def stats(self):
         return self.local.stats()
@@ -209,6 +209,20 @@ class ClusterKeyspace:
 
     def keys(self):
         return self.local.keys()
+
+
+def _place(item, results, i):
+    results[i] = item
+
+
+def _plain(d):
+    """
+    A plain L{Deferred} with C{d}'s result: sessions recognise answers by
+    C{result.__class__ is Deferred}, which a L{DeferredList} is not.
+    """
+    plain = Deferred()
+    d.chainDeferred(plain)
+    return plain
 
 
 def _number(text):
