@@ -172,3 +172,191 @@ def test_configGetCluster(cluster):
     version, servers = configCluster(cluster.nodes[1])
     assert servers == cluster.names
     assert version >= 1
+
+
+# -- clients that hash differently all see one cache --------------------------
+
+#: MemCachier's documented pylibmc settings (ketama, failover)
+PYLIBMC_BEHAVIORS = {
+    "tcp_nodelay": True,
+    "ketama": True,
+    "remove_failed": 1,
+    "retry_timeout": 2,
+    "dead_timeout": 30,
+}
+
+
+def pylibmcCluster(cluster):
+    import pylibmc
+
+    node = cluster.nodes[0]
+    for attempt in range(5):
+        client = pylibmc.Client(
+            cluster.names, binary=True, username=node.username, password=node.password,
+            behaviors=PYLIBMC_BEHAVIORS,
+        )
+        try:
+            client.get_multi(["warm-up-%d" % i for i in range(30)])
+        except pylibmc.Error as e:
+            if "error 40 " in str(e):
+                continue
+            raise
+        return client
+    pytest.fail("pylibmc could not start SASL five times in a row")
+
+
+class AsciiAuthClient:
+    """
+    A pymemcache client class whose every new connection first sends
+    MemCachier's ASCII auth (C{set <username> 0 0 <len>} + password).
+    """
+
+    @staticmethod
+    def make(username, password):
+        from pymemcache.client.base import Client
+
+        class Authenticated(Client):
+            def _connect(self):
+                super()._connect()
+                secret = password.encode()
+                self.sock.sendall(b"set %s 0 0 %d\r\n%s\r\n" % (username.encode(), len(secret), secret))
+                reply = b""
+                while not reply.endswith(b"\r\n"):
+                    chunk = self.sock.recv(100)
+                    if not chunk:
+                        raise ConnectionError("closed during ASCII auth")
+                    reply += chunk
+                if reply != b"STORED\r\n":
+                    raise ConnectionError(f"ASCII auth refused: {reply!r}")
+
+        return Authenticated
+
+
+def pymemcacheHashClient(cluster):
+    from pymemcache.client.hash import HashClient
+
+    node = cluster.nodes[0]
+
+    class AuthenticatedHashClient(HashClient):
+        client_class = AsciiAuthClient.make(node.username, node.password)
+
+    return AuthenticatedHashClient(
+        [("127.0.0.1", n.port) for n in cluster.nodes], timeout=10, connect_timeout=5,
+        default_noreply=False,
+    )
+
+
+def test_clientsThatHashDifferentlySeeOneCache(cluster):
+    """
+    pylibmc (binary, SASL, ketama, failover), python-binary-memcached
+    (binary, SASL, on one node) and pymemcache's HashClient (rendezvous
+    hashing, ASCII auth) read each other's values; pylibmc's ketama sends
+    each key to the node the servers agree owns it.
+    """
+    import bmemcached
+
+    from memcachier.cluster.ring import Ring
+
+    libmc = pylibmcCluster(cluster)
+    node = cluster.nodes[2]
+    bmc = bmemcached.Client((node.servers,), node.username, node.password, raw_data=True)
+    hashed = pymemcacheHashClient(cluster)
+
+    before = [int(n.ascii().stats()["cmd_set"]) for n in cluster.nodes]
+    keys = [f"user:{i}" for i in range(90)]
+    for key in keys:
+        libmc.set(key, f"libmc {key}".encode())
+    after = [int(n.ascii().stats()["cmd_set"]) for n in cluster.nodes]
+    ring = Ring(cluster.names)
+    expected = [sum(1 for k in keys if ring.owner(k.encode()) == name) for name in cluster.names]
+    assert [a - b for a, b in zip(after, before)] == expected
+    assert all(expected)
+
+    for key in keys:
+        assert hashed.get(key) == f"libmc {key}".encode()
+        assert bmc.get(key) == f"libmc {key}".encode()
+    for key in keys[:30]:
+        hashed.set(key, f"pymemcache {key}".encode())
+    for key in keys[30:60]:
+        assert bmc.set(key, f"bmemcached {key}".encode())
+    values = libmc.get_multi(keys)
+    for key in keys[:30]:
+        assert values[key] == f"pymemcache {key}".encode()
+        assert bmc.get(key) == f"pymemcache {key}".encode()
+    for key in keys[30:60]:
+        assert values[key] == f"bmemcached {key}".encode()
+        assert hashed.get(key) == f"bmemcached {key}".encode()
+    # counters and CAS through a forwarding node
+    assert hashed.set("counter", b"10")
+    assert bmc.incr("counter", 5) == 15
+    assert libmc.incr("counter", 1) == 16
+    assert hashed.decr("counter", 6) == 10
+    value, token = hashed.gets("counter")
+    assert value == b"10"
+    assert hashed.cas("counter", b"11", token)
+    assert not hashed.cas("counter", b"12", token)
+    assert libmc.get("counter") == b"11"
+    assert libmc.add("fresh", b"1") and not libmc.add("fresh", b"2")
+    assert bmc.delete("fresh")
+    assert hashed.get("fresh") is None
+
+
+def test_configGetClusterFollowsMembership(cluster):
+    """
+    When a node stops, C{config get cluster} on the others drops it with a
+    higher version; when it is back, it is listed again.
+    """
+    a, b, c = cluster.nodes
+    version, servers = configCluster(a)
+    assert servers == cluster.names
+    c.stop()
+    waitFor(lambda: configCluster(a)[1] == cluster.names[:2], timeout=10)
+    later, _ = configCluster(a)
+    assert later > version
+    assert configCluster(b)[1] == cluster.names[:2]
+    c.start()
+    waitFor(lambda: configCluster(a)[1] == cluster.names, timeout=10)
+    assert configCluster(a)[0] > later
+    assert configCluster(c)[1] == cluster.names
+
+
+def test_flushStatsAndCredentialsAreClusterWide(cluster):
+    """
+    The API's and memcache's flush empty every node; the API's stats sum
+    the nodes; a credential created through one node's API authenticates
+    on the others within a second.
+    """
+    a, b, c = cluster.nodes
+    conn = b.ascii()
+    for i in range(30):
+        assert conn.call(f"set k{i} 0 0 1", b"x") == b"STORED"
+    stats = api(a, "/stats")
+    assert stats["curr_items"] == 30
+    assert stats["cmd_set"] == 30
+    api(c, "/flush", "POST")
+    for node in cluster.nodes:
+        assert int(node.ascii().stats()["curr_items"]) == 0
+    for i in range(30):
+        assert conn.get(f"k{i}") is None
+
+    for i in range(30):
+        assert conn.call(f"set k{i} 0 0 1", b"y") == b"STORED"
+    assert conn.call("flush_all") == b"OK"
+    for node in cluster.nodes:
+        assert int(node.ascii().stats()["curr_items"]) == 0
+        assert node.ascii().get("k3") is None
+
+    created = api(a, "/credentials", "POST")
+    username, password = created["sasl_username"], created["sasl_password"]
+    started = time.monotonic()
+    for node in (b, c):
+        waitFor(lambda: _authenticates(node, username, password), timeout=5, interval=0.02)
+    assert time.monotonic() - started < 1.0
+
+
+def _authenticates(node, username, password):
+    conn = node.ascii(auth=False)
+    try:
+        return conn.auth(username, password) == b"STORED"
+    finally:
+        conn.close()
