@@ -360,3 +360,99 @@ def _authenticates(node, username, password):
         return conn.auth(username, password) == b"STORED"
     finally:
         conn.close()
+
+
+@pytest.mark.slow
+def test_killedNodeKeysFallToSurvivorsAndComeBack(cluster):
+    """
+    C{kill -9} of a node while clients work: requests through the
+    survivors answer (its keys are misses, never errors, once it is out),
+    the survivors take its keys; restarted, it rejoins and owns them again.
+    Another cache with the same key names never sees this one's values.
+    """
+    import threading
+
+    import pylibmc
+
+    from memcachier.cluster.ring import Ring
+
+    a, b, c = cluster.nodes
+    other = a.admin("cache", "create")
+    otherId, otherUser, otherPassword = _firstCredential(other)
+
+    ring = Ring(cluster.names)
+    keys = [f"item{i}" for i in range(150)]
+    ofC = [k for k in keys if ring.owner(k.encode()) == cluster.names[2]]
+    assert ofC
+    writer = a.ascii()
+    otherConn = b.ascii(otherUser, otherPassword)
+    for key in keys:
+        assert writer.call(f"set {key} 0 0 {len(key)}", key.encode()) == b"STORED"
+        assert otherConn.call(f"set {key} 0 0 5", b"other") == b"STORED"
+
+    # load through a pylibmc client with MemCachier's failover settings
+    libmc = pylibmcCluster(cluster)
+    stop = threading.Event()
+    errors = []
+
+    def load():
+        i = 0
+        while not stop.is_set():
+            key = keys[i % len(keys)]
+            try:
+                libmc.get(key)
+                libmc.set(f"load{i % 50}", b"x")
+            except pylibmc.Error as e:
+                errors.append((time.monotonic(), str(e)))
+            i += 1
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        c.process.kill()
+        c.process.wait()
+        killed = time.monotonic()
+        # out on the survivors (suspected at once, out after the timeout)
+        waitFor(lambda: configCluster(a)[1] == cluster.names[:2], timeout=10)
+        waitFor(lambda: configCluster(b)[1] == cluster.names[:2], timeout=10)
+        outAt = time.monotonic()
+        for node in (a, b):
+            conn = node.ascii()
+            for key in keys:
+                conn.send(f"get {key}\r\n".encode())
+                line = conn.line()
+                assert not line.startswith(b"SERVER_ERROR"), (node.servers, key, line)
+                if key in ofC:
+                    assert line == b"END", (key, line)
+                else:
+                    assert line.startswith(b"VALUE"), (key, line)
+                    conn.line()
+                    assert conn.line() == b"END"
+        # the survivors take its keys
+        for key in ofC:
+            assert a.ascii().call(f"set {key} 0 0 3", b"new") == b"STORED"
+            assert b.ascii().get(key) == b"new"
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        worker.join()
+    late = [e for e in errors if e[0] > outAt + 3.0]
+    assert not late, late
+    assert killed < outAt
+
+    c.start()
+    waitFor(lambda: all(configCluster(n)[1] == cluster.names for n in cluster.nodes), timeout=10)
+    conn = a.ascii()
+    for key in ofC:
+        # back on its owner, which restarted empty: a miss, never an error
+        assert conn.get(key) is None
+    for key in ofC:
+        assert conn.call(f"set {key} 0 0 4", b"back") == b"STORED"
+    assert int(c.ascii().stats()["curr_items"]) == len(ofC)
+    for node in cluster.nodes:
+        check = node.ascii(otherUser, otherPassword)
+        for key in keys:
+            value = check.get(key)
+            assert value in (None, b"other"), (key, value)
+        assert node.ascii().get(ofC[0]) == b"back"
