@@ -309,8 +309,15 @@ def test_configGetClusterFollowsMembership(cluster):
     a, b, c = cluster.nodes
     version, servers = configCluster(a)
     assert servers == cluster.names
+    nodes = a.admin("node", "list")
+    assert sorted(n["name"] for n in nodes) == sorted(cluster.names)
+    assert all(n["live"] and n["cluster"] == "default" for n in nodes)
+    assert a.admin("cache", "show", str(a.cache_id))["servers"] == cluster.names
     c.stop()
     waitFor(lambda: configCluster(a)[1] == cluster.names[:2], timeout=10)
+    # a clean stop leaves at once
+    assert sorted(n["name"] for n in a.admin("node", "list")) == sorted(cluster.names[:2])
+    assert a.admin("cache", "show", str(a.cache_id))["servers"] == cluster.names[:2]
     later, _ = configCluster(a)
     assert later > version
     assert configCluster(b)[1] == cluster.names[:2]
@@ -417,6 +424,8 @@ def test_killedNodeKeysFallToSurvivorsAndComeBack(cluster):
         waitFor(lambda: configCluster(a)[1] == cluster.names[:2], timeout=10)
         waitFor(lambda: configCluster(b)[1] == cluster.names[:2], timeout=10)
         outAt = time.monotonic()
+        states = {n["name"]: n["live"] for n in a.admin("node", "list")}
+        assert states == {cluster.names[0]: True, cluster.names[1]: True, cluster.names[2]: False}
         for node in (a, b):
             conn = node.ascii()
             for key in keys:
