@@ -465,3 +465,37 @@ def test_killedNodeKeysFallToSurvivorsAndComeBack(cluster):
             value = check.get(key)
             assert value in (None, b"other"), (key, value)
         assert node.ascii().get(ofC[0]) == b"back"
+
+
+@pytest.mark.slow
+def test_stalledPeerFailsOnlyItsRequests(cluster):
+    """
+    A peer that stops answering (SIGSTOP) costs the requests forwarded to
+    it a C{SERVER_ERROR} after the request timeout; a client asking the
+    same node for a key it owns is answered meanwhile.
+    """
+    from memcachier.cluster.ring import Ring
+
+    a, b, c = cluster.nodes
+    ring = Ring(cluster.names)
+    ofA = next(f"k{i}" for i in range(1000) if ring.owner(f"k{i}".encode()) == cluster.names[0])
+    ofC = next(f"k{i}" for i in range(1000) if ring.owner(f"k{i}".encode()) == cluster.names[2])
+    waiting = a.ascii()
+    other = a.ascii()
+    assert waiting.call(f"set {ofC} 0 0 1", b"c") == b"STORED"
+    assert other.call(f"set {ofA} 0 0 1", b"a") == b"STORED"
+    os.kill(c.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        waiting.send(f"get {ofC}\r\n".encode())
+        # the other client is not held up by the stalled peer
+        assert other.get(ofA) == b"a"
+        assert time.monotonic() - started < 1.0
+        line = waiting.line()
+        assert line.startswith(b"SERVER_ERROR peer 127.0.0.1:"), line
+        assert b"timed out" in line
+        # the connection goes on
+        assert waiting.get(ofA) == b"a"
+    finally:
+        os.kill(c.pid, signal.SIGCONT)
+    waitFor(lambda: a.ascii().get(ofC) in (b"c", None), timeout=10)
