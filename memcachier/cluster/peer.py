@@ -356,6 +356,9 @@ class PeerConnection:
             result = parse(response, extra)
         except Exception as e:
             pending.deferred.errback(e)
+            if parse == self._parseAuth:
+                # what was sent after the refused auth fails the same way
+                self._drop(str(e))
             return
         pending.deferred.callback(result)
 
