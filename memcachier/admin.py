@@ -166,6 +166,9 @@ class Admin:
         rows = []
         for record in self._nodes():
             row = record.asDict()
+            row["cache_connections"] = {
+                str(k): v for k, v in sorted(record.connectionsByCache().items())
+            }
             row["live"] = record.heartbeat_at >= now - timeout
             rows.append(row)
         if args.json:

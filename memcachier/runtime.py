@@ -158,6 +158,15 @@ class CacheRegistry:
             name = membership.cluster
         return (membership.version(name), membership.servers(name))
 
+    def connectionsElsewhere(self, cacheId):
+        """
+        A cache's open connections on the other nodes of the cluster (0
+        on a single node), for its plan's connection limit.
+        """
+        if self.cluster is None:
+            return 0
+        return self.cluster.membership.connectionsElsewhere(cacheId)
+
     def runtimeOfUser(self, username):
         """
         The runtime of the cache a username belongs to, to count a failed

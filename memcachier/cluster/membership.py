@@ -19,6 +19,7 @@ passed, so its keys fall to the next node at once rather than after the
 timeout.
 """
 
+import json
 import threading
 import time
 
@@ -41,18 +42,33 @@ class NodeRecord:
     One row of C{nodes}.
     """
 
-    __slots__ = ("name", "cluster", "started_at", "heartbeat_at", "connections", "memory")
+    __slots__ = (
+        "name", "cluster", "started_at", "heartbeat_at", "connections", "memory",
+        "cache_connections",
+    )
 
-    def __init__(self, name, cluster, started_at, heartbeat_at, connections, memory):
+    def __init__(self, name, cluster, started_at, heartbeat_at, connections, memory,
+                 cache_connections="{}"):
         self.name = name
         self.cluster = cluster
         self.started_at = started_at
         self.heartbeat_at = heartbeat_at
         self.connections = connections
         self.memory = memory
+        #: JSON text: cache id to open connections
+        self.cache_connections = cache_connections
 
     def asDict(self):
         return {name: getattr(self, name) for name in self.__slots__}
+
+    def connectionsByCache(self):
+        """
+        @return: L{dict} of cache id (L{int}) to open connections.
+        """
+        try:
+            return {int(k): int(v) for k, v in json.loads(self.cache_connections).items()}
+        except (ValueError, TypeError, AttributeError):
+            return {}
 
 
 def _notify(conn, channel, payload=""):
@@ -185,11 +201,12 @@ class Membership(Service):
     _log = Logger()
 
     def __init__(self, engine, pool, reactor, name, cluster, clusters, timeout,
-                 usage=lambda: (0, 0), wallClock=time.time, listen=True):
+                 usage=lambda: (0, 0, {}), wallClock=time.time, listen=True):
         """
         @param pool: the L{ThreadPool} the SQL runs in.
         @param clusters: cluster name to configured servers.
-        @param usage: returns this node's (connections, memory bytes).
+        @param usage: returns this node's (connections, memory bytes,
+            L{dict} of cache id to connections).
         @param wallClock: heartbeat times (shared between machines, so
             not the reactor's clock in tests).
         @param listen: whether to C{LISTEN} on PostgreSQL.
@@ -207,6 +224,7 @@ class Membership(Service):
         self.startedAt = wallClock()
         self.records = []
         self.versions = {}
+        self._elsewhere = {}
         self._live = {}
         self._rings = {}
         self._suspects = {}
@@ -243,6 +261,13 @@ class Membership(Service):
 
     def version(self, cluster):
         return self.versions.get(cluster, 0)
+
+    def connectionsElsewhere(self, cacheId):
+        """
+        The open connections of a cache on the other live nodes, as of
+        their last heartbeats (plan connection limits count across nodes).
+        """
+        return self._elsewhere.get(cacheId, 0)
 
     def addListener(self, listener):
         """
@@ -299,9 +324,12 @@ class Membership(Service):
             self._again = True
             return None
         self._beating = True
-        connections, memory = self.usage()
+        connections, memory, byCache = self.usage()
         now = self.wallClock()
-        record = NodeRecord(self.name, self.cluster, self.startedAt, now, connections, memory)
+        record = NodeRecord(
+            self.name, self.cluster, self.startedAt, now, connections, memory,
+            json.dumps({str(k): v for k, v in byCache.items() if v}, sort_keys=True),
+        )
         from twisted.internet.threads import deferToThreadPool
 
         d = deferToThreadPool(self.reactor, self.pool, heartbeat, self.engine, record, self.timeout)
@@ -330,6 +358,12 @@ class Membership(Service):
         )
         first = not self._live
         self._live = live
+        elsewhere = {}
+        for r in records:
+            if r.name != self.name and r.heartbeat_at >= now - self.timeout:
+                for cacheId, count in r.connectionsByCache().items():
+                    elsewhere[cacheId] = elsewhere.get(cacheId, 0) + count
+        self._elsewhere = elsewhere
         expired = self._expireSuspects()
         if changed:
             self._log.info(

@@ -60,6 +60,7 @@ class ClusterNode:
             return (
                 sum(r.stats.curr_connections for r in runtimes),
                 sum(r.keyspace.stats().get("bytes", 0) for r in runtimes),
+                {r.cacheId: r.stats.curr_connections for r in runtimes},
             )
 
         self.membership.usage = usage

@@ -237,6 +237,9 @@ nodes = sa.Table(
     sa.Column("heartbeat_at", sa.Float, nullable=False),
     sa.Column("connections", sa.Integer, nullable=False, server_default="0"),
     sa.Column("memory", sa.BigInteger, nullable=False, server_default="0"),
+    #: JSON: cache id to its open connections on the node (plan limits
+    #: count across nodes)
+    sa.Column("cache_connections", sa.Text, nullable=False, server_default="{}"),
 )
 
 

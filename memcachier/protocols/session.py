@@ -199,7 +199,12 @@ class Session:
         stats = runtime.stats
         stats.auth_cmds += 1
         if runtime is not self.runtime:
-            if stats.curr_connections >= runtime.plan.connections:
+            # the limit counts the cache's connections on every node (peer
+            # connections are not the cache's clients)
+            elsewhere = 0 if runtime.peer else self.registry.connectionsElsewhere(
+                credential.cache_id
+            )
+            if stats.curr_connections + elsewhere >= runtime.plan.connections:
                 stats.rejected_connections += 1
                 return AuthResult.TOO_MANY_CONNECTIONS
             if self.runtime is not None:

@@ -56,7 +56,10 @@ class Cluster:
                 "[clusters.default]\n"
                 f"servers = {json.dumps(names)}\n"
                 "[caches]\n"
-                'default_plan = "100"\n' + extra
+                'default_plan = "100"\n'
+                "[plans.few]\n"
+                'memory = "5MiB"\n'
+                "connections = 3\n" + extra
             )
             self.nodes.append(MemcachierServer(directory, config, port, None, webPort, None))
 
@@ -499,3 +502,36 @@ def test_stalledPeerFailsOnlyItsRequests(cluster):
     finally:
         os.kill(c.pid, signal.SIGCONT)
     waitFor(lambda: a.ascii().get(ofC) in (b"c", None), timeout=10)
+
+
+def test_connectionLimitCountsEveryNode(cluster):
+    """
+    A plan's connection limit counts the cache's connections on every
+    node (as of the nodes' last heartbeats).
+    """
+    a, b, c = cluster.nodes
+    created = a.admin("cache", "create", "--plan", "few")
+    _, username, password = _firstCredential(created)
+    held = [a.ascii(username, password), b.ascii(username, password)]
+    # c learns of them with the next heartbeats
+    waitFor(lambda: _usage(a, username) == 2, timeout=10)
+    held.append(c.ascii(username, password))
+    time.sleep(1.5)
+    for node in cluster.nodes:
+        conn = node.ascii(auth=False)
+        assert conn.auth(username, password) == b"SERVER_ERROR too many connections for this cache", node.servers
+        conn.close()
+    held.pop().close()
+    waitFor(lambda: _authenticates(a, username, password), timeout=10)
+
+
+def _usage(node, username):
+    """
+    The connections every node reports for the cache of C{username}.
+    """
+    cacheId = next(
+        c["id"] for c in node.admin("cache", "list") if any(
+            cr["username"] == username for cr in node.admin("credential", "list", str(c["id"]))
+        )
+    )
+    return sum(n["cache_connections"].get(str(cacheId), 0) for n in node.admin("node", "list"))

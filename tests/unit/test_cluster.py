@@ -183,9 +183,14 @@ def test_membershipViewTimeoutSuspicionAndReturn(engine):
     changes = []
     a = nodes["a:1"]
     a.addListener(lambda: changes.append(a.servers("default")))
+    nodes["b:1"].usage = lambda: (3, 100, {7: 2, 8: 1})
+    nodes["c:1"].usage = lambda: (1, 100, {7: 1})
+    a.usage = lambda: (5, 100, {7: 5})
     for node in nodes.values():
         node.beat()
     a.beat()
+    # connection limits count the other live nodes
+    assert (a.connectionsElsewhere(7), a.connectionsElsewhere(8), a.connectionsElsewhere(9)) == (3, 1, 0)
     assert a.servers("default") == ("a:1", "b:1", "c:1")
     assert a.ring("default").servers == ("a:1", "b:1", "c:1")
     version = a.version("default")
@@ -199,6 +204,7 @@ def test_membershipViewTimeoutSuspicionAndReturn(engine):
     a.beat()
     assert a.servers("default") == ("a:1", "b:1")
     assert a.version("default") > version
+    assert a.connectionsElsewhere(7) == 2
     assert changes[-1] == ("a:1", "b:1")
 
     # c restarts: back in, and no longer suspected

@@ -26,6 +26,7 @@ def upgrade():
         sa.Column("heartbeat_at", sa.Float, nullable=False),
         sa.Column("connections", sa.Integer, nullable=False, server_default="0"),
         sa.Column("memory", sa.BigInteger, nullable=False, server_default="0"),
+        sa.Column("cache_connections", sa.Text, nullable=False, server_default="{}"),
         sa.PrimaryKeyConstraint("name", name="pk_nodes"),
     )
     op.create_table(
