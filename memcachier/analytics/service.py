@@ -487,6 +487,10 @@ def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None
     ).setServiceParent(analytics)
 
     def servers():
+        if settings.clustered:
+            # every node probes itself: one writer per latency series in
+            # the shared database
+            return [settings.node_name]
         seen = []
         for cluster in settings.clusters.values():
             seen += [s for s in cluster if s not in seen]
