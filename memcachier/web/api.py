@@ -264,6 +264,10 @@ class AnalyticsAPI:
             raise ApiError(
                 409, f"cannot switch: no other {kind} cluster than {current!r}"
             )
+        if self.registry.cluster is not None:
+            # several nodes: empty the old cluster's nodes while the cache
+            # is still placed on them
+            await maybeDeferred(self.registry.runtime(caller.cacheId).keyspace.flush, 0)
         cache = await self.controlPlane.setCluster(caller.cacheId, target).addErrback(
             _controlPlaneError
         )

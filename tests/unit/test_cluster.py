@@ -500,3 +500,27 @@ def test_clusterSettings():
     text = str(e.value)
     for part in ("cluster.secret", "cluster.heartbeat_timeout", "cluster.request_timeout", "cluster.x"):
         assert part in text
+
+
+def test_keyHashAgreesWithThePythonHash():
+    """
+    The hash the ring uses (libhashkit's through ctypes when installed)
+    gives the pure-Python values, high bytes included.
+    """
+    from memcachier.cluster import ring as R
+
+    keys = [b"", b"a", b"user:1", bytes(range(256)), "ünïcode".encode()]
+    assert [R.keyHash(k) for k in keys] == [oneAtATime(k) for k in keys]
+
+
+def test_ownerCacheIsBounded(monkeypatch):
+    from memcachier.cluster import ring as R
+
+    monkeypatch.setattr(R, "OWNER_CACHE", 10)
+    ring = Ring(PYLIBMC_SERVERS)
+    fresh = Ring(PYLIBMC_SERVERS)
+    for i in range(25):
+        key = f"k{i}".encode()
+        assert ring.owner(key) == ring.owner(key)
+        assert len(ring._cache) <= 10
+    assert all(ring.owner(f"k{i}".encode()) == fresh.owner(f"k{i}".encode()) for i in range(25))
