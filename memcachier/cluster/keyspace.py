@@ -208,7 +208,16 @@ class ClusterKeyspace:
         self.local.configure(self._localBytes(), maxItemSize)
 
     def keys(self):
-        return self.local.keys()
+        """
+        The live keys this node owns (introspection peeks at each: they
+        must be local; keys it holds but no longer owns are unreachable
+        until evicted).
+        """
+        name = self.name
+        owner = self.ring.owner
+        for key in self.local.keys():
+            if owner(key) in (name, None):
+                yield key
 
 
 def _place(item, results, i):

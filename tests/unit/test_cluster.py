@@ -350,6 +350,9 @@ def test_forwardedCallsReachTheOwner():
     assert ks.store(StoreMode.SET, local, b"here", 0, 0, 0)[0] == StoreResult.STORED
     assert ks.get(local).value == b"here"
     assert pair.bKeyspace().peek(local) is None
+    # keys() lists what this node owns, so introspection's peeks stay local
+    pair.localStore.keyspace(1, 1, 1).store(StoreMode.SET, key, b"stale", 0, 0, 0)
+    assert set(ks.keys()) == {local}
 
 
 def test_getManySpansOwners():
