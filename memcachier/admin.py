@@ -314,6 +314,66 @@ class Admin:
             f"{credential.username}: {_capabilities(credential)}",
         )
 
+    # -- alerts
+
+    def _alerts(self):
+        from memcachier.alerts.repository import AlertRepository
+
+        return AlertRepository(self.controlPlane.engine, self._clock)
+
+    def _requireCache(self, cacheId):
+        self.controlPlane.getCache(cacheId)
+
+    def alert_list(self, args):
+        from memcachier.alerts.message import AlertMessage
+        from memcachier.web.alerts import alertJSON, configJSON
+
+        self._requireCache(args.cache_id)
+        alerts = self._alerts().listAlerts(args.cache_id)
+        configs = {c["id"]: c for c in self._alerts().listConfigs(args.cache_id)}
+        if args.json:
+            self._json([
+                {**alertJSON(a), "firing": a["firing"],
+                 "delivery_config": configJSON(configs[a["delivery_config_id"]])}
+                for a in alerts
+            ])
+            return
+        self._print(f"{'ID':>4} {'TRIGGER':<24} {'ENABLED':<8} {'STATE':<8} DELIVERY")
+        for a in alerts:
+            message = AlertMessage("fired", a["id"], a["cache_id"], "", a["trigger_type"], "",
+                                   0.0, a["trigger_threshold"], 0.0, "")
+            config = configs[a["delivery_config_id"]]
+            destination = config["email"] or config["slack_url"] or config["webhook_url"]
+            self._print(
+                f"{a['id']:>4} {message.condition():<24} {'yes' if a['enabled'] else 'no':<8} "
+                f"{'firing' if a['firing'] else 'ok':<8} "
+                f"{config['delivery_type']} {_redactURL(destination)}"
+            )
+
+    def alert_events(self, args):
+        from memcachier.alerts.message import formatNumber
+        from memcachier.web.alerts import eventJSON
+
+        self._requireCache(args.cache_id)
+        events = self._alerts().events(args.cache_id)
+        if args.json:
+            self._json([eventJSON(e) for e in events])
+            return
+        self._print(f"{'TIME':<20} {'ALERT':>5} {'EVENT':<8} {'VALUE':>8}  DELIVERIES")
+        for e in events:
+            event = eventJSON(e)
+            outcomes = ", ".join(
+                f"{d['delivery_type']} {d['status']} ({d['attempts']} attempt"
+                f"{'s' if d['attempts'] != 1 else ''}"
+                + (f": {d['last_error']}" if d["last_error"] and d["status"] != "delivered" else "")
+                + ")"
+                for d in event["deliveries"]
+            )
+            self._print(
+                f"{event['time']:<20} {event['alert_id']:>5} {event['kind']:<8} "
+                f"{formatNumber(event['value']):>8}  {outcomes}"
+            )
+
     # -- plans
 
     def plan_list(self, args):
@@ -328,6 +388,18 @@ class Admin:
             self._print(
                 f"{p.slug:<8} {p.memory:>14} {p.connections:>12} {p.item_size:>10}{dev}{default}"
             )
+
+
+def _redactURL(url):
+    """
+    A webhook URL without its path (Slack's carries the secret).
+    """
+    from urllib.parse import urlsplit
+
+    if "://" not in url:
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}/..."
 
 
 def _cacheId(text):
@@ -361,7 +433,7 @@ def makeParser():
         help="SQLAlchemy URL of the control plane (overrides the configuration file)",
     )
     groups = parser.add_subparsers(
-        dest="group", metavar="{cache,credential,node,plan}", required=True
+        dest="group", metavar="{cache,credential,node,plan,alert}", required=True
     )
 
     def command(sub, name, method, help, json=True):
@@ -424,6 +496,15 @@ def makeParser():
         dest="command", required=True
     )
     command(plan, "list", "plan_list", "list the configured plans")
+
+    alert = groups.add_parser("alert", help="show alerts and what they sent").add_subparsers(
+        dest="command", required=True
+    )
+    p = command(alert, "list", "alert_list", "list a cache's alerts and their state")
+    p.add_argument("cache_id", type=_cacheId, metavar="CACHE_ID")
+    p = command(alert, "events", "alert_events",
+                "the last firings and resolutions of a cache's alerts, with each delivery's outcome")
+    p.add_argument("cache_id", type=_cacheId, metavar="CACHE_ID")
     return parser
 
 

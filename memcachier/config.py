@@ -13,9 +13,19 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     listen = ["tcp:11211:interface=127.0.0.1"]
     auth_timeout = 5.0
     tls_min_version = "1.2"
+    backlog = 1024
+    max_connections = 0         # 0: what the descriptor limit leaves
+    auth_failure_rate = 5.0     # failed logins a second, per address and per username
+    auth_failure_burst = 10
 
     [web]
     listen = "tcp:8080:interface=127.0.0.1"
+    public_url = "http://127.0.0.1:8080"   # default: derived from listen
+    backlog = 1024
+    max_connections = 0         # 0: min(256, a quarter of the descriptor limit)
+    header_timeout = "10s"
+    body_timeout = "30s"
+    idle_timeout = "60s"
 
     [database]
     url = "sqlite:///memcachier.sqlite"
@@ -23,6 +33,7 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
 
     [node]
     name = "127.0.0.1:11211"
+    shutdown_timeout = "10s"    # SIGTERM: how long in-flight requests may take
 
     [clusters.default]
     servers = ["127.0.0.1:11211"]
@@ -45,6 +56,19 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     time_slice = 60          # seconds per introspection time slice
     slices = 10              # time slices kept (popular items, key stats)
     batch_limit = 500        # events per batch counted exactly; more are sampled
+
+    [alerts]
+    interval = "60s"              # how often rules are evaluated
+    window = "5m"                 # the span hit_rate and rates are judged over
+    allow_http_loopback = false   # accept http:// Slack/webhook URLs on 127.0.0.1/::1
+
+    [alerts.smtp]
+    host = "localhost"
+    port = 25
+    starttls = "required"         # "required" | "optional" | "off"
+    username = ""                 # optional login
+    password = ""
+    sender = "alerts@localhost"
 
     [plans.dev]
     memory = "25MiB"
@@ -137,6 +161,29 @@ class Settings:
     @ivar analytics_time_slice: seconds per introspection time slice.
     @ivar analytics_slices: introspection time slices kept.
     @ivar analytics_batch_limit: events per batch counted exactly.
+    @ivar web_public_url: the address users reach the web site at
+        (C{[web] public_url}), for links in alert messages.
+    @ivar alerts_interval: seconds between alert evaluations.
+    @ivar alerts_window: seconds hit_rate and rates are judged over.
+    @ivar alerts_allow_http_loopback: accept C{http://} Slack and webhook
+        URLs on 127.0.0.1 and ::1.
+    @ivar smtp_host: C{[alerts.smtp] host}, and so on for the port,
+        C{starttls} (C{"required"}, C{"optional"} or C{"off"}), username,
+        password and sender.
+    @ivar memcache_backlog: listen backlog of memcache listeners that set
+        none in their description.
+    @ivar memcache_max_connections: connections over every memcache
+        listener, C{0} for what the descriptor limit leaves
+        (L{memcachier.limits.connectionCeilings}).
+    @ivar auth_failure_rate: failed logins a second each address and each
+        username may sustain (L{memcachier.protocols.throttle}).
+    @ivar auth_failure_burst: failed logins allowed at once.
+    @ivar web_backlog: listen backlog of the web listener.
+    @ivar web_max_connections: the web site's ceiling, C{0} for the default.
+    @ivar web_header_timeout: seconds a request's headers may take.
+    @ivar web_body_timeout: seconds a request's body may take.
+    @ivar web_idle_timeout: seconds a connection may idle between requests.
+    @ivar shutdown_timeout: seconds in-flight requests get after SIGTERM.
     @ivar cluster_secret: C{[cluster] secret}, the password peer nodes
         authenticate with; empty for a single node.
     @ivar heartbeat_timeout: C{[cluster] heartbeat_timeout}, seconds of
@@ -167,6 +214,26 @@ class Settings:
     analytics_time_slice: int = 60
     analytics_slices: int = 10
     analytics_batch_limit: int = 500
+    web_public_url: str = "http://127.0.0.1:8080"
+    alerts_interval: float = 60.0
+    alerts_window: float = 300.0
+    alerts_allow_http_loopback: bool = False
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_starttls: str = "required"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_sender: str = "alerts@localhost"
+    memcache_backlog: int = 1024
+    memcache_max_connections: int = 0
+    auth_failure_rate: float = 5.0
+    auth_failure_burst: int = 10
+    web_backlog: int = 1024
+    web_max_connections: int = 0
+    web_header_timeout: float = 10.0
+    web_body_timeout: float = 30.0
+    web_idle_timeout: float = 60.0
+    shutdown_timeout: float = 10.0
     cluster_secret: str = ""
     heartbeat_timeout: float = 5.0
     peer_timeout: float = 2.0
@@ -232,6 +299,22 @@ def parseSize(value):
         if match:
             return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
     return None
+
+
+def serverEndpointTypes():
+    """
+    The endpoint types a listener description may start with: Twisted's
+    built-in C{tcp}, C{ssl} and C{unix}, and every installed parser
+    plugin's prefix (C{tcp6}, C{systemd}, ...).
+
+    @rtype: L{list} of L{str}
+    """
+    from twisted.internet.interfaces import IStreamServerEndpointStringParser
+    from twisted.plugin import getPlugins
+
+    return ["tcp", "ssl", "unix"] + sorted(
+        p.prefix for p in getPlugins(IStreamServerEndpointStringParser)
+    )
 
 
 def _endpointArgs(description):
@@ -326,6 +409,21 @@ class _Checker:
             return default
         return float(value)
 
+    def duration(self, table, prefix, key, default):
+        """
+        A positive duration in seconds: a number, or a string such as
+        C{"500ms"}, C{"10s"}, C{"5m"} or C{"1h"}.
+        """
+        value = table.get(key, default)
+        seconds = parseDuration(value)
+        if seconds is None or seconds <= 0:
+            self.error(
+                prefix + key,
+                f'expected a duration such as 10, "500ms", "10s", "5m" or "1h", got {_show(value)}',
+            )
+            return default
+        return seconds
+
     def integer(self, table, prefix, key, default, minimum=1):
         value = table.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -366,20 +464,32 @@ class _Checker:
 
     def endpoint(self, description, key):
         """
-        Check an endpoint description enough to catch typos before twistd
-        starts: known type, numeric port, and readable key and
-        certificate files for C{ssl:}.
+        Check an endpoint description the way twistd will use it, without
+        listening: its type is known, its options are what the type's
+        parser accepts, its port is a number, and for C{ssl:} the key,
+        certificates and CA files exist and parse (L{memcachier.tls}).
         """
         if not isinstance(description, str) or not description:
             self.error(key, f"expected an endpoint description, got {_show(description)}")
             return False
         args, kw = _endpointArgs(description)
         kind = args[0] if args else ""
+        types = serverEndpointTypes()
+        if kind not in types:
+            self.error(
+                key,
+                f"unknown endpoint type {_show(kind)} in {_show(description)}; "
+                f"valid types: {', '.join(types)}",
+            )
+            return False
         if kind in ("tcp", "ssl", "tcp6"):
             port = kw.get("port", args[1] if len(args) > 1 else None)
             if port is None or not port.isdigit() or int(port) > 65535:
                 self.error(key, f"expected a port number in {_show(description)}")
                 return False
+        if "backlog" in kw and not kw["backlog"].isdigit():
+            self.error(key, f"expected a number for backlog in {_show(description)}")
+            return False
         if kind == "ssl":
             if "sslmethod" in kw:
                 self.error(
@@ -388,18 +498,137 @@ class _Checker:
                     "memcache.tls_min_version",
                 )
                 return False
-            privateKey = kw.get("privateKey", "server.pem")
-            for name, path in (
-                ("privateKey", privateKey),
-                ("certKey", kw.get("certKey", privateKey)),
-            ):
-                try:
-                    with open(path, "rb"):
-                        pass
-                except OSError as e:
-                    self.error(key, f"{name} file {_show(path)} cannot be read: {e.strerror}")
-                    return False
+            return self._tls(description, key, kw)
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.testing import MemoryReactor
+
+        try:
+            # builds the endpoint object only; nothing listens
+            serverFromString(MemoryReactor(), description)
+        except Exception as e:
+            self.error(key, f"invalid {kind}: endpoint {_show(description)}: {e}")
+            return False
         return True
+
+    def _tls(self, description, key, kw):
+        from memcachier.tls import tlsOptions
+
+        privateKey = kw.get("privateKey", "server.pem")
+        for name, path in (
+            ("privateKey", privateKey),
+            ("certKey", kw.get("certKey", privateKey)),
+            ("extraCertChain", kw.get("extraCertChain")),
+            ("dhParameters", kw.get("dhParameters")),
+            ("clientCAs", kw.get("clientCAs")),
+        ):
+            if path is None:
+                continue
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as e:
+                self.error(key, f"{name} file {_show(path)} cannot be read: {e.strerror}")
+                return False
+        try:
+            tlsOptions(description, TLSVersion.TLSv1_2)
+        except Exception as e:
+            self.error(key, f"TLS settings of {_show(description)} do not load: {e or type(e).__name__}")
+            return False
+        return True
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parseDuration(value):
+    """
+    Parse a duration: a number of seconds, or a string such as C{"60s"},
+    C{"5m"}, C{"1h"} or C{"500ms"}.
+
+    @return: seconds (positive), or L{None} if C{value} is not a duration.
+    @rtype: L{float} or L{None}
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            return None
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    else:
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return seconds
+
+
+def publicUrlOf(description):
+    """
+    The URL a web listener is reached at, for C{[web] public_url}'s
+    default: C{http://127.0.0.1:8080} for C{tcp:8080:interface=127.0.0.1},
+    C{https://...} for C{ssl:}.
+    """
+    args, _ = _endpointArgs(description)
+    scheme = "https" if args and args[0] == "ssl" else "http"
+    hostPort = _hostPort(description)
+    if hostPort is None:
+        return "http://127.0.0.1:8080"
+    return f"{scheme}://{hostPort}"
+
+
+_SMTP_STARTTLS = ("required", "optional", "off")
+
+
+def _checkAlerts(check, data):
+    """
+    C{[alerts]} and C{[alerts.smtp]}.
+
+    @return: a L{dict} of L{Settings} fields.
+    """
+    alerts = check.table(data, "alerts")
+    check.unknown(alerts, "alerts.", ("interval", "window", "allow_http_loopback", "smtp"))
+    out = {}
+    for key, default in (("interval", 60.0), ("window", 300.0)):
+        value = alerts.get(key, default)
+        seconds = parseDuration(value)
+        if seconds is None:
+            check.error(f"alerts.{key}", f'expected a duration such as "60s" or "5m", got {_show(value)}')
+            seconds = default
+        out[f"alerts_{key}"] = seconds
+    out["alerts_allow_http_loopback"] = check.boolean(alerts, "alerts.", "allow_http_loopback", False)
+    smtp = check.table(alerts, "smtp")
+    prefix = "alerts.smtp."
+    check.unknown(smtp, prefix, ("host", "port", "starttls", "username", "password", "sender"))
+    out["smtp_host"] = check.string(smtp, prefix, "host", "localhost")
+    port = smtp.get("port", 25)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+        check.error(prefix + "port", f"expected a port number, got {_show(port)}")
+        port = 25
+    out["smtp_port"] = port
+    starttls = smtp.get("starttls", "required")
+    if starttls not in _SMTP_STARTTLS:
+        check.error(
+            prefix + "starttls",
+            f"expected one of {', '.join(map(_show, _SMTP_STARTTLS))}, got {_show(starttls)}",
+        )
+        starttls = "required"
+    out["smtp_starttls"] = starttls
+    for key in ("username", "password"):
+        value = smtp.get(key, "")
+        if not isinstance(value, str):
+            check.error(prefix + key, f"expected a string, got {_show(value)}")
+            value = ""
+        out[f"smtp_{key}"] = value
+    if out["smtp_password"] and not out["smtp_username"]:
+        check.error(prefix + "password", "set without a username")
+    sender = check.string(smtp, prefix, "sender", "alerts@localhost")
+    if not re.match(r"^[^@\s<>]+@[^@\s<>]+$", sender):
+        check.error(prefix + "sender", f"expected an email address, got {_show(sender)}")
+    out["smtp_sender"] = sender
+    return out
 
 
 def _isHostPort(value):
@@ -409,13 +638,18 @@ def _isHostPort(value):
 
 _TOP = (
     "memcache", "web", "database", "node", "cluster", "clusters", "caches", "store", "plans",
-    "analytics",
+    "analytics", "alerts",
 )
 _ANALYTICS_KEYS = (
     "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
     "slices", "batch_limit",
 )
 _PLAN_KEYS = ("memory", "connections", "item_size", "development")
+_MEMCACHE_KEYS = (
+    "listen", "auth_timeout", "tls_min_version", "backlog", "max_connections",
+    "auth_failure_rate", "auth_failure_burst",
+)
+_WEB_KEYS = ("listen", "public_url", "backlog", "max_connections", "header_timeout", "body_timeout", "idle_timeout")
 
 
 def _checkPlans(check, data, defaults):
@@ -444,30 +678,6 @@ def _checkPlans(check, data, defaults):
     return plans
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
-
-
-def _duration(check, table, prefix, key, default):
-    """
-    A positive duration: seconds as a number, or a string such as
-    C{"5s"}, C{"500ms"}, C{"1m"}.
-    """
-    value = table.get(key, default)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(value) if isinstance(value, str) else None
-        if match is None:
-            check.error(prefix + key, f'expected a duration such as "5s" or "500ms", got {_show(value)}')
-            return default
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-    if seconds <= 0:
-        check.error(prefix + key, f"expected a positive duration, got {_show(value)}")
-        return default
-    return seconds
-
-
 def _settingsFrom(data, overrides):
     """
     Build L{Settings} from a parsed TOML document and overrides.
@@ -478,7 +688,7 @@ def _settingsFrom(data, overrides):
     check.unknown(data, "", _TOP)
 
     memcache = check.table(data, "memcache")
-    check.unknown(memcache, "memcache.", ("listen", "auth_timeout", "tls_min_version"))
+    check.unknown(memcache, "memcache.", _MEMCACHE_KEYS)
     listen = overrides.get("listen") or memcache.get("listen", list(DEFAULT_LISTEN))
     listenKey = "--listen" if overrides.get("listen") else "memcache.listen"
     if isinstance(listen, str):
@@ -499,14 +709,29 @@ def _settingsFrom(data, overrides):
         )
         tlsMin = TLSVersion.TLSv1_2
 
+    memcacheBacklog = check.integer(memcache, "memcache.", "backlog", 1024)
+    memcacheMax = check.integer(memcache, "memcache.", "max_connections", 0, minimum=0)
+    authFailureRate = check.number(memcache, "memcache.", "auth_failure_rate", 5.0)
+    authFailureBurst = check.integer(memcache, "memcache.", "auth_failure_burst", 10)
+
     web = check.table(data, "web")
-    check.unknown(web, "web.", ("listen",))
+    check.unknown(web, "web.", _WEB_KEYS)
+    webBacklog = check.integer(web, "web.", "backlog", 1024)
+    webMax = check.integer(web, "web.", "max_connections", 0, minimum=0)
+    headerTimeout = check.duration(web, "web.", "header_timeout", 10.0)
+    bodyTimeout = check.duration(web, "web.", "body_timeout", 30.0)
+    idleTimeout = check.duration(web, "web.", "idle_timeout", 60.0)
     if overrides.get("web_listen"):
         webListen = overrides["web_listen"]
         check.endpoint(webListen, "--web-listen")
     else:
         webListen = check.string(web, "web.", "listen", DEFAULT_WEB_LISTEN)
         check.endpoint(webListen, "web.listen")
+
+    publicUrl = web.get("public_url", publicUrlOf(webListen))
+    if not isinstance(publicUrl, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", publicUrl):
+        check.error("web.public_url", f"expected an http:// or https:// URL, got {_show(publicUrl)}")
+        publicUrl = publicUrlOf(webListen)
 
     database = check.table(data, "database")
     check.unknown(database, "database.", ("url", "poll_interval"))
@@ -520,7 +745,8 @@ def _settingsFrom(data, overrides):
     pollInterval = check.number(database, "database.", "poll_interval", 1.0)
 
     node = check.table(data, "node")
-    check.unknown(node, "node.", ("name",))
+    check.unknown(node, "node.", ("name", "shutdown_timeout"))
+    shutdownTimeout = check.duration(node, "node.", "shutdown_timeout", 10.0)
     derived = next(
         (h for h in map(_hostPort, listen) if h and _isHostPort(h)), "127.0.0.1:11211"
     )
@@ -535,8 +761,8 @@ def _settingsFrom(data, overrides):
     if not isinstance(clusterSecret, str):
         check.error("cluster.secret", f"expected a string, got {_show(clusterSecret)}")
         clusterSecret = ""
-    heartbeatTimeout = _duration(check, clusterTable, "cluster.", "heartbeat_timeout", 5.0)
-    peerTimeout = _duration(check, clusterTable, "cluster.", "request_timeout", 2.0)
+    heartbeatTimeout = check.duration(clusterTable, "cluster.", "heartbeat_timeout", 5.0)
+    peerTimeout = check.duration(clusterTable, "cluster.", "request_timeout", 2.0)
 
     clustersTable = check.table(data, "clusters")
     clusters = {}
@@ -593,6 +819,8 @@ def _settingsFrom(data, overrides):
     slices = check.integer(analytics, "analytics.", "slices", 10)
     batchLimit = check.integer(analytics, "analytics.", "batch_limit", 500)
 
+    alertSettings = _checkAlerts(check, data)
+
     if check.errors:
         return None, check.errors
     return (
@@ -619,6 +847,18 @@ def _settingsFrom(data, overrides):
             analytics_time_slice=timeSlice,
             analytics_slices=slices,
             analytics_batch_limit=batchLimit,
+            web_public_url=publicUrl.rstrip("/"),
+            **alertSettings,
+            memcache_backlog=memcacheBacklog,
+            memcache_max_connections=memcacheMax,
+            auth_failure_rate=authFailureRate,
+            auth_failure_burst=authFailureBurst,
+            web_backlog=webBacklog,
+            web_max_connections=webMax,
+            web_header_timeout=headerTimeout,
+            web_body_timeout=bodyTimeout,
+            web_idle_timeout=idleTimeout,
+            shutdown_timeout=shutdownTimeout,
             cluster_secret=clusterSecret,
             heartbeat_timeout=heartbeatTimeout,
             peer_timeout=peerTimeout,

@@ -191,11 +191,18 @@ class IStorePlugin(Interface):
 
 class IAlertDeliverer(Interface):
     """
-    Delivers one alert to one destination (email, Slack).
+    Delivers alert messages to one destination (an email address, a Slack
+    incoming webhook, a signed webhook); see L{memcachier.alerts.delivery}.
+    A deliverer never blocks: everything it does is on the reactor.
     """
 
-    def deliver(alert):
+    def deliver(message):
         """
-        @return: a L{Deferred} that fires when the destination accepted the
-            alert and fails otherwise.
+        Send one message.
+
+        @param message: a L{memcachier.alerts.message.AlertMessage}.
+        @return: a L{Deferred} that fires when the destination accepted
+            the message, and fails (with L{memcachier.alerts.delivery.DeliveryError}
+            or the transport's error) otherwise.  It does not retry: the
+            caller does (L{memcachier.alerts.service}).
         """

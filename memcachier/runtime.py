@@ -229,7 +229,10 @@ class CacheRegistry:
                 runtime.gone = True
                 del self._runtimes[cacheId]
                 self.store.dropKeyspace(cacheId)
-                self._log.info("cache {cacheId} deleted; keyspace dropped", cacheId=cacheId)
+                self._log.info(
+                    "cache {cacheId} deleted; keyspace dropped",
+                    event="cache_dropped", cacheId=cacheId,
+                )
                 continue
             runtime.gone = not cache.enabled
             plan = self.index.planOf(cacheId)
@@ -237,5 +240,6 @@ class CacheRegistry:
                 runtime.plan = plan
                 runtime.keyspace.configure(plan.memory, plan.item_size)
                 self._log.info(
-                    "cache {cacheId} now on plan {plan}", cacheId=cacheId, plan=plan.slug
+                    "cache {cacheId} now on plan {plan}",
+                    event="plan_applied", cacheId=cacheId, plan=plan.slug,
                 )

@@ -7,13 +7,15 @@ bad config stops twistd before anything starts); L{makeService} builds the
 node's services in dependency order.
 """
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.python import usage
 
 from memcachier.config import ConfigError, _endpointArgs, loadSettings
+from memcachier.limits import connectionCeilings, descriptorLimit
+from memcachier.tls import ReloadingContextFactory, tlsOptions  # noqa: F401 (tlsOptions: API)
 
 _log = Logger()
 
@@ -64,6 +66,14 @@ class Options(usage.Options):
             self.settings = loadSettings(self["config"], overrides)
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        try:
+            connectionCeilings(
+                self.settings.memcache_max_connections,
+                self.settings.web_max_connections,
+                descriptorLimit(),
+            )
+        except ValueError as e:
+            raise usage.UsageError(f"configuration error: {e}")
 
 
 class _CloseStore(Service):
@@ -124,16 +134,33 @@ class ListenerService(Service):
                 lambda f: self._log.failure("Cannot listen on {endpoint}", f, endpoint=self.endpoint)
             )
 
+    #: what the listener serves, for its log line (C{"memcache"}, C{"web"})
+    surface = "memcache"
+    description = None
+
+    def _up(self, port):
+        address = port.getHost() if hasattr(port, "getHost") else None
+        self._log.info(
+            "{surface} listener up on {address}",
+            event="listener_up",
+            surface=self.surface,
+            address=getattr(address, "port", None) and f"{address.host}:{address.port}"
+            or str(address),
+            description=self.description,
+        )
+
     def _listened(self, port):
         self.port = port
         stopReading = getattr(port, "stopReading", None)
         if self.ready is None or stopReading is None:
+            self._up(port)
             return port
         stopReading()
 
         def accept(result):
             if self.running and self.port is port:
                 port.startReading()
+                self._up(port)
             return result
 
         self.ready.addBoth(accept)
@@ -147,86 +174,57 @@ class ListenerService(Service):
         return None
 
 
-def tlsOptions(description, minimum):
+#: memcached's listen backlog (C{-b}); Twisted's default of 50 left
+#: thousands of clients believing they were connected under a burst
+DEFAULT_BACKLOG = 1024
+
+#: endpoint types whose descriptions take a C{backlog} option
+_BACKLOG_TYPES = ("tcp", "tcp6", "unix", "ssl")
+
+
+def withBacklog(description, backlog):
     """
-    TLS settings for an C{ssl:} listener, from its description, with a
-    floor on the TLS version that the description cannot lower.
-
-    Twisted's C{ssl:} endpoint string has no option for a minimum version
-    (only the fixed-version C{sslmethod}, which L{memcachier.config}
-    refuses), so we build the L{CertificateOptions} ourselves with
-    C{raiseMinimumTo}.
-
-    @param description: C{ssl:PORT:privateKey=...:certKey=...[:extraCertChain=...][:dhParameters=...][:interface=...][:backlog=...]}.
-    @param minimum: a L{twisted.internet.ssl.TLSVersion} constant.
-    @return: a 2-tuple of L{CertificateOptions} and a L{dict} with C{port},
-        C{interface} and C{backlog}.
+    C{description} with C{:backlog=BACKLOG} added when its type takes one
+    and it sets none.
     """
-    from twisted.internet import ssl
-    from twisted.python.filepath import FilePath
-
     args, kw = _endpointArgs(description)
-    port = int(kw.pop("port", args[1] if len(args) > 1 else 0))
-    privateKey = kw.pop("privateKey", "server.pem")
-    certKey = kw.pop("certKey", privateKey)
-    extraCertChain = kw.pop("extraCertChain", None)
-    dhParameters = kw.pop("dhParameters", None)
-    listening = {
-        "port": port,
-        "interface": kw.pop("interface", ""),
-        "backlog": int(kw.pop("backlog", 50)),
-    }
-    if kw:
-        raise ValueError(f"unsupported ssl: options in {description!r}: {', '.join(kw)}")
-    certificate = ssl.PrivateCertificate.loadPEM(
-        FilePath(certKey).getContent() + b"\n" + FilePath(privateKey).getContent()
-    )
-    chain = None
-    if extraCertChain is not None:
-        pem = FilePath(extraCertChain).getContent()
-        chain = [
-            ssl.Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + part).original
-            for part in pem.split(b"-----BEGIN CERTIFICATE-----")[1:]
-        ]
-    dh = None
-    if dhParameters is not None:
-        dh = ssl.DiffieHellmanParameters.fromFile(FilePath(dhParameters))
-    options = ssl.CertificateOptions(
-        privateKey=certificate.privateKey.original,
-        certificate=certificate.original,
-        extraCertChain=chain,
-        dhParameters=dh,
-        raiseMinimumTo=minimum,
-    )
-    return options, listening
+    if args and args[0] in _BACKLOG_TYPES and "backlog" not in kw:
+        return f"{description}:backlog={backlog}"
+    return description
 
 
-def serverEndpoint(description, reactor, tlsMinimum):
+def serverEndpoint(description, reactor, tlsMinimum, backlog=DEFAULT_BACKLOG):
     """
     The endpoint of a listener description.
 
     C{ssl:} descriptions get an L{SSL4ServerEndpoint} whose TLS settings
-    come from L{tlsOptions}; every other description goes through
-    L{serverFromString}.
+    come from a L{ReloadingContextFactory} (see L{memcachier.tls}); every
+    other description goes through L{serverFromString}.  Either way the
+    listen backlog is C{backlog} unless the description sets one.
 
     @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
     @rtype: L{twisted.internet.interfaces.IStreamServerEndpoint}
     """
     from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 
+    description = withBacklog(description, backlog)
     if description.split(":", 1)[0] != "ssl":
         return serverFromString(reactor, description)
-    options, listening = tlsOptions(description, tlsMinimum)
-    return SSL4ServerEndpoint(
+    contextFactory = ReloadingContextFactory(description, tlsMinimum, backlog)
+    listening = contextFactory.listening
+    endpoint = SSL4ServerEndpoint(
         reactor,
         listening["port"],
-        options,
+        contextFactory,
         backlog=listening["backlog"],
         interface=listening["interface"],
     )
+    endpoint.reloadingContextFactory = contextFactory
+    return endpoint
 
 
-def listenerService(description, factory, reactor, tlsMinimum, ready=None):
+def listenerService(description, factory, reactor, tlsMinimum, ready=None,
+                    backlog=DEFAULT_BACKLOG, surface="memcache"):
     """
     A L{ListenerService} on C{description} with C{factory}.
 
@@ -235,9 +233,16 @@ def listenerService(description, factory, reactor, tlsMinimum, ready=None):
 
     @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
     @param ready: see L{ListenerService}.
+    @param backlog: the listen backlog unless the description sets one.
+    @param surface: what it serves, for its log line.
     @rtype: L{ListenerService}
     """
-    return ListenerService(serverEndpoint(description, reactor, tlsMinimum), factory, ready)
+    service = ListenerService(
+        serverEndpoint(description, reactor, tlsMinimum, backlog), factory, ready
+    )
+    service.description = description
+    service.surface = surface
+    return service
 
 
 def firstStartMessage(servers, username, password):
@@ -294,6 +299,16 @@ def analyticsRouteGroups(index, analytics):
     return [InsightAPI(auth, analytics), IntrospectionAPI(auth, analytics)]
 
 
+def alertRouteGroups(index, store, settings):
+    """
+    The API route group of alerts, for C{makeSite(..., groups=...)}.
+    """
+    from memcachier.web.alerts import AlertsAPI
+    from memcachier.web.common import CacheAuth
+
+    return [AlertsAPI(CacheAuth(index), store, settings.alerts_allow_http_loopback)]
+
+
 def buildService(settings, reactor):
     """
     Build a node's services.  Order matters: children start in the order
@@ -321,7 +336,12 @@ def buildService(settings, reactor):
     from memcachier.runtime import CacheRegistry
     from memcachier.stores.discovery import makeStore
 
-    top = MultiService()
+    from memcachier.shutdown import CertificateReloader, NodeService
+
+    top = NodeService(reactor, settings.shutdown_timeout)
+    memcacheCeiling, webCeiling = connectionCeilings(
+        settings.memcache_max_connections, settings.web_max_connections, descriptorLimit()
+    )
 
     # Store first: a missing or broken plugin must stop us before any I/O.
     store = makeStore(settings.store_plugin, settings.store_settings, reactor)
@@ -383,6 +403,13 @@ def buildService(settings, reactor):
     analytics = makeAnalytics(registry, index, engine, pool, settings, reactor)
     analytics.setServiceParent(top)
 
+    from memcachier.alerts.service import makeAlerts
+
+    alertService, alertStore = makeAlerts(
+        registry, index, engine, pool, settings, reactor, analytics
+    )
+    alertService.setServiceParent(top)
+
     # The web site: the analytics API v2 and the analytics route groups,
     # on its own listener; like the memcache ports it accepts once the
     # index is loaded (authentication reads it).
@@ -390,19 +417,46 @@ def buildService(settings, reactor):
 
     site = makeSite(
         asyncControlPlane, index, registry, settings, reactor,
-        groups=analyticsRouteGroups(index, analytics),
+        groups=analyticsRouteGroups(index, analytics) + alertRouteGroups(index, alertStore, settings),
+        maxConnections=webCeiling,
     )
-    listenerService(
-        settings.web_listen, site, reactor, settings.tls_min_version, ready
-    ).setServiceParent(top)
-    _log.info("web listener: {description}", description=settings.web_listen)
+    webListener = listenerService(
+        settings.web_listen, site, reactor, settings.tls_min_version, ready,
+        backlog=settings.web_backlog, surface="web",
+    )
+    webListener.setServiceParent(top)
+    top.listeners.append(webListener)
+    top.drainables.append(site)
 
-    factory = MemcacheFactory(registry, reactor, settings.auth_timeout)
+    from memcachier.protocols.throttle import AuthThrottle
+
+    throttle = AuthThrottle(settings.auth_failure_rate, settings.auth_failure_burst)
+    factory = MemcacheFactory(
+        registry, reactor, settings.auth_timeout, throttle, maxConnections=memcacheCeiling
+    )
+    top.drainables.append(factory)
     for description in settings.listen:
-        listenerService(
-            description, factory, reactor, settings.tls_min_version, ready
-        ).setServiceParent(top)
-        _log.info("memcache listener: {description}", description=description)
+        listener = listenerService(
+            description, factory, reactor, settings.tls_min_version, ready,
+            backlog=settings.memcache_backlog,
+        )
+        listener.setServiceParent(top)
+        top.listeners.append(listener)
+    contextFactories = [
+        listener.endpoint.reloadingContextFactory
+        for listener in top.listeners
+        if getattr(listener.endpoint, "reloadingContextFactory", None) is not None
+    ]
+    if contextFactories:
+        CertificateReloader(reactor, contextFactories).setServiceParent(top)
+    _log.info(
+        "connection ceilings: memcache {memcacheCeiling}, web {webCeiling} "
+        "(descriptor limit {limit})",
+        event="connection_ceilings",
+        memcacheCeiling=memcacheCeiling,
+        webCeiling=webCeiling,
+        limit=descriptorLimit(),
+    )
     return top
 
 
@@ -417,7 +471,10 @@ def makeService(options):
 
     from twisted.internet import reactor
 
+    from memcachier.shutdown import installGracefulStop
+
     service = buildService(options.settings, reactor)
+    reactor.callWhenRunning(installGracefulStop, reactor)
     # Everything imported and built so far lives as long as the process:
     # keep it out of every future full collection, whose cost under load
     # is proportional to the tracked objects they scan (docs/performance.md).

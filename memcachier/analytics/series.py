@@ -116,6 +116,17 @@ def _lookups(d):
     )
 
 
+def hitCounts(data):
+    """
+    The hits and the lookups behind C{hit_rate} (every retrieval, cas,
+    incr/decr, delete and touch that found or did not find its key), for
+    rules that need to know how much traffic a rate stands on.
+
+    @return: 2-tuple of L{int}.
+    """
+    return _hits(data), _lookups(data)
+
+
 #: Counts per sample behind each C{*_rate} name (divided by seconds).
 _RATES = {
     "auth_cmds_rate": lambda d: d.get("auth_cmds", 0),

@@ -20,10 +20,11 @@ thread pool through L{AsyncAnalytics}.
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from memcachier.analytics import series
+from memcachier.limits import Bursts
 from memcachier.analytics.series import QueryError
 
 
@@ -165,14 +166,30 @@ def tcpConnector(reactor, timeout=5.0):
     """
     A C{connect(server, protocol) -> Deferred} over TCP for L{LatencyProbe}.
     """
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.endpoints import TCP4ClientEndpoint
 
     def connect(server, protocol):
         host, _, port = server.rpartition(":")
         endpoint = TCP4ClientEndpoint(reactor, host.strip("[]"), int(port), timeout=timeout)
-        return connectProtocol(endpoint, protocol)
+        return endpoint.connect(_QuietFactory(protocol))
 
     return connect
+
+
+class _QuietFactory(Factory):
+    """
+    Hands out one protocol, without the "Starting factory" and "Stopping
+    factory" lines Twisted logs for every connection of a noisy factory
+    (two log lines per probe, every 20 seconds, per server).
+    """
+
+    noisy = False
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def buildProtocol(self, addr):
+        return self._protocol
 
 
 class LatencyProbe(_LoopingService):
@@ -194,6 +211,7 @@ class LatencyProbe(_LoopingService):
         self.connect = connect or tcpConnector(reactor, timeout)
         self.period = period
         self.timeout = timeout
+        self._failures = {}
 
     def tick(self):
         now = self._reactor.seconds()
@@ -214,13 +232,23 @@ class LatencyProbe(_LoopingService):
 
         d.addBoth(stop)
         d.addCallback(lambda ns: self.analytics.addLatency(server, now, ns))
-        d.addErrback(
-            lambda f: self._log.warn(
-                "latency probe of {server} failed: {error}", server=server,
-                error=f.getErrorMessage(),
-            )
-        )
+        d.addErrback(self._ebProbe, server)
         return d
+
+    def _ebProbe(self, failure, server):
+        """
+        A server did not answer: log the first failure of a run of them
+        (a peer down for an hour is one line, not 180).
+        """
+        bursts = self._failures.setdefault(server, Bursts(self.period * 2.5))
+        previous = bursts.occurred(self._reactor.seconds())
+        if previous is not None:
+            self._log.warn(
+                "latency probe of {server} failed: {error} (logged once until it "
+                "answers again)",
+                event="latency_probe_failed", server=server,
+                error=failure.getErrorMessage(),
+            )
 
 
 class PrefixWatcher(_LoopingService):

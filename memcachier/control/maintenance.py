@@ -122,6 +122,7 @@ class InactiveCacheReaper(Service):
             self._log.info(
                 "disabled development cache {cacheId} {name!r}: inactive for "
                 "more than {days} days",
+                event="cache_disabled",
                 cacheId=cache.id,
                 name=cache.name,
                 days=self.days,

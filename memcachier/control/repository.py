@@ -444,6 +444,7 @@ class ControlPlane:
             raise  # pragma: no cover
         self._log.info(
             "created cache {cacheId} {name!r} on plan {plan}",
+            event="cache_created",
             cacheId=cache.id,
             name=cache.name,
             plan=plan,
@@ -465,7 +466,7 @@ class ControlPlane:
             )
             conn.execute(schema.caches.delete().where(schema.caches.c.id == cacheId))
             self._bump(conn)
-        self._log.info("deleted cache {cacheId}", cacheId=cacheId)
+        self._log.info("deleted cache {cacheId}", event="cache_deleted", cacheId=cacheId)
 
     def _updateCache(self, cacheId, **values):
         with self.engine.begin() as conn:
@@ -487,6 +488,7 @@ class ControlPlane:
         cache = self._updateCache(cacheId, enabled=bool(enabled))
         self._log.info(
             "cache {cacheId} {state}",
+            event="cache_enabled" if enabled else "cache_disabled",
             cacheId=cacheId,
             state="enabled" if enabled else "disabled",
         )
@@ -502,7 +504,9 @@ class ControlPlane:
         """
         self._checkPlan(slug)
         cache = self._updateCache(cacheId, plan=slug)
-        self._log.info("cache {cacheId} moved to plan {plan}", cacheId=cacheId, plan=slug)
+        self._log.info(
+            "cache {cacheId} moved to plan {plan}", event="plan_changed", cacheId=cacheId, plan=slug
+        )
         return cache
 
     def setCluster(self, cacheId, name):

@@ -219,6 +219,119 @@ prefix_samples = sa.Table(
 )
 
 
+# -- alerts (revision 0003) ------------------------------------------------
+#
+# Alerts and their delivery configs belong to a cache (deleted with it).
+# An alert's rule state (firing or not, since when) is kept on its row, so
+# the node that evaluates next (after a restart or a lease move) neither
+# fires again nor forgets to resolve.  Each firing or resolution is an
+# event; each event has one delivery row per destination, which stays
+# "pending" until the destination accepted it or the retries ran out, so
+# deliveries survive a restart.  One row of alert_lease names the node
+# that evaluates and delivers.  See memcachier.alerts and docs/alerts.md.
+
+alert_configs = sa.Table(
+    "alert_configs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "cache_id",
+        sa.Integer,
+        sa.ForeignKey("caches.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("delivery_type", sa.String(16), nullable=False),
+    sa.Column("email", sa.String(254), nullable=False, server_default=""),
+    sa.Column("slack_url", sa.String(2048), nullable=False, server_default=""),
+    sa.Column("slack_channel", sa.String(128), nullable=False, server_default=""),
+    sa.Column("webhook_url", sa.String(2048), nullable=False, server_default=""),
+    sa.Column("webhook_secret", sa.String(128), nullable=False, server_default=""),
+)
+
+
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "cache_id",
+        sa.Integer,
+        sa.ForeignKey("caches.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("trigger_type", sa.String(32), nullable=False),
+    sa.Column("trigger_threshold", sa.Float, nullable=False),
+    sa.Column(
+        "delivery_config_id",
+        sa.Integer,
+        sa.ForeignKey("alert_configs.id"),
+        nullable=False,
+    ),
+    sa.Column("description", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    #: whether the alert has fired and not yet resolved
+    sa.Column("firing", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("state_since", sa.Float, nullable=True),
+)
+
+
+alert_events = sa.Table(
+    "alert_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "alert_id",
+        sa.Integer,
+        sa.ForeignKey("alerts.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    #: "fired" or "resolved"
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Column("threshold", sa.Float, nullable=False),
+    sa.Column("trigger_type", sa.String(32), nullable=False),
+    #: JSON: the message every destination gets (memcachier.alerts.rules.AlertMessage)
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index("ix_alert_events_alert", "alert_id", "time"),
+)
+
+
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "event_id",
+        sa.Integer,
+        sa.ForeignKey("alert_events.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    #: JSON: the delivery config as it was when the event happened
+    sa.Column("destination", sa.Text, nullable=False),
+    #: "pending", "delivered" or "failed"
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt", sa.Float, nullable=True),
+    sa.Column("last_error", sa.String(1024), nullable=False, server_default=""),
+    sa.Column("delivered_at", sa.Float, nullable=True),
+    sa.Index("ix_alert_deliveries_status", "status", "next_attempt"),
+)
+
+
+alert_lease = sa.Table(
+    "alert_lease",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("expires", sa.Float, nullable=False),
+)
+
+#: The id of the one row of C{alert_lease}.
+LEASE_ROW = 1
 # -- cluster membership (revision 0006) ------------------------------------
 #
 # Each node upserts its row on every heartbeat; a node whose heartbeat is

@@ -437,13 +437,19 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
         result = self.session.authenticate(username, password)
         if result.__class__ is Deferred:
             # what follows depends on the outcome: parse it afterwards
-            if self.later(result, _authReply, _serverError, out, barrier=True):
+            if self.later(result, self._lateAuthReply, _serverError, out, barrier=True):
                 return _HOLD
             return None
         out.append(_authReply(result))
-        if result == AuthResult.TOO_MANY_CONNECTIONS:
+        if result == AuthResult.TOO_MANY_CONNECTIONS or result == AuthResult.THROTTLED:
             return _CLOSE
         return None
+
+    def _lateAuthReply(self, result):
+        if result == AuthResult.TOO_MANY_CONNECTIONS or result == AuthResult.THROTTLED:
+            # our slot is still pending: the close waits for this reply
+            self.closeAfterReplies()
+        return _authReply(result)
 
     # -- retrieval ---------------------------------------------------------
 

@@ -156,6 +156,16 @@ class CodecProtocol(Protocol):
         registerProducer = getattr(transport, "registerProducer", None)
         if registerProducer is not None:
             registerProducer(self, True)
+            # TLS sends its close alert only once no producer is registered,
+            # so a close (quit, auth timeout or failure, shutdown) would
+            # otherwise never happen: unregister first.
+            loseConnection = transport.loseConnection
+
+            def unregisterThenLose():
+                transport.unregisterProducer()
+                loseConnection()
+
+            transport.loseConnection = unregisterThenLose
 
     # -- the pipeline --------------------------------------------------------
 

@@ -667,9 +667,18 @@ class BinaryProtocol(CodecProtocol):
         result = self.session.authenticate(user, password)
         if result.__class__ is Deferred:
             # what follows may depend on the outcome: parse it afterwards
-            return self._late(result, BinaryProtocol._renderAuth, out, opcode, opaque, None,
+            return self._late(result, BinaryProtocol._renderLateAuth, out, opcode, opaque, None,
                               barrier=True)
         self._renderAuth(out, result, opcode, opaque, None)
+        if result is AuthResult.THROTTLED:
+            return _CLOSE
+        return None
+
+    def _renderLateAuth(self, out, result, opcode, opaque, extra):
+        self._renderAuth(out, result, opcode, opaque, extra)
+        if result is AuthResult.THROTTLED:
+            # our slot is still pending: the close waits for this reply
+            self.closeAfterReplies()
 
     def _renderAuth(self, out, result, opcode, opaque, extra):
         if self.session.authenticated:

@@ -51,41 +51,9 @@ class AuthResult(enum.IntEnum):
     FAILED = 1
     #: the cache's plan allows no more connections
     TOO_MANY_CONNECTIONS = 2
-
-
-class AuthThrottle:
-    """
-    Slows down repeated authentication failures from one address.
-
-    The first C{free} failures cost nothing; after that each failure's
-    reply is delayed twice as long as the previous one, up to C{maxDelay}
-    seconds.  A success clears the address.  At most C{maxHosts} addresses
-    are remembered (the oldest are forgotten first), so a flood of sources
-    cannot grow memory.
-    """
-
-    def __init__(self, free=3, base=0.1, maxDelay=5.0, maxHosts=10000):
-        self.free = free
-        self.base = base
-        self.maxDelay = maxDelay
-        self.maxHosts = maxHosts
-        self._failures = {}
-
-    def delayFor(self, host):
-        """
-        @return: how many seconds to delay the reply to a failure from
-            C{host}, counting this failure.
-        """
-        failures = self._failures.pop(host, 0) + 1
-        if len(self._failures) >= self.maxHosts:
-            del self._failures[next(iter(self._failures))]
-        self._failures[host] = failures
-        if failures <= self.free:
-            return 0.0
-        return min(self.base * 2 ** (failures - self.free - 1), self.maxDelay)
-
-    def succeeded(self, host):
-        self._failures.pop(host, None)
+    #: too many failures from this address or for this username: refused
+    #: without checking the password; the codec closes the connection
+    THROTTLED = 3
 
 
 def absoluteExptime(exptime, now):
@@ -179,22 +147,25 @@ class Session:
 
         @type username: L{bytes}
         @type password: L{bytes}
-        @return: an L{AuthResult}, or a L{Deferred} firing with one when
-            the reply is delayed because this address keeps failing.
+        @return: an L{AuthResult}.
         """
-        found = self.registry.authenticate(username, password)
+        now = self.reactor.seconds()
+        throttle = self.throttle
+        if not throttle.admit(self.peerHost, username, now):
+            found = None
+            result = AuthResult.THROTTLED
+        else:
+            found = self.registry.authenticate(username, password)
+            result = AuthResult.FAILED
         if found is None:
             # count it against the cache the username names, if any
             target = self.registry.runtimeOfUser(username) or self.runtime
             if target is not None:
                 target.stats.auth_cmds += 1
                 target.stats.auth_errors += 1
-            delay = self.throttle.delayFor(self.peerHost)
-            if delay:
-                d = Deferred()
-                self.reactor.callLater(delay, d.callback, AuthResult.FAILED)
-                return d
-            return AuthResult.FAILED
+            if result is AuthResult.FAILED:
+                throttle.failed(self.peerHost, username, now)
+            return result
         credential, runtime = found
         stats = runtime.stats
         stats.auth_cmds += 1
@@ -214,7 +185,6 @@ class Session:
             # bytes counted before auth belong to the cache now
             stats.bytes_read += self.stats.bytes_read
             stats.bytes_written += self.stats.bytes_written
-        self.throttle.succeeded(self.peerHost)
         if self._authTimer is not None:
             self._authTimer.cancel()
             self._authTimer = None

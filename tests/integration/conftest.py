@@ -161,11 +161,13 @@ class MemcachierServer:
             result.check_returncode()
         return json.loads(result.stdout)
 
-    def start(self, web=True):
+    def start(self, web=True, preexec_fn=None):
         """
         Start twistd and wait until every port accepts connections.
 
         @param web: whether to wait for the web port too.
+        @param preexec_fn: run in the child before twistd (to lower its
+            C{RLIMIT_NOFILE}, say).
         """
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
@@ -180,6 +182,7 @@ class MemcachierServer:
             cwd=self.directory,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=preexec_fn,
         )
         log.close()
         try:
@@ -482,10 +485,14 @@ def memcachier_server_factory(tmp_path, request):
     @param web: wait for the web port to accept connections too.
     @param memcache: extra TOML lines for the C{[memcache]} table, such as
         C{"auth_timeout = 1"}.
+    @param web_config: extra TOML lines for the C{[web]} table.
+    @param preexec_fn: see L{MemcachierServer.start}.
+    @param tls_options: appended to the C{ssl:} description (C{":clientCAs=ca.pem"}).
     """
     started = []
 
-    def start(tls=False, config="", database=None, create_cache=True, web=True, memcache=""):
+    def start(tls=False, config="", database=None, create_cache=True, web=True, memcache="",
+              web_config="", preexec_fn=None, tls_options=""):
         directory = tmp_path / f"server{len(started)}"
         directory.mkdir()
         port, webPort = freePort(), freePort()
@@ -494,7 +501,10 @@ def memcachier_server_factory(tmp_path, request):
         if tls:
             tlsPort = freePort()
             keyPath, certPath = makeSelfSignedCertificate(directory)
-            listen.append(f"ssl:{tlsPort}:privateKey={keyPath}:certKey={certPath}:interface=127.0.0.1")
+            listen.append(
+                f"ssl:{tlsPort}:privateKey={keyPath}:certKey={certPath}:interface=127.0.0.1"
+                + tls_options
+            )
         if database is None:
             database = f"sqlite:///{directory / 'memcachier.sqlite'}"
         configPath = directory / "memcachier.toml"
@@ -504,6 +514,7 @@ def memcachier_server_factory(tmp_path, request):
             f"{memcache}\n"
             "[web]\n"
             f'listen = "tcp:{webPort}:interface=127.0.0.1"\n'
+            f"{web_config}\n"
             "[database]\n"
             f"url = {json.dumps(database)}\n"
             "poll_interval = 0.2\n" + config
@@ -514,7 +525,7 @@ def memcachier_server_factory(tmp_path, request):
             created = server.admin("cache", "create")
             server.cache = created
             server.cache_id, server.username, server.password = _firstCredential(created)
-        server.start(web=web)
+        server.start(web=web, preexec_fn=preexec_fn)
         return server
 
     yield start

@@ -19,7 +19,7 @@ from memcachier.stores.memory import MemoryStore
 from memcachier.testing import AsyncStore, FailingStore
 
 from tests.unit.helpers import World
-from tests.unit.test_binary import Connection, frame, setFrame
+from tests.unit.test_binary import Connection, frame, plainAuth, setFrame
 
 
 def mixedSchedule(method, args):
@@ -180,25 +180,72 @@ def test_asciiNoreplyFailureStillAnswers(world):
     assert transport.value() == b"SERVER_ERROR shard 3 down\r\nMN\r\n"
 
 
-def test_asciiThrottledAuthIsABarrier():
+def _lateAuthentication(proto, clock, delay=1.0, result=None):
     """
-    A throttled authentication failure answers later; what follows is
-    parsed only then (it depends on the outcome), in order.
+    Make C{proto}'s session answer authentication through a L{Deferred}
+    fired C{delay} seconds later by C{clock} (a registry that checks
+    credentials elsewhere would), with its real outcome or C{result}.
     """
-    from memcachier.protocols.session import AuthThrottle
+    from twisted.internet.task import deferLater
 
+    authenticate = proto.session.authenticate
+
+    def late(username, password):
+        outcome = authenticate(username, password)
+        return deferLater(clock, delay, lambda: outcome if result is None else result)
+
+    proto.session.authenticate = late
+
+
+def test_asciiLateAuthIsABarrier():
+    """
+    An authentication answered later holds what follows: it is parsed only
+    then (it depends on the outcome), in order.
+    """
     world = World()
-    world.factory.throttle = AuthThrottle(free=0, base=1.0)
     proto, transport = world.connect()
+    _lateAuthentication(proto, world.clock)
     proto.dataReceived(b"set rw 0 0 3\r\nbad\r\nget k\r\nset rw 0 0 6\r\nsecret\r\n")
     assert transport.value() == b""
     assert transport.producerState == "paused"
     world.clock.advance(1.0)
-    assert transport.value() == (
-        b"CLIENT_ERROR authentication failure\r\nCLIENT_ERROR unauthenticated\r\nSTORED\r\n"
-    )
+    assert transport.value() == b"CLIENT_ERROR authentication failure\r\nCLIENT_ERROR unauthenticated\r\n"
+    world.clock.advance(1.0)
+    assert transport.value().endswith(b"STORED\r\n")
     assert proto.session.authenticated
     assert transport.producerState == "producing"
+
+
+def test_asciiLateThrottledAuthClosesAfterItsReply():
+    """
+    A late answer that the login was throttled is sent, then the
+    connection closes; nothing pipelined behind it is answered.
+    """
+    from memcachier.protocols.session import AuthResult
+
+    world = World()
+    proto, transport = world.connect()
+    _lateAuthentication(proto, world.clock, result=AuthResult.THROTTLED)
+    proto.dataReceived(b"set rw 0 0 3\r\nbad\r\nversion\r\n")
+    world.clock.advance(1.0)
+    assert transport.value() == b"CLIENT_ERROR authentication failure\r\n"
+    assert not transport.connected
+
+
+def test_binaryLateThrottledAuthClosesAfterItsReply():
+    """
+    Over the binary protocol too: the late 0x20 is sent, then the
+    connection closes and the NOOP behind it is not answered.
+    """
+    from memcachier.protocols.session import AuthResult
+
+    world = World()
+    c = Connection(world)
+    _lateAuthentication(c, world.clock, result=AuthResult.THROTTLED)
+    assert c.send(plainAuth(b"rw", b"bad"), frame(B.NOOP, opaque=9)) == []
+    world.clock.advance(1.0)
+    assert [(r.opcode, r.status) for r in c.responses()] == [(B.SASL_AUTH, 0x20)]
+    assert c.closed
 
 
 # -- binary --------------------------------------------------------------------

@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from memcachier.interfaces import IKeyspace, IStore
-from memcachier.protocols.session import AuthThrottle, absoluteExptime
+from memcachier.protocols.session import absoluteExptime
 from tests.unit.helpers import World
 
 
@@ -154,31 +154,23 @@ def test_countersAcrossConnections():
     assert world.registry.runtime(1).stats.curr_connections == 1
 
 
-def test_authThrottle():
+def test_throttledLoginIsRefusedAndClosed():
     """
-    After three failures from one address each further failure is delayed
-    twice as long, up to the cap; a success clears the address.
-    """
-    throttle = AuthThrottle(free=3, base=0.1, maxDelay=1.0)
-    delays = [throttle.delayFor("h") for _ in range(8)]
-    assert delays == [0, 0, 0, 0.1, 0.2, 0.4, 0.8, 1.0]
-    throttle.succeeded("h")
-    assert throttle.delayFor("h") == 0
-
-
-def test_throttledFailureIsDelayed():
-    """
-    A client that keeps failing gets its failure replies late, in order.
+    Past the failure budget an ASCII login gets memcached's auth failure
+    at once, even with the right password, and the connection closes.
     """
     world = World()
-    proto, transport = world.connect()
-    for _ in range(3):
+    for _ in range(10):
+        proto, transport = world.connect()
         proto.dataReceived(b"set rw 0 0 5\r\nwrong\r\n")
-    transport.clear()
-    proto.dataReceived(b"set rw 0 0 5\r\nwrong\r\nversion\r\n")
-    assert transport.value() == b""
-    world.clock.advance(0.1)
-    assert transport.value().startswith(b"CLIENT_ERROR authentication failure\r\nVERSION ")
+        assert transport.value() == b"CLIENT_ERROR authentication failure\r\n"
+        assert transport.connected
+    proto, transport = world.connect()
+    proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\nversion\r\n")
+    assert transport.value() == b"CLIENT_ERROR authentication failure\r\n"
+    assert not transport.connected
+    stats = world.registry.runtime(1).statsDict()
+    assert (stats["auth_cmds"], stats["auth_errors"]) == (11, 11)
 
 
 def test_absoluteExptime():

@@ -83,7 +83,7 @@ def test_tcpListener():
     service = listenerService("tcp:11211:interface=127.0.0.1", factory, reactor, TLSVersion.TLSv1_2)
     service.startService()
     port, listened, backlog, interface = reactor.tcpServers[0]
-    assert (port, listened, interface) == (11211, factory, "127.0.0.1")
+    assert (port, listened, interface, backlog) == (11211, factory, "127.0.0.1", 1024)
     service.stopService()
     assert service.port is None
 
@@ -102,10 +102,10 @@ def test_sslListener(selfSignedCert):
     )
     service.startService()
     port, factory, contextFactory, backlog, interface = reactor.sslServers[0]
-    assert (port, interface) == (11219, "127.0.0.1")
-    assert contextFactory._options & SSL.OP_NO_TLSv1_1
-    assert contextFactory._options & SSL.OP_NO_TLSv1
-    assert not contextFactory._options & SSL.OP_NO_TLSv1_2
+    assert (port, interface, backlog) == (11219, "127.0.0.1", 1024)
+    assert contextFactory.options._options & SSL.OP_NO_TLSv1_1
+    assert contextFactory.options._options & SSL.OP_NO_TLSv1
+    assert not contextFactory.options._options & SSL.OP_NO_TLSv1_2
 
 
 def _handshake(serverContext, clientMethodVersion):

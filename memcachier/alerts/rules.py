@@ -1,0 +1,217 @@
+# -*- test-case-name: tests.unit.test_alerts_rules -*-
+"""
+Alert rules: what each trigger measures, when it fires and when it
+resolves.  Pure: no I/O, no reactor; the caller passes the time (its
+injected clock's C{seconds()}) and the readings.  docs/alerts.md spells out
+the same definitions for users.
+
+  - L{CounterWindow} keeps one cache's counter deltas over the evaluation
+    window (the insight series' arithmetic, L{memcachier.analytics.series}).
+  - L{measure} turns a window (and the plan, and the latency) into the
+    value a trigger compares with its threshold, or L{None} when there is
+    not enough data to judge.
+  - L{RuleState} and L{step} decide, evaluation after evaluation, when an
+    alert fires and resolves: once each, with hysteresis and a minimum
+    duration so that it does not flap.
+"""
+
+import collections
+import math
+
+import attr
+
+from memcachier.analytics import series
+
+#: The contract's trigger types (MemCachier's), then the extra ones.
+CONTRACT_TRIGGERS = ("hit_rate", "memory_usage")
+EXTRA_TRIGGERS = ("evictions", "connections", "latency", "auth_errors")
+TRIGGER_TYPES = CONTRACT_TRIGGERS + EXTRA_TRIGGERS
+
+#: Triggers whose threshold is a percentage (0-100).
+PERCENT_TRIGGERS = ("hit_rate", "memory_usage", "connections")
+
+#: Triggers that fire when the value falls I{below} the threshold; the
+#: others fire when it rises above.
+BELOW_TRIGGERS = ("hit_rate",)
+
+#: What the value of each trigger is, for messages and documents.
+UNITS = {
+    "hit_rate": "%",
+    "memory_usage": "%",
+    "connections": "%",
+    "evictions": " evictions/min",
+    "auth_errors": " auth errors/min",
+    "latency": " ms",
+}
+
+#: hit_rate judges nothing until the window holds this many lookups.
+MIN_LOOKUPS = 20
+
+#: Hysteresis: a percentage trigger resolves only once the value is this
+#: many points on the good side of its threshold ...
+PERCENT_MARGIN = 5.0
+#: ... a rate or latency trigger once it is this fraction below it.
+RATE_MARGIN = 0.10
+
+#: Minimum duration: a change of state needs its condition seen at this
+#: many consecutive evaluations (so it lasted at least one interval).
+HOLD_EVALUATIONS = 2
+
+
+class CounterWindow:
+    """
+    One cache's counters over the last C{window} seconds, from readings of
+    its cumulative counters (L{memcachier.runtime.CacheRuntime.statsDict}).
+
+    Each reading adds the delta since the previous one (a counter that
+    went down was reset and counts from zero, as in the sampler); deltas
+    older than the window are dropped, so the sum is what happened in the
+    window, and the gauges are those of the last reading.
+    """
+
+    def __init__(self, window):
+        self.window = window
+        self._deltas = collections.deque()
+        self._last = None
+
+    def add(self, now, stats):
+        """
+        Record a reading of the cumulative counters taken at C{now}.
+        """
+        if self._last is not None and now > self._last[0]:
+            self._deltas.append((now, now - self._last[0], series.delta(self._last[1], stats)))
+        self._last = (now, dict(stats))
+        while self._deltas and self._deltas[0][0] <= now - self.window:
+            self._deltas.popleft()
+
+    def total(self):
+        """
+        @return: a 2-tuple: seconds covered, and the summed deltas with the
+            last gauges (both empty before two readings).
+        """
+        seconds = 0.0
+        data = {}
+        for _, covered, delta in self._deltas:
+            seconds += covered
+            series.merge(data, delta)
+        if self._last is not None:
+            for name in series.GAUGES:
+                data[name] = self._last[1].get(name, 0)
+        return seconds, data
+
+
+def measure(triggerType, seconds, data, plan, latencyMs=None):
+    """
+    The value a trigger compares with its threshold.
+
+      - C{hit_rate}: hits / lookups in the window, in percent (insight's
+        C{hit_rate}); L{None} below L{MIN_LOOKUPS} lookups.
+      - C{memory_usage}: bytes used / the plan's memory, in percent.
+      - C{connections}: open connections / the plan's limit, in percent.
+      - C{evictions}, C{auth_errors}: per minute over the window.
+      - C{latency}: the last probe's round trip in milliseconds.
+
+    @param seconds: what the window covers (L{CounterWindow.total}).
+    @param data: the window's deltas and gauges.
+    @param plan: the cache's L{memcachier.control.model.Plan}.
+    @param latencyMs: the latest latency figure, or L{None}.
+    @return: a L{float}, or L{None} when there is not enough data.
+    """
+    if triggerType == "latency":
+        return None if latencyMs is None else float(latencyMs)
+    if triggerType == "memory_usage":
+        if "bytes" not in data or not plan.memory:
+            return None
+        return 100.0 * data["bytes"] / plan.memory
+    if triggerType == "connections":
+        if "curr_connections" not in data or not plan.connections:
+            return None
+        return 100.0 * data["curr_connections"] / plan.connections
+    if seconds <= 0:
+        return None
+    if triggerType == "hit_rate":
+        hits, lookups = series.hitCounts(data)
+        if lookups < MIN_LOOKUPS:
+            return None
+        return 100.0 * hits / lookups
+    if triggerType == "evictions":
+        return 60.0 * data.get("evictions", 0) / seconds
+    if triggerType == "auth_errors":
+        return 60.0 * data.get("auth_errors", 0) / seconds
+    raise ValueError(f"unknown trigger type {triggerType!r}")
+
+
+def breached(triggerType, value, threshold):
+    """
+    Whether C{value} is on the wrong side of C{threshold}: below it for
+    C{hit_rate}, above it for every other trigger.
+    """
+    if triggerType in BELOW_TRIGGERS:
+        return value < threshold
+    return value > threshold
+
+
+def recovered(triggerType, value, threshold):
+    """
+    Whether C{value} is back on the good side of C{threshold} by the
+    hysteresis margin (L{PERCENT_MARGIN} points for percentages, capped
+    at 0 and 100; L{RATE_MARGIN} of the threshold for the others).
+    """
+    if triggerType in PERCENT_TRIGGERS:
+        if triggerType in BELOW_TRIGGERS:
+            return value >= min(100.0, threshold + PERCENT_MARGIN)
+        return value <= max(0.0, threshold - PERCENT_MARGIN)
+    return value <= threshold * (1.0 - RATE_MARGIN)
+
+
+@attr.s(frozen=True, slots=True)
+class RuleState:
+    """
+    Where an alert stands.
+
+    @ivar firing: it fired and has not resolved.
+    @ivar since: when it last changed state (clock seconds), or L{None}.
+    @ivar pending: consecutive evaluations that saw the opposite state's
+        condition (see L{HOLD_EVALUATIONS}).
+    """
+
+    firing = attr.ib(default=False)
+    since = attr.ib(default=None)
+    pending = attr.ib(default=0)
+
+
+#: What L{step} reports.
+FIRED, RESOLVED = "fired", "resolved"
+
+
+def step(state, triggerType, value, threshold, now, hold=HOLD_EVALUATIONS):
+    """
+    One evaluation of one alert.
+
+    Not firing, it fires once its condition (L{breached}) has been seen at
+    C{hold} consecutive evaluations.  Firing, it resolves once the value
+    has been back by the hysteresis margin (L{recovered}) at C{hold}
+    consecutive evaluations.  A value of L{None} (not enough data)
+    changes nothing and starts the count again; so does a value between
+    the threshold and the margin.
+
+    @param state: the alert's L{RuleState}.
+    @param value: L{measure}'s result.
+    @param now: the clock's seconds.
+    @return: a 2-tuple of the new L{RuleState} and L{FIRED}, L{RESOLVED}
+        or L{None}.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return attr.evolve(state, pending=0), None
+    if state.firing:
+        moving = recovered(triggerType, value, threshold)
+    else:
+        moving = breached(triggerType, value, threshold)
+    if not moving:
+        return attr.evolve(state, pending=0), None
+    pending = state.pending + 1
+    if pending < hold:
+        return attr.evolve(state, pending=pending), None
+    if state.firing:
+        return RuleState(False, now, 0), RESOLVED
+    return RuleState(True, now, 0), FIRED

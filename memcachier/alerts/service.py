@@ -1,0 +1,413 @@
+# -*- test-case-name: tests.unit.test_alerts_service -*-
+"""
+The alert service of a node: every C{interval} seconds of the reactor's
+clock it reads the counters of the caches this node serves, and, if it
+holds the evaluation lease, evaluates every alert
+(L{memcachier.alerts.rules}) and delivers what fired or resolved
+(L{memcachier.alerts.delivery}).
+
+Exactly one node evaluates and delivers: the one whose name is in the
+control plane's C{alert_lease} row, renewed at every tick and valid for
+L{LEASE_INTERVALS} intervals; another node takes it over when it expires.
+
+A firing or resolution is written, with one pending delivery, in one
+transaction before anything is sent.  A delivery is retried with backoff
+on the reactor clock (C{interval}, then doubling) up to L{MAX_ATTEMPTS}
+attempts, each outcome recorded; a process restarting (or a new lease
+holder) finds the pending rows and goes on, so a restart mid-retry still
+delivers, once.
+"""
+
+from twisted.application.service import Service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from memcachier.alerts import rules
+from memcachier.alerts.message import AlertMessage
+
+#: Attempts per delivery (the first and the retries).
+MAX_ATTEMPTS = 6
+
+#: The longest wait between two attempts, seconds.
+MAX_BACKOFF = 3600.0
+
+#: The lease lasts this many intervals: a holder that misses two ticks
+#: loses it.
+LEASE_INTERVALS = 3
+
+
+def backoff(interval, failures):
+    """
+    Seconds to wait after the C{failures}-th failed attempt: C{interval},
+    then doubling, at most L{MAX_BACKOFF}.
+    """
+    return min(MAX_BACKOFF, interval * 2 ** (failures - 1))
+
+
+class AlertService(Service):
+    """
+    Evaluates alerts and delivers their messages.
+
+    @ivar leader: whether this node held the lease at the last tick.
+    @ivar pending: the L{Deferred} of the last tick (tests wait on it).
+    """
+
+    _log = Logger()
+
+    def __init__(self, store, registry, index, makeDeliverer, nodeName, publicUrl, reactor,
+                 interval=60.0, window=300.0, latencyOf=None):
+        """
+        @param store: an L{memcachier.alerts.repository.AsyncAlerts}.
+        @param registry: the L{memcachier.runtime.CacheRegistry} (counters).
+        @param index: the control index (caches, plans, enabled).
+        @param makeDeliverer: C{makeDeliverer(config dict) -> IAlertDeliverer}.
+        @param nodeName: this node's name, the lease holder's.
+        @param publicUrl: C{[web] public_url}, for the dashboard link.
+        @param latencyOf: C{latencyOf(cacheId, now) -> Deferred(ms or None)},
+            or L{None} if latency is not measured.
+        """
+        self.store = store
+        self.registry = registry
+        self.index = index
+        self.makeDeliverer = makeDeliverer
+        self.nodeName = nodeName
+        self.publicUrl = publicUrl.rstrip("/")
+        self._reactor = reactor
+        self.interval = interval
+        self.window = window
+        self.latencyOf = latencyOf
+        self.leader = False
+        self.pending = None
+        self._windows = {}
+        self._states = {}
+        self._inflight = set()
+        self._recorded = {}
+        self._timers = {}
+        self._loop = None
+
+    # -- service
+
+    def startService(self):
+        super().startService()
+        self._loop = task.LoopingCall(self._safeTick)
+        self._loop.clock = self._reactor
+        self._loop.start(self.interval, now=True)
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        for call in self._timers.values():
+            if call.active():
+                call.cancel()
+        self._timers.clear()
+        if self.leader:
+            self.leader = False
+            d = self.store.releaseLease(self.nodeName)
+            d.addErrback(lambda f: self._log.warn("could not release the alert lease: {e}",
+                                                  e=f.getErrorMessage()))
+            return d
+        return None
+
+    def _safeTick(self):
+        if self.pending is not None and not self.pending.called:
+            # The previous round is still waiting on the database: two
+            # rounds at once could both record the same firing.
+            self._log.warn("alert evaluation skipped: the previous one is still running")
+            return None
+        d = defer.maybeDeferred(self.tick)
+        d.addErrback(lambda f: self._log.failure("alert evaluation failed", f))
+        self.pending = d
+        return None
+
+    # -- evaluation
+
+    def dashboardUrl(self, cacheId):
+        return f"{self.publicUrl}/caches/{cacheId}/"
+
+    def takeReadings(self, now):
+        """
+        Add a reading of every served cache's counters to its window.
+        """
+        seen = set()
+        for runtime in self.registry.runtimes():
+            seen.add(runtime.cacheId)
+            window = self._windows.get(runtime.cacheId)
+            if window is None:
+                window = self._windows[runtime.cacheId] = rules.CounterWindow(self.window)
+            window.add(now, runtime.statsDict())
+        for cacheId in list(self._windows):
+            if cacheId not in seen:
+                del self._windows[cacheId]
+
+    @defer.inlineCallbacks
+    def tick(self):
+        """
+        One round: readings, the lease, evaluation, due deliveries.
+        """
+        now = self._reactor.seconds()
+        self.takeReadings(now)
+        holder = yield self.store.acquireLease(
+            self.nodeName, now, LEASE_INTERVALS * self.interval
+        )
+        if not holder:
+            if self.leader:
+                self._log.info("alert lease lost; another node evaluates alerts")
+            self.leader = False
+            self._states.clear()
+            return
+        if not self.leader:
+            self._log.info("this node evaluates and delivers alerts (lease taken)")
+        self.leader = True
+        snapshot = yield self.store.evaluationSnapshot()
+        yield self.evaluate(snapshot, now)
+        yield self.sendDue()
+
+    @defer.inlineCallbacks
+    def evaluate(self, snapshot, now):
+        """
+        Step every alert's rule and record what fired or resolved.
+
+        @param snapshot: (alert, config) pairs from the repository.
+        """
+        live = set()
+        for alert, config in snapshot:
+            alertId = alert["id"]
+            cache = self.index.cache(alert["cache_id"])
+            if not alert["enabled"] or cache is None or not cache.enabled or config is None:
+                self._states.pop(alertId, None)
+                continue
+            live.add(alertId)
+            state = self._states.get(alertId)
+            if state is None or state.firing != alert["firing"]:
+                state = rules.RuleState(alert["firing"], alert["state_since"])
+            value = yield self._measure(alert, now)
+            state, transition = rules.step(
+                state, alert["trigger_type"], value, alert["trigger_threshold"], now
+            )
+            self._states[alertId] = state
+            if transition is None:
+                continue
+            message = AlertMessage(
+                kind=transition,
+                alertId=alertId,
+                cacheId=cache.id,
+                cacheName=cache.name,
+                triggerType=alert["trigger_type"],
+                description=alert["description"],
+                value=value,
+                threshold=alert["trigger_threshold"],
+                time=now,
+                dashboardUrl=self.dashboardUrl(cache.id),
+            )
+            self._log.info(
+                "alert {alertId} of cache {cacheId} {kind}: {condition}, measured {value}",
+                alertId=alertId, cacheId=cache.id, kind=transition,
+                condition=message.condition(), value=message.value,
+            )
+            yield self.store.recordTransition(
+                alertId, transition, now, message.value, message.threshold,
+                message.triggerType, message.toJSON(), config,
+            )
+        for alertId in list(self._states):
+            if alertId not in live:
+                del self._states[alertId]
+
+    def _measure(self, alert, now):
+        cacheId = alert["cache_id"]
+        trigger = alert["trigger_type"]
+        if trigger == "latency":
+            if self.latencyOf is None:
+                return defer.succeed(None)
+            return self.latencyOf(cacheId, now)
+        window = self._windows.get(cacheId)
+        if window is None:
+            return defer.succeed(None)
+        seconds, data = window.total()
+        return defer.succeed(
+            rules.measure(trigger, seconds, data, self.index.planOf(cacheId))
+        )
+
+    # -- delivery
+
+    @defer.inlineCallbacks
+    def sendDue(self):
+        """
+        Attempt every pending delivery that is due and not already under
+        way; schedule a wake-up for the later ones.
+        """
+        if not self.leader:
+            return
+        now = self._reactor.seconds()
+        rows = yield self.store.pendingDeliveries()
+        pending = {row["id"] for row in rows}
+        for deliveryId in list(self._recorded):
+            if deliveryId not in pending and deliveryId not in self._inflight:
+                del self._recorded[deliveryId]
+        for row in rows:
+            if row["id"] in self._inflight:
+                continue
+            if row["attempts"] < self._recorded.get(row["id"], 0):
+                # Read before an attempt of ours was recorded: stale.
+                continue
+            due = row["next_attempt"] or 0.0
+            if due <= now:
+                self._attempt(row)
+            else:
+                self._wakeAt(row["id"], due - now)
+
+    def _wakeAt(self, deliveryId, delay):
+        call = self._timers.get(deliveryId)
+        if call is not None and call.active():
+            return
+        self._timers[deliveryId] = self._reactor.callLater(max(0.0, delay), self._wake, deliveryId)
+
+    def _wake(self, deliveryId):
+        self._timers.pop(deliveryId, None)
+        if self.running:
+            self.sendDue().addErrback(
+                lambda f: self._log.failure("sending alert deliveries failed", f)
+            )
+
+    def _attempt(self, row):
+        deliveryId = row["id"]
+        self._inflight.add(deliveryId)
+        attempts = row["attempts"] + 1
+        destination = row["destination"]
+        try:
+            message = AlertMessage.fromJSON(row["message"])
+            deliverer = self.makeDeliverer(destination)
+            d = defer.maybeDeferred(deliverer.deliver, message)
+        except Exception:
+            d = defer.fail()
+
+        def delivered(_):
+            self._recorded[deliveryId] = MAX_ATTEMPTS + 1
+            self._log.info(
+                "alert delivery {deliveryId} ({kind}) to {type} config {configId} delivered "
+                "(attempt {attempts})",
+                deliveryId=deliveryId, kind=message.kind, type=destination.get("delivery_type"),
+                configId=destination.get("id"), attempts=attempts,
+            )
+            return self.store.deliveryDone(deliveryId, self._reactor.seconds(), attempts)
+
+        def failed(failure):
+            self._recorded[deliveryId] = attempts if attempts < MAX_ATTEMPTS else MAX_ATTEMPTS + 1
+            error = failure.getErrorMessage() or failure.type.__name__
+            if attempts >= MAX_ATTEMPTS:
+                nextAttempt = None
+                self._log.warn(
+                    "alert delivery {deliveryId} to {type} config {configId} failed for good "
+                    "after {attempts} attempts: {error}",
+                    deliveryId=deliveryId, type=destination.get("delivery_type"),
+                    configId=destination.get("id"), attempts=attempts, error=error,
+                )
+            else:
+                delay = backoff(self.interval, attempts)
+                nextAttempt = self._reactor.seconds() + delay
+                self._log.warn(
+                    "alert delivery {deliveryId} to {type} config {configId} failed "
+                    "(attempt {attempts}), retrying in {delay}s: {error}",
+                    deliveryId=deliveryId, type=destination.get("delivery_type"),
+                    configId=destination.get("id"), attempts=attempts, delay=delay, error=error,
+                )
+            d = self.store.deliveryFailed(deliveryId, attempts, error, nextAttempt)
+            if nextAttempt is not None:
+                d.addCallback(lambda _: self._wakeAt(deliveryId, nextAttempt - self._reactor.seconds()))
+            return d
+
+        def finished(result):
+            self._inflight.discard(deliveryId)
+            return result
+
+        d.addCallbacks(delivered, failed)
+        d.addBoth(finished)
+        d.addErrback(lambda f: self._log.failure("recording alert delivery {deliveryId} failed",
+                                                 f, deliveryId=deliveryId))
+        return d
+
+
+def deliverersFor(settings, reactor, http=None, connectSMTP=None):
+    """
+    The C{makeDeliverer(config)} of L{AlertService}: an L{IAlertDeliverer}
+    for a delivery config L{dict}.
+
+    @param settings: L{memcachier.config.Settings} (C{[alerts.smtp]}).
+    @param http: a treq L{HTTPClient} (one over an L{Agent} on C{reactor},
+        which verifies certificates, by default).
+    @param connectSMTP: C{connect(host, port, factory)} (TCP by default).
+    """
+    from memcachier.alerts import delivery
+
+    if http is None:
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent
+
+        http = HTTPClient(Agent(reactor))
+    smtp = delivery.SMTPSettings(
+        host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
+        username=settings.smtp_username, password=settings.smtp_password,
+        sender=settings.smtp_sender,
+    )
+    connect = connectSMTP or delivery.tcpConnector(reactor)
+
+    def makeDeliverer(config):
+        kind = config.get("delivery_type")
+        if kind == "email":
+            return delivery.EmailDeliverer(smtp, config["email"], reactor, connect)
+        if kind == "slack":
+            return delivery.SlackDeliverer(
+                http, reactor, config["slack_url"], config.get("slack_channel", "")
+            )
+        if kind == "webhook":
+            return delivery.WebhookDeliverer(
+                http, reactor, config["webhook_url"], config["webhook_secret"]
+            )
+        raise ValueError(f"unknown delivery type {kind!r}")
+
+    return makeDeliverer
+
+
+def latencyFrom(analytics, settings):
+    """
+    C{latencyOf(cacheId, now)} for L{AlertService}: the highest of the
+    cache's servers' latest probe (over the last two probe periods, or
+    the window if longer), in milliseconds, from the analytics store.
+    """
+    from memcachier.analytics import series
+
+    def latencyOf(cacheId, now):
+        cache = analytics.index.cache(cacheId)
+        cluster = cache.cluster if cache is not None else settings.default_cluster
+        servers = settings.clusters.get(cluster, (settings.node_name,))
+        span = max(settings.alerts_window, 2 * settings.analytics_latency_period)
+        d = analytics.store.latencyBuckets(servers, series.LATENCY_PERIOD, now - span, now)
+
+        def latest(rows):
+            last = {}
+            for server, time, ns in rows:
+                last[server] = ns
+            return max(last.values()) / 1e6 if last else None
+
+        return d.addCallback(latest)
+
+    return latencyOf
+
+
+def makeAlerts(registry, index, engine, pool, settings, reactor, analytics=None):
+    """
+    The alert service of a node and the store the API's alert routes use.
+
+    @return: a 2-tuple of L{AlertService} and L{AsyncAlerts}.
+    """
+    from memcachier.alerts.repository import AlertRepository, AsyncAlerts
+
+    store = AsyncAlerts(AlertRepository(engine, reactor), pool, reactor)
+    service = AlertService(
+        store, registry, index, deliverersFor(settings, reactor), settings.node_name,
+        settings.web_public_url, reactor, interval=settings.alerts_interval,
+        window=settings.alerts_window,
+        latencyOf=latencyFrom(analytics, settings) if analytics is not None else None,
+    )
+    return service, store

@@ -1,0 +1,164 @@
+# -*- test-case-name: tests.unit.test_shutdown -*-
+"""
+Graceful stop (C{SIGTERM}) and certificate reload (C{SIGHUP}).
+
+twistd stops the application service on C{SIGTERM} and waits for the
+L{Deferred} its C{stopService} returns.  L{NodeService} makes that a
+sequence: stop accepting on every listener; let every open connection
+finish what it is doing (a web request being received or answered runs to
+its end, then its connection closes; an idle connection closes at once) for
+at most C{shutdownTimeout} seconds, after which what is left is aborted;
+only then stop the other services, the thread pool last, so control-plane
+writes the last requests queued are done before the process exits (0).
+"""
+
+import signal
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.logger import Logger
+
+
+class NodeService(MultiService):
+    """
+    The node's top service: stops in order (see the module).
+
+    @ivar listeners: the L{memcachier.tap.ListenerService}s, stopped
+        first.
+    @ivar drainables: what holds connections: objects with C{drain()}
+        (close idle connections, let busy ones finish; a L{Deferred} that
+        fires once none is open) and C{abort()} (drop what is left).
+    """
+
+    _log = Logger()
+
+    def __init__(self, clock, shutdownTimeout=10.0):
+        super().__init__()
+        self.clock = clock
+        self.shutdownTimeout = shutdownTimeout
+        self.listeners = []
+        self.drainables = []
+
+    def stopService(self):
+        Service.stopService(self)
+        stopped = DeferredList([maybeDeferred(s.stopService) for s in self.listeners])
+        stopped.addCallback(lambda _: self._drain())
+        stopped.addErrback(
+            lambda f: self._log.failure("draining connections failed", f)
+        )
+        # whatever happened above, the rest must stop (the thread pool's
+        # threads would otherwise keep the process alive)
+        stopped.addBoth(lambda _: MultiService.stopService(self))
+        return stopped
+
+    def _drain(self):
+        """
+        Ask every drainable to finish; fire once they have, or once the
+        deadline has passed and what was left is aborted.
+        """
+        finished = Deferred()
+        timer = self.clock.callLater(self.shutdownTimeout, self._deadlinePassed, finished)
+
+        def drained(_):
+            if timer.active():
+                timer.cancel()
+                self._log.info(
+                    "stopped accepting; every connection finished", event="shutdown_drained"
+                )
+                finished.callback(None)
+
+        DeferredList(
+            [maybeDeferred(d.drain) for d in self.drainables], consumeErrors=True
+        ).addCallback(drained)
+        return finished
+
+    def _deadlinePassed(self, finished):
+        left = sum(d.abort() for d in self.drainables)
+        self._log.warn(
+            "shutdown deadline of {shutdownTimeout}s passed: aborted {left} connections",
+            event="shutdown_deadline",
+            shutdownTimeout=self.shutdownTimeout,
+            left=left,
+        )
+        finished.callback(None)
+
+
+def installGracefulStop(reactor):
+    """
+    Make C{SIGTERM} (and C{SIGINT}) stop the reactor without the exit
+    status twistd would otherwise give: twistd kills itself again with the
+    signal that stopped it (status 143), which a supervisor reads as a
+    crash.  A stop that drained (L{NodeService}) is a clean exit, 0, as
+    memcached's.  Call once the reactor runs (its own handlers are then in
+    place to be replaced).
+    """
+    log = Logger()
+
+    def stop(signum, frame):
+        log.info(
+            "received {signal}: stopping gracefully", event="shutdown_requested",
+            signal=signal.Signals(signum).name,
+        )
+        reactor.callFromThread(reactor.stop)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+class CertificateReloader(Service):
+    """
+    Reloads every C{ssl:} listener's certificate, key and CA files on
+    C{SIGHUP} (L{memcachier.tls.ReloadingContextFactory}); open
+    connections are untouched.
+
+    @ivar contextFactories: the listeners' context factories.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor, contextFactories, installSignal=True):
+        self.reactor = reactor
+        self.contextFactories = contextFactories
+        self.installSignal = installSignal
+        self._previous = None
+
+    def startService(self):
+        super().startService()
+        if self.installSignal:
+            self._previous = signal.signal(signal.SIGHUP, self._signalled)
+
+    def stopService(self):
+        super().stopService()
+        if self.installSignal and self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+
+    def _signalled(self, signum, frame):
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self):
+        """
+        Reload every listener's files; log one line per listener.
+
+        @return: the number of listeners whose files did not load.
+        """
+        failed = 0
+        for factory in self.contextFactories:
+            error = factory.reload()
+            if error is None:
+                self._log.info(
+                    "TLS certificate reloaded for {description}",
+                    event="tls_reloaded",
+                    description=factory.description,
+                )
+            else:
+                failed += 1
+                self._log.error(
+                    "TLS certificate reload failed for {description}, still using the "
+                    "previous one: {error}",
+                    event="tls_reload_failed",
+                    description=factory.description,
+                    error=str(error) or type(error).__name__,
+                )
+        return failed
+

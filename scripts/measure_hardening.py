@@ -1,0 +1,121 @@
+"""
+Measure two figures of docs/security.md against a running server (they are
+timings on a shared machine, so no test asserts them):
+
+    python scripts/measure_hardening.py connect-burst --port 11211 --clients 5000
+    python scripts/measure_hardening.py guesses --port 11211 --username U \\
+        --password P --seconds 10
+
+C{connect-burst}: N clients connect at once and each sends C{version}; prints
+the p50/p99/max time to the answer and how many never got one.
+
+C{guesses}: 200 connections from one address send ASCII-auth guesses without
+waiting for replies, reconnecting when closed, for S seconds; prints how
+many guesses were checked (answered while the connection stayed open) per
+second, and whether the right password, sent last, was accepted.
+"""
+
+import argparse
+import asyncio
+import time
+
+
+async def _oneClient(port, results, start):
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port), timeout=60
+        )
+        writer.write(b"version\r\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout=60)
+        if line.startswith(b"VERSION "):
+            results.append(time.monotonic() - start)
+        writer.close()
+    except (OSError, asyncio.TimeoutError):
+        pass
+
+
+async def connectBurst(port, clients):
+    results = []
+    start = time.monotonic()
+    await asyncio.gather(*[_oneClient(port, results, start) for _ in range(clients)])
+    results.sort()
+    if not results:
+        print("no client was answered")
+        return
+
+    def pct(p):
+        return results[min(len(results) - 1, int(len(results) * p))]
+
+    print(
+        f"{clients} clients: answered {len(results)}, never answered {clients - len(results)}; "
+        f"p50 {pct(0.5):.3f}s p99 {pct(0.99):.3f}s max {results[-1]:.3f}s"
+    )
+
+
+async def _guesser(port, username, deadline, counts):
+    batch = b"".join(
+        b"set %s 0 0 5\r\nguess\r\n" % username for _ in range(20)
+    )
+    while time.monotonic() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        counts["sent"] += 20
+        writer.write(batch)
+        replies = 0
+        try:
+            while True:
+                line = await asyncio.wait_for(reader.readline(), timeout=5)
+                if not line:
+                    break
+                replies += 1
+                if replies == 20:
+                    break
+        except (OSError, asyncio.TimeoutError):
+            pass
+        # the last reply of a closed connection is the refusal
+        counts["checked"] += replies if replies == 20 else max(0, replies - 1)
+        writer.close()
+
+
+async def guesses(port, username, password, seconds):
+    counts = {"sent": 0, "checked": 0}
+    start = time.monotonic()
+    await asyncio.gather(
+        *[_guesser(port, username.encode(), start + seconds, counts) for _ in range(200)]
+    )
+    elapsed = time.monotonic() - start
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"set %s 0 0 %d\r\n%s\r\n" % (username.encode(), len(password), password.encode()))
+    reply = await reader.readline()
+    writer.close()
+    print(
+        f"{elapsed:.1f}s: {counts['sent']} guesses sent ({counts['sent'] / elapsed:.0f}/s), "
+        f"{counts['checked']} checked ({counts['checked'] / elapsed:.2f}/s); "
+        f"right password afterwards: {reply.strip().decode()}"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    burst = sub.add_parser("connect-burst")
+    burst.add_argument("--port", type=int, default=11211)
+    burst.add_argument("--clients", type=int, default=5000)
+    guess = sub.add_parser("guesses")
+    guess.add_argument("--port", type=int, default=11211)
+    guess.add_argument("--username", required=True)
+    guess.add_argument("--password", required=True)
+    guess.add_argument("--seconds", type=float, default=10)
+    args = parser.parse_args()
+    if args.what == "connect-burst":
+        asyncio.run(connectBurst(args.port, args.clients))
+    else:
+        asyncio.run(guesses(args.port, args.username, args.password, args.seconds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""
+Tests for the connection ceilings (L{memcachier.limits}, the memcache
+factory, the web site), the web site's deadlines and refusals, and the
+graceful stop and certificate reload of L{memcachier.shutdown}.
+"""
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransportWithDisconnection
+from twisted.logger import capturedLogs
+from twisted.web.resource import Resource
+
+from memcachier.limits import Bursts, connectionCeilings
+from memcachier.protocols.sniff import MemcacheFactory
+from memcachier.shutdown import CertificateReloader, NodeService
+from memcachier.tls import ReloadingContextFactory
+from memcachier.web.site import APISite
+from tests.unit.helpers import World
+
+
+def test_ceilingsFitUnderTheDescriptorLimit():
+    """
+    By default the web gets min(256, limit/4) and memcache what is left
+    after the reserve; explicit values that do not fit are an error
+    saying so.
+    """
+    assert connectionCeilings(0, 0, 1024) == (1024 - 64 - 256, 256)
+    assert connectionCeilings(0, 0, 256) == (128, 64)
+    assert connectionCeilings(100, 50, 1024) == (100, 50)
+    with pytest.raises(ValueError, match="exceed the descriptor limit 1024"):
+        connectionCeilings(2000, 0, 1024)
+    with pytest.raises(ValueError):
+        connectionCeilings(0, 1000, 1024)
+
+
+def test_bursts():
+    """
+    The first event after a quiet period starts a burst and reports the
+    previous burst's size; the rest report nothing.
+    """
+    bursts = Bursts(quietPeriod=10)
+    assert bursts.occurred(0) == 0
+    assert [bursts.occurred(t) for t in (1, 2, 11)] == [None, None, None]
+    assert bursts.occurred(30) == 4
+    assert bursts.total == 5
+
+
+def connect(factory, clock=None):
+    proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+    transport = StringTransportWithDisconnection()
+    transport.protocol = proto
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def test_memcacheCeiling():
+    """
+    Past the ceiling a connection gets memcached's C{ERROR Too many open
+    connections} and is closed; one log line per burst; a closed
+    connection frees its slot.
+    """
+    world = World()
+    factory = MemcacheFactory(world.registry, world.clock, maxConnections=2)
+    with capturedLogs() as events:
+        first, firstTransport = connect(factory)
+        connect(factory)
+        refused = [connect(factory)[1] for _ in range(5)]
+    assert all(t.value() == b"ERROR Too many open connections\r\n" for t in refused)
+    assert not any(t.connected for t in refused)
+    assert [e["event"] for e in events if "event" in e] == ["memcache_connections_refused"]
+    firstTransport.loseConnection()
+    assert factory.connections == 1
+    proto, transport = connect(factory)
+    proto.dataReceived(b"version\r\n")
+    assert transport.value().startswith(b"VERSION ")
+
+
+def test_memcacheDrain():
+    """
+    Draining closes every connection; its Deferred fires when the last is
+    gone.
+    """
+    world = World()
+    factory = MemcacheFactory(world.registry, world.clock)
+    transports = [connect(factory)[1] for _ in range(3)]
+    d = factory.drain()
+    assert not any(t.connected for t in transports)
+    assert d.called and factory.connections == 0
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"hello"
+
+    def render_POST(self, request):
+        return b"got %d" % len(request.content.read())
+
+
+def site(**kwargs):
+    clock = Clock()
+    return APISite(Hello(), reactor=clock, **kwargs), clock
+
+
+def web(site):
+    channel = site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+    transport = StringTransportWithDisconnection()
+    transport.protocol = channel
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def test_headerTimeout():
+    """
+    Headers trickling in past the header timeout get 408 and a close,
+    however recent the last byte; nothing is logged.
+    """
+    s, clock = site(headerTimeout=10)
+    channel, transport = web(s)
+    with capturedLogs() as events:
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20:
+            channel.dataReceived(bytes([byte]))
+            clock.advance(0.5)
+    assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout")
+    assert not transport.connected
+    assert s.counters["header_timeouts"] == 1
+    assert list(events) == []
+
+
+def test_bodyTimeout():
+    """
+    A body that stops arriving gets 408 after the body timeout; one that
+    arrives in time is answered.
+    """
+    s, clock = site(bodyTimeout=5)
+    channel, transport = web(s)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    clock.advance(4)
+    channel.dataReceived(b"cd")
+    assert b"got 4" in transport.value()
+    transport.clear()
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    clock.advance(5)
+    assert transport.value().startswith(b"HTTP/1.1 408 ")
+    assert s.counters["body_timeouts"] == 1
+
+
+def test_declaredBodyTooLarge():
+    """
+    A declared length over the cap is refused with 413 before any body is
+    read, and never dispatched.
+    """
+    s, clock = site()
+    channel, transport = web(s)
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10737418240\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 413 ")
+    assert not transport.connected
+    channel.dataReceived(b"x" * 1000)
+    assert b"got" not in transport.value()
+    assert s.counters["bodies_too_large"] == 1
+
+
+def test_badURLCounted():
+    """
+    A URL that is not UTF-8 once unquoted is a 400, counted, with no
+    access-log line.
+    """
+    s, clock = site()
+    channel, transport = web(s)
+    with capturedLogs() as events:
+        channel.dataReceived(b"GET /api/v2/caches/%ff/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 400 ")
+    assert s.counters["bad_urls"] == 1
+    assert list(events) == []
+
+
+def test_webCeiling():
+    """
+    Past its ceiling the site answers 503 and closes, logging once per
+    burst.
+    """
+    s, clock = site(maxConnections=1)
+    web(s)
+    with capturedLogs() as events:
+        refused = [web(s)[1] for _ in range(3)]
+    assert all(t.value().startswith(b"HTTP/1.1 503 ") for t in refused)
+    assert s.counters["refused_connections"] == 3
+    assert len([e for e in events if e.get("event") == "web_connections_refused"]) == 1
+
+
+def test_webDrainFinishesRequestsUnderWay():
+    """
+    Draining closes idle connections at once and busy ones after their
+    response, marked C{Connection: close}.
+    """
+    s, clock = site()
+    idle, idleTransport = web(s)
+    busy, busyTransport = web(s)
+    busy.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    d = s.drain()
+    assert not idleTransport.connected
+    assert busyTransport.connected and not d.called
+    busy.dataReceived(b"cd")
+    assert b"got 4" in busyTransport.value()
+    assert b"Connection: close" in busyTransport.value()
+    assert not busyTransport.connected
+    idle.connectionLost(None)
+    busy.connectionLost(None)
+    assert d.called
+
+
+class Drainable:
+    def __init__(self):
+        from twisted.internet.defer import Deferred
+
+        self.drained = Deferred()
+        self.aborted = False
+
+    def drain(self):
+        return self.drained
+
+    def abort(self):
+        self.aborted = True
+        return 1
+
+
+def test_nodeStopsInOrder():
+    """
+    Listeners stop first, then connections drain, then everything else
+    stops (the thread pool last of all, by MultiService's order).
+    """
+    from twisted.application.service import Service
+
+    clock = Clock()
+    node = NodeService(clock, shutdownTimeout=10)
+    order = []
+
+    class Named(Service):
+        def __init__(self, name):
+            self.setName(name)
+
+        def stopService(self):
+            order.append(self.name)
+            return super().stopService()
+
+    Named("pool").setServiceParent(node)
+    listener = Named("listener")
+    listener.setServiceParent(node)
+    node.listeners.append(listener)
+    drainable = Drainable()
+    node.drainables.append(drainable)
+    node.startService()
+    stopped = []
+    node.stopService().addBoth(stopped.append)
+    assert order == ["listener"] and stopped == []
+    drainable.drained.callback(None)
+    assert len(stopped) == 1
+    assert order[-1] == "pool" and not drainable.aborted
+
+
+def test_nodeDeadlineAborts():
+    """
+    Connections still open at the deadline are aborted, and the rest
+    stops anyway.
+    """
+    clock = Clock()
+    node = NodeService(clock, shutdownTimeout=10)
+    drainable = Drainable()
+    node.drainables.append(drainable)
+    node.startService()
+    stopped = []
+    with capturedLogs() as events:
+        node.stopService().addBoth(stopped.append)
+        assert stopped == []
+        clock.advance(10)
+    assert len(stopped) == 1
+    assert drainable.aborted
+    assert [e["event"] for e in events if "event" in e] == ["shutdown_deadline"]
+
+
+def test_certificateReload(tmp_path):
+    """
+    A reload swaps the context new connections get; files that do not load
+    keep the previous one and are reported.
+    """
+    from OpenSSL import SSL
+    from twisted.internet.ssl import TLSVersion
+
+    from tests.conftest import makeSelfSignedCertificate
+
+    key, cert = makeSelfSignedCertificate(tmp_path)
+    factory = ReloadingContextFactory(f"ssl:0:privateKey={key}:certKey={cert}", TLSVersion.TLSv1_2)
+    before = factory.getContext()
+    assert isinstance(before, SSL.Context)
+    other = tmp_path / "other"
+    other.mkdir()
+    newKey, newCert = makeSelfSignedCertificate(other)
+    (tmp_path / "key.pem").write_bytes(open(newKey, "rb").read())
+    (tmp_path / "cert.pem").write_bytes(open(newCert, "rb").read())
+    reloader = CertificateReloader(Clock(), [factory], installSignal=False)
+    with capturedLogs() as events:
+        assert reloader.reload() == 0
+        assert factory.getContext() is not before
+        kept = factory.getContext()
+        (tmp_path / "cert.pem").write_text("garbage")
+        assert reloader.reload() == 1
+    assert factory.getContext() is kept
+    assert [e["event"] for e in events] == ["tls_reloaded", "tls_reload_failed"]
+
+
+def test_latencyProbeFailuresLoggedOncePerRun():
+    """
+    A server that stops answering is logged at its first failed probe,
+    not at every one; after a spell without failures, a new failure is
+    logged again.  The probe's factory is not noisy.
+    """
+    from twisted.internet import defer
+    from twisted.internet.error import ConnectionRefusedError
+
+    from memcachier.analytics.service import LatencyProbe, _QuietFactory
+
+    assert _QuietFactory(None).noisy is False
+    clock = Clock()
+    down = [True]
+
+    def connect(server, protocol):
+        if down[0]:
+            return defer.fail(ConnectionRefusedError())
+        return defer.Deferred()  # answers nothing, but no error
+
+    probe = LatencyProbe(lambda: ["127.0.0.1:1"], None, clock, connect=connect, period=20)
+    with capturedLogs() as events:
+        for _ in range(10):
+            probe.tick()
+            clock.advance(20)
+        down[0] = False
+        for _ in range(5):
+            clock.advance(20)
+        down[0] = True
+        probe.tick()
+    failures = [e for e in events if e.get("event") == "latency_probe_failed"]
+    assert len(failures) == 2
