@@ -374,6 +374,62 @@ class Admin:
                 f"{formatNumber(event['value']):>8}  {outcomes}"
             )
 
+    # -- heroku
+
+    def heroku_manifest(self, args):
+        from memcachier.web.heroku import manifest
+
+        if not self.settings.web_public_url.startswith("https://"):
+            raise AdminError("[web] public_url must be https: Heroku calls only https base URLs")
+        if not self.settings.heroku_password or not self.settings.heroku_sso_salt:
+            raise AdminError("[heroku] password and sso_salt must be set for a usable manifest")
+        self._json(manifest(self.settings))
+
+    def heroku_show(self, args):
+        from memcachier.control.provisioning import ProvisioningRecords, UnknownResource
+
+        records = ProvisioningRecords(self.controlPlane, self._clock)
+        resource = records.herokuResource(args.uuid)
+        if resource is None:
+            raise UnknownResource(args.uuid)
+        value = {
+            "uuid": resource.uuid,
+            "cache_id": resource.cache_id,
+            "app_name": resource.app_name,
+            "region": resource.region,
+            "created_at": resource.created_at,
+            "deleted_at": resource.deleted_at,
+            "grant_pending": resource.grant_code is not None,
+            "has_access_token": resource.access_token is not None,
+            "token_expires_at": resource.token_expires_at,
+            "token_error": resource.token_error,
+            "config_username": resource.config_username,
+            "config_pushes": [
+                {
+                    "username": p.username,
+                    "state": p.state,
+                    "attempts": p.attempts,
+                    "last_status": p.last_status,
+                    "last_error": p.last_error,
+                    "created_at": p.created_at,
+                    "finished_at": p.finished_at,
+                }
+                for p in records.pushes(args.uuid)
+            ],
+        }
+        if args.json:
+            self._json(value)
+            return
+        for key, item in value.items():
+            if key != "config_pushes":
+                self._print(f"{key + ':':<18} {item}")
+        self._print("config pushes:")
+        for push in value["config_pushes"]:
+            self._print(
+                f"  {push['username']:<8} {push['state']:<10} attempts={push['attempts']} "
+                f"status={push['last_status']} {push['last_error'] or ''}".rstrip()
+            )
+
     # -- plans
 
     def plan_list(self, args):
@@ -433,7 +489,7 @@ def makeParser():
         help="SQLAlchemy URL of the control plane (overrides the configuration file)",
     )
     groups = parser.add_subparsers(
-        dest="group", metavar="{cache,credential,node,plan,alert}", required=True
+        dest="group", metavar="{cache,credential,heroku,node,plan,alert}", required=True
     )
 
     def command(sub, name, method, help, json=True):
@@ -492,6 +548,20 @@ def makeParser():
         "its connections and memory",
     )
 
+    heroku = groups.add_parser("heroku", help="the Heroku add-on").add_subparsers(
+        dest="command", required=True
+    )
+    command(
+        heroku, "manifest", "heroku_manifest",
+        "print the add-on's addon-manifest.json (from [heroku] and [web] public_url)",
+        json=False,
+    )
+    p = command(
+        heroku, "show", "heroku_show",
+        "show a Heroku resource: its cache, oauth token state and config var pushes",
+    )
+    p.add_argument("uuid", metavar="UUID")
+
     plan = groups.add_parser("plan", help="show plans").add_subparsers(
         dest="command", required=True
     )
@@ -541,7 +611,7 @@ def main(argv=None, stdout=None, stderr=None):
     admin = Admin(settings, stdout)
     try:
         getattr(admin, args.method)(args)
-    except ControlPlaneError as e:
+    except (ControlPlaneError, AdminError) as e:
         return fail(str(e))
     except ImportError as e:
         return fail(

@@ -69,6 +69,20 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     username = ""                 # optional login
     password = ""
     sender = "alerts@localhost"
+    [heroku]
+    id = "memcachier"          # the manifest id (Basic auth user of Heroku's calls)
+    password = ""              # the manifest api.password; empty = the Heroku routes are off
+    sso_salt = ""
+    api_url = "https://api.heroku.com"
+    id_url = "https://id.heroku.com"
+    client_secret = ""         # for the oauth grant exchange
+
+    [provisioning]
+    token = ""                 # bearer token of our own provisioning API; empty = off
+
+    [metrics]
+    access = "off"             # "off" | "open" | "token"
+    token = ""
 
     [plans.dev]
     memory = "25MiB"
@@ -162,7 +176,8 @@ class Settings:
     @ivar analytics_slices: introspection time slices kept.
     @ivar analytics_batch_limit: events per batch counted exactly.
     @ivar web_public_url: the address users reach the web site at
-        (C{[web] public_url}), for links in alert messages.
+        (C{[web] public_url}), for links in alert messages and the Heroku
+        manifest's URLs.
     @ivar alerts_interval: seconds between alert evaluations.
     @ivar alerts_window: seconds hit_rate and rates are judged over.
     @ivar alerts_allow_http_loopback: accept C{http://} Slack and webhook
@@ -184,6 +199,17 @@ class Settings:
     @ivar web_body_timeout: seconds a request's body may take.
     @ivar web_idle_timeout: seconds a connection may idle between requests.
     @ivar shutdown_timeout: seconds in-flight requests get after SIGTERM.
+    @ivar heroku_id: the add-on manifest id, the user of Heroku's Basic auth.
+    @ivar heroku_password: the manifest's C{api.password}; empty turns the
+        Heroku partner routes off.
+    @ivar heroku_sso_salt: the manifest's C{api.sso_salt}.
+    @ivar heroku_api_url: Heroku's Platform API (config var updates).
+    @ivar heroku_id_url: Heroku's identity service (oauth grant exchange).
+    @ivar heroku_client_secret: the add-on's oauth client secret.
+    @ivar provisioning_token: the bearer token of the provisioning API;
+        empty turns it off.
+    @ivar metrics_access: C{"off"}, C{"open"} or C{"token"} for C{/metrics}.
+    @ivar metrics_token: the bearer token C{/metrics} wants with C{"token"}.
     @ivar cluster_secret: C{[cluster] secret}, the password peer nodes
         authenticate with; empty for a single node.
     @ivar heartbeat_timeout: C{[cluster] heartbeat_timeout}, seconds of
@@ -234,6 +260,16 @@ class Settings:
     web_body_timeout: float = 30.0
     web_idle_timeout: float = 60.0
     shutdown_timeout: float = 10.0
+    # -- provisioning (issue 10)
+    heroku_id: str = "memcachier"
+    heroku_password: str = ""
+    heroku_sso_salt: str = ""
+    heroku_api_url: str = "https://api.heroku.com"
+    heroku_id_url: str = "https://id.heroku.com"
+    heroku_client_secret: str = ""
+    provisioning_token: str = ""
+    metrics_access: str = "off"
+    metrics_token: str = ""
     cluster_secret: str = ""
     heartbeat_timeout: float = 5.0
     peer_timeout: float = 2.0
@@ -631,6 +667,22 @@ def _checkAlerts(check, data):
     return out
 
 
+def _text(check, table, prefix, key, default):
+    """
+    A string setting that may be empty (an empty secret turns its feature
+    off).
+    """
+    value = table.get(key, default)
+    if not isinstance(value, str):
+        check.error(prefix + key, f"expected a string, got {_show(value)}")
+        return default
+    return value
+
+
+def _isHTTPURL(value):
+    return bool(re.match(r"^https?://[^/\s]+(/\S*)?$", value))
+
+
 def _isHostPort(value):
     host, sep, port = value.rpartition(":")
     return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
@@ -638,8 +690,10 @@ def _isHostPort(value):
 
 _TOP = (
     "memcache", "web", "database", "node", "cluster", "clusters", "caches", "store", "plans",
-    "analytics", "alerts",
+    "analytics", "alerts", "heroku", "provisioning", "metrics",
 )
+_HEROKU_KEYS = ("id", "password", "sso_salt", "api_url", "id_url", "client_secret")
+METRICS_ACCESS = ("off", "open", "token")
 _ANALYTICS_KEYS = (
     "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
     "slices", "batch_limit",
@@ -820,6 +874,35 @@ def _settingsFrom(data, overrides):
     batchLimit = check.integer(analytics, "analytics.", "batch_limit", 500)
 
     alertSettings = _checkAlerts(check, data)
+    heroku = check.table(data, "heroku")
+    check.unknown(heroku, "heroku.", _HEROKU_KEYS)
+    herokuId = check.string(heroku, "heroku.", "id", "memcachier")
+    herokuPassword = _text(check, heroku, "heroku.", "password", "")
+    herokuSalt = _text(check, heroku, "heroku.", "sso_salt", "")
+    herokuClientSecret = _text(check, heroku, "heroku.", "client_secret", "")
+    herokuURLs = {}
+    for key, default in (("api_url", "https://api.heroku.com"), ("id_url", "https://id.heroku.com")):
+        herokuURL = check.string(heroku, "heroku.", key, default)
+        if not _isHTTPURL(herokuURL):
+            check.error("heroku." + key, f"expected an http(s) URL, got {_show(herokuURL)}")
+        herokuURLs[key] = herokuURL.rstrip("/")
+
+    provisioning = check.table(data, "provisioning")
+    check.unknown(provisioning, "provisioning.", ("token",))
+    provisioningToken = _text(check, provisioning, "provisioning.", "token", "")
+
+    metrics = check.table(data, "metrics")
+    check.unknown(metrics, "metrics.", ("access", "token"))
+    metricsAccess = metrics.get("access", "off")
+    if metricsAccess not in METRICS_ACCESS:
+        check.error(
+            "metrics.access",
+            f"expected one of {', '.join(map(_show, METRICS_ACCESS))}, got {_show(metricsAccess)}",
+        )
+        metricsAccess = "off"
+    metricsToken = _text(check, metrics, "metrics.", "token", "")
+    if metricsAccess == "token" and not metricsToken:
+        check.error("metrics.token", 'required when metrics.access is "token"')
 
     if check.errors:
         return None, check.errors
@@ -859,6 +942,15 @@ def _settingsFrom(data, overrides):
             web_body_timeout=bodyTimeout,
             web_idle_timeout=idleTimeout,
             shutdown_timeout=shutdownTimeout,
+            heroku_id=herokuId,
+            heroku_password=herokuPassword,
+            heroku_sso_salt=herokuSalt,
+            heroku_api_url=herokuURLs["api_url"],
+            heroku_id_url=herokuURLs["id_url"],
+            heroku_client_secret=herokuClientSecret,
+            provisioning_token=provisioningToken,
+            metrics_access=metricsAccess,
+            metrics_token=metricsToken,
             cluster_secret=clusterSecret,
             heartbeat_timeout=heartbeatTimeout,
             peer_timeout=peerTimeout,

@@ -413,12 +413,24 @@ def buildService(settings, reactor):
     # The web site: the analytics API v2 and the analytics route groups,
     # on its own listener; like the memcache ports it accepts once the
     # index is loaded (authentication reads it).
+    from memcachier.web.provisioning import makeProvisioning
     from memcachier.web.site import makeSite
 
+    # Provisioning (Heroku's partner API, our own API) and /metrics.
+    provisioningGroups, mounts, provisioningServices = makeProvisioning(
+        controlPlane, asyncControlPlane, pool, index, registry, settings, reactor
+    )
+    for service in provisioningServices:
+        service.setServiceParent(top)
     site = makeSite(
         asyncControlPlane, index, registry, settings, reactor,
-        groups=analyticsRouteGroups(index, analytics) + alertRouteGroups(index, alertStore, settings),
+        groups=(
+            analyticsRouteGroups(index, analytics)
+            + alertRouteGroups(index, alertStore, settings)
+            + provisioningGroups
+        ),
         maxConnections=webCeiling,
+        mounts=mounts,
     )
     webListener = listenerService(
         settings.web_listen, site, reactor, settings.tls_min_version, ready,

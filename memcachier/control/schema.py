@@ -332,6 +332,69 @@ alert_lease = sa.Table(
 
 #: The id of the one row of C{alert_lease}.
 LEASE_ROW = 1
+# -- provisioning (revision 0005) ------------------------------------------
+#
+# A cache provisioned by Heroku keeps its Heroku side here: the resource
+# uuid (Heroku delivers each call at least once, so provisioning is
+# idempotent on it), the oauth tokens its Platform API calls need, and the
+# config var pushes that follow its primary credential.  A deprovisioned
+# resource keeps its row (C{deleted_at}) so that a second DELETE is a 410.
+
+heroku_resources = sa.Table(
+    "heroku_resources",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("uuid", sa.String(64), nullable=False, unique=True),
+    sa.Column(
+        "cache_id",
+        sa.Integer,
+        sa.ForeignKey("caches.id", ondelete="SET NULL"),
+        nullable=True,
+        index=True,
+    ),
+    sa.Column("app_name", sa.String(256), nullable=False, server_default=""),
+    sa.Column("region", sa.String(128), nullable=False, server_default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("deleted_at", sa.Float, nullable=True),
+    #: the oauth grant until it is exchanged (cleared then)
+    sa.Column("grant_code", sa.String(512), nullable=True),
+    sa.Column("grant_expires_at", sa.Float, nullable=True),
+    sa.Column("access_token", sa.String(512), nullable=True),
+    sa.Column("refresh_token", sa.String(512), nullable=True),
+    sa.Column("token_expires_at", sa.Float, nullable=True),
+    #: why the last exchange or refresh failed, for operators
+    sa.Column("token_error", sa.String(1024), nullable=True),
+    #: a node exchanging or refreshing the tokens holds them until then
+    #: (a grant or a refresh token works once: one node at a time)
+    sa.Column("token_claimed_until", sa.Float, nullable=True),
+    #: the primary username whose values Heroku has (or is being sent)
+    sa.Column("config_username", sa.String(128), nullable=True),
+)
+
+
+heroku_config_pushes = sa.Table(
+    "heroku_config_pushes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "resource_id",
+        sa.Integer,
+        sa.ForeignKey("heroku_resources.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("username", sa.String(128), nullable=False),
+    #: "pending", "done", or "superseded" (a newer promotion came first)
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(1024), nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=True),
+)
+
+
 # -- cluster membership (revision 0006) ------------------------------------
 #
 # Each node upserts its row on every heartbeat; a node whose heartbeat is

@@ -332,8 +332,9 @@ class AnalyticsAPI:
         if self._document is None:
             paths = {}
             for group in self.groups:
+                prefix = getattr(group, "openapiPrefix", "/api/v2/caches/{cacheId}")
                 for path, item in group.openapiPaths().items():
-                    paths["/api/v2/caches/{cacheId}" + path] = item
+                    paths[prefix + path] = item
             self._document = openapi.document(paths)
         return self._document
 
@@ -347,6 +348,7 @@ class AnalyticsAPI:
         """
         found = [(OPENAPI_PATH, ("GET",))]
         for group in self.groups:
+            prefix = getattr(group, "routePrefix", "/api/v2/caches/<cacheId>")
             for path, methods, _ in routesOf(group):
-                found.append(("/api/v2/caches/<cacheId>" + path, methods))
+                found.append((prefix + path, methods))
         return found

@@ -373,7 +373,8 @@ def buildApp(groups, extra=()):
     L{ApiError} with its code, routing errors (404 unknown path, 405 wrong
     method) with theirs, anything else a logged, opaque 500.
 
-    @param groups: route groups (objects whose methods carry L{route}).
+    @param groups: route groups (objects whose methods carry L{route});
+        a group's C{routePrefix} replaces L{CACHE_PREFIX} for its paths.
     @param extra: (absolute path, methods, handler) routes outside
         L{CACHE_PREFIX}, e.g. the OpenAPI document.
     @rtype: L{Klein}
@@ -382,7 +383,11 @@ def buildApp(groups, extra=()):
     app.handle_errors(ApiError)(_onApiError)
     app.handle_errors(HTTPException)(_onHTTPException)
     app.handle_errors(Exception)(_onUnexpected)
-    routes = [(CACHE_PREFIX + path, methods, f) for g in groups for path, methods, f in routesOf(g)]
+    routes = [
+        (getattr(g, "routePrefix", CACHE_PREFIX) + path, methods, f)
+        for g in groups
+        for path, methods, f in routesOf(g)
+    ]
     routes.extend(extra)
     for path, methods, f in routes:
         endpoint = f"{type(getattr(f, '__self__', f)).__name__}.{f.__name__}:{path}:{','.join(methods)}"

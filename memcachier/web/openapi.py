@@ -89,6 +89,31 @@ SCHEMAS = {
             "can_update_capabilities": _boolean("False on development plans."),
         },
     },
+    # What the provisioning API (memcachier.web.provisioning) answers.
+    "ProvisionedCache": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "name", "label", "plan", "cluster_name", "servers", "config"],
+        "properties": {
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "label": {"type": "string"},
+            "plan": {"type": "string", "description": "The plan's slug."},
+            "cluster_name": {"type": "string"},
+            "servers": {"type": "array", "items": {"type": "string"}},
+            "config": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["MEMCACHIER_SERVERS", "MEMCACHIER_USERNAME", "MEMCACHIER_PASSWORD"],
+                "properties": {
+                    "MEMCACHIER_SERVERS": {"type": "string"},
+                    "MEMCACHIER_USERNAME": {"type": "string"},
+                    "MEMCACHIER_PASSWORD": {"type": "string"},
+                },
+            },
+            "data_kept": {"type": "boolean"},
+        },
+    },
     "Stats": {
         "type": "object",
         "additionalProperties": False,
@@ -285,7 +310,8 @@ def document(paths):
     withCacheId = {}
     for path, item in paths.items():
         item = dict(item)
-        item["parameters"] = [cacheId] + list(item.get("parameters", ()))
+        if "{cacheId}" in path:
+            item["parameters"] = [cacheId] + list(item.get("parameters", ()))
         withCacheId[path] = item
     return {
         "openapi": "3.0.3",
@@ -315,7 +341,11 @@ def document(paths):
             **withCacheId,
         },
         "components": {
-            "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
+            "securitySchemes": {
+                "basicAuth": {"type": "http", "scheme": "basic"},
+                # The provisioning API's operator token ([provisioning] token).
+                "provisioningToken": {"type": "http", "scheme": "bearer"},
+            },
             "schemas": SCHEMAS,
         },
     }

@@ -20,7 +20,7 @@ from urllib.parse import unquote_to_bytes
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web import http, server
+from twisted.web import http, resource, server
 
 from memcachier.limits import Bursts
 
@@ -342,7 +342,33 @@ class APISite(server.Site):
         return len(left)
 
 
-def makeSite(controlPlane, index, registry, settings, reactor, groups=(), maxConnections=None):
+class MountingRoot(resource.Resource):
+    """
+    The site's root: a few first path segments (C{heroku}, C{metrics})
+    go to their own resources, everything else to C{default} (the API's
+    Klein app, which routes on the whole path).
+    """
+
+    def __init__(self, default, mounts):
+        super().__init__()
+        self.default = default
+        self.mounts = dict(mounts)
+
+    def getChildWithDefault(self, name, request):
+        mounted = self.mounts.get(name)
+        if mounted is not None:
+            return mounted
+        # Hand the whole path to the default resource.
+        request.postpath.insert(0, request.prepath.pop())
+        return self.default
+
+    def render(self, request):
+        return self.default.render(request)
+
+
+def makeSite(
+    controlPlane, index, registry, settings, reactor, groups=(), maxConnections=None, mounts=None,
+):
     """
     The node's web site: the analytics API v2 (and the route groups
     given).
@@ -354,13 +380,18 @@ def makeSite(controlPlane, index, registry, settings, reactor, groups=(), maxCon
     @param reactor: the reactor (clock and the site's time source).
     @param groups: more route groups for L{AnalyticsAPI}.
     @param maxConnections: the site's connection ceiling, or L{None}.
+    @param mounts: L{bytes} first path segment to the L{IResource} that
+        serves it (C{b"heroku"}, C{b"metrics"}), outside the API's app.
     @rtype: L{APISite}
     """
     from memcachier.web.api import AnalyticsAPI
 
     api = AnalyticsAPI(controlPlane, index, registry, settings, reactor, groups)
+    root = api.resource()
+    if mounts:
+        root = MountingRoot(root, mounts)
     site = APISite(
-        api.resource(),
+        root,
         reactor=reactor,
         maxConnections=maxConnections,
         headerTimeout=getattr(settings, "web_header_timeout", 10.0),

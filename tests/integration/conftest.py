@@ -479,7 +479,8 @@ def memcachier_server_factory(tmp_path, request):
     is stopped at teardown; if the test failed, their logs are printed.
 
     @param config: extra TOML appended to the generated file (it must not
-        repeat C{[memcache]}, C{[web]} or C{[database]}).
+        repeat C{[memcache]}, C{[web]} or C{[database]});
+        C{{memcache_port}} in it becomes the plain memcache port.
     @param database: an SQLAlchemy URL; by default a SQLite file in the
         server's directory.
     @param web: wait for the web port to accept connections too.
@@ -517,7 +518,7 @@ def memcachier_server_factory(tmp_path, request):
             f"{web_config}\n"
             "[database]\n"
             f"url = {json.dumps(database)}\n"
-            "poll_interval = 0.2\n" + config
+            "poll_interval = 0.2\n" + config.replace("{memcache_port}", str(port))
         )
         server = MemcachierServer(directory, configPath, port, tlsPort, webPort, certPath)
         started.append(server)

@@ -105,7 +105,7 @@ def test_cacheCreateJSON(run, url):
     assert created["name"] == "shop"
     assert created["plan"] == "100"
     assert created["servers"] == ["127.0.0.1:11211"]
-    assert currentRevision(makeEngine(url)) == "0006"
+    assert currentRevision(makeEngine(url)) == _headRevision()
     credential = controlPlane(url).getCredential(created["username"])
     assert credential.password == created["password"]
     assert credential.cache_id == created["id"]
@@ -401,3 +401,79 @@ def test_nodeListAndLiveServers(run, url):
     assert lines[2].split()[-2:] == ["4", "2048"]
     shown = run.json("cache", "show", str(created["cache"]["id"] if "cache" in created else created["id"]))
     assert shown["servers"] == ["10.0.0.2:11211"]
+
+
+def _headRevision():
+    """
+    The newest Alembic revision shipped (branches add theirs).
+    """
+    from alembic.script import ScriptDirectory
+
+    from memcachier.control.migrations import alembicConfig
+
+    return ScriptDirectory.from_config(alembicConfig()).get_current_head()
+
+
+def test_herokuManifest(tmp_path, url):
+    """
+    C{heroku manifest} prints the add-on manifest from the configuration,
+    and refuses without an https C{[web] public_url} or the secrets.
+    """
+    config = tmp_path / "heroku.toml"
+    config.write_text(
+        '[web]\npublic_url = "https://cache.example.com/"\nlisten = "tcp:9000"\n'
+        '[heroku]\nid = "mycache"\npassword = "pw"\nsso_salt = "salt"\n'
+    )
+    run = Run(url, str(config))
+    assert run("heroku", "manifest") == 0, run.err
+    manifest = json.loads(run.out)
+    assert manifest["id"] == "mycache"
+    assert manifest["api"]["config_vars"] == [
+        "MEMCACHIER_SERVERS", "MEMCACHIER_USERNAME", "MEMCACHIER_PASSWORD",
+    ]
+    assert manifest["api"]["production"] == {
+        "base_url": "https://cache.example.com/heroku/resources",
+        "sso_url": "https://cache.example.com/sso/login",
+    }
+    assert manifest["api"]["test"]["base_url"] == "http://localhost:9000/heroku/resources"
+    for text, message in [
+        # the default public_url (from the web listener) is http
+        ('[heroku]\npassword = "pw"\nsso_salt = "s"\n', "must be https"),
+        ('[web]\npublic_url = "http://x.example"\n[heroku]\npassword = "pw"\nsso_salt = "s"\n', "must be https"),
+        ('[web]\npublic_url = "https://x.example"\n[heroku]\nsso_salt = "s"\n', "password and sso_salt"),
+    ]:
+        config.write_text(text)
+        assert run("heroku", "manifest") == 1
+        assert message in run.err
+
+
+def test_herokuShow(run, url):
+    """
+    C{heroku show UUID} tells an operator where a resource's tokens and
+    config var pushes stand, without the secrets.
+    """
+    from twisted.internet.task import Clock
+
+    from memcachier.control.migrations import upgrade
+    from memcachier.control.provisioning import ProvisioningRecords
+
+    engine = makeEngine(url)
+    upgrade(engine)
+    cp = ControlPlane(engine, Clock(), {p.slug: p for p in DEFAULT_PLANS})
+    records = ProvisioningRecords(cp, Clock())
+    resource, _ = records.herokuProvision("u-1", "100", "default", "app", "us", "grant", None)
+    records.recordPromotion(resource.id, "NEWONE")
+    records.pushFailed(records.duePushes()[0][0].id, 500, "HTTP 500: try again", 10.0)
+    shown = run.json("heroku", "show", "u-1")
+    assert shown["cache_id"] == resource.cache_id
+    assert (shown["grant_pending"], shown["has_access_token"]) == (True, False)
+    assert "grant" not in json.dumps(shown).replace("grant_pending", "")
+    assert shown["config_pushes"] == [{
+        "username": "NEWONE", "state": "pending", "attempts": 1, "last_status": 500,
+        "last_error": "HTTP 500: try again", "created_at": 0.0, "finished_at": None,
+    }]
+    assert run("heroku", "show", "u-1") == 0
+    assert "NEWONE   pending    attempts=1 status=500 HTTP 500: try again" in run.out
+    assert run("heroku", "show", "nope") == 1
+    assert "no resource 'nope'" in run.err
+    engine.dispose()

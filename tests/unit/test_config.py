@@ -293,3 +293,55 @@ def test_analyticsErrorsAtOnce():
         "analytics.sample_period: expected a positive number, got 0",
         "analytics.slices: expected a positive integer, got -1",
     ]
+
+
+def test_provisioningDefaults():
+    """
+    The Heroku routes, the provisioning API and /metrics are off by
+    default, with Heroku's own URLs.
+    """
+    settings = parseSettings("")
+    assert (settings.heroku_id, settings.heroku_password, settings.heroku_sso_salt) == (
+        "memcachier", "", "",
+    )
+    assert settings.heroku_api_url == "https://api.heroku.com"
+    assert settings.heroku_id_url == "https://id.heroku.com"
+    assert (settings.heroku_client_secret, settings.provisioning_token) == ("", "")
+    assert (settings.metrics_access, settings.metrics_token) == ("off", "")
+    assert settings.web_public_url == "http://127.0.0.1:8080"
+
+
+def test_provisioningTables():
+    settings = parseSettings(
+        '[web]\npublic_url = "https://cache.example.com/"\n'
+        '[heroku]\nid = "mc"\npassword = "p"\nsso_salt = "s"\n'
+        'api_url = "http://127.0.0.1:9/"\nid_url = "http://127.0.0.1:10"\nclient_secret = "c"\n'
+        '[provisioning]\ntoken = "t"\n'
+        '[metrics]\naccess = "token"\ntoken = "m"\n'
+    )
+    assert settings.web_public_url == "https://cache.example.com"
+    assert (settings.heroku_id, settings.heroku_password, settings.heroku_sso_salt) == ("mc", "p", "s")
+    assert (settings.heroku_api_url, settings.heroku_id_url) == ("http://127.0.0.1:9", "http://127.0.0.1:10")
+    assert (settings.heroku_client_secret, settings.provisioning_token) == ("c", "t")
+    assert (settings.metrics_access, settings.metrics_token) == ("token", "m")
+
+
+def test_provisioningErrorsAtOnce():
+    with pytest.raises(ConfigError) as e:
+        parseSettings(
+            '[web]\npublic_url = "cache.example.com"\n'
+            '[heroku]\napi_url = "ftp://x"\npassword = 5\nsalt = "x"\n'
+            '[provisioning]\ntoken = false\n'
+            '[metrics]\naccess = "token"\n'
+        )
+    assert sorted(e.value.errors) == sorted([
+        'web.public_url: expected an http:// or https:// URL, got "cache.example.com"',
+        "heroku.salt: unknown key",
+        "heroku.password: expected a string, got 5",
+        'heroku.api_url: expected an http(s) URL, got "ftp://x"',
+        "provisioning.token: expected a string, got false",
+        'metrics.token: required when metrics.access is "token"',
+    ])
+    with pytest.raises(ConfigError) as e:
+        parseSettings('[metrics]\naccess = "public"\n')
+    assert e.value.errors == ['metrics.access: expected one of "off", "open", "token", got "public"']

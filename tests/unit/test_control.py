@@ -111,7 +111,7 @@ def test_upgradeCreatesSchemaAndIsIdempotent():
     assert currentRevision(engine) is None
     upgrade(engine)
     upgrade(engine)
-    assert currentRevision(engine) == "0006"
+    assert currentRevision(engine) == _headRevision()
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
         assert conn.execute(sa.select(schema.control_version)).all() == [(1, 1)]
@@ -673,3 +673,14 @@ def test_postgresql(postgresURL, reactor):
     finally:
         serverSide.engine.dispose()
         cliSide.engine.dispose()
+
+
+def _headRevision():
+    """
+    The newest Alembic revision shipped (branches add theirs).
+    """
+    from alembic.script import ScriptDirectory
+
+    from memcachier.control.migrations import alembicConfig
+
+    return ScriptDirectory.from_config(alembicConfig()).get_current_head()

@@ -1,0 +1,577 @@
+# -*- test-case-name: tests.unit.test_provisioning -*-
+"""
+Provisioning: the records of Heroku-provisioned caches and the rules every
+provisioning door shares (Heroku's partner API, our own provisioning API).
+
+L{ProvisioningRecords} is synchronous, like
+L{memcachier.control.repository.ControlPlane}, and keeps the Heroku side
+of a cache: the resource uuid (Heroku delivers at least once, so
+provisioning is idempotent on it), the oauth tokens, and one row per
+config var push that follows a credential promotion.
+L{AsyncProvisioningRecords} runs it in the control plane's thread pool.
+
+L{Provisioner} holds the rules, on the reactor: a cache lives on a
+cluster of its plan's kind (development plans on development clusters),
+and a plan change between a development and a production plan moves the
+cache to the other kind and empties it, as MemCachier does; any other
+plan change keeps the data.
+"""
+
+import attr
+import sqlalchemy as sa
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+
+from memcachier.control import schema
+from memcachier.control.repository import ControlPlaneError, UnknownCache
+
+
+class UnknownResource(ControlPlaneError):
+    """
+    No Heroku resource has this uuid.
+    """
+
+    def __init__(self, uuid):
+        self.uuid = uuid
+        super().__init__(f"no resource {uuid!r}")
+
+
+class ResourceGone(ControlPlaneError):
+    """
+    The Heroku resource was deprovisioned.
+    """
+
+    def __init__(self, uuid):
+        self.uuid = uuid
+        super().__init__(f"resource {uuid!r} was deprovisioned")
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class HerokuResource:
+    """
+    A cache's Heroku side (a row of C{heroku_resources}).
+    """
+
+    id: int
+    uuid: str
+    cache_id: object
+    app_name: str
+    region: str
+    created_at: float
+    deleted_at: object
+    grant_code: object = attr.ib(repr=False)
+    grant_expires_at: object
+    access_token: object = attr.ib(repr=False)
+    refresh_token: object = attr.ib(repr=False)
+    token_expires_at: object
+    token_error: object
+    token_claimed_until: object
+    config_username: object
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class ConfigPush:
+    """
+    One config var update sent (or to send) to Heroku's Platform API after
+    a promotion (a row of C{heroku_config_pushes}).
+    """
+
+    id: int
+    resource_id: int
+    username: str
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_status: object
+    last_error: object
+    created_at: float
+    finished_at: object
+
+
+PENDING, DONE, SUPERSEDED = "pending", "done", "superseded"
+
+
+def _resource(row):
+    return HerokuResource(**{f.name: getattr(row, f.name) for f in attr.fields(HerokuResource)})
+
+
+def _push(row):
+    return ConfigPush(**{f.name: getattr(row, f.name) for f in attr.fields(ConfigPush)})
+
+
+def _clip(text, limit=1000):
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class ProvisioningRecords:
+    """
+    The provisioning tables: synchronous, one transaction per method.
+    """
+
+    _log = Logger()
+
+    def __init__(self, controlPlane, clock):
+        """
+        @param controlPlane: the synchronous
+            L{memcachier.control.repository.ControlPlane} (caches are made
+            and deleted through it).
+        @param clock: provides C{seconds()}.
+        """
+        self.controlPlane = controlPlane
+        self.engine = controlPlane.engine
+        self._clock = clock
+
+    # -- resources
+
+    def herokuResource(self, uuid):
+        """
+        @return: the L{HerokuResource} of C{uuid} (deprovisioned too), or
+            L{None}.
+        """
+        t = schema.heroku_resources
+        with self.engine.connect() as conn:
+            row = conn.execute(t.select().where(t.c.uuid == uuid)).first()
+        return None if row is None else _resource(row)
+
+    def herokuResources(self):
+        """
+        @return: every live (not deprovisioned) L{HerokuResource}, by id.
+        """
+        t = schema.heroku_resources
+        with self.engine.connect() as conn:
+            rows = conn.execute(t.select().where(t.c.deleted_at.is_(None)).order_by(t.c.id))
+            return [_resource(r) for r in rows]
+
+    def herokuProvision(
+        self, uuid, plan, cluster, appName="", region="", grantCode=None, grantExpiresAt=None
+    ):
+        """
+        Create a cache for a Heroku resource, or find the one made for the
+        same uuid before.
+
+        @return: a 2-tuple: the L{HerokuResource} and whether it was made
+            now.
+        @raise ResourceGone: the uuid was deprovisioned (or its cache
+            deleted).
+        @raise memcachier.control.repository.UnknownPlan: unknown C{plan}.
+        """
+        existing = self.herokuResource(uuid)
+        if existing is None:
+            cache, credential = self.controlPlane.createCache(
+                plan=plan, cluster=cluster, label=appName or None
+            )
+            t = schema.heroku_resources
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        t.insert().values(
+                            uuid=uuid,
+                            cache_id=cache.id,
+                            app_name=appName,
+                            region=region,
+                            created_at=self._clock.seconds(),
+                            grant_code=grantCode,
+                            grant_expires_at=grantExpiresAt,
+                            config_username=credential.username,
+                        )
+                    )
+            except sa.exc.IntegrityError:
+                # The same call delivered twice at once: the other one won.
+                self.controlPlane.deleteCache(cache.id)
+            else:
+                self._log.info(
+                    "heroku resource {uuid} provisioned as cache {cacheId} (plan {plan})",
+                    uuid=uuid,
+                    cacheId=cache.id,
+                    plan=plan,
+                )
+                return self.herokuResource(uuid), True
+            existing = self.herokuResource(uuid)
+        if existing.deleted_at is not None or existing.cache_id is None:
+            # Deprovisioned, or its cache deleted by an operator.
+            raise ResourceGone(uuid)
+        return existing, False
+
+    def liveResource(self, uuid):
+        """
+        @rtype: L{HerokuResource}
+        @raise UnknownResource: never provisioned.
+        @raise ResourceGone: deprovisioned (or its cache deleted).
+        """
+        resource = self.herokuResource(uuid)
+        if resource is None:
+            raise UnknownResource(uuid)
+        if resource.deleted_at is not None or resource.cache_id is None:
+            raise ResourceGone(uuid)
+        return resource
+
+    def herokuDeprovision(self, uuid):
+        """
+        Delete a resource's cache and credentials; the resource is kept as
+        deprovisioned.
+
+        @raise UnknownResource: never provisioned.
+        @raise ResourceGone: deprovisioned already.
+        """
+        resource = self.herokuResource(uuid)
+        if resource is None:
+            raise UnknownResource(uuid)
+        if resource.deleted_at is not None:
+            raise ResourceGone(uuid)
+        if resource.cache_id is not None:
+            try:
+                self.controlPlane.deleteCache(resource.cache_id)
+            except UnknownCache:
+                pass
+        t = schema.heroku_resources
+        with self.engine.begin() as conn:
+            conn.execute(
+                t.update()
+                .where(t.c.id == resource.id)
+                .values(deleted_at=self._clock.seconds(), access_token=None, refresh_token=None)
+            )
+        self._log.info("heroku resource {uuid} deprovisioned", uuid=uuid)
+
+    # -- oauth tokens
+
+    def claimTokens(self, resourceId, seconds=60.0):
+        """
+        Take the tokens of a resource for an exchange or a refresh, unless
+        another node holds them: a grant and a refresh token work once.
+
+        @return: whether this caller holds them now (until
+            L{storeTokens}, L{tokenFailed} or C{seconds}).
+        """
+        t = schema.heroku_resources
+        now = self._clock.seconds()
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    t.update()
+                    .where(
+                        t.c.id == resourceId,
+                        sa.or_(t.c.token_claimed_until.is_(None), t.c.token_claimed_until < now),
+                    )
+                    .values(token_claimed_until=now + seconds)
+                ).rowcount
+            )
+
+    def storeTokens(self, resourceId, accessToken, refreshToken, expiresAt):
+        """
+        Keep the tokens of an exchange or refresh; the grant is used up.
+        """
+        t = schema.heroku_resources
+        values = dict(
+            access_token=accessToken,
+            token_expires_at=expiresAt,
+            token_error=None,
+            token_claimed_until=None,
+            grant_code=None,
+            grant_expires_at=None,
+        )
+        if refreshToken:
+            values["refresh_token"] = refreshToken
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.id == resourceId).values(**values))
+
+    def tokenFailed(self, resourceId, error, dropGrant=False):
+        """
+        Record why an exchange or refresh failed; C{dropGrant} forgets a
+        grant that can no longer work (expired, refused).
+        """
+        t = schema.heroku_resources
+        values = dict(token_error=_clip(error), token_claimed_until=None)
+        if dropGrant:
+            values.update(grant_code=None, grant_expires_at=None)
+        with self.engine.begin() as conn:
+            conn.execute(t.update().where(t.c.id == resourceId).values(**values))
+
+    # -- config var pushes
+
+    def recordPromotion(self, resourceId, username):
+        """
+        Note that C{username} became the primary credential of a resource's
+        cache, and queue a push of its values, unless Heroku has them
+        already or another process queued it first.
+
+        @return: whether a push was queued.
+        """
+        t, p = schema.heroku_resources, schema.heroku_config_pushes
+        now = self._clock.seconds()
+        with self.engine.begin() as conn:
+            moved = conn.execute(
+                t.update()
+                .where(
+                    t.c.id == resourceId,
+                    t.c.deleted_at.is_(None),
+                    sa.or_(t.c.config_username.is_(None), t.c.config_username != username),
+                )
+                .values(config_username=username)
+            ).rowcount
+            if not moved:
+                return False
+            conn.execute(
+                p.update()
+                .where(p.c.resource_id == resourceId, p.c.state == PENDING)
+                .values(state=SUPERSEDED, finished_at=now)
+            )
+            conn.execute(
+                p.insert().values(
+                    resource_id=resourceId,
+                    username=username,
+                    state=PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
+        self._log.info(
+            "queued a config var push of {username} for heroku resource {resourceId}",
+            username=username,
+            resourceId=resourceId,
+        )
+        return True
+
+    def duePushes(self):
+        """
+        @return: pending pushes due now, each with its live resource: a
+            L{list} of (L{ConfigPush}, L{HerokuResource}).
+        """
+        t, p = schema.heroku_resources, schema.heroku_config_pushes
+        now = self._clock.seconds()
+        query = (
+            sa.select(p, *[c.label("r_" + c.name) for c in t.c])
+            .join(t, t.c.id == p.c.resource_id)
+            .where(p.c.state == PENDING, p.c.next_attempt_at <= now, t.c.deleted_at.is_(None))
+            .order_by(p.c.id)
+        )
+        found = []
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                resource = HerokuResource(
+                    **{f.name: getattr(row, "r_" + f.name) for f in attr.fields(HerokuResource)}
+                )
+                found.append((_push(row), resource))
+        return found
+
+    def nextPushAt(self):
+        """
+        @return: when the earliest pending push is due, or L{None}.
+        """
+        p = schema.heroku_config_pushes
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.min(p.c.next_attempt_at)).where(p.c.state == PENDING)
+            ).scalar()
+
+    def claimPush(self, pushId, seconds=60.0):
+        """
+        Take a due push for one attempt, unless another node took it: its
+        next attempt moves C{seconds} away, so only one node sends it.
+
+        @return: whether this caller holds it.
+        """
+        p = schema.heroku_config_pushes
+        now = self._clock.seconds()
+        with self.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    p.update()
+                    .where(p.c.id == pushId, p.c.state == PENDING, p.c.next_attempt_at <= now)
+                    .values(next_attempt_at=now + seconds)
+                ).rowcount
+            )
+
+    def pushSucceeded(self, pushId, status):
+        p = schema.heroku_config_pushes
+        now = self._clock.seconds()
+        with self.engine.begin() as conn:
+            conn.execute(
+                p.update()
+                .where(p.c.id == pushId)
+                .values(
+                    state=DONE,
+                    attempts=p.c.attempts + 1,
+                    last_status=status,
+                    last_error=None,
+                    finished_at=now,
+                )
+            )
+
+    def pushFailed(self, pushId, status, error, retryAt):
+        """
+        Record a failed attempt and when to try again.
+        """
+        p = schema.heroku_config_pushes
+        with self.engine.begin() as conn:
+            conn.execute(
+                p.update()
+                .where(p.c.id == pushId)
+                .values(
+                    attempts=p.c.attempts + 1,
+                    last_status=status,
+                    last_error=_clip(error),
+                    next_attempt_at=retryAt,
+                )
+            )
+
+    def pushes(self, uuid):
+        """
+        @return: every push of a resource, oldest first.
+        @rtype: L{list} of L{ConfigPush}
+        """
+        t, p = schema.heroku_resources, schema.heroku_config_pushes
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(p).join(t, t.c.id == p.c.resource_id).where(t.c.uuid == uuid).order_by(p.c.id)
+            )
+            return [_push(r) for r in rows]
+
+
+class AsyncProvisioningRecords:
+    """
+    L{ProvisioningRecords} on the reactor: each method runs in the control
+    plane's thread pool and returns a L{Deferred}.  Methods that create or
+    delete caches then wait for C{afterWrite} (the control index's
+    C{refresh}), so the change is in force on this node's memcache port
+    when their Deferred fires.
+    """
+
+    _log = Logger()
+
+    _WRITES_CACHES = frozenset({"herokuProvision", "herokuDeprovision"})
+
+    def __init__(self, records, threadpool, reactor, afterWrite=None):
+        self.records = records
+        self._pool = threadpool
+        self._reactor = reactor
+        self._afterWrite = afterWrite
+
+    @defer.inlineCallbacks
+    def _call(self, method, *args, **kwargs):
+        result = yield threads.deferToThreadPool(
+            self._reactor, self._pool, getattr(self.records, method), *args, **kwargs
+        )
+        if method in self._WRITES_CACHES and self._afterWrite is not None:
+            yield self._afterWrite()
+        return result
+
+    def __getattr__(self, name):
+        if name.startswith("_") or not callable(getattr(ProvisioningRecords, name, None)):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._call(name, *args, **kwargs)
+
+
+class ClusterUnavailable(ControlPlaneError):
+    """
+    No configured cluster can take a cache of this kind.
+    """
+
+
+class Provisioner:
+    """
+    The rules every provisioning door shares, on the reactor.
+    """
+
+    _log = Logger()
+
+    def __init__(self, controlPlane, index, registry, settings):
+        """
+        @param controlPlane: the L{memcachier.control.repository.AsyncControlPlane}.
+        @param index: the L{memcachier.control.index.ControlIndex}.
+        @param registry: the L{memcachier.runtime.CacheRegistry} (to empty
+            a cache whose data does not follow it).
+        @param settings: the L{memcachier.config.Settings}.
+        """
+        self.controlPlane = controlPlane
+        self.index = index
+        self.registry = registry
+        self.settings = settings
+
+    def clusterFor(self, plan):
+        """
+        The cluster a cache on C{plan} goes to: the default cluster if it
+        is of the plan's kind, else the first of that kind by name; the
+        default cluster when none is of that kind (one node serving
+        everything).
+
+        @type plan: L{memcachier.control.model.Plan}
+        @rtype: L{str}
+        """
+        kind = "development" if plan.development else "production"
+        default = self.settings.default_cluster
+        if self.settings.clusterKind(default) == kind:
+            return default
+        ofKind = sorted(n for n in self.settings.clusters if self.settings.clusterKind(n) == kind)
+        return ofKind[0] if ofKind else default
+
+    def servers(self, cache):
+        """
+        @return: a cache's C{MEMCACHIER_SERVERS}, in order.
+        """
+        return list(self.settings.clusters.get(cache.cluster, (self.settings.node_name,)))
+
+    def configVars(self, cacheId):
+        """
+        The three config vars of a cache, from the in-memory index.
+
+        @rtype: L{dict}
+        @raise UnknownCache: no such cache.
+        """
+        cache = self.index.cache(cacheId)
+        credentials = self.index.credentials(cacheId)
+        if cache is None or not credentials:
+            raise UnknownCache(cacheId)
+        primary = credentials[0]
+        return {
+            "MEMCACHIER_SERVERS": ",".join(self.servers(cache)),
+            "MEMCACHIER_USERNAME": primary.username,
+            "MEMCACHIER_PASSWORD": primary.password,
+        }
+
+    def createCache(self, slug, label=None, name=None):
+        """
+        @return: a L{Deferred} of (L{Cache}, primary L{Credential}).
+        @raise memcachier.control.repository.UnknownPlan: (synchronously).
+        """
+        plan = self.index.plan(slug)
+        return self.controlPlane.createCache(
+            name=name, plan=slug, cluster=self.clusterFor(plan), label=label
+        )
+
+    @defer.inlineCallbacks
+    def changePlan(self, cacheId, slug):
+        """
+        Move a cache to plan C{slug}.  Between a development and a
+        production plan the cache moves to a cluster of the new plan's
+        kind and is emptied; otherwise its data is kept.
+
+        @return: a L{Deferred} of a 2-tuple: the updated L{Cache} and
+            whether the data was kept.
+        @raise UnknownCache, memcachier.control.repository.UnknownPlan:
+            (through the Deferred).
+        """
+        target = self.index.plan(slug)
+        cache = self.index.cache(cacheId)
+        if cache is None:
+            raise UnknownCache(cacheId)
+        current = self.index.planOf(cacheId)
+        kept = current.development == target.development
+        if not kept:
+            cluster = self.clusterFor(target)
+            if cluster != cache.cluster:
+                yield self.controlPlane.setCluster(cacheId, cluster)
+        cache = yield self.controlPlane.setPlan(cacheId, slug)
+        if not kept:
+            runtime = self.registry.existing(cacheId)
+            if runtime is not None:
+                yield defer.maybeDeferred(runtime.keyspace.flush, 0)
+            self._log.info(
+                "cache {cacheId} moved from plan {old} to {new} on cluster {cluster}; emptied",
+                cacheId=cacheId,
+                old=current.slug,
+                new=slug,
+                cluster=cache.cluster,
+            )
+        return cache, kept

@@ -1,0 +1,245 @@
+# -*- test-case-name: tests.unit.test_metrics -*-
+"""
+C{/metrics}: the node's caches in the Prometheus text format, with
+memcached_exporter's metric names and a C{cache} label (the cache id), so
+dashboards and alerts written for memcached work per tenant; plus the
+process's own metrics (CPU, memory, file descriptors, garbage collector).
+
+The numbers are read when Prometheus scrapes, from the same counters the
+C{stats} command shows: nothing is added to the hot path.  Access is
+C{[metrics] access}: C{"off"} (404), C{"open"}, or C{"token"} (a bearer
+token, C{[metrics] token}).
+"""
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from memcachier.web.common import ApiError, errorBody
+from memcachier.web.provisioning import checkBearer
+
+#: memcached_exporter's C{commands_total{command,status}}: (command,
+#: status) -> the stat counting it.
+COMMANDS = (
+    ("get", "hit", "get_hits"),
+    ("get", "miss", "get_misses"),
+    ("get", "expired", "get_expired"),
+    ("get", "flushed", "get_flushed"),
+    ("set", "hit", "cmd_set"),
+    ("delete", "hit", "delete_hits"),
+    ("delete", "miss", "delete_misses"),
+    ("incr", "hit", "incr_hits"),
+    ("incr", "miss", "incr_misses"),
+    ("decr", "hit", "decr_hits"),
+    ("decr", "miss", "decr_misses"),
+    ("cas", "hit", "cas_hits"),
+    ("cas", "miss", "cas_misses"),
+    ("cas", "badval", "cas_badval"),
+    ("touch", "hit", "touch_hits"),
+    ("touch", "miss", "touch_misses"),
+    ("flush", "hit", "cmd_flush"),
+)
+
+#: Counters: exporter name (without C{memcached_}) -> stat, help.
+COUNTERS = (
+    ("connections_total", "total_connections", "Connections opened."),
+    ("connections_rejected_total", "rejected_connections", "Connections refused (over the plan's limit)."),
+    ("items_total", "total_items", "Items stored."),
+    ("items_evicted_total", "evictions", "Items evicted to make room."),
+    ("items_reclaimed_total", "reclaimed", "Expired items whose memory was reused."),
+    ("item_too_large_total", "store_too_large", "Stores refused as too large."),
+    ("item_no_memory_total", "store_no_memory", "Stores refused for lack of memory."),
+    ("read_bytes_total", "bytes_read", "Bytes read from clients."),
+    ("written_bytes_total", "bytes_written", "Bytes sent to clients."),
+    ("auth_commands_total", "auth_cmds", "Authentication attempts."),
+    ("auth_errors_total", "auth_errors", "Failed authentication attempts."),
+)
+
+#: Gauges: exporter name -> stat, help.
+GAUGES = (
+    ("current_connections", "curr_connections", "Open connections."),
+    ("current_items", "curr_items", "Items held."),
+    ("current_bytes", "bytes", "Bytes held."),
+    ("limit_bytes", "limit_maxbytes", "The plan's memory, in bytes."),
+)
+
+
+
+class CacheSample:
+    """
+    One cache's numbers at one moment, read on the reactor.
+    """
+
+    __slots__ = ("cacheId", "enabled", "uptime", "maxConnections", "stats")
+
+    def __init__(self, cacheId, enabled, uptime, maxConnections, stats):
+        self.cacheId = cacheId
+        self.enabled = enabled
+        self.uptime = uptime
+        self.maxConnections = maxConnections
+        self.stats = stats
+
+
+def sampleCaches(index, registry, clock):
+    """
+    Read every cache of the control index and the counters of its runtime
+    on this node (zeros for a cache this node has not served yet).  Only
+    reads plain values: it runs on the reactor, between requests.
+
+    @rtype: L{list} of L{CacheSample}
+    """
+    now = clock.seconds()
+    samples = []
+    for cache in index.caches():
+        plan = index.planOf(cache.id)
+        runtime = registry.existing(cache.id)
+        if runtime is None:
+            stats, uptime = {"limit_maxbytes": plan.memory}, 0
+        else:
+            stats, uptime = runtime.statsDict(), max(now - runtime.startTime, 0)
+        samples.append(CacheSample(cache.id, cache.enabled, uptime, plan.connections, stats))
+    return samples
+
+
+class CacheCollector:
+    """
+    A prometheus_client collector of cache samples, in memcached_exporter's
+    names with a C{cache} label.  It only formats values read before
+    (L{sampleCaches}), so it may run in a thread.
+    """
+
+    def __init__(self, samples):
+        """
+        @param samples: L{CacheSample}s.
+        """
+        self.samples = samples
+
+    def collect(self):
+        labels = ["cache"]
+        up = GaugeMetricFamily(
+            "memcached_up", "Whether the cache serves clients (1) or is disabled (0).", labels=labels
+        )
+        uptime = GaugeMetricFamily(
+            "memcached_uptime_seconds", "Seconds this node has served the cache.", labels=labels
+        )
+        maxConnections = GaugeMetricFamily(
+            "memcached_max_connections", "The plan's connection limit.", labels=labels
+        )
+        commands = CounterMetricFamily(
+            "memcached_commands", "Commands by command and status.",
+            labels=["cache", "command", "status"],
+        )
+        counters = [
+            (CounterMetricFamily("memcached_" + name[: -len("_total")], help, labels=labels), stat)
+            for name, stat, help in COUNTERS
+        ]
+        gauges = [
+            (GaugeMetricFamily("memcached_" + name, help, labels=labels), stat)
+            for name, stat, help in GAUGES
+        ]
+        for sample in self.samples:
+            label = [str(sample.cacheId)]
+            stats = sample.stats
+            up.add_metric(label, 1 if sample.enabled else 0)
+            uptime.add_metric(label, sample.uptime)
+            maxConnections.add_metric(label, sample.maxConnections)
+            for command, status, stat in COMMANDS:
+                commands.add_metric(label + [command, status], stats.get(stat, 0))
+            for family, stat in counters + gauges:
+                family.add_metric(label, stats.get(stat, 0))
+        yield up
+        yield uptime
+        yield maxConnections
+        yield commands
+        for family, _ in counters + gauges:
+            yield family
+
+
+def exposition(samples):
+    """
+    The text of C{/metrics}: the cache samples and the process's own
+    metrics, through a registry of its own (not the library's global one,
+    which anything imported could add to).
+
+    @rtype: L{bytes}
+    """
+    metrics = CollectorRegistry(auto_describe=False)
+    metrics.register(CacheCollector(samples))
+    ProcessCollector(registry=metrics)
+    PlatformCollector(registry=metrics)
+    GCCollector(registry=metrics)
+    return generate_latest(metrics)
+
+
+class MetricsResource(Resource):
+    """
+    C{GET /metrics} in the Prometheus text format, behind C{[metrics]
+    access}.
+    """
+
+    isLeaf = True
+
+    _log = Logger()
+
+    def __init__(self, index, registry, settings, clock, inThread):
+        """
+        @param index: the control index (C{caches}, C{planOf}).
+        @param registry: the L{memcachier.runtime.CacheRegistry}.
+        @param settings: L{memcachier.config.Settings} (C{metrics_access},
+            C{metrics_token}).
+        @param clock: the reactor, for uptimes.
+        @param inThread: C{inThread(f, *args)} runs C{f} off the reactor
+            and returns a L{Deferred} of its result.  Formatting a
+            thousand caches takes about half a second, which would stall
+            every memcache client if done on the reactor; only the reading
+            (L{sampleCaches}) is.
+        """
+        super().__init__()
+        self.index = index
+        self.registry = registry
+        self.settings = settings
+        self.clock = clock
+        self.inThread = inThread
+
+    def render(self, request):
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"Allow", b"GET, HEAD")
+            return errorBody(request, 405, "method not allowed here")
+        return super().render(request)
+
+    def render_GET(self, request):
+        try:
+            if self.settings.metrics_access == "off":
+                raise ApiError(404, "metrics are off ([metrics] access)")
+            if request.postpath not in ([], [b""]):
+                raise ApiError(404, "no such path")
+            if self.settings.metrics_access == "token":
+                checkBearer(request, self.settings.metrics_token, "metrics endpoint")
+        except ApiError as e:
+            for name, value in e.headers.items():
+                request.setHeader(name, value)
+            return errorBody(request, e.code, e.message)
+        samples = sampleCaches(self.index, self.registry, self.clock)
+        d = self.inThread(exposition, samples)
+        d.addCallbacks(self._write, self._failed, callbackArgs=(request,), errbackArgs=(request,))
+        return NOT_DONE_YET
+
+    def _write(self, body, request):
+        if request._disconnected:
+            return
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.write(body)
+        request.finish()
+
+    def _failed(self, failure, request):
+        self._log.failure("/metrics failed", failure)
+        if not request._disconnected:
+            request.write(errorBody(request, 500, "internal error"))
+            request.finish()
