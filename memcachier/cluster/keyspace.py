@@ -17,6 +17,7 @@ once, on the node the client talked to.
 """
 
 import hmac
+import json
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
@@ -197,6 +198,31 @@ class ClusterKeyspace:
 
         return _plain(DeferredList(
             [peer.stats() for peer in peers], consumeErrors=True
+        ).addCallback(gathered))
+
+    def peerRecentLogs(self):
+        """
+        Every live peer's recent commands of this cache (what clients
+        connected to it sent).
+
+        @return: a L{Deferred} firing with a L{dict} of node to its log
+            entries, for the peers that answered.
+        """
+        peers = self._peers()
+
+        def gathered(results):
+            out = {}
+            for peer, (ok, value) in zip(peers, results):
+                if ok:
+                    out[peer.node] = [
+                        json.loads(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0]))
+                    ]
+            return out
+
+        from twisted.internet.defer import DeferredList
+
+        return _plain(DeferredList(
+            [peer.stats(b"cluster_recent_logs") for peer in peers], consumeErrors=True
         ).addCallback(gathered))
 
     def stats(self):

@@ -11,6 +11,7 @@ request order.
 """
 
 import enum
+import json
 import os
 import resource
 import struct
@@ -658,6 +659,20 @@ class Session:
         # a store without slabs reports what it holds as one class
         pairs += [("active_slabs", 1), ("total_malloced", s.get("total_malloced", s.get("bytes", 0)))]
         return [(name, str(value)) for name, value in pairs]
+
+    def _stats_cluster_recent_logs(self):
+        """
+        A peer node asking for this node's recent commands of the cache
+        (C{introspection/recent_logs} keyed by node); for any other
+        connection this group does not exist.
+        """
+        if not self.runtime.peer:
+            return None
+        introspection = self.registry.introspection
+        if introspection is None or not introspection.enabled:
+            return []
+        logs = introspection.introspector(self.runtime.runtime).recentLogs()
+        return [(str(i), json.dumps(entry)) for i, entry in enumerate(logs)]
 
     def _stats_sizes(self):
         return [("sizes_status", "disabled")]

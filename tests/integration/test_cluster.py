@@ -579,3 +579,18 @@ def test_perServerSeriesNameEveryNode(cluster):
         return {s["tags"]["server"]: len(s["values"]) for s in api(cluster.nodes[2], "/insight/latency")}
 
     waitFor(lambda: all(latency().get(name) for name in cluster.names), timeout=30, interval=0.5)
+
+
+def test_recentLogsKeyedByNode(cluster):
+    """
+    C{introspection/recent_logs} has each node's recent commands (those of
+    the clients connected to it) under its name, whichever node answers.
+    """
+    for i, node in enumerate(cluster.nodes):
+        conn = node.ascii()
+        assert conn.call(f"set via{i} 0 0 1", b"x") == b"STORED"
+        conn.close()
+    logs = api(cluster.nodes[1], "/introspection/recent_logs")
+    assert sorted(logs) == sorted(cluster.names)
+    for i, name in enumerate(cluster.names):
+        assert [(e["key"], e["command"]) for e in logs[name]] == [(f"via{i}", "SET")], logs

@@ -386,6 +386,25 @@ def test_flushAndResetStatsReachEveryNode():
     assert stats[0][1]["curr_items"] == 0 and "cmd_get" in stats[0][1]
 
 
+def test_peerRecentLogs():
+    """
+    A peer's recent commands of the cache come over the peer connection;
+    the group does not exist for a client.
+    """
+    from memcachier.analytics.introspection import IntrospectionService
+
+    pair = Pair()
+    service = IntrospectionService(pair.clock)
+    pair.b.registry.introspection = service
+    service.introspector(pair.b.registry.runtime(1)).events.append((1, b"k1", 1, 3))
+    logs = pair.run(pair.keyspace.peerRecentLogs())
+    assert list(logs) == ["b:1"]
+    assert [(e["key"], e["command"], e["size"]) for e in logs["b:1"]] == [("k1", "SET", 3)]
+    proto, transport = pair.b.connect()
+    proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\nstats cluster_recent_logs\r\n")
+    assert transport.value() == b"STORED\r\nERROR\r\n"
+
+
 def test_memoryDividedByRingShare():
     pair = Pair()
     share = Ring(["a:1", "b:1"]).shares()["a:1"]
