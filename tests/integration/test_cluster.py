@@ -17,8 +17,6 @@ from tests.integration.conftest import (
     MemcachierServer,
     _firstCredential,
     freePort,
-    pylibmcClient,
-    waitForMemcache,
 )
 
 SECRET = "cluster-test-secret"

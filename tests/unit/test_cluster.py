@@ -6,7 +6,6 @@ configuration.
 """
 
 import pytest
-import sqlalchemy as sa
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.test import iosim
@@ -15,7 +14,6 @@ from zope.interface.verify import verifyObject
 from memcachier.cluster import membership as M
 from memcachier.cluster.keyspace import (
     Cluster,
-    ClusterKeyspace,
     ClusterStore,
     PeerAuthenticator,
 )
