@@ -15,6 +15,7 @@ of the hot path at one call (see C{docs/performance.md}).
 
 import enum
 import re
+import struct
 
 
 # memcached limits (protocol.txt "Keys", memcached.h)
@@ -94,43 +95,168 @@ class Refused(enum.IntEnum):
     READ_ONLY = 104
 
 
-class Item:
+# -- items -----------------------------------------------------------------
+#
+# A stored item is ONE immutable bytes object, laid out as memcached lays out
+# its item struct: a fixed prefix, the ASCII reply suffix pre-rendered, then
+# the value.  Bytes are never tracked by the garbage collector, and a dict
+# holding only bytes is not either, so a cache of millions of items costs a
+# full collection nothing, and each item costs two allocations (its key and
+# this blob) instead of a tracked object and its attributes
+# (docs/performance.md, "A store without collector pauses").
+#
+#   offset 0   cas        u64
+#          8   exptime    u32  absolute store-clock seconds, 0 = never
+#         12   atime      u32  when last stored or bumped (store-clock seconds)
+#         16   bits       u8   ITEM_FETCHED | ITEM_ACTIVE | ITEM_EXPIRES
+#         17   suffixlen  u8   length of the suffix below
+#         18   suffix     b" <flags> <bytes>\r\n"  (the ASCII VALUE line after the key)
+#         18+suffixlen    the value
+#
+# Codecs read items only through the functions below.
+
+_PREFIX = struct.Struct("<QIIBB")
+_pack = _PREFIX.pack
+#: bytes before the suffix
+ITEM_PREFIX_SIZE = _PREFIX.size
+_CAS = struct.Struct("<Q").unpack_from
+_TIMES = struct.Struct("<II").unpack_from
+_U32_MAX = 0xFFFFFFFF
+
+#: fetched since it was stored (memcached's ITEM_FETCHED)
+ITEM_FETCHED = 1
+#: used since it last reached the LRU tail: the tail gives it a second
+#: chance instead of evicting it (memcached's ITEM_ACTIVE)
+ITEM_ACTIVE = 2
+#: has a non-zero exptime, so readers must check it
+ITEM_EXPIRES = 4
+
+
+def _wholeSeconds(exptime):
     """
-    One cached value as a keyspace hands it to the session.
-
-    Stores keep their own representation; the memory store keeps these
-    objects themselves, so codecs must treat an L{Item} as read-only.
-
-    @ivar key: the key (L{bytes}).
-    @ivar value: the value (L{bytes}).
-    @ivar flags: client flags, an unsigned 32-bit L{int}.
-    @ivar exptime: absolute expiry in seconds of the store's clock, C{0} for never.
-    @ivar cas: the item's CAS unique, a positive L{int}.
-    @ivar atime: when the item was last stored or fetched (store clock seconds).
-    @ivar fetched: whether the item has been fetched since it was stored.
-    @ivar header: the ASCII C{VALUE <key> <flags> <bytes>} line, cached by
-        the ASCII codec on first fetch (memcached keeps this suffix in the
-        item too).  A store that changes C{value} or C{flags} in place must
-        reset it to L{None}.
+    A non-zero expiry as the u32 the prefix holds: rounded up, a time in
+    the past (negative: "already expired") as 1.
     """
+    whole = int(exptime)
+    return max(1, min(whole + (whole < exptime), _U32_MAX))
 
-    __slots__ = ("key", "value", "flags", "exptime", "cas", "atime", "fetched", "header")
 
-    def __init__(self, key, value, flags, exptime, cas, atime, fetched=False):
-        self.header = None
-        self.key = key
-        self.value = value
-        self.flags = flags
-        self.exptime = exptime
-        self.cas = cas
-        self.atime = atime
-        self.fetched = fetched
+def packItem(value, flags, exptime, cas, atime=0, bits=0):
+    """
+    Build the stored form of an item (see the layout above).
 
-    def __repr__(self):
-        return (
-            f"<Item key={self.key!r} flags={self.flags} exptime={self.exptime}"
-            f" cas={self.cas} size={len(self.value)}>"
-        )
+    @param exptime: absolute store-clock seconds, C{0} for never; kept in
+        whole seconds, rounded up so an item never expires early.
+    @param atime: store-clock seconds of the last store or bump.
+    @param bits: L{ITEM_FETCHED} and L{ITEM_ACTIVE}; L{ITEM_EXPIRES} is
+        derived from C{exptime}.
+    @rtype: L{bytes}
+    """
+    suffix = b" %d %d\r\n" % (flags, len(value))
+    if exptime:
+        return _pack(
+            cas, _wholeSeconds(exptime), int(atime), bits | ITEM_EXPIRES, len(suffix)
+        ) + suffix + value
+    return _pack(cas, 0, int(atime), bits & ~ITEM_EXPIRES, len(suffix)) + suffix + value
+
+
+def repackItem(item, exptime=None, atime=None, bits=None, cas=None):
+    """
+    A copy of C{item} with some prefix fields changed, the value and
+    flags kept (bumps, touch).
+    """
+    oldCas, oldExptime, oldAtime, oldBits, suffixLength = _PREFIX.unpack_from(item)
+    if exptime is None:
+        exptime = oldExptime
+    elif exptime:
+        exptime = _wholeSeconds(exptime)
+    if bits is None:
+        bits = oldBits
+    bits = (bits | ITEM_EXPIRES) if exptime else (bits & ~ITEM_EXPIRES)
+    return _PREFIX.pack(
+        oldCas if cas is None else cas,
+        exptime,
+        oldAtime if atime is None else int(atime),
+        bits,
+        suffixLength,
+    ) + item[ITEM_PREFIX_SIZE:]
+
+
+def itemValue(item):
+    """
+    @return: the value (L{bytes}).
+    """
+    return item[ITEM_PREFIX_SIZE + item[17]:]
+
+
+def itemValueLength(item):
+    """
+    @return: the length of the value, without copying it.
+    """
+    return len(item) - ITEM_PREFIX_SIZE - item[17]
+
+
+def itemFlags(item):
+    """
+    @return: the client flags (L{int}).
+    """
+    if item[19] == 48 and item[20] == 32:
+        # b" 0 ": the common case without parsing
+        return 0
+    return int(item[19:item.index(b" ", 19)])
+
+
+def itemFields(item):
+    """
+    What a binary reply needs, in one call (the hot path of binary gets).
+
+    @return: (value, flags, cas)
+    """
+    if item[19] == 48 and item[20] == 32:
+        flags = 0
+    else:
+        flags = int(item[19:item.index(b" ", 19)])
+    return item[ITEM_PREFIX_SIZE + item[17]:], flags, _CAS(item)[0]
+
+
+def itemCas(item):
+    """
+    @return: the CAS unique (L{int}).
+    """
+    return _CAS(item)[0]
+
+
+def itemExptime(item):
+    """
+    @return: absolute expiry in store-clock seconds, C{0} for never.
+    """
+    return _TIMES(item, 8)[0]
+
+
+def itemAtime(item):
+    """
+    @return: store-clock seconds of the last store or LRU bump (memcached
+        updates its C{it->time} only then too).
+    """
+    return _TIMES(item, 8)[1]
+
+
+def itemFetched(item):
+    """
+    @return: whether the item was fetched since it was stored.
+    """
+    return bool(item[16] & ITEM_FETCHED)
+
+
+def itemAsciiSuffix(item):
+    """
+    What follows C{VALUE <key>} in an ASCII reply: C{b" <flags> <bytes>\r\n"}
+    and the value (the final C{\r\n} is the caller's).  Large values come
+    as a L{memoryview} so a hit is not copied before the transport.
+    """
+    if len(item) > 16384:
+        return memoryview(item)[ITEM_PREFIX_SIZE:]
+    return item[ITEM_PREFIX_SIZE:]
 
 
 class KeyspaceError(Exception):

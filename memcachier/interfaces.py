@@ -34,6 +34,13 @@ class IKeyspace(Interface):
     "now" means already expired.  The session converts memcached's wire
     exptime (relative up to 30 days, absolute beyond, negative = expired)
     before calling.
+
+    Items are handed out as what L{memcachier.commands.packItem} builds:
+    one immutable L{bytes} holding the CAS, expiry, flags and value, which
+    codecs read with C{itemValue}, C{itemFlags}, C{itemCas}, ... and send
+    as they are.  A store that keeps items another way packs them on the
+    way out; the memory store keeps exactly these, so the garbage
+    collector never sees its items.
     """
 
     synchronous = Attribute("L{True} if no method ever returns a L{Deferred}.")
@@ -43,7 +50,7 @@ class IKeyspace(Interface):
         Fetch an item and bump it in the LRU.
 
         @type key: L{bytes}
-        @return: the L{memcachier.commands.Item}, or L{None} on a miss
+        @return: the item (L{memcachier.commands.packItem}), or L{None} on a miss
             (missing, expired or flushed).
         """
 
@@ -60,7 +67,7 @@ class IKeyspace(Interface):
         Fetch an item without bumping it or marking it fetched
         (meta C{me}, key stats).
 
-        @return: the L{memcachier.commands.Item} or L{None}.
+        @return: the item (L{memcachier.commands.packItem}) or L{None}.
         """
 
     def touch(key, exptime):
@@ -68,7 +75,7 @@ class IKeyspace(Interface):
         Fetch an item, bump it and set its expiry (C{touch}, C{gat}).
 
         @param exptime: new absolute expiry, C{0} for never.
-        @return: the L{memcachier.commands.Item} or L{None}.
+        @return: the item (L{memcachier.commands.packItem}) or L{None}.
         """
 
     def store(mode, key, value, flags, exptime, cas):

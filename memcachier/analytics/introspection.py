@@ -35,7 +35,9 @@ from memcachier.analytics.events import (  # noqa: F401 (re-exported)
     DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, TOUCH, discard,
 )
 from memcachier.analytics.series import formatTime
-from memcachier.commands import DeleteResult, DeltaResult, StoreMode, StoreResult
+from memcachier.commands import (
+    DeleteResult, DeltaResult, StoreMode, StoreResult, itemValueLength,
+)
 
 #: The delimiter between a key's prefix and the rest (memcached's default).
 DELIMITER = ":"
@@ -241,7 +243,7 @@ class Introspector:
             if op == GET_MANY:
                 for key, item in zip(reversed(ev[1]), reversed(ev[2])):
                     lines.append((now, key, "GET", "MISS" if item is None else "HIT",
-                                  0 if item is None else len(item.value)))
+                                  0 if item is None else itemValueLength(item)))
                 continue
             key = ev[1]
             result = ev[2]
@@ -459,7 +461,7 @@ class Introspector:
         key = name.encode("utf-8")
         item = self.keyspace.peek(key)
         inCache = item is not None and not hasattr(item, "addCallback")
-        size = len(item.value) if inCache else 0
+        size = itemValueLength(item) if inCache else 0
         rows = []
         for s in self._slices:
             counts = s.counts
@@ -508,7 +510,7 @@ class Introspector:
             for pid, _, raw in self._watched:
                 if key.startswith(raw):
                     out[pid][0] += 1
-                    out[pid][1] += len(key) + len(item.value)
+                    out[pid][1] += len(key) + itemValueLength(item)
         return out
 
 

@@ -29,11 +29,12 @@ from twisted.logger import Logger
 from memcachier.commands import (
     REALTIME_MAXDELTA,
     DeleteResult,
+    ITEM_FETCHED,
     DeltaResult,
-    Item,
     KeyspaceError,
     StoreMode,
     StoreResult,
+    packItem,
 )
 from memcachier.protocols import binary as B
 
@@ -253,7 +254,10 @@ class PeerConnection:
         if response.status != B.SUCCESS:
             raise _failure(self.node, response)
         flags = int.from_bytes(response.extras[:4], "big")
-        return Item(key, response.value, flags, 0, response.cas, self.reactor.seconds(), True)
+        # the item as stores hand it to codecs; its expiry did not travel
+        return packItem(
+            response.value, flags, 0, response.cas, self.reactor.seconds(), ITEM_FETCHED
+        )
 
     def _parseStore(self, response, mode):
         status = response.status

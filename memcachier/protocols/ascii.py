@@ -14,6 +14,8 @@ is swallowed without being buffered, so no request makes a connection hold
 more than L{MAX_LINE_GET} bytes plus one item.
 """
 
+from functools import partial
+
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 
 from memcachier.commands import (
@@ -122,16 +124,16 @@ def _authReply(result):
     return AUTH_FAILURE
 
 
-def _renderOne(item):
-    return END if item is None else renderHit(item)
+def _renderOne(key, item):
+    return END if item is None else renderHit(key, item)
 
 
-def _renderMany(items):
-    return renderValues(items, False) + END
+def _renderMany(keys, items):
+    return renderValues(keys, items, False) + END
 
 
-def _renderManyWithCas(items):
-    return renderValues(items, True) + END
+def _renderManyWithCas(keys, items):
+    return renderValues(keys, items, True) + END
 
 
 class AsciiProtocol(MetaCommands, CodecProtocol):
@@ -294,9 +296,9 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
         streaming = self._streaming
         if streaming is not None:
             self._streaming = None
-            items, start, withCas = streaming
+            keys, items, start, withCas = streaming
             out = []
-            self._stream(items, start, withCas, out)
+            self._stream(keys, items, start, withCas, out)
             self._emitOut(out)
 
     # -- storage -----------------------------------------------------------
@@ -464,9 +466,9 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
             if item is None:
                 out.append(END)
             elif item.__class__ is Deferred:
-                self.later(item, _renderOne, _serverError, out)
+                self.later(item, partial(_renderOne, key), _serverError, out)
             else:
-                out.append(renderHit(item))
+                out.append(renderHit(key, item))
             return None
         if len(parts) < 2:
             out.append(ERROR)
@@ -512,15 +514,18 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
                 )
         if isinstance(items, Deferred):
             self.later(
-                items, _renderManyWithCas if withCas else _renderMany, _serverError, out
+                items,
+                partial(_renderManyWithCas if withCas else _renderMany, keys),
+                _serverError,
+                out,
             )
             return None
         if len(items) <= STREAM_SLICE:
-            out.append(renderValues(items, withCas) + END)
+            out.append(renderValues(keys, items, withCas) + END)
             return None
-        return self._stream(items, 0, withCas, out)
+        return self._stream(keys, items, 0, withCas, out)
 
-    def _stream(self, items, start, withCas, out):
+    def _stream(self, keys, items, start, withCas, out):
         """
         Render a long multi-get a slice at a time, sending as it goes.
 
@@ -531,7 +536,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
         count = len(items)
         step = STREAM_SLICE
         while start < count:
-            piece = renderValues(items[start:start + step], withCas)
+            piece = renderValues(keys[start:start + step], items[start:start + step], withCas)
             start += step
             out.append(piece)
             size += len(piece)
@@ -541,7 +546,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
                 self._emitOut(out)
                 size = 0
                 if self.backlogged:
-                    self._streaming = (items, start, withCas)
+                    self._streaming = (keys, items, start, withCas)
                     return _HOLD
         out.append(END)
         return None

@@ -49,6 +49,9 @@ from memcachier.commands import (
     Refused,
     StoreMode,
     StoreResult,
+    itemCas,
+    itemFields,
+    itemFlags,
 )
 from memcachier.protocols.base import FLUSH_AT, CodecProtocol, renderDetailDump
 from memcachier.protocols.sasl import MECHANISMS, parsePlain
@@ -454,20 +457,19 @@ class BinaryProtocol(CodecProtocol):
             else:
                 out.append(_error(opcode, KEY_ENOENT, opaque))
             return
-        value = item.value
+        value, flags, cas = itemFields(item)
         if opcode in _KEYED_GETS:
             out.append(
                 _packWithFlags(
                     RESPONSE_MAGIC, opcode, len(key), 4, 0, SUCCESS,
-                    4 + len(key) + len(value), opaque, item.cas, item.flags,
+                    4 + len(key) + len(value), opaque, cas, flags,
                 )
                 + key
             )
         else:
             out.append(
                 _packWithFlags(
-                    RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4 + len(value), opaque,
-                    item.cas, item.flags,
+                    RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4 + len(value), opaque, cas, flags,
                 )
             )
         out.append(value)
@@ -489,7 +491,7 @@ class BinaryProtocol(CodecProtocol):
             # memcached answers a touch with the item's flags as extras
             out.append(
                 _packWithFlags(
-                    RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4, opaque, item.cas, item.flags
+                    RESPONSE_MAGIC, opcode, 0, 4, 0, SUCCESS, 4, opaque, itemCas(item), itemFlags(item)
                 )
             )
 

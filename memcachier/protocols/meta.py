@@ -13,7 +13,21 @@ import base64
 
 from twisted.internet.defer import Deferred
 
-from memcachier.commands import DeleteResult, DeltaResult, Refused, StoreMode, StoreResult, validKey
+from memcachier.commands import (
+    DeleteResult,
+    DeltaResult,
+    Refused,
+    StoreMode,
+    StoreResult,
+    itemAtime,
+    itemCas,
+    itemExptime,
+    itemFetched,
+    itemFlags,
+    itemValue,
+    itemValueLength,
+    validKey,
+)
 from memcachier.protocols.text import (
     BAD_FORMAT,
     ERROR,
@@ -74,7 +88,7 @@ def _history(before, now):
     """
     if before is None:
         return (False, 0)
-    return (bool(before.fetched), int(now - before.atime))
+    return (itemFetched(before), int(now - itemAtime(before)))
 
 
 class MetaCommands:
@@ -136,7 +150,7 @@ class MetaCommands:
             elif flag == b"b" and b"k" in flags:
                 ret.append(b"b")
             elif item is not None and flag == b"c":
-                ret.append(b"c%d" % item.cas)
+                ret.append(b"c%d" % itemCas(item))
         return ret
 
     def _metaDo(self, parts, out, body):
@@ -207,13 +221,14 @@ class MetaCommands:
         ret = []
         for flag in flags:
             if flag == b"f":
-                ret.append(b"f%d" % item.flags)
+                ret.append(b"f%d" % itemFlags(item))
             elif flag == b"s":
-                ret.append(b"s%d" % len(item.value))
+                ret.append(b"s%d" % itemValueLength(item))
             elif flag == b"t":
-                ret.append(b"t%d" % (int(item.exptime - now) if item.exptime else -1))
+                exptime = itemExptime(item)
+                ret.append(b"t%d" % (int(exptime - now) if exptime else -1))
             elif flag == b"c":
-                ret.append(b"c%d" % item.cas)
+                ret.append(b"c%d" % itemCas(item))
             elif flag == b"h":
                 ret.append(b"h%d" % hitBefore)
             elif flag == b"l":
@@ -223,7 +238,7 @@ class MetaCommands:
             ret.append(b"W")
         suffix = b"".join(b" " + r for r in ret)
         if b"v" in flags:
-            return b"VA %d%b\r\n%b\r\n" % (len(item.value), suffix, item.value)
+            return b"VA %d%b\r\n%b\r\n" % (itemValueLength(item), suffix, itemValue(item))
         return b"HD" + suffix + b"\r\n"
 
     def _metaSet(self, parts, data, pos, out):
@@ -369,8 +384,9 @@ class MetaCommands:
         if item is None:
             return b"EN\r\n"
         now = self.session.reactor.seconds()
-        exp = int(item.exptime - now) if item.exptime else -1
+        exptime = itemExptime(item)
+        exp = int(exptime - now) if exptime else -1
         return b"ME %b exp=%d la=%d cas=%d fetch=%b cls=1 size=%d\r\n" % (
-            key, exp, int(now - item.atime), item.cas,
-            b"yes" if item.fetched else b"no", len(key) + len(item.value) + 50,
+            key, exp, int(now - itemAtime(item)), itemCas(item),
+            b"yes" if itemFetched(item) else b"no", len(key) + itemValueLength(item) + 50,
         )

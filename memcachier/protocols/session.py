@@ -28,6 +28,7 @@ from memcachier.commands import (
     Refused,
     StoreMode,
     StoreResult,
+    itemValueLength,
 )
 from memcachier.analytics.events import (
     DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, TOUCH, discard,
@@ -225,7 +226,8 @@ class Session:
         """
         Fetch an item.
 
-        @return: the L{memcachier.commands.Item} or L{None} (or a Deferred).
+        @return: the packed item (L{memcachier.commands.packItem}) or L{None}
+            (or a Deferred).
         """
         stats = self.stats
         stats.cmd_get += 1
@@ -236,7 +238,7 @@ class Session:
             return item.addCallback(self._countGet).addCallback(self._tapped, GET, key)
         else:
             stats.get_hits += 1
-        self.tap((GET, key, -1 if item is None else len(item.value)))
+        self.tap((GET, key, -1 if item is None else itemValueLength(item)))
         return item
 
     def getMany(self, keys):
@@ -264,7 +266,7 @@ class Session:
         elif op == INCR or op == DECR:
             self.tap((op, key, int(result[0])))
         else:
-            self.tap((op, key, -1 if result is None else len(result.value)))
+            self.tap((op, key, -1 if result is None else itemValueLength(result)))
         return result
 
     def _countGetMany(self, items):
@@ -295,7 +297,7 @@ class Session:
         item = self.keyspace.touch(key, absoluteExptime(exptime, self.reactor.seconds()))
         if item.__class__ is Deferred:
             return item.addCallback(self._countGat).addCallback(self._tapped, GAT, key)
-        self.tap((GAT, key, -1 if item is None else len(item.value)))
+        self.tap((GAT, key, -1 if item is None else itemValueLength(item)))
         return self._countGat(item)
 
     def _countGat(self, item):
@@ -329,7 +331,7 @@ class Session:
         item = self.keyspace.touch(key, absoluteExptime(exptime, self.reactor.seconds()))
         if item.__class__ is Deferred:
             return item.addCallback(self._countTouch).addCallback(self._tapped, TOUCH, key)
-        self.tap((TOUCH, key, -1 if item is None else len(item.value)))
+        self.tap((TOUCH, key, -1 if item is None else itemValueLength(item)))
         return self._countTouch(item)
 
     def _countTouch(self, item):

@@ -10,7 +10,10 @@ meta module's reply renderers, so that a change of how stores hand out
 items is a small edit.
 """
 
-from memcachier.commands import U64, Refused, StoreResult
+from memcachier.commands import ITEM_PREFIX_SIZE, U64, Refused, StoreResult, itemCas
+
+#: values longer than this are sent as a view on the item, not copied
+_VIEW_FROM = 16384
 
 #: longest value a storage command may declare (memcached: C{INT_MAX - 2});
 #: beyond, or negative, is a bad command line before any value is read
@@ -88,36 +91,42 @@ def parseInt(token):
 # -- reading items -------------------------------------------------------------
 
 
-def renderHit(item):
+# Items are packed bytes (L{memcachier.commands.packItem}) whose tail is
+# C{b" <flags> <bytes>\r\n"} and the value: a hit is C{VALUE}, the key and
+# that tail, rendered once at store time (memcached keeps this suffix in the
+# item too).
+
+
+def renderHit(key, item):
     """
     The whole reply to a one-key C{get} that hit: the C{VALUE <key>
-    <flags> <bytes>} block and C{END}.  The header line is kept on the
-    item (memcached keeps it in the item too).
+    <flags> <bytes>} block and C{END}.
     """
-    header = item.header
-    if header is None:
-        header = item.header = b"VALUE %b %d %d\r\n" % (item.key, item.flags, len(item.value))
-    return b"%b%b\r\nEND\r\n" % (header, item.value)
+    if len(item) > _VIEW_FROM:
+        return b"".join((b"VALUE ", key, memoryview(item)[ITEM_PREFIX_SIZE:], b"\r\nEND\r\n"))
+    return b"VALUE %b%b\r\nEND\r\n" % (key, item[ITEM_PREFIX_SIZE:])
 
 
-def renderValues(items, withCas):
+def renderValues(keys, items, withCas):
     """
-    The C{VALUE} blocks of the hits among C{items} (L{None} for misses),
-    without C{END}.
+    The C{VALUE} blocks of the hits among C{items} (fetched for C{keys},
+    L{None} for misses), without C{END}.
     """
     chunks = []
     add = chunks.extend
-    for item in items:
+    prefix = ITEM_PREFIX_SIZE
+    for key, item in zip(keys, items):
         if item is not None:
             if withCas:
-                header = b"VALUE %b %d %d %d\r\n" % (
-                    item.key, item.flags, len(item.value), item.cas
-                )
+                # the stored suffix with the CAS before its CRLF
+                valueAt = prefix + item[17]
+                add((
+                    b"VALUE %b%b %d\r\n" % (key, item[prefix:valueAt - 2], itemCas(item)),
+                    item[valueAt:],
+                    CRLF,
+                ))
+            elif len(item) > _VIEW_FROM:
+                add((b"VALUE ", key, memoryview(item)[prefix:], CRLF))
             else:
-                header = item.header
-                if header is None:
-                    header = item.header = b"VALUE %b %d %d\r\n" % (
-                        item.key, item.flags, len(item.value)
-                    )
-            add((header, item.value, CRLF))
+                add((b"VALUE ", key, item[prefix:], CRLF))
     return b"".join(chunks)

@@ -2,39 +2,71 @@
 """
 The default store: every cache's items in this process's memory.
 
-Each cache has its own keyspace: an insertion-ordered dict used as an LRU
-(oldest first, a hit moves the key to the end) with byte accounting, so a
-cache evicts only its own keys once it reaches its plan's memory.  Expired
-items are removed lazily when touched or when they reach the LRU tail,
-as memcached does.
+Each cache has its own keyspace: one plain dict, key -> item, where an item
+is one immutable L{bytes} (L{memcachier.commands.packItem}).  Neither the
+dict nor its items are tracked by the garbage collector, so a full
+collection costs the same with ten items or ten million, and an item costs
+its key, its blob and its dict slot: no object per item for the LRU either.
+
+The LRU is the dict's insertion order, oldest first, driven the way
+memcached's segmented LRU drives its own (C{items.c}: C{do_item_bump},
+C{lru_pull_tail}): a hit does not move an item, it marks it ACTIVE once
+(rewriting its blob in place, keeping its slot); replacing a key keeps its
+slot and marks it ACTIVE.  When a store needs room, a window of the oldest
+items is looked at: expired ones are reclaimed first, ACTIVE ones get a
+second chance (moved to the end, mark cleared), the rest are evicted.  The
+window is taken in one pass because every walk from the front of a dict
+first steps over the holes its removals left there.
 
 Sizes are counted as memcached counts them: key + value + a fixed item
 header (L{ITEM_OVERHEAD}), so C{bytes} and C{limit_maxbytes} compare the
 way memcached users expect.
 """
 
-from collections import OrderedDict
-from itertools import count
+import struct
+from itertools import count, islice
 
 from zope.interface import implementer
 
 from memcachier.commands import (
+    ITEM_ACTIVE,
+    ITEM_EXPIRES,
+    ITEM_FETCHED,
+    ITEM_PREFIX_SIZE,
     U64,
     DeleteResult,
     DeltaResult,
-    Item,
     StoreMode,
     StoreResult,
+    itemCas,
+    itemExptime,
+    itemFlags,
+    itemValue,
+    itemValueLength,
+    packItem,
+    repackItem,
 )
 from memcachier.interfaces import IKeyspace, IStore
-
-#: a hit moves an item to the LRU head at most this often (seconds), as
-#: memcached's ITEM_UPDATE_INTERVAL: relinking costs more than the lookup
-ITEM_UPDATE_INTERVAL = 60
 
 #: bytes charged per item on top of key and value (memcached's item header
 #: with CAS is 48-56 bytes)
 ITEM_OVERHEAD = 50
+
+#: items looked at, at least, each time the LRU tail is inspected
+#: (memcached's lru_pull_tail searches 5)
+TAIL_WINDOW = 5
+
+#: while the LRU tail holds expired items, new keys look at it this often
+#: (in inserts; small keyspaces on every insert) and reclaim twice as many
+TAIL_CHECK_EVERY = 256
+
+#: while it holds none, the looks back off to this many inserts (or one a
+#: second)
+TAIL_CHECK_MAX = 1 << 16
+
+#: a store that must evict frees 1/2**EVICT_SLACK_SHIFT of the limit more
+#: than it needs, so the walk to the dict's first live entry is amortized
+EVICT_SLACK_SHIFT = 9
 
 _SET = StoreMode.SET
 _ADD = StoreMode.ADD
@@ -46,6 +78,13 @@ _STORED = StoreResult.STORED
 _NOT_STORED = StoreResult.NOT_STORED
 _EXISTS = StoreResult.EXISTS
 _NOT_FOUND = StoreResult.NOT_FOUND
+
+#: the bits of an item a hit has nothing more to do for
+_HOT = ITEM_FETCHED | ITEM_ACTIVE
+_EXPTIME = struct.Struct("<I").unpack_from
+_VALUE_AT = ITEM_PREFIX_SIZE
+_ATIME_BITS = struct.Struct("<IB").pack
+
 
 
 def _parseCounter(value):
@@ -71,7 +110,10 @@ class MemoryKeyspace:
     """
     One cache's keys in memory.
 
-    @ivar _items: key -> L{Item}, least recently used first.
+    @ivar _items: key -> packed item, least recently linked first.
+    @ivar _bytes: memcached's accounting of what C{_items} holds.
+    @ivar _untilTailCheck: inserts left before a new key next looks at the
+        LRU tail for expired items.
     """
 
     synchronous = True
@@ -81,8 +123,11 @@ class MemoryKeyspace:
         self.maxBytes = maxBytes
         self.maxItemSize = maxItemSize
         self._nextCas = casCounter.__next__
-        self._items = OrderedDict()
+        self._items = {}
         self._bytes = 0
+        self._untilTailCheck = 0
+        self._tailInterval = 1
+        self._nextTailTime = 0
         self._flushCall = None
         self.resetStats()
 
@@ -98,54 +143,148 @@ class MemoryKeyspace:
     # -- internals ---------------------------------------------------------
 
     def _unlink(self, key, item):
+        """
+        Remove an item.
+
+        @return: the bytes it was charged.
+        """
         del self._items[key]
-        self._bytes -= len(key) + len(item.value) + ITEM_OVERHEAD
+        size = len(key) + len(item) - _VALUE_AT - item[17] + ITEM_OVERHEAD
+        self._bytes -= size
+        return size
 
     def _expire(self, key, item):
         """
         Remove an item found expired.
-        """
-        self._unlink(key, item)
-        self.reclaimed += 1
-        if not item.fetched:
-            self.expired_unfetched += 1
 
-    def _live(self, key, now=None):
+        @return: the bytes it was charged.
+        """
+        self.reclaimed += 1
+        if not item[16] & ITEM_FETCHED:
+            self.expired_unfetched += 1
+        return self._unlink(key, item)
+
+    def _live(self, key, now):
         """
         The item under C{key} if it has not expired, else L{None} (the
         expired item is removed).
         """
         item = self._items.get(key)
-        if item is not None and item.exptime:
-            if now is None:
-                now = self._clock.seconds()
-            if item.exptime <= now:
-                self._expire(key, item)
-                return None
+        if item is not None and item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+            self._expire(key, item)
+            return None
         return item
 
-    def _link(self, key, item):
+    def _hit(self, key, item, now):
         """
-        Insert a new item, evicting from the LRU head until it fits.
+        The slow half of a hit: check expiry, mark the item fetched and
+        ACTIVE (once: memcached updates C{it->time} only then too).
+
+        @return: the item as now stored, or L{None} if it had expired.
         """
-        size = len(key) + len(item.value) + ITEM_OVERHEAD
+        bits = item[16]
+        if bits & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+            self._expire(key, item)
+            self.get_expired += 1
+            return None
+        if bits & _HOT != _HOT:
+            # atime and bits are adjacent: one small copy of the item
+            item = self._items[key] = b"".join(
+                (item[:12], _ATIME_BITS(int(now), bits | _HOT), item[17:])
+            )
+        return item
+
+    def _pullTail(self, need, now):
+        """
+        Free at least C{need} bytes from the LRU tail (oldest first):
+        expired items in the window first, then ACTIVE items get a second
+        chance, then the oldest are evicted.  Frees a little more than
+        asked in large keyspaces (1/512 of the limit), so the walk over
+        the front of the dict is paid once per many stores.
+        """
+        items = self._items
+        target = need + (self.maxBytes >> EVICT_SLACK_SHIFT)
+        freed = 0
+        moves = 0
+        while freed < need and items:
+            count = target * len(items) // self._bytes + TAIL_WINDOW
+            live = []
+            keep = live.append
+            for key, item in list(islice(items.items(), count)):
+                if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+                    freed += self._expire(key, item)
+                else:
+                    keep((key, item))
+            if freed >= need:
+                break
+            evictedBytes = evicted = unfetched = 0
+            for key, item in live:
+                if freed >= target:
+                    break
+                bits = item[16]
+                if bits & ITEM_ACTIVE and moves < count * 4:
+                    # second chance: to the head of the LRU, mark cleared
+                    moves += 1
+                    del items[key]
+                    items[key] = repackItem(item, bits=bits & ~ITEM_ACTIVE)
+                    continue
+                del items[key]
+                size = len(key) + len(item) - _VALUE_AT - item[17] + ITEM_OVERHEAD
+                evictedBytes += size
+                evicted += 1
+                if not bits & ITEM_FETCHED:
+                    unfetched += 1
+                freed += size
+            self._bytes -= evictedBytes
+            self.evictions += evicted
+            self.evicted_unfetched += unfetched
+        self._noteTailLooked(now, bool(freed))
+        return freed
+
+    def _reclaimTail(self, now):
+        """
+        Reclaim the expired items among the oldest few, as memcached does
+        before allocating, so storing over expired items does not grow the
+        cache.
+        """
+        window = 2 * min(TAIL_CHECK_EVERY, max(1, len(self._items) >> 6)) + TAIL_WINDOW
+        expired = [
+            (key, item)
+            for key, item in islice(self._items.items(), window)
+            if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now
+        ]
+        for key, item in expired:
+            self._expire(key, item)
+        self._noteTailLooked(now, bool(expired))
+
+    def _noteTailLooked(self, now, found):
+        """
+        Schedule the next look at the tail: soon if this one found expired
+        items, else after twice as many inserts as last time (up to
+        L{TAIL_CHECK_MAX}) or a second, whichever comes first.  A cache
+        without expiring items then hardly pays for the looks, whose walk
+        from the front of the dict grows with the holes removals leave.
+        """
+        if found:
+            self._tailInterval = min(TAIL_CHECK_EVERY, max(1, len(self._items) >> 6))
+        else:
+            self._tailInterval = min(self._tailInterval * 2, TAIL_CHECK_MAX)
+        self._untilTailCheck = self._tailInterval
+        self._nextTailTime = now + 1
+
+    def _link(self, key, item, size, now):
+        """
+        Insert a new key at the head of the LRU, reclaiming or evicting
+        from the tail until it fits.
+        """
         if size > self.maxBytes:
             return False
-        items = self._items
+        self._untilTailCheck -= 1
+        if self._untilTailCheck <= 0 or now >= self._nextTailTime:
+            self._reclaimTail(now)
         if self._bytes + size > self.maxBytes:
-            now = self._clock.seconds()
-            while self._bytes + size > self.maxBytes:
-                oldKey, old = items.popitem(last=False)
-                self._bytes -= len(oldKey) + len(old.value) + ITEM_OVERHEAD
-                if old.exptime and old.exptime <= now:
-                    self.reclaimed += 1
-                    if not old.fetched:
-                        self.expired_unfetched += 1
-                else:
-                    self.evictions += 1
-                    if not old.fetched:
-                        self.evicted_unfetched += 1
-        items[key] = item
+            self._pullTail(self._bytes + size - self.maxBytes, now)
+        self._items[key] = item
         self._bytes += size
         self.total_items += 1
         return True
@@ -154,48 +293,32 @@ class MemoryKeyspace:
 
     def get(self, key):
         item = self._items.get(key)
-        if item is None:
-            return None
-        now = self._clock.seconds()
-        if item.exptime and item.exptime <= now:
-            self._expire(key, item)
-            self.get_expired += 1
-            return None
-        if now - item.atime >= ITEM_UPDATE_INTERVAL:
-            self._items.move_to_end(key)
-            item.atime = now
-        item.fetched = True
-        return item
+        if item is None or item[16] == _HOT:
+            return item
+        return self._hit(key, item, self._clock.seconds())
 
     def getMany(self, keys):
-        # the multi-get hot loop: locals only, one clock read
+        # the multi-get hot loop: locals only, at most one clock read
         lookup = self._items.get
-        now = self._clock.seconds()
-        stale = now - ITEM_UPDATE_INTERVAL
+        now = None
         found = []
         append = found.append
         for key in keys:
             item = lookup(key)
-            if item is not None:
-                if item.exptime and item.exptime <= now:
-                    self._expire(key, item)
-                    self.get_expired += 1
-                    append(None)
-                    continue
-                if item.atime <= stale:
-                    self._items.move_to_end(key)
-                    item.atime = now
-                item.fetched = True
+            if item is not None and item[16] != _HOT:
+                if now is None:
+                    now = self._clock.seconds()
+                item = self._hit(key, item, now)
             append(item)
         return found
 
     def peek(self, key):
-        return self._live(key)
+        return self._live(key, self._clock.seconds())
 
     def touch(self, key, exptime):
         item = self.get(key)
         if item is not None:
-            item.exptime = exptime
+            item = self._items[key] = repackItem(item, exptime=exptime)
         return item
 
     def store(self, mode, key, value, flags, exptime, cas):
@@ -205,47 +328,59 @@ class MemoryKeyspace:
             if cas:
                 if old is None:
                     return (_NOT_FOUND, 0)
-                if old.cas != cas:
+                if itemCas(old) != cas:
                     return (_EXISTS, 0)
         elif mode == _ADD:
             if old is not None:
                 # memcached bumps the existing item on a failed add
-                self._items.move_to_end(key)
+                if not old[16] & ITEM_ACTIVE:
+                    self._items[key] = repackItem(old, atime=now, bits=old[16] | ITEM_ACTIVE)
                 return (_NOT_STORED, 0)
         elif mode == _CAS:
             if old is None:
                 return (_NOT_FOUND, 0)
-            if old.cas != cas:
+            if itemCas(old) != cas:
                 return (_EXISTS, 0)
         else:
             if old is None:
                 return (_NOT_STORED, 0)
-            if cas and old.cas != cas:
+            if cas and itemCas(old) != cas:
                 return (_EXISTS, 0)
             if mode == _APPEND:
-                value = old.value + value
-                flags, exptime = old.flags, old.exptime
+                value = itemValue(old) + value
+                flags, exptime = itemFlags(old), itemExptime(old)
             elif mode == _PREPEND:
-                value = value + old.value
-                flags, exptime = old.flags, old.exptime
+                value = value + itemValue(old)
+                flags, exptime = itemFlags(old), itemExptime(old)
             if len(key) + len(value) > self.maxItemSize:
                 # memcached cannot allocate the grown item: not stored
                 return (_NOT_STORED, 0)
-        if old is not None:
-            self._unlink(key, old)
+        newCas = self._nextCas()
         if exptime and exptime <= now:
             # stored and immediately expired, as memcached does
-            return (_STORED, self._nextCas())
-        newCas = self._nextCas()
-        if not self._link(key, Item(key, value, flags, exptime, newCas, now)):
+            if old is not None:
+                self._unlink(key, old)
+            return (_STORED, newCas)
+        size = len(key) + len(value) + ITEM_OVERHEAD
+        if old is not None:
+            oldSize = len(key) + itemValueLength(old) + ITEM_OVERHEAD
+            if self._bytes - oldSize + size <= self.maxBytes:
+                # replaced in its slot (no dict growth, flat memory under
+                # a replace-heavy load), ACTIVE so the tail spares it once
+                self._items[key] = packItem(value, flags, exptime, newCas, now, ITEM_ACTIVE)
+                self._bytes += size - oldSize
+                self.total_items += 1
+                return (_STORED, newCas)
+            self._unlink(key, old)
+        if not self._link(key, packItem(value, flags, exptime, newCas, now), size, now):
             return (StoreResult.NO_MEMORY, 0)
         return (_STORED, newCas)
 
     def delete(self, key, cas):
-        item = self._live(key)
+        item = self._live(key, self._clock.seconds())
         if item is None:
             return DeleteResult.NOT_FOUND
-        if cas and item.cas != cas:
+        if cas and itemCas(item) != cas:
             return DeleteResult.EXISTS
         self._unlink(key, item)
         return DeleteResult.DELETED
@@ -262,9 +397,10 @@ class MemoryKeyspace:
             if result != _STORED:
                 return (DeltaResult.NO_MEMORY, 0, 0)
             return (DeltaResult.OK, initial, newCas)
-        if cas and item.cas != cas:
+        if cas and itemCas(item) != cas:
             return (DeltaResult.EXISTS, 0, 0)
-        number = _parseCounter(item.value)
+        old = itemValue(item)
+        number = _parseCounter(old)
         if number is None:
             return (DeltaResult.NON_NUMERIC, 0, 0)
         if incr:
@@ -272,17 +408,15 @@ class MemoryKeyspace:
         else:
             number = number - delta if delta < number else 0
         value = b"%d" % number
-        old = item.value
         if len(value) < len(old):
             # memcached rewrites in place and pads with spaces
             value = value.ljust(len(old))
+        newCas = self._nextCas()
         self._bytes += len(value) - len(old)
-        item.value = value
-        item.header = None
-        item.cas = self._nextCas()
-        item.fetched = True
-        self._items.move_to_end(key)
-        return (DeltaResult.OK, number, item.cas)
+        self._items[key] = packItem(
+            value, itemFlags(item), itemExptime(item), newCas, now, _HOT
+        )
+        return (DeltaResult.OK, number, newCas)
 
     def flush(self, delay):
         if self._flushCall is not None and self._flushCall.active():
@@ -295,7 +429,7 @@ class MemoryKeyspace:
 
     def _flushNow(self):
         self._flushCall = None
-        self._items.clear()
+        self._items = {}
         self._bytes = 0
 
     def stats(self):
@@ -316,17 +450,14 @@ class MemoryKeyspace:
     def configure(self, maxBytes, maxItemSize):
         self.maxBytes = maxBytes
         self.maxItemSize = maxItemSize
-        items = self._items
-        while self._bytes > maxBytes and items:
-            key, item = items.popitem(last=False)
-            self._bytes -= len(key) + len(item.value) + ITEM_OVERHEAD
-            self.evictions += 1
+        if self._bytes > maxBytes:
+            self._pullTail(self._bytes - maxBytes, self._clock.seconds())
 
     def keys(self):
         now = self._clock.seconds()
         return [
             key for key, item in list(self._items.items())
-            if not item.exptime or item.exptime > now
+            if not item[16] & ITEM_EXPIRES or _EXPTIME(item, 8)[0] > now
         ]
 
 

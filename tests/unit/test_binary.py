@@ -717,7 +717,7 @@ def test_asyncInOrder(asyncConn):
     dispatched, reading pauses, and replies leave in request order however
     the Deferreds fire.
     """
-    from memcachier.commands import Item
+    from memcachier.commands import packItem
 
     c = asyncConn
     rs = c.send(
@@ -737,7 +737,7 @@ def test_asyncInOrder(asyncConn):
     c.ks.calls[1][2].callback((StoreResult.STORED, 43))
     assert c.responses() == []
     assert c.transport.producerState == "paused"
-    c.ks.calls[0][2].callback(Item(b"a", b"A", 0, 0, 42, 0))
+    c.ks.calls[0][2].callback(packItem(b"A", 0, 0, 42))
     rs = c.responses()
     assert [(r.opaque, r.status, r.value, r.cas) for r in rs] == [
         (2, 0, b"A", 42), (3, 0, b"", 43), (4, 1, b"Not found", 0), (5, 0, b"", 0),

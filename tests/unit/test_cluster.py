@@ -21,6 +21,10 @@ from memcachier.cluster.peer import PeerPool, request, wireExptime
 from memcachier.cluster.ring import Ring, oneAtATime
 from memcachier.commands import (
     REALTIME_MAXDELTA,
+    itemCas,
+    itemExptime,
+    itemFlags,
+    itemValue,
     DeleteResult,
     DeltaResult,
     KeyspaceError,
@@ -313,16 +317,16 @@ def test_forwardedCallsReachTheOwner():
     assert isinstance(ks.get(key), Deferred)
     assert pair.run(ks.get(key)) is None
     assert pair.run(ks.store(StoreMode.SET, key, b"v1", 7, 0, 0))[0] == StoreResult.STORED
-    assert pair.bKeyspace().peek(key).value == b"v1"
+    assert itemValue(pair.bKeyspace().peek(key)) == b"v1"
     item = pair.run(ks.get(key))
-    assert (item.value, item.flags) == (b"v1", 7)
+    assert (itemValue(item), itemFlags(item)) == (b"v1", 7)
     assert pair.run(ks.store(StoreMode.ADD, key, b"x", 0, 0, 0)) == (StoreResult.NOT_STORED, 0)
     assert pair.run(ks.store(StoreMode.REPLACE, pair.remote[1], b"x", 0, 0, 0)) == (
         StoreResult.NOT_STORED, 0)
     assert pair.run(ks.store(StoreMode.APPEND, key, b"+", 0, 0, 0))[0] == StoreResult.STORED
     assert pair.run(ks.store(StoreMode.PREPEND, key, b"-", 0, 0, 0))[0] == StoreResult.STORED
-    assert pair.run(ks.peek(key)).value == b"-v1+"
-    cas = pair.run(ks.get(key)).cas
+    assert itemValue(pair.run(ks.peek(key))) == b"-v1+"
+    cas = itemCas(pair.run(ks.get(key)))
     assert pair.run(ks.store(StoreMode.CAS, key, b"c", 0, 0, cas + 1)) == (StoreResult.EXISTS, 0)
     assert pair.run(ks.store(StoreMode.CAS, pair.remote[2], b"c", 0, 0, 5)) == (
         StoreResult.NOT_FOUND, 0)
@@ -337,8 +341,8 @@ def test_forwardedCallsReachTheOwner():
     assert pair.run(ks.delta(key, True, 1, None, 0, 0))[0] == DeltaResult.NON_NUMERIC
     # touch and expiry: absolute times survive the trip
     now = pair.clock.seconds()
-    assert pair.run(ks.touch(key, now + 100)).value == b"abc"
-    assert pair.bKeyspace().peek(key).exptime == int(now + 100)
+    assert itemValue(pair.run(ks.touch(key, now + 100))) == b"abc"
+    assert itemExptime(pair.bKeyspace().peek(key)) == int(now + 100)
     assert pair.run(ks.touch(pair.remote[4], now + 100)) is None
     # delete
     assert pair.run(ks.delete(key, 0)) == DeleteResult.DELETED
@@ -346,7 +350,7 @@ def test_forwardedCallsReachTheOwner():
     # a local key answers at once and B never sees it
     local = pair.local[0]
     assert ks.store(StoreMode.SET, local, b"here", 0, 0, 0)[0] == StoreResult.STORED
-    assert ks.get(local).value == b"here"
+    assert itemValue(ks.get(local)) == b"here"
     assert pair.bKeyspace().peek(local) is None
     # keys() lists what this node owns, so introspection's peeks stay local
     pair.localStore.keyspace(1, 1, 1).store(StoreMode.SET, key, b"stale", 0, 0, 0)
@@ -360,7 +364,7 @@ def test_getManySpansOwners():
     for key in keys:
         pair.run(ks.store(StoreMode.SET, key, key, 0, 0, 0))
     found = pair.run(ks.getMany(keys + [b"missing-" + pair.remote[5]]))
-    assert [i.value if i else None for i in found] == keys + [None]
+    assert [itemValue(i) if i else None for i in found] == keys + [None]
     assert ks.getMany(pair.local[:2]).__class__ is list
 
 

@@ -10,7 +10,7 @@ import pytest
 from twisted.application.service import IService
 from zope.interface.verify import verifyObject
 
-from memcachier.commands import StoreMode
+from memcachier.commands import StoreMode, itemValue
 from memcachier.control.herokusync import parseExpiry
 from memcachier.web.heroku import manifest
 from tests.unit.provisioningworld import HEROKU_AUTH, ProvisioningWorld
@@ -118,7 +118,7 @@ def test_planChangeKeepsOrEmpties(world):
     assert kept.code == 200, kept
     assert set(kept.json()) == {"config", "message"}
     assert "kept" in kept.json()["message"]
-    assert runtime.keyspace.get(b"k").value == b"v"
+    assert itemValue(runtime.keyspace.get(b"k")) == b"v"
     moved = world.heroku_("PUT", "/uuid-1", body={"plan": "100"})
     assert moved.code == 200
     assert moved.json()["config"]["MEMCACHIER_SERVERS"] == "10.0.0.1:11211"

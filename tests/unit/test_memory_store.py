@@ -2,14 +2,17 @@
 The memory store passes the public store conformance suite, directly and
 answering through Deferreds fired by a clock (L{memcachier.testing.AsyncStore},
 the double codec tests and keyspaces that forward use); the failing store
-double fails every call, as it says.
+double fails every call, as it says.  The memory store's items stay out of
+the garbage collector's sight.
 """
+
+import gc
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from memcachier.commands import KeyspaceError, StoreMode
+from memcachier.commands import KeyspaceError, StoreMode, itemAtime, itemFetched, itemValue
 from memcachier.interfaces import IKeyspace, IStore
 from memcachier.stores.memory import MemoryStore
 from memcachier.testing import ANSWERING, AsyncStore, FailingStore, StoreConformanceTests
@@ -26,9 +29,146 @@ class MemoryStoreTests(StoreConformanceTests, SynchronousTestCase):
         """
         self.set(b"n", b"100")
         self.call(self.ks.delta, b"n", False, 1, None, 0, 0)
-        self.assertEqual(self.call(self.ks.get, b"n").value, b"99 ")
+        self.assertEqual(itemValue(self.call(self.ks.get, b"n")), b"99 ")
         self.assertEqual(self.call(self.ks.delta, b"n", True, 1, None, 0, 0)[1], 100)
 
+    def test_itemsInvisibleToTheCollector(self):
+        """
+        Neither the keyspace's table nor any item in it is tracked by the
+        garbage collector, whatever happened to them (store, hit, replace,
+        append, incr, touch, failed add): a full collection never walks
+        the cache.
+        """
+        self.set(b"a", b"1", flags=5)
+        self.set(b"b", b"x" * 20_000, exptime=self.clock.seconds() + 100)
+        self.call(self.ks.get, b"a")
+        self.call(self.ks.getMany, [b"a", b"b", b"missing"])
+        self.set(b"a", b"2")
+        self.set(b"a", b"3", mode=StoreMode.APPEND)
+        self.set(b"a", b"4", mode=StoreMode.ADD)
+        self.call(self.ks.delta, b"a", True, 7, None, 0, 0)
+        self.call(self.ks.touch, b"b", 0)
+        gc.collect()
+        table = self.ks._items
+        self.assertEqual(sorted(table), [b"a", b"b"])
+        self.assertFalse(gc.is_tracked(table))
+        for key, item in table.items():
+            self.assertFalse(gc.is_tracked(key))
+            self.assertFalse(gc.is_tracked(item))
+            self.assertIs(type(item), bytes)
+
+    def fill(self, prefix, count, exptime=0, size=1000):
+        for i in range(count):
+            self.set(b"%s%d" % (prefix, i), b"v" * size, exptime=exptime)
+
+    def test_expiredReclaimedBeforeLiveEvicted(self):
+        """
+        When a store needs room, the expired items among the oldest are
+        reclaimed before any live item is evicted, even a live item older
+        than them (memcached looks at a few items at the LRU tail).
+        """
+        self.set(b"oldest", b"v" * 1000)
+        self.fill(b"exp", 3, exptime=self.clock.seconds() + 10)
+        self.fill(b"live", 56)
+        before = self.call(self.ks.stats)
+        self.assertEqual((before["curr_items"], before["evictions"]), (60, 0))
+        self.clock.advance(20)
+        self.fill(b"new", 3)
+        stats = self.call(self.ks.stats)
+        self.assertEqual((stats["evictions"], stats["reclaimed"]), (0, 3))
+        self.assertIsNotNone(self.call(self.ks.get, b"oldest"))
+        self.assertLessEqual(stats["bytes"], self.maxBytes)
+
+    def test_storingOverExpiredDoesNotGrow(self):
+        """
+        Storing new keys while older ones have expired reuses their room:
+        the memory the cache holds does not grow, and nothing is evicted.
+        """
+        self.fill(b"exp", 40, exptime=self.clock.seconds() + 10)
+        held = self.call(self.ks.stats)["bytes"]
+        self.clock.advance(20)
+        self.fill(b"new", 40)
+        stats = self.call(self.ks.stats)
+        self.assertLessEqual(stats["bytes"], held)
+        self.assertEqual((stats["curr_items"], stats["evictions"]), (40, 0))
+
+    def test_storingOverExpiredLargeKeyspace(self):
+        """
+        In a keyspace too large to look at the tail on every store, the
+        tail is still looked at often enough that storing over expired
+        items grows it by at most a few hundred items.
+        """
+        ks = self.store.keyspace(7, 1 << 30, self.maxItemSize)
+        for i in range(20_000):
+            self.set(b"exp%d" % i, b"v" * 10, exptime=self.clock.seconds() + 10, ks=ks)
+        held = self.call(ks.stats)["bytes"]
+        self.clock.advance(20)
+        for i in range(20_000):
+            self.set(b"new%d" % i, b"v" * 10, ks=ks)
+        stats = self.call(ks.stats)
+        self.assertLessEqual(stats["bytes"], held + 300 * (5 + 10 + 50))
+        self.assertEqual(stats["evictions"], 0)
+
+    def test_replacedKeyCountsAsRecent(self):
+        """
+        A key stored again is as recent as a new one: it outlives keys
+        stored once after it, though it keeps its old place in the table.
+        """
+        self.set(b"k0", b"v" * 1000)
+        self.fill(b"a", 50)
+        self.set(b"k0", b"w" * 1000)
+        self.fill(b"b", 30)
+        self.assertEqual(itemValue(self.call(self.ks.get, b"k0")), b"w" * 1000)
+        self.assertIsNone(self.call(self.ks.get, b"a0"))
+        self.assertGreater(self.call(self.ks.stats)["evictions"], 0)
+
+    def test_evictsWhenEverythingIsActive(self):
+        """
+        A keyspace whose every item was hit still evicts (second chances
+        are bounded) and stays within its limit.
+        """
+        self.fill(b"a", 60)
+        self.call(self.ks.getMany, [b"a%d" % i for i in range(60)])
+        self.fill(b"b", 60)
+        stats = self.call(self.ks.stats)
+        self.assertLessEqual(stats["bytes"], self.maxBytes)
+        self.assertGreater(stats["evictions"], 0)
+        self.assertIsNotNone(self.call(self.ks.get, b"b59"))
+
+    def test_fractionalExptimeNeverEarly(self):
+        """
+        Items keep whole-second expiry times rounded up: an item never
+        expires before the time it was given.
+        """
+        self.clock.advance(0.25)
+        self.set(b"k", b"v", exptime=self.clock.seconds() + 10)
+        self.clock.advance(9.9)
+        self.assertIsNotNone(self.call(self.ks.get, b"k"))
+        self.clock.advance(1)
+        self.assertIsNone(self.call(self.ks.get, b"k"))
+
+    def test_hitMarksFetchedOnce(self):
+        """
+        The first hit marks the item fetched and stamps its access time;
+        a peek does neither.
+        """
+        self.set(b"k", b"v")
+        self.clock.advance(30)
+        self.assertFalse(itemFetched(self.call(self.ks.peek, b"k")))
+        first = self.call(self.ks.get, b"k")
+        self.assertTrue(itemFetched(first))
+        self.assertEqual(itemAtime(first), int(self.clock.seconds()))
+        self.clock.advance(30)
+        self.assertIs(self.call(self.ks.get, b"k"), first)
+
+    def test_touchIntoThePast(self):
+        """
+        Touching with an expiry in the past (the session's C{-1} for a
+        negative wire exptime) expires the item.
+        """
+        self.set(b"k", b"v")
+        self.assertIsNotNone(self.call(self.ks.touch, b"k", -1))
+        self.assertIsNone(self.call(self.ks.get, b"k"))
 
 class AsyncMemoryStoreTests(StoreConformanceTests, SynchronousTestCase):
     """

@@ -7,7 +7,7 @@ L{StubTreq} over a real control plane on in-memory SQLite.
 import pytest
 import sqlalchemy as sa
 
-from memcachier.commands import StoreMode
+from memcachier.commands import StoreMode, itemValue
 from memcachier.control import schema
 from memcachier.control.model import Plan
 from memcachier.control.provisioning import ResourceGone, UnknownResource
@@ -211,7 +211,7 @@ def test_ownAPIPlanChange(world):
     kept = world.own("PUT", f"/{cacheId}/plan", body={"plan": "500"})
     assert kept.code == 200, kept
     assert (kept.json()["plan"], kept.json()["data_kept"]) == ("500", True)
-    assert keyspace.get(b"k").value == b"v"
+    assert itemValue(keyspace.get(b"k")) == b"v"
     emptied = world.own("PUT", f"/{cacheId}/plan", body={"plan": "dev"}).json()
     assert (emptied["plan"], emptied["cluster_name"], emptied["data_kept"]) == ("dev", "devs", False)
     assert keyspace.get(b"k") is None

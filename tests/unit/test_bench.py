@@ -1,0 +1,79 @@
+"""
+The store benchmark and the pause probe measure what they say.
+"""
+
+import json
+
+from memcachier.bench import store
+from memcachier.bench.probe import PauseProbe
+
+
+def test_storeRunOne():
+    """
+    One configuration fills the keyspace, runs the loop and reports RSS
+    per item, the cost of a full collection and the worst operation.
+    """
+    result = store.runOne(2000, 100, 0.05, 0.5)
+    assert result["items"] == 2000 and result["operations"] >= 1000
+    assert result["full_collection_ms"] > 0
+    # wall and CPU clocks tick differently: no order between them holds
+    assert result["worst_op_ms"] > 0 and result["worst_op_cpu_ms"] >= 0
+    assert len(result["gc_collections"]) == 3
+
+
+def test_storeMainJson(capsys):
+    """
+    The command line runs each configuration in a fresh interpreter and
+    prints one JSON line per configuration.
+    """
+    assert store.main(["--items", "1000", "--values", "10", "50", "--seconds", "0.05", "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["items"], r["value_bytes"]) for r in lines] == [(1000, 10), (1000, 50)]
+
+
+class _Clocks:
+    def __init__(self):
+        self.wall = 0.0
+        self.cpu = 0.0
+
+
+def test_probeTimerLateness():
+    """
+    The probe reports how late its timer fired and how much CPU the
+    interval took, listing the intervals late or busy enough to matter.
+    """
+    clocks = _Clocks()
+    probe = PauseProbe(wall=lambda: clocks.wall, cpu=lambda: clocks.cpu)
+    probe.tick()
+    clocks.wall += 0.01 + 0.5
+    clocks.cpu += 0.004
+    probe.tick()
+    clocks.wall += 0.01 + 0.001
+    clocks.cpu += 0.002
+    probe.tick()
+    report = probe.report()
+    assert report["timer_worst_late_ms"] == 500.0
+    assert report["timer_cpu_of_worst_ms"] == 4.0
+    assert report["timer_late_over_ms"] == {5: 1, 25: 1}
+    assert report["intervals_t_late_cpu"] == [(0.5, 500.0, 4.0)]
+
+
+def test_probeCollections():
+    """
+    Every full collection is listed with its duration; each generation's
+    worst is kept.
+    """
+    clocks = _Clocks()
+    probe = PauseProbe(wall=lambda: clocks.wall, cpu=lambda: clocks.cpu)
+    clocks.wall += 2.0
+    probe.gcCallback("start", {"generation": 2})
+    clocks.wall += 0.05
+    probe.gcCallback("stop", {"generation": 2, "collected": 7})
+    probe.gcCallback("start", {"generation": 0})
+    clocks.wall += 0.001
+    probe.gcCallback("stop", {"generation": 0, "collected": 0})
+    report = probe.report()
+    assert report["gc_count"] == [1, 0, 1]
+    assert report["gc_worst_ms"] == [1.0, 0.0, 50.0]
+    assert report["full_collections_t_ms_collected"] == [(2.0, 50.0, 7)]
+    assert report["tracked_objects"] > 0
