@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.unit.test_admin -*-
 """
-C{memcachier-admin}: manage caches, credentials and plans from a shell.
+C{memcachier-admin}: manage caches, credentials and plans, and list the
+cluster's nodes, from a shell.
 
 The CLI writes to the control plane's database directly (synchronously,
 no reactor); running servers notice within their poll interval because
@@ -138,8 +139,54 @@ class Admin:
     def _json(self, value):
         self._print(json.dumps(value, indent=2, sort_keys=True))
 
+    def _nodes(self):
+        from memcachier.cluster.membership import listNodes
+
+        return listNodes(self.controlPlane.engine)[0]
+
     def _servers(self, cache):
-        return self.settings.clusters.get(cache.cluster, ())
+        """
+        The cache's servers as the running nodes advertise them (the live
+        nodes of its cluster); the configured list when no node of it has
+        registered (single nodes do not).
+        """
+        from memcachier.cluster.membership import liveServers
+
+        configured = self.settings.clusters.get(cache.cluster, ())
+        records = self._nodes()
+        if not any(r.cluster == cache.cluster for r in records):
+            return configured
+        return liveServers(
+            records, cache.cluster, configured, self._clock.seconds(),
+            self.settings.heartbeat_timeout,
+        )
+
+    # -- nodes
+
+    def node_list(self, args):
+        now = self._clock.seconds()
+        timeout = self.settings.heartbeat_timeout
+        rows = []
+        for record in self._nodes():
+            row = record.asDict()
+            row["cache_connections"] = {
+                str(k): v for k, v in sorted(record.connectionsByCache().items())
+            }
+            row["live"] = record.heartbeat_at >= now - timeout
+            rows.append(row)
+        if args.json:
+            self._json(rows)
+            return
+        self._print(
+            f"{'NAME':<24} {'CLUSTER':<12} {'STATE':<5} {'HEARTBEAT':>10} "
+            f"{'CONNECTIONS':>11} {'MEMORY':>12}"
+        )
+        for row in rows:
+            ago = f"{max(0.0, now - row['heartbeat_at']):.1f}s ago"
+            self._print(
+                f"{row['name']:<24} {row['cluster']:<12} {'in' if row['live'] else 'out':<5} "
+                f"{ago:>10} {row['connections']:>11} {row['memory']:>12}"
+            )
 
     # -- caches
 
@@ -479,7 +526,7 @@ def makeParser():
         help="SQLAlchemy URL of the control plane (overrides the configuration file)",
     )
     groups = parser.add_subparsers(
-        dest="group", metavar="{cache,credential,heroku,plan,alert,operator}", required=True
+        dest="group", metavar="{cache,credential,heroku,node,plan,alert,operator}", required=True
     )
 
     def command(sub, name, method, help, json=True):
@@ -540,6 +587,15 @@ def makeParser():
     _switch(p, "write", "write capability")
     _switch(p, "flush", "flush capability")
     _switch(p, "api", "analytics API capability")
+
+    node = groups.add_parser("node", help="show the cluster nodes").add_subparsers(
+        dest="command", required=True
+    )
+    command(
+        node, "list", "node_list",
+        "list every registered node: its cluster, whether it is in, its last heartbeat, "
+        "its connections and memory",
+    )
 
     heroku = groups.add_parser("heroku", help="the Heroku add-on").add_subparsers(
         dest="command", required=True

@@ -228,6 +228,12 @@ class Settings:
     @ivar limit_alert_configs: alert delivery configs per cache.
     @ivar limit_multiget_keys: keys one ASCII retrieval command may name,
         C{0} for no count (the line length, 256 KiB, still bounds it).
+    @ivar cluster_secret: C{[cluster] secret}, the password peer nodes
+        authenticate with; empty for a single node.
+    @ivar heartbeat_timeout: C{[cluster] heartbeat_timeout}, seconds of
+        silence after which a node is out.
+    @ivar peer_timeout: C{[cluster] request_timeout}, seconds a forwarded
+        request may wait for its owner.
     """
 
     listen: tuple = DEFAULT_LISTEN
@@ -288,6 +294,28 @@ class Settings:
     limit_alerts: int = 50
     limit_alert_configs: int = 20
     limit_multiget_keys: int = 0
+    cluster_secret: str = ""
+    heartbeat_timeout: float = 5.0
+    peer_timeout: float = 2.0
+
+    @property
+    def clustered(self):
+        """
+        Whether this node is one of several sharing the control plane
+        (C{[cluster] secret} set): it registers, heartbeats and forwards.
+        """
+        return bool(self.cluster_secret)
+
+    @property
+    def node_cluster(self):
+        """
+        The cluster this node serves: the first whose servers list its
+        name, else the default cluster.
+        """
+        for name, servers in self.clusters.items():
+            if self.node_name in servers:
+                return name
+        return self.default_cluster
 
     def clusterKind(self, name):
         """
@@ -693,8 +721,8 @@ def _isHostPort(value):
 
 
 _TOP = (
-    "memcache", "web", "database", "node", "clusters", "caches", "store", "plans", "analytics",
-    "alerts", "heroku", "provisioning", "metrics", "limits",
+    "memcache", "web", "database", "node", "cluster", "clusters", "caches", "store", "plans",
+    "analytics", "alerts", "heroku", "provisioning", "metrics", "limits",
 )
 _HEROKU_KEYS = ("id", "password", "sso_salt", "api_url", "id_url", "client_secret")
 METRICS_ACCESS = ("off", "open", "token")
@@ -830,6 +858,15 @@ def _settingsFrom(data, overrides):
     if not isinstance(nodeName, str) or not _isHostPort(nodeName):
         check.error("node.name", f'expected "host:port", got {_show(nodeName)}')
         nodeName = derived
+
+    clusterTable = check.table(data, "cluster")
+    check.unknown(clusterTable, "cluster.", ("secret", "heartbeat_timeout", "request_timeout"))
+    clusterSecret = clusterTable.get("secret", "")
+    if not isinstance(clusterSecret, str):
+        check.error("cluster.secret", f"expected a string, got {_show(clusterSecret)}")
+        clusterSecret = ""
+    heartbeatTimeout = check.duration(clusterTable, "cluster.", "heartbeat_timeout", 5.0)
+    peerTimeout = check.duration(clusterTable, "cluster.", "request_timeout", 2.0)
 
     clustersTable = check.table(data, "clusters")
     clusters = {}
@@ -973,6 +1010,9 @@ def _settingsFrom(data, overrides):
             metrics_access=metricsAccess,
             metrics_token=metricsToken,
             **limits,
+            cluster_secret=clusterSecret,
+            heartbeat_timeout=heartbeatTimeout,
+            peer_timeout=peerTimeout,
         ),
         [],
     )

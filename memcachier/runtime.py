@@ -72,6 +72,9 @@ class CacheRuntime:
     @ivar startTime: when this node started serving the cache.
     """
 
+    #: a peer node's view of the cache (L{memcachier.cluster.keyspace.PeerRuntime})
+    peer = False
+
     def __init__(self, cacheId, plan, keyspace, now):
         self.cacheId = cacheId
         self.plan = plan
@@ -104,7 +107,14 @@ class CacheRegistry:
         C{planOf}, C{addListener}).
     @ivar introspection: the L{memcachier.analytics.introspection.IntrospectionService}
         sessions tap, or L{None} (no taps at all).
+    @ivar cluster: the L{memcachier.cluster.keyspace.Cluster} when this
+        node is one of several, else L{None}.
+    @ivar peerAuthenticator: checks peer connections' credentials
+        (L{memcachier.cluster.keyspace.PeerAuthenticator}), or L{None}.
     """
+
+    cluster = None
+    peerAuthenticator = None
 
     _log = Logger()
 
@@ -126,10 +136,36 @@ class CacheRegistry:
         @type password: L{bytes}
         @return: a 2-tuple (credential, L{CacheRuntime}) or L{None}.
         """
+        if self.peerAuthenticator is not None and username.startswith(b"@peer:"):
+            return self.peerAuthenticator(self, username, password)
         credential = self.index.authenticate(username, password)
         if credential is None:
             return None
         return credential, self.runtime(credential.cache_id)
+
+    def discovery(self, cacheId=None):
+        """
+        The version and live servers of a cache's cluster (or this node's
+        cluster), for ElastiCache-style auto discovery.
+
+        @return: a 2-tuple (version L{int}, L{tuple} of C{host:port}).
+        """
+        if self.cluster is None:
+            return (1, (self.settings.node_name,))
+        membership = self.cluster.membership
+        name = self.cluster.clusterOf(cacheId) if cacheId is not None else None
+        if name is None:
+            name = membership.cluster
+        return (membership.version(name), membership.servers(name))
+
+    def connectionsElsewhere(self, cacheId):
+        """
+        A cache's open connections on the other nodes of the cluster (0
+        on a single node), for its plan's connection limit.
+        """
+        if self.cluster is None:
+            return 0
+        return self.cluster.membership.connectionsElsewhere(cacheId)
 
     def runtimeOfUser(self, username):
         """

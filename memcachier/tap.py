@@ -374,11 +374,25 @@ def buildService(settings, reactor):
     )
     index.setServiceParent(top)
 
+    # Several nodes: membership, forwarding, cluster-wide flush (the
+    # registry's keyspaces become cluster keyspaces over the local ones).
+    ready = index.ready
+    clusterNode = None
+    if settings.clustered:
+        from memcachier.cluster.node import ClusterNode, bothReady
+
+        clusterNode = ClusterNode(settings, engine, pool, index, store, reactor)
+        clusterNode.membership.setServiceParent(top)
+        store = clusterNode.store
+        ready = bothReady(index.ready, clusterNode.ready)
+
     from memcachier.analytics.service import makeAnalytics, makeIntrospection
 
     registry = CacheRegistry(
         store, index, settings, reactor, introspection=makeIntrospection(settings, reactor)
     )
+    if clusterNode is not None:
+        clusterNode.attach(registry)
 
     InactiveCacheReaper(
         asyncControlPlane, index, registry.activity, reactor, days=settings.dev_inactivity_days
@@ -424,7 +438,7 @@ def buildService(settings, reactor):
         sessions=sessions,
     )
     webListener = listenerService(
-        settings.web_listen, site, reactor, settings.tls_min_version, index.ready,
+        settings.web_listen, site, reactor, settings.tls_min_version, ready,
         backlog=settings.web_backlog, surface="web",
     )
     webListener.setServiceParent(top)
@@ -441,7 +455,7 @@ def buildService(settings, reactor):
     top.drainables.append(factory)
     for description in settings.listen:
         listener = listenerService(
-            description, factory, reactor, settings.tls_min_version, index.ready,
+            description, factory, reactor, settings.tls_min_version, ready,
             backlog=settings.memcache_backlog,
         )
         listener.setServiceParent(top)

@@ -428,10 +428,20 @@ class Analytics(MultiService):
 
     def recentLogs(self, cacheId):
         """
-        @return: C{{server: [log lines]}} (this node's server only).
+        @return: C{{server: [log lines]}}: this node's, and with several
+            nodes every live peer's (a L{Deferred} then).
         """
         intro = self._introspector(cacheId)
-        return {self.server: intro.recentLogs() if intro is not None else []}
+        logs = {self.server: intro.recentLogs() if intro is not None else []}
+        if getattr(self.registry, "cluster", None) is None:
+            return logs
+        keyspace = self.registry.runtime(cacheId).keyspace
+
+        def merged(peers):
+            logs.update(peers)
+            return logs
+
+        return keyspace.peerRecentLogs().addCallback(merged)
 
     def popularItems(self, cacheId, prefixId=None):
         intro = self._introspector(cacheId)
@@ -516,6 +526,10 @@ def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None
     ).setServiceParent(analytics)
 
     def servers():
+        if settings.clustered:
+            # every node probes itself: one writer per latency series in
+            # the shared database
+            return [settings.node_name]
         seen = []
         for cluster in settings.clusters.values():
             seen += [s for s in cluster if s not in seen]

@@ -258,6 +258,10 @@ class ControlPlane:
             .where(schema.control_version.c.id == schema.VERSION_ROW)
             .values(version=schema.control_version.c.version + 1)
         )
+        if conn.dialect.name == "postgresql":
+            # other nodes LISTEN (memcachier.cluster.membership): they reload
+            # at commit instead of at their next poll
+            conn.execute(sa.text("NOTIFY memcachier_control"))
 
     def _cacheRow(self, conn, cacheId):
         row = conn.execute(

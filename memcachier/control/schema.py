@@ -436,3 +436,35 @@ dashboard_links_used = sa.Table(
     sa.Column("nonce", sa.String(64), primary_key=True),
     sa.Column("expires_at", sa.Float, nullable=False),
 )
+
+
+# -- cluster membership (revision 0006) ------------------------------------
+#
+# Each node upserts its row on every heartbeat; a node whose heartbeat is
+# older than [cluster] heartbeat_timeout is out.  cluster_versions holds
+# the version `config get cluster` reports, bumped by whichever node sees
+# the live set of a cluster change.  See memcachier.cluster.membership.
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    #: the advertised host:port
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("cluster", sa.String(128), nullable=False),
+    #: wall-clock seconds of this run's start (a restart changes it)
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+    sa.Column("connections", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("memory", sa.BigInteger, nullable=False, server_default="0"),
+    #: JSON: cache id to its open connections on the node (plan limits
+    #: count across nodes)
+    sa.Column("cache_connections", sa.Text, nullable=False, server_default="{}"),
+)
+
+
+cluster_versions = sa.Table(
+    "cluster_versions",
+    metadata,
+    sa.Column("cluster", sa.String(128), primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)

@@ -87,13 +87,25 @@ _STORAGE_MODES = {
     b"cas": StoreMode.CAS,
 }
 _RETRIEVAL = frozenset((b"get", b"gets", b"gat", b"gats"))
-_BEFORE_AUTH = frozenset((b"version", b"quit", b"mn"))
+#: C{config get cluster} (ElastiCache auto discovery) answers before
+#: authentication, as ElastiCache-aware clients ask first
+_BEFORE_AUTH = frozenset((b"version", b"quit", b"mn", b"config"))
 
 #: returned by a handler: close once the replies so far are sent
 _CLOSE = object()
 #: returned by a handler: parsing holds (a barrier is pending, or the
 #: client stopped reading in the middle of a long reply)
 _HOLD = object()
+
+
+def _isAddress(host):
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _noReply(result):
@@ -703,6 +715,25 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
             return None
         if not noreply:
             out.append(OK)
+
+    def cmd_config(self, parts, out):
+        """
+        ElastiCache's auto discovery: C{config get cluster} lists the live
+        nodes of the cluster with a version that rises on every change.
+        """
+        if len(parts) != 3 or parts[1] != b"get" or parts[2] != b"cluster":
+            out.append(ERROR)
+            return None
+        version, servers = self.session.discovery()
+        nodes = []
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            host = host.strip("[]")
+            ip = host if _isAddress(host) else ""
+            nodes.append(f"{host}|{ip}|{port}")
+        body = f"{version}\n{' '.join(nodes)}\n".encode("ascii", "replace")
+        out.append(b"CONFIG cluster 0 %d\r\n%b\r\nEND\r\n" % (len(body), body))
+        return None
 
     def cmd_quit(self, parts, out):
         return _CLOSE

@@ -152,6 +152,13 @@ _unpackDeltaExtras = struct.Struct(">QQI").unpack_from
 #: incr/decr exptime meaning "do not create a missing key"
 _NO_CREATE = 0xFFFFFFFF
 
+#: The layouts this codec parses, for the cluster's peer client, which
+#: builds its requests with them (memcachier.cluster.peer).
+FRAME_HEADER = _HEADER
+STORE_EXTRAS = _unpackStoreExtras.__self__
+DELTA_EXTRAS = _unpackDeltaExtras.__self__
+NO_CREATE = _NO_CREATE
+
 
 def _error(opcode, status, opaque, message=None):
     """

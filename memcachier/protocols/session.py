@@ -11,6 +11,7 @@ request order.
 """
 
 import enum
+import json
 import os
 import resource
 import struct
@@ -171,7 +172,12 @@ class Session:
         stats = runtime.stats
         stats.auth_cmds += 1
         if runtime is not self.runtime:
-            if stats.curr_connections >= runtime.plan.connections:
+            # the limit counts the cache's connections on every node (peer
+            # connections are not the cache's clients)
+            elsewhere = 0 if runtime.peer else self.registry.connectionsElsewhere(
+                credential.cache_id
+            )
+            if stats.curr_connections + elsewhere >= runtime.plan.connections:
                 stats.rejected_connections += 1
                 return AuthResult.TOO_MANY_CONNECTIONS
             if self.runtime is not None:
@@ -194,7 +200,10 @@ class Session:
         self.canFlush = credential.flush
         self.synchronous = bool(runtime.keyspace.synchronous)
         introspection = self.registry.introspection
-        self.tap = discard if introspection is None else introspection.tapFor(runtime)
+        # forwarded requests were tapped on the node the client talked to
+        self.tap = (
+            discard if introspection is None or runtime.peer else introspection.tapFor(runtime)
+        )
         return AuthResult.OK
 
     @property
@@ -506,6 +515,16 @@ class Session:
         self.tap((FLUSH, b"", 0))
         return self.keyspace.flush(max(0, delay))
 
+    def discovery(self):
+        """
+        What C{config get cluster} reports: the live nodes of this
+        connection's cache's cluster (this node's cluster before
+        authentication).
+
+        @return: a 2-tuple (version L{int}, L{tuple} of C{host:port}).
+        """
+        return self.registry.discovery(None if self.runtime is None else self.runtime.cacheId)
+
     # -- stats -------------------------------------------------------------
 
     def resetStats(self):
@@ -520,7 +539,7 @@ class Session:
 
     def _introspector(self):
         introspection = self.registry.introspection
-        if introspection is None or not introspection.enabled:
+        if introspection is None or not introspection.enabled or self.runtime.peer:
             return None
         return introspection.introspector(self.runtime)
 
@@ -642,6 +661,20 @@ class Session:
         # a store without slabs reports what it holds as one class
         pairs += [("active_slabs", 1), ("total_malloced", s.get("total_malloced", s.get("bytes", 0)))]
         return [(name, str(value)) for name, value in pairs]
+
+    def _stats_cluster_recent_logs(self):
+        """
+        A peer node asking for this node's recent commands of the cache
+        (C{introspection/recent_logs} keyed by node); for any other
+        connection this group does not exist.
+        """
+        if not self.runtime.peer:
+            return None
+        introspection = self.registry.introspection
+        if introspection is None or not introspection.enabled:
+            return []
+        logs = introspection.introspector(self.runtime.runtime).recentLogs()
+        return [(str(i), json.dumps(entry)) for i, entry in enumerate(logs)]
 
     def _stats_sizes(self):
         return [("sizes_status", "disabled")]

@@ -97,7 +97,8 @@ class AnalyticsAPI:
     L{AsyncControlPlane}, whose Deferreds fire after the index has been
     refreshed, so a change is in force on the memcache port before the
     API answers.  Cache-wide commands (flush, reset_stats) act on this
-    node's runtime of the cache: this is a single-node build.
+    node's runtime of the cache, whose cluster keyspace carries them to
+    every live node when this node is one of several.
 
     @ivar app: the L{Klein} app of every route (this class's and the
         groups').
@@ -136,6 +137,9 @@ class AnalyticsAPI:
     # -- helpers
 
     def _servers(self, cluster):
+        if self.registry.cluster is not None:
+            # the live nodes, in MEMCACHIER_SERVERS order
+            return list(self.registry.cluster.membership.servers(cluster))
         return list(self.settings.clusters.get(cluster, (self.settings.node_name,)))
 
     def switchTarget(self, cluster):
@@ -261,6 +265,10 @@ class AnalyticsAPI:
             raise ApiError(
                 409, f"cannot switch: no other {kind} cluster than {current!r}"
             )
+        if self.registry.cluster is not None:
+            # several nodes: empty the old cluster's nodes while the cache
+            # is still placed on them
+            await maybeDeferred(self.registry.runtime(caller.cacheId).keyspace.flush, 0)
         cache = await self.controlPlane.setCluster(caller.cacheId, target).addErrback(
             _controlPlaneError
         )
@@ -296,10 +304,16 @@ class AnalyticsAPI:
         return emptyResponse(request, 204)
 
     @route("/stats", ["GET"])
-    def stats(self, request, cacheId):
+    async def stats(self, request, cacheId):
         caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
         runtime = self.registry.existing(caller.cacheId)
         perServer = [] if runtime is None else [runtime.statsDict()]
+        if self.registry.cluster is not None:
+            # every live node's counters (the peers answer over their
+            # connections; one that does not is left out)
+            runtime = self.registry.runtime(caller.cacheId)
+            perServer = [runtime.statsDict()]
+            perServer.extend(counters for _, counters in await runtime.keyspace.peerStats())
         body = statsJSON(
             perServer, self.reactor.seconds(), self.index.planOf(caller.cacheId).memory
         )

@@ -119,9 +119,10 @@ class IntrospectionAPI:
         return self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
 
     @route("/introspection/recent_logs", ["GET"])
-    def recentLogs(self, request, cacheId):
+    async def recentLogs(self, request, cacheId):
         caller = self._caller(request, cacheId)
-        return jsonResponse(request, self.analytics.recentLogs(caller.cacheId))
+        logs = await maybeDeferred(self.analytics.recentLogs, caller.cacheId)
+        return jsonResponse(request, logs)
 
     @route("/introspection/compound_stats", ["GET"])
     def compoundStats(self, request, cacheId):

@@ -489,3 +489,50 @@ def test_schemathesisProvisioningAPI(memcachier_server, tmp_path):
     assert result.returncode == 0, output[-20000:]
     assert re.search(r"3 selected", output), output[-3000:]
     assert not re.search(r'" 5\d\d ', s.log()), s.log()[-5000:]
+
+
+def herokuSSO(server, uuid, timestamp):
+    """
+    Post Heroku's SSO form (the user-scoped token) for C{uuid}, signed
+    with the salt of L{herokuConfig}, without following the redirect.
+    """
+    import hashlib
+
+    fields = {"resource_id": uuid, "timestamp": str(timestamp), "user_id": "u-1",
+              "email": "dev@example.com", "app": "myapp"}
+    text = f"{uuid}:salty:{timestamp}:u-1:dev@example.com"
+    fields["user_scoped_resource_token"] = hashlib.sha256(text.encode()).hexdigest()
+    return requests.post(
+        f"http://127.0.0.1:{server.web_port}/sso/login", data=fields,
+        allow_redirects=False, timeout=10,
+    )
+
+
+def test_herokuSSOWithAProvisionedUuid(memcachier_server_factory, standIn):
+    """
+    A cache Heroku provisioned is opened from Heroku with its uuid
+    (C{heroku addons:open}): the SSO form post signs in to that cache's
+    dashboard; kensa's check, a 6-minute-old token, is refused; after
+    deprovisioning the uuid signs in nowhere.
+    """
+    s = startServer(memcachier_server_factory, standIn)
+    uuid = str(uuidlib.uuid4())
+    assert heroku(s, "POST", json=provisionBody(uuid, plan="100")).status_code == 200
+    cacheId = resourceCacheId(s, uuid)
+
+    def signIn():
+        answer = herokuSSO(s, uuid, int(time.time()))
+        return answer if answer.status_code in (302, 303) else None
+
+    # the index learns the uuid within its poll interval
+    answer = waitFor(signIn, what="SSO sign-in with the provisioned uuid")
+    assert answer.headers["Location"].endswith(f"/caches/{cacheId}/")
+    page = requests.get(
+        f"http://127.0.0.1:{s.web_port}/caches/{cacheId}/", cookies=answer.cookies, timeout=10,
+    )
+    assert page.status_code == 200
+    assert herokuSSO(s, uuid, int(time.time()) - 360).status_code == 403
+
+    assert heroku(s, "DELETE", f"/{uuid}").status_code == 204
+    waitFor(lambda: herokuSSO(s, uuid, int(time.time())).status_code == 403,
+            what="SSO refused after deprovisioning")

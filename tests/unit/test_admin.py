@@ -372,6 +372,38 @@ def test_runningServerSeesChangesWithinOnePoll(run, url):
     index.stopService()
 
 
+def test_nodeListAndLiveServers(run, url):
+    """
+    C{node list} shows what the nodes registered (in or out by their last
+    heartbeat); a cache's servers are the live nodes of its cluster once
+    any registered, the configured list before.
+    """
+    import time
+
+    from memcachier.cluster.membership import NodeRecord, heartbeat
+
+    created = run.json("cache", "create")
+    assert created["servers"] == ["127.0.0.1:11211"]
+    engine = makeEngine(url)
+    now = time.time()
+    heartbeat(engine, NodeRecord("10.0.0.2:11211", "default", now, now, 4, 2048, '{"1": 4}'), 5.0)
+    heartbeat(engine, NodeRecord("10.0.0.1:11211", "default", now, now - 60, 0, 0), 5.0)
+    engine.dispose()
+    nodes = run.json("node", "list")
+    assert [(n["name"], n["live"], n["connections"], n["cache_connections"]) for n in nodes] == [
+        ("10.0.0.1:11211", False, 0, {}),
+        ("10.0.0.2:11211", True, 4, {"1": 4}),
+    ]
+    assert run("node", "list") == 0
+    lines = run.out.splitlines()
+    assert lines[0].split() == ["NAME", "CLUSTER", "STATE", "HEARTBEAT", "CONNECTIONS", "MEMORY"]
+    assert lines[1].split()[:3] == ["10.0.0.1:11211", "default", "out"]
+    assert lines[2].split()[:3] == ["10.0.0.2:11211", "default", "in"]
+    assert lines[2].split()[-2:] == ["4", "2048"]
+    shown = run.json("cache", "show", str(created["cache"]["id"] if "cache" in created else created["id"]))
+    assert shown["servers"] == ["10.0.0.2:11211"]
+
+
 def _headRevision():
     """
     The newest Alembic revision shipped (branches add theirs).

@@ -1,0 +1,400 @@
+# -*- test-case-name: tests.unit.test_cluster_keyspace -*-
+"""
+The cluster keyspace: a cache's keys spread over its cluster's live nodes,
+behind the same L{IKeyspace} the codecs and sessions already use.
+
+A key this node owns goes to the local keyspace (answered at once, as on a
+single node); another goes to its owner over the peer connection (a
+L{Deferred}, which rides the ordered-reply pipeline).  Cache-wide calls
+(C{flush}, C{resetStats}) act here and on every live peer.  Plan memory is
+divided by ring share: the local keyspace gets the plan's memory times the
+share of the hash circle this node owns.
+
+On the other side, L{PeerAuthenticator} lets a peer connection in with the
+cluster secret, onto the cache's I{local} keyspace (never forwarded
+again), with counters of its own so that forwarded requests are counted
+once, on the node the client talked to.
+"""
+
+import hmac
+import json
+
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from memcachier.cluster.peer import PEER_USER_PREFIX
+from memcachier.interfaces import IKeyspace, IStore
+from memcachier.runtime import CacheStats
+
+
+@implementer(IKeyspace)
+class ClusterKeyspace:
+    """
+    One cache's keyspace over its cluster.
+
+    @ivar local: this node's L{IKeyspace} of the cache.
+    """
+
+    synchronous = False
+    _log = Logger()
+
+    def __init__(self, cacheId, local, cluster, maxBytes, maxItemSize):
+        """
+        @param cluster: the L{Cluster} (membership, peers, this node's name).
+        """
+        self.cacheId = cacheId
+        self.local = local
+        self.cluster = cluster
+        self.maxBytes = maxBytes
+        self.maxItemSize = maxItemSize
+        self.name = cluster.name
+        self.ring = None
+        self.refresh()
+
+    def refresh(self):
+        """
+        Take the cache's current ring (membership or cluster changed) and
+        resize the local keyspace to this node's share.
+        """
+        self.ring = self.cluster.ringOf(self.cacheId)
+        self.local.configure(self._localBytes(), self.maxItemSize)
+
+    def _localBytes(self):
+        share = self.ring.shares().get(self.name) if self.ring is not None else None
+        if not share:
+            return self.maxBytes
+        return max(1, int(self.maxBytes * share))
+
+    def _peer(self, key):
+        """
+        The peer connection of the owner of C{key}, or L{None} when this
+        node owns it.
+        """
+        owner = self.ring.owner(key)
+        if owner is None or owner == self.name:
+            return None
+        return self.cluster.peers.connection(owner, self.cacheId)
+
+    # -- keyed calls ---------------------------------------------------------------
+
+    def get(self, key):
+        peer = self._peer(key)
+        if peer is None:
+            return self.local.get(key)
+        return peer.get(key)
+
+    def getMany(self, keys):
+        byPeer = {}
+        for i, key in enumerate(keys):
+            peer = self._peer(key)
+            if peer is not None:
+                byPeer.setdefault(peer, []).append(i)
+        if not byPeer:
+            return self.local.getMany(keys)
+        results = [None] * len(keys)
+        remote = set()
+        calls = []
+        for peer, indexes in byPeer.items():
+            for i in indexes:
+                remote.add(i)
+                calls.append(peer.get(keys[i]).addCallback(_place, results, i))
+        localIndexes = [i for i in range(len(keys)) if i not in remote]
+        if localIndexes:
+            found = self.local.getMany([keys[i] for i in localIndexes])
+
+            def place(found):
+                for i, item in zip(localIndexes, found):
+                    results[i] = item
+
+            if isinstance(found, Deferred):
+                calls.append(found.addCallback(place))
+            else:
+                place(found)
+        return _plain(gatherResults(calls, consumeErrors=True).addCallback(lambda _: results))
+
+    def peek(self, key):
+        peer = self._peer(key)
+        if peer is None:
+            return self.local.peek(key)
+        return peer.peek(key)
+
+    def touch(self, key, exptime):
+        peer = self._peer(key)
+        if peer is None:
+            return self.local.touch(key, exptime)
+        return peer.touch(key, exptime)
+
+    def store(self, mode, key, value, flags, exptime, cas):
+        peer = self._peer(key)
+        if peer is None:
+            return self.local.store(mode, key, value, flags, exptime, cas)
+        return peer.store(mode, key, value, flags, exptime, cas)
+
+    def delete(self, key, cas):
+        peer = self._peer(key)
+        if peer is None:
+            return self.local.delete(key, cas)
+        return peer.delete(key, cas)
+
+    def delta(self, key, incr, delta, initial, exptime, cas):
+        peer = self._peer(key)
+        if peer is None:
+            return self.local.delta(key, incr, delta, initial, exptime, cas)
+        return peer.delta(key, incr, delta, initial, exptime, cas)
+
+    # -- cache-wide ----------------------------------------------------------------
+
+    def _peers(self):
+        return [
+            self.cluster.peers.connection(node, self.cacheId)
+            for node in self.cluster.liveOf(self.cacheId)
+            if node != self.name
+        ]
+
+    def flush(self, delay):
+        """
+        Flush here and on every live peer; fires when all answered (a
+        peer that fails is logged: it is dead or about to be out).
+        """
+        calls = [self._quietly(peer.flush(delay), "flush", peer.node) for peer in self._peers()]
+        result = self.local.flush(delay)
+        if isinstance(result, Deferred):
+            calls.append(result)
+        if not calls:
+            return result
+        return _plain(gatherResults(calls).addCallback(lambda _: None))
+
+    def _quietly(self, d, what, node):
+        def failed(failure):
+            self._log.warn(
+                "{what} of cache {cacheId} on peer {node} failed: {error}",
+                what=what, cacheId=self.cacheId, node=node, error=failure.getErrorMessage(),
+            )
+        return d.addErrback(failed)
+
+    def resetStats(self):
+        for peer in self._peers():
+            self._quietly(peer.resetStats(), "reset_stats", peer.node)
+        self.local.resetStats()
+
+    def peerStats(self):
+        """
+        Every live peer's C{stats} of this cache.
+
+        @return: a L{Deferred} firing with a L{list} of (node, L{dict} of
+            counters) for the peers that answered.
+        """
+        peers = self._peers()
+
+        def gathered(results):
+            out = []
+            for peer, (ok, value) in zip(peers, results):
+                if ok:
+                    out.append((peer.node, {k: _number(v) for k, v in value.items()}))
+            return out
+
+        from twisted.internet.defer import DeferredList
+
+        return _plain(DeferredList(
+            [peer.stats() for peer in peers], consumeErrors=True
+        ).addCallback(gathered))
+
+    def peerRecentLogs(self):
+        """
+        Every live peer's recent commands of this cache (what clients
+        connected to it sent).
+
+        @return: a L{Deferred} firing with a L{dict} of node to its log
+            entries, for the peers that answered.
+        """
+        peers = self._peers()
+
+        def gathered(results):
+            out = {}
+            for peer, (ok, value) in zip(peers, results):
+                if ok:
+                    out[peer.node] = [
+                        json.loads(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0]))
+                    ]
+            return out
+
+        from twisted.internet.defer import DeferredList
+
+        return _plain(DeferredList(
+            [peer.stats(b"cluster_recent_logs") for peer in peers], consumeErrors=True
+        ).addCallback(gathered))
+
+    def stats(self):
+        return self.local.stats()
+
+    def configure(self, maxBytes, maxItemSize):
+        self.maxBytes = maxBytes
+        self.maxItemSize = maxItemSize
+        self.local.configure(self._localBytes(), maxItemSize)
+
+    def keys(self):
+        """
+        The live keys this node owns (introspection peeks at each: they
+        must be local; keys it holds but no longer owns are unreachable
+        until evicted).
+        """
+        name = self.name
+        owner = self.ring.owner
+        for key in self.local.keys():
+            if owner(key) in (name, None):
+                yield key
+
+
+def _place(item, results, i):
+    results[i] = item
+
+
+def _plain(d):
+    """
+    A plain L{Deferred} with C{d}'s result: sessions recognise answers by
+    C{result.__class__ is Deferred}, which a L{DeferredList} is not.
+    """
+    plain = Deferred()
+    d.chainDeferred(plain)
+    return plain
+
+
+def _number(text):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+@implementer(IStore)
+class ClusterStore:
+    """
+    Wraps the node's store: every keyspace it hands out is a
+    L{ClusterKeyspace} over the inner store's.
+    """
+
+    def __init__(self, inner, cluster):
+        self.inner = inner
+        self.cluster = cluster
+        self._keyspaces = {}
+
+    def keyspace(self, cacheId, maxBytes, maxItemSize):
+        keyspace = self._keyspaces.get(cacheId)
+        if keyspace is None:
+            local = self.inner.keyspace(cacheId, maxBytes, maxItemSize)
+            keyspace = ClusterKeyspace(cacheId, local, self.cluster, maxBytes, maxItemSize)
+            self._keyspaces[cacheId] = keyspace
+        return keyspace
+
+    def dropKeyspace(self, cacheId):
+        self._keyspaces.pop(cacheId, None)
+        self.inner.dropKeyspace(cacheId)
+
+    def close(self):
+        self.cluster.peers.closeAll()
+        return self.inner.close()
+
+    def refresh(self):
+        for keyspace in list(self._keyspaces.values()):
+            keyspace.refresh()
+
+
+class Cluster:
+    """
+    What a cluster keyspace needs to place keys: this node's name, the
+    membership, the control index (a cache's cluster) and the peer pool.
+    """
+
+    def __init__(self, name, membership, index, peers):
+        self.name = name
+        self.membership = membership
+        self.index = index
+        self.peers = peers
+
+    def clusterOf(self, cacheId):
+        cache = self.index.cache(cacheId)
+        return None if cache is None else cache.cluster
+
+    def ringOf(self, cacheId):
+        cluster = self.clusterOf(cacheId)
+        return self.membership.ring(cluster if cluster is not None else self.membership.cluster)
+
+    def liveOf(self, cacheId):
+        cluster = self.clusterOf(cacheId)
+        return self.membership.servers(cluster if cluster is not None else self.membership.cluster)
+
+
+class PeerCredential:
+    """
+    What a peer connection authenticates as: every capability, on one
+    cache.
+    """
+
+    write = True
+    flush = True
+    api = False
+    primary = False
+
+    def __init__(self, cacheId, username):
+        self.cache_id = cacheId
+        self.username = username
+
+
+class PeerRuntime:
+    """
+    A cache's runtime as a peer connection sees it: the local keyspace,
+    and counters of its own (forwarded requests were counted where the
+    client connected), the plan and state of the real runtime.
+    """
+
+    peer = True
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.cacheId = runtime.cacheId
+        self.keyspace = runtime.keyspace.local if isinstance(runtime.keyspace, ClusterKeyspace) else runtime.keyspace
+        self.stats = CacheStats()
+        self.lastActive = runtime.lastActive
+        self.startTime = runtime.startTime
+
+    @property
+    def plan(self):
+        return self.runtime.plan
+
+    @property
+    def gone(self):
+        return self.runtime.gone
+
+    def statsDict(self):
+        return self.runtime.statsDict()
+
+    def resetStats(self):
+        self.runtime.stats.reset()
+        self.keyspace.resetStats()
+
+
+class PeerAuthenticator:
+    """
+    Checks a peer connection's SASL PLAIN (C{@peer:<cache id>}, the
+    cluster secret) for L{memcachier.runtime.CacheRegistry.authenticate}.
+    """
+
+    def __init__(self, secret):
+        self.secret = secret.encode("utf-8")
+
+    def __call__(self, registry, username, password):
+        """
+        @return: (L{PeerCredential}, L{PeerRuntime}), or L{None}.
+        """
+        if not hmac.compare_digest(password, self.secret):
+            return None
+        try:
+            cacheId = int(username[len(PEER_USER_PREFIX):])
+            runtime = registry.runtime(cacheId)
+        except (ValueError, KeyError):
+            return None
+        return PeerCredential(cacheId, username.decode("ascii")), PeerRuntime(runtime)

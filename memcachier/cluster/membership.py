@@ -1,0 +1,458 @@
+# -*- test-case-name: tests.unit.test_cluster_membership -*-
+"""
+Which nodes are in each cluster, from their heartbeats in the control
+plane.
+
+Every node upserts its row in C{nodes} every L{Membership.interval}
+seconds and reads everyone's; a node whose last heartbeat is older than
+C{[cluster] heartbeat_timeout} is out, and in again as soon as it beats.
+On PostgreSQL a join, a leave and a change someone noticed are
+C{NOTIFY}-ed on L{NODES_CHANNEL}, and control-plane writes on
+L{CONTROL_CHANNEL}; a thread blocked in C{LISTEN} wakes the reactor, so
+the other nodes see a join or a new credential within milliseconds.
+Polling (the heartbeat itself, and the control index's poll) is the
+fallback and the SQLite path.
+
+A node's peers may also I{suspect} it (a peer connection failed): it is
+left out of that node's rings until it restarts or a heartbeat timeout has
+passed, so its keys fall to the next node at once rather than after the
+timeout.
+"""
+
+import json
+import threading
+import time
+
+import sqlalchemy as sa
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.logger import Logger
+
+from memcachier.cluster.ring import Ring
+from memcachier.control import schema
+
+#: PostgreSQL channel of membership changes
+NODES_CHANNEL = "memcachier_nodes"
+#: PostgreSQL channel of control-plane writes (see ControlPlane._bump)
+CONTROL_CHANNEL = "memcachier_control"
+
+
+class NodeRecord:
+    """
+    One row of C{nodes}.
+    """
+
+    __slots__ = (
+        "name", "cluster", "started_at", "heartbeat_at", "connections", "memory",
+        "cache_connections",
+    )
+
+    def __init__(self, name, cluster, started_at, heartbeat_at, connections, memory,
+                 cache_connections="{}"):
+        self.name = name
+        self.cluster = cluster
+        self.started_at = started_at
+        self.heartbeat_at = heartbeat_at
+        self.connections = connections
+        self.memory = memory
+        #: JSON text: cache id to open connections
+        self.cache_connections = cache_connections
+
+    def asDict(self):
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def connectionsByCache(self):
+        """
+        @return: L{dict} of cache id (L{int}) to open connections.
+        """
+        try:
+            return {int(k): int(v) for k, v in json.loads(self.cache_connections).items()}
+        except (ValueError, TypeError, AttributeError):
+            return {}
+
+
+def _notify(conn, channel, payload=""):
+    if conn.engine.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload})
+
+
+def _bumpVersion(conn, cluster):
+    updated = conn.execute(
+        schema.cluster_versions.update()
+        .where(schema.cluster_versions.c.cluster == cluster)
+        .values(version=schema.cluster_versions.c.version + 1)
+    ).rowcount
+    if not updated:
+        try:
+            with conn.begin_nested():
+                conn.execute(schema.cluster_versions.insert().values(cluster=cluster, version=1))
+        except sa.exc.IntegrityError:
+            _bumpVersion(conn, cluster)
+
+
+def listNodes(engine):
+    """
+    Every node row and every cluster version.  Blocking.
+
+    @return: a 2-tuple: L{list} of L{NodeRecord} (by name), L{dict} of
+        cluster to version.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(schema.nodes.select().order_by(schema.nodes.c.name)).all()
+        versions = dict(conn.execute(sa.select(
+            schema.cluster_versions.c.cluster, schema.cluster_versions.c.version
+        )).all())
+    return [NodeRecord(*row) for row in rows], versions
+
+
+def heartbeat(engine, record, timeout):
+    """
+    Upsert a node's row; a node that was not in (no row, or a stale one,
+    or another run) bumps its cluster's version and notifies.  Blocking.
+
+    @type record: L{NodeRecord}
+    @return: what L{listNodes} returns, after the write.
+    """
+    nodes = schema.nodes
+    with engine.begin() as conn:
+        old = conn.execute(
+            sa.select(nodes.c.started_at, nodes.c.heartbeat_at, nodes.c.cluster)
+            .where(nodes.c.name == record.name)
+        ).first()
+        values = record.asDict()
+        if old is None:
+            try:
+                with conn.begin_nested():
+                    conn.execute(nodes.insert().values(**values))
+            except sa.exc.IntegrityError:
+                conn.execute(nodes.update().where(nodes.c.name == record.name).values(**values))
+        else:
+            conn.execute(nodes.update().where(nodes.c.name == record.name).values(**values))
+        joined = (
+            old is None
+            or old.started_at != record.started_at
+            or old.cluster != record.cluster
+            or old.heartbeat_at < record.heartbeat_at - timeout
+        )
+        if joined:
+            _bumpVersion(conn, record.cluster)
+            if old is not None and old.cluster != record.cluster:
+                _bumpVersion(conn, old.cluster)
+            _notify(conn, NODES_CHANNEL, record.name)
+    return listNodes(engine)
+
+
+def noticed(engine, clusters):
+    """
+    This node saw the live set of C{clusters} change (a node timed out):
+    bump their versions and tell the others.  Blocking.
+    """
+    with engine.begin() as conn:
+        for cluster in sorted(clusters):
+            _bumpVersion(conn, cluster)
+        _notify(conn, NODES_CHANNEL, "")
+    return listNodes(engine)
+
+
+def leave(engine, name):
+    """
+    Remove a node's row (clean shutdown) and tell the others.  Blocking.
+    """
+    with engine.begin() as conn:
+        row = conn.execute(
+            sa.select(schema.nodes.c.cluster).where(schema.nodes.c.name == name)
+        ).first()
+        conn.execute(schema.nodes.delete().where(schema.nodes.c.name == name))
+        if row is not None:
+            _bumpVersion(conn, row.cluster)
+        _notify(conn, NODES_CHANNEL, name)
+
+
+def liveServers(records, cluster, configured, now, timeout, exclude=()):
+    """
+    The live servers of C{cluster}: the configured ones in their
+    (C{MEMCACHIER_SERVERS}) order, then any other registered node of the
+    cluster by name.
+
+    @param records: L{NodeRecord}s.
+    @param configured: the cluster's configured servers.
+    @param exclude: names to leave out (suspected).
+    @rtype: L{tuple} of L{str}
+    """
+    live = {
+        r.name for r in records
+        if r.cluster == cluster and r.heartbeat_at >= now - timeout and r.name not in exclude
+    }
+    ordered = [s for s in configured if s in live]
+    ordered.extend(sorted(live.difference(configured)))
+    return tuple(ordered)
+
+
+class Membership(Service):
+    """
+    This node's heartbeat and its view of every cluster.
+
+    @ivar name: this node's advertised C{host:port}.
+    @ivar cluster: this node's cluster.
+    @ivar records: the last L{NodeRecord}s read.
+    @ivar versions: cluster to discovery version.
+    """
+
+    _log = Logger()
+
+    def __init__(self, engine, pool, reactor, name, cluster, clusters, timeout,
+                 usage=lambda: (0, 0, {}), wallClock=time.time, listen=True):
+        """
+        @param pool: the L{ThreadPool} the SQL runs in.
+        @param clusters: cluster name to configured servers.
+        @param usage: returns this node's (connections, memory bytes,
+            L{dict} of cache id to connections).
+        @param wallClock: heartbeat times (shared between machines, so
+            not the reactor's clock in tests).
+        @param listen: whether to C{LISTEN} on PostgreSQL.
+        """
+        self.engine = engine
+        self.pool = pool
+        self.reactor = reactor
+        self.name = name
+        self.cluster = cluster
+        self.clusters = clusters
+        self.timeout = timeout
+        self.interval = min(1.0, timeout / 4.0)
+        self.usage = usage
+        self.wallClock = wallClock
+        self.startedAt = wallClock()
+        self.records = []
+        self.versions = {}
+        self._elsewhere = {}
+        self._live = {}
+        self._rings = {}
+        self._suspects = {}
+        self._listeners = []
+        self._loop = None
+        self._beating = False
+        self._again = False
+        self._listen = listen and engine.dialect.name == "postgresql"
+        self._listener = None
+        self.controlChanged = None
+
+    # -- views -----------------------------------------------------------------
+
+    def servers(self, cluster):
+        """
+        The live servers of C{cluster} in a stable order (configured
+        order first); the configured list before the first heartbeat.
+        """
+        live = self._live.get(cluster)
+        if live is None:
+            return tuple(self.clusters.get(cluster, ()))
+        return live
+
+    def ring(self, cluster):
+        """
+        The L{Ring} of C{cluster}'s live, unsuspected servers.
+        """
+        ring = self._rings.get(cluster)
+        if ring is None:
+            exclude = self._suspected()
+            ring = Ring(s for s in self.servers(cluster) if s not in exclude or s == self.name)
+            self._rings[cluster] = ring
+        return ring
+
+    def version(self, cluster):
+        return self.versions.get(cluster, 0)
+
+    def connectionsElsewhere(self, cacheId):
+        """
+        The open connections of a cache on the other live nodes, as of
+        their last heartbeats (plan connection limits count across nodes).
+        """
+        return self._elsewhere.get(cacheId, 0)
+
+    def addListener(self, listener):
+        """
+        Call C{listener()} whenever a ring may have changed.
+        """
+        self._listeners.append(listener)
+
+    def _suspected(self):
+        return set(self._suspects)
+
+    def suspect(self, name):
+        """
+        A peer connection to C{name} failed: leave it out of this node's
+        rings until it restarts or a heartbeat timeout passed.
+        """
+        if name == self.name or name in self._suspects:
+            return
+        record = next((r for r in self.records if r.name == name), None)
+        self._suspects[name] = (
+            self.wallClock() + self.timeout, None if record is None else record.started_at
+        )
+        self._log.info("node {name} suspected down", name=name)
+        self._changed()
+
+    def _expireSuspects(self):
+        now = self.wallClock()
+        started = {r.name: r.started_at for r in self.records}
+        gone = [
+            name for name, (until, startedAt) in self._suspects.items()
+            if now >= until or (name in started and started[name] != startedAt)
+        ]
+        for name in gone:
+            del self._suspects[name]
+        return bool(gone)
+
+    def _changed(self):
+        self._rings.clear()
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                self._log.failure("membership listener {listener!r} failed", listener=listener)
+
+    # -- heartbeat ---------------------------------------------------------------
+
+    def beat(self):
+        """
+        Heartbeat now and read everyone (one at a time; a call during one
+        runs once more after it).
+
+        @return: a L{Deferred} firing when done, or L{None} if one runs.
+        """
+        if self._beating:
+            self._again = True
+            return None
+        self._beating = True
+        connections, memory, byCache = self.usage()
+        now = self.wallClock()
+        record = NodeRecord(
+            self.name, self.cluster, self.startedAt, now, connections, memory,
+            json.dumps({str(k): v for k, v in byCache.items() if v}, sort_keys=True),
+        )
+        from twisted.internet.threads import deferToThreadPool
+
+        d = deferToThreadPool(self.reactor, self.pool, heartbeat, self.engine, record, self.timeout)
+        d.addCallback(self._read, now)
+        d.addErrback(lambda f: self._log.failure("heartbeat failed", f))
+        d.addBoth(self._beaten)
+        return d
+
+    def _beaten(self, result):
+        self._beating = False
+        if self._again:
+            self._again = False
+            self.beat()
+        return result
+
+    def _read(self, result, now):
+        records, versions = result
+        self.records = records
+        self.versions = versions
+        live = {
+            cluster: liveServers(records, cluster, self.clusters.get(cluster, ()), now, self.timeout)
+            for cluster in set(self.clusters) | {r.cluster for r in records}
+        }
+        changed = sorted(
+            c for c in live if self._live.get(c, ()) != live[c] and c in self._live
+        )
+        first = not self._live
+        self._live = live
+        elsewhere = {}
+        for r in records:
+            if r.name != self.name and r.heartbeat_at >= now - self.timeout:
+                for cacheId, count in r.connectionsByCache().items():
+                    elsewhere[cacheId] = elsewhere.get(cacheId, 0) + count
+        self._elsewhere = elsewhere
+        expired = self._expireSuspects()
+        if changed:
+            self._log.info(
+                "cluster {clusters} changed: {servers}",
+                clusters=", ".join(changed),
+                servers="; ".join(",".join(live[c]) for c in changed),
+            )
+            from twisted.internet.threads import deferToThreadPool
+
+            deferToThreadPool(
+                self.reactor, self.pool, noticed, self.engine, changed
+            ).addCallback(self._versions).addErrback(
+                lambda f: self._log.failure("could not record a membership change", f)
+            )
+        if changed or first or expired:
+            self._changed()
+
+    def _versions(self, result):
+        self.versions = result[1]
+
+    # -- service ---------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        self._loop = task.LoopingCall(self.beat)
+        self._loop.clock = self.reactor
+        self._loop.start(self.interval, now=True)
+        if self._listen:
+            self._listener = _Listener(self.engine, self.reactor, self._notified)
+            self._listener.start()
+
+    def _notified(self, channel):
+        if channel == CONTROL_CHANNEL:
+            if self.controlChanged is not None:
+                self.controlChanged()
+        else:
+            self.beat()
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        from twisted.internet.threads import deferToThreadPool
+
+        return deferToThreadPool(
+            self.reactor, self.pool, leave, self.engine, self.name
+        ).addErrback(lambda f: self._log.failure("could not leave the cluster", f))
+
+
+class _Listener:
+    """
+    A thread blocked in PostgreSQL's C{LISTEN} on L{NODES_CHANNEL} and
+    L{CONTROL_CHANNEL}, calling C{notified(channel)} in the reactor thread
+    for each notification.  It reconnects after errors.
+    """
+
+    _log = Logger()
+
+    def __init__(self, engine, reactor, notified):
+        self.url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.reactor = reactor
+        self.notified = notified
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memcachier-listen", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stopping.set()
+
+    def _run(self):
+        import psycopg
+
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {NODES_CHANNEL}")
+                    conn.execute(f"LISTEN {CONTROL_CHANNEL}")
+                    while not self._stopping.is_set():
+                        for notify in conn.notifies(timeout=0.5):
+                            self.reactor.callFromThread(self.notified, notify.channel)
+            except Exception as e:
+                if self._stopping.is_set():
+                    return
+                self.reactor.callFromThread(
+                    self._log.warn, "LISTEN connection failed ({error}); retrying", error=str(e)
+                )
+                self._stopping.wait(1.0)

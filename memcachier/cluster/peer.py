@@ -1,0 +1,452 @@
+# -*- test-case-name: tests.unit.test_cluster_peer -*-
+"""
+Forwarding to the node that owns a key: one persistent, pipelined,
+authenticated binary-protocol connection per (peer node, cache).
+
+The connection opens with SASL PLAIN as user C{@peer:<cache id>} and the
+cluster secret as password (L{PeerAuthenticator} checks them on the other
+side), then carries the cache's requests as binary frames laid out by the
+same structures the server's codec parses
+(L{memcachier.protocols.binary.FRAME_HEADER} and its extras).  Only
+non-quiet opcodes are sent, so every request gets exactly one response (a
+C{STAT} several, ended by an empty one), in order.
+
+A peer cannot stall anyone else: each request has a deadline
+(C{[cluster] request_timeout}); one that passes fails that request with a
+L{KeyspaceError} (the client sees C{SERVER_ERROR}), drops the connection
+(failing what was in flight on it) and reports the peer down.  At most
+L{PeerConnection.maxPending} requests wait per connection; beyond, a
+request fails at once.
+"""
+
+import math
+from collections import deque
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from memcachier.commands import (
+    REALTIME_MAXDELTA,
+    DeleteResult,
+    ITEM_FETCHED,
+    DeltaResult,
+    KeyspaceError,
+    StoreMode,
+    StoreResult,
+    packItem,
+)
+from memcachier.protocols import binary as B
+
+#: the username prefix of peer connections
+PEER_USER_PREFIX = b"@peer:"
+
+_pack = B.FRAME_HEADER.pack
+_unpack = B.FRAME_HEADER.unpack_from
+_packStore = B.STORE_EXTRAS.pack
+_packDelta = B.DELTA_EXTRAS.pack
+_HEADER_LENGTH = B.HEADER_LENGTH
+
+_STORE_OPCODES = {
+    StoreMode.SET: B.SET, StoreMode.ADD: B.ADD, StoreMode.REPLACE: B.REPLACE,
+    StoreMode.APPEND: B.APPEND, StoreMode.PREPEND: B.PREPEND, StoreMode.CAS: B.SET,
+}
+_DELTA_RESULTS = {
+    B.DELTA_BADVAL: DeltaResult.NON_NUMERIC,
+    B.ENOMEM: DeltaResult.NO_MEMORY,
+    B.KEY_ENOENT: DeltaResult.NOT_FOUND,
+    B.KEY_EEXISTS: DeltaResult.EXISTS,
+}
+_DELETE_RESULTS = {
+    B.SUCCESS: DeleteResult.DELETED,
+    B.KEY_ENOENT: DeleteResult.NOT_FOUND,
+    B.KEY_EEXISTS: DeleteResult.EXISTS,
+}
+
+
+def request(opcode, key=b"", extras=b"", value=b"", cas=0, opaque=0):
+    """
+    One binary request frame.
+
+    @rtype: L{bytes}
+    """
+    return (
+        _pack(
+            B.REQUEST_MAGIC, opcode, len(key), len(extras), 0, 0,
+            len(extras) + len(key) + len(value), opaque, cas,
+        )
+        + extras + key + value
+    )
+
+
+def wireExptime(exptime, now):
+    """
+    An absolute expiry of the keyspace API as a binary-protocol exptime
+    the peer's session turns back into the same absolute time.
+    """
+    if exptime == 0:
+        return 0
+    if exptime <= now:
+        # an absolute time in the past: already expired
+        return REALTIME_MAXDELTA + 1
+    if exptime > REALTIME_MAXDELTA:
+        return int(math.ceil(exptime))
+    return max(1, int(math.ceil(exptime - now)))
+
+
+class Response:
+    """
+    One response frame.
+    """
+
+    __slots__ = ("opcode", "status", "cas", "extras", "key", "value")
+
+    def __init__(self, opcode, status, cas, extras, key, value):
+        self.opcode = opcode
+        self.status = status
+        self.cas = cas
+        self.extras = extras
+        self.key = key
+        self.value = value
+
+
+def _failure(node, response):
+    return KeyspaceError(f"peer {node} answered status {response.status:#x}")
+
+
+class PeerProtocol(Protocol):
+    """
+    The client side of a peer connection: sends frames, matches the
+    responses with the requests in order.
+
+    @ivar owner: the L{PeerConnection}.
+    """
+
+    def __init__(self, owner):
+        self.owner = owner
+        self._buffer = b""
+        self._stats = []
+
+    def connectionMade(self):
+        self.owner._connected(self)
+
+    def dataReceived(self, data):
+        buffer = self._buffer + data if self._buffer else data
+        offset = 0
+        n = len(buffer)
+        while n - offset >= _HEADER_LENGTH:
+            (magic, opcode, keylen, extlen, _, status, bodylen, _, cas) = _unpack(buffer, offset)
+            end = offset + _HEADER_LENGTH + bodylen
+            if end > n:
+                break
+            if magic != B.RESPONSE_MAGIC:
+                self.transport.abortConnection()
+                return
+            start = offset + _HEADER_LENGTH
+            extras = buffer[start:start + extlen]
+            key = buffer[start + extlen:start + extlen + keylen]
+            value = buffer[start + extlen + keylen:end]
+            offset = end
+            response = Response(opcode, status, cas, extras, key, value)
+            if opcode == B.STAT and status == B.SUCCESS and key:
+                self._stats.append((key, value))
+                continue
+            if opcode == B.STAT:
+                response.value, self._stats = self._stats, []
+            self.owner._answered(response)
+        self._buffer = buffer[offset:]
+
+    def connectionLost(self, reason):
+        self.owner._lost(self, reason)
+
+
+class _Pending:
+    __slots__ = ("deferred", "parse", "timer")
+
+    def __init__(self, deferred, parse, timer):
+        self.deferred = deferred
+        self.parse = parse
+        self.timer = timer
+
+
+class PeerConnection:
+    """
+    The connection to one peer node for one cache, opened on first use and
+    again after it dropped.
+
+    @ivar node: the peer's C{host:port}.
+    """
+
+    _log = Logger()
+    #: requests waiting for an answer (or to be sent) beyond which new
+    #: ones fail at once
+    maxPending = 10000
+
+    def __init__(self, node, cacheId, secret, reactor, connect, timeout, onDown):
+        """
+        @param connect: called with (node, protocol); returns a L{Deferred}
+            that fails if the connection cannot be made.
+        @param onDown: called with the node name when it failed or stalled.
+        """
+        self.node = node
+        self.cacheId = cacheId
+        self.secret = secret
+        self.reactor = reactor
+        self.connect = connect
+        self.timeout = timeout
+        self.onDown = onDown
+        self._protocol = None
+        self._connecting = None
+        self._unsent = []
+        self._pending = deque()
+
+    # -- the keyspace calls ------------------------------------------------------
+
+    def get(self, key):
+        return self._call(request(B.GET, key), self._parseItem, key)
+
+    def peek(self, key):
+        return self._call(request(B.GET, key), self._parseItem, key)
+
+    def touch(self, key, exptime):
+        extras = wireExptime(exptime, self.reactor.seconds()).to_bytes(4, "big")
+        return self._call(request(B.GAT, key, extras), self._parseItem, key)
+
+    def store(self, mode, key, value, flags, exptime, cas):
+        opcode = _STORE_OPCODES[mode]
+        if opcode in (B.APPEND, B.PREPEND):
+            extras = b""
+        else:
+            extras = _packStore(flags, wireExptime(exptime, self.reactor.seconds()))
+        return self._call(request(opcode, key, extras, value, cas), self._parseStore, mode)
+
+    def delete(self, key, cas):
+        return self._call(request(B.DELETE, key, cas=cas), self._parseDelete, None)
+
+    def delta(self, key, incr, delta, initial, exptime, cas):
+        if initial is None:
+            extras = _packDelta(delta, 0, B.NO_CREATE)
+        else:
+            extras = _packDelta(delta, initial, wireExptime(exptime, self.reactor.seconds()))
+        opcode = B.INCREMENT if incr else B.DECREMENT
+        return self._call(request(opcode, key, extras, cas=cas), self._parseDelta, None)
+
+    def flush(self, delay):
+        extras = int(delay).to_bytes(4, "big") if delay else b""
+        return self._call(request(B.FLUSH, extras=extras), self._parseEmpty, None)
+
+    def stats(self, group=b""):
+        """
+        The peer's C{stats [group]} lines for this cache.
+
+        @return: a L{Deferred} firing with a L{dict} of L{str} to L{str}.
+        """
+        return self._call(request(B.STAT, group), self._parseStats, None)
+
+    def resetStats(self):
+        return self._call(request(B.STAT, b"reset"), self._parseEmpty, None)
+
+    # -- answers -----------------------------------------------------------------
+
+    def _parseItem(self, response, key):
+        if response.status == B.KEY_ENOENT:
+            return None
+        if response.status != B.SUCCESS:
+            raise _failure(self.node, response)
+        flags = int.from_bytes(response.extras[:4], "big")
+        # the item as stores hand it to codecs; its expiry did not travel
+        return packItem(
+            response.value, flags, 0, response.cas, self.reactor.seconds(), ITEM_FETCHED
+        )
+
+    def _parseStore(self, response, mode):
+        status = response.status
+        if status == B.SUCCESS:
+            return (StoreResult.STORED, response.cas)
+        if status == B.NOT_STORED:
+            return (StoreResult.NOT_STORED, 0)
+        if status == B.KEY_EEXISTS:
+            return (StoreResult.NOT_STORED if mode == StoreMode.ADD else StoreResult.EXISTS, 0)
+        if status == B.KEY_ENOENT:
+            return (StoreResult.NOT_STORED if mode == StoreMode.REPLACE else StoreResult.NOT_FOUND, 0)
+        if status == B.E2BIG:
+            return (StoreResult.TOO_LARGE, 0)
+        if status == B.ENOMEM:
+            return (StoreResult.NO_MEMORY, 0)
+        raise _failure(self.node, response)
+
+    def _parseDelete(self, response, _):
+        result = _DELETE_RESULTS.get(response.status)
+        if result is None:
+            raise _failure(self.node, response)
+        return result
+
+    def _parseDelta(self, response, _):
+        if response.status == B.SUCCESS:
+            return (DeltaResult.OK, int.from_bytes(response.value, "big"), response.cas)
+        result = _DELTA_RESULTS.get(response.status)
+        if result is None:
+            raise _failure(self.node, response)
+        return (result, 0, 0)
+
+    def _parseEmpty(self, response, _):
+        if response.status != B.SUCCESS:
+            raise _failure(self.node, response)
+        return None
+
+    def _parseStats(self, response, _):
+        if response.status != B.SUCCESS:
+            raise _failure(self.node, response)
+        return {k.decode("ascii", "replace"): v.decode("ascii", "replace") for k, v in response.value}
+
+    def _parseAuth(self, response, _):
+        if response.status != B.SUCCESS:
+            raise KeyspaceError(f"peer {self.node} refused the cluster secret")
+        return None
+
+    # -- the pipeline ------------------------------------------------------------
+
+    def _call(self, frame, parse, extra):
+        if len(self._pending) >= self.maxPending:
+            raise KeyspaceError(f"peer {self.node} queue full")
+        d = Deferred()
+        timer = self.reactor.callLater(self.timeout, self._timedOut)
+        self._pending.append(_Pending(d, (parse, extra), timer))
+        if self._protocol is not None:
+            self._protocol.transport.write(frame)
+        else:
+            self._unsent.append(frame)
+            if self._connecting is None:
+                self._open()
+        return d
+
+    def _open(self):
+        secret = self.secret.encode("utf-8")
+        user = PEER_USER_PREFIX + str(self.cacheId).encode("ascii")
+        auth = request(B.SASL_AUTH, b"PLAIN", value=b"\0" + user + b"\0" + secret)
+        d = Deferred()
+        timer = self.reactor.callLater(self.timeout, self._timedOut)
+        self._pending.appendleft(_Pending(d, (self._parseAuth, None), timer))
+        self._unsent.insert(0, auth)
+        d.addErrback(lambda f: None)
+        protocol = PeerProtocol(self)
+        self._connecting = protocol
+        connecting = self.connect(self.node, protocol)
+        connecting.addErrback(self._connectFailed, protocol)
+
+    def _connected(self, protocol):
+        if self._connecting is not protocol:
+            protocol.transport.loseConnection()
+            return
+        self._connecting = None
+        self._protocol = protocol
+        unsent, self._unsent = self._unsent, []
+        protocol.transport.write(b"".join(unsent))
+
+    def _connectFailed(self, failure, protocol):
+        if self._connecting is protocol:
+            self._connecting = None
+            self._failAll(f"peer {self.node} unreachable")
+            self.onDown(self.node)
+
+    def _answered(self, response):
+        if not self._pending:
+            return
+        pending = self._pending.popleft()
+        if pending.timer.active():
+            pending.timer.cancel()
+        parse, extra = pending.parse
+        try:
+            result = parse(response, extra)
+        except Exception as e:
+            pending.deferred.errback(e)
+            if parse == self._parseAuth:
+                # what was sent after the refused auth fails the same way
+                self._drop(str(e))
+            return
+        pending.deferred.callback(result)
+
+    def _timedOut(self):
+        """
+        The oldest request is overdue: the peer stalls.  Fail what waits
+        on it and drop the connection.
+        """
+        self._log.warn("peer {node} timed out; dropping its connection", node=self.node)
+        self._drop(f"peer {self.node} timed out")
+        self.onDown(self.node)
+
+    def _drop(self, reason):
+        protocol, self._protocol = self._protocol, None
+        self._connecting = None
+        self._failAll(reason)
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.abortConnection()
+
+    def _lost(self, protocol, reason):
+        if protocol is self._protocol:
+            self._protocol = None
+            self._failAll(f"peer {self.node} connection lost")
+            self.onDown(self.node)
+
+    def _failAll(self, reason):
+        pending, self._pending = self._pending, deque()
+        self._unsent = []
+        for p in pending:
+            if p.timer.active():
+                p.timer.cancel()
+            p.deferred.errback(KeyspaceError(reason))
+
+    def close(self):
+        """
+        Drop the connection (the node left), failing what waits.
+        """
+        self._drop(f"peer {self.node} left")
+
+
+class PeerPool:
+    """
+    The peer connections of this node, one per (node, cache).
+    """
+
+    def __init__(self, secret, reactor, timeout, onDown, connect=None):
+        """
+        @param connect: see L{PeerConnection}; by default a TCP connection
+            to the node's C{host:port}.
+        """
+        self.secret = secret
+        self.reactor = reactor
+        self.timeout = timeout
+        self.onDown = onDown
+        self.connect = connect if connect is not None else self._tcpConnect
+        self._connections = {}
+
+    def _tcpConnect(self, node, protocol):
+        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+        host, _, port = node.rpartition(":")
+        endpoint = TCP4ClientEndpoint(self.reactor, host, int(port), timeout=max(1, int(self.timeout)))
+        return connectProtocol(endpoint, protocol)
+
+    def connection(self, node, cacheId):
+        """
+        @rtype: L{PeerConnection}
+        """
+        connection = self._connections.get((node, cacheId))
+        if connection is None:
+            connection = PeerConnection(
+                node, cacheId, self.secret, self.reactor, self.connect, self.timeout, self.onDown
+            )
+            self._connections[(node, cacheId)] = connection
+        return connection
+
+    def forget(self, keep):
+        """
+        Close the connections to nodes not in C{keep}.
+        """
+        for key in [k for k in self._connections if k[0] not in keep]:
+            self._connections.pop(key).close()
+
+    def closeAll(self):
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
