@@ -28,6 +28,7 @@ from memcachier.web.common import (
     ApiError,
     emptyResponse,
     jsonResponse,
+    jsonType,
     readBody,
     requireNoBody,
     route,
@@ -41,20 +42,6 @@ MAX_CHANNEL = 80
 #: Members a delivery config's JSON has (the contract's, then webhook's).
 CONFIG_FIELDS = ("delivery_type", "email", "slack_url", "slack_channel", "webhook_url", "webhook_secret")
 ALERT_FIELDS = ("trigger_type", "trigger_threshold", "delivery_config_id", "description", "enabled")
-
-
-def _type(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
 
 
 def readObject(request, fields):
@@ -71,7 +58,7 @@ def readObject(request, fields):
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ApiError(400, f"malformed JSON body: {e}")
     if not isinstance(value, dict):
-        raise ApiError(400, f"expected a JSON object, got {_type(value)}")
+        raise ApiError(400, f"expected a JSON object, got {jsonType(value)}")
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise ApiError(
@@ -155,7 +142,7 @@ def checkThreshold(triggerType, value):
         percentage triggers and at least 0 for the others.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ApiError(400, f"trigger_threshold: expected a number, got {_type(value)}")
+        raise ApiError(400, f"trigger_threshold: expected a number, got {jsonType(value)}")
     if triggerType in PERCENT_TRIGGERS and not 0 <= value <= 100:
         raise ApiError(
             400, f"trigger_threshold: a {triggerType} threshold is a percentage from 0 to 100, "
@@ -191,7 +178,7 @@ def checkAlertFields(body, current=None):
         raise ApiError(400, "delivery_config_id is required: the id of a delivery config of this cache")
     configId = merged["delivery_config_id"]
     if isinstance(configId, bool) or not isinstance(configId, int) or not 0 <= configId <= MAX_ID:
-        raise ApiError(400, f"delivery_config_id: expected an id (an integer), got {_type(configId)}")
+        raise ApiError(400, f"delivery_config_id: expected an id (an integer), got {jsonType(configId)}")
     out["delivery_config_id"] = configId
     description = merged.get("description", "")
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
@@ -199,7 +186,7 @@ def checkAlertFields(body, current=None):
     out["description"] = description
     enabled = merged.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise ApiError(400, f"enabled: expected true or false, got {_type(enabled)}")
+        raise ApiError(400, f"enabled: expected true or false, got {jsonType(enabled)}")
     out["enabled"] = enabled
     if current is not None:
         out = {k: v for k, v in out.items() if k in body or k in ("trigger_type", "trigger_threshold")}
@@ -213,7 +200,7 @@ def checkConfigFields(body, allowHttpLoopback):
     """
     for name, value in body.items():
         if not isinstance(value, str):
-            raise ApiError(400, f"{name}: expected a string, got {_type(value)}")
+            raise ApiError(400, f"{name}: expected a string, got {jsonType(value)}")
     kind = body.get("delivery_type")
     if kind is None:
         raise ApiError(400, f"delivery_type is required: one of {', '.join(DELIVERY_TYPES)}")

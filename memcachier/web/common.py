@@ -129,7 +129,7 @@ def readJSONObject(request, fields, required=True):
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ApiError(400, f"malformed JSON body: {e}")
     if not isinstance(value, dict):
-        raise ApiError(400, f"expected a JSON object, got {_jsonType(value)}")
+        raise ApiError(400, f"expected a JSON object, got {jsonType(value)}")
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise ApiError(
@@ -138,7 +138,7 @@ def readJSONObject(request, fields, required=True):
         )
     for name, member in value.items():
         if not isinstance(member, bool):
-            raise ApiError(400, f"{name}: expected true or false, got {_jsonType(member)}")
+            raise ApiError(400, f"{name}: expected true or false, got {jsonType(member)}")
     return value
 
 
@@ -152,7 +152,10 @@ def requireNoBody(request):
     readJSONObject(request, (), required=False)
 
 
-def _jsonType(value):
+def jsonType(value):
+    """
+    How an error message names the JSON type of C{value}.
+    """
     if value is None:
         return "null"
     if isinstance(value, bool):
