@@ -1,0 +1,78 @@
+"""
+C{scripts/run}, as an operator starts a node: it runs twistd with
+jemalloc preloaded when Debian's libjemalloc2 is installed (C{scripts/test}
+installs it), because glibc's allocator grows under values of mixed sizes
+(docs/performance.md, "The 10-minute soak").
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import freePort
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _start(tmp_path, env):
+    port, webPort = freePort(), freePort()
+    process = subprocess.Popen(
+        [str(ROOT / "scripts" / "run"),
+         f"--database=sqlite:///{tmp_path}/m.sqlite",
+         f"--listen=tcp:{port}:interface=127.0.0.1",
+         f"--web-listen=tcp:{webPort}:interface=127.0.0.1"],
+        cwd=tmp_path, env={**os.environ, **env},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"scripts/run exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"version\r\n")
+                if s.recv(100).startswith(b"VERSION "):
+                    return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    pytest.fail("scripts/run did not answer memcache within 120 s")
+
+
+def _stop(process):
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def _maps(process):
+    # scripts/run execs twistd: the child is the server itself
+    return Path(f"/proc/{process.pid}/maps").read_text()
+
+
+def test_runPreloadsJemalloc(tmp_path):
+    """
+    The node started by C{scripts/run} has jemalloc mapped and answers.
+    """
+    if not Path("/usr/share/doc/libjemalloc2").exists():
+        pytest.fail("libjemalloc2 is not installed: scripts/test installs it")
+    process = _start(tmp_path, {})
+    try:
+        assert "libjemalloc.so.2" in _maps(process)
+    finally:
+        _stop(process)
+
+
+def test_runKeepsGlibcWhenAsked(tmp_path):
+    """
+    C{MEMCACHIER_MALLOC=system} keeps glibc's allocator.
+    """
+    process = _start(tmp_path, {"MEMCACHIER_MALLOC": "system"})
+    try:
+        assert "libjemalloc" not in _maps(process)
+    finally:
+        _stop(process)
