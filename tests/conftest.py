@@ -42,8 +42,17 @@ def makeSelfSignedCertificate(directory, hostname="localhost"):
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    keyPath = directory / "key.pem"
-    certPath = directory / "cert.pem"
+    return writeKeyAndCertificate(directory / "key.pem", directory / "cert.pem", key, certificate)
+
+
+def writeKeyAndCertificate(keyPath, certPath, key, certificate):
+    """
+    Write C{key} and C{certificate} as PEM files.
+
+    @return: the 2-tuple of their paths, as L{str}s.
+    """
+    from cryptography.hazmat.primitives import serialization
+
     keyPath.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.conftest import makeSelfSignedCertificate
+from tests.conftest import makeSelfSignedCertificate, writeKeyAndCertificate
 from tests.integration.test_hardening import HTTP
 
 
@@ -203,17 +203,9 @@ def _clientCertificate(directory, caKeyPath, caCertPath):
         .not_valid_after(now + datetime.timedelta(days=30))
         .sign(caKey, hashes.SHA256())
     )
-    keyPath = directory / "client-key.pem"
-    certPath = directory / "client-cert.pem"
-    keyPath.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
+    return writeKeyAndCertificate(
+        directory / "client-key.pem", directory / "client-cert.pem", key, certificate
     )
-    certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    return str(keyPath), str(certPath)
 
 
 @pytest.fixture
