@@ -129,11 +129,11 @@ def _renderOne(key, item):
 
 
 def _renderMany(keys, items):
-    return renderValues(keys, items, False) + END
+    return renderValues(keys, items, False, END)
 
 
 def _renderManyWithCas(keys, items):
-    return renderValues(keys, items, True) + END
+    return renderValues(keys, items, True, END)
 
 
 class AsciiProtocol(MetaCommands, CodecProtocol):
@@ -515,10 +515,9 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
         if self.maxKeys and len(keys) > self.maxKeys:
             out.append(TOO_MANY_KEYS)
             return None
-        for key in keys:
-            if len(key) > KEY_MAX_LENGTH:
-                out.append(BAD_FORMAT)
-                return None
+        if max(map(len, keys)) > KEY_MAX_LENGTH:
+            out.append(BAD_FORMAT)
+            return None
         if exptime is None:
             items = session.getMany(keys)
         else:
@@ -536,7 +535,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
             )
             return None
         if len(items) <= STREAM_SLICE:
-            out.append(renderValues(keys, items, withCas) + END)
+            out.append(renderValues(keys, items, withCas, END))
             return None
         return self._stream(keys, items, 0, withCas, out)
 

@@ -11,6 +11,7 @@ items is a small edit.
 """
 
 from memcachier.commands import ITEM_PREFIX_SIZE, U64, Refused, StoreResult, itemCas
+from memcachier.speedups import accelerator
 
 #: values longer than this are sent as a view on the item, not copied
 _VIEW_FROM = 16384
@@ -108,10 +109,10 @@ def renderHit(key, item):
     return b"VALUE %b%b\r\nEND\r\n" % (key, item[ITEM_PREFIX_SIZE:])
 
 
-def renderValues(keys, items, withCas):
+def renderValuesPython(keys, items, withCas, end=b""):
     """
     The C{VALUE} blocks of the hits among C{items} (fetched for C{keys},
-    L{None} for misses), without C{END}.
+    L{None} for misses), then C{end}.
     """
     chunks = []
     add = chunks.extend
@@ -130,10 +131,11 @@ def renderValues(keys, items, withCas):
                 add((b"VALUE ", key, memoryview(item)[prefix:], CRLF))
             else:
                 add((b"VALUE ", key, item[prefix:], CRLF))
+    chunks.append(end)
     return b"".join(chunks)
 
 
-def renderStream(keys, items, start, withCas, budget):
+def renderStreamPython(keys, items, start, withCas, budget):
     """
     The C{VALUE} blocks of C{items[start:]} (fetched for C{keys}, L{None}
     for misses) until they reach C{budget} bytes, for a long multi-get sent
@@ -173,3 +175,46 @@ def renderStream(keys, items, start, withCas, budget):
     if small:
         pieces.append(b"".join(small))
     return pieces, start
+
+
+# -- the same in C -------------------------------------------------------------
+#
+# memcachier._speedups renders a run of hits in one allocation; the Python
+# twins above define the output (tests/unit/test_speedups.py compares them).
+
+if accelerator is None:  # pragma: no cover (installed without a C compiler)
+    renderValues = renderValuesPython
+    renderStream = renderStreamPython
+else:
+    _renderRun = accelerator.render_run
+    _EVERYTHING = 1 << 62
+
+    def renderValues(keys, items, withCas, end=b""):
+        """
+        The C{VALUE} blocks of the hits among C{items} (fetched for
+        C{keys}, L{None} for misses), then C{end}.
+        """
+        if withCas:
+            return renderValuesPython(keys, items, True, end)
+        return _renderRun(keys, items, 0, ITEM_PREFIX_SIZE, _EVERYTHING, _EVERYTHING, end)[0]
+
+    def renderStream(keys, items, start, withCas, budget):
+        """
+        L{renderStreamPython}'s pieces, the small values rendered in C.
+        """
+        if withCas:
+            return renderStreamPython(keys, items, start, withCas, budget)
+        run, start = _renderRun(keys, items, start, ITEM_PREFIX_SIZE, budget, budget, b"")
+        pieces = [run] if run else []
+        if len(run) < budget and start < len(items):
+            # the C loop stopped before a value of C{budget} bytes or more:
+            # it goes by reference, as in L{renderStreamPython}
+            item = items[start]
+            valueAt = ITEM_PREFIX_SIZE + item[17]
+            pieces += (
+                b"VALUE %b%b" % (keys[start], item[ITEM_PREFIX_SIZE:valueAt]),
+                memoryview(item)[valueAt:],
+                CRLF,
+            )
+            start += 1
+        return pieces, start

@@ -47,6 +47,7 @@ from memcachier.commands import (
     repackItem,
 )
 from memcachier.interfaces import IKeyspace, IStore
+from memcachier.speedups import accelerator
 
 #: bytes charged per item on top of key and value (memcached's item header
 #: with CAS is 48-56 bytes)
@@ -82,6 +83,8 @@ _NOT_FOUND = StoreResult.NOT_FOUND
 #: the bits of an item a hit has nothing more to do for
 _HOT = ITEM_FETCHED | ITEM_ACTIVE
 _EXPTIME = struct.Struct("<I").unpack_from
+#: the multi-get lookup loop in C (L{memcachier.speedups})
+_getManyLoop = None if accelerator is None else accelerator.get_many
 _VALUE_AT = ITEM_PREFIX_SIZE
 _ATIME_BITS = struct.Struct("<IB").pack
 
@@ -297,7 +300,11 @@ class MemoryKeyspace:
             return item
         return self._hit(key, item, self._clock.seconds())
 
-    def getMany(self, keys):
+    def getManyPython(self, keys):
+        """
+        L{getMany} in Python: what the C loop (L{memcachier.speedups}) does,
+        and what runs without it.
+        """
         # the multi-get hot loop: locals only, at most one clock read
         lookup = self._items.get
         now = None
@@ -311,6 +318,19 @@ class MemoryKeyspace:
                 item = self._hit(key, item, now)
             append(item)
         return found
+
+    if accelerator is None:  # pragma: no cover (installed without a C compiler)
+        getMany = getManyPython
+    else:
+        def getMany(self, keys):
+            return _getManyLoop(self._items, keys, _HOT, self._slowHit)
+
+    def _slowHit(self, key, item):
+        """
+        The C multi-get's way into L{_hit}, for items a hit must rewrite or
+        check the expiry of.
+        """
+        return self._hit(key, item, self._clock.seconds())
 
     def peek(self, key):
         return self._live(key, self._clock.seconds())

@@ -1,0 +1,172 @@
+/*
+ * The multi-get's per-key loops in C: the only place where the request hot
+ * path costs Python bytecode once per key rather than once per request.
+ *
+ * Both functions have a pure-Python twin (memcachier.stores.memory's
+ * getMany, memcachier.protocols.text's renderValues) that defines their
+ * behaviour; the tests run the codec and store suites against both
+ * (docs/performance.md, "The multi-get in C").  Items are the packed bytes
+ * of memcachier.commands: byte 16 holds the item's bits, the ASCII reply
+ * suffix starts at the fixed prefix size.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+/*
+ * get_many(items, keys, hot, slow) -> list
+ *
+ * Look every key of the list `keys` up in the dict `items`.  A found item
+ * whose bits byte equals `hot` is taken as it is; any other found item is
+ * handed to `slow(key, item)` (expiry check, LRU bits), whose result (an
+ * item or None) is taken instead.  Misses are None.
+ */
+static PyObject *
+get_many(PyObject *self, PyObject *args)
+{
+    PyObject *items, *sequence, *slow;
+    int hot;
+    if (!PyArg_ParseTuple(args, "O!OiO:get_many", &PyDict_Type, &items,
+                          &sequence, &hot, &slow))
+        return NULL;
+    PyObject *keys = PySequence_Fast(sequence, "get_many: keys must be a sequence");
+    if (keys == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys);
+    PyObject *found = PyList_New(n);
+    if (found == NULL) {
+        Py_DECREF(keys);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(keys, i);
+        PyObject *item = PyDict_GetItemWithError(items, key);
+        if (item == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(found);
+                Py_DECREF(keys);
+                return NULL;
+            }
+            item = Py_None;
+            Py_INCREF(item);
+        }
+        else if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) <= 16
+                 || (unsigned char)PyBytes_AS_STRING(item)[16] != hot) {
+            /* the dict's reference is borrowed: slow() may replace it */
+            Py_INCREF(item);
+            PyObject *result = PyObject_CallFunctionObjArgs(slow, key, item, NULL);
+            Py_DECREF(item);
+            if (result == NULL) {
+                Py_DECREF(found);
+                Py_DECREF(keys);
+                return NULL;
+            }
+            item = result;
+        }
+        else {
+            Py_INCREF(item);
+        }
+        PyList_SET_ITEM(found, i, item);
+    }
+    Py_DECREF(keys);
+    return found;
+}
+
+/*
+ * render_run(keys, items, start, prefix, budget, big, end) -> (bytes, next)
+ *
+ * "VALUE " + key + item[prefix:] + "\r\n" for the items from `start` on
+ * that are not None (items[i] was fetched for keys[i]), in one allocation
+ * with one copy of each value, until the reply reaches `budget` bytes or
+ * the next hit's value (after its suffix) is `big` bytes or more, which the
+ * caller sends by reference.  `end` is appended when every item is
+ * rendered.  `next` is the index of the first item not rendered.
+ */
+static PyObject *
+render_run(PyObject *self, PyObject *args)
+{
+    PyObject *keySequence, *itemSequence;
+    Py_ssize_t start, prefix, budget, big;
+    Py_buffer end;
+    if (!PyArg_ParseTuple(args, "OOnnnny*:render_run", &keySequence, &itemSequence,
+                          &start, &prefix, &budget, &big, &end))
+        return NULL;
+    PyObject *result = NULL, *items = NULL;
+    PyObject *keys = PySequence_Fast(keySequence, "render_run: keys must be a sequence");
+    if (keys == NULL)
+        goto done;
+    items = PySequence_Fast(itemSequence, "render_run: items must be a sequence");
+    if (items == NULL)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    if (PySequence_Fast_GET_SIZE(keys) < n || prefix < 0 || start < 0) {
+        PyErr_SetString(PyExc_ValueError, "render_run: fewer keys than items");
+        goto done;
+    }
+    /* first pass: how far to go, and how many bytes */
+    Py_ssize_t total = 0, stop = start;
+    for (; stop < n && total < budget; stop++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, stop);
+        if (item == Py_None)
+            continue;
+        PyObject *key = PySequence_Fast_GET_ITEM(keys, stop);
+        if (!PyBytes_Check(item) || !PyBytes_Check(key)
+            || PyBytes_GET_SIZE(item) < prefix || PyBytes_GET_SIZE(item) < 18) {
+            PyErr_SetString(PyExc_TypeError, "render_run: keys and items must be packed bytes");
+            goto done;
+        }
+        /* byte 17: the length of the suffix that precedes the value */
+        Py_ssize_t tail = PyBytes_GET_SIZE(item) - prefix;
+        Py_ssize_t suffix = (unsigned char)PyBytes_AS_STRING(item)[17];
+        if (tail - suffix >= big)
+            break;
+        total += 6 + PyBytes_GET_SIZE(key) + tail + 2;
+    }
+    int finished = stop >= n;
+    PyObject *reply = PyBytes_FromStringAndSize(NULL, total + (finished ? end.len : 0));
+    if (reply == NULL)
+        goto done;
+    char *out = PyBytes_AS_STRING(reply);
+    for (Py_ssize_t i = start; i < stop; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(items, i);
+        if (item == Py_None)
+            continue;
+        PyObject *key = PySequence_Fast_GET_ITEM(keys, i);
+        Py_ssize_t klen = PyBytes_GET_SIZE(key);
+        Py_ssize_t tail = PyBytes_GET_SIZE(item) - prefix;
+        memcpy(out, "VALUE ", 6);
+        out += 6;
+        memcpy(out, PyBytes_AS_STRING(key), klen);
+        out += klen;
+        memcpy(out, PyBytes_AS_STRING(item) + prefix, tail);
+        out += tail;
+        memcpy(out, "\r\n", 2);
+        out += 2;
+    }
+    if (finished)
+        memcpy(out, end.buf, end.len);
+    result = Py_BuildValue("(Nn)", reply, stop);
+done:
+    Py_XDECREF(keys);
+    Py_XDECREF(items);
+    PyBuffer_Release(&end);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"get_many", get_many, METH_VARARGS, "The multi-get lookup loop."},
+    {"render_run", render_run, METH_VARARGS, "The multi-get VALUE blocks, up to a budget."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "memcachier._speedups",
+    "The multi-get's per-key loops in C (pure-Python twins in the store and codec).",
+    -1, methods,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    return PyModule_Create(&module);
+}
