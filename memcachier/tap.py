@@ -489,8 +489,10 @@ def makeService(options):
 
     from twisted.internet import reactor
 
+    from memcachier.polling import streamlinePolling
     from memcachier.shutdown import installGracefulStop
 
+    streamlinePolling(reactor)
     service = buildService(options.settings, reactor)
     reactor.callWhenRunning(installGracefulStop, reactor)
     # Everything imported and built so far lives as long as the process:
