@@ -492,7 +492,14 @@ def makeService(options):
     from memcachier.polling import streamlinePolling
     from memcachier.shutdown import installGracefulStop
 
-    streamlinePolling(reactor)
+    from memcachier.speedups import describe
+
+    _log.info(
+        "hot path: multi-get loops in {loops}, epoll loop streamlined: {streamlined}",
+        event="hot_path",
+        loops=describe(),
+        streamlined=streamlinePolling(reactor),
+    )
     service = buildService(options.settings, reactor)
     reactor.callWhenRunning(installGracefulStop, reactor)
     # Everything imported and built so far lives as long as the process:
