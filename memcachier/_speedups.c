@@ -56,7 +56,12 @@ get_many(PyObject *self, PyObject *args)
             Py_INCREF(item);
             PyObject *result = PyObject_CallFunctionObjArgs(slow, key, item, NULL);
             Py_DECREF(item);
-            if (result == NULL) {
+            if (result == NULL || PySequence_Fast_GET_SIZE(keys) != n) {
+                /* slow() must not change the keys: if it did, stop here */
+                if (result != NULL) {
+                    Py_DECREF(result);
+                    PyErr_SetString(PyExc_RuntimeError, "get_many: the keys changed");
+                }
                 Py_DECREF(found);
                 Py_DECREF(keys);
                 return NULL;
