@@ -14,9 +14,10 @@
 #include <string.h>
 
 /*
- * get_many(items, keys, hot, slow) -> list
+ * get_many(shards, mask, keys, hot, slow) -> list
  *
- * Look every key of the list `keys` up in the dict `items`.  A found item
+ * Look every key of the sequence `keys` up in its dict of the list
+ * `shards`: shards[hash(key) & mask], as Python computes it.  A found item
  * whose bits byte equals `hot` is taken as it is; any other found item is
  * handed to `slow(key, item)` (expiry check, LRU bits), whose result (an
  * item or None) is taken instead.  Misses are None.
@@ -24,11 +25,16 @@
 static PyObject *
 get_many(PyObject *self, PyObject *args)
 {
-    PyObject *items, *sequence, *slow;
+    PyObject *shards, *sequence, *slow;
+    Py_ssize_t mask;
     int hot;
-    if (!PyArg_ParseTuple(args, "O!OiO:get_many", &PyDict_Type, &items,
-                          &sequence, &hot, &slow))
+    if (!PyArg_ParseTuple(args, "O!nOiO:get_many", &PyList_Type, &shards,
+                          &mask, &sequence, &hot, &slow))
         return NULL;
+    if (mask < 0 || PyList_GET_SIZE(shards) <= mask) {
+        PyErr_SetString(PyExc_ValueError, "get_many: mask beyond the shards");
+        return NULL;
+    }
     PyObject *keys = PySequence_Fast(sequence, "get_many: keys must be a sequence");
     if (keys == NULL)
         return NULL;
@@ -40,6 +46,19 @@ get_many(PyObject *self, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *key = PySequence_Fast_GET_ITEM(keys, i);
+        Py_hash_t hash = PyObject_Hash(key);
+        if (hash == -1) {
+            Py_DECREF(found);
+            Py_DECREF(keys);
+            return NULL;
+        }
+        PyObject *items = PyList_GET_ITEM(shards, (Py_uhash_t)hash & (Py_uhash_t)mask);
+        if (!PyDict_Check(items)) {
+            PyErr_SetString(PyExc_TypeError, "get_many: shards must be dicts");
+            Py_DECREF(found);
+            Py_DECREF(keys);
+            return NULL;
+        }
         PyObject *item = PyDict_GetItemWithError(items, key);
         if (item == NULL) {
             if (PyErr_Occurred()) {

@@ -28,7 +28,7 @@ import sys
 import time
 
 from memcachier.commands import StoreMode
-from memcachier.stores.memory import MemoryStore
+from memcachier.stores.memory import ITEM_OVERHEAD, MemoryStore
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -69,15 +69,18 @@ class _GcPauses:
             self.worst[generation] = max(self.worst[generation], elapsed)
 
 
-def runOne(items, valueSize, seconds, setRatio, seed=1):
+def runOne(items, valueSize, seconds, setRatio, seed=1, newKeys=0.0):
     """
     Fill one keyspace with C{items} values of C{valueSize} bytes, then
-    replace and fetch random keys for C{seconds}.
+    replace and fetch random keys for C{seconds}; with C{newKeys}, that
+    share of the stores are of keys never seen, in a keyspace the fill
+    filled, so each evicts (churn).
 
     @return: a L{dict} of the figures.
     """
     store = MemoryStore(_WallClock())
-    keyspace = store.keyspace(1, 1 << 40, 1 << 20)
+    limit = items * (12 + valueSize + ITEM_OVERHEAD) if newKeys else 1 << 40
+    keyspace = store.keyspace(1, limit, 1 << 20)
     setMode = StoreMode.SET
     value = b"x" * valueSize
     gc.collect()
@@ -107,6 +110,7 @@ def runOne(items, valueSize, seconds, setRatio, seed=1):
     worst = worstCpu = 0
     slow = 0  # operations over 1 ms of wall time
     operations = 0
+    fresh = items
     rssSamples = [filled]
     deadline = time.perf_counter() + seconds
     nextSample = time.perf_counter() + 1
@@ -115,6 +119,9 @@ def runOne(items, valueSize, seconds, setRatio, seed=1):
             for _ in range(1000):
                 key = b"key:%08d" % randrange(items)
                 if rand() < setRatio:
+                    if newKeys and rand() < newKeys:
+                        key = b"key:%08d" % fresh
+                        fresh += 1
                     c0 = cpu()
                     t0 = clock()
                     store_(setMode, key, value, 0, 0, 0)
@@ -145,6 +152,8 @@ def runOne(items, valueSize, seconds, setRatio, seed=1):
     return {
         "items": items,
         "value_bytes": valueSize,
+        "new_keys": newKeys,
+        "evictions": keyspace.evictions,
         "rss_per_item": round((filled - before) / items, 1),
         "fill_us_per_item": round(fillSeconds / items * 1e6, 2),
         "fill_gc_worst_ms": [round(w * 1e3, 3) for w in fillPauses.worst],
@@ -173,11 +182,16 @@ def main(argv=None):
     parser.add_argument("--values", type=int, nargs="+", default=[100, 1024], help="value sizes in bytes")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the replace-heavy loop")
     parser.add_argument("--sets", type=float, default=0.5, help="share of the loop's operations that store")
+    parser.add_argument(
+        "--new-keys", type=float, default=0.0,
+        help="share of the stores that are of new keys, evicting old ones (churn)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        print(json.dumps(runOne(args.items[0], args.values[0], args.seconds, args.sets)))
+        print(json.dumps(runOne(args.items[0], args.values[0], args.seconds, args.sets,
+                                newKeys=args.new_keys)))
         return 0
     if not args.json:
         print(
@@ -189,7 +203,8 @@ def main(argv=None):
             out = subprocess.run(
                 [sys.executable, "-m", "memcachier.bench.store", "--one",
                  "--items", str(items), "--values", str(size),
-                 "--seconds", str(args.seconds), "--sets", str(args.sets)],
+                 "--seconds", str(args.seconds), "--sets", str(args.sets),
+                 "--new-keys", str(args.new_keys)],
                 check=True, capture_output=True, text=True,
             ).stdout
             result = json.loads(out)

@@ -3,12 +3,15 @@
 The default store: every cache's items in this process's memory.
 
 Each cache has its own keyspace: one plain dict, key -> item, where an item
-is one immutable L{bytes} (L{memcachier.commands.packItem}).  Neither the
-dict nor its items are tracked by the garbage collector, so a full
-collection costs the same with ten items or ten million, and an item costs
-its key, its blob and its dict slot: no object per item for the LRU either.
+is one immutable L{bytes} (L{memcachier.commands.packItem}); sixteen dicts,
+by key hash, for keyspaces of L{SHARD_FROM} bytes or more, so that a dict
+rebuilding its table (as churn makes it do) pauses for a sixteenth of the
+keyspace.  Neither the dicts nor their items are tracked by the garbage
+collector, so a full collection costs the same with ten items or ten
+million, and an item costs its key, its blob and its dict slot: no object
+per item for the LRU either.
 
-The LRU is the dict's insertion order, oldest first, driven the way
+The LRU is each dict's insertion order, oldest first, driven the way
 memcached's segmented LRU drives its own (C{items.c}: C{do_item_bump},
 C{lru_pull_tail}): a hit does not move an item, it marks it ACTIVE once
 (rewriting its blob in place, keeping its slot); replacing a key keeps its
@@ -16,7 +19,10 @@ slot and marks it ACTIVE.  When a store needs room, a window of the oldest
 items is looked at: expired ones are reclaimed first, ACTIVE ones get a
 second chance (moved to the end, mark cleared), the rest are evicted.  The
 window is taken in one pass because every walk from the front of a dict
-first steps over the holes its removals left there.
+first steps over the holes its removals left there.  A sharded keyspace
+evicts from the dict of the key being stored first (an LRU per dict, as
+memcached keeps one per slab class), and reclaims expired items at the
+tail of every dict.
 
 Sizes are counted as memcached counts them: key + value + a fixed item
 header (L{ITEM_OVERHEAD}), so C{bytes} and C{limit_maxbytes} compare the
@@ -69,6 +75,23 @@ TAIL_CHECK_MAX = 1 << 16
 #: than it needs, so the walk to the dict's first live entry is amortized
 EVICT_SLACK_SHIFT = 9
 
+#: keyspaces allowed this many bytes or more keep their items in L{SHARDS}
+#: dicts instead of one: a dict that fills its entry table (new keys
+#: replacing evicted ones do) copies every entry into a new one, a pause
+#: of ~60 ms at 1M items; sixteen dicts pause a sixteenth as long, as often
+#: in total (docs/performance.md, "Eviction churn")
+SHARD_FROM = 64 * 1024 * 1024
+
+#: dicts of a large keyspace (a power of two)
+SHARDS = 16
+
+
+def shardCount(maxBytes):
+    """
+    How many dicts a keyspace allowed C{maxBytes} keeps its items in.
+    """
+    return SHARDS if maxBytes >= SHARD_FROM else 1
+
 _SET = StoreMode.SET
 _ADD = StoreMode.ADD
 _REPLACE = StoreMode.REPLACE
@@ -113,8 +136,12 @@ class MemoryKeyspace:
     """
     One cache's keys in memory.
 
-    @ivar _items: key -> packed item, least recently linked first.
-    @ivar _bytes: memcached's accounting of what C{_items} holds.
+    @ivar _shards: dicts key -> packed item, each least recently linked
+        first; a key lives in C{_shards[hash(key) & _mask]}.  Each is an
+        LRU of its own: a store that needs room evicts from its key's
+        dict first (keys hash evenly, so every dict holds about the same
+        share of the cache and of its ages).
+    @ivar _bytes: memcached's accounting of what C{_shards} hold.
     @ivar _untilTailCheck: inserts left before a new key next looks at the
         LRU tail for expired items.
     """
@@ -126,7 +153,8 @@ class MemoryKeyspace:
         self.maxBytes = maxBytes
         self.maxItemSize = maxItemSize
         self._nextCas = casCounter.__next__
-        self._items = {}
+        self._shards = [{} for _ in range(shardCount(maxBytes))]
+        self._mask = len(self._shards) - 1
         self._bytes = 0
         self._untilTailCheck = 0
         self._tailInterval = 1
@@ -151,7 +179,7 @@ class MemoryKeyspace:
 
         @return: the bytes it was charged.
         """
-        del self._items[key]
+        del self._shards[hash(key) & self._mask][key]
         size = len(key) + len(item) - _VALUE_AT - item[17] + ITEM_OVERHEAD
         self._bytes -= size
         return size
@@ -172,7 +200,7 @@ class MemoryKeyspace:
         The item under C{key} if it has not expired, else L{None} (the
         expired item is removed).
         """
-        item = self._items.get(key)
+        item = self._shards[hash(key) & self._mask].get(key)
         if item is not None and item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
             self._expire(key, item)
             return None
@@ -192,25 +220,42 @@ class MemoryKeyspace:
             return None
         if bits & _HOT != _HOT:
             # atime and bits are adjacent: one small copy of the item
-            item = self._items[key] = b"".join(
+            item = self._shards[hash(key) & self._mask][key] = b"".join(
                 (item[:12], _ATIME_BITS(int(now), bits | _HOT), item[17:])
             )
         return item
 
-    def _pullTail(self, need, now):
+    def _pullTail(self, need, now, first=0):
         """
-        Free at least C{need} bytes from the LRU tail (oldest first):
-        expired items in the window first, then ACTIVE items get a second
-        chance, then the oldest are evicted.  Frees a little more than
-        asked in large keyspaces (1/512 of the limit), so the walk over
-        the front of the dict is paid once per many stores.
+        Free at least C{need} bytes from the LRU tails, the dict at index
+        C{first} first (the one a new key goes to), then the others.
         """
-        items = self._items
+        freed = 0
+        shards = self._shards
+        count = len(shards)
+        for i in range(count):
+            if freed >= need:
+                break
+            freed += self._pullShardTail(shards[(first + i) % count], need - freed, now)
+        self._noteTailLooked(now, bool(freed))
+        return freed
+
+    def _pullShardTail(self, items, need, now):
+        """
+        Free at least C{need} bytes from the tail of one dict (oldest
+        first), if it holds them: expired items in the window first, then
+        ACTIVE items get a second chance, then the oldest are evicted.
+        Frees a little more than asked in large keyspaces (1/512 of the
+        limit), so the walk over the front of the dict is paid once per
+        many stores.
+        """
         target = need + (self.maxBytes >> EVICT_SLACK_SHIFT)
         freed = 0
         moves = 0
+        # items per byte, over the whole keyspace
+        perByte = sum(map(len, self._shards)) / max(self._bytes, 1)
         while freed < need and items:
-            count = target * len(items) // self._bytes + TAIL_WINDOW
+            count = int(target * perByte) + TAIL_WINDOW
             live = []
             keep = live.append
             for key, item in list(islice(items.items(), count)):
@@ -241,19 +286,20 @@ class MemoryKeyspace:
             self._bytes -= evictedBytes
             self.evictions += evicted
             self.evicted_unfetched += unfetched
-        self._noteTailLooked(now, bool(freed))
         return freed
 
     def _reclaimTail(self, now):
         """
-        Reclaim the expired items among the oldest few, as memcached does
-        before allocating, so storing over expired items does not grow the
-        cache.
+        Reclaim the expired items among the oldest few of every dict, as
+        memcached does before allocating, so storing over expired items
+        does not grow the cache.
         """
-        window = 2 * min(TAIL_CHECK_EVERY, max(1, len(self._items) >> 6)) + TAIL_WINDOW
+        shards = self._shards
+        window = 2 * min(TAIL_CHECK_EVERY, max(1, self._count() >> 6)) // len(shards) + TAIL_WINDOW
         expired = [
             (key, item)
-            for key, item in islice(self._items.items(), window)
+            for items in shards
+            for key, item in islice(items.items(), window)
             if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now
         ]
         for key, item in expired:
@@ -269,7 +315,7 @@ class MemoryKeyspace:
         from the front of the dict grows with the holes removals leave.
         """
         if found:
-            self._tailInterval = min(TAIL_CHECK_EVERY, max(1, len(self._items) >> 6))
+            self._tailInterval = min(TAIL_CHECK_EVERY, max(1, self._count() >> 6))
         else:
             self._tailInterval = min(self._tailInterval * 2, TAIL_CHECK_MAX)
         self._untilTailCheck = self._tailInterval
@@ -282,20 +328,28 @@ class MemoryKeyspace:
         """
         if size > self.maxBytes:
             return False
+        index = hash(key) & self._mask
+        items = self._shards[index]
         self._untilTailCheck -= 1
         if self._untilTailCheck <= 0 or now >= self._nextTailTime:
             self._reclaimTail(now)
         if self._bytes + size > self.maxBytes:
-            self._pullTail(self._bytes + size - self.maxBytes, now)
-        self._items[key] = item
+            self._pullTail(self._bytes + size - self.maxBytes, now, index)
+        items[key] = item
         self._bytes += size
         self.total_items += 1
         return True
 
     # -- IKeyspace ---------------------------------------------------------
 
+    def _count(self):
+        """
+        How many items the keyspace holds.
+        """
+        return sum(map(len, self._shards))
+
     def get(self, key):
-        item = self._items.get(key)
+        item = self._shards[hash(key) & self._mask].get(key)
         if item is None or item[16] == _HOT:
             return item
         return self._hit(key, item, self._clock.seconds())
@@ -306,12 +360,13 @@ class MemoryKeyspace:
         and what runs without it.
         """
         # the multi-get hot loop: locals only, at most one clock read
-        lookup = self._items.get
+        shards = self._shards
+        mask = self._mask
         now = None
         found = []
         append = found.append
         for key in keys:
-            item = lookup(key)
+            item = shards[hash(key) & mask].get(key)
             if item is not None and item[16] != _HOT:
                 if now is None:
                     now = self._clock.seconds()
@@ -323,7 +378,7 @@ class MemoryKeyspace:
         getMany = getManyPython
     else:
         def getMany(self, keys):
-            return _getManyLoop(self._items, keys, _HOT, self._slowHit)
+            return _getManyLoop(self._shards, self._mask, keys, _HOT, self._slowHit)
 
     def _slowHit(self, key, item):
         """
@@ -338,12 +393,16 @@ class MemoryKeyspace:
     def touch(self, key, exptime):
         item = self.get(key)
         if item is not None:
-            item = self._items[key] = repackItem(item, exptime=exptime)
+            item = self._shards[hash(key) & self._mask][key] = repackItem(item, exptime=exptime)
         return item
 
     def store(self, mode, key, value, flags, exptime, cas):
         now = self._clock.seconds()
-        old = self._live(key, now)
+        items = self._shards[hash(key) & self._mask]
+        old = items.get(key)
+        if old is not None and old[16] & ITEM_EXPIRES and _EXPTIME(old, 8)[0] <= now:
+            self._expire(key, old)
+            old = None
         if mode == _SET:
             if cas:
                 if old is None:
@@ -354,7 +413,7 @@ class MemoryKeyspace:
             if old is not None:
                 # memcached bumps the existing item on a failed add
                 if not old[16] & ITEM_ACTIVE:
-                    self._items[key] = repackItem(old, atime=now, bits=old[16] | ITEM_ACTIVE)
+                    items[key] = repackItem(old, atime=now, bits=old[16] | ITEM_ACTIVE)
                 return (_NOT_STORED, 0)
         elif mode == _CAS:
             if old is None:
@@ -387,7 +446,7 @@ class MemoryKeyspace:
             if self._bytes - oldSize + size <= self.maxBytes:
                 # replaced in its slot (no dict growth, flat memory under
                 # a replace-heavy load), ACTIVE so the tail spares it once
-                self._items[key] = packItem(value, flags, exptime, newCas, now, ITEM_ACTIVE)
+                items[key] = packItem(value, flags, exptime, newCas, now, ITEM_ACTIVE)
                 self._bytes += size - oldSize
                 self.total_items += 1
                 return (_STORED, newCas)
@@ -433,7 +492,7 @@ class MemoryKeyspace:
             value = value.ljust(len(old))
         newCas = self._nextCas()
         self._bytes += len(value) - len(old)
-        self._items[key] = packItem(
+        self._shards[hash(key) & self._mask][key] = packItem(
             value, itemFlags(item), itemExptime(item), newCas, now, _HOT
         )
         return (DeltaResult.OK, number, newCas)
@@ -449,12 +508,12 @@ class MemoryKeyspace:
 
     def _flushNow(self):
         self._flushCall = None
-        self._items = {}
+        self._shards = [{} for _ in self._shards]
         self._bytes = 0
 
     def stats(self):
         return {
-            "curr_items": len(self._items),
+            "curr_items": self._count(),
             "total_items": self.total_items,
             "bytes": self._bytes,
             "limit_maxbytes": self.maxBytes,
@@ -470,13 +529,22 @@ class MemoryKeyspace:
     def configure(self, maxBytes, maxItemSize):
         self.maxBytes = maxBytes
         self.maxItemSize = maxItemSize
+        if shardCount(maxBytes) != len(self._shards):
+            # a plan change across SHARD_FROM: the items move, each dict's
+            # order kept (the dicts' orders interleave)
+            old = self._shards
+            self._shards = [{} for _ in range(shardCount(maxBytes))]
+            self._mask = len(self._shards) - 1
+            for items in old:
+                for key, item in items.items():
+                    self._shards[hash(key) & self._mask][key] = item
         if self._bytes > maxBytes:
             self._pullTail(self._bytes - maxBytes, self._clock.seconds())
 
     def keys(self):
         now = self._clock.seconds()
         return [
-            key for key, item in list(self._items.items())
+            key for items in self._shards for key, item in list(items.items())
             if not item[16] & ITEM_EXPIRES or _EXPTIME(item, 8)[0] > now
         ]
 

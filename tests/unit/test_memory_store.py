@@ -12,8 +12,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
-from memcachier.commands import KeyspaceError, StoreMode, itemAtime, itemFetched, itemValue
+from memcachier.commands import (
+    KeyspaceError, StoreMode, StoreResult, itemAtime, itemFetched, itemValue,
+)
 from memcachier.interfaces import IKeyspace, IStore
+from memcachier.stores import memory
 from memcachier.stores.memory import MemoryStore
 from memcachier.testing import ANSWERING, AsyncStore, FailingStore, StoreConformanceTests
 
@@ -49,10 +52,10 @@ class MemoryStoreTests(StoreConformanceTests, SynchronousTestCase):
         self.call(self.ks.delta, b"a", True, 7, None, 0, 0)
         self.call(self.ks.touch, b"b", 0)
         gc.collect()
-        table = self.ks._items
-        self.assertEqual(sorted(table), [b"a", b"b"])
-        self.assertFalse(gc.is_tracked(table))
-        for key, item in table.items():
+        self.assertEqual(sorted(key for table in self.ks._shards for key in table), [b"a", b"b"])
+        for table in self.ks._shards:
+            self.assertFalse(gc.is_tracked(table))
+        for key, item in ((k, i) for table in self.ks._shards for k, i in table.items()):
             self.assertFalse(gc.is_tracked(key))
             self.assertFalse(gc.is_tracked(item))
             self.assertIs(type(item), bytes)
@@ -222,3 +225,75 @@ class FailingStoreTests(SynchronousTestCase):
             self.assertNoResult(d)
             clock.advance(0)
             self.failureResultOf(d, KeyspaceError)
+
+
+class ShardedMemoryStoreTests(StoreConformanceTests, SynchronousTestCase):
+    """
+    The conformance suite with every keyspace in L{memory.SHARDS} dicts,
+    as keyspaces of L{memory.SHARD_FROM} bytes or more keep their items;
+    and what sharding itself promises.  (L{MemoryStoreTests}' exact LRU
+    orders hold per dict: small keyspaces have one.)
+    """
+
+    def setUp(self):
+        self.patch(memory, "SHARD_FROM", 0)
+        StoreConformanceTests.setUp(self)
+
+    def makeStore(self, clock):
+        return MemoryStore(clock)
+
+    def test_shardCount(self):
+        """
+        Keyspaces allowed L{memory.SHARD_FROM} bytes or more have
+        L{memory.SHARDS} dicts, smaller ones one.
+        """
+        self.patch(memory, "SHARD_FROM", 1 << 20)
+        self.assertEqual(len(self.store.keyspace(11, 1 << 20, 1000)._shards), memory.SHARDS)
+        self.assertEqual(len(self.store.keyspace(12, (1 << 20) - 1, 1000)._shards), 1)
+
+    def test_keysSpreadEvenly(self):
+        """
+        Keys hash evenly over the dicts, so each one's pause when it
+        rebuilds its table is a sixteenth of one dict's.
+        """
+        ks = self.store.keyspace(13, 1 << 30, 1000)
+        for i in range(16_000):
+            self.set(b"user:%d" % i, b"v", ks=ks)
+        sizes = [len(items) for items in ks._shards]
+        self.assertEqual(sum(sizes), 16_000)
+        self.assertLess(max(sizes), 2 * 16_000 // memory.SHARDS)
+
+    def test_evictsFromOtherDicts(self):
+        """
+        A key whose dict holds nothing to evict still gets room, from the
+        other dicts, and the keyspace stays within its limit.
+        """
+        ks = self.store.keyspace(14, 10 * (1 + 1000 + 50), 2000)
+        stored = [b"%d" % i for i in range(10)]
+        for key in stored:
+            self.set(key, b"v" * 1000, ks=ks)
+        target = next(
+            b"x%d" % i for i in range(1000)
+            if not ks._shards[hash(b"x%d" % i) & ks._mask]
+        )
+        self.assertEqual(self.set(target, b"w" * 1000, ks=ks)[0], StoreResult.STORED)
+        stats = self.call(ks.stats)
+        self.assertLessEqual(stats["bytes"], 10 * (1 + 1000 + 50))
+        self.assertGreater(stats["evictions"], 0)
+        self.assertIsNotNone(self.call(ks.get, target))
+
+    def test_planChangeAcrossTheThreshold(self):
+        """
+        A keyspace reconfigured across L{memory.SHARD_FROM} moves its items
+        into the new number of dicts and keeps every one.
+        """
+        self.patch(memory, "SHARD_FROM", 1 << 20)
+        ks = self.store.keyspace(15, 1 << 19, 1000)
+        for i in range(500):
+            self.set(b"k%d" % i, b"%d" % i, ks=ks)
+        self.call(ks.configure, 1 << 21, 1000)
+        self.assertEqual(len(ks._shards), memory.SHARDS)
+        self.call(ks.configure, 1 << 19, 1000)
+        self.assertEqual(len(ks._shards), 1)
+        items = self.call(ks.getMany, [b"k%d" % i for i in range(500)])
+        self.assertEqual([itemValue(item) for item in items], [b"%d" % i for i in range(500)])
