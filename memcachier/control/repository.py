@@ -9,8 +9,9 @@ exposes the same methods to code on the reactor: each call runs in a
 thread pool and returns a L{Deferred}.
 
 Every write also bumps the single C{control_version} row in the same
-transaction, so that any process can tell that something changed by
-reading one integer (see L{memcachier.control.index}).
+transaction (L{ControlPlane.announceChange}), so that any process can tell
+that something changed by reading one integer (see
+L{memcachier.control.index}).
 
 Plans are configuration, not data: the repository is handed the configured
 plans and refuses slugs it does not know.
@@ -249,9 +250,13 @@ class ControlPlane:
         if self.clusters is not None and name not in self.clusters:
             raise UnknownCluster(name, sorted(self.clusters))
 
-    def _bump(self, conn):
+    def announceChange(self, conn):
         """
-        Bump the control version inside the write's transaction.
+        Make a write visible to every process and node: bump the control
+        version inside the write's transaction C{conn} (pollers compare
+        it) and, on PostgreSQL, notify the listening nodes at commit.
+        Every write to the control plane's tables calls it, those made
+        outside this class (provisioning records) included.
         """
         conn.execute(
             schema.control_version.update()
@@ -460,7 +465,7 @@ class ControlPlane:
             result = conn.execute(schema.caches.insert().values(**values))
             cacheId = result.inserted_primary_key[0]
             credential = self._insertCredential(conn, cacheId, True, True, True, True)
-            self._bump(conn)
+            self.announceChange(conn)
             return Cache(id=cacheId, **values), credential
 
         try:
@@ -492,7 +497,7 @@ class ControlPlane:
                 schema.credentials.delete().where(schema.credentials.c.cache_id == cacheId)
             )
             conn.execute(schema.caches.delete().where(schema.caches.c.id == cacheId))
-            self._bump(conn)
+            self.announceChange(conn)
         self._log.info("deleted cache {cacheId}", event="cache_deleted", cacheId=cacheId)
 
     def _updateCache(self, cacheId, **values):
@@ -502,7 +507,7 @@ class ControlPlane:
             )
             if result.rowcount == 0:
                 raise UnknownCache(cacheId)
-            self._bump(conn)
+            self.announceChange(conn)
             return _cacheFromRow(self._cacheRow(conn, cacheId))
 
     def setEnabled(self, cacheId, enabled):
@@ -596,7 +601,7 @@ class ControlPlane:
                 )
                 updated += result.rowcount
             if updated:
-                self._bump(conn)
+                self.announceChange(conn)
         return updated
 
     # -- credentials
@@ -621,7 +626,7 @@ class ControlPlane:
             credential = self._insertCredential(
                 conn, cacheId, bool(write), bool(flush), bool(api), False
             )
-            self._bump(conn)
+            self.announceChange(conn)
             return credential
 
         credential = self._retrying(work)
@@ -645,7 +650,7 @@ class ControlPlane:
             if row.primary:
                 raise CannotDeletePrimary(username)
             conn.execute(schema.credentials.delete().where(schema.credentials.c.id == row.id))
-            self._bump(conn)
+            self.announceChange(conn)
         self._log.info("deleted credential {username}", username=username)
 
     def promoteCredential(self, username):
@@ -666,7 +671,7 @@ class ControlPlane:
                 .values(primary=False)
             )
             conn.execute(schema.credentials.update().where(c.id == row.id).values(primary=True))
-            self._bump(conn)
+            self.announceChange(conn)
             return _credentialFromRow(self._credentialRow(conn, username))
 
     def updateCredential(self, username, write=None, flush=None, api=None):
@@ -691,7 +696,7 @@ class ControlPlane:
                     .where(schema.credentials.c.id == row.id)
                     .values(**values)
                 )
-                self._bump(conn)
+                self.announceChange(conn)
             return _credentialFromRow(self._credentialRow(conn, username))
 
 
