@@ -125,6 +125,49 @@ class LimitReached(ControlPlaneError):
         )
 
 
+def lockCache(conn, cacheId):
+    """
+    Hold the cache's row until C{conn}'s transaction ends, so that what
+    the transaction counts and then inserts for the cache cannot be
+    raced by another transaction doing the same, in this process or on
+    another node: on PostgreSQL, C{SELECT ... FOR UPDATE} on the row;
+    on SQLite, which has one writer at a time, a write that makes this
+    transaction that writer now (pysqlite would otherwise begin it only
+    at the insert, after the count).
+
+    @return: whether the cache exists.
+    """
+    c = schema.caches.c
+    if conn.dialect.name == "sqlite":
+        result = conn.execute(
+            schema.caches.update().where(c.id == cacheId).values(enabled=c.enabled)
+        )
+        return result.rowcount > 0
+    row = conn.execute(sa.select(c.id).where(c.id == cacheId).with_for_update()).first()
+    return row is not None
+
+
+def checkLimit(conn, table, cacheId, limit, what, key):
+    """
+    Before inserting one more row of a cache into C{table}: lock the cache
+    (L{lockCache}) and count its rows, so that concurrent insertions,
+    from several API requests or several nodes, never pass the limit
+    together.  Call it in the inserting transaction.
+
+    @param table: a table with a C{cache_id} column.
+    @param limit: the rows a cache may have.
+    @param what: the rows' name in the error (C{"alerts"}).
+    @param key: the C{[limits]} key of C{limit}.
+    @raise LimitReached: the cache has C{limit} rows already.
+    """
+    lockCache(conn, cacheId)
+    count = conn.execute(
+        sa.select(sa.func.count()).select_from(table).where(table.c.cache_id == cacheId)
+    ).scalar()
+    if count >= limit:
+        raise LimitReached(what, limit, key)
+
+
 #: credentials per cache unless configured (C{limits.credentials})
 DEFAULT_MAX_CREDENTIALS = 20
 
@@ -617,12 +660,10 @@ class ControlPlane:
 
         def work(conn):
             self._cacheRow(conn, cacheId)
-            t = schema.credentials
-            count = conn.execute(
-                sa.select(sa.func.count()).select_from(t).where(t.c.cache_id == cacheId)
-            ).scalar()
-            if count >= self.maxCredentials:
-                raise LimitReached("credentials", self.maxCredentials, "credentials")
+            checkLimit(
+                conn, schema.credentials, cacheId, self.maxCredentials, "credentials",
+                "credentials",
+            )
             credential = self._insertCredential(
                 conn, cacheId, bool(write), bool(flush), bool(api), False
             )
