@@ -7,6 +7,7 @@ descriptor starvation under a lowered C{ulimit -n}, a configuration typo.
 
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -201,6 +202,53 @@ def test_listenBacklog(memcachier_server):
     assert _acceptedWhileStopped(s, 600) == 600
     assert _acceptedWhileStopped(s, 600, s.web_port) == 600
     assert s.ascii().call("version").startswith(b"VERSION ")
+
+
+def listenBacklog(port):
+    """
+    The backlog of the socket listening on 127.0.0.1:C{port}, as the
+    kernel holds it: C{ss -ltn}'s Send-Q column of a listening socket.
+    """
+    if shutil.which("ss") is None:
+        pytest.fail("ss is not installed (Debian's iproute2): scripts/test installs it")
+    output = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout
+    [line] = output.splitlines()
+    state, recvQ, sendQ, local = line.split()[:4]
+    assert (state, local) == ("LISTEN", f"127.0.0.1:{port}"), line
+    return int(sendQ)
+
+
+def somaxconn():
+    """
+    The kernel's cap on a listen backlog.
+    """
+    with open("/proc/sys/net/core/somaxconn") as f:
+        return int(f.read())
+
+
+@pytest.mark.memcachier(tls=True)
+def test_listenBacklogDefault(memcachier_server):
+    """
+    The memcache (plain and TLS) and web listening sockets have memcached's
+    backlog, 1024 (or the kernel's cap, if lower).
+    """
+    s = memcachier_server
+    expected = min(1024, somaxconn())
+    assert [listenBacklog(p) for p in (s.port, s.tls_port, s.web_port)] == [expected] * 3
+
+
+@pytest.mark.memcachier(tls=True, memcache="backlog = 200", web_config="backlog = 300")
+def test_listenBacklogConfigured(memcachier_server):
+    """
+    C{memcache.backlog} sets every memcache listener's backlog,
+    C{web.backlog} the web listener's.
+    """
+    s = memcachier_server
+    assert [listenBacklog(p) for p in (s.port, s.tls_port, s.web_port)] == [
+        min(200, somaxconn()), min(200, somaxconn()), min(300, somaxconn()),
+    ]
 
 
 class HTTP:
