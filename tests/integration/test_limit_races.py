@@ -147,3 +147,44 @@ def test_watchedPrefixes(engines):
     assert (landed, len(refused)) == (LIMIT, ATTEMPTS - LIMIT)
     assert "at most 5 watched prefixes (limits.watched_prefixes)" in str(refused[0])
     assert rows(engines[0], schema.prefixes, cache.id) == LIMIT
+
+
+def test_credentialsThroughTwoNodesAPIs(memcachier_server_factory, postgresql_url):
+    """
+    Two nodes on one PostgreSQL control plane, 20 C{POST credentials} at
+    once spread over their APIs, at C{limits.credentials = 5}: 4 are
+    created (the primary is the 5th), the other 16 get the documented
+    409, and the cache has 5 credentials.
+    """
+    import requests
+
+    config = '[caches]\ndefault_plan = "100"\n[limits]\ncredentials = 5\n'
+    first = memcachier_server_factory(database=postgresql_url, config=config)
+    second = memcachier_server_factory(database=postgresql_url, config=config, create_cache=False)
+    auth = (first.username, first.password)
+    urls = [
+        f"http://127.0.0.1:{node.web_port}/api/v2/caches/{first.cache_id}/credentials"
+        for node in (first, second)
+    ]
+    barrier = threading.Barrier(ATTEMPTS)
+    answers = []
+
+    def create(url):
+        barrier.wait()
+        response = requests.post(url, auth=auth, timeout=60)
+        answers.append((response.status_code, response.json()))
+
+    threads = [threading.Thread(target=create, args=(urls[i % 2],)) for i in range(ATTEMPTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    codes = sorted(code for code, _ in answers)
+    assert codes == [201] * (LIMIT - 1) + [409] * (ATTEMPTS - LIMIT + 1), answers
+    refusal = next(body for code, body in answers if code == 409)
+    assert refusal == {
+        "error": "a cache may have at most 5 credentials (limits.credentials); delete one first"
+    }
+    listed = requests.get(urls[1], auth=auth, timeout=30)
+    assert listed.status_code == 200
+    assert len(listed.json()) == LIMIT
