@@ -23,6 +23,7 @@ from memcachier.control.schema import makeEngine
 
 LIMIT = 5
 ATTEMPTS = 20
+PLANS = {plan.slug: plan for plan in DEFAULT_PLANS}
 
 
 class WallClock:
@@ -86,7 +87,7 @@ def rows(engine, table, cacheId):
 
 def controlPlanes(engines):
     return [
-        ControlPlane(engine, WallClock(), DEFAULT_PLANS, maxCredentials=LIMIT)
+        ControlPlane(engine, WallClock(), PLANS, maxCredentials=LIMIT)
         for engine in engines
     ]
 
@@ -149,7 +150,7 @@ def test_watchedPrefixes(engines):
     assert rows(engines[0], schema.prefixes, cache.id) == LIMIT
 
 
-def test_credentialsThroughTwoNodesAPIs(memcachier_server_factory, postgresql_url):
+def test_credentialsThroughTwoNodesAPIs(postgresql_url, memcachier_server_factory):
     """
     Two nodes on one PostgreSQL control plane, 20 C{POST credentials} at
     once spread over their APIs, at C{limits.credentials = 5}: 4 are
