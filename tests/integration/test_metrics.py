@@ -234,7 +234,9 @@ def test_nodeCounters(memcachier_server):
     client.send(b"GET /api/v2/caches/%ff/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert client.response().startswith(b"HTTP/1.1 400 ")
     client = HTTP(s)
-    client.send(b"POST /api/v2/caches/1/flush HTTP/1.1\r\nHost: x\r\nContent-Length: 10737418240\r\n\r\n")
+    client.send(
+        b"POST /api/v2/caches/1/flush HTTP/1.1\r\nHost: x\r\nContent-Length: 10737418240\r\n\r\n"
+    )
     assert client.response().startswith(b"HTTP/1.1 413 ")
     client = HTTP(s)
     client.send(b"GET /api/v2/caches/1/stats HTTP/1.1\r\nHost: x\r\n")
