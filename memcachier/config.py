@@ -35,6 +35,7 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     [node]
     name = "127.0.0.1:11211"
     shutdown_timeout = "10s"    # SIGTERM: how long in-flight requests may take
+    allocator_warning = true    # warn at start when jemalloc is not preloaded
 
     [clusters.default]
     servers = ["127.0.0.1:11211"]
@@ -208,6 +209,8 @@ class Settings:
     @ivar web_body_timeout: seconds a request's body may take.
     @ivar web_idle_timeout: seconds a connection may idle between requests.
     @ivar shutdown_timeout: seconds in-flight requests get after SIGTERM.
+    @ivar allocator_warning: whether to warn at start when jemalloc is not
+        loaded (L{memcachier.allocator}).
     @ivar operator_password_hash: the hash of the operator's password for
         C{/admin/} (see L{memcachier.web.sso.hashPassword}); empty turns
         the operator view off.
@@ -278,6 +281,7 @@ class Settings:
     web_body_timeout: float = 30.0
     web_idle_timeout: float = 60.0
     shutdown_timeout: float = 10.0
+    allocator_warning: bool = True
     operator_password_hash: str = ""
     # -- provisioning (issue 10)
     heroku_id: str = "memcachier"
@@ -849,8 +853,9 @@ def _settingsFrom(data, overrides):
     pollInterval = check.number(database, "database.", "poll_interval", 1.0)
 
     node = check.table(data, "node")
-    check.unknown(node, "node.", ("name", "shutdown_timeout"))
+    check.unknown(node, "node.", ("name", "shutdown_timeout", "allocator_warning"))
     shutdownTimeout = check.duration(node, "node.", "shutdown_timeout", 10.0)
+    allocatorWarning = check.boolean(node, "node.", "allocator_warning", True)
     derived = next(
         (h for h in map(_hostPort, listen) if h and _isHostPort(h)), "127.0.0.1:11211"
     )
@@ -1000,6 +1005,7 @@ def _settingsFrom(data, overrides):
             web_body_timeout=bodyTimeout,
             web_idle_timeout=idleTimeout,
             shutdown_timeout=shutdownTimeout,
+            allocator_warning=allocatorWarning,
             heroku_id=herokuId,
             heroku_password=herokuPassword,
             heroku_sso_salt=herokuSalt,

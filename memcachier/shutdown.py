@@ -113,6 +113,8 @@ class CertificateReloader(Service):
     connections are untouched.
 
     @ivar contextFactories: the listeners' context factories.
+    @ivar counters: listener reloads since start, by result (C{ok},
+        C{failed}), for C{/metrics}.
     """
 
     _log = Logger()
@@ -122,6 +124,7 @@ class CertificateReloader(Service):
         self.contextFactories = contextFactories
         self.installSignal = installSignal
         self._previous = None
+        self.counters = {"ok": 0, "failed": 0}
 
     def startService(self):
         super().startService()
@@ -146,6 +149,7 @@ class CertificateReloader(Service):
         failed = 0
         for factory in self.contextFactories:
             error = factory.reload()
+            self.counters["ok" if error is None else "failed"] += 1
             if error is None:
                 self._log.info(
                     "TLS certificate reloaded for {description}",

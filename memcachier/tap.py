@@ -465,8 +465,13 @@ def buildService(settings, reactor):
         for listener in top.listeners
         if getattr(listener.endpoint, "reloadingContextFactory", None) is not None
     ]
+    reloader = None
     if contextFactories:
-        CertificateReloader(reactor, contextFactories).setServiceParent(top)
+        reloader = CertificateReloader(reactor, contextFactories)
+        reloader.setServiceParent(top)
+    from memcachier.web.metrics import NodeCounters
+
+    mounts[b"metrics"].node = NodeCounters(site, factory, throttle, reloader)
     _log.info(
         "connection ceilings: memcache {memcacheCeiling}, web {webCeiling} "
         "(descriptor limit {limit})",
@@ -500,6 +505,10 @@ def makeService(options):
         loops=describe(),
         streamlined=streamlinePolling(reactor),
     )
+    if options.settings.allocator_warning:
+        from memcachier.allocator import warnUnlessJemalloc
+
+        warnUnlessJemalloc()
     service = buildService(options.settings, reactor)
     reactor.callWhenRunning(installGracefulStop, reactor)
     # Everything imported and built so far lives as long as the process:

@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from twisted.internet import threads
 
 from memcachier.control import schema
-from memcachier.control.repository import ControlPlaneError, LimitReached
+# LimitReached (raised by checkLimit) is imported from here by the routes
+from memcachier.control.repository import ControlPlaneError, LimitReached, checkLimit  # noqa: F401
 
 #: Events L{AlertRepository.events} returns at most.
 EVENTS_LIMIT = 50
@@ -97,13 +98,6 @@ class AlertRepository:
         self.maxAlerts = maxAlerts
         self.maxConfigs = maxConfigs
 
-    def _checkCount(self, conn, table, cacheId, limit, what, key):
-        count = conn.execute(
-            sa.select(sa.func.count()).select_from(table).where(table.c.cache_id == cacheId)
-        ).scalar()
-        if count >= limit:
-            raise LimitReached(what, limit, key)
-
     # -- delivery configs
 
     def _configRow(self, conn, cacheId, configId):
@@ -124,7 +118,7 @@ class AlertRepository:
     def createConfig(self, cacheId, **fields):
         values = {k: fields.get(k, "") for k in _CONFIG_FIELDS}
         with self.engine.begin() as conn:
-            self._checkCount(
+            checkLimit(
                 conn, schema.alert_configs, cacheId, self.maxConfigs, "alert delivery configs",
                 "alert_configs",
             )
@@ -173,7 +167,7 @@ class AlertRepository:
     def createAlert(self, cacheId, **fields):
         values = {k: fields[k] for k in _ALERT_FIELDS if k in fields}
         with self.engine.begin() as conn:
-            self._checkCount(conn, schema.alerts, cacheId, self.maxAlerts, "alerts", "alerts")
+            checkLimit(conn, schema.alerts, cacheId, self.maxAlerts, "alerts", "alerts")
             self._checkConfig(conn, cacheId, values["delivery_config_id"])
             result = conn.execute(schema.alerts.insert().values(cache_id=cacheId, **values))
             return _alert(self._alertRow(conn, cacheId, result.inserted_primary_key[0]))

@@ -19,7 +19,7 @@ from twisted.internet import threads
 
 from memcachier.analytics import series
 from memcachier.control import schema
-from memcachier.control.repository import ControlPlaneError, LimitReached, UnknownCache
+from memcachier.control.repository import ControlPlaneError, UnknownCache, checkLimit
 
 
 class UnknownPrefix(ControlPlaneError):
@@ -274,11 +274,9 @@ class AnalyticsRepository:
         try:
             with self.engine.begin() as conn:
                 self._checkCache(conn, cacheId)
-                count = conn.execute(
-                    sa.select(sa.func.count()).select_from(p).where(p.c.cache_id == cacheId)
-                ).scalar()
-                if count >= self.maxPrefixes:
-                    raise LimitReached("watched prefixes", self.maxPrefixes, "watched_prefixes")
+                checkLimit(
+                    conn, p, cacheId, self.maxPrefixes, "watched prefixes", "watched_prefixes"
+                )
                 result = conn.execute(
                     p.insert().values(cache_id=cacheId, name=name, created_at=self._clock.seconds())
                 )

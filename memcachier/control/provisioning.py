@@ -183,7 +183,7 @@ class ProvisioningRecords:
                         .where(schema.caches.c.id == cache.id)
                         .values(uuid=uuid)
                     )
-                    self.controlPlane._bump(conn)
+                    self.controlPlane.announceChange(conn)
             except sa.exc.IntegrityError:
                 # The same call delivered twice at once: the other one won.
                 self.controlPlane.deleteCache(cache.id)

@@ -9,8 +9,9 @@ exposes the same methods to code on the reactor: each call runs in a
 thread pool and returns a L{Deferred}.
 
 Every write also bumps the single C{control_version} row in the same
-transaction, so that any process can tell that something changed by
-reading one integer (see L{memcachier.control.index}).
+transaction (L{ControlPlane.announceChange}), so that any process can tell
+that something changed by reading one integer (see
+L{memcachier.control.index}).
 
 Plans are configuration, not data: the repository is handed the configured
 plans and refuses slugs it does not know.
@@ -122,6 +123,49 @@ class LimitReached(ControlPlaneError):
         super().__init__(
             f"a cache may have at most {limit} {what} (limits.{key}); delete one first"
         )
+
+
+def lockCache(conn, cacheId):
+    """
+    Hold the cache's row until C{conn}'s transaction ends, so that what
+    the transaction counts and then inserts for the cache cannot be
+    raced by another transaction doing the same, in this process or on
+    another node: on PostgreSQL, C{SELECT ... FOR UPDATE} on the row;
+    on SQLite, which has one writer at a time, a write that makes this
+    transaction that writer now (pysqlite would otherwise begin it only
+    at the insert, after the count).
+
+    @return: whether the cache exists.
+    """
+    c = schema.caches.c
+    if conn.dialect.name == "sqlite":
+        result = conn.execute(
+            schema.caches.update().where(c.id == cacheId).values(enabled=c.enabled)
+        )
+        return result.rowcount > 0
+    row = conn.execute(sa.select(c.id).where(c.id == cacheId).with_for_update()).first()
+    return row is not None
+
+
+def checkLimit(conn, table, cacheId, limit, what, key):
+    """
+    Before inserting one more row of a cache into C{table}: lock the cache
+    (L{lockCache}) and count its rows, so that concurrent insertions,
+    from several API requests or several nodes, never pass the limit
+    together.  Call it in the inserting transaction.
+
+    @param table: a table with a C{cache_id} column.
+    @param limit: the rows a cache may have.
+    @param what: the rows' name in the error (C{"alerts"}).
+    @param key: the C{[limits]} key of C{limit}.
+    @raise LimitReached: the cache has C{limit} rows already.
+    """
+    lockCache(conn, cacheId)
+    count = conn.execute(
+        sa.select(sa.func.count()).select_from(table).where(table.c.cache_id == cacheId)
+    ).scalar()
+    if count >= limit:
+        raise LimitReached(what, limit, key)
 
 
 #: credentials per cache unless configured (C{limits.credentials})
@@ -249,9 +293,13 @@ class ControlPlane:
         if self.clusters is not None and name not in self.clusters:
             raise UnknownCluster(name, sorted(self.clusters))
 
-    def _bump(self, conn):
+    def announceChange(self, conn):
         """
-        Bump the control version inside the write's transaction.
+        Make a write visible to every process and node: bump the control
+        version inside the write's transaction C{conn} (pollers compare
+        it) and, on PostgreSQL, notify the listening nodes at commit.
+        Every write to the control plane's tables calls it, those made
+        outside this class (provisioning records) included.
         """
         conn.execute(
             schema.control_version.update()
@@ -460,7 +508,7 @@ class ControlPlane:
             result = conn.execute(schema.caches.insert().values(**values))
             cacheId = result.inserted_primary_key[0]
             credential = self._insertCredential(conn, cacheId, True, True, True, True)
-            self._bump(conn)
+            self.announceChange(conn)
             return Cache(id=cacheId, **values), credential
 
         try:
@@ -492,7 +540,7 @@ class ControlPlane:
                 schema.credentials.delete().where(schema.credentials.c.cache_id == cacheId)
             )
             conn.execute(schema.caches.delete().where(schema.caches.c.id == cacheId))
-            self._bump(conn)
+            self.announceChange(conn)
         self._log.info("deleted cache {cacheId}", event="cache_deleted", cacheId=cacheId)
 
     def _updateCache(self, cacheId, **values):
@@ -502,7 +550,7 @@ class ControlPlane:
             )
             if result.rowcount == 0:
                 raise UnknownCache(cacheId)
-            self._bump(conn)
+            self.announceChange(conn)
             return _cacheFromRow(self._cacheRow(conn, cacheId))
 
     def setEnabled(self, cacheId, enabled):
@@ -596,7 +644,7 @@ class ControlPlane:
                 )
                 updated += result.rowcount
             if updated:
-                self._bump(conn)
+                self.announceChange(conn)
         return updated
 
     # -- credentials
@@ -612,16 +660,14 @@ class ControlPlane:
 
         def work(conn):
             self._cacheRow(conn, cacheId)
-            t = schema.credentials
-            count = conn.execute(
-                sa.select(sa.func.count()).select_from(t).where(t.c.cache_id == cacheId)
-            ).scalar()
-            if count >= self.maxCredentials:
-                raise LimitReached("credentials", self.maxCredentials, "credentials")
+            checkLimit(
+                conn, schema.credentials, cacheId, self.maxCredentials, "credentials",
+                "credentials",
+            )
             credential = self._insertCredential(
                 conn, cacheId, bool(write), bool(flush), bool(api), False
             )
-            self._bump(conn)
+            self.announceChange(conn)
             return credential
 
         credential = self._retrying(work)
@@ -645,7 +691,7 @@ class ControlPlane:
             if row.primary:
                 raise CannotDeletePrimary(username)
             conn.execute(schema.credentials.delete().where(schema.credentials.c.id == row.id))
-            self._bump(conn)
+            self.announceChange(conn)
         self._log.info("deleted credential {username}", username=username)
 
     def promoteCredential(self, username):
@@ -666,7 +712,7 @@ class ControlPlane:
                 .values(primary=False)
             )
             conn.execute(schema.credentials.update().where(c.id == row.id).values(primary=True))
-            self._bump(conn)
+            self.announceChange(conn)
             return _credentialFromRow(self._credentialRow(conn, username))
 
     def updateCredential(self, username, write=None, flush=None, api=None):
@@ -691,7 +737,7 @@ class ControlPlane:
                     .where(schema.credentials.c.id == row.id)
                     .values(**values)
                 )
-                self._bump(conn)
+                self.announceChange(conn)
             return _credentialFromRow(self._credentialRow(conn, username))
 
 

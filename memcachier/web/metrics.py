@@ -6,7 +6,10 @@ dashboards and alerts written for memcached work per tenant; plus the
 process's own metrics (CPU, memory, file descriptors, garbage collector).
 
 The numbers are read when Prometheus scrapes, from the same counters the
-C{stats} command shows: nothing is added to the hot path.  Access is
+C{stats} command shows: nothing is added to the hot path.  The node's own
+counters (L{NodeCounters}: logins throttled, connections refused at a
+ceiling, HTTP requests timed out or refused, TLS reloads) come with them,
+under C{memcachier_*} names.  Access is
 C{[metrics] access}: C{"off"} (404), C{"open"}, or C{"token"} (a bearer
 token, C{[metrics] token}).
 """
@@ -161,16 +164,140 @@ class CacheCollector:
             yield family
 
 
-def exposition(samples):
+class NodeCounters:
     """
-    The text of C{/metrics}: the cache samples and the process's own
-    metrics, through a registry of its own (not the library's global one,
-    which anything imported could add to).
+    Where the node's own counters live (what it refused, timed out or
+    reloaded, for every cache at once), read by L{sample} on the reactor.
+    Each source may be L{None} (a node without TLS listeners has no
+    reloader).
 
+    @ivar site: the L{memcachier.web.site.APISite}.
+    @ivar memcache: the L{memcachier.protocols.sniff.MemcacheFactory}.
+    @ivar throttle: the L{memcachier.protocols.throttle.AuthThrottle}.
+    @ivar reloader: the L{memcachier.shutdown.CertificateReloader}.
+    """
+
+    def __init__(self, site=None, memcache=None, throttle=None, reloader=None):
+        self.site = site
+        self.memcache = memcache
+        self.throttle = throttle
+        self.reloader = reloader
+
+    def sample(self):
+        """
+        Read every counter now (plain attribute reads).
+
+        @return: a L{dict} for L{NodeCollector}.
+        """
+        values = {}
+        site, memcache = self.site, self.memcache
+        if site is not None:
+            values["web"] = dict(site.counters)
+            values["web_open"] = site.connections
+            values["web_max"] = site.maxConnections
+        if memcache is not None:
+            values["memcache_refused"] = memcache.refused.total
+            values["memcache_open"] = memcache.connections
+            values["memcache_max"] = memcache.maxConnections
+        if self.throttle is not None:
+            values["auth_throttled"] = self.throttle.refused
+        if self.reloader is not None:
+            values["tls_reloads"] = dict(self.reloader.counters)
+        return values
+
+
+class NodeCollector:
+    """
+    A prometheus_client collector of a L{NodeCounters.sample}, in
+    C{memcachier_*} names (these have no memcached_exporter equivalent).
+    """
+
+    def __init__(self, values):
+        self.values = values
+
+    def collect(self):
+        values = self.values
+        if "auth_throttled" in values:
+            throttled = CounterMetricFamily(
+                "memcachier_auth_throttled",
+                "Logins refused without checking the password: their source address "
+                "or username was over its failed-login budget.",
+            )
+            throttled.add_metric([], values["auth_throttled"])
+            yield throttled
+        refused = CounterMetricFamily(
+            "memcachier_connections_refused",
+            "Connections refused at the surface's connection ceiling (memcache: "
+            "'ERROR Too many open connections'; web: 503).",
+            labels=["surface"],
+        )
+        open_ = GaugeMetricFamily(
+            "memcachier_current_connections", "Connections open now.", labels=["surface"]
+        )
+        ceiling = GaugeMetricFamily(
+            "memcachier_max_connections", "The surface's connection ceiling.",
+            labels=["surface"],
+        )
+        if "memcache_refused" in values:
+            refused.add_metric(["memcache"], values["memcache_refused"])
+            open_.add_metric(["memcache"], values["memcache_open"])
+            if values["memcache_max"] is not None:
+                ceiling.add_metric(["memcache"], values["memcache_max"])
+        web = values.get("web")
+        if web is not None:
+            refused.add_metric(["web"], web["refused_connections"])
+            open_.add_metric(["web"], values["web_open"])
+            if values["web_max"] is not None:
+                ceiling.add_metric(["web"], values["web_max"])
+        yield refused
+        yield open_
+        yield ceiling
+        if web is not None:
+            timeouts = CounterMetricFamily(
+                "memcachier_http_request_timeouts",
+                "HTTP requests answered 408 because their headers or body did not "
+                "arrive in time (web.header_timeout, web.body_timeout).",
+                labels=["phase"],
+            )
+            timeouts.add_metric(["header"], web["header_timeouts"])
+            timeouts.add_metric(["body"], web["body_timeouts"])
+            yield timeouts
+            for name, counter, help in (
+                ("memcachier_http_idle_timeouts", "idle_timeouts",
+                 "Keep-alive HTTP connections closed after web.idle_timeout without a request."),
+                ("memcachier_http_bodies_too_large", "bodies_too_large",
+                 "HTTP requests answered 413 for a declared body over the cap."),
+                ("memcachier_http_bad_urls", "bad_urls",
+                 "HTTP requests answered 400 for a URL or Host that is not UTF-8 (not logged)."),
+            ):
+                family = CounterMetricFamily(name, help)
+                family.add_metric([], web[counter])
+                yield family
+        if "tls_reloads" in values:
+            reloads = CounterMetricFamily(
+                "memcachier_tls_reloads",
+                "TLS certificate reloads (SIGHUP) per listener, by result: ok, or failed "
+                "(the previous certificate kept).",
+                labels=["result"],
+            )
+            for result in ("ok", "failed"):
+                reloads.add_metric([result], values["tls_reloads"][result])
+            yield reloads
+
+
+def exposition(samples, node=None):
+    """
+    The text of C{/metrics}: the cache samples, the node's own counters
+    and the process's own metrics, through a registry of its own (not the
+    library's global one, which anything imported could add to).
+
+    @param node: a L{NodeCounters.sample}, or L{None}.
     @rtype: L{bytes}
     """
     metrics = CollectorRegistry(auto_describe=False)
     metrics.register(CacheCollector(samples))
+    if node is not None:
+        metrics.register(NodeCollector(node))
     ProcessCollector(registry=metrics)
     PlatformCollector(registry=metrics)
     GCCollector(registry=metrics)
@@ -181,6 +308,9 @@ class MetricsResource(Resource):
     """
     C{GET /metrics} in the Prometheus text format, behind C{[metrics]
     access}.
+
+    @ivar node: the node's L{NodeCounters}, or L{None} for none; set once
+        the listeners it reads are built (after this resource).
     """
 
     isLeaf = True
@@ -206,6 +336,7 @@ class MetricsResource(Resource):
         self.settings = settings
         self.clock = clock
         self.inThread = inThread
+        self.node = None
 
     def render(self, request):
         if request.method not in (b"GET", b"HEAD"):
@@ -226,7 +357,8 @@ class MetricsResource(Resource):
                 request.setHeader(name, value)
             return errorBody(request, e.code, e.message)
         samples = sampleCaches(self.index, self.registry, self.clock)
-        d = self.inThread(exposition, samples)
+        node = self.node.sample() if self.node is not None else None
+        d = self.inThread(exposition, samples, node)
         d.addCallbacks(self._write, self._failed, callbackArgs=(request,), errbackArgs=(request,))
         return NOT_DONE_YET
 

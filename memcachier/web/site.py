@@ -120,7 +120,10 @@ class APIChannel(http.HTTPChannel):
     C{site.headerTimeout} seconds of a request's first byte (or of the
     connection), a body within C{site.bodyTimeout} of its headers; a
     declared body over C{site.maxBody} refused at once.  The idle timeout
-    between requests is L{Site.timeout}.
+    (L{Site.timeout}) runs only between requests: from a request's first
+    byte to its answer the header and body deadlines apply instead, so a
+    client cut short mid-request gets its 408 and an idle one is closed
+    without a word.
     """
 
     _deadline = None
@@ -144,10 +147,25 @@ class APIChannel(http.HTTPChannel):
         if self._refused:
             return
         if not self._inRequest:
-            # the first bytes of a request: its headers are due
-            self._inRequest = True
-            self._arm(self.site.headerTimeout, "header")
+            self._requestBegins()
         super().dataReceived(data)
+
+    def lineReceived(self, line):
+        if line and not self._inRequest:
+            # a request pipelined behind one answered within the same read
+            self._requestBegins()
+        super().lineReceived(line)
+
+    def _requestBegins(self):
+        """
+        The first bytes of a request: its headers are due, and the idle
+        timeout waits until it is answered (Twisted's C{requestDone}
+        restores it), so a request cut short gets the 408 of its header or
+        body deadline however short the idle timeout.
+        """
+        self._inRequest = True
+        self._savedTimeOut = self.setTimeout(None)
+        self._arm(self.site.headerTimeout, "header")
 
     def requestDone(self, request):
         self._inRequest = False
@@ -190,9 +208,14 @@ class APIChannel(http.HTTPChannel):
 
     def timeoutConnection(self):
         """
-        The idle timeout: close without the per-client log line Twisted
-        writes.
+        The idle timeout (it only runs while no request is under way):
+        close without the per-client log line Twisted writes.  Part of a
+        request line left over from a read that also held an answered
+        request is a request cut short: it gets the header 408.
         """
+        if self._buffer.strip():
+            self._late("header")
+            return
         self.site.counters["idle_timeouts"] += 1
         self._abortingCall = self.callLater(self.abortTimeout, self.transport.abortConnection)
         self.loseConnection()

@@ -4,6 +4,7 @@ per-cache counts equal what a scripted memcache workload did; access
 off/open/token; the curl examples of docs/metrics.md.
 """
 
+import signal
 import time
 
 import pytest
@@ -147,3 +148,120 @@ def test_docsMetricsCurlExamples(memcachier_server):
         code, body = runCurl(command)
         assert code == "200", (command, code, body)
         assert "memcached_commands_total" in body
+
+
+def nodeValues(server):
+    """
+    The C{memcachier_*} samples of C{/metrics}: {(name, frozenset(labels)): value}.
+    """
+    found = {}
+    for family in text_string_to_metric_families(scrape(server, token=None)):
+        if family.name.startswith("memcachier_"):
+            assert family.documentation, family.name
+            for sample in family.samples:
+                found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def waitFor(server, expected, timeout=20):
+    """
+    Scrape until every C{expected} sample has its value (the server counts
+    a moment after the client sees the effect), then return them all.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = nodeValues(server)
+        mismatched = {k: (found.get(k), v) for k, v in expected.items() if found.get(k) != v}
+        if not mismatched or time.monotonic() > deadline:
+            assert not mismatched, mismatched
+            return found
+        time.sleep(0.2)
+
+
+def node(name, **labels):
+    return (name, frozenset(labels.items()))
+
+
+@pytest.mark.memcachier(
+    tls=True,
+    config='[metrics]\naccess = "open"\n',
+    memcache="auth_failure_rate = 0.01\nauth_failure_burst = 1\nmax_connections = 3\n",
+    web_config='header_timeout = "5s"\nbody_timeout = "1s"\nidle_timeout = "3s"\n'
+               "max_connections = 4\n",
+)
+def test_nodeCounters(memcachier_server):
+    """
+    Every node counter, provoked over real sockets, is in C{/metrics} with
+    its HELP text and the count provoked: logins throttled, connections
+    refused at the memcache and web ceilings, HTTP requests timed out
+    (header, body), idle connections closed, bodies too large, bad URLs,
+    TLS reloads that worked and failed.
+    """
+    from tests.integration.conftest import AsciiConnection
+    from tests.integration.test_hardening import HTTP
+
+    s = memcachier_server
+    waitFor(s, {
+        node("memcachier_current_connections", surface="memcache"): 0,
+        node("memcachier_max_connections", surface="memcache"): 3,
+        node("memcachier_max_connections", surface="web"): 4,
+    })
+
+    # the memcache ceiling: 3 connections, the 4th refused
+    held = [AsciiConnection(s.port) for _ in range(3)]
+    for conn in held:
+        assert conn.call("version").startswith(b"VERSION ")
+    over = AsciiConnection(s.port)
+    assert over.line() == b"ERROR Too many open connections"
+    for conn in held + [over]:
+        conn.close()
+    waitFor(s, {node("memcachier_current_connections", surface="memcache"): 0})
+
+    # logins: one failure spends the budget (1), the next two are throttled
+    for _ in range(3):
+        conn = AsciiConnection(s.port)
+        assert conn.auth(s.username, "wrong") == b"CLIENT_ERROR authentication failure"
+        conn.close()
+
+    # the web ceiling: of 6 connections at once, 4 are served (and, idle,
+    # closed without a word by the idle timeout), the rest get 503 (more
+    # than 2 if the server had yet to see the last scrape's close)
+    replies = [client.response() for client in [HTTP(s) for _ in range(6)]]
+    refused = [reply for reply in replies if reply]
+    assert all(reply.startswith(b"HTTP/1.1 503 ") for reply in refused), refused
+    assert len(refused) >= 2
+    client = HTTP(s)
+    client.send(b"GET /api/v2/caches/%ff/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert client.response().startswith(b"HTTP/1.1 400 ")
+    client = HTTP(s)
+    client.send(
+        b"POST /api/v2/caches/1/flush HTTP/1.1\r\nHost: x\r\nContent-Length: 10737418240\r\n\r\n"
+    )
+    assert client.response().startswith(b"HTTP/1.1 413 ")
+    client = HTTP(s)
+    client.send(b"GET /api/v2/caches/1/stats HTTP/1.1\r\nHost: x\r\n")
+    assert client.response().startswith(b"HTTP/1.1 408 ")
+    client = HTTP(s)
+    client.send(b"POST /api/v2/caches/1/flush HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nabc")
+    assert client.response().startswith(b"HTTP/1.1 408 ")
+
+    # TLS: a reload that works, then one that fails (the file is garbage)
+    s.process.send_signal(signal.SIGHUP)
+    waitFor(s, {node("memcachier_tls_reloads_total", result="ok"): 1})
+    with open(s.cert_path, "w") as f:
+        f.write("garbage")
+    s.process.send_signal(signal.SIGHUP)
+
+    waitFor(s, {
+        node("memcachier_auth_throttled_total"): 2,
+        node("memcachier_connections_refused_total", surface="memcache"): 1,
+        node("memcachier_connections_refused_total", surface="web"): len(refused),
+        node("memcachier_http_request_timeouts_total", phase="header"): 1,
+        node("memcachier_http_request_timeouts_total", phase="body"): 1,
+        node("memcachier_http_idle_timeouts_total"): 6 - len(refused),
+        node("memcachier_http_bodies_too_large_total"): 1,
+        node("memcachier_http_bad_urls_total"): 1,
+        node("memcachier_tls_reloads_total", result="ok"): 1,
+        node("memcachier_tls_reloads_total", result="failed"): 1,
+    })
+    assert "Traceback" not in s.log()

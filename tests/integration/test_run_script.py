@@ -76,3 +76,44 @@ def test_runKeepsGlibcWhenAsked(tmp_path):
         assert "libjemalloc" not in _maps(process)
     finally:
         _stop(process)
+
+
+ALLOCATOR_WARNING = "glibc's malloc is in use, not jemalloc"
+
+
+def test_twistdByHandWarnsOnce(memcachier_server_factory):
+    """
+    C{twistd -n memcachier} started by hand, without jemalloc preloaded,
+    logs one warning saying RSS may grow and how to preload jemalloc.
+    """
+    s = memcachier_server_factory(web=False)
+    assert "libjemalloc" not in _maps(s.process)
+    log = s.log()
+    assert log.count(ALLOCATOR_WARNING) == 1, log
+    [line] = [line for line in log.splitlines() if ALLOCATOR_WARNING in line]
+    assert "#warn]" in line
+    assert "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 twistd -n memcachier" in line
+    assert "scripts/run" in line and "allocator_warning = false" in line
+
+
+def test_allocatorWarningOff(memcachier_server_factory):
+    """
+    C{[node] allocator_warning = false} silences it.
+    """
+    s = memcachier_server_factory(web=False, config="[node]\nallocator_warning = false\n")
+    assert "libjemalloc" not in _maps(s.process)
+    assert ALLOCATOR_WARNING not in s.log()
+
+
+def test_noWarningWithJemalloc(memcachier_server_factory, monkeypatch):
+    """
+    With jemalloc preloaded (as the warning says) there is no warning.
+    """
+    from memcachier.allocator import JEMALLOC_PATH
+
+    if not Path(JEMALLOC_PATH).exists():
+        pytest.fail("libjemalloc2 is not installed: scripts/test installs it")
+    monkeypatch.setenv("LD_PRELOAD", JEMALLOC_PATH)
+    s = memcachier_server_factory(web=False)
+    assert "libjemalloc.so.2" in _maps(s.process)
+    assert ALLOCATOR_WARNING not in s.log()

@@ -136,3 +136,15 @@ def test_exampleConfigIsTheDefaults():
 
     example = Path(__file__).resolve().parents[2] / "memcachier.example.toml"
     assert loadSettings(str(example)) == Settings()
+
+
+def test_allocatorWarning():
+    """
+    C{[node] allocator_warning} is on by default, can be turned off, and
+    takes only a boolean.
+    """
+    assert parseSettings("").allocator_warning is True
+    assert parseSettings("[node]\nallocator_warning = false\n").allocator_warning is False
+    assert errors('[node]\nallocator_warning = "no"\n') == [
+        'node.allocator_warning: expected true or false, got "no"'
+    ]

@@ -147,6 +147,83 @@ def test_bodyTimeout():
     assert s.counters["body_timeouts"] == 1
 
 
+@pytest.mark.parametrize("idleTimeout", [5, 2])
+def test_idleTimeoutWaitsForTheBody(idleTimeout):
+    """
+    With an idle timeout as short as the body timeout, or shorter, a
+    client that sent its headers and part of its body gets the body
+    timeout's 408, not a silent close; the idle timeout starts again once
+    the request is answered.
+    """
+    s, clock = site(bodyTimeout=5, idleTimeout=idleTimeout)
+    channel, transport = web(s)
+    with capturedLogs() as events:
+        channel.dataReceived(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        clock.advance(min(idleTimeout, 4.9))
+        assert transport.connected and transport.value() == b""
+        clock.advance(5 - min(idleTimeout, 4.9))
+    assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout")
+    assert b"request body not received in time" in transport.value()
+    assert (s.counters["body_timeouts"], s.counters["idle_timeouts"]) == (1, 0)
+    assert list(events) == []
+
+
+def test_idleTimeoutWaitsForTheHeaders():
+    """
+    Headers cut short get the header timeout's 408 even when the idle
+    timeout is shorter.
+    """
+    s, clock = site(headerTimeout=5, idleTimeout=1)
+    channel, transport = web(s)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    clock.advance(5)
+    assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout")
+    assert s.counters["header_timeouts"] == 1
+
+
+def test_idleConnectionClosedSilently():
+    """
+    A keep-alive connection with no request under way is closed after the
+    idle timeout without a byte and without a log line, counted; requests
+    answered before it (pipelined ones included) reset nothing early.
+    """
+    s, clock = site(bodyTimeout=5, idleTimeout=5)
+    channel, transport = web(s)
+    with capturedLogs() as events:
+        channel.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab"
+        )
+        clock.advance(4)
+        channel.dataReceived(b"cd")
+        answered = transport.value()
+        assert answered.count(b"HTTP/1.1 200 ") == 2 and b"got 4" in answered
+        clock.advance(4.9)
+        assert transport.connected
+        clock.advance(0.1)
+    assert not transport.connected
+    assert transport.value() == answered
+    assert s.counters["idle_timeouts"] == 1
+    assert s.counters["body_timeouts"] == 0
+    assert list(events) == []
+
+
+def test_partialRequestBehindAnAnsweredOne():
+    """
+    Part of a request line arriving in the same read as a request that is
+    answered at once is a request cut short, not an idle connection: the
+    header 408 when the idle timeout passes.
+    """
+    s, clock = site(headerTimeout=10, idleTimeout=2)
+    channel, transport = web(s)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOS")
+    assert transport.value().startswith(b"HTTP/1.1 200 ")
+    transport.clear()
+    clock.advance(2)
+    assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout")
+    assert s.counters["header_timeouts"] == 1
+
+
 def test_declaredBodyTooLarge():
     """
     A declared length over the cap is refused with 413 before any body is

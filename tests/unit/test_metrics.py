@@ -139,3 +139,89 @@ def test_formattedOffTheReactor():
     [failed] = answers
     assert failed.code == 500
     assert world.treq.json_content(failed).result == {"error": "internal error"}
+
+
+def test_nodeCounters(tmp_path):
+    """
+    The node's own counters, read from the site, the memcache factory,
+    the login throttle and the certificate reloader, are in C{/metrics}
+    under C{memcachier_*} names with HELP text: every count its source
+    made, and the ceilings.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.ssl import TLSVersion
+    from twisted.internet.testing import StringTransportWithDisconnection
+
+    from memcachier.protocols.sniff import MemcacheFactory
+    from memcachier.protocols.throttle import AuthThrottle
+    from memcachier.shutdown import CertificateReloader
+    from memcachier.tls import ReloadingContextFactory
+    from memcachier.web.metrics import NodeCounters
+    from tests.conftest import makeSelfSignedCertificate
+
+    world = ProvisioningWorld()
+    site = world.site
+    site.counters.update(
+        bodies_too_large=1, header_timeouts=2, body_timeouts=3, idle_timeouts=4, bad_urls=5,
+        refused_connections=6,
+    )
+    site.maxConnections = 64
+    factory = MemcacheFactory(world.registry, world.reactor, maxConnections=2)
+    for _ in range(5):
+        proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+        transport = StringTransportWithDisconnection()
+        transport.protocol = proto
+        proto.makeConnection(transport)
+    throttle = AuthThrottle(rate=0.01, burst=1)
+    throttle.failed("10.0.0.1", b"user", 0)
+    assert not throttle.admit("10.0.0.1", b"user", 0)
+    assert not throttle.admit("10.0.0.1", b"other", 0)
+    key, cert = makeSelfSignedCertificate(tmp_path)
+    contextFactory = ReloadingContextFactory(
+        f"ssl:0:privateKey={key}:certKey={cert}", TLSVersion.TLSv1_2
+    )
+    reloader = CertificateReloader(world.reactor, [contextFactory], installSignal=False)
+    reloader.reload()
+    (tmp_path / "cert.pem").write_text("garbage")
+    reloader.reload()
+    reloader.reload()
+
+    site.resource.mounts[b"metrics"].node = NodeCounters(site, factory, throttle, reloader)
+    response = world.call("GET", "/metrics")
+    text = response.body.decode()
+    values = parse(text)
+    assert values[("memcachier_auth_throttled_total", ())] == 2
+    assert values[("memcachier_connections_refused_total", (("surface", "memcache"),))] == 3
+    assert values[("memcachier_connections_refused_total", (("surface", "web"),))] == 6
+    assert values[("memcachier_current_connections", (("surface", "memcache"),))] == 2
+    assert values[("memcachier_max_connections", (("surface", "memcache"),))] == 2
+    assert values[("memcachier_max_connections", (("surface", "web"),))] == 64
+    assert values[("memcachier_http_request_timeouts_total", (("phase", "header"),))] == 2
+    assert values[("memcachier_http_request_timeouts_total", (("phase", "body"),))] == 3
+    assert values[("memcachier_http_idle_timeouts_total", ())] == 4
+    assert values[("memcachier_http_bodies_too_large_total", ())] == 1
+    assert values[("memcachier_http_bad_urls_total", ())] == 5
+    assert values[("memcachier_tls_reloads_total", (("result", "ok"),))] == 1
+    assert values[("memcachier_tls_reloads_total", (("result", "failed"),))] == 2
+    helps = {f.name: f.documentation for f in text_string_to_metric_families(text)}
+    assert all(helps[name] for name in helps if name.startswith("memcachier_"))
+
+
+def test_nodeCountersOptional():
+    """
+    Without TLS listeners (no reloader) there is no TLS family; without
+    node counters at all only the caches and the process are there.
+    """
+    from memcachier.web.metrics import NodeCounters
+
+    world = ProvisioningWorld()
+    metrics = world.site.resource.mounts[b"metrics"]
+    def names():
+        text = world.call("GET", "/metrics").body.decode()
+        return {family.name for family in text_string_to_metric_families(text)}
+
+    assert not any(name.startswith("memcachier_") for name in names())
+    metrics.node = NodeCounters(site=world.site)
+    found = names()
+    assert "memcachier_http_bad_urls" in found
+    assert "memcachier_tls_reloads" not in found and "memcachier_auth_throttled" not in found

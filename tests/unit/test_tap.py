@@ -253,7 +253,8 @@ def test_bootstrap():
 def test_buildService(tmp_path):
     """
     L{buildService} migrates the database, creates the first cache and
-    returns services ending with the memcache listeners.
+    returns services ending with the memcache listeners; C{/metrics} gets
+    the node's counters.
     """
     from memcachier.tap import buildService
 
@@ -262,3 +263,8 @@ def test_buildService(tmp_path):
     top = buildService(settings, reactor)
     services = list(top)
     assert isinstance(services[-1], ListenerService)
+    # /metrics reads the node's counters from its site and memcache factory
+    site, factory = top.drainables
+    node = site.resource.mounts[b"metrics"].node
+    assert (node.site, node.memcache, node.reloader) == (site, factory, None)
+    assert node.throttle is factory.throttle
