@@ -1,13 +1,19 @@
 """
-Measure two figures of docs/security.md against a running server (they are
+Measure three figures of docs/security.md against a running server (they are
 timings on a shared machine, so no test asserts them):
 
     python scripts/measure_hardening.py connect-burst --port 11211 --clients 5000
     python scripts/measure_hardening.py guesses --port 11211 --username U \\
         --password P --seconds 10
+    python scripts/measure_hardening.py api-burst --port 8080 --cache 1 --username U \\
+        --password P --requests 1000
 
 C{connect-burst}: N clients connect at once and each sends C{version}; prints
 the p50/p99/max time to the answer and how many never got one.
+
+C{api-burst}: N HTTP clients connect at once and each asks the API v2
+C{info} of the cache with Basic auth; prints the p50/p99/max time to the
+status line and how many were not answered 200.
 
 C{guesses}: 200 connections from one address send ASCII-auth guesses without
 waiting for replies, reconnecting when closed, for S seconds; prints how
@@ -17,6 +23,7 @@ second, and whether the right password, sent last, was accepted.
 
 import argparse
 import asyncio
+import base64
 import time
 
 
@@ -39,16 +46,49 @@ async def connectBurst(port, clients):
     results = []
     start = time.monotonic()
     await asyncio.gather(*[_oneClient(port, results, start) for _ in range(clients)])
+    _report(f"{clients} clients", clients, results)
+
+
+async def _oneApiClient(port, request, results, start):
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port), timeout=60
+        )
+        writer.write(request)
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout=60)
+        if line.startswith(b"HTTP/1.1 200"):
+            results.append(time.monotonic() - start)
+        writer.close()
+    except (OSError, asyncio.TimeoutError):
+        pass
+
+
+async def apiBurst(port, cache, username, password, requests):
+    credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
+    request = (
+        f"GET /api/v2/caches/{cache}/info HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Basic {credentials}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    results = []
+    start = time.monotonic()
+    await asyncio.gather(
+        *[_oneApiClient(port, request, results, start) for _ in range(requests)]
+    )
+    _report(f"{requests} API requests", requests, results)
+
+
+def _report(what, count, results):
     results.sort()
     if not results:
-        print("no client was answered")
+        print(f"{what}: none answered")
         return
 
     def pct(p):
         return results[min(len(results) - 1, int(len(results) * p))]
 
     print(
-        f"{clients} clients: answered {len(results)}, never answered {clients - len(results)}; "
+        f"{what}: answered {len(results)}, not answered {count - len(results)}; "
         f"p50 {pct(0.5):.3f}s p99 {pct(0.99):.3f}s max {results[-1]:.3f}s"
     )
 
@@ -105,6 +145,12 @@ def main():
     burst = sub.add_parser("connect-burst")
     burst.add_argument("--port", type=int, default=11211)
     burst.add_argument("--clients", type=int, default=5000)
+    api = sub.add_parser("api-burst")
+    api.add_argument("--port", type=int, default=8080)
+    api.add_argument("--cache", type=int, required=True, help="the cache id")
+    api.add_argument("--username", required=True)
+    api.add_argument("--password", required=True)
+    api.add_argument("--requests", type=int, default=1000)
     guess = sub.add_parser("guesses")
     guess.add_argument("--port", type=int, default=11211)
     guess.add_argument("--username", required=True)
@@ -113,6 +159,8 @@ def main():
     args = parser.parse_args()
     if args.what == "connect-burst":
         asyncio.run(connectBurst(args.port, args.clients))
+    elif args.what == "api-burst":
+        asyncio.run(apiBurst(args.port, args.cache, args.username, args.password, args.requests))
     else:
         asyncio.run(guesses(args.port, args.username, args.password, args.seconds))
 
