@@ -85,6 +85,10 @@ SHARD_FROM = 64 * 1024 * 1024
 #: dicts of a large keyspace (a power of two)
 SHARDS = 16
 
+#: items a flushed keyspace frees per reactor turn: dropping 1M items at
+#: once is a pause of ~90 ms, this many ~1 ms
+FREE_SLICE = 10_000
+
 
 def shardCount(maxBytes):
     """
@@ -160,6 +164,8 @@ class MemoryKeyspace:
         self._tailInterval = 1
         self._nextTailTime = 0
         self._flushCall = None
+        self._flushed = []
+        self._freeing = None
         self.resetStats()
 
     def resetStats(self):
@@ -508,8 +514,35 @@ class MemoryKeyspace:
 
     def _flushNow(self):
         self._flushCall = None
-        self._shards = [{} for _ in self._shards]
+        old = self._shards
+        self._shards = [{} for _ in old]
         self._bytes = 0
+        if sum(map(len, old)) > FREE_SLICE:
+            # the old items are freed a slice per reactor turn, not in one
+            # pause (a small keyspace's go at once, with C{old})
+            self._flushed.extend(items for items in old if items)
+            if self._freeing is None:
+                self._freeing = self._clock.callLater(0, self._freeSlice)
+
+    def _freeSlice(self):
+        """
+        Free up to L{FREE_SLICE} items of flushed dicts, and come back on
+        the next turn while some are left.
+        """
+        self._freeing = None
+        flushed = self._flushed
+        budget = FREE_SLICE
+        while flushed and budget:
+            items = flushed[-1]
+            take = min(budget, len(items))
+            popitem = items.popitem
+            for _ in range(take):
+                popitem()
+            budget -= take
+            if not items:
+                flushed.pop()
+        if flushed:
+            self._freeing = self._clock.callLater(0, self._freeSlice)
 
     def stats(self):
         return {

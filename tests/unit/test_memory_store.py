@@ -297,3 +297,72 @@ class ShardedMemoryStoreTests(StoreConformanceTests, SynchronousTestCase):
         self.assertEqual(len(ks._shards), 1)
         items = self.call(ks.getMany, [b"k%d" % i for i in range(500)])
         self.assertEqual([itemValue(item) for item in items], [b"%d" % i for i in range(500)])
+
+
+class TurnClock(Clock):
+    """
+    A clock whose L{turn} runs the calls due before it, as one reactor
+    iteration does (calls they schedule wait for the next).
+    """
+
+    def turn(self):
+        due = [call for call in self.calls if call.getTime() <= self.seconds()]
+        for call in due:
+            self.calls.remove(call)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+
+
+class FlushFreesInSlicesTests(SynchronousTestCase):
+    """
+    A flushed keyspace's items are freed L{memory.FREE_SLICE} per reactor
+    turn, so a flush of a large cache is not one long pause; what the
+    client sees is empty at once.
+    """
+
+    def test_freedInSlices(self):
+        clock = TurnClock()
+        ks = MemoryStore(clock).keyspace(1, 1 << 30, 1000)
+        count = 2 * memory.FREE_SLICE + 5
+        for i in range(count):
+            ks.store(StoreMode.SET, b"k%d" % i, b"v", 0, 0, 0)
+        ks.flush(0)
+        self.assertEqual(ks.stats()["curr_items"], 0)
+        self.assertIsNone(ks.get(b"k1"))
+        held = [sum(map(len, ks._flushed))]
+        while ks._flushed:
+            clock.turn()
+            held.append(sum(map(len, ks._flushed)))
+        self.assertEqual(held, [count, count - memory.FREE_SLICE, 5, 0])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_smallFlushAtOnce(self):
+        """
+        A keyspace of L{memory.FREE_SLICE} items or fewer frees them with
+        the flush, leaving nothing scheduled.
+        """
+        clock = Clock()
+        ks = MemoryStore(clock).keyspace(1, 1 << 30, 1000)
+        for i in range(100):
+            ks.store(StoreMode.SET, b"k%d" % i, b"v", 0, 0, 0)
+        ks.flush(0)
+        self.assertEqual((ks._flushed, clock.getDelayedCalls()), ([], []))
+
+    def test_storesDuringTheFreeing(self):
+        """
+        Stores and a second flush while flushed items are being freed
+        touch only the new dicts.
+        """
+        clock = Clock()
+        ks = MemoryStore(clock).keyspace(1, 1 << 30, 1000)
+        for i in range(3 * memory.FREE_SLICE):
+            ks.store(StoreMode.SET, b"k%d" % i, b"v", 0, 0, 0)
+        ks.flush(0)
+        clock.advance(0)
+        ks.store(StoreMode.SET, b"k1", b"new", 0, 0, 0)
+        self.assertEqual(itemValue(ks.get(b"k1")), b"new")
+        ks.flush(0)
+        self.assertIsNone(ks.get(b"k1"))
+        while ks._flushed:
+            clock.advance(0)
+        self.assertEqual(len(clock.getDelayedCalls()), 0)
