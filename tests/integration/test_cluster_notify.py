@@ -81,3 +81,59 @@ def test_joinAndControlWritesAreNotified(postgresql_url):
     finally:
         listener.stop()
         engine.dispose()
+
+
+def test_changesReachOtherNodesByNotifyNotByPoll(tmp_path, postgresql_url, capsys):
+    """
+    Three real nodes that poll the control plane only every 600 s: a
+    credential created through one node's API authenticates on the two
+    others, a credential deleted with the admin CLI stops working on all
+    three, and a cache disabled and enabled again with the CLI is refused
+    and let in again everywhere, each within seconds (no poll can have
+    run: the nodes started less than 600 s ago).  The delays measured are
+    printed (C{pytest -s}); no timing is asserted beyond "long before the
+    poll" on a shared machine.
+    """
+    from tests.integration.test_cluster import Cluster, api, waitFor
+
+    # the refusals while a change travels must not hit the login throttle
+    cluster = Cluster(
+        tmp_path, postgresql_url, pollInterval=600,
+        memcache="auth_failure_rate = 100000\nauth_failure_burst = 100000\n",
+    )
+    started = time.monotonic()
+    try:
+        cluster.start()
+        a, b, c = cluster.nodes
+        delays = {}
+
+        def timed(what, nodes, condition):
+            sent = time.monotonic()
+            for node in nodes:
+                waitFor(lambda: condition(node), timeout=30, interval=0.01)
+                delays[f"{what} on {node.servers}"] = time.monotonic() - sent
+
+        def authenticates(node, username, password):
+            conn = node.ascii(auth=False)
+            try:
+                return conn.auth(username, password) == b"STORED"
+            finally:
+                conn.close()
+
+        created = api(a, "/credentials", "POST")
+        username, password = created["sasl_username"], created["sasl_password"]
+        timed("credential created", (b, c), lambda n: authenticates(n, username, password))
+        a.admin("credential", "delete", username)
+        timed("credential deleted", (a, b, c), lambda n: not authenticates(n, username, password))
+        a.admin("cache", "disable", str(a.cache_id))
+        timed("cache disabled", (a, b, c), lambda n: not authenticates(n, a.username, a.password))
+        a.admin("cache", "enable", str(a.cache_id))
+        timed("cache enabled", (a, b, c), lambda n: authenticates(n, a.username, a.password))
+        assert time.monotonic() - started < 600
+    finally:
+        cluster.stop()
+    with capsys.disabled():
+        print("\nNOTIFY delays between nodes (s, write to seen, polled every 600 s): " + ", ".join(
+            f"{what} {delay:.3f}" for what, delay in delays.items()
+        ))
+    assert all(delay < 30 for delay in delays.values())
