@@ -581,6 +581,24 @@ def test_peerIntrospectionSketches():
     assert transport.value() == b"STORED\r\nERROR\r\nERROR\r\n"
 
 
+def test_silentPeerIsLeftOutOfGatheredAnswers():
+    """
+    A peer that does not answer within the request timeout is left out of
+    stats, recent logs, popular items and key counts: the answer still
+    comes, with what the others said.
+    """
+    pair = Pair(timeout=1.0)
+    ks = pair.keyspace
+    asked = [ks.peerStats(), ks.peerRecentLogs(), ks.peerPopular(), ks.peerKeyCounts()]
+    answers = []
+    for d in asked:
+        d.addBoth(answers.append)
+    # nothing is pumped: B never answers
+    pair.clock.advance(1.0)
+    assert answers == [[], {}, [], []]
+    assert pair.membership.suspected == ["b:1"]
+
+
 def test_movedCacheIsEmptiedOnEveryNode():
     """
     A node that sees a cache move to another cluster empties what it
