@@ -309,6 +309,8 @@ class Analytics(MultiService):
     @ivar store: the L{AsyncAnalytics}.
     """
 
+    _log = Logger()
+
     def __init__(self, registry, index, store, introspection, settings, reactor):
         super().__init__()
         self.registry = registry
@@ -520,9 +522,27 @@ class Analytics(MultiService):
     # -- watched prefixes
 
     def _reloadPrefixes(self, result):
+        return self.reloadPrefixes().addCallback(lambda _: result)
+
+    def reloadPrefixes(self):
+        """
+        Load every watched prefix into the introspection taps (after a
+        change here, or another node's, told by C{NOTIFY}).
+
+        @return: a L{Deferred} firing when loaded.
+        """
         d = self.store.listPrefixes()
-        d.addCallback(self.introspection.setPrefixes)
-        return d.addCallback(lambda _: result)
+        return d.addCallback(self.introspection.setPrefixes)
+
+    def _ebReload(self, failure):
+        self._log.failure("reloading the watched prefixes failed", failure)
+
+    def prefixesChanged(self):
+        """
+        Another node created or deleted a watched prefix.
+        """
+        if self.introspection.enabled:
+            self.reloadPrefixes().addErrback(self._ebReload)
 
     def listPrefixes(self, cacheId):
         d = self.store.listPrefixes(cacheId)

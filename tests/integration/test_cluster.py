@@ -685,3 +685,36 @@ def test_forwardedItemsKeepTheirExpiry(cluster):
     # no expiry: -1 everywhere
     assert viaA.call(f"set {key} 5 0 3", b"abc") == b"STORED"
     assert ttl(viaA) == -1 and ttl(onC) == -1
+
+
+def test_watchedPrefixCountsOnEveryNodeAtOnce(cluster):
+    """
+    A prefix watched through one node's API is counted by the others at
+    once (they reload the prefixes on C{NOTIFY}; their prefix poll is
+    150 s away here), and its popular items merge every node's.
+    """
+    import base64
+
+    a, b, c = cluster.nodes
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{a.web_port}/api/v2/caches/{a.cache_id}/introspection/prefixes",
+        data=json.dumps({"name": "hot:"}).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    token = base64.b64encode(f"{a.username}:{a.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        prefixId = json.loads(response.read())["id"]
+    owned = _ownedBy(cluster, "hot:")
+    keys = [owned[name][0] for name in cluster.names]
+    libmc = pylibmcCluster(cluster)
+    for key in keys:
+        assert libmc.set(key, b"x")
+
+    def everyNodeCounts():
+        for key in keys:
+            libmc.get(key)
+        popular = api(c, f"/introspection/prefixes/{prefixId}/popular_items")
+        return {k["name"] for k in popular["most_hit_keys"]} == set(keys)
+
+    waitFor(everyNodeCounts, timeout=10, interval=0.2)

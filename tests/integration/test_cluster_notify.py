@@ -1,6 +1,6 @@
 """
-PostgreSQL LISTEN/NOTIFY between nodes: a join and a control-plane write
-reach a listening node by notification (the path that makes changes
+PostgreSQL LISTEN/NOTIFY between nodes: a join, a control-plane write and
+a watched prefix change reach a listening node by notification (the path that makes changes
 visible in milliseconds), without waiting for any poll.
 """
 
@@ -67,10 +67,20 @@ def test_joinAndControlWritesAreNotified(postgresql_url):
         control = ControlPlane(engine, Clock(), {p.slug: p for p in DEFAULT_PLANS}, defaultPlan="dev",
                                defaultCluster="default")
         sent = time.monotonic()
-        control.createCache()
+        cache, _ = control.createCache()
         at, f, args, _ = reactor.calls.get(timeout=10)
         assert args == (M.CONTROL_CHANNEL,)
         delays.append(at - sent)
+        from memcachier.analytics.repository import AnalyticsRepository
+
+        prefixes = AnalyticsRepository(engine, Clock())
+        sent = time.monotonic()
+        created = prefixes.createPrefix(cache.id, "user:")
+        at, f, args, _ = reactor.calls.get(timeout=10)
+        assert args == (M.PREFIXES_CHANNEL,)
+        delays.append(at - sent)
+        prefixes.deletePrefix(cache.id, created["id"])
+        assert reactor.calls.get(timeout=10)[2] == (M.PREFIXES_CHANNEL,)
         print(f"NOTIFY delays (s): {', '.join(f'{d:.4f}' for d in delays)}")
         # a regular heartbeat is not a change: nothing is sent
         M.heartbeat(engine, M.NodeRecord("10.0.0.0:11211", "default", 1.0, time.time(), 0, 0), 5.0)
