@@ -257,8 +257,27 @@ class Admin:
         self._cacheDone(args, cache, f"disabled cache {cache.id}")
 
     def cache_set_plan(self, args):
+        """
+        Between a development and a production plan the cache moves to a
+        cluster of the new plan's kind, empty (every node empties its share
+        when it sees the move), as through the Heroku and provisioning APIs.
+        """
+        from memcachier.control.provisioning import clusterForPlan
+
+        target = self.settings.plans.get(args.slug)
+        cache = self.controlPlane.getCache(args.id)
+        current = self.settings.plans.get(cache.plan)
+        moved = None
+        if target is not None and current is not None and current.development != target.development:
+            cluster = clusterForPlan(self.settings, target)
+            if cluster != cache.cluster:
+                self.controlPlane.setCluster(args.id, cluster)
+                moved = cluster
         cache = self.controlPlane.setPlan(args.id, args.slug)
-        self._cacheDone(args, cache, f"cache {cache.id} is now on plan {cache.plan}")
+        message = f"cache {cache.id} is now on plan {cache.plan}"
+        if moved is not None:
+            message += f", moved to cluster {moved} (emptied)"
+        self._cacheDone(args, cache, message)
 
     def cache_dashboard_url(self, args):
         from memcachier.web.sso import makeLink
@@ -564,7 +583,11 @@ def makeParser():
         "--ttl", type=_ttl, default=600, metavar="DURATION",
         help="how long the link works: 600, 90s, 10m, 2h (default 10m, at most 24h)",
     )
-    p = command(cache, "set-plan", "cache_set_plan", "move a cache to another plan")
+    p = command(
+        cache, "set-plan", "cache_set_plan",
+        "move a cache to another plan (between development and production: to a cluster "
+        "of the other kind, emptied)",
+    )
     p.add_argument("id", type=_cacheId, metavar="ID")
     p.add_argument("slug", metavar="SLUG")
 

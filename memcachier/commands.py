@@ -241,6 +241,14 @@ def itemAtime(item):
     return _TIMES(item, 8)[1]
 
 
+def itemBits(item):
+    """
+    @return: the item's L{ITEM_FETCHED}, L{ITEM_ACTIVE} and L{ITEM_EXPIRES}
+        bits (a peer node hands them on with a forwarded item).
+    """
+    return item[16]
+
+
 def itemFetched(item):
     """
     @return: whether the item was fetched since it was stored.

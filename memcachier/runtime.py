@@ -75,6 +75,9 @@ class CacheRuntime:
     #: a peer node's view of the cache (L{memcachier.cluster.keyspace.PeerRuntime})
     peer = False
 
+    #: the cluster the cache was on when this node last looked
+    cluster = None
+
     def __init__(self, cacheId, plan, keyspace, now):
         self.cacheId = cacheId
         self.plan = plan
@@ -194,6 +197,7 @@ class CacheRegistry:
             plan = self.index.planOf(cacheId)
             keyspace = self.store.keyspace(cacheId, plan.memory, plan.item_size)
             runtime = CacheRuntime(cacheId, plan, keyspace, self.reactor.seconds())
+            runtime.cluster = self.index.cache(cacheId).cluster
             self._runtimes[cacheId] = runtime
         return runtime
 
@@ -235,6 +239,8 @@ class CacheRegistry:
                 )
                 continue
             runtime.gone = not cache.enabled
+            if cache.cluster != runtime.cluster:
+                self._moved(runtime, cache.cluster)
             plan = self.index.planOf(cacheId)
             if plan != runtime.plan:
                 runtime.plan = plan
@@ -243,3 +249,26 @@ class CacheRegistry:
                     "cache {cacheId} now on plan {plan}",
                     event="plan_applied", cacheId=cacheId, plan=plan.slug,
                 )
+
+    def _moved(self, runtime, cluster):
+        """
+        The cache moved to another cluster (C{switch_cluster}, a plan
+        change between development and production, by any node or the
+        admin CLI): its data does not follow it, as MemCachier documents.
+        Every node empties what it holds of the cache when it sees the
+        move, so a node the mover could not reach is emptied too, and a
+        cache that moves back finds nothing stale.
+        """
+        old, runtime.cluster = runtime.cluster, cluster
+        # with several nodes, only this node's share: the others do the same
+        keyspace = getattr(runtime.keyspace, "local", runtime.keyspace)
+        result = keyspace.flush(0)
+        if hasattr(result, "addErrback"):
+            result.addErrback(
+                lambda f: self._log.failure("emptying moved cache {cacheId} failed", f,
+                                            cacheId=runtime.cacheId)
+            )
+        self._log.info(
+            "cache {cacheId} moved from cluster {old} to {new}; emptied here",
+            event="cache_moved", cacheId=runtime.cacheId, old=old, new=cluster,
+        )

@@ -403,6 +403,9 @@ def buildService(settings, reactor):
     # listeners.
     analytics = makeAnalytics(registry, index, engine, pool, settings, reactor)
     analytics.setServiceParent(top)
+    if clusterNode is not None:
+        # a prefix watched through another node is counted here at once
+        clusterNode.membership.prefixesChanged = analytics.prefixesChanged
 
     from memcachier.alerts.service import makeAlerts
 

@@ -486,6 +486,16 @@ class MemoryControlIndex:
         )
         self.changed()
 
+    def moveCache(self, cacheId, cluster):
+        """
+        Put a cache on another cluster (C{switch_cluster}, a plan change
+        between development and production).
+        """
+        import attr
+
+        self._caches[cacheId] = attr.evolve(self._caches[cacheId], cluster=cluster)
+        self.changed()
+
     def removeCache(self, cacheId):
         self._caches.pop(cacheId, None)
         for name, c in list(self._credentials.items()):

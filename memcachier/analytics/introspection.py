@@ -24,6 +24,7 @@ shapes (ints and bytes only, so the garbage collector leaves them alone)
 are listed in L{memcachier.analytics.events}.
 """
 
+import base64
 import collections
 
 from datasketches import count_min_sketch, frequent_items_error_type, frequent_strings_sketch
@@ -42,6 +43,9 @@ from memcachier.commands import (
 #: The delimiter between a key's prefix and the rest (memcached's default).
 DELIMITER = ":"
 _DELIMITER_BYTE = DELIMITER.encode("ascii")
+
+#: keys listed per field of C{popular_items}
+POPULAR_LIMIT = 10
 
 #: most prefixes C{stats detail} counts per cache (memcached has no bound;
 #: a tenant must not grow our memory without one)
@@ -159,21 +163,149 @@ class _Slice:
         self.watched = {}
 
 
-def _popular(sketches, attr, limit):
+#: the heavy-hitter sketches of a slice, and the C{popular_items} field
+#: each one answers
+POPULAR_FIELDS = (
+    ("hits", "most_hit_keys"),
+    ("misses", "most_missed_keys"),
+    ("mutations", "most_mutated_keys"),
+    ("prefixes", "popular_prefixes"),
+)
+
+
+def _copy(sketch):
+    """
+    A sketch of the same kind holding the same counts (merging into it
+    leaves the original alone).
+    """
+    return type(sketch).deserialize(sketch.serialize())
+
+
+def _merged(sketches):
+    """
+    One sketch holding the counts of every non-empty sketch of
+    C{sketches} (a new one when there are several), or L{None}.
+    """
     merged = None
-    for s in sketches:
-        sketch = getattr(s, attr)
-        if sketch.is_empty():
+    copied = False
+    for sketch in sketches:
+        if sketch is None or sketch.is_empty():
             continue
         if merged is None:
-            merged = frequent_strings_sketch.deserialize(sketch.serialize())
+            merged = sketch
         else:
+            if not copied:
+                merged = _copy(merged)
+                copied = True
             merged.merge(sketch)
-    if merged is None:
+    return merged
+
+
+def _ranked(sketch, limit):
+    if sketch is None:
         return []
-    items = merged.get_frequent_items(_NO_FALSE_POSITIVES, 0)
+    items = sketch.get_frequent_items(_NO_FALSE_POSITIVES, 0)
     items.sort(key=lambda item: (-item[1], item[0]))
     return [{"name": name, "popularity": int(estimate)} for name, estimate, _, _ in items[:limit]]
+
+
+def mergePopular(now, parts, limit):
+    """
+    The C{popular_items} answer of the heavy hitters of one or several
+    nodes (L{Introspector.popularSketches} of each).
+
+    @param parts: L{list} of (oldest slice start, L{dict} of sketch name
+        to C{frequent_strings_sketch} or L{None}).
+    @return: the contract's C{popular_items} object; C{time_slice} is the
+        nanoseconds from the oldest slice's start to C{now}.
+    """
+    answer = {"time_slice": int((now - min(start for start, _ in parts)) * 1e9) if parts else 0}
+    for name, field in POPULAR_FIELDS:
+        answer[field] = _ranked(_merged([sketches.get(name) for _, sketches in parts]), limit)
+    return answer
+
+
+def _encode(sketch):
+    return base64.b64encode(sketch.serialize()).decode("ascii")
+
+
+def encodePopular(part):
+    """
+    L{Introspector.popularSketches} as C{stats} lines (a peer's answer to
+    another node asking for them): C{start} and one base64 serialized
+    sketch per non-empty kind.
+
+    @return: L{list} of (name, value) L{str} pairs.
+    """
+    start, sketches = part
+    pairs = [("start", repr(start))]
+    pairs.extend((name, _encode(sketch)) for name, sketch in sketches.items() if sketch is not None)
+    return pairs
+
+
+def decodePopular(lines):
+    """
+    The inverse of L{encodePopular}.
+
+    @param lines: L{dict} of name to value (L{str}).
+    @raise ValueError: not what L{encodePopular} makes.
+    """
+    sketches = {}
+    for name, _ in POPULAR_FIELDS:
+        if name in lines:
+            sketches[name] = frequent_strings_sketch.deserialize(base64.b64decode(lines[name]))
+    return float(lines["start"]), sketches
+
+
+def encodeKeyCounts(slices):
+    """
+    L{Introspector.keyCounts} as C{stats} lines: each non-empty slice's
+    count-min sketch, base64, under its start time.
+    """
+    return [(repr(start), _encode(counts)) for start, counts in slices if not counts.is_empty()]
+
+
+def decodeKeyCounts(lines):
+    """
+    The inverse of L{encodeKeyCounts}.
+
+    @raise ValueError: not what L{encodeKeyCounts} makes.
+    """
+    return [
+        (float(start), count_min_sketch.deserialize(base64.b64decode(value)))
+        for start, value in lines.items()
+    ]
+
+
+def keyStatsRows(name, nodes, size, inCache, slices):
+    """
+    The C{key_stats} rows of a key from the per-slice counts of one or
+    several nodes: the count-min sketches of slices starting at the same
+    time are merged (their estimate is that of one sketch that saw every
+    node's commands).
+
+    @param nodes: L{list} (one per node) of L{list}s of (slice start,
+        C{count_min_sketch}).
+    @param slices: how many of the newest slice starts to answer.
+    @return: one row per slice start, oldest first.
+    """
+    byStart = {}
+    for counts in nodes:
+        for start, sketch in counts:
+            byStart.setdefault(start, []).append(sketch)
+    rows = []
+    for start in sorted(byStart)[-slices:]:
+        merged = _merged(byStart[start])
+        rows.append({
+            "timestamp": formatTime(start),
+            "name": name,
+            "size": size,
+            "hit_count": 0 if merged is None else int(merged.get_estimate("h" + name)),
+            "miss_count": 0 if merged is None else int(merged.get_estimate("m" + name)),
+            "mutation_count": 0 if merged is None else int(merged.get_estimate("u" + name)),
+            "in_cache": inCache,
+        })
+    return rows
 
 
 class Introspector:
@@ -188,7 +320,7 @@ class Introspector:
 
     def __init__(
         self, clock, keyspace, sliceSeconds=60, slices=10, lgMapSize=8,
-        cmDepth=3, cmWidth=512, batchLimit=500, logSize=100, popularLimit=10,
+        cmDepth=3, cmWidth=512, batchLimit=500, logSize=100, popularLimit=POPULAR_LIMIT,
     ):
         self._clock = clock
         self.keyspace = keyspace
@@ -486,20 +618,38 @@ class Introspector:
             the nanoseconds the slices cover.
         """
         now = self._clock.seconds()
+        return mergePopular(now, [self.popularSketches(prefixId)], self.popularLimit)
+
+    def popularSketches(self, prefixId=None):
+        """
+        This node's heavy hitters over the retained slices, each kind's
+        slices merged into one sketch: what L{mergePopular} merges with
+        other nodes'.
+
+        @param prefixId: restrict to the keys of a watched prefix.
+        @return: a 2-tuple: the oldest slice's start, and a L{dict} of
+            sketch name (C{hits}, C{misses}, C{mutations}, C{prefixes}) to
+            a C{frequent_strings_sketch} or L{None} (nothing counted).
+        """
         self.drain()
         slices = list(self._slices)
         if prefixId is None:
             sketches = [s.sketches for s in slices]
         else:
             sketches = [s.watched[prefixId] for s in slices if prefixId in s.watched]
-        limit = self.popularLimit
-        return {
-            "time_slice": int((now - slices[0].start) * 1e9),
-            "most_hit_keys": _popular(sketches, "hits", limit),
-            "most_missed_keys": _popular(sketches, "misses", limit),
-            "most_mutated_keys": _popular(sketches, "mutations", limit),
-            "popular_prefixes": _popular(sketches, "prefixes", limit),
+        return slices[0].start, {
+            name: _merged([getattr(s, name) for s in sketches]) for name, _ in POPULAR_FIELDS
         }
+
+    def keyCounts(self):
+        """
+        The per-key counts of each retained slice, oldest first: what
+        L{keyStatsRows} merges with other nodes'.
+
+        @return: L{list} of (slice start, C{count_min_sketch}).
+        """
+        self.drain()
+        return [(s.start, s.counts) for s in self._slices]
 
     def keyStats(self, name):
         """
@@ -508,24 +658,11 @@ class Introspector:
 
         @type name: L{str}
         """
-        self.drain()
-        key = name.encode("utf-8")
-        item = self.keyspace.peek(key)
+        counts = self.keyCounts()
+        item = self.keyspace.peek(name.encode("utf-8"))
         inCache = item is not None and not hasattr(item, "addCallback")
         size = itemValueLength(item) if inCache else 0
-        rows = []
-        for s in self._slices:
-            counts = s.counts
-            rows.append({
-                "timestamp": formatTime(s.start),
-                "name": name,
-                "size": size,
-                "hit_count": int(counts.get_estimate("h" + name)),
-                "miss_count": int(counts.get_estimate("m" + name)),
-                "mutation_count": int(counts.get_estimate("u" + name)),
-                "in_cache": inCache,
-            })
-        return rows
+        return keyStatsRows(name, [counts], size, inCache, self.slices)
 
     def takePrefixCounts(self):
         """

@@ -280,6 +280,7 @@ class AnalyticsRepository:
                 result = conn.execute(
                     p.insert().values(cache_id=cacheId, name=name, created_at=self._clock.seconds())
                 )
+                _notifyPrefixes(conn)
                 return dict(id=result.inserted_primary_key[0], cache_id=cacheId, name=name)
         except sa.exc.IntegrityError:
             raise DuplicatePrefix(name) from None
@@ -300,6 +301,17 @@ class AnalyticsRepository:
             ).rowcount
             if not deleted:
                 raise UnknownPrefix(prefixId)
+            _notifyPrefixes(conn)
+
+
+def _notifyPrefixes(conn):
+    """
+    Tell the other nodes (at commit, on PostgreSQL) that the watched
+    prefixes changed: they reload them at once rather than at their next
+    prefix poll (L{memcachier.cluster.membership.PREFIXES_CHANNEL}).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("NOTIFY memcachier_prefixes"))
 
 
 class AsyncAnalytics:

@@ -20,10 +20,13 @@ thread pool through L{AsyncAnalytics}.
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer, task
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from memcachier.analytics import series
+from memcachier.analytics.introspection import POPULAR_LIMIT, keyStatsRows, mergePopular
+from memcachier.commands import itemValueLength
 from memcachier.limits import Bursts
 from memcachier.analytics.series import QueryError
 
@@ -306,6 +309,8 @@ class Analytics(MultiService):
     @ivar store: the L{AsyncAnalytics}.
     """
 
+    _log = Logger()
+
     def __init__(self, registry, index, store, introspection, settings, reactor):
         super().__init__()
         self.registry = registry
@@ -443,33 +448,101 @@ class Analytics(MultiService):
 
         return keyspace.peerRecentLogs().addCallback(merged)
 
+    def _clusterKeyspace(self, cacheId):
+        """
+        The cache's cluster keyspace when this node is one of several
+        (peers to ask), else L{None}.
+        """
+        if getattr(self.registry, "cluster", None) is None:
+            return None
+        try:
+            return self.registry.runtime(cacheId).keyspace
+        except KeyError:
+            return None
+
     def popularItems(self, cacheId, prefixId=None):
+        """
+        C{introspection/popular_items} (of a watched prefix's keys if
+        C{prefixId}): with several nodes, every live node's heavy hitters
+        merged (a L{Deferred} then); a peer that does not answer within
+        C{[cluster] request_timeout} is left out.
+        """
         intro = self._introspector(cacheId)
-        if intro is None:
-            return {"time_slice": 0, "most_hit_keys": [], "most_missed_keys": [],
-                    "most_mutated_keys": [], "popular_prefixes": []}
-        return intro.popularItems(prefixId)
+        limit = intro.popularLimit if intro is not None else POPULAR_LIMIT
+        parts = [intro.popularSketches(prefixId)] if intro is not None else []
+        keyspace = self._clusterKeyspace(cacheId)
+        if keyspace is None:
+            return mergePopular(self._reactor.seconds(), parts, limit)
+
+        def merged(peers):
+            parts.extend(part for _, part in peers if part is not None)
+            return mergePopular(self._reactor.seconds(), parts, limit)
+
+        return keyspace.peerPopular(prefixId).addCallback(merged)
 
     def prefixPopularItems(self, cacheId, prefixId):
         d = self.store.getPrefix(cacheId, prefixId)
         return d.addCallback(lambda _: self.popularItems(cacheId, prefixId))
 
     def keyStats(self, cacheId, key):
+        """
+        C{introspection/key_stats}: with several nodes, every live node's
+        counts of the key merged slice by slice, and its size and presence
+        as its owner has it (a L{Deferred} then).
+        """
         if not key:
             raise QueryError("query parameter key is required")
         if len(key.encode("utf-8")) > 250:
             raise QueryError("key: a key is at most 250 bytes")
         intro = self._introspector(cacheId)
-        if intro is None:
-            return []
-        return intro.keyStats(key)
+        keyspace = self._clusterKeyspace(cacheId)
+        if keyspace is None:
+            if intro is None:
+                return []
+            return intro.keyStats(key)
+        slices = intro.slices if intro is not None else self.settings.analytics_slices
+        counts = [intro.keyCounts()] if intro is not None else []
+        found = []
+
+        def peeked(item):
+            found.append(item)
+
+        def gathered(peers):
+            counts.extend(c for _, c in peers)
+            item = found[0] if found else None
+            size = itemValueLength(item) if item is not None else 0
+            return keyStatsRows(key, counts, size, item is not None, slices)
+
+        # the owner's answer, not bumping the key (a peer that fails: not in the cache)
+        d = maybeDeferred(keyspace.peek, key.encode("utf-8"))
+        d.addCallbacks(peeked, lambda f: None)
+        d.addCallback(lambda _: keyspace.peerKeyCounts())
+        return d.addCallback(gathered)
 
     # -- watched prefixes
 
     def _reloadPrefixes(self, result):
+        return self.reloadPrefixes().addCallback(lambda _: result)
+
+    def reloadPrefixes(self):
+        """
+        Load every watched prefix into the introspection taps (after a
+        change here, or another node's, told by C{NOTIFY}).
+
+        @return: a L{Deferred} firing when loaded.
+        """
         d = self.store.listPrefixes()
-        d.addCallback(self.introspection.setPrefixes)
-        return d.addCallback(lambda _: result)
+        return d.addCallback(self.introspection.setPrefixes)
+
+    def _ebReload(self, failure):
+        self._log.failure("reloading the watched prefixes failed", failure)
+
+    def prefixesChanged(self):
+        """
+        Another node created or deleted a watched prefix.
+        """
+        if self.introspection.enabled:
+            self.reloadPrefixes().addErrback(self._ebReload)
 
     def listPrefixes(self, cacheId):
         d = self.store.listPrefixes(cacheId)

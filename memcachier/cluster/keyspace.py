@@ -19,10 +19,11 @@ once, on the node the client talked to.
 import hmac
 import json
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from memcachier.analytics.introspection import decodeKeyCounts, decodePopular
 from memcachier.cluster.peer import PEER_USER_PREFIX
 from memcachier.interfaces import IKeyspace, IStore
 from memcachier.runtime import CacheStats
@@ -178,6 +179,37 @@ class ClusterKeyspace:
             self._quietly(peer.resetStats(), "reset_stats", peer.node)
         self.local.resetStats()
 
+    def _askPeers(self, group, parse):
+        """
+        Send C{stats <group>} to every live peer and parse each answer.
+        A peer that fails or does not answer within the request timeout
+        (the peer connection's deadline) is left out.
+
+        @param parse: called with a peer's L{dict} of lines; what it
+            returns is that peer's answer (it may raise to leave it out).
+        @return: a L{Deferred} firing with a L{list} of (node, answer), in
+            the cluster's server order, for the peers that answered.
+        """
+        peers = self._peers()
+
+        def gathered(results):
+            out = []
+            for peer, (ok, value) in zip(peers, results):
+                if not ok:
+                    continue
+                try:
+                    out.append((peer.node, parse(value)))
+                except Exception:
+                    self._log.failure(
+                        "peer {node} answered stats {group} with something unreadable",
+                        node=peer.node, group=group.decode("ascii", "replace"),
+                    )
+            return out
+
+        return _plain(DeferredList(
+            [peer.stats(group) for peer in peers], consumeErrors=True
+        ).addCallback(gathered))
+
     def peerStats(self):
         """
         Every live peer's C{stats} of this cache.
@@ -185,20 +217,7 @@ class ClusterKeyspace:
         @return: a L{Deferred} firing with a L{list} of (node, L{dict} of
             counters) for the peers that answered.
         """
-        peers = self._peers()
-
-        def gathered(results):
-            out = []
-            for peer, (ok, value) in zip(peers, results):
-                if ok:
-                    out.append((peer.node, {k: _number(v) for k, v in value.items()}))
-            return out
-
-        from twisted.internet.defer import DeferredList
-
-        return _plain(DeferredList(
-            [peer.stats() for peer in peers], consumeErrors=True
-        ).addCallback(gathered))
+        return self._askPeers(b"", lambda value: {k: _number(v) for k, v in value.items()})
 
     def peerRecentLogs(self):
         """
@@ -208,22 +227,32 @@ class ClusterKeyspace:
         @return: a L{Deferred} firing with a L{dict} of node to its log
             entries, for the peers that answered.
         """
-        peers = self._peers()
+        def parse(value):
+            return [json.loads(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0]))]
 
-        def gathered(results):
-            out = {}
-            for peer, (ok, value) in zip(peers, results):
-                if ok:
-                    out[peer.node] = [
-                        json.loads(v) for _, v in sorted(value.items(), key=lambda kv: int(kv[0]))
-                    ]
-            return out
+        return self._askPeers(b"cluster_recent_logs", parse).addCallback(dict)
 
-        from twisted.internet.defer import DeferredList
+    def peerPopular(self, prefixId=None):
+        """
+        Every live peer's heavy-hitter sketches of this cache (or of one
+        watched prefix), for C{introspection/popular_items}.
 
-        return _plain(DeferredList(
-            [peer.stats(b"cluster_recent_logs") for peer in peers], consumeErrors=True
-        ).addCallback(gathered))
+        @return: a L{Deferred} firing with a L{list} of (node, what
+            L{memcachier.analytics.introspection.decodePopular} returns, or
+            L{None} for a peer without traffic of the cache).
+        """
+        group = b"cluster_popular" if prefixId is None else b"cluster_popular %d" % prefixId
+        return self._askPeers(group, lambda value: decodePopular(value) if value else None)
+
+    def peerKeyCounts(self):
+        """
+        Every live peer's per-slice key count sketches of this cache, for
+        C{introspection/key_stats}.
+
+        @return: a L{Deferred} firing with a L{list} of (node, L{list} of
+            (slice start, C{count_min_sketch})).
+        """
+        return self._askPeers(b"cluster_key_counts", decodeKeyCounts)
 
     def stats(self):
         return self.local.stats()

@@ -7,8 +7,8 @@ Every node upserts its row in C{nodes} every L{Membership.interval}
 seconds and reads everyone's; a node whose last heartbeat is older than
 C{[cluster] heartbeat_timeout} is out, and in again as soon as it beats.
 On PostgreSQL a join, a leave and a change someone noticed are
-C{NOTIFY}-ed on L{NODES_CHANNEL}, and control-plane writes on
-L{CONTROL_CHANNEL}; a thread blocked in C{LISTEN} wakes the reactor, so
+C{NOTIFY}-ed on L{NODES_CHANNEL}, control-plane writes on
+L{CONTROL_CHANNEL} and watched prefix changes on L{PREFIXES_CHANNEL}; a thread blocked in C{LISTEN} wakes the reactor, so
 the other nodes see a join or a new credential within milliseconds.
 Polling (the heartbeat itself, and the control index's poll) is the
 fallback and the SQLite path.
@@ -35,6 +35,9 @@ from memcachier.control import schema
 NODES_CHANNEL = "memcachier_nodes"
 #: PostgreSQL channel of control-plane writes (see ControlPlane._bump)
 CONTROL_CHANNEL = "memcachier_control"
+#: PostgreSQL channel of watched prefix changes (see
+#: memcachier.analytics.repository.AnalyticsRepository.createPrefix)
+PREFIXES_CHANNEL = "memcachier_prefixes"
 
 
 class NodeRecord:
@@ -235,6 +238,8 @@ class Membership(Service):
         self._listen = listen and engine.dialect.name == "postgresql"
         self._listener = None
         self.controlChanged = None
+        #: called when a watched prefix was created or deleted anywhere
+        self.prefixesChanged = None
 
     # -- views -----------------------------------------------------------------
 
@@ -399,6 +404,9 @@ class Membership(Service):
         if channel == CONTROL_CHANNEL:
             if self.controlChanged is not None:
                 self.controlChanged()
+        elif channel == PREFIXES_CHANNEL:
+            if self.prefixesChanged is not None:
+                self.prefixesChanged()
         else:
             self.beat()
 
@@ -418,8 +426,8 @@ class Membership(Service):
 
 class _Listener:
     """
-    A thread blocked in PostgreSQL's C{LISTEN} on L{NODES_CHANNEL} and
-    L{CONTROL_CHANNEL}, calling C{notified(channel)} in the reactor thread
+    A thread blocked in PostgreSQL's C{LISTEN} on L{NODES_CHANNEL},
+    L{CONTROL_CHANNEL} and L{PREFIXES_CHANNEL}, calling C{notified(channel)} in the reactor thread
     for each notification.  It reconnects after errors.
     """
 
@@ -446,6 +454,7 @@ class _Listener:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NODES_CHANNEL}")
                     conn.execute(f"LISTEN {CONTROL_CHANNEL}")
+                    conn.execute(f"LISTEN {PREFIXES_CHANNEL}")
                     while not self._stopping.is_set():
                         for notify in conn.notifies(timeout=0.5):
                             self.reactor.callFromThread(self.notified, notify.channel)

@@ -9,7 +9,10 @@ side), then carries the cache's requests as binary frames laid out by the
 same structures the server's codec parses
 (L{memcachier.protocols.binary.FRAME_HEADER} and its extras).  Only
 non-quiet opcodes are sent, so every request gets exactly one response (a
-C{STAT} several, ended by an empty one), in order.
+C{STAT} several, ended by an empty one), in order.  Gets, peeks and
+get-and-touches use the peer-only opcodes (L{B.PEER_GET}, ...), whose
+answers carry the item's time to live, idle time and bits: a forwarded
+item reports its expiry as the owner would.
 
 A peer cannot stall anyone else: each request has a deadline
 (C{[cluster] request_timeout}); one that passes fails that request with a
@@ -29,7 +32,6 @@ from twisted.logger import Logger
 from memcachier.commands import (
     REALTIME_MAXDELTA,
     DeleteResult,
-    ITEM_FETCHED,
     DeltaResult,
     KeyspaceError,
     StoreMode,
@@ -46,6 +48,7 @@ _unpack = B.FRAME_HEADER.unpack_from
 _packStore = B.STORE_EXTRAS.pack
 _packDelta = B.DELTA_EXTRAS.pack
 _HEADER_LENGTH = B.HEADER_LENGTH
+_unpackPeerItem = B.PEER_ITEM.unpack
 
 _STORE_OPCODES = {
     StoreMode.SET: B.SET, StoreMode.ADD: B.ADD, StoreMode.REPLACE: B.REPLACE,
@@ -203,14 +206,14 @@ class PeerConnection:
     # -- the keyspace calls ------------------------------------------------------
 
     def get(self, key):
-        return self._call(request(B.GET, key), self._parseItem, key)
+        return self._call(request(B.PEER_GET, key), self._parseItem, key)
 
     def peek(self, key):
-        return self._call(request(B.GET, key), self._parseItem, key)
+        return self._call(request(B.PEER_PEEK, key), self._parseItem, key)
 
     def touch(self, key, exptime):
         extras = wireExptime(exptime, self.reactor.seconds()).to_bytes(4, "big")
-        return self._call(request(B.GAT, key, extras), self._parseItem, key)
+        return self._call(request(B.PEER_GAT, key, extras), self._parseItem, key)
 
     def store(self, mode, key, value, flags, exptime, cas):
         opcode = _STORE_OPCODES[mode]
@@ -253,10 +256,12 @@ class PeerConnection:
             return None
         if response.status != B.SUCCESS:
             raise _failure(self.node, response)
-        flags = int.from_bytes(response.extras[:4], "big")
-        # the item as stores hand it to codecs; its expiry did not travel
+        flags, ttl, idle, bits = _unpackPeerItem(response.extras)
+        # the owner's item as stores hand it to codecs, its times made
+        # relative to this node's clock
+        now = self.reactor.seconds()
         return packItem(
-            response.value, flags, 0, response.cas, self.reactor.seconds(), ITEM_FETCHED
+            response.value, flags, now + ttl if ttl else 0, response.cas, now - idle, bits
         )
 
     def _parseStore(self, response, mode):

@@ -471,6 +471,24 @@ class AsyncProvisioningRecords:
         return lambda *args, **kwargs: self._call(name, *args, **kwargs)
 
 
+def clusterForPlan(settings, plan):
+    """
+    The cluster a cache on C{plan} goes to: the default cluster if it is
+    of the plan's kind, else the first of that kind by name; the default
+    cluster when none is of that kind (one node serving everything).
+
+    @type settings: L{memcachier.config.Settings}
+    @type plan: L{memcachier.control.model.Plan}
+    @rtype: L{str}
+    """
+    kind = "development" if plan.development else "production"
+    default = settings.default_cluster
+    if settings.clusterKind(default) == kind:
+        return default
+    ofKind = sorted(n for n in settings.clusters if settings.clusterKind(n) == kind)
+    return ofKind[0] if ofKind else default
+
+
 class ClusterUnavailable(ControlPlaneError):
     """
     No configured cluster can take a cache of this kind.
@@ -507,12 +525,7 @@ class Provisioner:
         @type plan: L{memcachier.control.model.Plan}
         @rtype: L{str}
         """
-        kind = "development" if plan.development else "production"
-        default = self.settings.default_cluster
-        if self.settings.clusterKind(default) == kind:
-            return default
-        ofKind = sorted(n for n in self.settings.clusters if self.settings.clusterKind(n) == kind)
-        return ofKind[0] if ofKind else default
+        return clusterForPlan(self.settings, plan)
 
     def servers(self, cache):
         """
@@ -569,6 +582,11 @@ class Provisioner:
         if not kept:
             cluster = self.clusterFor(target)
             if cluster != cache.cluster:
+                if self.registry.cluster is not None:
+                    # several nodes: empty the old cluster's nodes while the
+                    # cache is still placed on them (each node also empties
+                    # its share when it sees the move: CacheRegistry._moved)
+                    yield defer.maybeDeferred(self.registry.runtime(cacheId).keyspace.flush, 0)
                 yield self.controlPlane.setCluster(cacheId, cluster)
         cache = yield self.controlPlane.setPlan(cacheId, slug)
         if not kept:

@@ -49,7 +49,10 @@ from memcachier.commands import (
     Refused,
     StoreMode,
     StoreResult,
+    itemAtime,
+    itemBits,
     itemCas,
+    itemExptime,
     itemFields,
     itemFlags,
 )
@@ -107,6 +110,14 @@ SASL_AUTH = 0x21
 SASL_STEP = 0x22
 GATK = 0x23
 GATKQ = 0x24
+#: Peer-only opcodes (L{memcachier.cluster.peer}): a get, a peek and a
+#: get-and-touch whose answer carries the whole item state (flags, time to
+#: live, idle time, fetched/active bits), so that a forwarded C{mg ... t}
+#: or C{me} reports what the owner would.  Only connections authenticated
+#: with the cluster secret have them; for clients they are unknown (0x81).
+PEER_GET = 0xE0
+PEER_PEEK = 0xE1
+PEER_GAT = 0xE2
 
 # response statuses and memcached's texts for them
 SUCCESS = 0x00
@@ -144,6 +155,8 @@ _unpackHeader = _HEADER.unpack_from
 _pack = _HEADER.pack
 #: a response header followed by 4 bytes of flags (get, touch)
 _packWithFlags = struct.Struct(">BBHBBHIIQI").pack
+#: a response header followed by a peer item's state (see L{PEER_ITEM})
+_packPeerItem = struct.Struct(">BBHBBHIIQIIIB").pack
 _packU64 = struct.Struct(">Q").pack
 _unpackU32 = struct.Struct(">I").unpack_from
 _unpackStoreExtras = struct.Struct(">II").unpack_from
@@ -158,6 +171,9 @@ FRAME_HEADER = _HEADER
 STORE_EXTRAS = _unpackStoreExtras.__self__
 DELTA_EXTRAS = _unpackDeltaExtras.__self__
 NO_CREATE = _NO_CREATE
+#: The extras of a peer item answer: flags, seconds to live (0: never
+#: expires), seconds since last stored or bumped, and the item's bits.
+PEER_ITEM = struct.Struct(">IIIB")
 
 
 def _error(opcode, status, opaque, message=None):
@@ -232,7 +248,8 @@ for _ops, _ext, _keys, _value in (
     ((QUIT, QUITQ, NOOP, VERSION_OP, SASL_LIST_MECHS), 0, _NOKEY, False),
     ((FLUSH, FLUSHQ), None, _NOKEY, False),
     ((STAT,), 0, _ANYKEY, False),
-    ((TOUCH, GAT, GATQ, GATK, GATKQ), 4, _KEY, False),
+    ((TOUCH, GAT, GATQ, GATK, GATKQ, PEER_GAT), 4, _KEY, False),
+    ((PEER_GET, PEER_PEEK), 0, _KEY, False),
     ((SASL_AUTH, SASL_STEP), 0, _KEY, True),
 ):
     for _op in _ops:
@@ -479,6 +496,45 @@ class BinaryProtocol(CodecProtocol):
             )
         out.append(value)
 
+    # -- peer-only item answers (L{PEER_GET}) ----------------------------------------
+
+    def _peerGet(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
+        key = data[start:start + keylen]
+        if opcode == PEER_PEEK:
+            item = self.session.peek(key)
+        else:
+            item = self.session.get(key)
+        if item.__class__ is Deferred:
+            return self._late(item, BinaryProtocol._renderPeerItem, out, opcode, opaque, key)
+        self._renderPeerItem(out, item, opcode, opaque, key)
+
+    def _peerGat(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
+        (exptime,) = _unpackU32(data, start)
+        key = data[start + 4:start + 4 + keylen]
+        item = self.session.gat(key, exptime)
+        if item.__class__ is Deferred:
+            return self._late(item, BinaryProtocol._renderPeerItem, out, opcode, opaque, key)
+        self._renderPeerItem(out, item, opcode, opaque, key)
+
+    def _renderPeerItem(self, out, item, opcode, opaque, key):
+        if item is None:
+            out.append(_error(opcode, KEY_ENOENT, opaque))
+            return
+        value, flags, cas = itemFields(item)
+        now = self.session.reactor.seconds()
+        exptime = itemExptime(item)
+        # relative times, whole seconds as meta's C{t} reports them: the two
+        # nodes' clocks need not agree
+        ttl = max(1, int(exptime - now)) if exptime else 0
+        idle = max(0, int(now - itemAtime(item)))
+        out.append(
+            _packPeerItem(
+                RESPONSE_MAGIC, opcode, 0, 13, 0, SUCCESS, 13 + len(value), opaque, cas,
+                flags, ttl, idle, itemBits(item),
+            )
+        )
+        out.append(value)
+
     def _touch(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
         (exptime,) = _unpackU32(data, start)
         key = data[start + 4:start + 4 + keylen]
@@ -688,8 +744,9 @@ class BinaryProtocol(CodecProtocol):
             self.closeAfterReplies()
 
     def _renderAuth(self, out, result, opcode, opaque, extra):
-        if self.session.authenticated:
-            self._handlers = _AUTHED_HANDLERS
+        session = self.session
+        if session.authenticated:
+            self._handlers = _PEER_HANDLERS if session.runtime.peer else _AUTHED_HANDLERS
         if result is AuthResult.OK:
             out.append(
                 _pack(RESPONSE_MAGIC, opcode, 0, 0, 0, SUCCESS, len(_AUTHENTICATED), opaque, 0)
@@ -741,6 +798,11 @@ for _ops, _handler in (
 ):
     for _op in _ops:
         _AUTHED_HANDLERS[_op] = _handler
+
+#: a peer node's connection (cluster secret) also has the peer opcodes
+_PEER_HANDLERS = list(_AUTHED_HANDLERS)
+_PEER_HANDLERS[PEER_GET] = _PEER_HANDLERS[PEER_PEEK] = _P._peerGet
+_PEER_HANDLERS[PEER_GAT] = _P._peerGat
 
 #: before authentication only these work (memcached's C{authenticated(c)}
 #: lets SASL and VERSION through; NOOP and QUIT are harmless)

@@ -33,6 +33,7 @@ from memcachier.commands import (
 from memcachier.analytics.events import (
     DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, TOUCH, discard,
 )
+from memcachier.analytics.introspection import encodeKeyCounts, encodePopular
 from memcachier.runtime import CacheStats
 
 #: the key prefix delimiter of C{stats detail} (memcached's default)
@@ -572,6 +573,11 @@ class Session:
         @return: a L{list} of (name, value) L{str} pairs, or L{None} for an
             unknown group.
         """
+        name, _, argument = group.partition(" ")
+        if argument:
+            # only the peer groups take an argument
+            method = getattr(self, "_statsArg_" + name, None)
+            return None if method is None else method(argument)
         method = getattr(self, "_stats_" + (group or "general"), None)
         if method is None:
             return None
@@ -675,6 +681,51 @@ class Session:
             return []
         logs = introspection.introspector(self.runtime.runtime).recentLogs()
         return [(str(i), json.dumps(entry)) for i, entry in enumerate(logs)]
+
+    def _peerIntrospector(self):
+        """
+        For a peer node's connection, the cache's L{Introspector} on this
+        node if it has one (a cache without traffic here has none); for
+        any other connection L{False}: the peer groups do not exist.
+        """
+        if not self.runtime.peer:
+            return False
+        introspection = self.registry.introspection
+        if introspection is None or not introspection.enabled:
+            return None
+        return introspection.existing(self.runtime.cacheId)
+
+    def _stats_cluster_popular(self, prefixId=None):
+        """
+        A peer node asking for this node's heavy-hitter sketches of the
+        cache (or of one watched prefix), to merge with its own
+        (C{introspection/popular_items} over several nodes).
+        """
+        introspector = self._peerIntrospector()
+        if introspector is False:
+            return None
+        if introspector is None:
+            return []
+        return encodePopular(introspector.popularSketches(prefixId))
+
+    def _statsArg_cluster_popular(self, prefixId):
+        try:
+            pid = int(prefixId)
+        except ValueError:
+            return None
+        return self._stats_cluster_popular(pid)
+
+    def _stats_cluster_key_counts(self):
+        """
+        A peer node asking for this node's per-key count sketches of the
+        cache, one per time slice (C{introspection/key_stats}).
+        """
+        introspector = self._peerIntrospector()
+        if introspector is False:
+            return None
+        if introspector is None:
+            return []
+        return encodeKeyCounts(introspector.keyCounts())
 
     def _stats_sizes(self):
         return [("sizes_status", "disabled")]

@@ -130,9 +130,10 @@ class IntrospectionAPI:
         return answer(request, self.analytics.compoundStats, caller.cacheId, queryArgs(request))
 
     @route("/introspection/popular_items", ["GET"])
-    def popularItems(self, request, cacheId):
+    async def popularItems(self, request, cacheId):
         caller = self._caller(request, cacheId)
-        return jsonResponse(request, self.analytics.popularItems(caller.cacheId))
+        popular = await maybeDeferred(self.analytics.popularItems, caller.cacheId)
+        return jsonResponse(request, popular)
 
     @route("/introspection/key_stats", ["GET"])
     def keyStats(self, request, cacheId):

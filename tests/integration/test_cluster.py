@@ -27,7 +27,7 @@ class Cluster:
     Three nodes of cluster C{default} in C{MEMCACHIER_SERVERS} order.
     """
 
-    def __init__(self, tmp_path, database, size=3, extra=""):
+    def __init__(self, tmp_path, database, size=3, extra="", pollInterval=30, memcache=""):
         self.nodes = []
         ports = [(freePort(), freePort()) for _ in range(size)]
         names = [f"127.0.0.1:{port}" for port, _ in ports]
@@ -39,12 +39,13 @@ class Cluster:
             config.write_text(
                 "[memcache]\n"
                 f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+                f"{memcache}"
                 "[web]\n"
                 f'listen = "tcp:{webPort}:interface=127.0.0.1"\n'
                 "[database]\n"
                 f"url = {json.dumps(database)}\n"
                 # far beyond the test's deadlines: changes must come by NOTIFY
-                "poll_interval = 30\n"
+                f"poll_interval = {pollInterval}\n"
                 "[node]\n"
                 f'name = "{names[i]}"\n'
                 "[cluster]\n"
@@ -592,3 +593,128 @@ def test_recentLogsKeyedByNode(cluster):
     assert sorted(logs) == sorted(cluster.names)
     for i, name in enumerate(cluster.names):
         assert [(e["key"], e["command"]) for e in logs[name]] == [(f"via{i}", "SET")], logs
+
+
+def _ownedBy(cluster, prefix, count=200):
+    """
+    Keys C{<prefix><n>} by the node that owns them (the servers' ring).
+    """
+    from memcachier.cluster.ring import Ring
+
+    ring = Ring(cluster.names)
+    owned = {name: [] for name in cluster.names}
+    for i in range(count):
+        key = f"{prefix}{i}"
+        owned[ring.owner(key.encode())].append(key)
+    return owned
+
+
+def test_popularItemsAndKeyStatsCoverEveryNode(cluster):
+    """
+    A ketama client (pylibmc, MemCachier's settings) hits keys owned by
+    every node, each on its owner; a client of one node hits a key owned
+    by another (forwarded, counted where it connected).  Any node's API
+    ranks every hot key together and counts each key on every node.
+    """
+    owned = _ownedBy(cluster, "hot:")
+    hotA, hotB, hotC = (owned[name][0] for name in cluster.names)
+    libmc = pylibmcCluster(cluster)
+    for key in (hotA, hotB, hotC):
+        assert libmc.set(key, b"value of " + key.encode())
+    for key, hits in ((hotA, 30), (hotB, 20), (hotC, 10)):
+        for _ in range(hits):
+            assert libmc.get(key) is not None
+    for _ in range(5):
+        assert libmc.get("hot:missing") is None
+    # hotB's hits through node A: forwarded, counted on A
+    viaA = cluster.nodes[0].ascii()
+    for _ in range(15):
+        assert viaA.get(hotB) == b"value of " + hotB.encode()
+
+    def mostHit():
+        popular = api(cluster.nodes[2], "/introspection/popular_items")
+        return [(k["name"], k["popularity"]) for k in popular["most_hit_keys"]]
+
+    waitFor(lambda: mostHit() == [(hotB, 35), (hotA, 30), (hotC, 10)], timeout=10, interval=0.2)
+    for node in cluster.nodes:
+        popular = api(node, "/introspection/popular_items")
+        assert [k["name"] for k in popular["most_hit_keys"]] == [hotB, hotA, hotC]
+        # (then pylibmc's warm-up misses, once each)
+        assert popular["most_missed_keys"][0] == {"name": "hot:missing", "popularity": 5}
+        assert popular["popular_prefixes"][0] == {"name": "hot", "popularity": 83}
+    # key stats from a node that neither owns the key nor saw all its hits
+    rows = api(cluster.nodes[2], f"/introspection/key_stats?key={hotB}")
+    assert sum(r["hit_count"] for r in rows) == 35
+    assert sum(r["mutation_count"] for r in rows) == 1
+    assert all(r["in_cache"] and r["size"] == len(b"value of " + hotB.encode()) for r in rows)
+    missing = api(cluster.nodes[0], "/introspection/key_stats?key=hot:missing")
+    assert sum(r["miss_count"] for r in missing) == 5
+    assert not any(r["in_cache"] for r in missing)
+
+
+def test_forwardedItemsKeepTheirExpiry(cluster):
+    """
+    Meta C{mg <key> t}, C{me <key>} and C{gat} through a node that
+    forwards report and set the owner's expiry, as the owner itself does.
+    """
+    a, b, c = cluster.nodes
+    key = _ownedBy(cluster, "ttl:")[cluster.names[2]][0]
+    viaA, onC = a.ascii(), c.ascii()
+    assert viaA.call(f"set {key} 5 1000 3", b"abc") == b"STORED"
+
+    def ttl(conn):
+        line = conn.call(f"mg {key} t f v")
+        assert line.startswith(b"VA 3 "), line
+        assert conn.line() == b"abc"
+        flags = dict((f[:1], f[1:]) for f in line.split()[2:])
+        assert flags[b"f"] == b"5"
+        return int(flags[b"t"])
+
+    assert 995 <= ttl(viaA) <= 1000
+    assert abs(ttl(viaA) - ttl(onC)) <= 1
+    debug = viaA.call(f"me {key}")
+    assert debug.startswith(f"ME {key} exp=".encode()), debug
+    assert 995 <= int(debug.split()[2].split(b"=")[1]) <= 1000
+    # get-and-touch through the forwarding node sets the owner's expiry
+    viaA.send(f"gat 2000 {key}\r\n".encode())
+    assert viaA.readValue() == b"abc"
+    assert 1995 <= ttl(onC) <= 2000
+    touched = viaA.call(f"mg {key} T3000 t")
+    assert touched.startswith(b"HD t") and 2995 <= int(touched[4:]) <= 3000, touched
+    assert 2995 <= ttl(onC) <= 3000
+    # no expiry: -1 everywhere
+    assert viaA.call(f"set {key} 5 0 3", b"abc") == b"STORED"
+    assert ttl(viaA) == -1 and ttl(onC) == -1
+
+
+def test_watchedPrefixCountsOnEveryNodeAtOnce(cluster):
+    """
+    A prefix watched through one node's API is counted by the others at
+    once (they reload the prefixes on C{NOTIFY}; their prefix poll is
+    150 s away here), and its popular items merge every node's.
+    """
+    import base64
+
+    a, b, c = cluster.nodes
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{a.web_port}/api/v2/caches/{a.cache_id}/introspection/prefixes",
+        data=json.dumps({"name": "hot:"}).encode(), method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    token = base64.b64encode(f"{a.username}:{a.password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        prefixId = json.loads(response.read())["id"]
+    owned = _ownedBy(cluster, "hot:")
+    keys = [owned[name][0] for name in cluster.names]
+    libmc = pylibmcCluster(cluster)
+    for key in keys:
+        assert libmc.set(key, b"x")
+
+    def everyNodeCounts():
+        for key in keys:
+            libmc.get(key)
+        popular = api(c, f"/introspection/prefixes/{prefixId}/popular_items")
+        return {k["name"] for k in popular["most_hit_keys"]} == set(keys)
+
+    waitFor(everyNodeCounts, timeout=10, interval=0.2)

@@ -239,3 +239,83 @@ def test_statsDetailPrefixesAreBounded(monkeypatch):
         b"PREFIX p0 get 2 hit 0 set 0 del 0\r\nPREFIX p1 get 1 hit 0 set 0 del 0\r\n"
         b"PREFIX p2 get 1 hit 0 set 0 del 0\r\nEND\r\n"
     )
+
+
+# -- several nodes: sketches travel and merge ------------------------------------
+
+
+def _twoNodes():
+    """
+    Two nodes' introspectors of one cache on one clock, each with its own
+    traffic.
+    """
+    from memcachier.analytics.introspection import Introspector
+    from memcachier.stores.memory import MemoryStore
+    from twisted.internet.task import Clock
+
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    store = MemoryStore(clock)
+    a = Introspector(clock, store.keyspace(1, 1 << 20, 1 << 20))
+    b = Introspector(clock, store.keyspace(2, 1 << 20, 1 << 20))
+    return clock, a, b
+
+
+def test_popularSketchesMergeAcrossNodes():
+    """
+    Heavy hitters of two nodes, sent as C{stats} lines and decoded, merge
+    into one ranking: a key hit on both nodes adds up, and outranks keys
+    hit more on either node alone.
+    """
+    from memcachier.analytics.introspection import (
+        GET, decodePopular, encodePopular, mergePopular,
+    )
+
+    clock, a, b = _twoNodes()
+    for _ in range(4):
+        a.events.append((GET, b"shared:1", 1))
+        b.events.append((GET, b"shared:1", 1))
+    for _ in range(6):
+        a.events.append((GET, b"a-only", 1))
+    b.events.append((GET, b"b-miss", -1))
+    lines = dict(encodePopular(b.popularSketches()))
+    assert all(isinstance(v, str) for v in lines.values())
+    remote = decodePopular(lines)
+    popular = mergePopular(clock.seconds() + 1, [a.popularSketches(), remote], 10)
+    assert popular["most_hit_keys"] == [
+        {"name": "shared:1", "popularity": 8},
+        {"name": "a-only", "popularity": 6},
+    ]
+    assert popular["most_missed_keys"] == [{"name": "b-miss", "popularity": 1}]
+    assert popular["popular_prefixes"] == [{"name": "shared", "popularity": 8}]
+    # merging did not change either node's own sketches
+    assert a.popularItems()["most_hit_keys"][0] == {"name": "a-only", "popularity": 6}
+    # nothing from anyone: the empty answer
+    assert mergePopular(clock.seconds(), [], 10)["most_hit_keys"] == []
+
+
+def test_keyCountsMergeSliceBySlice():
+    """
+    Per-key counts of two nodes merge by slice start: the rows are the
+    union of the slices, each the sum of the nodes' counts.
+    """
+    from memcachier.analytics.introspection import (
+        GET, INCR, decodeKeyCounts, encodeKeyCounts, keyStatsRows,
+    )
+
+    clock, a, b = _twoNodes()
+    a.events.append((GET, b"k", 1))
+    b.events.append((GET, b"k", 1))
+    b.events.append((GET, b"k", -1))
+    a.drain()
+    b.drain()
+    clock.advance(60)
+    b.events.append((INCR, b"k", 0))
+    remote = decodeKeyCounts(dict(encodeKeyCounts(b.keyCounts())))
+    rows = keyStatsRows("k", [a.keyCounts(), remote], 3, True, 10)
+    assert [(r["hit_count"], r["miss_count"], r["mutation_count"]) for r in rows] == [
+        (2, 1, 0), (0, 0, 1),
+    ]
+    assert all(r["size"] == 3 and r["in_cache"] for r in rows)
+    # only the newest slices are answered
+    assert len(keyStatsRows("k", [a.keyCounts(), remote], 0, False, 1)) == 1

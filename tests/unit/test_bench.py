@@ -4,6 +4,8 @@ The store benchmark and the pause probe measure what they say.
 
 import json
 
+import pytest
+
 from memcachier.bench import store
 from memcachier.bench.probe import PauseProbe
 
@@ -77,3 +79,21 @@ def test_probeCollections():
     assert report["gc_worst_ms"] == [1.0, 0.0, 50.0]
     assert report["full_collections_t_ms_collected"] == [(2.0, 50.0, 7)]
     assert report["tracked_objects"] > 0
+
+
+def test_clusterBenchPrefixesAreOwnedByTheirNode():
+    """
+    The cluster bench's key prefixes: every key mcload makes with the
+    prefix found for a node is placed on that node by the ring.
+    """
+    from memcachier.bench.cluster import ownedPrefixes
+    from memcachier.cluster.ring import Ring
+
+    names = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    prefixes = ownedPrefixes(names, 5)
+    assert len(set(prefixes)) == 3
+    ring = Ring(names)
+    for name, prefix in zip(names, prefixes):
+        assert {ring.owner(f"{prefix}{n:08d}".encode()) for n in range(5)} == {name}
+    with pytest.raises(RuntimeError, match="fewer --keys"):
+        ownedPrefixes(names, 40, tries=10)

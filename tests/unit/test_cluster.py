@@ -21,8 +21,10 @@ from memcachier.cluster.peer import PeerPool, request, wireExptime
 from memcachier.cluster.ring import Ring, oneAtATime
 from memcachier.commands import (
     REALTIME_MAXDELTA,
+    itemAtime,
     itemCas,
     itemExptime,
+    itemFetched,
     itemFlags,
     itemValue,
     DeleteResult,
@@ -296,6 +298,14 @@ class Pair:
             out[0].raiseException()
         return out[0]
 
+    def pump(self):
+        """
+        Move every byte both ways (a few rounds: request, answer).
+        """
+        for _ in range(3):
+            for pump in self.pumps:
+                pump.flush()
+
     def bKeyspace(self):
         return self.b.registry.runtime(1).keyspace
 
@@ -469,6 +479,145 @@ def test_peerSessionsUseTheLocalKeyspaceAndOwnCounters():
     assert world.registry.authenticate(b"@peer:x", b"s3cret") is None
     plain = World()
     assert plain.registry.authenticate(b"@peer:1", b"s3cret") is None
+
+
+def test_forwardedItemsKeepTheirState():
+    """
+    A forwarded get, peek or touch brings the owner's item back whole: its
+    expiry (as time to live, so the nodes' clocks need not agree), its
+    last access and whether it was fetched; a peek does not bump it.
+    """
+    pair = Pair()
+    ks = pair.keyspace
+    key = pair.remote[0]
+    now = pair.clock.seconds()
+    pair.run(ks.store(StoreMode.SET, key, b"v", 3, now + 100, 0))
+    pair.clock.advance(10)
+    peeked = pair.run(ks.peek(key))
+    assert itemExptime(peeked) == int(now + 100)
+    assert not itemFetched(peeked)
+    assert pair.clock.seconds() - itemAtime(peeked) == 10
+    assert not itemFetched(pair.bKeyspace().peek(key))
+    got = pair.run(ks.get(key))
+    assert (itemValue(got), itemFlags(got), itemExptime(got)) == (b"v", 3, int(now + 100))
+    assert itemFetched(pair.run(ks.peek(key)))
+    touched = pair.run(ks.touch(key, pair.clock.seconds() + 500))
+    assert itemExptime(touched) == int(pair.clock.seconds() + 500)
+    assert itemExptime(pair.bKeyspace().peek(key)) == int(pair.clock.seconds() + 500)
+    # without expiry it reports none
+    pair.run(ks.store(StoreMode.SET, key, b"v", 0, 0, 0))
+    assert itemExptime(pair.run(ks.get(key))) == 0
+
+
+def test_metaThroughAForwardingNode():
+    """
+    C{mg <key> t}, C{me <key>} and C{mg <key> T<ttl> t} on the node that
+    forwards report the owner's expiry, not -1.
+    """
+    pair = Pair()
+    a = World(store=lambda clock: pair.store)
+    proto, transport = a.connect()
+    key = pair.remote[0].decode()
+    proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\n")
+    proto.dataReceived(f"ms {key} 1 T100\r\nx\r\n".encode())
+    pair.pump()
+    transport.clear()
+    proto.dataReceived(f"mg {key} t v\r\n".encode())
+    pair.pump()
+    assert transport.value() == b"VA 1 t100\r\nx\r\n"
+    transport.clear()
+    proto.dataReceived(f"me {key}\r\n".encode())
+    pair.pump()
+    assert transport.value().startswith(f"ME {key} exp=100 la=0 cas=".encode()), transport.value()
+    transport.clear()
+    proto.dataReceived(f"mg {key} T300 t\r\n".encode())
+    pair.pump()
+    assert transport.value() == b"HD t300\r\n"
+
+
+def test_peerOpcodesAreForPeersOnly():
+    """
+    A client's connection does not have the peer opcodes: 0x81, and the
+    connection goes on.
+    """
+    world = World()
+    proto, transport = world.connect()
+    proto.dataReceived(request(B.SASL_AUTH, b"PLAIN", value=b"\0rw\0secret"))
+    transport.clear()
+    proto.dataReceived(request(B.PEER_GET, b"k") + request(B.NOOP))
+    out = transport.value()
+    assert B.FRAME_HEADER.unpack_from(out)[5] == B.UNKNOWN_COMMAND
+    assert B.FRAME_HEADER.unpack_from(out, 24 + B.FRAME_HEADER.unpack_from(out)[6])[1] == B.NOOP
+
+
+def test_peerIntrospectionSketches():
+    """
+    A peer's heavy hitters and per-key counts come over the peer
+    connection (nothing from a peer without traffic of the cache); the
+    groups do not exist for a client.
+    """
+    from memcachier.analytics.introspection import GET, IntrospectionService
+
+    pair = Pair()
+    service = IntrospectionService(pair.clock)
+    pair.b.registry.introspection = service
+    assert pair.run(pair.keyspace.peerPopular()) == [("b:1", None)]
+    assert pair.run(pair.keyspace.peerKeyCounts()) == [("b:1", [])]
+    intro = service.introspector(pair.b.registry.runtime(1))
+    intro.setPrefixes([(7, "hot:")])
+    for _ in range(3):
+        intro.events.append((GET, b"hot:1", 1))
+    [(node, (start, sketches))] = pair.run(pair.keyspace.peerPopular())
+    assert node == "b:1" and start <= pair.clock.seconds()
+    assert sketches["hits"].get_estimate("hot:1") == 3
+    [(_, (_, watched))] = pair.run(pair.keyspace.peerPopular(7))
+    assert watched["hits"].get_estimate("hot:1") == 3
+    [(_, counts)] = pair.run(pair.keyspace.peerKeyCounts())
+    assert [c.get_estimate("hhot:1") for _, c in counts] == [3]
+    proto, transport = pair.b.connect()
+    proto.dataReceived(
+        b"set rw 0 0 6\r\nsecret\r\nstats cluster_popular\r\nstats cluster_popular 7\r\n"
+    )
+    assert transport.value() == b"STORED\r\nERROR\r\nERROR\r\n"
+
+
+def test_silentPeerIsLeftOutOfGatheredAnswers():
+    """
+    A peer that does not answer within the request timeout is left out of
+    stats, recent logs, popular items and key counts: the answer still
+    comes, with what the others said.
+    """
+    pair = Pair(timeout=1.0)
+    ks = pair.keyspace
+    asked = [ks.peerStats(), ks.peerRecentLogs(), ks.peerPopular(), ks.peerKeyCounts()]
+    answers = []
+    for d in asked:
+        d.addBoth(answers.append)
+    # nothing is pumped: B never answers
+    pair.clock.advance(1.0)
+    assert answers == [[], {}, [], []]
+    assert pair.membership.suspected == ["b:1"]
+
+
+def test_movedCacheIsEmptiedOnEveryNode():
+    """
+    A node that sees a cache move to another cluster empties what it
+    holds of it (its own share only: the other nodes do the same).
+    """
+    pair = Pair()
+    remote = pair.remote[0]
+    pair.run(pair.keyspace.store(StoreMode.SET, remote, b"b", 0, 0, 0))
+    runtime = pair.b.registry.runtime(1)
+    other = pair.b.registry.runtime(2)
+    other.keyspace.store(StoreMode.SET, b"x", b"y", 0, 0, 0)
+    pair.b.index.moveCache(1, "elsewhere")
+    assert runtime.keyspace.peek(remote) is None
+    assert runtime.cluster == "elsewhere"
+    assert itemValue(other.keyspace.peek(b"x")) == b"y"
+    # a plan change alone keeps the data
+    runtime.keyspace.store(StoreMode.SET, remote, b"c", 0, 0, 0)
+    pair.b.index.changed()
+    assert itemValue(runtime.keyspace.peek(remote)) == b"c"
 
 
 def test_wireExptime():
