@@ -33,7 +33,7 @@ from memcachier.control import schema
 
 #: PostgreSQL channel of membership changes
 NODES_CHANNEL = "memcachier_nodes"
-#: PostgreSQL channel of control-plane writes (see ControlPlane._bump)
+#: PostgreSQL channel of control-plane writes (see ControlPlane.announceChange)
 CONTROL_CHANNEL = "memcachier_control"
 #: PostgreSQL channel of watched prefix changes (see
 #: memcachier.analytics.repository.AnalyticsRepository.createPrefix)
