@@ -22,7 +22,7 @@ The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
     listen = "tcp:8080:interface=127.0.0.1"
     public_url = "http://127.0.0.1:8080"   # default: derived from listen
     backlog = 1024
-    max_connections = 0         # 0: min(256, a quarter of the descriptor limit)
+    max_connections = 0         # 0: min(1024, a quarter of the descriptor limit)
     header_timeout = "10s"
     body_timeout = "30s"
     idle_timeout = "60s"

@@ -19,9 +19,10 @@ import resource
 #: the latency probe, and the one a refused connection briefly holds
 RESERVED_DESCRIPTORS = 64
 
-#: the web ceiling when not configured: at most this, and at most a
+#: the web ceiling when not configured: at most this (memcached's default
+#: maxconns: 1,000 concurrent API requests are served, not refused), and at most a
 #: quarter of the descriptor limit
-DEFAULT_WEB_MAX_CONNECTIONS = 256
+DEFAULT_WEB_MAX_CONNECTIONS = 1024
 
 
 def descriptorLimit():

@@ -21,12 +21,13 @@ from tests.unit.helpers import World
 
 def test_ceilingsFitUnderTheDescriptorLimit():
     """
-    By default the web gets min(256, limit/4) and memcache what is left
+    By default the web gets min(1024, limit/4) and memcache what is left
     after the reserve; explicit values that do not fit are an error
     saying so.
     """
     assert connectionCeilings(0, 0, 1024) == (1024 - 64 - 256, 256)
     assert connectionCeilings(0, 0, 256) == (128, 64)
+    assert connectionCeilings(0, 0, 20000) == (20000 - 64 - 1024, 1024)
     assert connectionCeilings(100, 50, 1024) == (100, 50)
     with pytest.raises(ValueError, match="exceed the descriptor limit 1024"):
         connectionCeilings(2000, 0, 1024)
