@@ -27,15 +27,19 @@ import base64
 import time
 
 
-async def _oneClient(port, results, start):
+async def _oneClient(port, request, answer, results, start):
+    """
+    Connect, send C{request}, and note the time from C{start} if the first
+    line of the reply starts with C{answer}.
+    """
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", port), timeout=60
         )
-        writer.write(b"version\r\n")
+        writer.write(request)
         await writer.drain()
         line = await asyncio.wait_for(reader.readline(), timeout=60)
-        if line.startswith(b"VERSION "):
+        if line.startswith(answer):
             results.append(time.monotonic() - start)
         writer.close()
     except (OSError, asyncio.TimeoutError):
@@ -45,23 +49,10 @@ async def _oneClient(port, results, start):
 async def connectBurst(port, clients):
     results = []
     start = time.monotonic()
-    await asyncio.gather(*[_oneClient(port, results, start) for _ in range(clients)])
+    await asyncio.gather(
+        *[_oneClient(port, b"version\r\n", b"VERSION ", results, start) for _ in range(clients)]
+    )
     _report(f"{clients} clients", clients, results)
-
-
-async def _oneApiClient(port, request, results, start):
-    try:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port), timeout=60
-        )
-        writer.write(request)
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), timeout=60)
-        if line.startswith(b"HTTP/1.1 200"):
-            results.append(time.monotonic() - start)
-        writer.close()
-    except (OSError, asyncio.TimeoutError):
-        pass
 
 
 async def apiBurst(port, cache, username, password, requests):
@@ -73,7 +64,7 @@ async def apiBurst(port, cache, username, password, requests):
     results = []
     start = time.monotonic()
     await asyncio.gather(
-        *[_oneApiClient(port, request, results, start) for _ in range(requests)]
+        *[_oneClient(port, request, b"HTTP/1.1 200", results, start) for _ in range(requests)]
     )
     _report(f"{requests} API requests", requests, results)
 

@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 
-from memcachier.bench.fuzz import _bin, _freePort
+from memcachier.bench.process import executable, freePort, startNode
 from memcachier.cluster.ring import Ring
 
 SECRET = "bench-cluster-secret"
@@ -133,7 +133,7 @@ class Node:
                 "[memcache]\n"
                 f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
                 "[web]\n"
-                f'listen = "tcp:{_freePort()}:interface=127.0.0.1"\n'
+                f'listen = "tcp:{freePort()}:interface=127.0.0.1"\n'
                 f"[plans.{BENCH_PLAN}]\n"
                 'memory = "1GiB"\n'
                 "connections = 10000\n" + body
@@ -142,31 +142,13 @@ class Node:
 
     def admin(self, *args):
         out = subprocess.run(
-            [_bin("memcachier-admin"), f"--config={self.config}", *args, "--json"],
+            [executable("memcachier-admin"), f"--config={self.config}", *args, "--json"],
             cwd=self.directory, capture_output=True, text=True, check=True, timeout=120,
         ).stdout
         return json.loads(out)
 
     def start(self):
-        with open(self.logPath, "wb") as log:
-            self.process = subprocess.Popen(
-                [_bin("twistd"), "-n", "--pidfile=", "--logfile=-", "memcachier",
-                 f"--config={self.config}"],
-                cwd=self.directory, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"node exited with {self.process.returncode}: {self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"version\r\n")
-                    if s.recv(100).startswith(b"VERSION"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"node on {self.port} did not answer: {self.log()}")
+        self.process = startNode(self.config, self.directory, self.logPath, self.port)
 
     def liveServers(self):
         """
@@ -316,7 +298,7 @@ def main(argv=None, out=sys.stdout):
     try:
         mcload = findMcload(options.mcload, directory)
         cluster = f"bench{os.getpid()}"
-        ports = [_freePort() for _ in range(3)]
+        ports = [freePort() for _ in range(3)]
         names = [f"127.0.0.1:{port}" for port in ports]
         for i, port in enumerate(ports):
             nodes.append(Node.write(
@@ -334,7 +316,7 @@ def main(argv=None, out=sys.stdout):
                 f'default_plan = "{BENCH_PLAN}"\n',
             ))
         alone = Node.write(
-            os.path.join(directory, "alone"), _freePort(),
+            os.path.join(directory, "alone"), freePort(),
             "[database]\n"
             f'url = "sqlite:///{directory}/alone/memcachier.sqlite"\n'
             "[caches]\n"

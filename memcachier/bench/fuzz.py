@@ -35,6 +35,8 @@ import sys
 import tempfile
 import time
 
+from memcachier.bench.process import executable, freePort, startNode
+
 #: a binary request or response header (memcached's protocol_binary.h)
 HEADER = struct.Struct(">BBHBBHIIQ")
 
@@ -320,16 +322,6 @@ CAMPAIGNS = ("ascii", "binary", "ascii-auth", "sasl")
 BATCHES = {"ascii": 100, "binary": 4, "ascii-auth": 10, "sasl": 3}
 
 
-def _freePort():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _bin(name):
-    return os.path.join(os.path.dirname(sys.executable), name)
-
-
 def rss(pid):
     """
     C{VmRSS} of process C{pid} in bytes.
@@ -350,8 +342,8 @@ class Server:
     def __init__(self, directory, extraMemcache="", plan=None):
         self.directory = directory
         self.plan = plan
-        self.port = _freePort()
-        self.webPort = _freePort()
+        self.port = freePort()
+        self.webPort = freePort()
         self.config = os.path.join(directory, "memcachier.toml")
         with open(self.config, "w") as f:
             f.write(
@@ -368,7 +360,7 @@ class Server:
 
     def admin(self, *args):
         out = subprocess.run(
-            [_bin("memcachier-admin"), f"--config={self.config}", *args, "--json"],
+            [executable("memcachier-admin"), f"--config={self.config}", *args, "--json"],
             cwd=self.directory, capture_output=True, text=True, check=True, timeout=120,
         ).stdout
         created = json.loads(out)
@@ -379,24 +371,7 @@ class Server:
         create = ("cache", "create") + (("--plan", self.plan) if self.plan else ())
         self.fuzzed = self.admin(*create)
         self.bystander = self.admin(*create)
-        with open(self.logPath, "wb") as log:
-            self.process = subprocess.Popen(
-                [_bin("twistd"), "-n", "--pidfile=", "--logfile=-", "memcachier",
-                 f"--config={self.config}"],
-                cwd=self.directory, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"version\r\n")
-                    if s.recv(100).startswith(b"VERSION"):
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not answer")
+        self.process = startNode(self.config, self.directory, self.logPath, self.port)
 
     def alive(self):
         return self.process.poll() is None
