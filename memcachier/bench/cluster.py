@@ -44,14 +44,13 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from memcachier.bench.process import executable, freePort, startNode
+from memcachier.bench.process import TwistdNode, freePort
 from memcachier.cluster.ring import Ring
 
 SECRET = "bench-cluster-secret"
@@ -112,17 +111,10 @@ def findMcload(path, directory):
     return built
 
 
-class Node:
+class Node(TwistdNode):
     """
     One C{twistd -n memcachier} in its own directory.
     """
-
-    def __init__(self, directory, config, port):
-        self.directory = directory
-        self.config = config
-        self.port = port
-        self.logPath = os.path.join(directory, "twistd.log")
-        self.process = None
 
     @classmethod
     def write(cls, directory, port, body):
@@ -140,16 +132,6 @@ class Node:
             )
         return cls(directory, config, port)
 
-    def admin(self, *args):
-        out = subprocess.run(
-            [executable("memcachier-admin"), f"--config={self.config}", *args, "--json"],
-            cwd=self.directory, capture_output=True, text=True, check=True, timeout=120,
-        ).stdout
-        return json.loads(out)
-
-    def start(self):
-        self.process = startNode(self.config, self.directory, self.logPath, self.port)
-
     def liveServers(self):
         """
         What C{config get cluster} lists.
@@ -165,18 +147,6 @@ class Node:
         lines = data.split(b"\n")
         return lines[2].split() if len(lines) > 3 else []
 
-    def log(self):
-        with open(self.logPath, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def _credential(created):

@@ -22,7 +22,6 @@ Hypothesis on every run.
 """
 
 import argparse
-import json
 import os
 import random
 import re
@@ -30,12 +29,11 @@ import shutil
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
 
-from memcachier.bench.process import executable, freePort, startNode
+from memcachier.bench.process import TwistdNode, freePort
 
 #: a binary request or response header (memcached's protocol_binary.h)
 HEADER = struct.Struct(">BBHBBHIIQ")
@@ -333,18 +331,16 @@ def rss(pid):
     return 0
 
 
-class Server:
+class Server(TwistdNode):
     """
     A C{twistd -n memcachier} in a temporary directory with two caches
     (also used by L{memcachier.bench.soak}).
     """
 
     def __init__(self, directory, extraMemcache="", plan=None):
-        self.directory = directory
+        TwistdNode.__init__(self, directory, os.path.join(directory, "memcachier.toml"), freePort())
         self.plan = plan
-        self.port = freePort()
         self.webPort = freePort()
-        self.config = os.path.join(directory, "memcachier.toml")
         with open(self.config, "w") as f:
             f.write(
                 "[memcache]\n"
@@ -355,39 +351,20 @@ class Server:
                 "[database]\n"
                 f'url = "sqlite:///{directory}/memcachier.sqlite"\n'
             )
-        self.logPath = os.path.join(directory, "twistd.log")
-        self.process = None
 
-    def admin(self, *args):
-        out = subprocess.run(
-            [executable("memcachier-admin"), f"--config={self.config}", *args, "--json"],
-            cwd=self.directory, capture_output=True, text=True, check=True, timeout=120,
-        ).stdout
-        created = json.loads(out)
+    def createCache(self):
+        """
+        A new cache's (username, password), as bytes.
+        """
+        create = ("cache", "create") + (("--plan", self.plan) if self.plan else ())
+        created = self.admin(*create)
         credential = (created.get("credentials") or [created.get("credential") or created])[0]
         return credential["username"].encode(), credential["password"].encode()
 
     def start(self):
-        create = ("cache", "create") + (("--plan", self.plan) if self.plan else ())
-        self.fuzzed = self.admin(*create)
-        self.bystander = self.admin(*create)
-        self.process = startNode(self.config, self.directory, self.logPath, self.port)
-
-    def alive(self):
-        return self.process.poll() is None
-
-    def log(self):
-        with open(self.logPath, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.fuzzed = self.createCache()
+        self.bystander = self.createCache()
+        TwistdNode.start(self)
 
 
 def _recvAll(sock, timeout):

@@ -4,7 +4,9 @@ C{twistd -n memcachier} process on a configuration file, started and
 waited for until it answers C{version}.
 """
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,3 +64,50 @@ def startNode(config, directory, logPath, port, timeout=60):
 def _read(path):
     with open(path, "rb") as f:
         return f.read().decode("utf-8", "replace")
+
+
+class TwistdNode:
+    """
+    One C{twistd -n memcachier} on the configuration file C{config}, run
+    in C{directory} and logging to C{twistd.log} there.
+    """
+
+    def __init__(self, directory, config, port):
+        self.directory = directory
+        self.config = config
+        self.port = port
+        self.logPath = os.path.join(directory, "twistd.log")
+        self.process = None
+
+    def admin(self, *args):
+        """
+        Run C{memcachier-admin ARGS --json} on this node's configuration.
+
+        @return: what it printed, parsed.
+        """
+        out = subprocess.run(
+            [executable("memcachier-admin"), f"--config={self.config}", *args, "--json"],
+            cwd=self.directory, capture_output=True, text=True, check=True, timeout=120,
+        ).stdout
+        return json.loads(out)
+
+    def start(self):
+        self.process = startNode(self.config, self.directory, self.logPath, self.port)
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def log(self):
+        return _read(self.logPath)
+
+    def stop(self):
+        """
+        SIGTERM (the graceful stop), then SIGKILL after 30 s.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
