@@ -44,21 +44,40 @@ def startNode(config, directory, logPath, port, timeout=60):
              f"--config={config}"],
             cwd=directory, stdout=log, stderr=subprocess.STDOUT,
         )
+    try:
+        waitForMemcache(port, process, timeout)
+    except RuntimeError as e:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise RuntimeError(f"{e}: {_read(logPath)}") from None
+    return process
+
+
+def waitForMemcache(port, process, timeout=30.0):
+    """
+    Wait until the memcache port on 127.0.0.1 I{answers} (C{version}).
+
+    Accepting a TCP connection is not enough: the server binds at once but
+    accepts only once its control index is loaded, so an early client
+    sits in the listen backlog, and one with a short timeout (pylibmc's
+    SASL exchange) fails.
+
+    @raise RuntimeError: the process exited, or C{timeout} passed.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"node exited with {process.returncode}: {_read(logPath)}")
+            raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
                 s.sendall(b"version\r\n")
-                if s.recv(100).startswith(b"VERSION"):
-                    return process
+                if s.recv(100).startswith(b"VERSION "):
+                    return
         except OSError:
             pass
-        time.sleep(0.1)
-    process.kill()
-    process.wait()
-    raise RuntimeError(f"node on {port} did not answer: {_read(logPath)}")
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} not answering after {timeout}s")
 
 
 def _read(path):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from memcachier.bench.process import waitForMemcache
 from tests.conftest import makeSelfSignedCertificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,32 +79,6 @@ def waitForPort(port, process, timeout=30.0):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"port {port} not accepting after {timeout}s")
-
-
-def waitForMemcache(port, process, timeout=30.0):
-    """
-    Wait until the memcache port on 127.0.0.1 I{answers} (C{version}).
-
-    Accepting a TCP connection is not enough: the server binds at once but
-    accepts only once its control index is loaded, so an early client
-    sits in the listen backlog, and one with a short timeout (pylibmc's
-    SASL exchange) fails.
-
-    @raise RuntimeError: the process exited, or C{timeout} passed.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"version\r\n")
-                if s.recv(100).startswith(b"VERSION "):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"port {port} not answering after {timeout}s")
 
 
 class MemcachierServer:

@@ -7,14 +7,12 @@ installs it), because glibc's allocator grows under values of mixed sizes
 
 import os
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import freePort
+from tests.integration.conftest import freePort, waitForMemcache
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,19 +27,12 @@ def _start(tmp_path, env):
         cwd=tmp_path, env={**os.environ, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"scripts/run exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"version\r\n")
-                if s.recv(100).startswith(b"VERSION "):
-                    return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    pytest.fail("scripts/run did not answer memcache within 120 s")
+    try:
+        waitForMemcache(port, process, timeout=120)
+    except RuntimeError as e:
+        process.kill()
+        pytest.fail(f"scripts/run did not answer memcache: {e}")
+    return process
 
 
 def _stop(process):
