@@ -94,7 +94,7 @@ class Admin:
     """
     The commands, each writing to C{out}.
 
-    @ivar settings: the L{memcachier.config.Settings}.
+    @ivar settings: the L{memcachier.node.settings.Settings}.
     @ivar out: a text stream.
     """
 
@@ -412,7 +412,7 @@ class Admin:
     # -- heroku
 
     def heroku_manifest(self, args):
-        from memcachier.web.heroku import manifest
+        from memcachier.heroku.api import manifest
 
         if not self.settings.web_public_url.startswith("https://"):
             raise AdminError("[web] public_url must be https: Heroku calls only https base URLs")
@@ -683,7 +683,7 @@ def main(argv=None, stdout=None, stderr=None, stdin=None):
         stderr.write(f"memcachier-admin: error: {message}\n")
         return 1
 
-    from memcachier.config import ConfigError, loadSettings
+    from memcachier.node.settings import ConfigError, loadSettings
 
     try:
         settings = loadSettings(args.config, {"database": args.database})

@@ -333,7 +333,7 @@ def deliverersFor(settings, reactor, http=None, connectSMTP=None):
     The C{makeDeliverer(config)} of L{AlertService}: an L{IAlertDeliverer}
     for a delivery config L{dict}.
 
-    @param settings: L{memcachier.config.Settings} (C{[alerts.smtp]}).
+    @param settings: L{memcachier.node.settings.Settings} (C{[alerts.smtp]}).
     @param http: a treq L{HTTPClient} (one over an L{Agent} on C{reactor},
         which verifies certificates, by default).
     @param connectSMTP: C{connect(host, port, factory)} (TCP by default).

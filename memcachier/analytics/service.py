@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from memcachier.analytics import series
 from memcachier.analytics.introspection import POPULAR_LIMIT, keyStatsRows, mergePopular
 from memcachier.commands import itemValueLength
-from memcachier.limits import Bursts
+from memcachier.tx.ceiling import Bursts
 from memcachier.analytics.series import QueryError
 
 

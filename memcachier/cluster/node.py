@@ -1,5 +1,5 @@
 """
-Wiring a node into its cluster (called by L{memcachier.tap.buildService}
+Wiring a node into its cluster (called by L{memcachier.node.tap.buildService}
 when C{[cluster] secret} is set).
 """
 

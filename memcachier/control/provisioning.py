@@ -477,7 +477,7 @@ def clusterForPlan(settings, plan):
     of the plan's kind, else the first of that kind by name; the default
     cluster when none is of that kind (one node serving everything).
 
-    @type settings: L{memcachier.config.Settings}
+    @type settings: L{memcachier.node.settings.Settings}
     @type plan: L{memcachier.control.model.Plan}
     @rtype: L{str}
     """
@@ -508,7 +508,7 @@ class Provisioner:
         @param index: the L{memcachier.control.index.ControlIndex}.
         @param registry: the L{memcachier.runtime.CacheRegistry} (to empty
             a cache whose data does not follow it).
-        @param settings: the L{memcachier.config.Settings}.
+        @param settings: the L{memcachier.node.settings.Settings}.
         """
         self.controlPlane = controlPlane
         self.index = index

@@ -8,7 +8,7 @@ the sniffing protocol rebinds its own C{dataReceived} to the codec's, so
 later reads cost no extra call.
 
 The factory counts open connections over every memcache listener and
-refuses any past its ceiling (L{memcachier.limits}) the way memcached does
+refuses any past its ceiling (L{memcachier.tx.ceiling}) the way memcached does
 past C{-c}: C{ERROR Too many open connections} and a close, with one log
 line per burst.
 """
@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from memcachier.limits import Bursts
+from memcachier.tx.ceiling import Bursts
 from memcachier.protocols.ascii import AsciiProtocol
 from memcachier.protocols.binary import BinaryProtocol
 from memcachier.protocols.session import Session
@@ -139,7 +139,7 @@ class MemcacheFactory(Factory):
         Close every connection once what it was sent is answered: an idle
         one at once (after its queued output), one in the middle of a
         request once that request has arrived and been answered (see
-        L{memcachier.shutdown}).
+        L{memcachier.node.shutdown}).
 
         @return: a L{Deferred} firing when none is open.
         """

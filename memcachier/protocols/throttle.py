@@ -25,7 +25,7 @@ from collections import OrderedDict
 
 from twisted.logger import Logger
 
-from memcachier.limits import Bursts
+from memcachier.tx.ceiling import Bursts
 
 
 #: longest username a log line repeats (it is attacker-controlled)

@@ -112,7 +112,7 @@ class AnalyticsAPI:
         @param controlPlane: an L{memcachier.control.repository.AsyncControlPlane}.
         @param index: the L{memcachier.control.index.ControlIndex}.
         @param registry: the node's L{memcachier.runtime.CacheRegistry}.
-        @param settings: L{memcachier.config.Settings} (clusters, node name).
+        @param settings: L{memcachier.node.settings.Settings} (clusters, node name).
         @param reactor: the clock (C{seconds()}) for C{stats}' C{time}.
         @param groups: more route groups (see the module docstring).
         """

@@ -174,7 +174,7 @@ class NodeCounters:
     @ivar site: the L{memcachier.web.site.APISite}.
     @ivar memcache: the L{memcachier.protocols.sniff.MemcacheFactory}.
     @ivar throttle: the L{memcachier.protocols.throttle.AuthThrottle}.
-    @ivar reloader: the L{memcachier.shutdown.CertificateReloader}.
+    @ivar reloader: the L{memcachier.node.shutdown.CertificateReloader}.
     """
 
     def __init__(self, site=None, memcache=None, throttle=None, reloader=None):
@@ -321,7 +321,7 @@ class MetricsResource(Resource):
         """
         @param index: the control index (C{caches}, C{planOf}).
         @param registry: the L{memcachier.runtime.CacheRegistry}.
-        @param settings: L{memcachier.config.Settings} (C{metrics_access},
+        @param settings: L{memcachier.node.settings.Settings} (C{metrics_access},
             C{metrics_token}).
         @param clock: the reactor, for uptimes.
         @param inThread: C{inThread(f, *args)} runs C{f} off the reactor

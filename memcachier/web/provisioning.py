@@ -21,7 +21,7 @@ from memcachier.web.common import (
     requireNoBody,
     route,
 )
-from memcachier.web.heroku import readObject
+from memcachier.heroku.api import readObject
 from memcachier.web.openapi import _ref
 
 _CHALLENGE = {b"WWW-Authenticate": b'Bearer realm="memcachier-provisioning"'}
@@ -279,13 +279,13 @@ def makeProvisioning(
     @return: a 3-tuple: route groups (for C{makeSite(groups=...)}), mounts
         (for C{makeSite(mounts=...)}) and services to start (a list).
     """
-    from memcachier.control.herokusync import HerokuPlatform, HerokuSync
+    from memcachier.heroku.sync import HerokuPlatform, HerokuSync
     from memcachier.control.provisioning import (
         AsyncProvisioningRecords,
         Provisioner,
         ProvisioningRecords,
     )
-    from memcachier.web.heroku import HerokuAPI
+    from memcachier.heroku.api import HerokuAPI
     from memcachier.web.metrics import MetricsResource
 
     records = AsyncProvisioningRecords(

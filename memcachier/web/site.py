@@ -22,7 +22,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web import http, resource, server
 
-from memcachier.limits import Bursts
+from memcachier.tx.ceiling import Bursts
 
 from memcachier.web.common import MAX_BODY
 
@@ -342,7 +342,7 @@ class APISite(server.Site):
     def drain(self):
         """
         Let every request under way finish, closing each connection after
-        it (see L{memcachier.shutdown}).
+        it (see L{memcachier.node.shutdown}).
 
         @return: a L{Deferred} firing when no connection is open.
         """
@@ -400,7 +400,7 @@ def makeSite(
     @param controlPlane: the L{memcachier.control.repository.AsyncControlPlane}.
     @param index: the L{memcachier.control.index.ControlIndex}.
     @param registry: the L{memcachier.runtime.CacheRegistry}.
-    @param settings: the L{memcachier.config.Settings}.
+    @param settings: the L{memcachier.node.settings.Settings}.
     @param reactor: the reactor (clock and the site's time source).
     @param groups: more route groups for L{AnalyticsAPI}.
     @param maxConnections: the site's connection ceiling, or L{None}.

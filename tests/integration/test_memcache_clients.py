@@ -25,7 +25,7 @@ from tests.integration.conftest import pylibmcClient as libmc
 
 MiB = 1024 * 1024
 
-#: the tests' servers: no web port yet (memcachier.tap does not wire one)
+#: the tests' servers: no web port yet (memcachier.node.tap does not wire one)
 SERVER = pytest.mark.memcachier(web=False)
 
 TINY_PLAN = """

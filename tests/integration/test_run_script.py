@@ -100,7 +100,7 @@ def test_noWarningWithJemalloc(memcachier_server_factory, monkeypatch):
     """
     With jemalloc preloaded (as the warning says) there is no warning.
     """
-    from memcachier.allocator import JEMALLOC_PATH
+    from memcachier.node.allocator import JEMALLOC_PATH
 
     if not Path(JEMALLOC_PATH).exists():
         pytest.fail("libjemalloc2 is not installed: scripts/test installs it")

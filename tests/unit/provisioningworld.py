@@ -13,7 +13,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import maybeDeferred
 from twisted.web.resource import Resource
 
-from memcachier.config import Settings
+from memcachier.node.settings import Settings
 from memcachier.control import schema
 from memcachier.control.index import ControlIndex
 from memcachier.control.migrations import upgrade

@@ -5,7 +5,7 @@ and defaults, durations, and every mistake reported at once.
 
 import pytest
 
-from memcachier.config import ConfigError, parseDuration, parseSettings, publicUrlOf
+from memcachier.node.settings import ConfigError, parseDuration, parseSettings, publicUrlOf
 
 
 def test_defaults():

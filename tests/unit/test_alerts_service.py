@@ -261,7 +261,7 @@ def test_latencyFromTheAnalyticsStore():
     L{alertservice.latencyFrom}: the highest of the servers' latest mean
     round trips, in milliseconds; L{None} without probes.
     """
-    from memcachier.config import Settings
+    from memcachier.node.settings import Settings
 
     class Index:
         def cache(self, cacheId):

@@ -8,8 +8,8 @@ import re
 import pytest
 
 from memcachier.alerts.repository import AlertRepository, AsyncAlerts
-from memcachier.config import Settings
-from memcachier.tap import alertRouteGroups
+from memcachier.node.settings import Settings
+from memcachier.node.tap import alertRouteGroups
 from memcachier.web.api import AnalyticsAPI
 from tests.unit.test_api import SynchronousThreadPool, World, assertError
 

@@ -1,11 +1,11 @@
 """
-Tests for L{memcachier.allocator}: the one warning at start when the
+Tests for L{memcachier.node.allocator}: the one warning at start when the
 process does not run on jemalloc.
 """
 
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from memcachier.allocator import allocatorWarning, jemallocMapped, warnUnlessJemalloc
+from memcachier.node.allocator import allocatorWarning, jemallocMapped, warnUnlessJemalloc
 
 GLIBC_MAPS = (
     "55d0c0000000-55d0c0001000 r--p 00000000 08:01 1 /usr/bin/python3.11\n"

@@ -15,7 +15,7 @@ from memcachier.analytics import series
 from memcachier.analytics.repository import AnalyticsRepository
 from memcachier.analytics.series import DAY, HOUR, MINUTE, QueryError
 from memcachier.analytics.service import Analytics, LatencyProbe, Sampler, _VersionProbe
-from memcachier.config import Settings
+from memcachier.node.settings import Settings
 from memcachier.control.migrations import upgrade
 from memcachier.control.model import DEFAULT_PLANS
 from memcachier.control.repository import ControlPlane

@@ -11,8 +11,8 @@ from treq.testing import StubTreq
 
 from memcachier.analytics import series
 from memcachier.analytics.service import makeAnalytics
-from memcachier.config import Settings
-from memcachier.tap import analyticsRouteGroups
+from memcachier.node.settings import Settings
+from memcachier.node.tap import analyticsRouteGroups
 from memcachier.web.api import AnalyticsAPI
 from tests.unit.test_api import SynchronousThreadPool, World, assertError, result
 

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from treq.testing import StubTreq
 
 from memcachier.commands import StoreMode
-from memcachier.config import ConfigError, Settings, parseSettings
+from memcachier.node.settings import ConfigError, Settings, parseSettings
 from memcachier.control import schema
 from memcachier.control.index import ControlIndex
 from memcachier.control.migrations import upgrade

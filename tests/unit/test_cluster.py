@@ -33,7 +33,7 @@ from memcachier.commands import (
     StoreMode,
     StoreResult,
 )
-from memcachier.config import ConfigError, parseSettings
+from memcachier.node.settings import ConfigError, parseSettings
 from memcachier.interfaces import IKeyspace, IStore
 from memcachier.protocols import binary as B
 from memcachier.stores.memory import MemoryStore

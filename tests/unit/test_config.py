@@ -1,11 +1,11 @@
 """
-Tests for L{memcachier.config}.
+Tests for L{memcachier.node.settings}.
 """
 
 import pytest
 from twisted.internet.ssl import TLSVersion
 
-from memcachier.config import ConfigError, Settings, loadSettings, parseSettings, parseSize
+from memcachier.node.settings import ConfigError, Settings, loadSettings, parseSettings, parseSize
 from memcachier.control.model import DEFAULT_PLANS, MiB, Plan
 
 
@@ -353,7 +353,7 @@ def test_dashboardSettings():
     settings = parseSettings("")
     assert settings.web_public_url == "http://127.0.0.1:8080"
     assert (settings.heroku_sso_salt, settings.operator_password_hash) == ("", "")
-    from memcachier.config import publicUrlOf
+    from memcachier.node.settings import publicUrlOf
 
     assert publicUrlOf("ssl:8443:privateKey=k.pem:certKey=c.pem:interface=10.0.0.1") == (
         "https://10.0.0.1:8443")

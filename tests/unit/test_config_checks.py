@@ -6,7 +6,7 @@ the hardening keys (backlogs, ceilings, timeouts, auth budget).
 
 import pytest
 
-from memcachier.config import ConfigError, Settings, parseDuration, parseSettings
+from memcachier.node.settings import ConfigError, Settings, parseDuration, parseSettings
 
 
 def errors(text):
@@ -116,8 +116,8 @@ def test_ceilingsMustFitTheDescriptorLimit(tmp_path):
     """
     from twisted.python import usage
 
-    from memcachier.limits import descriptorLimit
-    from memcachier.tap import Options
+    from memcachier.tx.ceiling import descriptorLimit
+    from memcachier.node.tap import Options
 
     path = tmp_path / "m.toml"
     path.write_text(f"[memcache]\nmax_connections = {descriptorLimit()}\n")
@@ -132,7 +132,7 @@ def test_exampleConfigIsTheDefaults():
     """
     from pathlib import Path
 
-    from memcachier.config import loadSettings
+    from memcachier.node.settings import loadSettings
 
     example = Path(__file__).resolve().parents[2] / "memcachier.example.toml"
     assert loadSettings(str(example)) == Settings()

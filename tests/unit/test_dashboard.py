@@ -14,7 +14,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 from treq.testing import StubTreq
 
-from memcachier.config import Settings
+from memcachier.node.settings import Settings
 from memcachier.web.site import makeSite
 from memcachier.web.sso import (
     AsyncSessionStore,

@@ -138,4 +138,4 @@ def test_twistdPlugin():
     twistd finds the C{memcachier} service maker.
     """
     makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
-    assert makers["memcachier"].module == "memcachier.tap"
+    assert makers["memcachier"].module == "memcachier.node.tap"

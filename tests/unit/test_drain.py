@@ -96,7 +96,7 @@ def test_binaryPartialFrameFinishes(world):
 def test_unansweredPartialIsLeftToTheDeadline(world):
     """
     A client that never sends the rest keeps its connection open: the
-    node's deadline aborts it (L{memcachier.shutdown.NodeService}).
+    node's deadline aborts it (L{memcachier.node.shutdown.NodeService}).
     """
     proto, transport = _login(world)
     proto.dataReceived(b"set k 0 0 100\r\nabc")

@@ -1,6 +1,6 @@
 """
-Tests for L{memcachier.web.heroku} (the partner API v3 routes) and
-L{memcachier.control.herokusync} (grant exchange, token refresh, config
+Tests for L{memcachier.heroku.api} (the partner API v3 routes) and
+L{memcachier.heroku.sync} (grant exchange, token refresh, config
 var pushes with backoff on the clock), through L{StubTreq} both ways.
 """
 
@@ -11,8 +11,8 @@ from twisted.application.service import IService
 from zope.interface.verify import verifyObject
 
 from memcachier.commands import StoreMode, itemValue
-from memcachier.control.herokusync import parseExpiry
-from memcachier.web.heroku import manifest
+from memcachier.heroku.sync import parseExpiry
+from memcachier.heroku.api import manifest
 from tests.unit.provisioningworld import HEROKU_AUTH, ProvisioningWorld
 
 CONFIG_VARS = {"MEMCACHIER_SERVERS", "MEMCACHIER_USERNAME", "MEMCACHIER_PASSWORD"}

@@ -1,7 +1,7 @@
 """
-Tests for the connection ceilings (L{memcachier.limits}, the memcache
+Tests for the connection ceilings (L{memcachier.tx.ceiling}, the memcache
 factory, the web site), the web site's deadlines and refusals, and the
-graceful stop and certificate reload of L{memcachier.shutdown}.
+graceful stop and certificate reload of L{memcachier.node.shutdown}.
 """
 
 import pytest
@@ -11,10 +11,10 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import capturedLogs
 from twisted.web.resource import Resource
 
-from memcachier.limits import Bursts, connectionCeilings
+from memcachier.tx.ceiling import Bursts, connectionCeilings
 from memcachier.protocols.sniff import MemcacheFactory
-from memcachier.shutdown import CertificateReloader, NodeService
-from memcachier.tls import ReloadingContextFactory
+from memcachier.node.shutdown import CertificateReloader, NodeService
+from memcachier.node.tls import ReloadingContextFactory
 from memcachier.web.site import APISite
 from tests.unit.helpers import World
 

@@ -154,8 +154,8 @@ def test_nodeCounters(tmp_path):
 
     from memcachier.protocols.sniff import MemcacheFactory
     from memcachier.protocols.throttle import AuthThrottle
-    from memcachier.shutdown import CertificateReloader
-    from memcachier.tls import ReloadingContextFactory
+    from memcachier.node.shutdown import CertificateReloader
+    from memcachier.node.tls import ReloadingContextFactory
     from memcachier.web.metrics import NodeCounters
     from tests.conftest import makeSelfSignedCertificate
 

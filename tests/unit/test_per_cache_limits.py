@@ -10,7 +10,7 @@ import pytest
 from memcachier.alerts.repository import AlertRepository
 from memcachier.analytics.introspection import PrefixIndex
 from memcachier.analytics.repository import AnalyticsRepository
-from memcachier.config import ConfigError, Settings, parseSettings
+from memcachier.node.settings import ConfigError, Settings, parseSettings
 from memcachier.control.repository import LimitReached
 
 from tests.unit.helpers import World as CodecWorld

@@ -1,5 +1,5 @@
 """
-The streamlined epoll loop (L{memcachier.polling}): the same dispatch as
+The streamlined epoll loop (L{memcachier.node.fastpaths}): the same dispatch as
 Twisted's, without the per-event log context, and what escapes a
 selectable is logged while the others are still served.
 """
@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from memcachier.polling import streamlinePolling
+from memcachier.node.fastpaths import streamlinePolling
 
 
 class PipeReader:

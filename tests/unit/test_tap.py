@@ -1,5 +1,5 @@
 """
-Tests for L{memcachier.tap}: twistd options, listeners and first start.
+Tests for L{memcachier.node.tap}: twistd options, listeners and first start.
 """
 
 import pytest
@@ -12,8 +12,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.python import usage
 
-from memcachier.config import Settings
-from memcachier.tap import (
+from memcachier.node.settings import Settings
+from memcachier.node.tap import (
     ListenerService,
     Options,
     bootstrap,
@@ -256,7 +256,7 @@ def test_buildService(tmp_path):
     returns services ending with the memcache listeners; C{/metrics} gets
     the node's counters.
     """
-    from memcachier.tap import buildService
+    from memcachier.node.tap import buildService
 
     settings = Settings(database=f"sqlite:///{tmp_path}/m.sqlite")
     reactor = MemoryReactorClock()

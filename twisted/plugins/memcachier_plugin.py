@@ -9,7 +9,7 @@ from twisted.application.service import ServiceMaker
 
 Memcachier = ServiceMaker(
     "memcachier",
-    "memcachier.tap",
+    "memcachier.node.tap",
     "A multi-tenant memcache service (SASL/ASCII auth, plans, analytics API).",
     "memcachier",
 )

@@ -101,7 +101,7 @@ class Dashboard:
         @param sessions: an L{memcachier.web.sso.AsyncSessionStore}.
         @param resolver: the L{memcachier.web.dashboard.resource.SessionResolver}.
         @param index: the control index.
-        @param settings: L{memcachier.config.Settings}.
+        @param settings: L{memcachier.node.settings.Settings}.
         @param clock: provides C{seconds()}.
         """
         self.sessions = sessions

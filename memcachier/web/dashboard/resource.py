@@ -24,7 +24,7 @@ class SessionResolver:
         """
         @param sessions: an L{memcachier.web.sso.AsyncSessionStore}.
         @param index: the control index (C{cache(id)}).
-        @param settings: L{memcachier.config.Settings} (the operator hash).
+        @param settings: L{memcachier.node.settings.Settings} (the operator hash).
         """
         self.sessions = sessions
         self.index = index

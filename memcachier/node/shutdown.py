@@ -24,7 +24,7 @@ class NodeService(MultiService):
     """
     The node's top service: stops in order (see the module).
 
-    @ivar listeners: the L{memcachier.tap.ListenerService}s, stopped
+    @ivar listeners: the L{memcachier.node.tap.ListenerService}s, stopped
         first.
     @ivar drainables: what holds connections: objects with C{drain()}
         (close idle connections, let busy ones finish; a L{Deferred} that
@@ -109,7 +109,7 @@ def installGracefulStop(reactor):
 class CertificateReloader(Service):
     """
     Reloads every C{ssl:} listener's certificate, key and CA files on
-    C{SIGHUP} (L{memcachier.tls.ReloadingContextFactory}); open
+    C{SIGHUP} (L{memcachier.node.tls.ReloadingContextFactory}); open
     connections are untouched.
 
     @ivar contextFactories: the listeners' context factories.

@@ -13,9 +13,9 @@ from twisted.python.failure import Failure
 from twisted.logger import Logger
 from twisted.python import usage
 
-from memcachier.config import ConfigError, _endpointArgs, loadSettings
-from memcachier.limits import connectionCeilings, descriptorLimit
-from memcachier.tls import ReloadingContextFactory, tlsOptions  # noqa: F401 (tlsOptions: API)
+from memcachier.node.settings import ConfigError, _endpointArgs, loadSettings
+from memcachier.tx.ceiling import connectionCeilings, descriptorLimit
+from memcachier.node.tls import ReloadingContextFactory, tlsOptions  # noqa: F401 (tlsOptions: API)
 
 _log = Logger()
 
@@ -24,7 +24,7 @@ class Options(usage.Options):
     """
     Command line of C{twistd memcachier}.
 
-    @ivar settings: the loaded L{memcachier.config.Settings}, after
+    @ivar settings: the loaded L{memcachier.node.settings.Settings}, after
         C{parseOptions}.
     """
 
@@ -198,7 +198,7 @@ def serverEndpoint(description, reactor, tlsMinimum, backlog=DEFAULT_BACKLOG):
     The endpoint of a listener description.
 
     C{ssl:} descriptions get an L{SSL4ServerEndpoint} whose TLS settings
-    come from a L{ReloadingContextFactory} (see L{memcachier.tls}); every
+    come from a L{ReloadingContextFactory} (see L{memcachier.node.tls}); every
     other description goes through L{serverFromString}.  Either way the
     listen backlog is C{backlog} unless the description sets one.
 
@@ -318,7 +318,7 @@ def buildService(settings, reactor):
     Blocking before the reactor runs: migrates the database and, on the
     first start, creates a cache (L{bootstrap}).
 
-    @type settings: L{memcachier.config.Settings}
+    @type settings: L{memcachier.node.settings.Settings}
     @param reactor: the reactor every component gets as its clock.
     @rtype: L{MultiService}
     """
@@ -336,7 +336,7 @@ def buildService(settings, reactor):
     from memcachier.runtime import CacheRegistry
     from memcachier.stores.discovery import makeStore
 
-    from memcachier.shutdown import CertificateReloader, NodeService
+    from memcachier.node.shutdown import CertificateReloader, NodeService
 
     top = NodeService(reactor, settings.shutdown_timeout)
     memcacheCeiling, webCeiling = connectionCeilings(
@@ -497,8 +497,8 @@ def makeService(options):
 
     from twisted.internet import reactor
 
-    from memcachier.polling import streamlinePolling
-    from memcachier.shutdown import installGracefulStop
+    from memcachier.node.fastpaths import streamlinePolling
+    from memcachier.node.shutdown import installGracefulStop
 
     from memcachier.speedups import describe
 
@@ -509,7 +509,7 @@ def makeService(options):
         streamlined=streamlinePolling(reactor),
     )
     if options.settings.allocator_warning:
-        from memcachier.allocator import warnUnlessJemalloc
+        from memcachier.node.allocator import warnUnlessJemalloc
 
         warnUnlessJemalloc()
     service = buildService(options.settings, reactor)

@@ -199,7 +199,7 @@ class Settings:
         none in their description.
     @ivar memcache_max_connections: connections over every memcache
         listener, C{0} for what the descriptor limit leaves
-        (L{memcachier.limits.connectionCeilings}).
+        (L{memcachier.tx.ceiling.connectionCeilings}).
     @ivar auth_failure_rate: failed logins a second each address and each
         username may sustain (L{memcachier.protocols.throttle}).
     @ivar auth_failure_burst: failed logins allowed at once.
@@ -210,7 +210,7 @@ class Settings:
     @ivar web_idle_timeout: seconds a connection may idle between requests.
     @ivar shutdown_timeout: seconds in-flight requests get after SIGTERM.
     @ivar allocator_warning: whether to warn at start when jemalloc is not
-        loaded (L{memcachier.allocator}).
+        loaded (L{memcachier.node.allocator}).
     @ivar operator_password_hash: the hash of the operator's password for
         C{/admin/} (see L{memcachier.web.sso.hashPassword}); empty turns
         the operator view off.
@@ -539,7 +539,7 @@ class _Checker:
         Check an endpoint description the way twistd will use it, without
         listening: its type is known, its options are what the type's
         parser accepts, its port is a number, and for C{ssl:} the key,
-        certificates and CA files exist and parse (L{memcachier.tls}).
+        certificates and CA files exist and parse (L{memcachier.node.tls}).
         """
         if not isinstance(description, str) or not description:
             self.error(key, f"expected an endpoint description, got {_show(description)}")
@@ -583,7 +583,7 @@ class _Checker:
         return True
 
     def _tls(self, description, key, kw):
-        from memcachier.tls import tlsOptions
+        from memcachier.node.tls import tlsOptions
 
         privateKey = kw.get("privateKey", "server.pem")
         for name, path in (

@@ -10,7 +10,7 @@ Answers and refusals are JSON with a C{message}, as Heroku shows it to the
 user.  Unknown JSON fields are accepted: Heroku adds fields over time.
 
 The oauth grant of a provisioning is only recorded here; the
-L{memcachier.control.herokusync.HerokuSync} service exchanges it in the
+L{memcachier.heroku.sync.HerokuSync} service exchanges it in the
 background, so provisioning never waits on Heroku's identity service.
 """
 
@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 
 from memcachier.control.provisioning import ResourceGone, UnknownResource
 from memcachier.control.repository import UnknownCache, UnknownPlan
-from memcachier.control.herokusync import parseExpiry
+from memcachier.heroku.sync import parseExpiry
 from memcachier.web.common import ApiError, basicCredentials, emptyResponse, jsonResponse, readBody
 
 #: The config vars every provisioned cache gets, as the manifest declares.
@@ -72,10 +72,10 @@ def manifest(settings):
     production URLs under C{[web] public_url}, the test ones (kensa's, on
     a developer's machine) on the web listener's port.
 
-    @type settings: L{memcachier.config.Settings}
+    @type settings: L{memcachier.node.settings.Settings}
     @rtype: L{dict}
     """
-    from memcachier.config import _endpointArgs
+    from memcachier.node.settings import _endpointArgs
 
     base = settings.web_public_url
     args, kw = _endpointArgs(settings.web_listen)
@@ -115,7 +115,7 @@ class HerokuAPI:
         """
         @param records: an L{AsyncProvisioningRecords}.
         @param provisioner: the L{Provisioner}.
-        @param settings: L{memcachier.config.Settings}.
+        @param settings: L{memcachier.node.settings.Settings}.
         @param sync: the L{HerokuSync} to L{kick} after a provisioning
             (grant exchange), or L{None}.
         """

@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from memcachier.config import _endpointArgs
+from memcachier.node.settings import _endpointArgs
 
 #: C{ssl:} options we understand; any other is an error naming it
 SSL_OPTIONS = (

@@ -1,0 +1,3 @@
+"""
+Heroku: the add-on partner API, config-var sync and the manifest.
+"""

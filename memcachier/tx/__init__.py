@@ -1,0 +1,3 @@
+"""
+Small Twisted helpers written once and used by every layer above.
+"""
