@@ -102,6 +102,33 @@ class CacheRuntime:
         self.keyspace.resetStats()
 
 
+class ServedCaches:
+    """
+    The caches this node serves now: cache id to L{CacheRuntime}.
+
+    Built before the registry that fills it, so that what reports this
+    node's usage (the cluster heartbeat) can be built before the keyspaces
+    it will count.
+    """
+
+    def __init__(self):
+        self.runtimes = {}
+
+    def usage(self):
+        """
+        This node's open connections, memory in use, and connections per
+        cache, for the cluster heartbeat.
+
+        @return: a 3-tuple (L{int}, L{int}, L{dict} of cache id to L{int}).
+        """
+        runtimes = list(self.runtimes.values())
+        return (
+            sum(r.stats.curr_connections for r in runtimes),
+            sum(r.keyspace.stats().get("bytes", 0) for r in runtimes),
+            {r.cacheId: r.stats.curr_connections for r in runtimes},
+        )
+
+
 class CacheRegistry:
     """
     The caches this node serves, created on first authentication.
@@ -116,18 +143,21 @@ class CacheRegistry:
         (L{memcachier.cluster.keyspace.PeerAuthenticator}), or L{None}.
     """
 
-    cluster = None
-    peerAuthenticator = None
-
     _log = Logger()
 
-    def __init__(self, store, index, settings, reactor, introspection=None):
+    def __init__(self, store, index, settings, reactor, served=None, introspection=None,
+                 cluster=None, peerAuthenticator=None):
+        """
+        @param served: the L{ServedCaches} to fill; a new one if L{None}.
+        """
         self.store = store
         self.introspection = introspection
         self.index = index
         self.settings = settings
         self.reactor = reactor
-        self._runtimes = {}
+        self.cluster = cluster
+        self.peerAuthenticator = peerAuthenticator
+        self._runtimes = (served if served is not None else ServedCaches()).runtimes
         self.startTime = reactor.seconds()
         index.addListener(self._controlChanged)
 
@@ -154,7 +184,7 @@ class CacheRegistry:
         @return: a 2-tuple (version L{int}, L{tuple} of C{host:port}).
         """
         if self.cluster is None:
-            return (1, (self.settings.node_name,))
+            return (1, (self.settings.node.name,))
         membership = self.cluster.membership
         name = self.cluster.clusterOf(cacheId) if cacheId is not None else None
         if name is None:

@@ -26,6 +26,7 @@ import time
 import sqlalchemy as sa
 from twisted.application.service import Service
 from twisted.internet import task
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from memcachier.cluster.ring import Ring
@@ -204,7 +205,8 @@ class Membership(Service):
     _log = Logger()
 
     def __init__(self, engine, pool, reactor, name, cluster, clusters, timeout,
-                 usage=lambda: (0, 0, {}), wallClock=time.time, listen=True):
+                 usage=lambda: (0, 0, {}), wallClock=time.time, listen=True,
+                 controlChanged=None):
         """
         @param pool: the L{ThreadPool} the SQL runs in.
         @param clusters: cluster name to configured servers.
@@ -213,6 +215,8 @@ class Membership(Service):
         @param wallClock: heartbeat times (shared between machines, so
             not the reactor's clock in tests).
         @param listen: whether to C{LISTEN} on PostgreSQL.
+        @param controlChanged: called when another process announced a
+            control-plane write (the index's C{refresh}), or L{None}.
         """
         self.engine = engine
         self.pool = pool
@@ -237,9 +241,9 @@ class Membership(Service):
         self._again = False
         self._listen = listen and engine.dialect.name == "postgresql"
         self._listener = None
-        self.controlChanged = None
-        #: called when a watched prefix was created or deleted anywhere
-        self.prefixesChanged = None
+        self.controlChanged = controlChanged
+        self._firstView = Deferred()
+        self._prefixListeners = []
 
     # -- views -----------------------------------------------------------------
 
@@ -280,6 +284,34 @@ class Membership(Service):
         """
         self._listeners.append(listener)
 
+    def addPrefixListener(self, listener):
+        """
+        Call C{listener()} whenever a watched prefix was created or
+        deleted through any node.
+        """
+        self._prefixListeners.append(listener)
+
+    def firstView(self):
+        """
+        A L{Deferred} firing once this node has read the membership for
+        the first time (it then knows whom to forward to).
+        """
+        observer = Deferred()
+        self._firstView.addBoth(lambda result: (observer.callback(None), result)[1])
+        return observer
+
+    def liveEverywhere(self):
+        """
+        Every live server of every cluster, configured or seen in a
+        heartbeat: the peers worth keeping connections to.
+
+        @rtype: L{set} of C{host:port}
+        """
+        live = set()
+        for cluster in set(self.clusters) | {r.cluster for r in self.records}:
+            live.update(self.servers(cluster))
+        return live
+
     def _suspected(self):
         return set(self._suspects)
 
@@ -310,7 +342,12 @@ class Membership(Service):
 
     def _changed(self):
         self._rings.clear()
-        for listener in list(self._listeners):
+        self._callEach(self._listeners)
+        if not self._firstView.called:
+            self._firstView.callback(None)
+
+    def _callEach(self, listeners):
+        for listener in list(listeners):
             try:
                 listener()
             except Exception:
@@ -405,8 +442,7 @@ class Membership(Service):
             if self.controlChanged is not None:
                 self.controlChanged()
         elif channel == PREFIXES_CHANNEL:
-            if self.prefixesChanged is not None:
-                self.prefixesChanged()
+            self._callEach(self._prefixListeners)
         else:
             self.beat()
 

@@ -24,7 +24,7 @@ class NodeService(MultiService):
     """
     The node's top service: stops in order (see the module).
 
-    @ivar listeners: the L{memcachier.node.tap.ListenerService}s, stopped
+    @ivar listeners: the L{memcachier.node.listeners.ListenerService}s, stopped
         first.
     @ivar drainables: what holds connections: objects with C{drain()}
         (close idle connections, let busy ones finish; a L{Deferred} that
@@ -33,12 +33,12 @@ class NodeService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, clock, shutdownTimeout=10.0):
+    def __init__(self, clock, shutdownTimeout=10.0, listeners=(), drainables=()):
         super().__init__()
         self.clock = clock
         self.shutdownTimeout = shutdownTimeout
-        self.listeners = []
-        self.drainables = []
+        self.listeners = list(listeners)
+        self.drainables = list(drainables)
 
     def stopService(self):
         Service.stopService(self)

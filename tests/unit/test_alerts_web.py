@@ -9,7 +9,8 @@ import pytest
 
 from memcachier.alerts.repository import AlertRepository, AsyncAlerts
 from memcachier.node.settings import Settings
-from memcachier.node.tap import alertRouteGroups
+from memcachier.web.alerts import AlertsAPI
+from memcachier.web.common import CacheAuth
 from memcachier.web.api import AnalyticsAPI
 from tests.unit.test_api import SynchronousThreadPool, World, assertError
 
@@ -24,7 +25,7 @@ class AlertsWorld(World):
         settings = Settings(alerts_allow_http_loopback=allowHttpLoopback)
         self.api = AnalyticsAPI(
             self.acp, self.index, self.registry, self.settings, self.reactor,
-            alertRouteGroups(self.index, store, settings),
+            [AlertsAPI(CacheAuth(self.index), store, settings.alerts.allow_http_loopback)],
         )
         self.treq = StubTreq(self.api.resource())
 

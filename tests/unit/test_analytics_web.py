@@ -12,7 +12,9 @@ from treq.testing import StubTreq
 from memcachier.analytics import series
 from memcachier.analytics.service import makeAnalytics
 from memcachier.node.settings import Settings
-from memcachier.node.tap import analyticsRouteGroups
+from memcachier.web.common import CacheAuth
+from memcachier.web.insight import InsightAPI
+from memcachier.web.introspection import IntrospectionAPI
 from memcachier.web.api import AnalyticsAPI
 from tests.unit.test_api import SynchronousThreadPool, World, assertError, result
 
@@ -26,7 +28,8 @@ class AnalyticsWorld(World):
         )
         self.api = AnalyticsAPI(
             self.acp, self.index, self.registry, self.settings, self.reactor,
-            analyticsRouteGroups(self.index, self.analytics),
+            [InsightAPI(CacheAuth(self.index), self.analytics),
+             IntrospectionAPI(CacheAuth(self.index), self.analytics)],
         )
         self.treq = StubTreq(self.api.resource())
         self.introspection = self.analytics.introspection

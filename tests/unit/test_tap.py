@@ -13,14 +13,10 @@ from twisted.logger import globalLogPublisher
 from twisted.python import usage
 
 from memcachier.node.settings import Settings
-from memcachier.node.tap import (
-    ListenerService,
-    Options,
-    bootstrap,
-    firstStartMessage,
-    listenerService,
-    tlsOptions,
-)
+from memcachier.node.build import bootstrap, buildNode, firstStartMessage
+from memcachier.node.listeners import ListenerService, listenerService
+from memcachier.node.tap import Options
+from memcachier.node.tls import tlsOptions
 
 
 def test_optionsDefaults():
@@ -46,9 +42,9 @@ def test_optionsOverrides():
             "--web-listen", "tcp:9000",
         ]
     )
-    assert options.settings.listen == ("tcp:8001:interface=127.0.0.1", "tcp:8002")
-    assert options.settings.database == "sqlite:///x.db"
-    assert options.settings.web_listen == "tcp:9000"
+    assert options.settings.memcache.listen == ("tcp:8001:interface=127.0.0.1", "tcp:8002")
+    assert options.settings.database.url == "sqlite:///x.db"
+    assert options.settings.web.listen == "tcp:9000"
 
 
 def test_optionsConfigErrors(tmp_path):
@@ -168,8 +164,16 @@ def test_listenerWaitsForReady():
     L{ListenerService} binds at once but accepts only once C{ready} fires.
     """
 
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.interfaces import IListeningPort, IReadDescriptor
+    from zope.interface import implementer
+
+    @implementer(IListeningPort, IReadDescriptor)
     class Port:
         reading = True
+
+        def getHost(self):
+            return IPv4Address("TCP", "127.0.0.1", 11211)
 
         def stopReading(self):
             self.reading = False
@@ -250,17 +254,15 @@ def test_bootstrap():
     assert len(controlPlane.listCaches()) == 1
 
 
-def test_buildService(tmp_path):
+def test_buildNode(tmp_path):
     """
-    L{buildService} migrates the database, creates the first cache and
+    L{buildNode} migrates the database, creates the first cache and
     returns services ending with the memcache listeners; C{/metrics} gets
     the node's counters.
     """
-    from memcachier.node.tap import buildService
-
     settings = Settings(database=f"sqlite:///{tmp_path}/m.sqlite")
     reactor = MemoryReactorClock()
-    top = buildService(settings, reactor)
+    top = buildNode(settings, reactor)
     services = list(top)
     assert isinstance(services[-1], ListenerService)
     # /metrics reads the node's counters from its site and memcache factory

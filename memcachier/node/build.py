@@ -1,0 +1,264 @@
+# -*- test-case-name: tests.unit.test_tap -*-
+"""
+What a node is made of: L{buildNode} builds every part, each with its
+collaborators as constructor arguments, in dependency order.
+
+Order matters twice.  Parts are built after what they use.  Services start
+in the order they are added to the node and stop in reverse, so the thread
+pool comes first (stops last) and the listeners last (stop first).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.logger import Logger
+
+from memcachier.alerts.service import makeAlerts
+from memcachier.analytics.service import makeAnalytics, makeIntrospection
+from memcachier.cluster.keyspace import Cluster, ClusterStore, PeerAuthenticator
+from memcachier.cluster.membership import Membership
+from memcachier.cluster.peer import PeerPool
+from memcachier.control.index import ControlIndex
+from memcachier.control.maintenance import InactiveCacheReaper
+from memcachier.control.migrations import upgrade
+from memcachier.control.repository import (
+    AsyncControlPlane,
+    ControlPlane,
+    ThreadPoolService,
+    makeThreadPool,
+)
+from memcachier.control.schema import makeEngine
+from memcachier.interfaces import IStore
+from memcachier.node.listeners import ListenerService, listenerService
+from memcachier.node.settings import Settings
+from memcachier.node.shutdown import CertificateReloader, NodeService
+from memcachier.protocols.sniff import MemcacheFactory
+from memcachier.protocols.throttle import AuthThrottle
+from memcachier.runtime import CacheRegistry, ServedCaches
+from memcachier.stores.discovery import makeStore
+from memcachier.tx.ceiling import connectionCeilings, descriptorLimit
+from memcachier.web.alerts import AlertsAPI
+from memcachier.web.common import CacheAuth
+from memcachier.web.insight import InsightAPI
+from memcachier.web.introspection import IntrospectionAPI
+from memcachier.web.metrics import NodeCounters
+from memcachier.web.provisioning import makeProvisioning
+from memcachier.web.site import makeSite
+from memcachier.web.sso import AsyncSessionStore, SessionStore
+
+_log = Logger()
+
+
+def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..., Any]] = None
+              ) -> NodeService:
+    """
+    Build a node's services.
+
+    Blocking before the reactor runs: migrates the database and, on the
+    first start, creates a cache (L{bootstrap}).
+
+    @param reactor: the reactor every part gets as its clock.
+    @param directSend: the memcache codecs' fast send path
+        (L{memcachier.node.fastpaths}), or L{None} for the public one.
+    """
+    services: list[IService] = []
+    memcacheCeiling, webCeiling = connectionCeilings(
+        settings.memcache.max_connections, settings.web.max_connections, descriptorLimit()
+    )
+
+    # The store first: a missing or broken plugin must stop us before any I/O.
+    localStore = makeStore(settings.store.plugin, settings.store.settings, reactor)
+
+    # The control plane: SQL in a thread pool, read through an index in memory.
+    engine = makeEngine(settings.database.url)
+    upgrade(engine)
+    controlPlane = ControlPlane(
+        engine, reactor, settings.plans,
+        defaultPlan=settings.caches.default_plan,
+        defaultCluster=settings.caches.default_cluster,
+        clusters=settings.clusters,
+        maxCredentials=settings.limits.credentials,
+    )
+    bootstrap(controlPlane, settings)
+    pool = makeThreadPool(engine)
+    services.append(ThreadPoolService(pool))
+    asyncControlPlane = AsyncControlPlane(controlPlane, pool, reactor)
+    services.append(StoreCloser(localStore))
+    index = ControlIndex(
+        asyncControlPlane, settings.plans, reactor, settings.database.poll_interval,
+        defaultPlan=settings.caches.default_plan,
+    )
+    services.append(index)
+
+    # The caches this node serves, and with several nodes the cluster
+    # they are spread over: a key's owner is found on the ring of live
+    # nodes, and the local store is wrapped by one that forwards.
+    served = ServedCaches()
+    ready: Deferred[Any] = index.ready
+    store: IStore = localStore
+    cluster: Optional[Cluster] = None
+    membership: Optional[Membership] = None
+    if settings.clustered:
+        membership = Membership(
+            engine, pool, reactor, settings.node.name, settings.node_cluster,
+            settings.clusters, settings.cluster.heartbeat_timeout,
+            usage=served.usage, controlChanged=index.refresh,
+        )
+        services.append(membership)
+        peers = PeerPool(
+            settings.cluster.secret, reactor, settings.cluster.request_timeout,
+            membership.suspect,
+        )
+        cluster = Cluster(settings.node.name, membership, index, peers)
+        clusterStore = ClusterStore(localStore, cluster)
+        membership.addListener(clusterStore.refresh)
+        membership.addListener(lambda: peers.forget(membership.liveEverywhere()))
+        index.addListener(clusterStore.refresh)
+        store = clusterStore
+        ready = allFired(index.ready, membership.firstView())
+
+    introspection = makeIntrospection(settings, reactor)
+    registry = CacheRegistry(
+        store, index, settings, reactor, served, introspection=introspection,
+        cluster=cluster,
+        peerAuthenticator=PeerAuthenticator(settings.cluster.secret) if cluster else None,
+    )
+    services.append(InactiveCacheReaper(
+        asyncControlPlane, index, registry.activity, reactor,
+        days=settings.caches.dev_inactivity_days,
+    ))
+
+    # Analytics and alerts, before the listeners.
+    analytics = makeAnalytics(registry, index, engine, pool, settings, reactor)
+    services.append(analytics)
+    if membership is not None:
+        # a prefix watched through another node is counted here at once
+        membership.addPrefixListener(analytics.prefixesChanged)
+    alertService, alertStore = makeAlerts(
+        registry, index, engine, pool, settings, reactor, analytics
+    )
+    services.append(alertService)
+
+    # The web site: API v2, dashboard, provisioning, Heroku, /metrics.
+    throttle = AuthThrottle(settings.memcache.auth_failure_rate,
+                            settings.memcache.auth_failure_burst)
+    provisioningGroups, mounts, provisioningServices = makeProvisioning(
+        controlPlane, asyncControlPlane, pool, index, registry, settings, reactor
+    )
+    services.extend(provisioningServices)
+    auth = CacheAuth(index)
+    site = makeSite(
+        asyncControlPlane, index, registry, settings, reactor,
+        groups=[
+            InsightAPI(auth, analytics),
+            IntrospectionAPI(auth, analytics),
+            AlertsAPI(auth, alertStore, settings.alerts.allow_http_loopback),
+            *provisioningGroups,
+        ],
+        maxConnections=webCeiling,
+        mounts=mounts,
+        sessions=AsyncSessionStore(SessionStore(engine, reactor), pool, reactor),
+    )
+    listeners = [listenerService(
+        settings.web.listen, site, reactor, settings.memcache.tls_min_version, ready,
+        backlog=settings.web.backlog, surface="web",
+    )]
+
+    # The memcache port(s): one factory behind every listener.
+    factory = MemcacheFactory(
+        registry, reactor, settings.memcache.auth_timeout, throttle,
+        maxConnections=memcacheCeiling, maxKeys=settings.limits.multiget_keys,
+    )
+    listeners += [
+        listenerService(
+            description, factory, reactor, settings.memcache.tls_min_version, ready,
+            backlog=settings.memcache.backlog,
+        )
+        for description in settings.memcache.listen
+    ]
+    contextFactories = [l.contextFactory for l in listeners if l.contextFactory is not None]
+    reloader = CertificateReloader(reactor, contextFactories) if contextFactories else None
+    if reloader is not None:
+        services.append(reloader)
+    mounts[b"metrics"].node = NodeCounters(site, factory, throttle, reloader)
+
+    node = NodeService(
+        reactor, settings.node.shutdown_timeout, listeners=listeners,
+        drainables=[site, factory],
+    )
+    for service in services + listeners:
+        service.setServiceParent(node)
+    _log.info(
+        "connection ceilings: memcache {memcacheCeiling}, web {webCeiling} "
+        "(descriptor limit {limit})",
+        event="connection_ceilings", memcacheCeiling=memcacheCeiling,
+        webCeiling=webCeiling, limit=descriptorLimit(),
+    )
+    return node
+
+
+class StoreCloser(Service):
+    """
+    Closes the store at shutdown, after the listeners, which stop first
+    because they were added later.
+    """
+
+    def __init__(self, store: IStore) -> None:
+        self.store = store
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return maybeDeferred(self.store.close)
+
+
+def allFired(*deferreds: Deferred[Any]) -> Deferred[Any]:
+    """
+    A L{Deferred} firing once every one of C{deferreds} fired, without
+    taking their results.
+    """
+    observers = []
+    for d in deferreds:
+        observer: Deferred[None] = Deferred()
+        d.addBoth(lambda result, o=observer: (o.callback(None), result)[1])
+        observers.append(observer)
+    return gatherResults(observers)
+
+
+def firstStartMessage(servers: list[str] | tuple[str, ...], username: str, password: str) -> str:
+    """
+    What to paste into an application's environment to use the cache made
+    on first start.
+    """
+    return (
+        f"MEMCACHIER_SERVERS={','.join(servers)}\n"
+        f"MEMCACHIER_USERNAME={username}\n"
+        f"MEMCACHIER_PASSWORD={password}"
+    )
+
+
+def bootstrap(controlPlane: ControlPlane, settings: Settings) -> Any:
+    """
+    On the first start against an empty control plane, create one cache on
+    the default plan and log its credentials, ready to paste.
+
+    Blocking (SQL): runs from L{buildNode}, before the reactor starts.
+
+    @return: the created cache's primary credential, or L{None} if caches
+        existed.
+    """
+    if controlPlane.listCaches():
+        return None
+    cache, credential = controlPlane.createCache(
+        plan=settings.caches.default_plan, cluster=settings.caches.default_cluster
+    )
+    servers = settings.clusters.get(settings.caches.default_cluster, (settings.node.name,))
+    _log.info(
+        "First start: created cache {cacheName} (plan {plan}). Use it with:\n{env}",
+        cacheName=cache.name,
+        plan=cache.plan,
+        env=firstStartMessage(servers, credential.username, credential.password),
+    )
+    return credential
