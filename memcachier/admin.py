@@ -116,16 +116,16 @@ class Admin:
             from memcachier.control.repository import ControlPlane
             from memcachier.control.schema import makeEngine
 
-            engine = makeEngine(self.settings.database)
+            engine = makeEngine(self.settings.database.url)
             upgrade(engine)
             self._controlPlane = ControlPlane(
                 engine,
                 self._clock,
                 self.settings.plans,
-                defaultPlan=self.settings.default_plan,
-                defaultCluster=self.settings.default_cluster,
+                defaultPlan=self.settings.caches.default_plan,
+                defaultCluster=self.settings.caches.default_cluster,
                 clusters=self.settings.clusters,
-                maxCredentials=self.settings.limit_credentials,
+                maxCredentials=self.settings.limits.credentials,
             )
         return self._controlPlane
 
@@ -158,14 +158,14 @@ class Admin:
             return configured
         return liveServers(
             records, cache.cluster, configured, self._clock.seconds(),
-            self.settings.heartbeat_timeout,
+            self.settings.cluster.heartbeat_timeout,
         )
 
     # -- nodes
 
     def node_list(self, args):
         now = self._clock.seconds()
-        timeout = self.settings.heartbeat_timeout
+        timeout = self.settings.cluster.heartbeat_timeout
         rows = []
         for record in self._nodes():
             row = record.asDict()
@@ -284,7 +284,7 @@ class Admin:
 
         cache = self.controlPlane.getCache(args.id)
         self._print(
-            makeLink(self.settings.web_public_url, cache, self._clock.seconds(), args.ttl)
+            makeLink(self.settings.web.public_url, cache, self._clock.seconds(), args.ttl)
         )
 
     def _cacheDone(self, args, cache, message):
@@ -352,8 +352,8 @@ class Admin:
         from memcachier.alerts.repository import AlertRepository
 
         return AlertRepository(
-            self.controlPlane.engine, self._clock, maxAlerts=self.settings.limit_alerts,
-            maxConfigs=self.settings.limit_alert_configs,
+            self.controlPlane.engine, self._clock, maxAlerts=self.settings.limits.alerts,
+            maxConfigs=self.settings.limits.alert_configs,
         )
 
     def _requireCache(self, cacheId):
@@ -414,9 +414,9 @@ class Admin:
     def heroku_manifest(self, args):
         from memcachier.heroku.api import manifest
 
-        if not self.settings.web_public_url.startswith("https://"):
+        if not self.settings.web.public_url.startswith("https://"):
             raise AdminError("[web] public_url must be https: Heroku calls only https base URLs")
-        if not self.settings.heroku_password or not self.settings.heroku_sso_salt:
+        if not self.settings.heroku.password or not self.settings.heroku.sso_salt:
             raise AdminError("[heroku] password and sso_salt must be set for a usable manifest")
         self._json(manifest(self.settings))
 
@@ -483,7 +483,7 @@ class Admin:
             return
         self._print(f"{'SLUG':<8} {'MEMORY':>14} {'CONNECTIONS':>12} {'ITEM SIZE':>10}")
         for p in plans:
-            default = " (default)" if p.slug == self.settings.default_plan else ""
+            default = " (default)" if p.slug == self.settings.caches.default_plan else ""
             dev = " development" if p.development else ""
             self._print(
                 f"{p.slug:<8} {p.memory:>14} {p.connections:>12} {p.item_size:>10}{dev}{default}"
@@ -699,7 +699,7 @@ def main(argv=None, stdout=None, stderr=None, stdin=None):
         return fail(str(e))
     except ImportError as e:
         return fail(
-            f"database {_safeURL(settings.database)}: its driver is not installed ({e.name})"
+            f"database {_safeURL(settings.database.url)}: its driver is not installed ({e.name})"
         )
     except sqlalchemy.exc.SQLAlchemyError as e:
         # The driver's message only: SQLAlchemy's own would show the
@@ -708,7 +708,7 @@ def main(argv=None, stdout=None, stderr=None, stdin=None):
             detail = e.orig
         else:
             detail = e
-        return fail(f"database {_safeURL(settings.database)}: {detail}")
+        return fail(f"database {_safeURL(settings.database.url)}: {detail}")
     finally:
         admin.close()
     return 0

@@ -346,9 +346,9 @@ def deliverersFor(settings, reactor, http=None, connectSMTP=None):
 
         http = HTTPClient(Agent(reactor))
     smtp = delivery.SMTPSettings(
-        host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
-        username=settings.smtp_username, password=settings.smtp_password,
-        sender=settings.smtp_sender,
+        host=settings.alerts.smtp.host, port=settings.alerts.smtp.port, starttls=settings.alerts.smtp.starttls,
+        username=settings.alerts.smtp.username, password=settings.alerts.smtp.password,
+        sender=settings.alerts.smtp.sender,
     )
     connect = connectSMTP or delivery.tcpConnector(reactor)
 
@@ -379,9 +379,9 @@ def latencyFrom(analytics, settings):
 
     def latencyOf(cacheId, now):
         cache = analytics.index.cache(cacheId)
-        cluster = cache.cluster if cache is not None else settings.default_cluster
-        servers = settings.clusters.get(cluster, (settings.node_name,))
-        span = max(settings.alerts_window, 2 * settings.analytics_latency_period)
+        cluster = cache.cluster if cache is not None else settings.caches.default_cluster
+        servers = settings.clusters.get(cluster, (settings.node.name,))
+        span = max(settings.alerts.window, 2 * settings.analytics.latency_period)
         d = analytics.store.latencyBuckets(servers, series.LATENCY_PERIOD, now - span, now)
 
         def latest(rows):
@@ -404,13 +404,13 @@ def makeAlerts(registry, index, engine, pool, settings, reactor, analytics=None)
     from memcachier.alerts.repository import AlertRepository, AsyncAlerts
 
     repository = AlertRepository(
-        engine, reactor, maxAlerts=settings.limit_alerts, maxConfigs=settings.limit_alert_configs
+        engine, reactor, maxAlerts=settings.limits.alerts, maxConfigs=settings.limits.alert_configs
     )
     store = AsyncAlerts(repository, pool, reactor)
     service = AlertService(
-        store, registry, index, deliverersFor(settings, reactor), settings.node_name,
-        settings.web_public_url, reactor, interval=settings.alerts_interval,
-        window=settings.alerts_window,
+        store, registry, index, deliverersFor(settings, reactor), settings.node.name,
+        settings.web.public_url, reactor, interval=settings.alerts.interval,
+        window=settings.alerts.window,
         latencyOf=latencyFrom(analytics, settings) if analytics is not None else None,
     )
     return service, store

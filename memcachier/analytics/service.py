@@ -74,7 +74,7 @@ class Sampler(_LoopingService):
         """
         @param registry: the L{memcachier.runtime.CacheRegistry}.
         @param analytics: an L{AsyncAnalytics}.
-        @param server: this node's name (C{settings.node_name}).
+        @param server: this node's name (C{settings.node.name}).
         @param introspection: the L{IntrospectionService}, for watched
             prefixes, or L{None}.
         """
@@ -319,13 +319,13 @@ class Analytics(MultiService):
         self.introspection = introspection
         self.settings = settings
         self._reactor = reactor
-        self.server = settings.node_name
+        self.server = settings.node.name
 
     # -- helpers
 
     def _servers(self, cacheId):
         cache = self.index.cache(cacheId)
-        cluster = cache.cluster if cache is not None else self.settings.default_cluster
+        cluster = cache.cluster if cache is not None else self.settings.caches.default_cluster
         return self.settings.clusters.get(cluster, (self.server,))
 
     def _range(self, args, finest=None, retention=series.RETENTION):
@@ -500,7 +500,7 @@ class Analytics(MultiService):
             if intro is None:
                 return []
             return intro.keyStats(key)
-        slices = intro.slices if intro is not None else self.settings.analytics_slices
+        slices = intro.slices if intro is not None else self.settings.analytics.slices
         counts = [intro.keyCounts()] if intro is not None else []
         found = []
 
@@ -567,11 +567,11 @@ def makeIntrospection(settings, reactor):
 
     return IntrospectionService(
         reactor,
-        enabled=settings.analytics_introspection,
-        interval=settings.analytics_drain_interval,
-        sliceSeconds=settings.analytics_time_slice,
-        slices=settings.analytics_slices,
-        batchLimit=settings.analytics_batch_limit,
+        enabled=settings.analytics.introspection,
+        interval=settings.analytics.drain_interval,
+        sliceSeconds=settings.analytics.time_slice,
+        slices=settings.analytics.slices,
+        batchLimit=settings.analytics.batch_limit,
     )
 
 
@@ -586,7 +586,7 @@ def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None
     """
     from memcachier.analytics.repository import AnalyticsRepository, AsyncAnalytics
 
-    repository = AnalyticsRepository(engine, reactor, maxPrefixes=settings.limit_watched_prefixes)
+    repository = AnalyticsRepository(engine, reactor, maxPrefixes=settings.limits.watched_prefixes)
     store = AsyncAnalytics(repository, pool, reactor)
     introspection = registry.introspection
     if introspection is None:
@@ -594,24 +594,24 @@ def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None
     analytics = Analytics(registry, index, store, introspection, settings, reactor)
     introspection.setServiceParent(analytics)
     Sampler(
-        registry, store, settings.node_name, reactor,
-        period=settings.analytics_sample_period, introspection=introspection,
+        registry, store, settings.node.name, reactor,
+        period=settings.analytics.sample_period, introspection=introspection,
     ).setServiceParent(analytics)
 
     def servers():
         if settings.clustered:
             # every node probes itself: one writer per latency series in
             # the shared database
-            return [settings.node_name]
+            return [settings.node.name]
         seen = []
         for cluster in settings.clusters.values():
             seen += [s for s in cluster if s not in seen]
         return seen
 
     LatencyProbe(
-        servers, store, reactor, connect=connect, period=settings.analytics_latency_period
+        servers, store, reactor, connect=connect, period=settings.analytics.latency_period
     ).setServiceParent(analytics)
-    if settings.analytics_introspection:
-        PrefixWatcher(store, introspection, reactor, period=5 * settings.poll_interval
+    if settings.analytics.introspection:
+        PrefixWatcher(store, introspection, reactor, period=5 * settings.database.poll_interval
                       ).setServiceParent(analytics)
     return analytics

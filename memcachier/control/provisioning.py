@@ -482,7 +482,7 @@ def clusterForPlan(settings, plan):
     @rtype: L{str}
     """
     kind = "development" if plan.development else "production"
-    default = settings.default_cluster
+    default = settings.caches.default_cluster
     if settings.clusterKind(default) == kind:
         return default
     ofKind = sorted(n for n in settings.clusters if settings.clusterKind(n) == kind)
@@ -531,7 +531,7 @@ class Provisioner:
         """
         @return: a cache's C{MEMCACHIER_SERVERS}, in order.
         """
-        return list(self.settings.clusters.get(cache.cluster, (self.settings.node_name,)))
+        return list(self.settings.clusters.get(cache.cluster, (self.settings.node.name,)))
 
     def configVars(self, cacheId):
         """

@@ -77,18 +77,18 @@ def manifest(settings):
     """
     from memcachier.node.settings import _endpointArgs
 
-    base = settings.web_public_url
-    args, kw = _endpointArgs(settings.web_listen)
+    base = settings.web.public_url
+    args, kw = _endpointArgs(settings.web.listen)
     port = kw.get("port", args[1] if len(args) > 1 else "8080")
     scheme = "https" if args and args[0] == "ssl" else "http"
     local = f"{scheme}://localhost:{port}"
     return {
-        "id": settings.heroku_id,
+        "id": settings.heroku.id,
         "name": "MemCachier",
         "api": {
             "version": "3",
-            "password": settings.heroku_password,
-            "sso_salt": settings.heroku_sso_salt,
+            "password": settings.heroku.password,
+            "sso_salt": settings.heroku.sso_salt,
             "regions": ["us", "eu"],
             "requires": [],
             "config_vars": list(CONFIG_VARS),
@@ -157,12 +157,12 @@ class HerokuAPI:
     # -- helpers
 
     def _authorize(self, request):
-        if not self.settings.heroku_password:
+        if not self.settings.heroku.password:
             raise ApiError(404, "the Heroku partner API is not enabled here")
         pair = basicCredentials(request)
         expected = (
-            self.settings.heroku_id.encode("utf-8"),
-            self.settings.heroku_password.encode("utf-8"),
+            self.settings.heroku.id.encode("utf-8"),
+            self.settings.heroku.password.encode("utf-8"),
         )
         if pair is None:
             raise ApiError(401, "authentication required", _CHALLENGE)
@@ -174,7 +174,7 @@ class HerokuAPI:
     def _plan(self, body):
         slug = requireString(body, "plan")
         # Heroku may send "memcachier:100" or just "100".
-        prefix = self.settings.heroku_id + ":"
+        prefix = self.settings.heroku.id + ":"
         if slug.startswith(prefix):
             slug = slug[len(prefix):]
         if slug not in self.settings.plans:

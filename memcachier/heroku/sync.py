@@ -89,8 +89,8 @@ class HerokuPlatform:
 
     @defer.inlineCallbacks
     def _token(self, form):
-        url = self.settings.heroku_id_url + "/oauth/token"
-        form = dict(form, client_secret=self.settings.heroku_client_secret)
+        url = self.settings.heroku.id_url + "/oauth/token"
+        form = dict(form, client_secret=self.settings.heroku.client_secret)
         try:
             response = yield self.http.request(
                 "POST", url, data=form, headers={b"Accept": [b"application/json"]},
@@ -127,7 +127,7 @@ class HerokuPlatform:
         @return: a L{Deferred} of the HTTP status (2xx).
         @raise PlatformError: any other answer, or no answer.
         """
-        url = f"{self.settings.heroku_api_url}/addons/{uuid}/config"
+        url = f"{self.settings.heroku.api_url}/addons/{uuid}/config"
         body = {"config": [{"name": k, "value": v} for k, v in sorted(config.items())]}
         try:
             response = yield self.http.request(

@@ -136,7 +136,12 @@ class ConfigError(Exception):
 
 DEFAULT_LISTEN = ("tcp:11211:interface=127.0.0.1",)
 DEFAULT_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
-DEFAULT_DATABASE = "sqlite:///memcachier.sqlite"
+class _DatabaseURL(str):
+    url = property(str.__str__)
+    poll_interval = 1.0
+
+
+DEFAULT_DATABASE = _DatabaseURL("sqlite:///memcachier.sqlite")
 
 #: What C{[clusters.NAME] kind} may say; a cluster without one is the
 #: default kind.
@@ -972,7 +977,7 @@ def _settingsFrom(data, overrides):
         Settings(
             listen=listen,
             web_listen=webListen,
-            database=url,
+            database=_dbURL(url, pollInterval),
             node_name=nodeName,
             clusters=clusters,
             cluster_kinds=clusterKinds,
@@ -1024,6 +1029,12 @@ def _settingsFrom(data, overrides):
     )
 
 
+def _dbURL(url, poll):
+    u = _DatabaseURL(url)
+    u.poll_interval = poll
+    return u
+
+
 def parseSettings(text, overrides=None, source="<config>"):
     """
     Build L{Settings} from TOML text.
@@ -1071,3 +1082,45 @@ def loadSettings(path, overrides=None):
     except UnicodeDecodeError as e:
         raise ConfigError([f"{path}: not UTF-8: {e}"])
     return parseSettings(text, overrides, source=path)
+
+
+# -- temporary shim while the settings table lands: the grouped names over
+# the flat fields.
+import types as _types  # noqa: E402
+
+
+
+
+def _shim(section, fields):
+    def get(self):
+        ns = _types.SimpleNamespace(**{new: getattr(self, old) for new, old in fields.items()})
+        if section == "alerts":
+            ns.smtp = _types.SimpleNamespace(**{
+                k: getattr(self, "smtp_" + k)
+                for k in ("host", "port", "starttls", "username", "password", "sender")})
+        return ns
+    return property(get)
+
+
+for _section, _fields in {
+    "memcache": dict(listen="listen", auth_timeout="auth_timeout", tls_min_version="tls_min_version",
+                     backlog="memcache_backlog", max_connections="memcache_max_connections",
+                     auth_failure_rate="auth_failure_rate", auth_failure_burst="auth_failure_burst"),
+    "web": dict(listen="web_listen", public_url="web_public_url", backlog="web_backlog",
+                max_connections="web_max_connections", header_timeout="web_header_timeout",
+                body_timeout="web_body_timeout", idle_timeout="web_idle_timeout",
+                operator_password_hash="operator_password_hash"),
+    "node": dict(name="node_name", shutdown_timeout="shutdown_timeout", allocator_warning="allocator_warning"),
+    "cluster": dict(secret="cluster_secret", heartbeat_timeout="heartbeat_timeout", request_timeout="peer_timeout"),
+    "caches": dict(default_plan="default_plan", default_cluster="default_cluster",
+                   dev_inactivity_days="dev_inactivity_days"),
+    "store": dict(plugin="store_plugin", settings="store_settings"),
+    "analytics": {k: "analytics_" + k for k in _ANALYTICS_KEYS},
+    "alerts": dict(interval="alerts_interval", window="alerts_window",
+                   allow_http_loopback="alerts_allow_http_loopback"),
+    "heroku": {k: "heroku_" + k for k in _HEROKU_KEYS},
+    "provisioning": dict(token="provisioning_token"),
+    "metrics": dict(access="metrics_access", token="metrics_token"),
+    "limits": {k: "limit_" + k for k in _LIMITS},
+}.items():
+    setattr(Settings, _section, _shim(_section, _fields))

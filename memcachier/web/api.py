@@ -140,7 +140,7 @@ class AnalyticsAPI:
         if self.registry.cluster is not None:
             # the live nodes, in MEMCACHIER_SERVERS order
             return list(self.registry.cluster.membership.servers(cluster))
-        return list(self.settings.clusters.get(cluster, (self.settings.node_name,)))
+        return list(self.settings.clusters.get(cluster, (self.settings.node.name,)))
 
     def switchTarget(self, cluster):
         """

@@ -346,12 +346,12 @@ class MetricsResource(Resource):
 
     def render_GET(self, request):
         try:
-            if self.settings.metrics_access == "off":
+            if self.settings.metrics.access == "off":
                 raise ApiError(404, "metrics are off ([metrics] access)")
             if request.postpath not in ([], [b""]):
                 raise ApiError(404, "no such path")
-            if self.settings.metrics_access == "token":
-                checkBearer(request, self.settings.metrics_token, "metrics endpoint")
+            if self.settings.metrics.access == "token":
+                checkBearer(request, self.settings.metrics.token, "metrics endpoint")
         except ApiError as e:
             for name, value in e.headers.items():
                 request.setHeader(name, value)

@@ -79,7 +79,7 @@ class ProvisioningAPI:
         self.settings = settings
 
     def _authorize(self, request):
-        checkBearer(request, self.settings.provisioning_token, "provisioning API")
+        checkBearer(request, self.settings.provisioning.token, "provisioning API")
 
     def _body(self, request, fields):
         if not readBody(request).strip():
@@ -109,7 +109,7 @@ class ProvisioningAPI:
     async def create(self, request):
         self._authorize(request)
         body = self._body(request, CREATE_FIELDS)
-        slug = body.get("plan", self.settings.default_plan)
+        slug = body.get("plan", self.settings.caches.default_plan)
         try:
             cache, _ = await self.provisioner.createCache(
                 slug, label=body.get("label"), name=body.get("name")
@@ -294,7 +294,7 @@ def makeProvisioning(
     provisioner = Provisioner(asyncControlPlane, index, registry, settings)
     services = []
     sync = None
-    if settings.heroku_password:
+    if settings.heroku.password:
         if http is None:
             from treq.client import HTTPClient
             from twisted.web.client import Agent
@@ -302,7 +302,7 @@ def makeProvisioning(
             http = HTTPClient(Agent(reactor))
         platform = HerokuPlatform(http, settings, reactor)
         sync = HerokuSync(
-            records, index, provisioner, platform, reactor, interval=settings.poll_interval
+            records, index, provisioner, platform, reactor, interval=settings.database.poll_interval
         )
         services.append(sync)
     heroku = HerokuAPI(records, provisioner, settings, sync)

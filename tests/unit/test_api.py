@@ -107,7 +107,7 @@ class World:
         upgrade(engine)
         self.cp = ControlPlane(
             engine, self.reactor, PLANS, clusters=self.settings.clusters,
-            defaultCluster=self.settings.default_cluster,
+            defaultCluster=self.settings.caches.default_cluster,
         )
         self.acp = AsyncControlPlane(self.cp, SynchronousThreadPool(), self.reactor)
         self.index = ControlIndex(self.acp, PLANS, self.reactor, defaultPlan="dev")

@@ -22,20 +22,20 @@ def test_embeddedDefaults():
     directory, every default plan and one cluster made of this node.
     """
     settings = loadSettings(None, {})
-    assert settings.listen == ("tcp:11211:interface=127.0.0.1",)
-    assert settings.web_listen == "tcp:8080:interface=127.0.0.1"
-    assert settings.database == "sqlite:///memcachier.sqlite"
-    assert settings.node_name == "127.0.0.1:11211"
+    assert settings.memcache.listen == ("tcp:11211:interface=127.0.0.1",)
+    assert settings.web.listen == "tcp:8080:interface=127.0.0.1"
+    assert settings.database.url == "sqlite:///memcachier.sqlite"
+    assert settings.node.name == "127.0.0.1:11211"
     assert settings.clusters == {"default": ("127.0.0.1:11211",)}
-    assert settings.default_cluster == "default"
-    assert settings.store_plugin == "memory"
-    assert settings.store_settings == {}
+    assert settings.caches.default_cluster == "default"
+    assert settings.store.plugin == "memory"
+    assert settings.store.settings == {}
     assert settings.plans == {p.slug: p for p in DEFAULT_PLANS}
-    assert settings.default_plan == "dev"
-    assert settings.auth_timeout == 5.0
-    assert settings.dev_inactivity_days == 30
-    assert settings.poll_interval == 1.0
-    assert settings.tls_min_version is TLSVersion.TLSv1_2
+    assert settings.caches.default_plan == "dev"
+    assert settings.memcache.auth_timeout == 5.0
+    assert settings.caches.dev_inactivity_days == 30
+    assert settings.database.poll_interval == 1.0
+    assert settings.memcache.tls_min_version is TLSVersion.TLSv1_2
     assert settings == Settings()
 
 
@@ -81,18 +81,18 @@ development = true
 """
     )
     settings = loadSettings(str(path), {})
-    assert settings.listen == ("tcp:11311:interface=10.0.0.5", "unix:/tmp/mc.sock")
-    assert settings.auth_timeout == 2.0
-    assert settings.tls_min_version is TLSVersion.TLSv1_3
-    assert settings.web_listen == "tcp:9090"
-    assert settings.database == "postgresql+psycopg://u:p@db/memcachier"
-    assert settings.poll_interval == 0.5
-    assert settings.node_name == "10.0.0.5:11311"
+    assert settings.memcache.listen == ("tcp:11311:interface=10.0.0.5", "unix:/tmp/mc.sock")
+    assert settings.memcache.auth_timeout == 2.0
+    assert settings.memcache.tls_min_version is TLSVersion.TLSv1_3
+    assert settings.web.listen == "tcp:9090"
+    assert settings.database.url == "postgresql+psycopg://u:p@db/memcachier"
+    assert settings.database.poll_interval == 0.5
+    assert settings.node.name == "10.0.0.5:11311"
     assert settings.clusters == {"eu": ("10.0.0.5:11311", "10.0.0.6:11311")}
-    assert settings.default_cluster == "eu"
-    assert settings.default_plan == "100"
-    assert settings.dev_inactivity_days == 7
-    assert settings.store_settings == {"shards": 4}
+    assert settings.caches.default_cluster == "eu"
+    assert settings.caches.default_plan == "100"
+    assert settings.caches.dev_inactivity_days == 7
+    assert settings.store.settings == {"shards": 4}
     assert settings.plans["dev"] == Plan("dev", 50 * MiB, 10, MiB, True)
     assert settings.plans["tiny"] == Plan("tiny", MiB, 3, 64 * 1024, True)
     assert settings.plans["1g"] == Plan("1g", 1024 * MiB, 2000)
@@ -107,10 +107,10 @@ def test_overrides():
         '[memcache]\nlisten = ["tcp:1"]\n[database]\nurl = "sqlite:///a.db"\n',
         {"listen": ["tcp:2222:interface=127.0.0.2"], "database": "sqlite:///b.db", "web_listen": "tcp:0"},
     )
-    assert settings.listen == ("tcp:2222:interface=127.0.0.2",)
-    assert settings.database == "sqlite:///b.db"
-    assert settings.web_listen == "tcp:0"
-    assert settings.node_name == "127.0.0.2:2222"
+    assert settings.memcache.listen == ("tcp:2222:interface=127.0.0.2",)
+    assert settings.database.url == "sqlite:///b.db"
+    assert settings.web.listen == "tcp:0"
+    assert settings.node.name == "127.0.0.2:2222"
 
 
 def test_emptyOverridesIgnored():
@@ -120,8 +120,8 @@ def test_emptyOverridesIgnored():
     settings = parseSettings(
         '[web]\nlisten = "tcp:81"\n', {"listen": [], "database": None, "web_listen": None}
     )
-    assert settings.web_listen == "tcp:81"
-    assert settings.listen == ("tcp:11211:interface=127.0.0.1",)
+    assert settings.web.listen == "tcp:81"
+    assert settings.memcache.listen == ("tcp:11211:interface=127.0.0.1",)
 
 
 def test_nodeNameExplicit():
@@ -130,7 +130,7 @@ def test_nodeNameExplicit():
     made of it.
     """
     settings = parseSettings('[node]\nname = "cache1.example.com:11211"\n')
-    assert settings.node_name == "cache1.example.com:11211"
+    assert settings.node.name == "cache1.example.com:11211"
     assert settings.clusters == {"default": ("cache1.example.com:11211",)}
 
 
@@ -230,7 +230,7 @@ def test_wildcardInterfaceUsesHostname():
     import socket
 
     settings = parseSettings("", {"listen": ["tcp:11211"]})
-    assert settings.node_name == f"{socket.gethostname()}:11211"
+    assert settings.node.name == f"{socket.gethostname()}:11211"
 
 
 def test_planItemSizeAboveMemory():
@@ -261,13 +261,13 @@ def test_analyticsDefaults():
     20 s, batches every 0.1 s with 500 events counted exactly.
     """
     settings = parseSettings("")
-    assert settings.analytics_introspection is True
-    assert settings.analytics_sample_period == 60.0
-    assert settings.analytics_latency_period == 20.0
-    assert settings.analytics_drain_interval == 0.1
-    assert settings.analytics_time_slice == 60
-    assert settings.analytics_slices == 10
-    assert settings.analytics_batch_limit == 500
+    assert settings.analytics.introspection is True
+    assert settings.analytics.sample_period == 60.0
+    assert settings.analytics.latency_period == 20.0
+    assert settings.analytics.drain_interval == 0.1
+    assert settings.analytics.time_slice == 60
+    assert settings.analytics.slices == 10
+    assert settings.analytics.batch_limit == 500
 
 
 def test_analyticsTable():
@@ -275,12 +275,12 @@ def test_analyticsTable():
         "[analytics]\nintrospection = false\nsample_period = 10\nlatency_period = 5.5\n"
         "drain_interval = 0.25\ntime_slice = 30\nslices = 4\nbatch_limit = 100\n"
     )
-    assert settings.analytics_introspection is False
-    assert settings.analytics_sample_period == 10.0
-    assert settings.analytics_latency_period == 5.5
-    assert settings.analytics_drain_interval == 0.25
-    assert (settings.analytics_time_slice, settings.analytics_slices) == (30, 4)
-    assert settings.analytics_batch_limit == 100
+    assert settings.analytics.introspection is False
+    assert settings.analytics.sample_period == 10.0
+    assert settings.analytics.latency_period == 5.5
+    assert settings.analytics.drain_interval == 0.25
+    assert (settings.analytics.time_slice, settings.analytics.slices) == (30, 4)
+    assert settings.analytics.batch_limit == 100
 
 
 def test_analyticsErrorsAtOnce():
@@ -301,14 +301,14 @@ def test_provisioningDefaults():
     default, with Heroku's own URLs.
     """
     settings = parseSettings("")
-    assert (settings.heroku_id, settings.heroku_password, settings.heroku_sso_salt) == (
+    assert (settings.heroku.id, settings.heroku.password, settings.heroku.sso_salt) == (
         "memcachier", "", "",
     )
-    assert settings.heroku_api_url == "https://api.heroku.com"
-    assert settings.heroku_id_url == "https://id.heroku.com"
-    assert (settings.heroku_client_secret, settings.provisioning_token) == ("", "")
-    assert (settings.metrics_access, settings.metrics_token) == ("off", "")
-    assert settings.web_public_url == "http://127.0.0.1:8080"
+    assert settings.heroku.api_url == "https://api.heroku.com"
+    assert settings.heroku.id_url == "https://id.heroku.com"
+    assert (settings.heroku.client_secret, settings.provisioning.token) == ("", "")
+    assert (settings.metrics.access, settings.metrics.token) == ("off", "")
+    assert settings.web.public_url == "http://127.0.0.1:8080"
 
 
 def test_provisioningTables():
@@ -319,11 +319,11 @@ def test_provisioningTables():
         '[provisioning]\ntoken = "t"\n'
         '[metrics]\naccess = "token"\ntoken = "m"\n'
     )
-    assert settings.web_public_url == "https://cache.example.com"
-    assert (settings.heroku_id, settings.heroku_password, settings.heroku_sso_salt) == ("mc", "p", "s")
-    assert (settings.heroku_api_url, settings.heroku_id_url) == ("http://127.0.0.1:9", "http://127.0.0.1:10")
-    assert (settings.heroku_client_secret, settings.provisioning_token) == ("c", "t")
-    assert (settings.metrics_access, settings.metrics_token) == ("token", "m")
+    assert settings.web.public_url == "https://cache.example.com"
+    assert (settings.heroku.id, settings.heroku.password, settings.heroku.sso_salt) == ("mc", "p", "s")
+    assert (settings.heroku.api_url, settings.heroku.id_url) == ("http://127.0.0.1:9", "http://127.0.0.1:10")
+    assert (settings.heroku.client_secret, settings.provisioning.token) == ("c", "t")
+    assert (settings.metrics.access, settings.metrics.token) == ("token", "m")
 
 
 def test_provisioningErrorsAtOnce():
@@ -351,8 +351,8 @@ def test_dashboardSettings():
     ssl:); C{[heroku]} and the operator hash are optional.
     """
     settings = parseSettings("")
-    assert settings.web_public_url == "http://127.0.0.1:8080"
-    assert (settings.heroku_sso_salt, settings.operator_password_hash) == ("", "")
+    assert settings.web.public_url == "http://127.0.0.1:8080"
+    assert (settings.heroku.sso_salt, settings.web.operator_password_hash) == ("", "")
     from memcachier.node.settings import publicUrlOf
 
     assert publicUrlOf("ssl:8443:privateKey=k.pem:certKey=c.pem:interface=10.0.0.1") == (
@@ -363,8 +363,8 @@ def test_dashboardSettings():
         'operator_password_hash = "scrypt$16384$8$1$c2FsdA==$aGFzaA=="\n'
         '[heroku]\nid = "memcachier"\npassword = "p"\nsso_salt = "s"\n'
     )
-    assert settings.web_public_url == "https://mc.example.com"
-    assert (settings.heroku_id, settings.heroku_password, settings.heroku_sso_salt) == (
+    assert settings.web.public_url == "https://mc.example.com"
+    assert (settings.heroku.id, settings.heroku.password, settings.heroku.sso_salt) == (
         "memcachier", "p", "s")
 
 

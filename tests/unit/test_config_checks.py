@@ -60,7 +60,7 @@ def test_tlsFilesMustLoad(tmp_path, selfSignedCert):
     settings = parseSettings(
         f'[memcache]\nlisten = ["ssl:1:privateKey={key}:certKey={cert}:clientCAs={cert}"]\n'
     )
-    assert settings.listen[0].endswith(f"clientCAs={cert}")
+    assert settings.memcache.listen[0].endswith(f"clientCAs={cert}")
 
 
 def test_durations():
@@ -94,11 +94,11 @@ def test_hardeningKeys():
         'header_timeout = "2s"\nbody_timeout = "1m"\nidle_timeout = 5\n'
         '[node]\nshutdown_timeout = "30s"\n'
     )
-    assert (settings.memcache_backlog, settings.memcache_max_connections) == (4096, 5000)
-    assert (settings.auth_failure_rate, settings.auth_failure_burst) == (0.5, 3)
-    assert (settings.web_backlog, settings.web_max_connections) == (128, 100)
-    assert (settings.web_header_timeout, settings.web_body_timeout,
-            settings.web_idle_timeout, settings.shutdown_timeout) == (2.0, 60.0, 5.0, 30.0)
+    assert (settings.memcache.backlog, settings.memcache.max_connections) == (4096, 5000)
+    assert (settings.memcache.auth_failure_rate, settings.memcache.auth_failure_burst) == (0.5, 3)
+    assert (settings.web.backlog, settings.web.max_connections) == (128, 100)
+    assert (settings.web.header_timeout, settings.web.body_timeout,
+            settings.web.idle_timeout, settings.node.shutdown_timeout) == (2.0, 60.0, 5.0, 30.0)
     found = errors(
         '[memcache]\nbacklog = 0\nmax_connections = -1\nauth_failure_rate = "fast"\n'
         '[web]\nheader_timeout = "soon"\nbody_timeout = 0\n[node]\nshutdown_timeout = "x"\n'

@@ -72,11 +72,11 @@ def test_limitsConfig():
     """
     settings = parseSettings("")
     assert (
-        settings.limit_watched_prefixes, settings.limit_credentials, settings.limit_alerts,
-        settings.limit_alert_configs, settings.limit_multiget_keys,
+        settings.limits.watched_prefixes, settings.limits.credentials, settings.limits.alerts,
+        settings.limits.alert_configs, settings.limits.multiget_keys,
     ) == (50, 20, 50, 20, 0)
     settings = parseSettings("[limits]\nwatched_prefixes = 3\nmultiget_keys = 100\n")
-    assert (settings.limit_watched_prefixes, settings.limit_multiget_keys) == (3, 100)
+    assert (settings.limits.watched_prefixes, settings.limits.multiget_keys) == (3, 100)
     with pytest.raises(ConfigError) as e:
         parseSettings("[limits]\ncredentials = 0\nalerts = -1\nmultiget_keys = \"x\"\nfoo = 1\n")
     text = str(e.value)

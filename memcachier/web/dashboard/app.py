@@ -204,7 +204,7 @@ class Dashboard:
         }
         try:
             resourceId, user = checkHerokuLogin(
-                form, self.settings.heroku_sso_salt, self.clock.seconds()
+                form, self.settings.heroku.sso_salt, self.clock.seconds()
             )
         except SSORefused as e:
             return _message(request, 403, "Sign-in refused", html.escape(str(e)))
@@ -245,7 +245,7 @@ class Dashboard:
         )
 
     def adminPage(self, request):
-        if not self.settings.operator_password_hash:
+        if not self.settings.web.operator_password_hash:
             return self._operatorOff(request)
         session = request.dashboardSession
         if session is None or not session.operator:
@@ -260,7 +260,7 @@ class Dashboard:
         return _page(request, "All caches · memcachier", body)
 
     async def adminLogin(self, request):
-        stored = self.settings.operator_password_hash
+        stored = self.settings.web.operator_password_hash
         if not stored:
             return self._operatorOff(request)
         cookie = request.getCookie(LOGIN_COOKIE) or b""

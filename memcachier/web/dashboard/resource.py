@@ -36,7 +36,7 @@ class SessionResolver:
         operator) must carry, or L{None} if no session can be live.
         """
         if cacheId is None:
-            secret = self.settings.operator_password_hash
+            secret = self.settings.web.operator_password_hash
             return fingerprint(secret) if secret else None
         cache = self.index.cache(cacheId)
         return None if cache is None else fingerprint(cache.sso_secret)
