@@ -4,10 +4,27 @@ The seams of memcachier: stores (pluggable), keyspaces (one cache's keys)
 and alert deliverers.
 
 Interface methods are declared without C{self} so that C{verifyObject}
-checks real signatures.
+checks real signatures; their annotations are what mypy (with the
+C{mypy-zope} plugin) holds implementations and callers to.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar, Union
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import Attribute, Interface
+
+from memcachier.commands import DeleteResult, DeltaResult, StoreMode, StoreResult
+
+_T = TypeVar("_T")
+
+#: what an answering method of a keyspace returns: the result itself, or
+#: a L{Deferred} firing with it
+Answer: TypeAlias = Union[_T, "Deferred[_T]"]
+
+#: an item as L{memcachier.commands.packItem} builds it
+Item: TypeAlias = bytes
 
 
 class IKeyspace(Interface):
@@ -45,7 +62,7 @@ class IKeyspace(Interface):
 
     synchronous = Attribute("L{True} if no method ever returns a L{Deferred}.")
 
-    def get(key):
+    def get(key: bytes) -> Answer[Item | None]:
         """
         Fetch an item and bump it in the LRU.
 
@@ -54,7 +71,7 @@ class IKeyspace(Interface):
             (missing, expired or flushed).
         """
 
-    def getMany(keys):
+    def getMany(keys: Sequence[bytes]) -> Answer[list[Item | None]]:
         """
         Fetch several items at once (multi-get), bumping each hit.
 
@@ -62,7 +79,7 @@ class IKeyspace(Interface):
         @return: a L{list} as long as C{keys} of items or L{None}s.
         """
 
-    def peek(key):
+    def peek(key: bytes) -> Answer[Item | None]:
         """
         Fetch an item without bumping it or marking it fetched
         (meta C{me}, key stats).
@@ -70,7 +87,7 @@ class IKeyspace(Interface):
         @return: the item (L{memcachier.commands.packItem}) or L{None}.
         """
 
-    def touch(key, exptime):
+    def touch(key: bytes, exptime: float) -> Answer[Item | None]:
         """
         Fetch an item, bump it and set its expiry (C{touch}, C{gat}).
 
@@ -78,7 +95,9 @@ class IKeyspace(Interface):
         @return: the item (L{memcachier.commands.packItem}) or L{None}.
         """
 
-    def store(mode, key, value, flags, exptime, cas):
+    def store(
+        mode: StoreMode, key: bytes, value: bytes, flags: int, exptime: float, cas: int
+    ) -> Answer[tuple[StoreResult, int]]:
         """
         Store an item.
 
@@ -93,7 +112,7 @@ class IKeyspace(Interface):
             fit even in an empty keyspace.
         """
 
-    def delete(key, cas):
+    def delete(key: bytes, cas: int) -> Answer[DeleteResult]:
         """
         Remove an item.
 
@@ -101,7 +120,9 @@ class IKeyspace(Interface):
         @return: a L{memcachier.commands.DeleteResult}.
         """
 
-    def delta(key, incr, delta, initial, exptime, cas):
+    def delta(
+        key: bytes, incr: bool, delta: int, initial: int | None, exptime: float, cas: int
+    ) -> Answer[tuple[DeltaResult, int, int]]:
         """
         Increment or decrement a decimal value: incr wraps at 2**64, decr
         floors at 0.
@@ -115,13 +136,13 @@ class IKeyspace(Interface):
             value (L{int}) and the new CAS unique.
         """
 
-    def flush(delay):
+    def flush(delay: float) -> Answer[None]:
         """
         Invalidate every item now (C{delay} 0) or all items stored before
         C{delay} seconds from now, as memcached's C{flush_all <delay>}.
         """
 
-    def stats():
+    def stats() -> dict[str, int]:
         """
         The keyspace's own counters with memcached's names: C{curr_items},
         C{total_items}, C{bytes}, C{limit_maxbytes}, C{evictions},
@@ -131,18 +152,18 @@ class IKeyspace(Interface):
         @rtype: L{dict} of L{str} to L{int}
         """
 
-    def resetStats():
+    def resetStats() -> None:
         """
         Zero the cumulative counters (not C{curr_items} or C{bytes}).
         """
 
-    def configure(maxBytes, maxItemSize):
+    def configure(maxBytes: int, maxItemSize: int) -> None:
         """
         Change the memory limit (evicting at once if now over it) and the
         key+value size limit, for a plan change.
         """
 
-    def keys():
+    def keys() -> Iterable[bytes]:
         """
         Iterate over live keys (introspection, tests).  Need not be fast.
         """
@@ -153,7 +174,7 @@ class IStore(Interface):
     A storage backend holding the keyspaces of many caches.
     """
 
-    def keyspace(cacheId, maxBytes, maxItemSize):
+    def keyspace(cacheId: int, maxBytes: int, maxItemSize: int) -> "IKeyspace":
         """
         The keyspace of cache C{cacheId}, created empty on first use.
 
@@ -164,12 +185,12 @@ class IStore(Interface):
         @rtype: L{IKeyspace}
         """
 
-    def dropKeyspace(cacheId):
+    def dropKeyspace(cacheId: int) -> None:
         """
         Forget a cache's keyspace and free its memory (cache deleted).
         """
 
-    def close():
+    def close() -> "Deferred[None] | None":
         """
         Release backend resources at shutdown.
 
@@ -186,7 +207,7 @@ class IStorePlugin(Interface):
     name = Attribute("The name the config's C{[store] plugin} key selects, e.g. C{'memory'}.")
     description = Attribute("One line for C{memcachier-admin store list}.")
 
-    def makeStore(settings, reactor):
+    def makeStore(settings: Mapping[str, Any], reactor: IReactorTime) -> IStore:
         """
         Build the store.
 
@@ -203,7 +224,7 @@ class IAlertDeliverer(Interface):
     A deliverer never blocks: everything it does is on the reactor.
     """
 
-    def deliver(message):
+    def deliver(message: Any) -> "Deferred[Any]":
         """
         Send one message.
 

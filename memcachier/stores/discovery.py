@@ -8,8 +8,15 @@ Like Buildbot's plugin database, a plugin that does not implement its
 interface fails loudly and names itself instead of being skipped.
 """
 
-from twisted.logger import globalLogPublisher
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
 from twisted.plugin import getPlugins
+from twisted.python.failure import Failure
+from zope.interface import provider
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -23,20 +30,21 @@ class StorePluginError(Exception):
     """
 
 
-def _pluginName(plugin):
+def _pluginName(plugin: object) -> str:
     name = getattr(plugin, "name", None)
     where = getattr(type(plugin), "__module__", "?")
     return f"{name!r} ({where}.{type(plugin).__qualname__})"
 
 
-def _loadPlugins(package):
+def _loadPlugins(package: ModuleType) -> list[IStorePlugin]:
     """
     L{getPlugins} logs and skips a dropin that cannot be imported or
     adapted; we want that to stop the server, so collect what it logs.
     """
-    failures = []
+    failures: list[Failure] = []
 
-    def observer(event):
+    @provider(ILogObserver)
+    def observer(event: LogEvent) -> None:
         # twisted.plugin logs with the legacy log.err: "failure", not
         # "log_failure".
         failure = event.get("log_failure") or event.get("failure")
@@ -52,13 +60,13 @@ def _loadPlugins(package):
         f = failures[0]
         raise StorePluginError(
             f"a plugin in {package.__name__} failed to load: "
-            f"{f.type.__name__}: {f.getErrorMessage()}"
+            f"{type(f.value).__name__}: {f.getErrorMessage()}"
             f"\n{f.getTraceback()}"
         )
     return plugins
 
 
-def storePlugins(package=None):
+def storePlugins(package: ModuleType | None = None) -> dict[str, IStorePlugin]:
     """
     Every store plugin, checked.
 
@@ -69,8 +77,10 @@ def storePlugins(package=None):
         (as C{verifyObject} sees it) or two plugins share a name.
     """
     if package is None:
-        import memcachier.plugins as package
-    found = {}
+        import memcachier.plugins as default
+
+        package = default
+    found: dict[str, IStorePlugin] = {}
     for plugin in _loadPlugins(package):
         try:
             verifyObject(IStorePlugin, plugin)
@@ -92,7 +102,7 @@ def storePlugins(package=None):
     return found
 
 
-def findStorePlugin(name, package=None):
+def findStorePlugin(name: str, package: ModuleType | None = None) -> IStorePlugin:
     """
     The store plugin called C{name}.
 
@@ -113,7 +123,10 @@ def findStorePlugin(name, package=None):
     return plugin
 
 
-def makeStore(name, settings, reactor, package=None):
+def makeStore(
+    name: str, settings: Mapping[str, Any], reactor: IReactorTime,
+    package: ModuleType | None = None,
+) -> IStore:
     """
     Build the store the config asks for.
 
