@@ -12,11 +12,11 @@ Rows come back as plain L{dict}s.
 import json
 
 import sqlalchemy as sa
-from twisted.internet import threads
 
 from memcachier.control import schema
 # LimitReached (raised by checkLimit) is imported from here by the routes
 from memcachier.control.repository import ControlPlaneError, LimitReached, checkLimit  # noqa: F401
+from memcachier.tx.threads import ThreadPoolRunner
 
 #: Events L{AlertRepository.events} returns at most.
 EVENTS_LIMIT = 50
@@ -410,15 +410,10 @@ class AsyncAlerts:
 
     def __init__(self, repository, threadpool, reactor):
         self.repository = repository
-        self._pool = threadpool
-        self._reactor = reactor
+        self._threads = ThreadPoolRunner(reactor, threadpool)
 
     def __getattr__(self, name):
         if name not in self._METHODS:
             raise AttributeError(name)
         method = getattr(self.repository, name)
-
-        def call(*args, **kwargs):
-            return threads.deferToThreadPool(self._reactor, self._pool, method, *args, **kwargs)
-
-        return call
+        return lambda *args, **kwargs: self._threads.run(method, *args, **kwargs)

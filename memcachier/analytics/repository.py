@@ -15,11 +15,11 @@ upserts cannot race with another node.
 import json
 
 import sqlalchemy as sa
-from twisted.internet import threads
 
 from memcachier.analytics import series
 from memcachier.control import schema
 from memcachier.control.repository import ControlPlaneError, UnknownCache, checkLimit
+from memcachier.tx.threads import ThreadPoolRunner
 
 
 class UnknownPrefix(ControlPlaneError):
@@ -323,15 +323,10 @@ class AsyncAnalytics:
 
     def __init__(self, repository, threadpool, reactor):
         self.repository = repository
-        self._pool = threadpool
-        self._reactor = reactor
+        self._threads = ThreadPoolRunner(reactor, threadpool)
 
     def __getattr__(self, name):
         method = getattr(self.repository, name)
         if name.startswith("_") or not callable(method):
             raise AttributeError(name)
-
-        def run(*args, **kwargs):
-            return threads.deferToThreadPool(self._reactor, self._pool, method, *args, **kwargs)
-
-        return run
+        return lambda *args, **kwargs: self._threads.run(method, *args, **kwargs)

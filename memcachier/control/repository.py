@@ -23,13 +23,13 @@ from collections.abc import Mapping
 
 import attr
 import sqlalchemy as sa
-from twisted.application.service import Service
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from memcachier.control import schema
 from memcachier.control.model import Cache, Credential
+from memcachier.tx.threads import ThreadPoolRunner
 
 
 class ControlPlaneError(Exception):
@@ -760,13 +760,13 @@ class AsyncControlPlane:
         """
         @param controlPlane: a L{ControlPlane}.
         @param threadpool: a L{twisted.python.threadpool.ThreadPool},
-            started before the first call (see L{ThreadPoolService}).  With
-            an in-memory SQLite database it must have one thread.
+            started before the first call (see
+            L{memcachier.tx.threads.ThreadPoolService}).  With an
+            in-memory SQLite database it must have one thread.
         @param reactor: the reactor the results are delivered on.
         """
         self.controlPlane = controlPlane
-        self._pool = threadpool
-        self._reactor = reactor
+        self._threads = ThreadPoolRunner(reactor, threadpool)
         self._writeObservers = []
 
     @property
@@ -782,9 +782,7 @@ class AsyncControlPlane:
         self._writeObservers.append(observer)
 
     def _run(self, method, /, *args, **kwargs):
-        return threads.deferToThreadPool(
-            self._reactor, self._pool, getattr(self.controlPlane, method), *args, **kwargs
-        )
+        return self._threads.run(getattr(self.controlPlane, method), *args, **kwargs)
 
     @defer.inlineCallbacks
     def _write(self, method, /, *args, **kwargs):
@@ -853,26 +851,6 @@ class AsyncControlPlane:
 
     def updateCredential(self, username, write=None, flush=None, api=None):
         return self._write("updateCredential", username, write, flush, api)
-
-
-class ThreadPoolService(Service):
-    """
-    Starts a thread pool with the service and stops it (joining its
-    threads) when the service stops.  Put it before every service that
-    uses the pool in a C{MultiService}, since children start in order and
-    stop in reverse.
-    """
-
-    def __init__(self, threadpool):
-        self.threadpool = threadpool
-
-    def startService(self):
-        super().startService()
-        self.threadpool.start()
-
-    def stopService(self):
-        super().stopService()
-        self.threadpool.stop()
 
 
 def makeThreadPool(engine):

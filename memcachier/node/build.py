@@ -24,12 +24,7 @@ from memcachier.cluster.peer import PeerPool
 from memcachier.control.index import ControlIndex
 from memcachier.control.maintenance import InactiveCacheReaper
 from memcachier.control.migrations import upgrade
-from memcachier.control.repository import (
-    AsyncControlPlane,
-    ControlPlane,
-    ThreadPoolService,
-    makeThreadPool,
-)
+from memcachier.control.repository import AsyncControlPlane, ControlPlane, makeThreadPool
 from memcachier.control.schema import makeEngine
 from memcachier.interfaces import IStore
 from memcachier.node.listeners import ListenerService, listenerService
@@ -40,6 +35,7 @@ from memcachier.protocols.throttle import AuthThrottle
 from memcachier.runtime import CacheRegistry, ServedCaches
 from memcachier.stores.discovery import makeStore
 from memcachier.tx.ceiling import connectionCeilings, descriptorLimit
+from memcachier.tx.threads import ThreadPoolService
 from memcachier.web.alerts import AlertsAPI
 from memcachier.web.common import CacheAuth
 from memcachier.web.insight import InsightAPI

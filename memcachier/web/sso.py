@@ -33,9 +33,9 @@ from urllib.parse import urlencode
 
 import attr
 import sqlalchemy as sa
-from twisted.internet import threads
 
 from memcachier.control import schema
+from memcachier.tx.threads import ThreadPoolRunner
 
 #: Heroku refuses tokens older than this (seconds); so do we.
 HEROKU_WINDOW = 5 * 60
@@ -409,13 +409,10 @@ class AsyncSessionStore:
 
     def __init__(self, store, threadpool, reactor):
         self.store = store
-        self._pool = threadpool
-        self._reactor = reactor
+        self._threads = ThreadPoolRunner(reactor, threadpool)
 
     def _run(self, method, *args):
-        return threads.deferToThreadPool(
-            self._reactor, self._pool, getattr(self.store, method), *args
-        )
+        return self._threads.run(getattr(self.store, method), *args)
 
     def create(self, cacheId, fingerprint, user):
         return self._run("create", cacheId, fingerprint, user)
