@@ -7,95 +7,185 @@ is ASCII.  After the first read the connection talks to the codec directly:
 the sniffing protocol rebinds its own C{dataReceived} to the codec's, so
 later reads cost no extra call.
 
-The factory counts open connections over every memcache listener and
-refuses any past its ceiling (L{memcachier.tx.ceiling}) the way memcached does
-past C{-c}: C{ERROR Too many open connections} and a close, with one log
-line per burst.
+Closing
+=======
+
+L{SniffingProtocol.close} is the one way a memcache connection closes:
+the auth timeout, QUIT, failed authentication, drain on shutdown and the
+codec's own closes all call it.  It stops the codec being the transport's
+producer (TLS sends its close alert, and so closes, only once no producer
+is registered), asks the transport to close, and aborts the connection if
+it is still open L{CLOSE_GRACE} seconds later: a TLS transport waits for
+the peer's close alert, and any transport for its queued output to be
+read, and a peer that does neither must not keep the descriptor.
+
+On an C{ssl:} listener a client must also finish its TLS handshake within
+the auth timeout (or L{HANDSHAKE_TIMEOUT} when that is off), or the
+connection is aborted (docs/security.md).
+
+The factory counts open connections over every memcache listener with a
+L{memcachier.tx.ceiling.ConnectionCeiling}, which refuses any past the
+ceiling the way memcached does past C{-c}: C{ERROR Too many open
+connections} and a close, with one log line per burst.
 """
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from socket import socket
+from typing import Any, Callable, Optional
 
-from memcachier.tx.ceiling import Bursts
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHandshakeListener,
+    IProtocol,
+    IReactorTime,
+    ISSLTransport,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
 from memcachier.protocols.ascii import AsciiProtocol
+from memcachier.protocols.base import CodecProtocol
 from memcachier.protocols.binary import BinaryProtocol
 from memcachier.protocols.session import Session
 from memcachier.protocols.throttle import AuthThrottle
+from memcachier.tx.ceiling import ConnectionCeiling
 
 BINARY_REQUEST_MAGIC = 0x80
 
+#: seconds a closing connection may take to let go (the peer's TLS close
+#: alert, queued output being read) before it is aborted
+CLOSE_GRACE = 5.0
 
-class SniffingProtocol(Protocol):
+#: seconds a TLS client has to finish its handshake when the auth timeout
+#: is off (otherwise the auth timeout applies)
+HANDSHAKE_TIMEOUT = 5.0
+
+#: memcached's reply past its connection limit (C{-c}, C{maxconns_fast})
+TOO_MANY_OPEN_CONNECTIONS = b"ERROR Too many open connections\r\n"
+
+#: the fast send path a factory may be given: the socket a codec may send
+#: on directly for a transport, or L{None} (L{memcachier.node.fastpaths})
+DirectSend = Callable[[ITransport], Optional[socket]]
+
+
+def memcacheCeiling(limit: Optional[int], clock: IReactorTime) -> ConnectionCeiling:
+    """
+    The memcache listeners' L{ConnectionCeiling}: memcached's refusal and
+    log line.
+
+    @param limit: the ceiling (L{memcachier.tx.ceiling.connectionCeilings}),
+        or L{None} for none.
+    """
+    return ConnectionCeiling(
+        limit,
+        clock,
+        refusal=TOO_MANY_OPEN_CONNECTIONS,
+        surface="memcache",
+        refusedHow="refusing new connections with 'ERROR Too many open connections'",
+    )
+
+
+@implementer(IHandshakeListener)
+class SniffingProtocol(Protocol, TimeoutMixin):
     """
     Waits for the first byte, then hands the connection to the codec it
-    names.
+    names; owns the connection's one way to close (L{close}).
+
+    @ivar session: the connection's L{Session}.
+    @ivar codec: the codec, once the first byte arrived.
     """
 
-    def __init__(self, factory):
+    def __init__(self, factory: "MemcacheFactory") -> None:
         self.factory = factory
-        self.session = None
-        self.codec = None
+        self.session: Optional[Session] = None
+        self.codec: Optional[CodecProtocol] = None
+        self._closing = False
 
-    def connectionMade(self):
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """
+        L{TimeoutMixin}'s timers run on the factory's clock.
+        """
+        return self.factory.reactor.callLater(period, func)
+
+    def connectionMade(self) -> None:
         factory = self.factory
-        factory.open.add(self)
+        factory.ceiling.opened(self)
         peer = self.transport.getPeer()
         self.session = Session(
             factory.registry,
             factory.reactor,
             factory.throttle,
             getattr(peer, "host", str(peer)),
-            self.transport.loseConnection,
+            self.close,
             factory.authTimeout,
         )
+        if ISSLTransport.providedBy(self.transport):
+            # until handshakeCompleted
+            self.setTimeout(factory.authTimeout or HANDSHAKE_TIMEOUT)
 
-    def dataReceived(self, data):
+    def handshakeCompleted(self) -> None:
+        """
+        The TLS handshake is done: from now on the auth timeout applies.
+        """
+        if not self._closing:
+            self.setTimeout(None)
+
+    def timeoutConnection(self) -> None:
+        """
+        The handshake did not finish in time, or a close did not complete
+        within L{CLOSE_GRACE}: drop the connection.
+        """
+        self.transport.abortConnection()
+
+    def close(self) -> None:
+        """
+        Close the connection: the one way it closes (see the module
+        docstring).  Output already handed to the transport is still sent.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        if self.codec is not None:
+            self.codec.stopBeingProducer()
+        self.transport.loseConnection()
+        self.setTimeout(CLOSE_GRACE)
+
+    def dataReceived(self, data: bytes) -> None:
         if not data:
             # no byte to sniff yet (TCP never delivers none; a wrapping
             # transport might): wait for one
             return
-        codecClass = BinaryProtocol if data[0] == BINARY_REQUEST_MAGIC else AsciiProtocol
-        codec = self.codec = codecClass(self.session)
-        codec.maxKeys = self.factory.maxKeys
-        self.dataReceived = codec.dataReceived
+        factory = self.factory
+        if data[0] == BINARY_REQUEST_MAGIC:
+            codec: CodecProtocol = BinaryProtocol(self.session, self.close, factory.directSend)
+        else:
+            codec = AsciiProtocol(self.session, self.close, factory.directSend, factory.maxKeys)
+        self.codec = codec
+        self.dataReceived = codec.dataReceived  # type: ignore[method-assign]
         codec.makeConnection(self.transport)
         codec.dataReceived(data)
 
-    def drain(self):
+    def drain(self) -> None:
         """
         Close once the request being received, if any, is answered (see
         L{memcachier.protocols.base.CodecProtocol.drain}).
         """
         if self.codec is None:
-            self.transport.loseConnection()
+            self.close()
         else:
             self.codec.drain()
 
-    def connectionLost(self, reason):
-        factory = self.factory
-        factory.open.discard(self)
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
         if self.codec is not None:
             self.codec.connectionLost(reason)
         elif self.session is not None:
             self.session.connectionLost()
-        if not factory.open and factory._drained is not None:
-            drained, factory._drained = factory._drained, None
-            drained.callback(None)
-
-
-#: memcached's reply past its connection limit (C{-c}, C{maxconns_fast})
-TOO_MANY_OPEN_CONNECTIONS = b"ERROR Too many open connections\r\n"
-
-
-class RefusingProtocol(Protocol):
-    """
-    Says why and hangs up: the connection is over the ceiling.
-    """
-
-    def connectionMade(self):
-        self.transport.write(TOO_MANY_OPEN_CONNECTIONS)
-        self.transport.loseConnection()
+        self.factory.ceiling.closed(self)
 
 
 class MemcacheFactory(Factory):
@@ -103,38 +193,74 @@ class MemcacheFactory(Factory):
     The memcache listener's factory, shared by every TCP and TLS listener.
 
     @ivar registry: the L{memcachier.runtime.CacheRegistry}.
-    @ivar authTimeout: seconds an unauthenticated connection may stay open.
-    @ivar maxConnections: the ceiling over every memcache listener.
+    @ivar authTimeout: seconds an unauthenticated connection may stay open
+        (also the TLS handshake's deadline).
+    @ivar ceiling: the L{ConnectionCeiling} over every memcache listener.
     @ivar maxKeys: keys an ASCII retrieval command may name, C{0} for no
         count (C{limits.multiget_keys}).
-    @ivar open: the connections open now.
-    @ivar refused: connections refused past the ceiling, in L{Bursts}.
+    @ivar directSend: the codecs' fast send path, or L{None} for the
+        public one (C{transport.write}).
     """
 
     protocol = SniffingProtocol
     noisy = False
-    _log = Logger()
 
-    def __init__(self, registry, reactor, authTimeout=5.0, throttle=None, maxConnections=None,
-                 maxKeys=0):
+    def __init__(
+        self,
+        registry: Any,
+        reactor: IReactorTime,
+        authTimeout: float = 5.0,
+        throttle: Optional[AuthThrottle] = None,
+        maxConnections: Optional[int] = None,
+        maxKeys: int = 0,
+        ceiling: Optional[ConnectionCeiling] = None,
+        directSend: Optional[DirectSend] = None,
+    ) -> None:
+        """
+        @param maxConnections: the ceiling, when C{ceiling} is not given.
+        @param ceiling: the memcache surface's L{ConnectionCeiling}
+            (L{memcacheCeiling}), built by the composition.
+        @param directSend: L{memcachier.node.fastpaths.directSocket} or
+            L{None}.
+        """
         self.maxKeys = maxKeys
         self.registry = registry
         self.reactor = reactor
         self.authTimeout = authTimeout
         self.throttle = throttle if throttle is not None else AuthThrottle()
-        self.maxConnections = maxConnections
-        self.open = set()
-        self.refused = Bursts()
-        self._drained = None
+        self.ceiling = ceiling if ceiling is not None else memcacheCeiling(maxConnections, reactor)
+        self.directSend = directSend
 
     @property
-    def connections(self):
+    def maxConnections(self) -> Optional[int]:
+        """
+        The ceiling over every memcache listener, or L{None}.
+        """
+        return self.ceiling.limit
+
+    @property
+    def open(self) -> "set[Any]":
+        """
+        The connections open now.
+        """
+        return self.ceiling.open
+
+    @property
+    def refused(self) -> Any:
+        """
+        The connections refused past the ceiling, in
+        L{memcachier.tx.ceiling.Bursts}.
+        """
+        return self.ceiling.refused
+
+    @property
+    def connections(self) -> int:
         """
         How many connections are open.
         """
-        return len(self.open)
+        return self.ceiling.connections
 
-    def drain(self):
+    def drain(self) -> Deferred:
         """
         Close every connection once what it was sent is answered: an idle
         one at once (after its queued output), one in the middle of a
@@ -143,36 +269,19 @@ class MemcacheFactory(Factory):
 
         @return: a L{Deferred} firing when none is open.
         """
-        if not self.open:
-            return succeed(None)
-        drained = self._drained = Deferred()
-        for protocol in list(self.open):
-            protocol.drain()
-        return drained
+        return self.ceiling.drain()
 
-    def abort(self):
+    def abort(self) -> int:
         """
         Drop every connection still open (a client not reading its
         answers past the shutdown deadline).
 
         @return: how many were open.
         """
-        left = list(self.open)
-        for protocol in left:
-            protocol.transport.abortConnection()
-        return len(left)
+        return self.ceiling.abort()
 
-    def buildProtocol(self, addr):
-        if self.maxConnections is not None and self.connections >= self.maxConnections:
-            previous = self.refused.occurred(self.reactor.seconds())
-            if previous is not None:
-                self._log.warn(
-                    "memcache connection ceiling reached: {maxConnections} open; "
-                    "refusing new connections with 'ERROR Too many open connections' "
-                    "(logged once per burst; {previousBurst} refused in the previous burst)",
-                    event="memcache_connections_refused",
-                    maxConnections=self.maxConnections,
-                    previousBurst=previous,
-                )
-            return RefusingProtocol()
+    def buildProtocol(self, addr: IAddress) -> Optional[IProtocol]:
+        refusing = self.ceiling.admit()
+        if refusing is not None:
+            return refusing
         return SniffingProtocol(self)
