@@ -24,13 +24,13 @@ import threading
 import time
 
 import sqlalchemy as sa
-from twisted.application.service import Service
-from twisted.internet import task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from memcachier.cluster.ring import Ring
 from memcachier.control import schema
+from memcachier.tx.periodic import PeriodicService
+from memcachier.tx.threads import ThreadPoolRunner
 
 #: PostgreSQL channel of membership changes
 NODES_CHANNEL = "memcachier_nodes"
@@ -192,7 +192,7 @@ def liveServers(records, cluster, configured, now, timeout, exclude=()):
     return tuple(ordered)
 
 
-class Membership(Service):
+class Membership(PeriodicService):
     """
     This node's heartbeat and its view of every cluster.
 
@@ -218,14 +218,15 @@ class Membership(Service):
         @param controlChanged: called when another process announced a
             control-plane write (the index's C{refresh}), or L{None}.
         """
+        PeriodicService.__init__(self, min(1.0, timeout / 4.0), self.beat, reactor, "heartbeat")
         self.engine = engine
         self.pool = pool
         self.reactor = reactor
+        self._threads = ThreadPoolRunner(reactor, pool)
         self.name = name
         self.cluster = cluster
         self.clusters = clusters
         self.timeout = timeout
-        self.interval = min(1.0, timeout / 4.0)
         self.usage = usage
         self.wallClock = wallClock
         self.startedAt = wallClock()
@@ -236,7 +237,6 @@ class Membership(Service):
         self._rings = {}
         self._suspects = {}
         self._listeners = []
-        self._loop = None
         self._beating = False
         self._again = False
         self._listen = listen and engine.dialect.name == "postgresql"
@@ -372,9 +372,7 @@ class Membership(Service):
             self.name, self.cluster, self.startedAt, now, connections, memory,
             json.dumps({str(k): v for k, v in byCache.items() if v}, sort_keys=True),
         )
-        from twisted.internet.threads import deferToThreadPool
-
-        d = deferToThreadPool(self.reactor, self.pool, heartbeat, self.engine, record, self.timeout)
+        d = self._threads.run(heartbeat, self.engine, record, self.timeout)
         d.addCallback(self._read, now)
         d.addErrback(lambda f: self._log.failure("heartbeat failed", f))
         d.addBoth(self._beaten)
@@ -413,11 +411,7 @@ class Membership(Service):
                 clusters=", ".join(changed),
                 servers="; ".join(",".join(live[c]) for c in changed),
             )
-            from twisted.internet.threads import deferToThreadPool
-
-            deferToThreadPool(
-                self.reactor, self.pool, noticed, self.engine, changed
-            ).addCallback(self._versions).addErrback(
+            self._threads.run(noticed, self.engine, changed).addCallback(self._versions).addErrback(
                 lambda f: self._log.failure("could not record a membership change", f)
             )
         if changed or first or expired:
@@ -430,9 +424,6 @@ class Membership(Service):
 
     def startService(self):
         super().startService()
-        self._loop = task.LoopingCall(self.beat)
-        self._loop.clock = self.reactor
-        self._loop.start(self.interval, now=True)
         if self._listen:
             self._listener = _Listener(self.engine, self.reactor, self._notified)
             self._listener.start()
@@ -447,17 +438,17 @@ class Membership(Service):
             self.beat()
 
     def stopService(self):
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        """
+        Stop beating and listening, then, once the heartbeat under way (if
+        any) is over, delete this node's row: the others see it leave at
+        once.
+        """
+        stopped = maybeDeferred(super().stopService)
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
-        from twisted.internet.threads import deferToThreadPool
-
-        return deferToThreadPool(
-            self.reactor, self.pool, leave, self.engine, self.name
-        ).addErrback(lambda f: self._log.failure("could not leave the cluster", f))
+        stopped.addCallback(lambda _: self._threads.run(leave, self.engine, self.name))
+        return stopped.addErrback(lambda f: self._log.failure("could not leave the cluster", f))
 
 
 class _Listener:

@@ -222,6 +222,35 @@ def test_membershipViewTimeoutSuspicionAndReturn(engine):
     assert a.ring("default").servers == ("a:1", "b:1", "c:1")
 
 
+def test_membershipBeatsOnItsClockAndLeavesAtStop(engine):
+    """
+    A started membership beats at once and every interval of its reactor;
+    stopping it stops the beats and deletes its row, so the others see it
+    leave.
+    """
+    wall = [1000.0]
+    reactor = _Reactor()
+    clusters = {"default": ("a:1", "b:1")}
+
+    def member(name):
+        return M.Membership(
+            engine, _SyncPool(), reactor, name, "default", clusters, 2.0,
+            wallClock=lambda: wall[0], listen=False,
+        )
+
+    a, b = member("a:1"), member("b:1")
+    a.startService()
+    assert [r.name for r in a.records] == ["a:1"]
+    b.beat()
+    wall[0] += a.interval
+    reactor.advance(a.interval)
+    assert a.servers("default") == ("a:1", "b:1")
+    a.stopService()
+    assert reactor.getDelayedCalls() == []
+    b.beat()
+    assert [r.name for r in b.records] == ["b:1"]
+
+
 # -- peer connections and the cluster keyspace ----------------------------------
 
 
