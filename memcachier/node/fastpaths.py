@@ -1,6 +1,31 @@
-# -*- test-case-name: tests.unit.test_polling -*-
+# -*- test-case-name: tests.unit.test_fastpaths -*-
 """
-The epoll reactor's poll loop without Twisted's per-event log context.
+The node's fast paths: the only module that uses Twisted internals.
+
+Each fast path buys a measured speed with names Twisted does not promise
+to keep.  So they live here, behind one gate (L{enabled}): they are used
+only when the installed Twisted is within L{TESTED} (the releases they
+were tested on) and the environment does not say
+C{MEMCACHIER_FAST_PATHS=off}; otherwise the node takes the public path,
+which is always correct (the test suite also runs with the fast paths
+off), and says so in one log line.
+
+Direct send (L{directSocket})
+=============================
+
+Twisted's C{transport.write} queues data and sends it on the next reactor
+pass, registering the socket for writability and unregistering it again:
+two C{epoll_ctl} calls per response.  The memcache codecs
+(L{memcachier.protocols.base}) instead send on the socket at once when
+nothing is queued at the transport, and learn when the transport drained
+by being its I{pull} producer.  What is internal: that a
+L{twisted.internet.tcp.Connection}'s C{getHandle()} is the very socket it
+writes to, so that writing to it between two of its own writes keeps the
+byte order.  The composition gives L{directSocket} (or L{None}) to the
+memcache factory; the protocols layer never imports this module.
+
+The poll loop (L{streamlinePolling})
+====================================
 
 For every ready descriptor, C{EPollReactor.doPoll} calls
 C{log.callWithLogger}, which asks the selectable for its C{logPrefix},
@@ -9,23 +34,118 @@ pops it again: about a fifth of the server's CPU when 50 clients each send
 one small request at a time (docs/performance.md, "The poll loop").  Only
 legacy C{twisted.python.log} messages read that context (their C{system}
 field); this project logs through C{twisted.logger}, whose events carry
-their own namespace.
+their own namespace.  L{streamlinePolling} replaces the running reactor's
+C{doIteration} with L{poll}: the same epoll call and the same
+C{_doReadOrWrite} per event (private names of C{EPollReactor}), with what
+escapes it logged and the loop going on, as C{callWithLogger} does.
 
-L{streamlinePolling} replaces the running reactor's C{doIteration} with
-L{poll}: the same epoll call and the same C{_doReadOrWrite} per event, with
-what escapes it logged and the loop going on, as C{callWithLogger} does.
+Measured gains
+==============
+
+Rough figures (a 2-core machine shared with other work; ratio of our
+throughput to memcached's from C{compare.sh}, 3 s runs, ascii workload,
+all fast paths on against C{MEMCACHIER_FAST_PATHS=off}): see
+L{MEASURED}.
 """
 
 import errno
+import os
+import socket
 from functools import partial
+from typing import Any, Callable, Optional
 
+import twisted
+from twisted.internet import tcp
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import ITransport
 from twisted.logger import Logger
 
 _log = Logger()
 
+#: the Twisted releases the fast paths were tested on; outside them the
+#: node takes the public path.  Run on 26.10 (the test suite, both ways);
+#: 24.7 is C{install_requires}' floor, accepted but not run here.
+TESTED = ">=24.7,<=26.10"
+_LOWEST = (24, 7)
+_HIGHEST = (26, 10)
 
-def poll(reactor, timeout):
+#: the environment variable that turns every fast path off
+SWITCH = "MEMCACHIER_FAST_PATHS"
+
+#: what each fast path was measured to gain (see the module docstring)
+MEASURED = "not measured yet"
+
+_said = False
+
+
+def twistedTested(version: Any = None) -> bool:
+    """
+    Whether C{version} (default: the installed Twisted's) is within
+    L{TESTED}.
+    """
+    version = twisted.version if version is None else version
+    return _LOWEST <= (version.major, version.minor) <= _HIGHEST
+
+
+def _why() -> Optional[str]:
+    """
+    Why the fast paths are off, or L{None} when they are on.
+    """
+    if os.environ.get(SWITCH, "").strip().lower() == "off":
+        return f"{SWITCH}=off"
+    if not twistedTested():
+        return f"Twisted {twisted.version.short()} is outside the tested {TESTED}"
+    return None
+
+
+def enabled() -> bool:
+    """
+    Whether the fast paths may be used; the first time they may not, log
+    one line saying why.
+    """
+    global _said
+    why = _why()
+    if why is not None and not _said:
+        _said = True
+        _log.warn(
+            "fast paths off ({why}): the node uses Twisted's public API only",
+            event="fast_paths_off",
+            why=why,
+        )
+    return why is None
+
+
+def describe() -> str:
+    """
+    The fast paths' state for the node's startup line.
+    """
+    why = _why()
+    if why is None:
+        return f"on (Twisted {twisted.version.short()}, tested {TESTED})"
+    return f"off ({why})"
+
+
+def directSocket(transport: ITransport) -> Optional[socket.socket]:
+    """
+    The socket a codec may send on directly for C{transport}: a plain TCP
+    connection's own socket, or L{None} (TLS, tests, anything else).
+    """
+    if isinstance(transport, tcp.Connection):
+        sock = transport.getHandle()
+        if isinstance(sock, socket.socket):
+            return sock
+    return None
+
+
+def directSender() -> Optional[Callable[[ITransport], Optional[socket.socket]]]:
+    """
+    What the composition gives the memcache factory as its C{directSend}:
+    L{directSocket} when the fast paths are L{enabled}, else L{None}.
+    """
+    return directSocket if enabled() else None
+
+
+def poll(reactor: EPollReactor, timeout: Optional[float]) -> None:
     """
     One iteration of C{reactor}'s loop: wait up to C{timeout} seconds
     (L{None}: indefinitely) for descriptors, then handle each.
@@ -52,15 +172,15 @@ def poll(reactor, timeout):
             _log.failure("Unhandled error handling {selectable!r}", selectable=selectable)
 
 
-def streamlinePolling(reactor):
+def streamlinePolling(reactor: Any) -> bool:
     """
-    Run C{reactor}'s loop through L{poll} if it is Twisted's epoll
-    reactor (as twistd installs by default on Linux); leave any other
-    reactor alone.
+    Run C{reactor}'s loop through L{poll} if the fast paths are
+    L{enabled} and it is Twisted's epoll reactor (as twistd installs by
+    default on Linux); leave any other reactor alone.
 
     @return: whether the loop was replaced.
     """
-    if type(reactor) is not EPollReactor:
+    if type(reactor) is not EPollReactor or not enabled():
         return False
     reactor.doIteration = reactor.doPoll = partial(poll, reactor)
     return True

@@ -157,8 +157,12 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
 
     maxKeys = 0
 
-    def __init__(self, session):
-        CodecProtocol.__init__(self, session)
+    def __init__(self, session, close=None, directSend=None, maxKeys: int = 0) -> None:
+        """
+        @param maxKeys: see L{maxKeys}; the rest as for L{CodecProtocol}.
+        """
+        CodecProtocol.__init__(self, session, close, directSend)
+        self.maxKeys = maxKeys
         self._buffer = b""
         self._value = None
         self._swallow = 0

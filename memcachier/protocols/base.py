@@ -29,32 +29,42 @@ Parsing also holds while the client does not read its answers (below).
 Sending
 =======
 
-Twisted's C{transport.write} queues data and sends it on the next reactor
-pass, which registers the socket for writability and unregisters it again
-for every response.  For a request/response protocol where the reply is
-almost always smaller than the socket buffer, sending at once when nothing
-is queued avoids both calls.  We do this with public APIs only:
+The public path: replies go to C{transport.write}, and the codec is the
+transport's I{push} producer, so a transport whose buffer fills pauses us
+(we stop reading from the client) and resumes us once it drained.
 
-  - the transport's socket from C{getHandle()};
-  - "is anything queued?" from the producer protocol: we register as a
-    I{pull} producer, and a transport calls C{resumeProducing} on its pull
-    producer each time its buffer has been written out.  After a send had
-    to go through the transport we use the transport until that call.
+The fast path, when the factory was given one
+(L{memcachier.node.fastpaths.directSocket}, injected: this layer never
+imports the node's): Twisted's C{transport.write} queues data and sends it
+on the next reactor pass, which registers the socket for writability and
+unregisters it again for every response.  For a request/response protocol
+where the reply is almost always smaller than the socket buffer, sending
+on the transport's socket at once when nothing is queued avoids both
+calls.  "Is anything queued?" comes from the producer protocol: we
+register as a I{pull} producer, and the transport calls
+C{resumeProducing} on it each time its buffer has been written out; after
+a send had to go through the transport we use the transport until then.
 
 Queued output is bounded: past L{MAX_QUEUED} bytes we stop reading from the
 client until the transport has drained (a client that pipelines without
 reading cannot grow our memory).
 
-Transports that are not plain TCP (TLS, tests) get C{transport.write}, with
-us registered as a push producer for the same back-pressure.
+Closing
+=======
+
+A codec closes through the C{close} callable it was given (the
+connection's one way to close,
+L{memcachier.protocols.sniff.SniffingProtocol.close}), which first calls
+L{CodecProtocol.stopBeingProducer}: TLS sends its close alert only once no
+producer is registered.
 """
 
 import socket
 from collections import deque
+from typing import Callable, Optional
 
-from twisted.internet import tcp
 from twisted.internet.defer import FirstError
-from twisted.internet.interfaces import IPullProducer, IPushProducer
+from twisted.internet.interfaces import IPullProducer, IPushProducer, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -116,6 +126,9 @@ class CodecProtocol(Protocol):
     L{resumeParsing}.
 
     @ivar session: the connection's L{memcachier.protocols.session.Session}.
+    @ivar _close: the connection's close (see the module docstring).
+    @ivar _directSend: the fast path's socket finder, or L{None}.
+    @ivar _producing: whether we are the transport's producer.
     @ivar _sock: the socket to send on directly, or L{None} when every
         write must go through the transport.
     @ivar _queued: bytes handed to the transport since it last drained
@@ -132,8 +145,26 @@ class CodecProtocol(Protocol):
 
     _log = Logger()
 
-    def __init__(self, session):
+    def __init__(
+        self,
+        session,
+        close: Optional[Callable[[], None]] = None,
+        directSend: Optional[Callable[[ITransport], Optional[socket.socket]]] = None,
+    ) -> None:
+        """
+        @param session: the connection's session.
+        @param close: the connection's one way to close
+            (L{memcachier.protocols.sniff.SniffingProtocol.close}); a codec
+            used on its own (tests) stops producing and asks its transport
+            to close.
+        @param directSend: the transport's socket to send on directly, or
+            L{None} (L{memcachier.node.fastpaths.directSocket}); L{None}
+            for the public path.
+        """
         self.session = session
+        self._close = close if close is not None else self._loseConnection
+        self._directSend = directSend
+        self._producing = False
         self._sock = None
         self._queued = 0
         self._readingPaused = False
@@ -146,27 +177,34 @@ class CodecProtocol(Protocol):
         self._releasing = False
         self._draining = False
 
-    def connectionMade(self):
+    def connectionMade(self) -> None:
         transport = self.transport
-        if isinstance(transport, tcp.Connection):
-            sock = transport.getHandle()
-            if isinstance(sock, socket.socket):
-                transport.registerProducer(self, False)
-                self._sock = sock
-                return
-        registerProducer = getattr(transport, "registerProducer", None)
-        if registerProducer is not None:
-            registerProducer(self, True)
-            # TLS sends its close alert only once no producer is registered,
-            # so a close (quit, auth timeout or failure, shutdown) would
-            # otherwise never happen: unregister first.
-            loseConnection = transport.loseConnection
+        directSend = self._directSend
+        sock = directSend(transport) if directSend is not None else None
+        self._producing = True
+        if sock is not None:
+            transport.registerProducer(self, False)
+            self._sock = sock
+        else:
+            transport.registerProducer(self, True)
 
-            def unregisterThenLose():
-                transport.unregisterProducer()
-                loseConnection()
+    def stopBeingProducer(self) -> None:
+        """
+        Unregister from the transport if we are its producer (before a
+        close: TLS does not close while a producer is registered); sends
+        go through C{transport.write} from now on.
+        """
+        self._sock = None
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
 
-            transport.loseConnection = unregisterThenLose
+    def _loseConnection(self) -> None:
+        """
+        The close of a codec used without a connection's close.
+        """
+        self.stopBeingProducer()
+        self.transport.loseConnection()
 
     # -- the pipeline --------------------------------------------------------
 
@@ -250,7 +288,7 @@ class CodecProtocol(Protocol):
         if slots:
             return
         if self._closing:
-            self.transport.loseConnection()
+            self._close()
             return
         if self._readingPaused:
             self._readingPaused = False
@@ -328,7 +366,7 @@ class CodecProtocol(Protocol):
         self._closing = True
         self._held = None
         if not self._slots:
-            self.transport.loseConnection()
+            self._close()
 
     # -- sending ---------------------------------------------------------------
 
@@ -396,8 +434,7 @@ class CodecProtocol(Protocol):
         transport = self.transport
         if self._sock is not None and transport.disconnecting:
             # a registered pull producer would keep a closing transport open
-            self._sock = None
-            transport.unregisterProducer()
+            self.stopBeingProducer()
             return
         if self._backlogged:
             self._backlogged = False
@@ -413,6 +450,7 @@ class CodecProtocol(Protocol):
 
     def stopProducing(self):
         self._sock = None
+        self._producing = False
 
     def drained(self):
         """
@@ -423,6 +461,7 @@ class CodecProtocol(Protocol):
 
     def connectionLost(self, reason):
         self._sock = None
+        self._producing = False
         self._lost = True
         self._closing = True
         self._held = None

@@ -269,8 +269,8 @@ class BinaryProtocol(CodecProtocol):
     @ivar _skip: body bytes still to swallow (too large or unknown frame).
     """
 
-    def __init__(self, session):
-        CodecProtocol.__init__(self, session)
+    def __init__(self, session, close=None, directSend=None) -> None:
+        CodecProtocol.__init__(self, session, close, directSend)
         self._handlers = _PREAUTH_HANDLERS
         self._pending = []
         self._pendingLength = 0

@@ -100,8 +100,10 @@ class Session:
 
     def __init__(self, registry, reactor, throttle, peerHost, disconnect, authTimeout=5.0):
         """
-        @param disconnect: called without arguments to close the
-            connection (unauthenticated timeout).
+        @param disconnect: the connection's one way to close
+            (L{memcachier.protocols.sniff.SniffingProtocol.close}), called
+            without arguments when the auth timeout expires; never a
+            transport method captured here.
         """
         self.registry = registry
         self.reactor = reactor
