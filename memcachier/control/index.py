@@ -18,11 +18,11 @@ caches a node serves.
 
 import hmac
 
-from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from memcachier.control.repository import UnknownCache, UnknownPlan
+from memcachier.tx.periodic import PeriodicService
 
 
 #: Compared against when the username is unknown, so an unknown username
@@ -30,7 +30,7 @@ from memcachier.control.repository import UnknownCache, UnknownPlan
 _DUMMY_PASSWORD = b"0" * 32
 
 
-class ControlIndex(Service):
+class ControlIndex(PeriodicService):
     """
     Every cache and credential, in memory, kept up to date.
 
@@ -54,6 +54,7 @@ class ControlIndex(Service):
             whose plan is no longer configured; L{None} to raise
             L{UnknownPlan} instead.
         """
+        PeriodicService.__init__(self, pollInterval, self._poll, reactor, "control plane poll")
         self._controlPlane = controlPlane
         self._plans = dict(plans)
         self._reactor = reactor
@@ -63,7 +64,6 @@ class ControlIndex(Service):
         self._credentials = {}
         self._byCache = {}
         self._listeners = []
-        self._loop = None
         self._polling = False
         self.version = None
         self.ready = defer.Deferred()
@@ -245,9 +245,6 @@ class ControlIndex(Service):
             retried at each poll.
         """
         super().startService()
-        self._loop = task.LoopingCall(self._poll)
-        self._loop.clock = self._reactor
-        self._loop.start(self.pollInterval, now=True)
         waiting = defer.Deferred()
 
         def loaded(result):
@@ -256,9 +253,3 @@ class ControlIndex(Service):
 
         self.ready.addCallback(loaded)
         return waiting
-
-    def stopService(self):
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None

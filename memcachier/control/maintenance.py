@@ -9,17 +9,17 @@ serving the caches, so each node periodically writes what it saw
 activity, as far as the control plane knows, is older than the limit.
 """
 
-from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from memcachier.control.repository import ControlPlaneError, UnknownCache
+from memcachier.tx.periodic import PeriodicService
 
 
 DAY = 24 * 60 * 60
 
 
-class InactiveCacheReaper(Service):
+class InactiveCacheReaper(PeriodicService):
     """
     Records cache activity and disables idle development caches.
 
@@ -40,54 +40,44 @@ class InactiveCacheReaper(Service):
             (the cache registry's C{activity}).
         @param reactor: the clock.
         """
+        PeriodicService.__init__(self, interval, self._tick, reactor, "reaping inactive caches")
         self._controlPlane = controlPlane
         self._index = index
         self._activity = activity
         self._reactor = reactor
         self.days = days
-        self.interval = interval
-        self._loop = None
-        self._running = None
+        self._indexReady = defer.Deferred()
 
     def startService(self):
         """
         Run once the index is loaded, then every C{interval} seconds.
         """
-        super().startService()
-        self._loop = task.LoopingCall(self._tick)
-        self._loop.clock = self._reactor
+        self._indexReady = defer.Deferred()
 
-        def start(result):
-            if self._loop is not None and not self._loop.running:
-                self._loop.start(self.interval, now=True)
+        def ready(result):
+            if not self._indexReady.called:
+                self._indexReady.callback(True)
             return result
 
-        self._index.ready.addCallback(start)
+        self._index.ready.addCallback(ready)
+        super().startService()
 
     def stopService(self):
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-        return self._running
+        """
+        Stop the timer; a first run still waiting for the index never
+        happens.
+        """
+        if not self._indexReady.called:
+            self._indexReady.callback(False)
+        return super().stopService()
 
     def _tick(self):
         """
-        One run from the timer: failures are logged, and the timer goes on.
+        One run from the timer; the first waits for the index.
         """
-        if self._running is not None:
-            return None
-
-        def failed(failure):
-            self._log.failure("reaping inactive caches failed", failure)
-
-        def done(result):
-            self._running = None
-
-        self._running = self.reap()
-        self._running.addErrback(failed)
-        self._running.addBoth(done)
-        return None
+        if self._indexReady.called:
+            return self.reap()
+        return self._indexReady.addCallback(lambda ready: self.reap() if ready else None)
 
     @defer.inlineCallbacks
     def reap(self):

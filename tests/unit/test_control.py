@@ -619,6 +619,23 @@ def test_reaperWaitsForIndexAndRunsReap(cp, reactor):
     index.stopService()
 
 
+def test_reaperStopsBeforeTheIndexIsReady(cp, reactor):
+    """
+    A reaper stopped while its first run still waits for the index stops
+    at once, and never runs.
+    """
+    acp, index = makeIndex(cp, reactor)
+    cache, _ = cp.createCache()
+    reaper = InactiveCacheReaper(acp, index, dict, reactor, days=1, interval=60)
+    reaper.startService()
+    stopped = reaper.stopService()
+    assert stopped is None or stopped.called
+    reactor.advance(2 * DAY)
+    index.startService()
+    assert index.cache(cache.id).enabled
+    index.stopService()
+
+
 # -- PostgreSQL
 
 
