@@ -18,12 +18,12 @@ holder) finds the pending rows and goes on, so a restart mid-retry still
 delivers, once.
 """
 
-from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from memcachier.alerts import rules
 from memcachier.alerts.message import AlertMessage
+from memcachier.tx.periodic import PeriodicService
 
 #: Attempts per delivery (the first and the retries).
 MAX_ATTEMPTS = 6
@@ -44,7 +44,7 @@ def backoff(interval, failures):
     return min(MAX_BACKOFF, interval * 2 ** (failures - 1))
 
 
-class AlertService(Service):
+class AlertService(PeriodicService):
     """
     Evaluates alerts and delivers their messages.
 
@@ -66,6 +66,7 @@ class AlertService(Service):
         @param latencyOf: C{latencyOf(cacheId, now) -> Deferred(ms or None)},
             or L{None} if latency is not measured.
         """
+        PeriodicService.__init__(self, interval, self.tick, reactor, "alert evaluation")
         self.store = store
         self.registry = registry
         self.index = index
@@ -73,53 +74,38 @@ class AlertService(Service):
         self.nodeName = nodeName
         self.publicUrl = publicUrl.rstrip("/")
         self._reactor = reactor
-        self.interval = interval
         self.window = window
         self.latencyOf = latencyOf
         self.leader = False
-        self.pending = None
         self._windows = {}
         self._states = {}
         self._inflight = set()
         self._recorded = {}
         self._timers = {}
-        self._loop = None
 
     # -- service
 
-    def startService(self):
-        super().startService()
-        self._loop = task.LoopingCall(self._safeTick)
-        self._loop.clock = self._reactor
-        self._loop.start(self.interval, now=True)
-
     def stopService(self):
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+        """
+        Stop the timer and the delivery retries; once the round under way
+        (if any) is over, give the lease up.
+        """
+        stopped = defer.maybeDeferred(super().stopService)
         for call in self._timers.values():
             if call.active():
                 call.cancel()
         self._timers.clear()
-        if self.leader:
+
+        def release(_):
+            if not self.leader:
+                return None
             self.leader = False
             d = self.store.releaseLease(self.nodeName)
             d.addErrback(lambda f: self._log.warn("could not release the alert lease: {e}",
                                                   e=f.getErrorMessage()))
             return d
-        return None
 
-    def _safeTick(self):
-        if self.pending is not None and not self.pending.called:
-            # The previous round is still waiting on the database: two
-            # rounds at once could both record the same firing.
-            self._log.warn("alert evaluation skipped: the previous one is still running")
-            return None
-        d = defer.maybeDeferred(self.tick)
-        d.addErrback(lambda f: self._log.failure("alert evaluation failed", f))
-        self.pending = d
-        return None
+        return stopped.addCallback(release)
 
     # -- evaluation
 
