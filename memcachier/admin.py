@@ -412,7 +412,7 @@ class Admin:
     # -- heroku
 
     def heroku_manifest(self, args):
-        from memcachier.heroku.api import manifest
+        from memcachier.heroku.manifest import manifest
 
         if not self.settings.web.public_url.startswith("https://"):
             raise AdminError("[web] public_url must be https: Heroku calls only https base URLs")
@@ -421,9 +421,9 @@ class Admin:
         self._json(manifest(self.settings))
 
     def heroku_show(self, args):
-        from memcachier.control.provisioning import ProvisioningRecords, UnknownResource
+        from memcachier.heroku.records import HerokuRecords, UnknownResource
 
-        records = ProvisioningRecords(self.controlPlane, self._clock)
+        records = HerokuRecords(self.controlPlane, self._clock)
         resource = records.herokuResource(args.uuid)
         if resource is None:
             raise UnknownResource(args.uuid)

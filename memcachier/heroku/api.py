@@ -15,41 +15,35 @@ background, so provisioning never waits on Heroku's identity service.
 """
 
 import hmac
-import json
+from typing import Any, List, Optional, Tuple
 
-from klein import Klein
+from treq.client import HTTPClient
+from twisted.application.service import IService
 from twisted.logger import Logger
-from werkzeug.exceptions import HTTPException
+from twisted.web.client import Agent
 
-from memcachier.control.provisioning import ResourceGone, UnknownResource
-from memcachier.control.repository import UnknownCache, UnknownPlan
-from memcachier.heroku.sync import parseExpiry
-from memcachier.web.common import ApiError, basicCredentials, emptyResponse, jsonResponse, readBody
-
-#: The config vars every provisioned cache gets, as the manifest declares.
-CONFIG_VARS = ("MEMCACHIER_SERVERS", "MEMCACHIER_USERNAME", "MEMCACHIER_PASSWORD")
+from memcachier.control.provisioning import Provisioner
+from memcachier.control.repository import ControlPlane, UnknownCache, UnknownPlan
+from memcachier.heroku.manifest import CONFIG_VARS
+from memcachier.heroku.records import (
+    AsyncHerokuRecords,
+    HerokuRecords,
+    ResourceGone,
+    UnknownResource,
+)
+from memcachier.heroku.sync import HerokuPlatform, HerokuSync, parseExpiry
+from memcachier.web.common import (
+    NO_OBJECT,
+    ApiError,
+    JSONErrors,
+    basicCredentials,
+    emptyResponse,
+    jsonResponse,
+    readJSONObject,
+)
+from memcachier.web.router import Route
 
 _CHALLENGE = {b"WWW-Authenticate": b'Basic realm="heroku"'}
-
-
-def _message(request, code, message):
-    return jsonResponse(request, {"message": message}, code)
-
-
-def readObject(request):
-    """
-    The body as a JSON object (any members).
-
-    @raise ApiError: 400 for anything else, 413 for a huge body.
-    """
-    data = readBody(request)
-    try:
-        value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ApiError(400, f"malformed JSON body: {e}")
-    if not isinstance(value, dict):
-        raise ApiError(400, "expected a JSON object as the request body")
-    return value
 
 
 def requireString(body, name, required=True):
@@ -66,54 +60,41 @@ def requireString(body, name, required=True):
     return value
 
 
-def manifest(settings):
+class HerokuErrors(JSONErrors):
     """
-    The add-on's C{addon-manifest.json}, from the configuration: the
-    production URLs under C{[web] public_url}, the test ones (kensa's, on
-    a developer's machine) on the web listener's port.
-
-    @type settings: L{memcachier.node.settings.Settings}
-    @rtype: L{dict}
-    """
-    from memcachier.node.settings import _endpointArgs
-
-    base = settings.web.public_url
-    args, kw = _endpointArgs(settings.web.listen)
-    port = kw.get("port", args[1] if len(args) > 1 else "8080")
-    scheme = "https" if args and args[0] == "ssl" else "http"
-    local = f"{scheme}://localhost:{port}"
-    return {
-        "id": settings.heroku.id,
-        "name": "MemCachier",
-        "api": {
-            "version": "3",
-            "password": settings.heroku.password,
-            "sso_salt": settings.heroku.sso_salt,
-            "regions": ["us", "eu"],
-            "requires": [],
-            "config_vars": list(CONFIG_VARS),
-            "production": {
-                "base_url": base + "/heroku/resources",
-                "sso_url": base + "/sso/login",
-            },
-            "test": {
-                "base_url": local + "/heroku/resources",
-                "sso_url": local + "/sso/login",
-            },
-        },
-    }
-
-
-class HerokuAPI:
-    """
-    The partner API's routes.  Mount L{resource} at C{/heroku}.
+    The partner API's errors: JSON with a C{message}, as Heroku shows it
+    to the user.
     """
 
     _log = Logger()
 
-    def __init__(self, records, provisioner, settings, sync=None):
+    def __init__(self) -> None:
+        super().__init__("message")
+
+    def routingError(self, request: Any, error: Any) -> bytes:
+        if error.code == 405 and error.valid_methods:
+            request.setHeader(b"Allow", ", ".join(error.valid_methods).encode())
+        return self.body(request, error.code, error.name)
+
+    def unexpected(self, request: Any, failure: Any) -> bytes:
+        self._log.failure("heroku partner API request failed", failure)
+        return self.body(request, 500, "internal error")
+
+
+class HerokuAPI:
+    """
+    The partner API's routes, a part of the site's router
+    (L{memcachier.web.router.makeRouter}).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self, records: AsyncHerokuRecords, provisioner: Provisioner, settings: Any,
+        sync: Optional[HerokuSync] = None,
+    ) -> None:
         """
-        @param records: an L{AsyncProvisioningRecords}.
+        @param records: the L{AsyncHerokuRecords}.
         @param provisioner: the L{Provisioner}.
         @param settings: L{memcachier.node.settings.Settings}.
         @param sync: the L{HerokuSync} to L{kick} after a provisioning
@@ -123,36 +104,17 @@ class HerokuAPI:
         self.provisioner = provisioner
         self.settings = settings
         self.sync = sync
-        self.app = self._buildApp()
+        self.errors = HerokuErrors()
 
-    def resource(self):
-        return self.app.resource()
-
-    def _buildApp(self):
-        app = Klein()
-        app.route("/resources", methods=["POST"])(self.provision)
-        app.route("/resources/<uuid>", methods=["PUT"])(self.changePlan)
-        app.route("/resources/<uuid>", methods=["DELETE"])(self.deprovision)
-
-        @app.handle_errors(ApiError)
-        def apiError(request, failure):
-            for name, value in failure.value.headers.items():
-                request.setHeader(name, value)
-            return _message(request, failure.value.code, failure.value.message)
-
-        @app.handle_errors(HTTPException)
-        def httpError(request, failure):
-            code = failure.value.code or 500
-            if code == 405 and failure.value.valid_methods:
-                request.setHeader(b"Allow", ", ".join(failure.value.valid_methods).encode())
-            return _message(request, code, failure.value.name)
-
-        @app.handle_errors(Exception)
-        def unexpected(request, failure):
-            self._log.failure("heroku partner API request failed", failure)
-            return _message(request, 500, "internal error")
-
-        return app
+    def endpoints(self) -> List[Route]:
+        """
+        The partner API's routes, for L{memcachier.web.router.makeRouter}.
+        """
+        return [
+            ("/heroku/resources", ("POST",), self.provision, False),
+            ("/heroku/resources/<uuid>", ("PUT",), self.changePlan, False),
+            ("/heroku/resources/<uuid>", ("DELETE",), self.deprovision, False),
+        ]
 
     # -- helpers
 
@@ -185,7 +147,7 @@ class HerokuAPI:
 
     async def provision(self, request):
         self._authorize(request)
-        body = readObject(request)
+        body = readJSONObject(request, empty=None, notObject=NO_OBJECT)
         uuid = requireString(body, "uuid")
         if len(uuid) > 64:
             raise ApiError(400, "uuid: longer than 64 characters")
@@ -226,7 +188,7 @@ class HerokuAPI:
 
     async def changePlan(self, request, uuid):
         self._authorize(request)
-        body = readObject(request)
+        body = readJSONObject(request, empty=None, notObject=NO_OBJECT)
         slug = self._plan(body)
         resource = await self._live(uuid)
         try:
@@ -250,3 +212,45 @@ class HerokuAPI:
         except ResourceGone as e:
             raise ApiError(410, str(e))
         return emptyResponse(request, 204)
+
+
+def makeHeroku(
+    controlPlane: ControlPlane,
+    pool: Any,
+    index: Any,
+    provisioner: Provisioner,
+    settings: Any,
+    reactor: Any,
+    http: Any = None,
+) -> Tuple[HerokuAPI, List[IService]]:
+    """
+    Heroku's side of a node: the partner API's routes and, when they are
+    on (C{[heroku] password}), the L{HerokuSync} service that talks back
+    to Heroku.
+
+    @param controlPlane: the synchronous
+        L{memcachier.control.repository.ControlPlane} (the records run it
+        in C{pool}).
+    @param pool: the control plane's thread pool.
+    @param index: the L{memcachier.control.index.ControlIndex}.
+    @param provisioner: the L{Provisioner} our own provisioning API uses.
+    @param http: a treq C{HTTPClient} for Heroku's services; a real one on
+        C{reactor} if L{None}.
+    @return: the L{HerokuAPI} (for C{makeSite(heroku=...)}) and the
+        services to start.
+    """
+    records = AsyncHerokuRecords(
+        HerokuRecords(controlPlane, reactor), pool, reactor, afterWrite=index.refresh
+    )
+    services: List[IService] = []
+    sync = None
+    if settings.heroku.password:
+        if http is None:
+            http = HTTPClient(Agent(reactor))
+        platform = HerokuPlatform(http, settings, reactor)
+        sync = HerokuSync(
+            records, index, provisioner, platform, reactor,
+            interval=settings.database.poll_interval,
+        )
+        services.append(sync)
+    return HerokuAPI(records, provisioner, settings, sync), services

@@ -168,7 +168,7 @@ class HerokuSync(Service):
         interval=1.0, refreshMargin=600.0, firstRetry=1.0, maxRetry=300.0,
     ):
         """
-        @param records: an L{AsyncProvisioningRecords}.
+        @param records: an L{memcachier.heroku.records.AsyncHerokuRecords}.
         @param index: the control index (C{credentials}, C{credential},
             C{addListener}).
         @param provisioner: the L{Provisioner} (config vars of a cache).

@@ -29,7 +29,7 @@ from memcachier.web.common import (
     emptyResponse,
     jsonResponse,
     jsonType,
-    readBody,
+    readJSONObject,
     requireNoBody,
     route,
 )
@@ -42,29 +42,6 @@ MAX_CHANNEL = 80
 #: Members a delivery config's JSON has (the contract's, then webhook's).
 CONFIG_FIELDS = ("delivery_type", "email", "slack_url", "slack_channel", "webhook_url", "webhook_secret")
 ALERT_FIELDS = ("trigger_type", "trigger_threshold", "delivery_config_id", "description", "enabled")
-
-
-def readObject(request, fields):
-    """
-    The body as a JSON object with only C{fields}.
-
-    @raise ApiError: 400 naming what is wrong, or 413.
-    """
-    data = readBody(request)
-    if not data.strip():
-        raise ApiError(400, "expected a JSON object as the request body")
-    try:
-        value = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ApiError(400, f"malformed JSON body: {e}")
-    if not isinstance(value, dict):
-        raise ApiError(400, f"expected a JSON object, got {jsonType(value)}")
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise ApiError(
-            400, f"unknown field(s) {', '.join(unknown)}; expected some of {', '.join(fields)}"
-        )
-    return value
 
 
 def parseId(text, what):
@@ -284,7 +261,7 @@ class AlertsAPI:
     @route("/alerts", ["POST"])
     async def createAlert(self, request, cacheId):
         caller = self._caller(request, cacheId)
-        fields = checkAlertFields(readObject(request, ALERT_FIELDS))
+        fields = checkAlertFields(readJSONObject(request, ALERT_FIELDS))
         alert = await self.store.createAlert(caller.cacheId, **fields).addErrback(_refusal)
         return jsonResponse(request, alertJSON(alert), 201)
 
@@ -299,7 +276,7 @@ class AlertsAPI:
     async def updateAlert(self, request, cacheId, alertId):
         caller = self._caller(request, cacheId)
         alertId = alertIdOf(request, alertId)
-        body = readObject(request, ("id",) + ALERT_FIELDS)
+        body = readJSONObject(request, ("id",) + ALERT_FIELDS)
         if "id" in body and body.pop("id") != alertId:
             raise ApiError(400, f"id: the body's id must be the path's ({alertId}) or left out")
         current = await self.store.getAlert(caller.cacheId, alertId).addErrback(_refusal)
@@ -333,7 +310,7 @@ class AlertsAPI:
     @route("/alerts/configs", ["POST"])
     async def createConfig(self, request, cacheId):
         caller = self._caller(request, cacheId)
-        fields = checkConfigFields(readObject(request, CONFIG_FIELDS), self.allowHttpLoopback)
+        fields = checkConfigFields(readJSONObject(request, CONFIG_FIELDS), self.allowHttpLoopback)
         config = await self.store.createConfig(caller.cacheId, **fields).addErrback(_refusal)
         return jsonResponse(request, configJSON(config), 201)
 

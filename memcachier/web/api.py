@@ -4,7 +4,7 @@ The analytics REST API v2, MemCachier's paths and JSON, under
 C{/api/v2/caches/<cache_id>/...}, with HTTP Basic auth by a credential of
 that cache that has the API capability.
 
-L{AnalyticsAPI} serves info, credentials, management and commands, and the
+L{CacheAPI} serves info, credentials, management and commands, and the
 OpenAPI document of everything at C{/api/v2/openapi.json}.
 
 Adding a route group (insight, alerts, introspection, ...)
@@ -12,13 +12,13 @@ Adding a route group (insight, alerts, introspection, ...)
 
 Write a class whose handlers carry L{memcachier.web.common.route}, with
 paths relative to C{/api/v2/caches/<cacheId>}, and hand an instance to
-L{AnalyticsAPI} (C{groups=[...]}, see L{memcachier.web.site.makeSite})::
+L{CacheAPI} (C{groups=[...]}, see L{memcachier.web.site.makeSite})::
 
     from memcachier.web.common import NOT_FOUND, CacheAuth, jsonResponse, route
 
     class InsightAPI:
         def __init__(self, auth, sampler):
-            self.auth = auth            # the AnalyticsAPI's CacheAuth
+            self.auth = auth            # the CacheAPI's CacheAuth
             self.sampler = sampler
 
         @route("/insight/latency", ["GET"])
@@ -37,9 +37,11 @@ with the document, and the schemathesis test runs against all of it.
 
 Why not Klein's class-level C{app = Klein()}: the copies Klein binds to
 each instance share the class's URL map, so routes of other classes
-cannot be added per instance; L{memcachier.web.common.buildApp} builds
-one app per L{AnalyticsAPI} from the groups' declared routes instead.
+cannot be added per instance; L{memcachier.web.router} builds the one
+app of the site from the groups' declared routes instead.
 """
+
+from typing import Any, List, Sequence
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
@@ -53,10 +55,10 @@ from memcachier.control.repository import (
 )
 from memcachier.web import openapi
 from memcachier.web.common import (
+    CACHE_PREFIX,
     NOT_FOUND,
     ApiError,
     CacheAuth,
-    buildApp,
     emptyResponse,
     jsonResponse,
     readJSONObject,
@@ -64,6 +66,7 @@ from memcachier.web.common import (
     route,
     routesOf,
 )
+from memcachier.web.router import Route, groupRoutes, makeRouter
 from memcachier.web.serialize import (
     CAPABILITIES,
     cacheInfoJSON,
@@ -89,7 +92,7 @@ def _controlPlaneError(failure):
     raise ApiError(400, str(value))
 
 
-class AnalyticsAPI:
+class CacheAPI:
     """
     The v2 API of a node.
 
@@ -124,15 +127,23 @@ class AnalyticsAPI:
         self.auth = CacheAuth(index)
         self.groups = (self,) + tuple(groups)
         self._document = None
-        self.app = buildApp(
-            self.groups, extra=[(OPENAPI_PATH, ("GET",), self.openapiDocument)]
-        )
 
-    def resource(self):
+    def endpoints(self) -> List[Route]:
         """
-        @return: the L{IResource} of the whole API.
+        Every route of the API and its groups, for
+        L{memcachier.web.router.makeRouter}.
         """
-        return self.app.resource()
+        found: List[Route] = [(OPENAPI_PATH, ("GET",), self.openapiDocument, False)]
+        for group in self.groups:
+            found.extend(groupRoutes(group, CACHE_PREFIX))
+        return found
+
+    def resource(self) -> Any:
+        """
+        @return: the L{IResource} of the API alone (a router of this one
+            part, for tests and tools).
+        """
+        return makeRouter(self).resource()
 
     # -- helpers
 
@@ -198,7 +209,7 @@ class AnalyticsAPI:
     async def createCredential(self, request, cacheId):
         caller = self.auth.authorize(request, cacheId)
         self._requireManagement(caller)
-        body = readJSONObject(request, CAPABILITIES, required=False)
+        body = readJSONObject(request, CAPABILITIES, required=False, booleans=True)
         credential = await self.controlPlane.createCredential(
             caller.cacheId, **capabilitiesFromBody(body, omitted=True)
         ).addErrback(_controlPlaneError)
@@ -208,7 +219,7 @@ class AnalyticsAPI:
     async def updateCredential(self, request, cacheId, username):
         caller = self.auth.authorize(request, cacheId)
         self._requireManagement(caller)
-        body = readJSONObject(request, CAPABILITIES)
+        body = readJSONObject(request, CAPABILITIES, booleans=True)
         self._credentialOf(caller, username)
         credential = await self.controlPlane.updateCredential(
             username, **capabilitiesFromBody(body, omitted=False)

@@ -2,8 +2,8 @@
 """
 What every route group of the HTTP API shares: the JSON error model, the
 request-body readers, HTTP Basic authentication against a cache's
-credentials, and L{apiApp}, which makes a L{Klein} app whose errors are
-JSON.
+credentials, route groups (L{route}), and L{JSONErrors}, how the API's
+failures look (see L{memcachier.web.router}).
 
 A route handler stays thin: it calls L{CacheAuth.authorize}, reads its
 body with L{readJSONObject} or L{requireNoBody}, calls the control plane
@@ -16,10 +16,9 @@ import base64
 import binascii
 import hmac
 import json
+from typing import Any, Dict, Optional, Sequence
 
-from klein import Klein
 from twisted.logger import Logger
-from werkzeug.exceptions import HTTPException
 
 _log = Logger()
 
@@ -89,13 +88,12 @@ def errorBody(request, code, message):
 # -- request bodies
 
 
-def readBody(request):
+def readBody(request: Any) -> bytes:
     """
     The request body, at most L{MAX_BODY} bytes.
 
     @raise ApiError: 413 if the body is larger (the site's content buffer
         marks a body it cut short as C{overflowed}).
-    @rtype: L{bytes}
     """
     content = request.content
     if content is None:
@@ -107,42 +105,66 @@ def readBody(request):
     return data
 
 
-def readJSONObject(request, fields, required=True):
-    """
-    Parse the body as a JSON object whose members are all known and
-    boolean.
+#: What L{readJSONObject} says when the body is empty and required.
+NO_OBJECT = "expected a JSON object as the request body"
 
-    @param fields: the allowed member names.
-    @param required: whether an empty body is an error (if not, it is
-        read as C{{}}).
-    @return: the object.
-    @rtype: L{dict} of L{str} to L{bool}
+
+def readJSONObject(
+    request: Any,
+    fields: Optional[Sequence[str]] = None,
+    required: bool = True,
+    *,
+    booleans: bool = False,
+    empty: str = NO_OBJECT,
+    malformed: str = "malformed JSON body: {error}",
+    notObject: Optional[str] = None,
+) -> Dict[str, Any]:
+    """
+    The one reader of JSON request bodies: the body (at most L{MAX_BODY}
+    bytes) parsed as a JSON object, its members checked.  Each surface
+    keeps its own wording through the message arguments; its error
+    renderer turns the L{ApiError} into its own body (C{{"error": ...}}
+    for the API, C{{"message": ...}} for Heroku).
+
+    @param fields: the allowed member names, or L{None} for any (Heroku
+        adds fields over time).
+    @param required: whether an empty body is an error (C{empty}); if
+        not, it is read as C{{}}.
+    @param booleans: whether every member must be C{true} or C{false}.
+    @param empty: the message for a missing body; L{None} parses it as it
+        is (so an empty body is C{malformed}).
+    @param malformed: the message for a body that is not JSON
+        (C{{error}} is the parser's complaint).
+    @param notObject: the message for JSON that is not an object, or
+        L{None} for C{"expected a JSON object, got <type>"}.
     @raise ApiError: 400 naming what is wrong, or 413.
     """
     data = readBody(request)
-    if not data.strip():
+    if empty is not None and not data.strip():
         if required:
-            raise ApiError(400, "expected a JSON object as the request body")
+            raise ApiError(400, empty)
         return {}
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ApiError(400, f"malformed JSON body: {e}")
+        raise ApiError(400, malformed.format(error=e))
     if not isinstance(value, dict):
-        raise ApiError(400, f"expected a JSON object, got {jsonType(value)}")
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise ApiError(
-            400,
-            f"unknown field(s) {', '.join(unknown)}; expected some of {', '.join(fields)}",
-        )
-    for name, member in value.items():
-        if not isinstance(member, bool):
-            raise ApiError(400, f"{name}: expected true or false, got {jsonType(member)}")
+        raise ApiError(400, notObject or f"expected a JSON object, got {jsonType(value)}")
+    if fields is not None:
+        unknown = sorted(set(value) - set(fields))
+        if unknown:
+            raise ApiError(
+                400,
+                f"unknown field(s) {', '.join(unknown)}; expected some of {', '.join(fields)}",
+            )
+    if booleans:
+        for name, member in value.items():
+            if not isinstance(member, bool):
+                raise ApiError(400, f"{name}: expected true or false, got {jsonType(member)}")
     return value
 
 
-def requireNoBody(request):
+def requireNoBody(request: Any) -> None:
     """
     Refuse a body on an endpoint that takes none (an empty body or C{{}}
     is accepted, as some clients always send one).
@@ -364,66 +386,53 @@ def routesOf(group):
     return found
 
 
-def _onApiError(request, failure):
-    error = failure.value
-    for name, value in error.headers.items():
-        request.setHeader(name, value)
-    return errorBody(request, error.code, error.message)
-
-
-def _onHTTPException(request, failure):
-    error = failure.value
-    code = error.code or 500
-    if code == 404:
-        return errorBody(request, 404, "no such API endpoint: " + request.path.decode("utf-8", "replace"))
-    if code == 405:
-        if error.valid_methods:
-            request.setHeader(b"Allow", ", ".join(error.valid_methods).encode("ascii"))
-        method = request.method.decode("ascii", "replace")
-        return errorBody(request, 405, f"method {method} not allowed here")
-    if 300 <= code < 400:
-        # A werkzeug redirect (a trailing slash on a path without one).
-        location = getattr(error, "new_url", "")
-        request.setHeader(b"Location", location.encode("utf-8"))
-        return errorBody(request, code, f"moved to {location}")
-    if code < 500:
-        return errorBody(request, code, error.description or error.name)
-    return _onUnexpected(request, failure)
-
-
-def _onUnexpected(request, failure):
-    _log.failure(
-        "HTTP API request {method} {path} failed",
-        failure,
-        method=request.method.decode("ascii", "replace"),
-        path=request.path.decode("utf-8", "replace"),
-    )
-    return errorBody(request, 500, "internal error")
-
-
-def buildApp(groups, extra=()):
+class JSONErrors:
     """
-    One L{Klein} app serving the routes of every group, with JSON errors:
+    The API's errors, in JSON (an L{memcachier.web.router.ErrorStyle}):
     L{ApiError} with its code, routing errors (404 unknown path, 405 wrong
     method) with theirs, anything else a logged, opaque 500.
 
-    @param groups: route groups (objects whose methods carry L{route});
-        a group's C{routePrefix} replaces L{CACHE_PREFIX} for its paths.
-    @param extra: (absolute path, methods, handler) routes outside
-        L{CACHE_PREFIX}, e.g. the OpenAPI document.
-    @rtype: L{Klein}
+    @ivar key: the member of the error object that holds the message
+        (C{error} for the API; Heroku shows C{message}).
     """
-    app = Klein()
-    app.handle_errors(ApiError)(_onApiError)
-    app.handle_errors(HTTPException)(_onHTTPException)
-    app.handle_errors(Exception)(_onUnexpected)
-    routes = [
-        (getattr(g, "routePrefix", CACHE_PREFIX) + path, methods, f)
-        for g in groups
-        for path, methods, f in routesOf(g)
-    ]
-    routes.extend(extra)
-    for path, methods, f in routes:
-        endpoint = f"{type(getattr(f, '__self__', f)).__name__}.{f.__name__}:{path}:{','.join(methods)}"
-        app.route(path, methods=list(methods), endpoint=endpoint)(f)
-    return app
+
+    def __init__(self, key: str = "error") -> None:
+        self.key = key
+
+    def body(self, request: Any, code: int, message: str) -> bytes:
+        """
+        The error answer: C{{key: message}} with C{code}.
+        """
+        return jsonResponse(request, {self.key: message}, code)
+
+    def apiError(self, request: Any, error: ApiError) -> bytes:
+        for name, value in error.headers.items():
+            request.setHeader(name, value)
+        return self.body(request, error.code, error.message)
+
+    def routingError(self, request: Any, error: Any) -> bytes:
+        code = error.code
+        if code == 404:
+            return self.body(
+                request, 404, "no such API endpoint: " + request.path.decode("utf-8", "replace")
+            )
+        if code == 405:
+            if error.valid_methods:
+                request.setHeader(b"Allow", ", ".join(error.valid_methods).encode("ascii"))
+            method = request.method.decode("ascii", "replace")
+            return self.body(request, 405, f"method {method} not allowed here")
+        if 300 <= code < 400:
+            # A werkzeug redirect (a trailing slash on a path without one).
+            location = getattr(error, "new_url", "")
+            request.setHeader(b"Location", location.encode("utf-8"))
+            return self.body(request, code, f"moved to {location}")
+        return self.body(request, code, error.description or error.name)
+
+    def unexpected(self, request: Any, failure: Any) -> bytes:
+        _log.failure(
+            "HTTP API request {method} {path} failed",
+            failure,
+            method=request.method.decode("ascii", "replace"),
+            path=request.path.decode("utf-8", "replace"),
+        )
+        return self.body(request, 500, "internal error")

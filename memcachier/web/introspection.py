@@ -4,7 +4,6 @@ C{introspection/...} routes of the API v2: recent logs, compound stats,
 popular items, key stats and watched prefixes.
 """
 
-import json
 
 from twisted.internet.defer import maybeDeferred
 
@@ -16,7 +15,7 @@ from memcachier.web.common import (
     ApiError,
     emptyResponse,
     jsonResponse,
-    readBody,
+    readJSONObject,
     requireNoBody,
     route,
 )
@@ -35,6 +34,10 @@ from memcachier.web.insight import (
 #: same body is fine for another cache), a name no key can start with is
 #: a bad request.
 _PREFIX_ERRORS = {UnknownPrefix: 404, DuplicatePrefix: 409, InvalidPrefix: 400, LimitReached: 409}
+
+
+#: What a prefix's creation takes, said when it gets anything else.
+_PREFIX_BODY = 'expected a JSON object {"name": "<prefix>"} and nothing else'
 
 
 def _prefixError(failure):
@@ -152,13 +155,12 @@ class IntrospectionAPI:
     @route("/introspection/prefixes", ["POST"])
     def createPrefix(self, request, cacheId):
         caller = self._caller(request, cacheId)
-        data = readBody(request)
-        try:
-            body = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise ApiError(400, f"expected a JSON object {{\"name\": ...}}: {e}")
-        if not isinstance(body, dict) or set(body) != {"name"} or not isinstance(body["name"], str):
-            raise ApiError(400, 'expected a JSON object {"name": "<prefix>"} and nothing else')
+        body = readJSONObject(
+            request, empty=None, malformed='expected a JSON object {{"name": ...}}: {error}',
+            notObject=_PREFIX_BODY,
+        )
+        if set(body) != {"name"} or not isinstance(body["name"], str):
+            raise ApiError(400, _PREFIX_BODY)
         d = self.analytics.createPrefix(caller.cacheId, body["name"])
         d.addErrback(_prefixError)
         return d.addCallback(lambda value: jsonResponse(request, value))

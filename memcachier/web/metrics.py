@@ -14,18 +14,25 @@ C{[metrics] access}: C{"off"} (404), C{"open"}, or C{"token"} (a bearer
 token, C{[metrics] token}).
 """
 
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from memcachier.tx.ceiling import ConnectionCeiling
 from memcachier.web.common import ApiError, errorBody
 from memcachier.web.provisioning import checkBearer
+
+_log = Logger()
 
 #: memcached_exporter's C{commands_total{command,status}}: (command,
 #: status) -> the stat counting it.
@@ -169,36 +176,49 @@ class NodeCounters:
     Where the node's own counters live (what it refused, timed out or
     reloaded, for every cache at once), read by L{sample} on the reactor.
     Each source may be L{None} (a node without TLS listeners has no
-    reloader).
+    reloader).  All are built before the site and the listeners that feed
+    them, and handed in here.
 
-    @ivar site: the L{memcachier.web.site.APISite}.
-    @ivar memcache: the L{memcachier.protocols.sniff.MemcacheFactory}.
+    @ivar web: the web's L{memcachier.tx.ceiling.ConnectionCeiling}.
+    @ivar webCounters: the site's L{memcachier.web.site.WebCounters}.
+    @ivar memcache: the memcache listeners'
+        L{memcachier.tx.ceiling.ConnectionCeiling}.
     @ivar throttle: the L{memcachier.protocols.throttle.AuthThrottle}.
-    @ivar reloader: the L{memcachier.node.shutdown.CertificateReloader}.
+    @ivar reloader: the L{memcachier.node.shutdown.CertificateReloader}
+        (its C{counters}).
     """
 
-    def __init__(self, site=None, memcache=None, throttle=None, reloader=None):
-        self.site = site
+    def __init__(
+        self,
+        web: Optional[ConnectionCeiling] = None,
+        webCounters: Optional[Mapping[str, int]] = None,
+        memcache: Optional[ConnectionCeiling] = None,
+        throttle: Any = None,
+        reloader: Any = None,
+    ) -> None:
+        self.web = web
+        self.webCounters = webCounters
         self.memcache = memcache
         self.throttle = throttle
         self.reloader = reloader
 
-    def sample(self):
+    def sample(self) -> Dict[str, Any]:
         """
         Read every counter now (plain attribute reads).
 
         @return: a L{dict} for L{NodeCollector}.
         """
-        values = {}
-        site, memcache = self.site, self.memcache
-        if site is not None:
-            values["web"] = dict(site.counters)
-            values["web_open"] = site.connections
-            values["web_max"] = site.maxConnections
+        values: Dict[str, Any] = {}
+        web, memcache = self.web, self.memcache
+        if web is not None:
+            values["web"] = dict(self.webCounters or {})
+            values["web"]["refused_connections"] = web.refused.total
+            values["web_open"] = web.connections
+            values["web_max"] = web.limit
         if memcache is not None:
             values["memcache_refused"] = memcache.refused.total
             values["memcache_open"] = memcache.connections
-            values["memcache_max"] = memcache.maxConnections
+            values["memcache_max"] = memcache.limit
         if self.throttle is not None:
             values["auth_throttled"] = self.throttle.refused
         if self.reloader is not None:
@@ -309,15 +329,20 @@ class MetricsResource(Resource):
     C{GET /metrics} in the Prometheus text format, behind C{[metrics]
     access}.
 
-    @ivar node: the node's L{NodeCounters}, or L{None} for none; set once
-        the listeners it reads are built (after this resource).
+    @ivar node: the node's L{NodeCounters}, or L{None} for none.
     """
 
     isLeaf = True
 
-    _log = Logger()
-
-    def __init__(self, index, registry, settings, clock, inThread):
+    def __init__(
+        self,
+        index: Any,
+        registry: Any,
+        settings: Any,
+        clock: IReactorTime,
+        inThread: Callable[..., Deferred],
+        node: Optional[NodeCounters] = None,
+    ) -> None:
         """
         @param index: the control index (C{caches}, C{planOf}).
         @param registry: the L{memcachier.runtime.CacheRegistry}.
@@ -329,6 +354,7 @@ class MetricsResource(Resource):
             thousand caches takes about half a second, which would stall
             every memcache client if done on the reactor; only the reading
             (L{sampleCaches}) is.
+        @param node: the node's own counters, or L{None} for none.
         """
         super().__init__()
         self.index = index
@@ -336,7 +362,7 @@ class MetricsResource(Resource):
         self.settings = settings
         self.clock = clock
         self.inThread = inThread
-        self.node = None
+        self.node = node
 
     def render(self, request):
         if request.method not in (b"GET", b"HEAD"):
@@ -358,20 +384,23 @@ class MetricsResource(Resource):
             return errorBody(request, e.code, e.message)
         samples = sampleCaches(self.index, self.registry, self.clock)
         node = self.node.sample() if self.node is not None else None
+        gone: List[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
         d = self.inThread(exposition, samples, node)
-        d.addCallbacks(self._write, self._failed, callbackArgs=(request,), errbackArgs=(request,))
+        d.addCallbacks(self.writeExposition, self.exposeFailed, callbackArgs=(request, gone),
+                       errbackArgs=(request, gone))
         return NOT_DONE_YET
 
-    def _write(self, body, request):
-        if request._disconnected:
+    def writeExposition(self, body: bytes, request: Any, gone: List[bool]) -> None:
+        if gone:
             return
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"Cache-Control", b"no-store")
         request.write(body)
         request.finish()
 
-    def _failed(self, failure, request):
-        self._log.failure("/metrics failed", failure)
-        if not request._disconnected:
+    def exposeFailed(self, failure: Any, request: Any, gone: List[bool]) -> None:
+        _log.failure("/metrics failed", failure)
+        if not gone:
             request.write(errorBody(request, 500, "internal error"))
             request.finish()

@@ -3,7 +3,7 @@
 The OpenAPI 3 document of the analytics API v2, served at
 C{/api/v2/openapi.json}.
 
-L{corePaths} describes the routes of L{memcachier.web.api.AnalyticsAPI};
+L{corePaths} describes the routes of L{memcachier.web.api.CacheAPI};
 other route groups describe theirs in their own C{openapiPaths()} and may
 use the shared pieces here (L{errors}, L{SCHEMAS} references).  A unit test
 checks that every route is in the document, and an integration test runs

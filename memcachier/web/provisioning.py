@@ -2,7 +2,7 @@
 """
 The provisioning API, for platforms that are not Heroku: create a cache
 (with its first credential), change its plan, delete it.  Same rules as
-Heroku's doors (L{memcachier.control.provisioning.Provisioner}).
+Heroku's partner API (L{memcachier.control.provisioning.Provisioner}).
 
 It takes the operator's bearer token (C{[provisioning] token}); with no
 token configured the routes answer 404.  It lives in the analytics API's
@@ -10,18 +10,20 @@ Klein app and OpenAPI document, with its own security scheme.
 """
 
 import hmac
+from typing import Any
 
+from memcachier.control.provisioning import Provisioner
 from memcachier.control.repository import DuplicateCacheName, UnknownCache, UnknownPlan
 from memcachier.web.common import (
+    NO_OBJECT,
     ApiError,
     emptyResponse,
     jsonResponse,
     parseCacheId,
-    readBody,
+    readJSONObject,
     requireNoBody,
     route,
 )
-from memcachier.heroku.api import readObject
 from memcachier.web.openapi import _ref
 
 _CHALLENGE = {b"WWW-Authenticate": b'Bearer realm="memcachier-provisioning"'}
@@ -66,7 +68,7 @@ class ProvisioningAPI:
     """
     C{POST /api/v2/caches}, C{DELETE /api/v2/caches/<id>},
     C{PUT /api/v2/caches/<id>/plan}: a route group of
-    L{memcachier.web.api.AnalyticsAPI} with its own prefix.
+    L{memcachier.web.api.CacheAPI} with its own prefix.
     """
 
     routePrefix = "/api/v2/caches"
@@ -82,12 +84,7 @@ class ProvisioningAPI:
         checkBearer(request, self.settings.provisioning.token, "provisioning API")
 
     def _body(self, request, fields):
-        if not readBody(request).strip():
-            return {}
-        body = readObject(request)
-        unknown = sorted(set(body) - set(fields))
-        if unknown:
-            raise ApiError(400, f"unknown field(s) {', '.join(unknown)}; expected some of {', '.join(fields)}")
+        body = readJSONObject(request, fields, required=False, notObject=NO_OBJECT)
         for name, value in body.items():
             if not isinstance(value, str) or not value or len(value) > 128:
                 raise ApiError(400, f"{name}: expected a non-empty string of at most 128 characters")
@@ -261,58 +258,18 @@ class ProvisioningAPI:
 
 
 def makeProvisioning(
-    controlPlane, asyncControlPlane, pool, index, registry, settings, reactor, http=None,
-    inThread=None,
-):
+    controlPlane: Any, index: Any, registry: Any, settings: Any
+) -> ProvisioningAPI:
     """
-    Build the provisioning doors and metrics of a node: the route group of
-    our own provisioning API, the C{/heroku} and C{/metrics} resources,
-    and (when the Heroku routes are on) the L{HerokuSync} service.
+    Our own provisioning API (a route group of
+    L{memcachier.web.api.CacheAPI}) and the L{Provisioner} of its rules,
+    which Heroku's partner API shares (C{.provisioner}, see
+    L{memcachier.heroku.api.makeHeroku}).
 
-    @param controlPlane: the synchronous L{ControlPlane}.
-    @param asyncControlPlane: its L{AsyncControlPlane}.
-    @param pool: the control plane's thread pool.
-    @param http: a treq C{HTTPClient} for Heroku's services; a real one
-        on C{reactor} if L{None}.
-    @param inThread: how C{/metrics} formats off the reactor (see
-        L{MetricsResource}); the reactor's thread pool if L{None}.
-    @return: a 3-tuple: route groups (for C{makeSite(groups=...)}), mounts
-        (for C{makeSite(mounts=...)}) and services to start (a list).
+    @param controlPlane: the L{memcachier.control.repository.AsyncControlPlane}.
+    @param index: the L{memcachier.control.index.ControlIndex}.
+    @param registry: the L{memcachier.runtime.CacheRegistry}.
+    @param settings: the L{memcachier.node.settings.Settings}.
     """
-    from memcachier.heroku.sync import HerokuPlatform, HerokuSync
-    from memcachier.control.provisioning import (
-        AsyncProvisioningRecords,
-        Provisioner,
-        ProvisioningRecords,
-    )
-    from memcachier.heroku.api import HerokuAPI
-    from memcachier.web.metrics import MetricsResource
-
-    records = AsyncProvisioningRecords(
-        ProvisioningRecords(controlPlane, reactor), pool, reactor, afterWrite=index.refresh
-    )
-    provisioner = Provisioner(asyncControlPlane, index, registry, settings)
-    services = []
-    sync = None
-    if settings.heroku.password:
-        if http is None:
-            from treq.client import HTTPClient
-            from twisted.web.client import Agent
-
-            http = HTTPClient(Agent(reactor))
-        platform = HerokuPlatform(http, settings, reactor)
-        sync = HerokuSync(
-            records, index, provisioner, platform, reactor, interval=settings.database.poll_interval
-        )
-        services.append(sync)
-    heroku = HerokuAPI(records, provisioner, settings, sync)
-    if inThread is None:
-        from twisted.internet.threads import deferToThreadPool
-
-        def inThread(f, *args):
-            return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
-
-    metrics = MetricsResource(index, registry, settings, reactor, inThread)
-    groups = [ProvisioningAPI(asyncControlPlane, index, provisioner, settings)]
-    mounts = {b"heroku": heroku.resource(), b"metrics": metrics}
-    return groups, mounts, services
+    provisioner = Provisioner(controlPlane, index, registry, settings)
+    return ProvisioningAPI(controlPlane, index, provisioner, settings)

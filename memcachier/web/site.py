@@ -1,30 +1,64 @@
 # -*- test-case-name: tests.unit.test_api -*-
 """
-The node's HTTP site: the API's resource in a L{Site} that never shows a
-traceback, caps request bodies, and answers every failure in JSON.
+The node's HTTP site: the router of every path (L{memcachier.web.router})
+in a L{Site} that never shows a traceback, caps request bodies, and
+answers every failure in JSON.
 
 It also defends its descriptors and its memory against slow or greedy
 clients (C{docs/operations.md}, "Limits"): a request's headers must arrive
 within a header timeout and its body within a body timeout (else 408 and a
 close), a declared body over the cap is refused with 413 before a byte of
 it is read, an idle keep-alive connection closes after the idle timeout,
-and connections past the site's own ceiling get a 503 and a close.  None
-of these writes a log line per client: they are counted (L{APISite.counters})
+and connections past the web's connection ceiling
+(L{memcachier.tx.ceiling.ConnectionCeiling}) get a 503 and a close.  None
+of these writes a log line per client: they are counted (L{WebCounters})
 and a refused connection is logged once per burst.
+
+All of it stands on Twisted's public interfaces: the deadlines are armed
+and disarmed by the request's documented steps (L{APIRequest}: created
+when its request line arrives, L{APIRequest.gotLength} when its headers
+are in, L{APIRequest.requestReceived} when its body is), and the
+connection is watched by a L{policies.TimeoutProtocol} around the stock
+L{http.HTTPChannel} (L{WebConnection}), which also owns the idle timeout.
+Why not the idle timeout of L{http.HTTPFactory} (its C{timeout}
+argument): its channel logs C{Timing out client} for each idle client,
+and cannot tell a client idle between requests from one cut short in the
+middle of a request line, which must get its 408.
 """
+
+from __future__ import annotations
 
 import io
 import json
+from typing import Any, Dict, Optional, Set
 from urllib.parse import unquote_to_bytes
 
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.protocol import Protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols import policies
 from twisted.web import http, resource, server
 
-from memcachier.tx.ceiling import Bursts
-
+from memcachier.tx.ceiling import ConnectionCeiling
 from memcachier.web.common import MAX_BODY
+
+_log = Logger()
+
+#: What the site counts, by kind: requests it refused or timed out.
+COUNTERS = (
+    "bodies_too_large", "header_timeouts", "body_timeouts", "idle_timeouts", "bad_urls",
+    "refused_connections",
+)
+
+
+class WebCounters(Dict[str, int]):
+    """
+    What the web site refused or timed out, by kind (L{COUNTERS}), for
+    C{/metrics}: built before the site and the metrics, handed to both.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(dict.fromkeys(COUNTERS, 0))
 
 
 class CappedContent(io.BytesIO):
@@ -34,12 +68,12 @@ class CappedContent(io.BytesIO):
     costs no memory.
     """
 
-    def __init__(self, limit):
+    def __init__(self, limit: int) -> None:
         super().__init__()
         self.limit = limit
         self.overflowed = False
 
-    def write(self, data):
+    def write(self, data: Any) -> int:
         room = self.limit + 1 - self.tell()
         if len(data) > room:
             self.overflowed = True
@@ -47,7 +81,7 @@ class CappedContent(io.BytesIO):
         return super().write(data)
 
 
-def _utf8(data):
+def _utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError:
@@ -55,7 +89,7 @@ def _utf8(data):
     return True
 
 
-def _jsonError(request, code, message):
+def _jsonError(request: server.Request, code: int, message: str) -> None:
     body = json.dumps({"error": message}).encode("utf-8")
     request.setResponseCode(code)
     request.setHeader(b"Content-Type", b"application/json")
@@ -64,16 +98,52 @@ def _jsonError(request, code, message):
     request.finish()
 
 
+def rawJSONResponse(code: int, reason: bytes, message: str) -> bytes:
+    """
+    A complete HTTP/1.1 response that closes the connection, for answers
+    given before (or instead of) a L{server.Request}: a refused
+    connection, a request past its deadline.
+    """
+    body = json.dumps({"error": message}).encode("utf-8")
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (code, reason, len(body), body)
+    )
+
+
 class APIRequest(server.Request):
     """
-    A request whose too-large body is refused (413) before any resource
-    sees it, and whose unexpected failures are answered with an opaque
-    JSON 500 (logged with the traceback).
+    A request that keeps its connection's deadlines (L{WebConnection}):
+    created when its request line arrives, it is under way, with its
+    headers due; once they are in (L{gotLength}) its body is due, or it
+    is refused (413) if it declares one over the cap; once the body is in
+    (L{requestReceived}) no deadline runs while it is answered.
+
+    A body cut short by the content buffer is refused (413) before any
+    resource sees it, and unexpected failures are answered with an
+    opaque JSON 500 (logged with the traceback).
     """
 
-    _log = Logger()
+    def __init__(self, channel: http.HTTPChannel, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        connectionOf = getattr(channel.site, "connectionOf", None)
+        self.connection = connectionOf(channel.transport) if connectionOf else None
+        self.unlogged = False
+        if self.connection is not None:
+            self.connection.requestBegins(self)
 
-    def process(self):
+    def gotLength(self, length: Optional[int]) -> None:
+        super().gotLength(length)
+        if self.connection is not None:
+            self.connection.headersReceived(self, length)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.connection is not None:
+            self.connection.bodyReceived()
+        super().requestReceived(command, path, version)
+
+    def process(self) -> None:
         if getattr(self.content, "overflowed", False):
             self.site = self.channel.site
             _jsonError(self, 413, f"request body larger than {MAX_BODY} bytes")
@@ -87,8 +157,8 @@ class APIRequest(server.Request):
             return
         super().process()
 
-    def processingFailed(self, reason):
-        self._log.failure(
+    def processingFailed(self, reason: Any) -> Any:
+        _log.failure(
             "HTTP request {method} {path} failed",
             reason,
             method=self.method.decode("ascii", "replace"),
@@ -101,205 +171,237 @@ class APIRequest(server.Request):
         return reason
 
 
-def _rawJSONResponse(code, reason, message):
+class WebConnection(policies.TimeoutProtocol):
     """
-    A complete HTTP/1.1 response that closes the connection, for answers
-    given before (or instead of) a L{Request}.
-    """
-    body = json.dumps({"error": message}).encode("utf-8")
-    return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-        % (code, reason, len(body), body)
-    )
+    One connection of the site: the stock L{http.HTTPChannel} inside a
+    L{policies.TimeoutProtocol}, which sees its bytes come in and owns
+    its deadlines.
 
+    From a request's first byte (or the connection's start) its headers
+    are due within C{site.headerTimeout}, then its body within
+    C{site.bodyTimeout}; past either, a 408 and a close.  Between
+    requests the idle timeout (the L{policies.TimeoutProtocol}'s) runs,
+    and closes without a word; while a request is under way it waits.
 
-class APIChannel(http.HTTPChannel):
-    """
-    An L{http.HTTPChannel} with deadlines: headers within
-    C{site.headerTimeout} seconds of a request's first byte (or of the
-    connection), a body within C{site.bodyTimeout} of its headers; a
-    declared body over C{site.maxBody} refused at once.  The idle timeout
-    (L{Site.timeout}) runs only between requests: from a request's first
-    byte to its answer the header and body deadlines apply instead, so a
-    client cut short mid-request gets its 408 and an idle one is closed
-    without a word.
+    @ivar requests: the requests under way (created, not yet answered).
+    @ivar draining: the node is stopping: close after the current request.
     """
 
-    _deadline = None
-    _refused = False
-    #: between a request's first byte and its response's last
-    _inRequest = False
-    #: the node is stopping: close after the current request
-    _draining = False
+    def __init__(self, site: APISite, channel: http.HTTPChannel) -> None:
+        super().__init__(site, channel, site.idleTimeout or None)
+        self.site = site
+        self.channel = channel
+        self.requests: Set[APIRequest] = set()
+        self.inRequest = False
+        self.draining = False
+        self.refused = False
+        self.deadline: Optional[IDelayedCall] = None
+        self.aborting: Optional[IDelayedCall] = None
 
-    def connectionMade(self):
-        super().connectionMade()
-        self.site.connectionOpened(self)
-        self._arm(self.site.headerTimeout, "header")
+    # -- the connection
 
-    def connectionLost(self, reason):
-        self._disarm()
-        self.site.connectionClosed(self)
+    def makeConnection(self, transport: Any) -> None:
+        super().makeConnection(transport)
+        self.arm(self.site.headerTimeout, "header")
+
+    def connectionLost(self, reason: Any) -> None:
+        if self.wrappedProtocol is None:
+            return  # told twice
+        self.disarm()
+        if self.aborting is not None and self.aborting.active():
+            self.aborting.cancel()
+        self.aborting = None
         super().connectionLost(reason)
 
-    def dataReceived(self, data):
-        if self._refused:
+    def dataReceived(self, data: bytes) -> None:
+        if self.refused:
             return
-        if not self._inRequest:
-            self._requestBegins()
+        if not self.inRequest:
+            # The first bytes of a request: its headers are due, and the
+            # idle timeout waits until it is answered.
+            self.inRequest = True
+            self.cancelTimeout()
+            self.arm(self.site.headerTimeout, "header")
         super().dataReceived(data)
 
-    def lineReceived(self, line):
-        if line and not self._inRequest:
-            # a request pipelined behind one answered within the same read
-            self._requestBegins()
-        super().lineReceived(line)
+    def write(self, data: bytes) -> None:
+        if not self.refused:
+            super().write(data)
 
-    def _requestBegins(self):
-        """
-        The first bytes of a request: its headers are due, and the idle
-        timeout waits until it is answered (Twisted's C{requestDone}
-        restores it), so a request cut short gets the 408 of its header or
-        body deadline however short the idle timeout.
-        """
-        self._inRequest = True
-        self._savedTimeOut = self.setTimeout(None)
-        self._arm(self.site.headerTimeout, "header")
+    def writeSequence(self, data: Any) -> None:
+        if not self.refused:
+            super().writeSequence(data)
 
-    def requestDone(self, request):
-        self._inRequest = False
-        if self._draining:
-            self.persistent = False
-        super().requestDone(request)
+    # -- the steps of a request (from L{APIRequest})
 
-    def drain(self):
+    def requestBegins(self, request: APIRequest) -> None:
         """
-        The node is stopping: close now if idle, else after the request
-        under way is answered.
+        C{request}'s line arrived: its headers are due (from its first
+        byte, if it had to wait behind an answered request, from now).
         """
-        self._draining = True
-        if not self._inRequest:
-            self.loseConnection()
-        elif self.requests:
-            self.requests[-1].responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        self.requests.add(request)
+        request.notifyFinish().addBoth(self.requestDone, request)
+        if not self.inRequest:
+            self.inRequest = True
+            self.cancelTimeout()
+        if self.deadline is None:
+            self.arm(self.site.headerTimeout, "header")
 
-    def allHeadersReceived(self):
-        self._disarm()
-        length = self.length
+    def headersReceived(self, request: APIRequest, length: Optional[int]) -> None:
+        """
+        C{request}'s headers are in: refuse a declared body over the cap,
+        else its body is due.
+        """
+        self.disarm()
         if length is not None and length > self.site.maxBody:
-            self._refuse(
+            self.refuse(
                 413, b"Request Entity Too Large",
                 f"request body larger than {self.site.maxBody} bytes", "bodies_too_large",
             )
             return
-        super().allHeadersReceived()
-        if self._draining:
-            self.persistent = False
-            self.requests[-1].responseHeaders.setRawHeaders(b"Connection", [b"close"])
+        if self.draining:
+            self.channel.persistent = False
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
         if length != 0:
-            self._arm(self.site.bodyTimeout, "body")
+            self.arm(self.site.bodyTimeout, "body")
 
-    def allContentReceived(self):
-        if self._refused:
+    def bodyReceived(self) -> None:
+        """
+        A request is complete: no deadline while it is answered.
+        """
+        self.disarm()
+
+    def requestDone(self, result: Any, request: APIRequest) -> None:
+        """
+        C{request} was answered (or its connection lost): once no request
+        is under way, the idle timeout runs again.
+        """
+        self.requests.discard(request)
+        if not self.requests and self.inRequest and not self.refused:
+            self.inRequest = False
+            if self.draining:
+                self.channel.loseConnection()
+            elif self.site.idleTimeout:
+                self.setTimeout(self.site.idleTimeout)
+
+    # -- stopping
+
+    def drain(self) -> None:
+        """
+        The node is stopping: close now if idle, else after the request
+        under way is answered.
+        """
+        self.draining = True
+        if not self.inRequest:
+            self.channel.loseConnection()
             return
-        self._disarm()
-        super().allContentReceived()
+        self.channel.persistent = False
+        for request in self.requests:
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
 
-    def timeoutConnection(self):
+    # -- deadlines
+
+    def timeoutFunc(self) -> None:
         """
         The idle timeout (it only runs while no request is under way):
-        close without the per-client log line Twisted writes.  Part of a
-        request line left over from a read that also held an answered
-        request is a request cut short: it gets the header 408.
+        close without a log line.  Part of a request line left over from
+        a read that also held an answered request is a request cut short:
+        it gets the header 408.
         """
-        if self._buffer.strip():
-            self._late("header")
+        if self.channel.clearLineBuffer().strip():
+            self.late("header")
             return
         self.site.counters["idle_timeouts"] += 1
-        self._abortingCall = self.callLater(self.abortTimeout, self.transport.abortConnection)
-        self.loseConnection()
+        self.channel.loseConnection()
+        self.abortLater()
 
-    def _arm(self, seconds, what):
-        self._disarm()
+    def arm(self, seconds: float, what: str) -> None:
+        self.disarm()
         if seconds:
-            self._deadline = self.site.clock.callLater(seconds, self._late, what)
+            self.deadline = self.site.reactor.callLater(seconds, self.late, what)
 
-    def _disarm(self):
-        if self._deadline is not None:
-            if self._deadline.active():
-                self._deadline.cancel()
-            self._deadline = None
+    def disarm(self) -> None:
+        if self.deadline is not None:
+            if self.deadline.active():
+                self.deadline.cancel()
+            self.deadline = None
 
-    def _late(self, what):
-        self._deadline = None
-        self._refuse(408, b"Request Timeout", f"request {what} not received in time",
-                     what + "_timeouts")
+    def late(self, what: str) -> None:
+        self.deadline = None
+        self.refuse(408, b"Request Timeout", f"request {what} not received in time",
+                    what + "_timeouts")
 
-    def _refuse(self, code, reason, message, counter):
-        self._refused = True
+    def refuse(self, code: int, reason: bytes, message: str, counter: str) -> None:
+        """
+        Answer C{code} outside any request and close.
+        """
+        self.disarm()
+        self.cancelTimeout()
         self.site.counters[counter] += 1
-        self.transport.write(_rawJSONResponse(code, reason, message))
-        self.loseConnection()
-        self._abortingCall = self.site.clock.callLater(
-            self.abortTimeout, self.transport.abortConnection
-        )
+        self.transport.write(rawJSONResponse(code, reason, message))
+        self.refused = True
+        self.channel.loseConnection()
+        self.abortLater()
 
-
-class _Busy(Protocol):
-    """
-    Answers 503 and hangs up: the site is at its connection ceiling.
-    """
-
-    def connectionMade(self):
-        self.transport.write(
-            _rawJSONResponse(503, b"Service Unavailable", "too many open connections")
-        )
-        self.transport.loseConnection()
+    def abortLater(self) -> None:
+        """
+        Drop the connection if it has not closed within the channel's
+        C{abortTimeout} (a client that does not read).
+        """
+        if self.aborting is None:
+            self.aborting = self.site.reactor.callLater(
+                self.channel.abortTimeout, self.transport.abortConnection
+            )
 
 
 class APISite(server.Site):
     """
-    A L{Site} of L{APIRequest}s with capped bodies, no tracebacks, request
-    deadlines and a connection ceiling.
+    A L{server.Site} of L{APIRequest}s with capped bodies, no tracebacks,
+    request deadlines (L{WebConnection}) and a connection ceiling.
 
-    @ivar counters: what the site refused or timed out, by kind
-        (C{bodies_too_large}, C{header_timeouts}, C{body_timeouts},
-        C{idle_timeouts}, C{bad_urls}, C{refused_connections}).
-    @ivar open: the channels open now.
+    @ivar counters: the L{WebCounters}.
+    @ivar ceiling: the L{ConnectionCeiling} of the web listener.
     """
 
     requestFactory = APIRequest
-    protocol = APIChannel
+    protocol = http.HTTPChannel
     displayTracebacks = False
     maxBody = MAX_BODY
     noisy = False
-    _log = Logger()
 
-    def __init__(self, resource, reactor, maxConnections=None, headerTimeout=10.0,
-                 bodyTimeout=30.0, idleTimeout=60.0, **kwargs):
+    def __init__(
+        self,
+        resource: resource.IResource,
+        reactor: IReactorTime,
+        ceiling: Optional[ConnectionCeiling] = None,
+        counters: Optional[WebCounters] = None,
+        headerTimeout: float = 10.0,
+        bodyTimeout: float = 30.0,
+        idleTimeout: float = 60.0,
+        maxConnections: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
         """
         @param reactor: the clock of every deadline.
-        @param maxConnections: the ceiling, or L{None} for none.
+        @param ceiling: the web's L{ConnectionCeiling} (L{webCeiling}).
+        @param maxConnections: the ceiling's limit when C{ceiling} is not
+            given (L{None}: no limit).
+        @param counters: where refusals and timeouts are counted.
         @param idleTimeout: seconds a connection may wait between requests.
         """
-        super().__init__(resource, reactor=reactor, timeout=idleTimeout, **kwargs)
-        self.clock = reactor
-        self.maxConnections = maxConnections
+        # The channel's own idle timeout is off: L{WebConnection} has it.
+        super().__init__(resource, reactor=reactor, timeout=None, **kwargs)
+        self.ceiling = ceiling if ceiling is not None else webCeiling(maxConnections, reactor)
+        self.counters = counters if counters is not None else WebCounters()
         self.headerTimeout = headerTimeout
         self.bodyTimeout = bodyTimeout
-        self.open = set()
-        self._drained = None
-        self.refused = Bursts()
-        self.counters = dict.fromkeys(
-            ("bodies_too_large", "header_timeouts", "body_timeouts", "idle_timeouts",
-             "bad_urls", "refused_connections"), 0,
-        )
+        self.idleTimeout = idleTimeout
+        self.channels: Dict[http.HTTPChannel, WebConnection] = {}
 
-    def getContentFile(self, length):
+    def getContentFile(self, length: Optional[int]) -> CappedContent:
         return CappedContent(self.maxBody)
 
-    def log(self, request):
+    def log(self, request: Any) -> None:
         """
         The access log, without the requests refused for being malformed:
         those are counted (L{counters}), so a flood of them writes nothing.
@@ -307,129 +409,121 @@ class APISite(server.Site):
         if not getattr(request, "unlogged", False):
             super().log(request)
 
-    def buildProtocol(self, addr):
-        if self.maxConnections is not None and self.connections >= self.maxConnections:
+    def buildProtocol(self, addr: Any) -> Any:
+        refusal = self.ceiling.admit()
+        if refusal is not None:
             self.counters["refused_connections"] += 1
-            previous = self.refused.occurred(self.clock.seconds())
-            if previous is not None:
-                self._log.warn(
-                    "web connection ceiling reached: {maxConnections} open; answering "
-                    "503 (logged once per burst; {previousBurst} refused in the "
-                    "previous burst)",
-                    event="web_connections_refused",
-                    maxConnections=self.maxConnections,
-                    previousBurst=previous,
-                )
-            return _Busy()
-        return super().buildProtocol(addr)
+            return refusal
+        return WebConnection(self, super().buildProtocol(addr))
+
+    # -- what L{WebConnection} needs of its factory
+
+    def callLater(self, period: float, f: Any) -> IDelayedCall:
+        """
+        The idle timeout's clock.
+        """
+        return self.reactor.callLater(period, f)
+
+    def registerProtocol(self, connection: WebConnection) -> None:
+        self.channels[connection.channel] = connection
+        self.ceiling.opened(connection)
+
+    def unregisterProtocol(self, connection: WebConnection) -> None:
+        self.channels.pop(connection.channel, None)
+        self.ceiling.closed(connection)
+
+    def connectionOf(self, transport: Any) -> Optional[WebConnection]:
+        """
+        The L{WebConnection} whose channel writes to C{transport}, or
+        L{None} for a request made outside one (a test's channel).
+        """
+        if isinstance(transport, WebConnection) and transport.site is self:
+            return transport
+        return None
+
+    # -- stopping (see L{memcachier.node.shutdown})
 
     @property
-    def connections(self):
+    def connections(self) -> int:
         """
         How many connections are open.
         """
-        return len(self.open)
+        return self.ceiling.connections
 
-    def connectionOpened(self, channel):
-        self.open.add(channel)
-
-    def connectionClosed(self, channel):
-        self.open.discard(channel)
-        if not self.open and self._drained is not None:
-            drained, self._drained = self._drained, None
-            drained.callback(None)
-
-    def drain(self):
+    def drain(self) -> Deferred:
         """
         Let every request under way finish, closing each connection after
-        it (see L{memcachier.node.shutdown}).
+        it.
 
         @return: a L{Deferred} firing when no connection is open.
         """
-        if not self.open:
-            return succeed(None)
-        drained = self._drained = Deferred()
-        for channel in list(self.open):
-            channel.drain()
-        return drained
+        return self.ceiling.drain()
 
-    def abort(self):
+    def abort(self) -> int:
         """
         Drop every connection still open.
 
         @return: how many were open.
         """
-        left = list(self.open)
-        for channel in left:
-            channel.transport.abortConnection()
-        return len(left)
+        return self.ceiling.abort()
 
 
-class MountingRoot(resource.Resource):
+def webCeiling(limit: Optional[int], clock: IReactorTime) -> ConnectionCeiling:
     """
-    The site's root: a few first path segments (C{heroku}, C{metrics})
-    go to their own resources, everything else to C{default} (the API's
-    Klein app, which routes on the whole path).
+    The web listener's L{ConnectionCeiling}: past C{limit} a connection is
+    answered 503 and closed.
     """
-
-    def __init__(self, default, mounts):
-        super().__init__()
-        self.default = default
-        self.mounts = dict(mounts)
-
-    def getChildWithDefault(self, name, request):
-        mounted = self.mounts.get(name)
-        if mounted is not None:
-            return mounted
-        # Hand the whole path to the default resource.
-        request.postpath.insert(0, request.prepath.pop())
-        return self.default
-
-    def render(self, request):
-        return self.default.render(request)
+    return ConnectionCeiling(
+        limit, clock,
+        refusal=rawJSONResponse(503, b"Service Unavailable", "too many open connections"),
+        surface="web", refusedHow="answering 503",
+    )
 
 
 def makeSite(
-    controlPlane, index, registry, settings, reactor, groups=(), maxConnections=None, mounts=None,
-    sessions=None,
-):
+    api: Any,
+    settings: Any,
+    reactor: IReactorTime,
+    *,
+    sessions: Any = None,
+    heroku: Any = None,
+    metrics: Any = None,
+    ceiling: Optional[ConnectionCeiling] = None,
+    counters: Optional[WebCounters] = None,
+) -> APISite:
     """
-    The node's web site: the analytics API v2 (and the route groups
-    given) and, given C{sessions}, the dashboard around it.
+    The node's web site: one router (L{memcachier.web.router.makeRouter})
+    of the API v2, the dashboard (given C{sessions}), Heroku's partner
+    API and C{/metrics}, in an L{APISite}.
 
-    @param controlPlane: the L{memcachier.control.repository.AsyncControlPlane}.
-    @param index: the L{memcachier.control.index.ControlIndex}.
-    @param registry: the L{memcachier.runtime.CacheRegistry}.
-    @param settings: the L{memcachier.node.settings.Settings}.
+    @param api: the L{memcachier.web.api.CacheAPI}, with its route groups.
+    @param settings: the L{memcachier.node.settings.Settings} (C{[web]}).
     @param reactor: the reactor (clock and the site's time source).
-    @param groups: more route groups for L{AnalyticsAPI}.
-    @param maxConnections: the site's connection ceiling, or L{None}.
-    @param mounts: L{bytes} first path segment to the L{IResource} that
-        serves it (C{b"heroku"}, C{b"metrics"}), outside the API's app.
     @param sessions: an L{memcachier.web.sso.AsyncSessionStore}: serve the
-        dashboard, and let the API take its sessions.
-    @rtype: L{APISite}
+        dashboard, and let the API take its sessions; L{None} for none.
+    @param heroku: the L{memcachier.heroku.api.HerokuAPI}, or L{None}.
+    @param metrics: the L{memcachier.web.metrics.MetricsResource}, or
+        L{None}.
+    @param ceiling: the web's L{ConnectionCeiling} (L{webCeiling}), or
+        L{None} for none.
+    @param counters: the L{WebCounters} C{/metrics} reads, or L{None}.
     """
-    from memcachier.web.api import AnalyticsAPI
+    from memcachier.web.router import makeRouter
 
-    api = AnalyticsAPI(controlPlane, index, registry, settings, reactor, groups)
-    root = api.resource()
+    dashboard = resolver = None
     if sessions is not None:
         from memcachier.web.dashboard.app import Dashboard
-        from memcachier.web.dashboard.resource import DashboardRoot, SessionResolver
+        from memcachier.web.dashboard.resource import SessionResolver
 
-        resolver = SessionResolver(sessions, index, settings)
-        dashboard = Dashboard(sessions, resolver, index, settings, reactor)
-        root = DashboardRoot(resolver, root, dashboard.resource())
-    if mounts:
-        root = MountingRoot(root, mounts)
-    site = APISite(
-        root,
+        resolver = SessionResolver(sessions, api.index, settings)
+        dashboard = Dashboard(sessions, resolver, api.index, settings, reactor)
+    router = makeRouter(api, dashboard, resolver, heroku, metrics)
+    return APISite(
+        router.resource(),
         reactor=reactor,
-        maxConnections=maxConnections,
-        headerTimeout=getattr(settings, "web_header_timeout", 10.0),
-        bodyTimeout=getattr(settings, "web_body_timeout", 30.0),
-        idleTimeout=getattr(settings, "web_idle_timeout", 60.0),
+        ceiling=ceiling,
+        counters=counters,
+        headerTimeout=settings.web.header_timeout,
+        bodyTimeout=settings.web.body_timeout,
+        idleTimeout=settings.web.idle_timeout,
     )
-    site.api = api
-    return site

@@ -21,6 +21,9 @@ from memcachier.control.model import DEFAULT_PLANS, Plan
 from memcachier.control.repository import AsyncControlPlane, ControlPlane
 from memcachier.runtime import CacheRegistry
 from memcachier.stores.memory import MemoryStore
+from memcachier.heroku.api import makeHeroku
+from memcachier.web.api import CacheAPI
+from memcachier.web.metrics import MetricsResource
 from memcachier.web.provisioning import makeProvisioning
 from memcachier.web.site import makeSite
 from tests.unit.test_api import START, Response, SynchronousReactor, SynchronousThreadPool, result
@@ -64,23 +67,27 @@ class FakeHeroku(Resource):
 
 
 class ProvisioningWorld:
-    def __init__(self, **settings):
+    def __init__(self, inThread=None, node=None, **settings):
+        """
+        @param inThread: how C{/metrics} formats (at once if L{None}).
+        @param node: the L{NodeCounters} of C{/metrics}, or L{None}.
+        """
         self.reactor = SynchronousReactor()
         self.reactor.advance(START)
         defaults = dict(
             plans=PLANS,
             clusters={"prod": ("10.0.0.1:11211",), "devs": ("10.0.0.2:11211",)},
             cluster_kinds={"prod": "production", "devs": "development"},
-            default_cluster="prod",
-            heroku_password=HEROKU_AUTH[1],
-            heroku_api_url="https://api.heroku.test",
-            heroku_id_url="https://id.heroku.test",
-            heroku_client_secret="client-secret",
-            provisioning_token=OPERATOR,
-            metrics_access="open",
+            caches={"default_cluster": "prod"},
+            heroku={
+                "password": HEROKU_AUTH[1], "api_url": "https://api.heroku.test",
+                "id_url": "https://id.heroku.test", "client_secret": "client-secret",
+            },
+            provisioning={"token": OPERATOR},
+            metrics={"access": "open"},
         )
         defaults.update(settings)
-        self.settings = Settings(**defaults)
+        self.settings = Settings().evolve(**defaults)
         engine = schema.makeEngine("sqlite://")
         upgrade(engine)
         self.cp = ControlPlane(
@@ -94,16 +101,21 @@ class ProvisioningWorld:
         self.registry = CacheRegistry(self.store, self.index, self.settings, self.reactor)
         result(self.index.refresh())
         self.heroku = FakeHeroku()
-        groups, mounts, services = makeProvisioning(
-            self.cp, self.acp, pool, self.index, self.registry, self.settings, self.reactor,
-            http=StubTreq(self.heroku), inThread=self.inThread,
+        provisioning = makeProvisioning(self.acp, self.index, self.registry, self.settings)
+        heroku, services = makeHeroku(
+            self.cp, pool, self.index, provisioning.provisioner, self.settings, self.reactor,
+            http=StubTreq(self.heroku),
         )
         self.services = services
         self.sync = services[0] if services else None
-        self.site = makeSite(
-            self.acp, self.index, self.registry, self.settings, self.reactor,
-            groups=groups, mounts=mounts,
+        self.api = CacheAPI(
+            self.acp, self.index, self.registry, self.settings, self.reactor, [provisioning]
         )
+        metrics = MetricsResource(
+            self.index, self.registry, self.settings, self.reactor, inThread or self.inThread,
+            node,
+        )
+        self.site = makeSite(self.api, self.settings, self.reactor, heroku=heroku, metrics=metrics)
         self.treq = StubTreq(self.site.resource)
 
     def inThread(self, f, *args):

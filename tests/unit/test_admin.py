@@ -456,12 +456,12 @@ def test_herokuShow(run, url):
     from twisted.internet.task import Clock
 
     from memcachier.control.migrations import upgrade
-    from memcachier.control.provisioning import ProvisioningRecords
+    from memcachier.heroku.records import HerokuRecords
 
     engine = makeEngine(url)
     upgrade(engine)
     cp = ControlPlane(engine, Clock(), {p.slug: p for p in DEFAULT_PLANS})
-    records = ProvisioningRecords(cp, Clock())
+    records = HerokuRecords(cp, Clock())
     resource, _ = records.herokuProvision("u-1", "100", "default", "app", "us", "grant", None)
     records.recordPromotion(resource.id, "NEWONE")
     records.pushFailed(records.duePushes()[0][0].id, 500, "HTTP 500: try again", 10.0)

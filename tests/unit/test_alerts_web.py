@@ -11,7 +11,7 @@ from memcachier.alerts.repository import AlertRepository, AsyncAlerts
 from memcachier.node.settings import Settings
 from memcachier.web.alerts import AlertsAPI
 from memcachier.web.common import CacheAuth
-from memcachier.web.api import AnalyticsAPI
+from memcachier.web.api import CacheAPI
 from tests.unit.test_api import SynchronousThreadPool, World, assertError
 
 from treq.testing import StubTreq
@@ -22,8 +22,8 @@ class AlertsWorld(World):
         super().__init__()
         self.repo = AlertRepository(self.cp.engine, self.reactor)
         store = AsyncAlerts(self.repo, SynchronousThreadPool(), self.reactor)
-        settings = Settings(alerts_allow_http_loopback=allowHttpLoopback)
-        self.api = AnalyticsAPI(
+        settings = Settings().evolve(alerts={"allow_http_loopback": allowHttpLoopback})
+        self.api = CacheAPI(
             self.acp, self.index, self.registry, self.settings, self.reactor,
             [AlertsAPI(CacheAuth(self.index), store, settings.alerts.allow_http_loopback)],
         )

@@ -15,18 +15,18 @@ from memcachier.node.settings import Settings
 from memcachier.web.common import CacheAuth
 from memcachier.web.insight import InsightAPI
 from memcachier.web.introspection import IntrospectionAPI
-from memcachier.web.api import AnalyticsAPI
+from memcachier.web.api import CacheAPI
 from tests.unit.test_api import SynchronousThreadPool, World, assertError, result
 
 
 class AnalyticsWorld(World):
     def __init__(self):
-        super().__init__(settings=Settings(node_name="127.0.0.1:11211"))
+        super().__init__(settings=Settings().evolve(node={"name": "127.0.0.1:11211"}))
         self.analytics = makeAnalytics(
             self.registry, self.index, self.cp.engine, SynchronousThreadPool(),
             self.settings, self.reactor, connect=lambda server, protocol: None,
         )
-        self.api = AnalyticsAPI(
+        self.api = CacheAPI(
             self.acp, self.index, self.registry, self.settings, self.reactor,
             [InsightAPI(CacheAuth(self.index), self.analytics),
              IntrospectionAPI(CacheAuth(self.index), self.analytics)],

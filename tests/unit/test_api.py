@@ -25,7 +25,7 @@ from memcachier.control.repository import AsyncControlPlane, ControlPlane
 from memcachier.analytics.service import makeIntrospection
 from memcachier.runtime import CacheRegistry
 from memcachier.stores.memory import MemoryStore
-from memcachier.web.api import AnalyticsAPI
+from memcachier.web.api import CacheAPI
 from memcachier.web.common import (
     MAX_BODY,
     NOT_FOUND,
@@ -119,7 +119,7 @@ class World:
         self.cache, self.primary = self.cp.createCache(name="main", plan=plan)
         self.other, self.otherPrimary = self.cp.createCache(name="other", plan="100")
         self.refresh()
-        self.api = AnalyticsAPI(
+        self.api = CacheAPI(
             self.acp, self.index, self.registry, self.settings, self.reactor, groups
         )
         self.treq = StubTreq(self.api.resource())
@@ -790,7 +790,7 @@ def test_routeGroup():
     base = World()
     world = World(groups=[HelloGroup(base.api.auth)])
     group = HelloGroup(world.api.auth)
-    world.api = AnalyticsAPI(world.acp, world.index, world.registry, world.settings, world.reactor, [group])
+    world.api = CacheAPI(world.acp, world.index, world.registry, world.settings, world.reactor, [group])
     world.treq = StubTreq(world.api.resource())
     assert world.call("GET", "/hello/you").json() == {"cache": world.cache.id, "name": "you"}
     assertError(world.call("GET", "/hello/you", auth=None), 401)
@@ -868,7 +868,7 @@ def test_siteRefusesHugeBodiesBeforeRouting(world):
     The site answers 413 for a body over the cap without dispatching it,
     and keeps no more than the cap in memory.
     """
-    site = makeSite(world.acp, world.index, world.registry, world.settings, world.reactor)
+    site = makeSite(world.api, world.settings, world.reactor)
     assert isinstance(site, APISite)
     world.set(b"k", b"v")
     auth = base64.b64encode(f"{world.primary.username}:{world.primary.password}".encode())
@@ -887,7 +887,7 @@ def test_siteFlushOverHttp(world):
     """
     Through the real site, a flush works and error pages are JSON.
     """
-    site = makeSite(world.acp, world.index, world.registry, world.settings, world.reactor)
+    site = makeSite(world.api, world.settings, world.reactor)
     world.set(b"k", b"v")
     auth = base64.b64encode(f"{world.primary.username}:{world.primary.password}".encode())
     reply = _siteExchange(

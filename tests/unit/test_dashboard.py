@@ -35,16 +35,15 @@ class Site:
     """
 
     def __init__(self):
-        self.settings = Settings(
-            heroku_sso_salt=SALT, operator_password_hash=hashPassword(PASSWORD),
-            web_public_url=HOST,
+        self.settings = Settings().evolve(
+            heroku={"sso_salt": SALT},
+            web={"operator_password_hash": hashPassword(PASSWORD), "public_url": HOST},
         )
         self.world = w = World(settings=self.settings)
         self.sessions = AsyncSessionStore(
             SessionStore(w.cp.engine, w.reactor), SynchronousThreadPool(), w.reactor
         )
-        site = makeSite(w.acp, w.index, w.registry, self.settings, w.reactor,
-                        sessions=self.sessions)
+        site = makeSite(w.api, self.settings, w.reactor, sessions=self.sessions)
         self.resource = site.resource
 
     def request(self, method, path, cookie=None, headers=None, data=None, form=None,
@@ -343,7 +342,7 @@ def test_newOperatorPasswordEndsOperatorSessions(site):
     assert result(same.resolve(Request())).operator
     changed = SessionResolver(
         site.sessions, w.index,
-        attr.evolve(site.settings, operator_password_hash=hashPassword("new")),
+        site.settings.evolve(web={"operator_password_hash": hashPassword("new")}),
     )
     assert result(changed.resolve(Request())) is None
     assert result(same.resolve(Request())) is None  # and its row is gone

@@ -12,7 +12,7 @@ from zope.interface.verify import verifyObject
 
 from memcachier.commands import StoreMode, itemValue
 from memcachier.heroku.sync import parseExpiry
-from memcachier.heroku.api import manifest
+from memcachier.heroku.manifest import manifest
 from tests.unit.provisioningworld import HEROKU_AUTH, ProvisioningWorld
 
 CONFIG_VARS = {"MEMCACHIER_SERVERS", "MEMCACHIER_USERNAME", "MEMCACHIER_PASSWORD"}

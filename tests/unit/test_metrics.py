@@ -112,7 +112,6 @@ def test_formattedOffTheReactor():
 
     from memcachier.web.metrics import exposition
 
-    world = ProvisioningWorld()
     handed = []
 
     def inThread(f, *args):
@@ -121,7 +120,7 @@ def test_formattedOffTheReactor():
         handed.append(d)
         return d
 
-    world.site.resource.mounts[b"metrics"].inThread = inThread
+    world = ProvisioningWorld(inThread=inThread)
     answers = []
     world.treq.get("http://node.test/metrics").addBoth(answers.append)
     assert handed[0][0] is exposition
@@ -159,19 +158,24 @@ def test_nodeCounters(tmp_path):
     from memcachier.web.metrics import NodeCounters
     from tests.conftest import makeSelfSignedCertificate
 
-    world = ProvisioningWorld()
-    site = world.site
-    site.counters.update(
+    from twisted.internet.task import Clock
+
+    from memcachier.protocols.sniff import memcacheCeiling
+    from memcachier.web.site import WebCounters, webCeiling
+
+    # Built in order: the ceilings and counters first, the node's counters
+    # over them, the site and the memcache factory that feed them last.
+    clock = Clock()
+    web = webCeiling(64, clock)
+    for _ in range(64):
+        web.opened(object())
+    for _ in range(6):
+        web.admit()
+    counters = WebCounters()
+    counters.update(
         bodies_too_large=1, header_timeouts=2, body_timeouts=3, idle_timeouts=4, bad_urls=5,
-        refused_connections=6,
     )
-    site.maxConnections = 64
-    factory = MemcacheFactory(world.registry, world.reactor, maxConnections=2)
-    for _ in range(5):
-        proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
-        transport = StringTransportWithDisconnection()
-        transport.protocol = proto
-        proto.makeConnection(transport)
+    memcache = memcacheCeiling(2, clock)
     throttle = AuthThrottle(rate=0.01, burst=1)
     throttle.failed("10.0.0.1", b"user", 0)
     assert not throttle.admit("10.0.0.1", b"user", 0)
@@ -180,13 +184,19 @@ def test_nodeCounters(tmp_path):
     contextFactory = ReloadingContextFactory(
         f"ssl:0:privateKey={key}:certKey={cert}", TLSVersion.TLSv1_2
     )
-    reloader = CertificateReloader(world.reactor, [contextFactory], installSignal=False)
+    reloader = CertificateReloader(clock, [contextFactory], installSignal=False)
     reloader.reload()
     (tmp_path / "cert.pem").write_text("garbage")
     reloader.reload()
     reloader.reload()
 
-    site.resource.mounts[b"metrics"].node = NodeCounters(site, factory, throttle, reloader)
+    world = ProvisioningWorld(node=NodeCounters(web, counters, memcache, throttle, reloader))
+    factory = MemcacheFactory(world.registry, world.reactor, ceiling=memcache)
+    for _ in range(5):
+        proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
+        transport = StringTransportWithDisconnection()
+        transport.protocol = proto
+        proto.makeConnection(transport)
     response = world.call("GET", "/metrics")
     text = response.body.decode()
     values = parse(text)
@@ -212,16 +222,18 @@ def test_nodeCountersOptional():
     Without TLS listeners (no reloader) there is no TLS family; without
     node counters at all only the caches and the process are there.
     """
-    from memcachier.web.metrics import NodeCounters
+    from twisted.internet.task import Clock
 
-    world = ProvisioningWorld()
-    metrics = world.site.resource.mounts[b"metrics"]
-    def names():
+    from memcachier.web.metrics import NodeCounters
+    from memcachier.web.site import WebCounters, webCeiling
+
+    def names(world):
         text = world.call("GET", "/metrics").body.decode()
         return {family.name for family in text_string_to_metric_families(text)}
 
-    assert not any(name.startswith("memcachier_") for name in names())
-    metrics.node = NodeCounters(site=world.site)
-    found = names()
+    assert not any(name.startswith("memcachier_") for name in names(ProvisioningWorld()))
+    clock = Clock()
+    world = ProvisioningWorld(node=NodeCounters(webCeiling(None, clock), WebCounters()))
+    found = names(world)
     assert "memcachier_http_bad_urls" in found
     assert "memcachier_tls_reloads" not in found and "memcachier_auth_throttled" not in found

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from memcachier.commands import StoreMode, itemValue
 from memcachier.control import schema
 from memcachier.control.model import Plan
-from memcachier.control.provisioning import ResourceGone, UnknownResource
+from memcachier.heroku.records import ResourceGone, UnknownResource
 from memcachier.web.openapi import SCHEMAS
 from tests.unit.provisioningworld import ProvisioningWorld
 
@@ -248,7 +248,7 @@ def test_ownAPIInTheDocument(world):
     assert "delete" in paths["/api/v2/caches/{cacheId}"]
     assert "put" in paths["/api/v2/caches/{cacheId}/plan"]
     assert document["components"]["securitySchemes"]["provisioningToken"]["scheme"] == "bearer"
-    routes = {(path, methods) for path, methods in world.site.api.routes()}
+    routes = {(path, methods) for path, methods in world.api.routes()}
     assert ("/api/v2/caches", ("POST",)) in routes
     assert ("/api/v2/caches/<cacheId>/plan", ("PUT",)) in routes
 

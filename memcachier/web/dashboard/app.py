@@ -12,12 +12,12 @@ import json
 import secrets
 import string
 from importlib import resources
+from typing import Any, List
 
-from klein import Klein
 from twisted.logger import Logger
 from twisted.web.static import File
-from werkzeug.exceptions import HTTPException
 
+from memcachier.web.router import Route
 from memcachier.web.sso import (
     SSORefused,
     checkHerokuLogin,
@@ -88,6 +88,30 @@ def _arg(request, name):
         return ""
 
 
+class PageErrors:
+    """
+    The pages' errors, as pages (an L{memcachier.web.router.ErrorStyle}).
+    """
+
+    _log = Logger()
+
+    def apiError(self, request: Any, error: Any) -> bytes:
+        return _message(request, error.code, "Refused", html.escape(error.message))
+
+    def routingError(self, request: Any, error: Any) -> bytes:
+        code = error.code
+        if 300 <= code < 400:
+            return _redirect(request, getattr(error, "new_url", "/"), code)
+        if code == 405 and error.valid_methods:
+            request.setHeader(b"Allow", ", ".join(error.valid_methods).encode("ascii"))
+        return _message(request, code, error.name, html.escape(error.description or ""))
+
+    def unexpected(self, request: Any, failure: Any) -> bytes:
+        self._log.failure("dashboard request {path} failed", failure,
+                          path=request.path.decode("utf-8", "replace"))
+        return _message(request, 500, "Internal error", "Something went wrong on the server.")
+
+
 class Dashboard:
     """
     The pages: a cache's dashboard, sign-in (Heroku SSO, links, the
@@ -109,43 +133,28 @@ class Dashboard:
         self.index = index
         self.settings = settings
         self.clock = clock
-        self.app = app = Klein()
-        app.handle_errors(HTTPException)(self._httpError)
-        app.handle_errors(Exception)(self._unexpected)
-        for path, methods, handler in [
-            ("/", ["GET"], self.home),
-            ("/caches/<int:cacheId>/", ["GET"], self.cachePage),
-            ("/sso/login", ["POST"], self.herokuLogin),
-            ("/sso/link", ["GET"], self.linkLogin),
-            ("/logout", ["POST"], self.logout),
-            ("/signed-out", ["GET"], self.signedOut),
-            ("/admin/", ["GET"], self.adminPage),
-            ("/admin/login", ["POST"], self.adminLogin),
-            ("/admin/caches.json", ["GET"], self.adminCaches),
-        ]:
-            app.route(path, methods=methods, endpoint=handler.__name__)(handler)
-        app.route("/static/", branch=True, endpoint="static")(self.static)
+        self.errors = PageErrors()
 
-    def resource(self):
-        return self.app.resource()
-
-    # -- errors
-
-    def _httpError(self, request, failure):
-        error = failure.value
-        code = error.code or 500
-        if 300 <= code < 400:
-            return _redirect(request, getattr(error, "new_url", "/"), code)
-        if code == 405 and error.valid_methods:
-            request.setHeader(b"Allow", ", ".join(error.valid_methods).encode("ascii"))
-        if code >= 500:
-            return self._unexpected(request, failure)
-        return _message(request, code, error.name, html.escape(error.description or ""))
-
-    def _unexpected(self, request, failure):
-        self._log.failure("dashboard request {path} failed", failure,
-                          path=request.path.decode("utf-8", "replace"))
-        return _message(request, 500, "Internal error", "Something went wrong on the server.")
+    def endpoints(self) -> List[Route]:
+        """
+        The pages' routes, for L{memcachier.web.router.makeRouter}.
+        """
+        found: List[Route] = [
+            (path, (method,), handler, False)
+            for path, method, handler in [
+                ("/", "GET", self.home),
+                ("/caches/<int:cacheId>/", "GET", self.cachePage),
+                ("/sso/login", "POST", self.herokuLogin),
+                ("/sso/link", "GET", self.linkLogin),
+                ("/logout", "POST", self.logout),
+                ("/signed-out", "GET", self.signedOut),
+                ("/admin/", "GET", self.adminPage),
+                ("/admin/login", "POST", self.adminLogin),
+                ("/admin/caches.json", "GET", self.adminCaches),
+            ]
+        ]
+        found.append(("/static/", None, self.static, True))
+        return found
 
     # -- pages
 

@@ -1,12 +1,12 @@
 # -*- test-case-name: tests.unit.test_dashboard -*-
 """
-The web site's root: the session first, then the API or the pages.
+The dashboard's sessions: L{SessionResolver} turns a request's cookie into
+a live session, before the router (L{memcachier.web.router}) runs the
+handlers of the API and the pages.
 """
 
 from twisted.internet.defer import succeed
 from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
 
 from memcachier.web.sso import fingerprint, sessionCookie
 
@@ -59,48 +59,3 @@ class SessionResolver:
             )
             return None
         return session
-
-
-class DashboardRoot(Resource):
-    """
-    Resolve the session (so that L{memcachier.web.common.CacheAuth} can
-    read C{request.dashboardSession} synchronously), then render the API
-    for C{/api/...} and the dashboard's pages for everything else.
-    """
-
-    isLeaf = True
-    _log = Logger()
-
-    def __init__(self, resolver, api, pages):
-        """
-        @param resolver: a L{SessionResolver}.
-        @param api: the API's resource.
-        @param pages: the dashboard's resource.
-        """
-        super().__init__()
-        self.resolver = resolver
-        self.api = api
-        self.pages = pages
-
-    def render(self, request):
-        d = self.resolver.resolve(request)
-        d.addCallback(self._dispatch, request)
-        d.addErrback(self._failed, request)
-        return NOT_DONE_YET
-
-    def _dispatch(self, session, request):
-        request.dashboardSession = session
-        inner = self.api if request.path.startswith(b"/api/") else self.pages
-        result = inner.render(request)
-        if result is not NOT_DONE_YET:
-            request.write(result)
-            request.finish()
-
-    def _failed(self, failure, request):
-        self._log.failure("resolving the dashboard session failed", failure)
-        if not request.finished and not request.startedWriting:
-            request.setResponseCode(500)
-            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
-            request.write(b"internal error")
-        if not request.finished:
-            request.finish()
