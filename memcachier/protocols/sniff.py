@@ -104,6 +104,7 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         self.session: Optional[Session] = None
         self.codec: Optional[CodecProtocol] = None
         self._closing = False
+        self._handshaking = False
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """
@@ -125,12 +126,14 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         )
         if ISSLTransport.providedBy(self.transport):
             # until handshakeCompleted
+            self._handshaking = True
             self.setTimeout(factory.authTimeout or HANDSHAKE_TIMEOUT)
 
     def handshakeCompleted(self) -> None:
         """
         The TLS handshake is done: from now on the auth timeout applies.
         """
+        self._handshaking = False
         if not self._closing:
             self.setTimeout(None)
 
@@ -152,7 +155,9 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         if self.codec is not None:
             self.codec.stopBeingProducer()
         self.transport.loseConnection()
-        self.setTimeout(CLOSE_GRACE)
+        if not self._handshaking:
+            # (during a handshake its own deadline stands)
+            self.setTimeout(CLOSE_GRACE)
 
     def dataReceived(self, data: bytes) -> None:
         if not data:

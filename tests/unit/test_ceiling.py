@@ -1,5 +1,6 @@
 """
-Tests for the connection ceilings (L{memcachier.tx.ceiling}, the memcache
+Tests for the connection ceilings (L{memcachier.tx.ceiling}, its
+L{ConnectionCeiling}, the memcache
 factory, the web site), the web site's deadlines and refusals, and the
 graceful stop and certificate reload of L{memcachier.node.shutdown}.
 """
@@ -11,8 +12,8 @@ from twisted.internet.testing import StringTransportWithDisconnection
 from twisted.logger import capturedLogs
 from twisted.web.resource import Resource
 
-from memcachier.tx.ceiling import Bursts, connectionCeilings
-from memcachier.protocols.sniff import MemcacheFactory
+from memcachier.tx.ceiling import Bursts, ConnectionCeiling, connectionCeilings
+from memcachier.protocols.sniff import MemcacheFactory, memcacheCeiling
 from memcachier.node.shutdown import CertificateReloader, NodeService
 from memcachier.node.tls import ReloadingContextFactory
 from memcachier.web.site import APISite
@@ -47,6 +48,73 @@ def test_bursts():
     assert bursts.total == 5
 
 
+class OpenProtocol:
+    """
+    A protocol as the ceiling sees it: C{drain()} and a C{transport}.
+    """
+
+    def __init__(self, ceiling):
+        self.ceiling = ceiling
+        self.transport = StringTransportWithDisconnection()
+        self.transport.protocol = self
+        self.drained = False
+
+    def drain(self):
+        self.drained = True
+
+    def connectionLost(self, reason):
+        self.ceiling.closed(self)
+
+
+def test_connectionCeiling():
+    """
+    L{ConnectionCeiling} admits up to its limit, then hands out a
+    protocol that writes the surface's refusal and closes, logging the
+    first refusal of a burst in the surface's words; L{None} is no limit.
+    """
+    clock = Clock()
+    ceiling = ConnectionCeiling(1, clock, refusal=b"no\r\n", surface="web", refusedHow="answering 503")
+    assert ceiling.admit() is None
+    first = OpenProtocol(ceiling)
+    ceiling.opened(first)
+    with capturedLogs() as events:
+        refusals = [ceiling.admit() for _ in range(3)]
+    assert [e["log_format"].split(":")[0] for e in events] == ["web connection ceiling reached"]
+    assert events[0]["event"] == "web_connections_refused"
+    assert "answering 503 (logged once per burst" in events[0]["log_format"]
+    transport = StringTransportWithDisconnection()
+    transport.protocol = refusals[0]
+    refusals[0].makeConnection(transport)
+    assert transport.value() == b"no\r\n" and not transport.connected
+    assert ceiling.refused.total == 3 and ceiling.connections == 1
+    ceiling.closed(first)
+    assert ceiling.admit() is None
+    unlimited = ConnectionCeiling(None, clock)
+    for _ in range(1000):
+        unlimited.opened(object())
+    assert unlimited.admit() is None
+
+
+def test_connectionCeilingDrainAndAbort():
+    """
+    L{ConnectionCeiling.drain} asks every open protocol to drain and fires
+    once the last one closed; L{ConnectionCeiling.abort} aborts those
+    left.
+    """
+    ceiling = ConnectionCeiling(10, Clock())
+    assert ceiling.drain().called
+    protocols = [OpenProtocol(ceiling) for _ in range(3)]
+    for protocol in protocols:
+        ceiling.opened(protocol)
+    drained = ceiling.drain()
+    assert all(p.drained for p in protocols) and not drained.called
+    protocols[0].transport.loseConnection()
+    assert not drained.called
+    assert ceiling.abort() == 2
+    assert not any(p.transport.connected for p in protocols)
+    assert drained.called and ceiling.connections == 0
+
+
 def connect(factory, clock=None):
     proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
     transport = StringTransportWithDisconnection()
@@ -62,7 +130,9 @@ def test_memcacheCeiling():
     connection frees its slot.
     """
     world = World()
-    factory = MemcacheFactory(world.registry, world.clock, maxConnections=2)
+    factory = MemcacheFactory(
+        world.registry, world.clock, ceiling=memcacheCeiling(2, world.clock)
+    )
     with capturedLogs() as events:
         first, firstTransport = connect(factory)
         connect(factory)

@@ -1,16 +1,24 @@
 """
-The streamlined epoll loop (L{memcachier.node.fastpaths}): the same dispatch as
+The fast paths' gate (L{memcachier.node.fastpaths}), the direct send's
+socket, and the streamlined epoll loop: the same dispatch as
 Twisted's, without the per-event log context, and what escapes a
 selectable is logged while the others are still served.
 """
 
 import os
+import socket
 
+from incremental import Version
+from twisted.internet import tcp
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from memcachier.node import fastpaths
 from memcachier.node.fastpaths import streamlinePolling
 
 
@@ -53,6 +61,9 @@ class PipeReader:
 
 class StreamlinePollingTests(SynchronousTestCase):
     def setUp(self):
+        # the loop itself is tested even where the suite runs with the
+        # fast paths off
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != fastpaths.SWITCH})
         self.reactor = EPollReactor()
         self.addCleanup(self.reactor._poller.close)
 
@@ -102,3 +113,78 @@ class StreamlinePollingTests(SynchronousTestCase):
         os.write(healthy.writeFd, b"y")
         self.reactor.doIteration(0)
         self.assertEqual(healthy.reads, 2)
+
+
+class GateTests(SynchronousTestCase):
+    """
+    One gate for every fast path: the tested Twisted range and
+    C{MEMCACHIER_FAST_PATHS=off}; off, the node takes the public path and
+    says so once.
+    """
+
+    def setUp(self):
+        self.patch(fastpaths, "_said", False)
+
+    def test_versionRange(self):
+        """
+        Releases within L{fastpaths.TESTED} pass, others do not.
+        """
+        self.assertTrue(fastpaths.twistedTested())
+        for version, expected in (
+            ("24.7.0", True), ("26.10.0", True), ("24.3.0", False), ("27.1.0", False),
+        ):
+            self.assertEqual(fastpaths.twistedTested(Version("Twisted", *map(int, version.split(".")))), expected)
+
+    def test_switchedOff(self):
+        """
+        C{MEMCACHIER_FAST_PATHS=off} turns every fast path off, with one
+        log line however often it is asked.
+        """
+        self.patch(os, "environ", dict(os.environ, MEMCACHIER_FAST_PATHS="off"))
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        with capturedLogs() as events:
+            self.assertFalse(fastpaths.enabled())
+            self.assertIsNone(fastpaths.directSender())
+            self.assertFalse(streamlinePolling(reactor))
+        self.assertEqual([e["event"] for e in events], ["fast_paths_off"])
+        self.assertIn("MEMCACHIER_FAST_PATHS=off", fastpaths.describe())
+
+    def test_outsideTheTestedRange(self):
+        """
+        A Twisted outside the tested range turns them off too.
+        """
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != fastpaths.SWITCH})
+        self.patch(fastpaths.twisted, "version", Version("Twisted", 27, 1, 0))
+        with capturedLogs() as events:
+            self.assertIsNone(fastpaths.directSender())
+        self.assertEqual(len(events), 1)
+        self.assertIn("outside the tested", fastpaths.describe())
+
+    def test_on(self):
+        """
+        Within the range and not switched off, the composition gets
+        L{fastpaths.directSocket}.
+        """
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != fastpaths.SWITCH})
+        self.assertIs(fastpaths.directSender(), fastpaths.directSocket)
+        self.assertTrue(fastpaths.describe().startswith("on "))
+
+
+class DirectSocketTests(SynchronousTestCase):
+    """
+    L{fastpaths.directSocket} gives a plain TCP connection's own socket,
+    and L{None} for any other transport.
+    """
+
+    def test_tcp(self):
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        connection = tcp.Connection(ours, Protocol(), reactor)
+        self.assertIs(fastpaths.directSocket(connection), ours)
+
+    def test_other(self):
+        self.assertIsNone(fastpaths.directSocket(StringTransport()))
