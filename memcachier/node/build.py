@@ -30,7 +30,7 @@ from memcachier.interfaces import IStore
 from memcachier.node.listeners import ListenerService, listenerService
 from memcachier.node.settings import Settings
 from memcachier.node.shutdown import CertificateReloader, NodeService
-from memcachier.protocols.sniff import MemcacheFactory
+from memcachier.protocols.sniff import MemcacheFactory, memcacheConnectionCeiling
 from memcachier.protocols.throttle import AuthThrottle
 from memcachier.runtime import CacheRegistry, ServedCaches
 from memcachier.stores.discovery import makeStore
@@ -166,7 +166,8 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     # The memcache port(s): one factory behind every listener.
     factory = MemcacheFactory(
         registry, reactor, settings.memcache.auth_timeout, throttle,
-        maxConnections=memcacheCeiling, maxKeys=settings.limits.multiget_keys,
+        ceiling=memcacheConnectionCeiling(memcacheCeiling, reactor),
+        maxKeys=settings.limits.multiget_keys, directSend=directSend,
     )
     listeners += [
         listenerService(

@@ -14,7 +14,8 @@ from twisted.python import usage
 
 from memcachier.node.allocator import warnUnlessJemalloc
 from memcachier.node.build import buildNode
-from memcachier.node.fastpaths import streamlinePolling
+from memcachier.node.fastpaths import describe as describeFastPaths
+from memcachier.node.fastpaths import directSender, streamlinePolling
 from memcachier.node.settings import ConfigError, loadSettings
 from memcachier.node.shutdown import NodeService, installGracefulStop
 from memcachier.speedups import describe
@@ -89,14 +90,16 @@ def makeService(options: Options) -> NodeService:
     from twisted.internet import reactor
 
     _log.info(
-        "hot path: multi-get loops in {loops}, epoll loop streamlined: {streamlined}",
+        "hot path: multi-get loops in {loops}, epoll loop streamlined: {streamlined}, "
+        "fast paths {fastPaths}",
         event="hot_path",
         loops=describe(),
         streamlined=streamlinePolling(reactor),
+        fastPaths=describeFastPaths(),
     )
     if options.settings.node.allocator_warning:
         warnUnlessJemalloc()
-    service = buildNode(options.settings, reactor)
+    service = buildNode(options.settings, reactor, directSend=directSender())
     reactor.callWhenRunning(installGracefulStop, reactor)
     # Everything imported and built so far lives as long as the process:
     # keep it out of every future full collection, whose cost under load

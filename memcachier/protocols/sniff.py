@@ -72,7 +72,7 @@ TOO_MANY_OPEN_CONNECTIONS = b"ERROR Too many open connections\r\n"
 DirectSend = Callable[[ITransport], Optional[socket]]
 
 
-def memcacheCeiling(limit: Optional[int], clock: IReactorTime) -> ConnectionCeiling:
+def memcacheConnectionCeiling(limit: Optional[int], clock: IReactorTime) -> ConnectionCeiling:
     """
     The memcache listeners' L{ConnectionCeiling}: memcached's refusal and
     log line.
@@ -224,7 +224,7 @@ class MemcacheFactory(Factory):
         """
         @param maxConnections: the ceiling, when C{ceiling} is not given.
         @param ceiling: the memcache surface's L{ConnectionCeiling}
-            (L{memcacheCeiling}), built by the composition.
+            (L{memcacheConnectionCeiling}), built by the composition.
         @param directSend: L{memcachier.node.fastpaths.directSocket} or
             L{None}.
         """
@@ -233,7 +233,9 @@ class MemcacheFactory(Factory):
         self.reactor = reactor
         self.authTimeout = authTimeout
         self.throttle = throttle if throttle is not None else AuthThrottle()
-        self.ceiling = ceiling if ceiling is not None else memcacheCeiling(maxConnections, reactor)
+        if ceiling is None:
+            ceiling = memcacheConnectionCeiling(maxConnections, reactor)
+        self.ceiling = ceiling
         self.directSend = directSend
 
     @property

@@ -13,7 +13,7 @@ from twisted.logger import capturedLogs
 from twisted.web.resource import Resource
 
 from memcachier.tx.ceiling import Bursts, ConnectionCeiling, connectionCeilings
-from memcachier.protocols.sniff import MemcacheFactory, memcacheCeiling
+from memcachier.protocols.sniff import MemcacheFactory, memcacheConnectionCeiling
 from memcachier.node.shutdown import CertificateReloader, NodeService
 from memcachier.node.tls import ReloadingContextFactory
 from memcachier.web.site import APISite
@@ -131,7 +131,7 @@ def test_memcacheCeiling():
     """
     world = World()
     factory = MemcacheFactory(
-        world.registry, world.clock, ceiling=memcacheCeiling(2, world.clock)
+        world.registry, world.clock, ceiling=memcacheConnectionCeiling(2, world.clock)
     )
     with capturedLogs() as events:
         first, firstTransport = connect(factory)
