@@ -1,116 +1,35 @@
 # -*- test-case-name: tests.unit.test_config -*-
 """
 The operator's configuration: a TOML file (optional) plus command-line
-overrides, turned into one frozen L{Settings} value.
+overrides, turned into one frozen L{Settings} value grouped by section
+(C{settings.memcache.auth_timeout}, C{settings.alerts.smtp.host}, ...).
 
-Every mistake in the file is collected and reported at once, as Buildbot
-does with its C{ConfigErrors}: an operator fixing a config should not have
-to restart once per typo.  Unknown keys are mistakes too.
+Every option is stated once, in L{OPTIONS}: its section, name, kind (which
+checks and converts a value), default, help text and command-line flag.
+The reader, the twistd flags (L{FLAGS}), C{memcachier.example.toml}
+(L{exampleFile}) and the table in C{docs/operations.md} (L{docsTable}) all
+come from it.  Every mistake in the file is collected and reported at once,
+as Buildbot does with its C{ConfigErrors}; unknown keys are mistakes too.
 
-The layout (see C{memcachier.example.toml} and C{docs/operations.md})::
-
-    [memcache]
-    listen = ["tcp:11211:interface=127.0.0.1"]
-    auth_timeout = 5.0
-    tls_min_version = "1.2"
-    backlog = 1024
-    max_connections = 0         # 0: what the descriptor limit leaves
-    auth_failure_rate = 5.0     # failed logins a second, per address and per username
-    auth_failure_burst = 10
-
-    [web]
-    listen = "tcp:8080:interface=127.0.0.1"
-    public_url = "http://127.0.0.1:8080"   # default: derived from listen
-    backlog = 1024
-    max_connections = 0         # 0: min(1024, a quarter of the descriptor limit)
-    header_timeout = "10s"
-    body_timeout = "30s"
-    idle_timeout = "60s"
-    operator_password_hash = "scrypt$..."  # memcachier-admin operator hash-password
-
-    [database]
-    url = "sqlite:///memcachier.sqlite"
-    poll_interval = 1.0
-
-    [node]
-    name = "127.0.0.1:11211"
-    shutdown_timeout = "10s"    # SIGTERM: how long in-flight requests may take
-    allocator_warning = true    # warn at start when jemalloc is not preloaded
-
-    [clusters.default]
-    servers = ["127.0.0.1:11211"]
-    kind = "production"         # or "development"
-
-    [caches]
-    default_plan = "dev"
-    default_cluster = "default"
-    dev_inactivity_days = 30
-
-    [store]
-    plugin = "memory"
-    # any other key is handed to the plugin
-
-    [analytics]
-    introspection = true     # per-key taps on the hot path (recent logs, popular items, ...)
-    sample_period = 60.0     # seconds between samples of each cache's counters
-    latency_period = 20.0    # seconds between latency probes of each server
-    drain_interval = 0.1     # seconds between introspection batches
-    time_slice = 60          # seconds per introspection time slice
-    slices = 10              # time slices kept (popular items, key stats)
-    batch_limit = 500        # events per batch counted exactly; more are sampled
-
-    [limits]                      # what an API user or client can grow, per cache
-    watched_prefixes = 50
-    credentials = 20              # the primary credential included
-    alerts = 50
-    alert_configs = 20            # alert delivery configs
-    multiget_keys = 0             # keys per ASCII get/gets/gat/gats; 0: only the line length bounds it
-
-    [alerts]
-    interval = "60s"              # how often rules are evaluated
-    window = "5m"                 # the span hit_rate and rates are judged over
-    allow_http_loopback = false   # accept http:// Slack/webhook URLs on 127.0.0.1/::1
-
-    [alerts.smtp]
-    host = "localhost"
-    port = 25
-    starttls = "required"         # "required" | "optional" | "off"
-    username = ""                 # optional login
-    password = ""
-    sender = "alerts@localhost"
-
-    [heroku]
-    id = "memcachier"          # the manifest id (Basic auth user of Heroku's calls)
-    password = ""              # the manifest api.password; empty = the Heroku routes are off
-    sso_salt = ""
-    api_url = "https://api.heroku.com"
-    id_url = "https://id.heroku.com"
-    client_secret = ""         # for the oauth grant exchange
-
-    [provisioning]
-    token = ""                 # bearer token of our own provisioning API; empty = off
-
-    [metrics]
-    access = "off"             # "off" | "open" | "token"
-    token = ""
-
-    [plans.dev]
-    memory = "25MiB"
-    connections = 10
-    item_size = "1MiB"
-    development = true
+Tests build settings with C{Settings()} (the embedded defaults) and
+L{Settings.evolve}: C{Settings().evolve(memcache={"auth_timeout": 1.0})}.
 """
 
 import json
 import math
 import re
-import socket
+import textwrap
 import tomllib
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import attr
 from twisted.internet.ssl import TLSVersion
 
 from memcachier.control.model import DEFAULT_PLANS, Plan
+from memcachier.node.endpoints import checkEndpoint, endpointArgs as _endpointArgs, hostPort, show as _show
+
+__all__ = ["ConfigError", "Settings", "OPTIONS", "FLAGS", "loadSettings", "parseSettings", "parseSize",
+           "parseDuration", "publicUrlOf", "exampleFile", "docsTable", "_endpointArgs"]
 
 
 class ConfigError(Exception):
@@ -119,956 +38,588 @@ class ConfigError(Exception):
 
     @ivar errors: one message per mistake, each naming the key at fault
         (C{memcache.auth_timeout: expected a positive number, got "x"}).
-    @type errors: L{list} of L{str}
     """
 
-    def __init__(self, errors):
-        self.errors = list(errors)
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors: List[str] = list(errors)
         super().__init__(self.errors)
 
-    def __str__(self):
+    def __str__(self) -> str:
         if len(self.errors) == 1:
             return "configuration error: " + self.errors[0]
-        return f"{len(self.errors)} configuration errors:\n" + "\n".join(
-            "  " + e for e in self.errors
-        )
+        return f"{len(self.errors)} configuration errors:\n" + "\n".join("  " + e for e in self.errors)
 
 
-DEFAULT_LISTEN = ("tcp:11211:interface=127.0.0.1",)
-DEFAULT_WEB_LISTEN = "tcp:8080:interface=127.0.0.1"
-class _DatabaseURL(str):
-    url = property(str.__str__)
-    poll_interval = 1.0
-
-
-DEFAULT_DATABASE = _DatabaseURL("sqlite:///memcachier.sqlite")
-
-#: What C{[clusters.NAME] kind} may say; a cluster without one is the
-#: default kind.
+#: What C{[clusters.NAME] kind} may say; a cluster without one is production.
 CLUSTER_KINDS = ("production", "development")
 DEFAULT_CLUSTER_KIND = "production"
-
 #: C{tls_min_version} spellings, lowest first; nothing below TLS 1.2.
-TLS_VERSIONS = {
-    "1.2": TLSVersion.TLSv1_2,
-    "1.3": TLSVersion.TLSv1_3,
-}
-
-
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Settings:
-    """
-    Everything a node needs to start, already checked.
-
-    @ivar listen: memcache listener endpoint descriptions (C{tcp:...},
-        C{ssl:...}, C{unix:...}).
-    @ivar web_listen: the endpoint of the HTTP API and dashboard.
-    @ivar database: the control plane's SQLAlchemy URL.
-    @ivar node_name: the C{host:port} this node advertises to clients.
-    @ivar clusters: cluster name to the C{host:port} servers clients use,
-        in C{MEMCACHIER_SERVERS} order.
-    @ivar cluster_kinds: cluster name to its kind, C{"production"} (the
-        default) or C{"development"}; a cache switches clusters only
-        within its cluster's kind (see L{Settings.clusterKind}).
-    @ivar default_cluster: the cluster new caches are placed in.
-    @ivar store_plugin: the name of the L{memcachier.interfaces.IStorePlugin}.
-    @ivar store_settings: the rest of the C{[store]} table, for the plugin.
-    @ivar plans: plan slug to L{Plan}.
-    @ivar default_plan: the plan new caches get.
-    @ivar auth_timeout: seconds an unauthenticated connection may live.
-    @ivar dev_inactivity_days: days after which an idle development cache
-        is disabled.
-    @ivar poll_interval: seconds between polls of the control plane for
-        changes made by other processes.
-    @ivar tls_min_version: the lowest TLS version C{ssl:} listeners accept,
-        a L{TLSVersion} constant, never below TLS 1.2.
-    @ivar analytics_introspection: whether sessions tap every command for
-        introspection (C{[analytics] introspection}).
-    @ivar analytics_sample_period: seconds between counter samples.
-    @ivar analytics_latency_period: seconds between latency probes.
-    @ivar analytics_drain_interval: seconds between introspection batches.
-    @ivar analytics_time_slice: seconds per introspection time slice.
-    @ivar analytics_slices: introspection time slices kept.
-    @ivar analytics_batch_limit: events per batch counted exactly.
-    @ivar web_public_url: the address users reach the web site at
-        (C{[web] public_url}), for dashboard links, links in alert
-        messages and the Heroku manifest's URLs, without a trailing slash.
-    @ivar alerts_interval: seconds between alert evaluations.
-    @ivar alerts_window: seconds hit_rate and rates are judged over.
-    @ivar alerts_allow_http_loopback: accept C{http://} Slack and webhook
-        URLs on 127.0.0.1 and ::1.
-    @ivar smtp_host: C{[alerts.smtp] host}, and so on for the port,
-        C{starttls} (C{"required"}, C{"optional"} or C{"off"}), username,
-        password and sender.
-    @ivar memcache_backlog: listen backlog of memcache listeners that set
-        none in their description.
-    @ivar memcache_max_connections: connections over every memcache
-        listener, C{0} for what the descriptor limit leaves
-        (L{memcachier.tx.ceiling.connectionCeilings}).
-    @ivar auth_failure_rate: failed logins a second each address and each
-        username may sustain (L{memcachier.protocols.throttle}).
-    @ivar auth_failure_burst: failed logins allowed at once.
-    @ivar web_backlog: listen backlog of the web listener.
-    @ivar web_max_connections: the web site's ceiling, C{0} for the default.
-    @ivar web_header_timeout: seconds a request's headers may take.
-    @ivar web_body_timeout: seconds a request's body may take.
-    @ivar web_idle_timeout: seconds a connection may idle between requests.
-    @ivar shutdown_timeout: seconds in-flight requests get after SIGTERM.
-    @ivar allocator_warning: whether to warn at start when jemalloc is not
-        loaded (L{memcachier.node.allocator}).
-    @ivar operator_password_hash: the hash of the operator's password for
-        C{/admin/} (see L{memcachier.web.sso.hashPassword}); empty turns
-        the operator view off.
-    @ivar heroku_id: the add-on manifest id, the user of Heroku's Basic auth.
-    @ivar heroku_password: the manifest's C{api.password}; empty turns the
-        Heroku partner routes off.
-    @ivar heroku_sso_salt: the manifest's C{api.sso_salt}.
-    @ivar heroku_api_url: Heroku's Platform API (config var updates).
-    @ivar heroku_id_url: Heroku's identity service (oauth grant exchange).
-    @ivar heroku_client_secret: the add-on's oauth client secret.
-    @ivar provisioning_token: the bearer token of the provisioning API;
-        empty turns it off.
-    @ivar metrics_access: C{"off"}, C{"open"} or C{"token"} for C{/metrics}.
-    @ivar metrics_token: the bearer token C{/metrics} wants with C{"token"}.
-    @ivar limit_watched_prefixes: watched prefixes per cache.
-    @ivar limit_credentials: credentials per cache, the primary included.
-    @ivar limit_alerts: alerts per cache.
-    @ivar limit_alert_configs: alert delivery configs per cache.
-    @ivar limit_multiget_keys: keys one ASCII retrieval command may name,
-        C{0} for no count (the line length, 256 KiB, still bounds it).
-    @ivar cluster_secret: C{[cluster] secret}, the password peer nodes
-        authenticate with; empty for a single node.
-    @ivar heartbeat_timeout: C{[cluster] heartbeat_timeout}, seconds of
-        silence after which a node is out.
-    @ivar peer_timeout: C{[cluster] request_timeout}, seconds a forwarded
-        request may wait for its owner.
-    """
-
-    listen: tuple = DEFAULT_LISTEN
-    web_listen: str = DEFAULT_WEB_LISTEN
-    database: str = DEFAULT_DATABASE
-    node_name: str = "127.0.0.1:11211"
-    clusters: dict = attr.Factory(lambda: {"default": ("127.0.0.1:11211",)})
-    cluster_kinds: dict = attr.Factory(lambda: {"default": DEFAULT_CLUSTER_KIND})
-    default_cluster: str = "default"
-    store_plugin: str = "memory"
-    store_settings: dict = attr.Factory(dict)
-    plans: dict = attr.Factory(lambda: {p.slug: p for p in DEFAULT_PLANS})
-    default_plan: str = "dev"
-    auth_timeout: float = 5.0
-    dev_inactivity_days: int = 30
-    poll_interval: float = 1.0
-    tls_min_version: object = TLSVersion.TLSv1_2
-    analytics_introspection: bool = True
-    analytics_sample_period: float = 60.0
-    analytics_latency_period: float = 20.0
-    analytics_drain_interval: float = 0.1
-    analytics_time_slice: int = 60
-    analytics_slices: int = 10
-    analytics_batch_limit: int = 500
-    web_public_url: str = "http://127.0.0.1:8080"
-    alerts_interval: float = 60.0
-    alerts_window: float = 300.0
-    alerts_allow_http_loopback: bool = False
-    smtp_host: str = "localhost"
-    smtp_port: int = 25
-    smtp_starttls: str = "required"
-    smtp_username: str = ""
-    smtp_password: str = ""
-    smtp_sender: str = "alerts@localhost"
-    memcache_backlog: int = 1024
-    memcache_max_connections: int = 0
-    auth_failure_rate: float = 5.0
-    auth_failure_burst: int = 10
-    web_backlog: int = 1024
-    web_max_connections: int = 0
-    web_header_timeout: float = 10.0
-    web_body_timeout: float = 30.0
-    web_idle_timeout: float = 60.0
-    shutdown_timeout: float = 10.0
-    allocator_warning: bool = True
-    operator_password_hash: str = ""
-    # -- provisioning (issue 10)
-    heroku_id: str = "memcachier"
-    heroku_password: str = ""
-    heroku_sso_salt: str = ""
-    heroku_api_url: str = "https://api.heroku.com"
-    heroku_id_url: str = "https://id.heroku.com"
-    heroku_client_secret: str = ""
-    provisioning_token: str = ""
-    metrics_access: str = "off"
-    metrics_token: str = ""
-    limit_watched_prefixes: int = 50
-    limit_credentials: int = 20
-    limit_alerts: int = 50
-    limit_alert_configs: int = 20
-    limit_multiget_keys: int = 0
-    cluster_secret: str = ""
-    heartbeat_timeout: float = 5.0
-    peer_timeout: float = 2.0
-
-    @property
-    def clustered(self):
-        """
-        Whether this node is one of several sharing the control plane
-        (C{[cluster] secret} set): it registers, heartbeats and forwards.
-        """
-        return bool(self.cluster_secret)
-
-    @property
-    def node_cluster(self):
-        """
-        The cluster this node serves: the first whose servers list its
-        name, else the default cluster.
-        """
-        for name, servers in self.clusters.items():
-            if self.node_name in servers:
-                return name
-        return self.default_cluster
-
-    def clusterKind(self, name):
-        """
-        The kind of cluster C{name}: C{"production"} unless configured
-        otherwise (also for a cluster no longer configured).
-
-        @rtype: L{str}
-        """
-        return self.cluster_kinds.get(name, DEFAULT_CLUSTER_KIND)
-
-
-def _show(value):
-    """
-    Render a config value the way the operator wrote it, for messages.
-    """
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
+TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
+METRICS_ACCESS = ("off", "open", "token")
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parseSize(value):
-    """
-    Parse a byte size: an integer, or a string such as C{"25MiB"},
-    C{"1g"} or C{"512KB"} (units are binary: 1 KB = 1024 bytes, as
-    memcached's C{-m} means).
-
-    @return: the size in bytes, or L{None} if C{value} is not a size.
-    @rtype: L{int} or L{None}
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if match:
-            return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
-    return None
-
-
-def serverEndpointTypes():
-    """
-    The endpoint types a listener description may start with: Twisted's
-    built-in C{tcp}, C{ssl} and C{unix}, and every installed parser
-    plugin's prefix (C{tcp6}, C{systemd}, ...).
-
-    @rtype: L{list} of L{str}
-    """
-    from twisted.internet.interfaces import IStreamServerEndpointStringParser
-    from twisted.plugin import getPlugins
-
-    return ["tcp", "ssl", "unix"] + sorted(
-        p.prefix for p in getPlugins(IStreamServerEndpointStringParser)
-    )
-
-
-def _endpointArgs(description):
-    """
-    Split an endpoint description at unescaped colons, the way
-    L{twisted.internet.endpoints.serverFromString} does.
-
-    @return: a 2-tuple of positional L{str}s (the first one is the type) and
-        a L{dict} of the C{key=value} ones.
-    """
-    args, kw = [], {}
-    current, escaped = [], False
-    parts = []
-    for ch in description:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ":":
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    for part in parts:
-        key, eq, value = part.partition("=")
-        if eq:
-            kw[key] = value
-        else:
-            args.append(part)
-    return args, kw
-
-
-def _hostPort(description):
-    """
-    The C{host:port} a C{tcp:}/C{ssl:} listener is reachable at, or
-    L{None} for other endpoint types.
-    """
-    args, kw = _endpointArgs(description)
-    if len(args) < 2 or args[0] not in ("tcp", "ssl"):
-        return None
-    port = kw.get("port", args[1])
-    host = kw.get("interface", "")
-    if host in ("", "0.0.0.0", "::"):
-        host = socket.gethostname()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port}"
-
-
-class _Checker:
-    """
-    Reads one TOML document, collecting every error instead of stopping at
-    the first.
-    """
-
-    def __init__(self):
-        self.errors = []
-
-    def error(self, key, message):
-        self.errors.append(f"{key}: {message}")
-
-    def table(self, data, key):
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            self.error(key, f"expected a table, got {_show(value)}")
-            return {}
-        return value
-
-    def unknown(self, table, prefix, known):
-        for key in table:
-            if key not in known:
-                self.error(f"{prefix}{key}", "unknown key")
-
-    def string(self, table, prefix, key, default):
-        value = table.get(key, default)
-        if not isinstance(value, str) or not value:
-            self.error(prefix + key, f"expected a non-empty string, got {_show(value)}")
-            return default
-        return value
-
-    def optionalString(self, table, prefix, key):
-        """
-        A non-empty string if the key is there, C{""} if it is not.
-        """
-        if key not in table:
-            return ""
-        return self.string(table, prefix, key, "")
-
-    def number(self, table, prefix, key, default):
-        value = table.get(key, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-            or value <= 0
-        ):
-            self.error(prefix + key, f"expected a positive number, got {_show(value)}")
-            return default
-        return float(value)
-
-    def duration(self, table, prefix, key, default):
-        """
-        A positive duration in seconds: a number, or a string such as
-        C{"500ms"}, C{"10s"}, C{"5m"} or C{"1h"}.
-        """
-        value = table.get(key, default)
-        seconds = parseDuration(value)
-        if seconds is None or seconds <= 0:
-            self.error(
-                prefix + key,
-                f'expected a duration such as 10, "500ms", "10s", "5m" or "1h", got {_show(value)}',
-            )
-            return default
-        return seconds
-
-    def integer(self, table, prefix, key, default, minimum=1):
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-            self.error(prefix + key, f"expected {what}, got {_show(value)}")
-            return default
-        return value
-
-    def size(self, table, prefix, key, default):
-        value = table.get(key, default)
-        size = parseSize(value)
-        if size is None or size <= 0:
-            self.error(
-                prefix + key,
-                f'expected a size in bytes such as 26214400 or "25MiB", got {_show(value)}',
-            )
-            return default
-        return size
-
-    def boolean(self, table, prefix, key, default):
-        value = table.get(key, default)
-        if not isinstance(value, bool):
-            self.error(prefix + key, f"expected true or false, got {_show(value)}")
-            return default
-        return value
-
-    def hostPorts(self, value, key):
-        if not isinstance(value, list) or not value:
-            self.error(key, f'expected a non-empty list of "host:port", got {_show(value)}')
-            return None
-        result = []
-        for i, server in enumerate(value):
-            if not isinstance(server, str) or not _isHostPort(server):
-                self.error(f"{key}[{i}]", f'expected "host:port", got {_show(server)}')
-            else:
-                result.append(server)
-        return tuple(result)
-
-    def endpoint(self, description, key):
-        """
-        Check an endpoint description the way twistd will use it, without
-        listening: its type is known, its options are what the type's
-        parser accepts, its port is a number, and for C{ssl:} the key,
-        certificates and CA files exist and parse (L{memcachier.node.tls}).
-        """
-        if not isinstance(description, str) or not description:
-            self.error(key, f"expected an endpoint description, got {_show(description)}")
-            return False
-        args, kw = _endpointArgs(description)
-        kind = args[0] if args else ""
-        types = serverEndpointTypes()
-        if kind not in types:
-            self.error(
-                key,
-                f"unknown endpoint type {_show(kind)} in {_show(description)}; "
-                f"valid types: {', '.join(types)}",
-            )
-            return False
-        if kind in ("tcp", "ssl", "tcp6"):
-            port = kw.get("port", args[1] if len(args) > 1 else None)
-            if port is None or not port.isdigit() or int(port) > 65535:
-                self.error(key, f"expected a port number in {_show(description)}")
-                return False
-        if "backlog" in kw and not kw["backlog"].isdigit():
-            self.error(key, f"expected a number for backlog in {_show(description)}")
-            return False
-        if kind == "ssl":
-            if "sslmethod" in kw:
-                self.error(
-                    key,
-                    "sslmethod is not supported: TLS versions are set by "
-                    "memcache.tls_min_version",
-                )
-                return False
-            return self._tls(description, key, kw)
-        from twisted.internet.endpoints import serverFromString
-        from twisted.internet.testing import MemoryReactor
-
-        try:
-            # builds the endpoint object only; nothing listens
-            serverFromString(MemoryReactor(), description)
-        except Exception as e:
-            self.error(key, f"invalid {kind}: endpoint {_show(description)}: {e}")
-            return False
-        return True
-
-    def _tls(self, description, key, kw):
-        from memcachier.node.tls import tlsOptions
-
-        privateKey = kw.get("privateKey", "server.pem")
-        for name, path in (
-            ("privateKey", privateKey),
-            ("certKey", kw.get("certKey", privateKey)),
-            ("extraCertChain", kw.get("extraCertChain")),
-            ("dhParameters", kw.get("dhParameters")),
-            ("clientCAs", kw.get("clientCAs")),
-        ):
-            if path is None:
-                continue
-            try:
-                with open(path, "rb"):
-                    pass
-            except OSError as e:
-                self.error(key, f"{name} file {_show(path)} cannot be read: {e.strerror}")
-                return False
-        try:
-            tlsOptions(description, TLSVersion.TLSv1_2)
-        except Exception as e:
-            self.error(key, f"TLS settings of {_show(description)} do not load: {e or type(e).__name__}")
-            return False
-        return True
-
-
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
-def parseDuration(value):
+def parseSize(value: Any) -> Optional[int]:
+    """
+    Parse a byte size: an integer, or a string such as C{"25MiB"}, C{"1g"}
+    or C{"512KB"} (binary units, as memcached's C{-m} means).
+
+    @return: the size in bytes, or L{None} if C{value} is not a size.
+    """
+    if _isInt(value):
+        return int(value)
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()] if match else None
+
+
+def parseDuration(value: Any) -> Optional[float]:
     """
     Parse a duration: a number of seconds, or a string such as C{"60s"},
     C{"5m"}, C{"1h"} or C{"500ms"}.
 
     @return: seconds (positive), or L{None} if C{value} is not a duration.
-    @rtype: L{float} or L{None}
     """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str):
+    elif isinstance(value, str) and _DURATION.match(value):
         match = _DURATION.match(value)
-        if not match:
-            return None
-        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]  # type: ignore[union-attr]
     else:
         return None
-    if not math.isfinite(seconds) or seconds <= 0:
-        return None
-    return seconds
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
-def publicUrlOf(description):
+#: Records one error: C{fail(message, keySuffix="")}.
+Fail = Callable[..., None]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Kind:
+    """
+    What values an option takes: C{parse(value, fail)} returns the value
+    converted, calling C{fail} for each mistake; with C{fail=None} it only
+    converts a value known to be good (a default), without I/O.
+    """
+
+    describe: str
+    parse: Callable[[Any, Optional[Fail]], Any]
+
+
+def _kind(describe: str, good: Callable[[Any], bool], message: str,
+          convert: Callable[[Any], Any] = lambda v: v) -> Kind:
+    def parse(value: Any, fail: Optional[Fail]) -> Any:
+        if fail is not None and not good(value):
+            fail(f"{message}, got {_show(value)}")
+            return value
+        return convert(value)
+    return Kind(describe, parse)
+
+
+def _then(first: Kind, second: Kind) -> Kind:
+    def parse(value: Any, fail: Optional[Fail]) -> Any:
+        failed: List[str] = []
+        value = first.parse(value, fail and (lambda m, s="": (failed.append(m), fail(m, s))))
+        return value if failed else second.parse(value, fail)
+    return Kind(second.describe, parse)
+
+
+def _isStr(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _isInt(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _isHTTPURL(value: Any) -> bool:
+    return isinstance(value, str) and bool(re.match(r"^https?://[^/\s]+(/\S*)?$", value))
+
+
+def _isHostPort(value: Any) -> bool:
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
+
+
+def integer(minimum: int = 1) -> Kind:
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    return _kind(what[what.index(" ") + 1:], lambda v: _isInt(v) and v >= minimum, f"expected {what}")
+
+
+def duration(examples: str = '10, "500ms", "10s", "5m" or "1h"') -> Kind:
+    return _kind("duration", lambda v: parseDuration(v) is not None,
+                 f"expected a duration such as {examples}", parseDuration)
+
+
+def choice(values: Sequence[str], mapping: Optional[Mapping[str, Any]] = None,
+           key: Callable[[Any], Any] = lambda v: v) -> Kind:
+    return _kind(" or ".join(map(_show, values)), lambda v: _hashable(key(v)) in values,
+                 f"expected one of {', '.join(map(_show, values))}",
+                 lambda v: mapping[key(v)] if mapping else v)
+
+
+def _hashable(v: Any) -> Any:
+    return v if isinstance(v, (str, int, float, bool, type(None))) else None
+
+
+NUMBER = _kind("positive number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+               and math.isfinite(v) and v > 0, "expected a positive number", float)
+SIZE = _kind("size", lambda v: (parseSize(v) or 0) > 0,
+             'expected a size in bytes such as 26214400 or "25MiB"', parseSize)
+BOOLEAN = _kind("boolean", lambda v: isinstance(v, bool), "expected true or false")
+STRING = _kind("string", lambda v: isinstance(v, str) and v != "", "expected a non-empty string")
+TEXT = _kind("string, may be empty", _isStr, "expected a string")
+PORT = _kind("port", lambda v: _isInt(v) and 0 < v <= 65535, "expected a port number")
+HOST_PORT = _kind('"host:port"', _isHostPort, 'expected "host:port"')
+HTTP_URL = _kind("http(s) URL", _isHTTPURL, "expected an http:// or https:// URL", lambda v: v.rstrip("/"))
+HEROKU_URL = _then(STRING, _kind("http(s) URL", _isHTTPURL, "expected an http(s) URL", lambda v: v.rstrip("/")))
+SQL_URL = _then(STRING, _kind("SQLAlchemy URL", lambda v: bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", v)),
+                              "expected an SQLAlchemy URL such as sqlite:///memcachier.sqlite"))
+EMAIL = _then(STRING, _kind("email address", lambda v: bool(re.match(r"^[^@\s<>]+@[^@\s<>]+$", v)),
+                            "expected an email address"))
+SCRYPT_HASH = _then(STRING, _kind("scrypt hash", lambda v: v.startswith("scrypt$"),
+                                  "expected a hash printed by memcachier-admin operator hash-password"))
+TLS_VERSION = choice(tuple(TLS_VERSIONS), TLS_VERSIONS, lambda v: str(v) if isinstance(v, (str, float)) else None)
+
+
+def _endpoint(value: Any, fail: Optional[Fail]) -> Any:
+    if fail is not None:
+        checkEndpoint(value, fail)
+    return value
+
+
+def _endpoints(value: Any, fail: Optional[Fail]) -> Any:
+    value = [value] if isinstance(value, str) else value
+    if fail is not None and (not isinstance(value, (list, tuple)) or not value):
+        fail(f"expected a non-empty list of endpoints, got {_show(value)}")
+        return value
+    for i, description in enumerate(value):
+        _endpoint(description, fail and (lambda m, s="", i=i: fail(m, f"[{i}]{s}")))
+    return tuple(d for d in value if isinstance(d, str))
+
+
+def _hostPorts(value: Any, fail: Optional[Fail]) -> Any:
+    if fail is None or not isinstance(value, list) or not value:
+        fail and fail(f'expected a non-empty list of "host:port", got {_show(value)}')
+        return tuple(value or ())
+    for i, server in enumerate(value):
+        HOST_PORT.parse(server, fail and (lambda m, s="", i=i: fail(m, f"[{i}]")))
+    return tuple(value)
+
+
+ENDPOINT = _then(STRING, Kind("endpoint", _endpoint))
+ENDPOINTS = Kind("list of endpoints", _endpoints)
+HOST_PORTS = Kind('list of "host:port"', _hostPorts)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Flag:
+    """
+    The twistd command-line flag that overrides an option (C{--NAME}).
+    """
+
+    name: str
+    short: Optional[str]
+    help: str
+    repeatable: bool = False
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Option:
+    """
+    One configuration key.
+
+    @ivar section: the TOML table (C{"alerts.smtp"}; C{"plans.SLUG"} for a
+        key of every table of a dynamic family).
+    @ivar default: the default as an operator writes it in TOML.
+    @ivar example: a value shown commented out in the example file instead
+        of the default (a key whose default is empty or derived).
+    @ivar shown: the docs' text for a default that is derived or empty.
+    @ivar derive: computes the default from the values already read
+        (C{"memcache.listen"} to its value).
+    """
+
+    section: str
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    flag: Optional[Flag] = None
+    example: Any = None
+    shown: Optional[str] = None
+    derive: Optional[Callable[[Dict[str, Any]], Any]] = None
+
+    @property
+    def value(self) -> Any:
+        """
+        The default, converted (what L{Settings} holds when the key is absent).
+        """
+        return self.kind.parse(self.default, None)
+
+
+def _nodeName(got: Dict[str, Any]) -> str:
+    names = (hostPort(d) for d in got["memcache.listen"])
+    return next((h for h in names if _isHostPort(h)), "127.0.0.1:11211")
+
+
+O = Option
+#: Each section's meaning, in the order of the example file and the docs.
+SECTIONS = {
+    "memcache": "Memcache listeners (binary and ASCII on the same port) and connection hardening.",
+    "web": "The HTTP API (/api/v2), the dashboard (/caches/<id>/, /admin/), provisioning and /metrics.",
+    "database": "The control plane: caches, credentials, plans in use, alerts. SQLite for one node; "
+                "PostgreSQL shared by every node of a multi-node setup.",
+    "node": "This node.",
+    "cluster": "Several nodes sharing one PostgreSQL control plane (docs/cluster.md). Without a secret "
+               "this node is a single node: it neither registers nor forwards.",
+    "clusters.NAME": "Clusters: the servers clients spread a cache's keys over. Default: one cluster "
+                     '"default" made of this node.',
+    "caches": "Plan and cluster of caches created without one, and idle development caches.",
+    "store": "The store plugin holding the keys; any other key in this table goes to the plugin.",
+    "plans.SLUG": "Plans: a table changes a built-in plan (dev, 100, 250, 500, 1g, 2g, 5g) or adds one "
+                  "(memory and connections are required for a new plan).",
+    "limits": "What an API user or a client can grow, per cache; past a limit the API answers 409.",
+    "analytics": "Counters, latency probes and per-key introspection (docs/analytics.md).",
+    "alerts": "Alert rules and their delivery (docs/alerts.md).",
+    "alerts.smtp": "The SMTP relay alert emails go through.",
+    "heroku": "Heroku's add-on partner API v3 under /heroku/resources (docs/provisioning.md).",
+    "provisioning": "Our own provisioning API (/api/v2/caches).",
+    "metrics": "/metrics in the Prometheus text format (docs/metrics.md).",
+}
+_DURATION_2 = duration('"60s" or "5m"')
+#: Every option, in the order of the example file.
+OPTIONS: Tuple[Option, ...] = (
+    O("memcache", "listen", ENDPOINTS, ["tcp:11211:interface=127.0.0.1"],
+      "memcache listeners, Twisted endpoint strings: tcp:PORT[:interface=ADDR][:backlog=N], unix:PATH, "
+      "ssl:PORT:privateKey=key.pem:certKey=cert.pem[:clientCAs=ca.pem] (kill -HUP reloads ssl: files)",
+      Flag("listen", None, "Add a memcache listener endpoint, e.g. tcp:11211:interface=127.0.0.1 or "
+           "ssl:11219:privateKey=key.pem:certKey=cert.pem; repeatable (replaces [memcache] listen).", True)),
+    O("memcache", "auth_timeout", NUMBER, 5.0, "seconds before an unauthenticated connection is closed"),
+    O("memcache", "tls_min_version", TLS_VERSION, "1.2", "lowest TLS version on ssl: listeners"),
+    O("memcache", "backlog", integer(), 1024, "listen backlog of memcache listeners whose description sets none"),
+    O("memcache", "max_connections", integer(0), 0, "connections over every memcache listener; 0: ulimit -n "
+      "minus the web ceiling minus 64 (see Limits)", shown="`0` (auto)"),
+    O("memcache", "auth_failure_rate", NUMBER, 5.0, "failed logins a second per source address (IPv6: /64) "
+      "and per username; past it logins are refused unchecked and closed"),
+    O("memcache", "auth_failure_burst", integer(), 10, "failed logins allowed at once before the rate applies"),
+    O("web", "listen", ENDPOINT, "tcp:8080:interface=127.0.0.1", "HTTP API, dashboard, provisioning, metrics",
+      Flag("web-listen", None, "Endpoint of the HTTP API and dashboard; overrides [web] listen.")),
+    O("web", "public_url", HTTP_URL, "http://127.0.0.1:8080", "the address users reach the site at (dashboard "
+      "links, links in alert messages; the Heroku manifest's base_url and sso_url, which must be https)",
+      example="https://memcachier.example.com", shown='from `web.listen`, e.g. `"http://127.0.0.1:8080"`',
+      derive=lambda got: publicUrlOf(got["web.listen"])),
+    O("web", "backlog", integer(), 1024, "listen backlog of the web listener"),
+    O("web", "max_connections", integer(0), 0, "the web site's own connection ceiling (503 past it); "
+      "0: min(1024, a quarter of ulimit -n)", shown="`0` (auto)"),
+    O("web", "header_timeout", duration(), "10s", "a request's headers must arrive within this (408 otherwise)"),
+    O("web", "body_timeout", duration(), "30s", "a request's body must arrive within this of its headers"),
+    O("web", "idle_timeout", duration(), "60s", "a keep-alive connection idle this long is closed"),
+    O("web", "operator_password_hash", SCRYPT_HASH, "", "scrypt hash of the operator's password for /admin/ "
+      "(echo 'passphrase' | memcachier-admin operator hash-password)", example="scrypt$16384$8$1$...",
+      shown="none (no operator view)"),
+    O("database", "url", SQL_URL, "sqlite:///memcachier.sqlite", "control plane (SQLAlchemy URL, e.g. "
+      "postgresql+psycopg://user:secret@db/memcachier; relative SQLite paths are relative to the working directory)",
+      Flag("database", "d", "Control-plane SQLAlchemy URL; overrides [database] url.")),
+    O("database", "poll_interval", NUMBER, 1.0, "seconds between checks for changes made elsewhere"),
+    O("node", "name", HOST_PORT, "127.0.0.1:11211", "the host:port this node advertises in MEMCACHIER_SERVERS",
+      example="cache1.example.com:11211", shown="first tcp/ssl listener's `interface:port` (the host name "
+      "on every interface)", derive=_nodeName),
+    O("node", "shutdown_timeout", duration(), "10s", "on SIGTERM, how long requests under way may take"),
+    O("node", "allocator_warning", BOOLEAN, True, "log one warning at start when the process does not run "
+      "on jemalloc (Memory allocator, below)"),
+    O("cluster", "secret", TEXT, "", "password peer nodes authenticate with; the same on every node sharing "
+      "the database", example="a long random string", shown="none"),
+    O("cluster", "heartbeat_timeout", duration(), "5s", "a node silent this long is out"),
+    O("cluster", "request_timeout", duration(), "2s", "deadline of a request forwarded to its owner node"),
+    O("clusters.NAME", "servers", HOST_PORTS, None, "servers of each cluster, in MEMCACHIER_SERVERS order",
+      example=["cache1.example.com:11211", "cache2.example.com:11211"], shown="`{default = [node.name]}`"),
+    O("clusters.NAME", "kind", choice(CLUSTER_KINDS), DEFAULT_CLUSTER_KIND,
+      "a cache switches clusters only within its cluster's kind", example=DEFAULT_CLUSTER_KIND),
+    O("caches", "default_plan", STRING, "dev", "plan of caches created without one"),
+    O("caches", "default_cluster", STRING, "default", "cluster of caches created without one"),
+    O("caches", "dev_inactivity_days", integer(), 30, "idle days before a development cache is disabled"),
+    O("store", "plugin", STRING, "memory", "store plugin; other [store] keys go to the plugin"),
+    O("plans.SLUG", "memory", SIZE, None, "bytes of cache memory (\"64KiB\", \"25MiB\", \"1g\")", example="50MiB",
+      shown="MemCachier's plans"),
+    O("plans.SLUG", "connections", integer(), None, "concurrent connections per cache", example=10,
+      shown="MemCachier's plans"),
+    O("plans.SLUG", "item_size", SIZE, "1MiB", "largest key + value", example="1MiB"),
+    O("plans.SLUG", "development", BOOLEAN, False, "a free development plan", example=True),
+    O("limits", "watched_prefixes", integer(), 50, "prefixes one cache may watch (introspection)"),
+    O("limits", "credentials", integer(), 20, "credentials one cache may have, its primary included"),
+    O("limits", "alerts", integer(), 50, "alerts one cache may have"),
+    O("limits", "alert_configs", integer(), 20, "alert delivery configs one cache may have"),
+    O("limits", "multiget_keys", integer(0), 0, "keys one ASCII get/gets/gat/gats may name; 0: no count "
+      "(the 256 KiB line bounds it)", shown="`0` (no count)"),
+    O("analytics", "introspection", BOOLEAN, True, "per-key taps on the hot path (recent logs, popular items, ...)"),
+    O("analytics", "sample_period", NUMBER, 60.0, "seconds between samples of each cache's counters"),
+    O("analytics", "latency_period", NUMBER, 20.0, "seconds between latency probes of each server"),
+    O("analytics", "drain_interval", NUMBER, 0.1, "seconds between introspection batches"),
+    O("analytics", "time_slice", integer(), 60, "seconds per introspection time slice"),
+    O("analytics", "slices", integer(), 10, "time slices kept (popular items, key stats)"),
+    O("analytics", "batch_limit", integer(), 500, "events per batch counted exactly; more are sampled"),
+    O("alerts", "interval", _DURATION_2, "60s", "how often alert rules are evaluated"),
+    O("alerts", "window", _DURATION_2, "5m", "the span hit_rate and per-minute rates are judged over"),
+    O("alerts", "allow_http_loopback", BOOLEAN, False, "accept http:// Slack/webhook URLs on 127.0.0.1 and ::1 (tests)"),
+    O("alerts.smtp", "host", STRING, "localhost", "the SMTP relay of alert emails"),
+    O("alerts.smtp", "port", PORT, 25, "its port"),
+    O("alerts.smtp", "starttls", choice(("required", "optional", "off")), "required",
+      "the relay's certificate is verified against host"),
+    O("alerts.smtp", "username", TEXT, "", "login at the relay, if any"),
+    O("alerts.smtp", "password", TEXT, "", "its password (needs a username)"),
+    O("alerts.smtp", "sender", EMAIL, "alerts@localhost", "the From of alert emails"),
+    O("heroku", "id", STRING, "memcachier", "the add-on manifest id: the Basic auth user of Heroku's calls"),
+    O("heroku", "password", TEXT, "", "the manifest's api.password; empty turns /heroku/resources off"),
+    O("heroku", "sso_salt", TEXT, "", "the manifest's api.sso_salt; turns on Heroku SSO (POST /sso/login)"),
+    O("heroku", "api_url", HEROKU_URL, "https://api.heroku.com", "Heroku's Platform API (config var updates)"),
+    O("heroku", "id_url", HEROKU_URL, "https://id.heroku.com", "Heroku's identity service (oauth grant exchange)"),
+    O("heroku", "client_secret", TEXT, "", "the add-on's oauth client secret"),
+    O("provisioning", "token", TEXT, "", "bearer token of the provisioning API; empty turns it off"),
+    O("metrics", "access", choice(METRICS_ACCESS), "off", '/metrics: "off" (404), "open", or "token"'),
+    O("metrics", "token", TEXT, "", 'the bearer token /metrics wants with access = "token"'),
+)
+FLAGS: Tuple[Option, ...] = tuple(o for o in OPTIONS if o.flag)
+
+
+def _options(section: str) -> List[Option]:
+    return [o for o in OPTIONS if o.section == section]
+
+
+def _className(section: str) -> str:
+    return "".join(p.title() for p in section.split(".")) + "Settings"
+
+
+def _sectionClass(section: str) -> type:
+    fields = {o.name: attr.ib(default=o.value) for o in _options(section)}
+    if section == "alerts":
+        fields["smtp"] = attr.ib(factory=SECTION_CLASSES["alerts.smtp"])
+    if section == "store":
+        fields["settings"] = attr.ib(factory=dict)
+    return attr.make_class(_className(section), fields, frozen=True, slots=True)
+
+
+#: Section name to its frozen attrs class, whose attributes are its keys.
+SECTION_CLASSES: Dict[str, type] = {}
+for _s in ["alerts.smtp"] + [s for s in SECTIONS if "." not in s]:
+    SECTION_CLASSES[_s] = _sectionClass(_s)
+
+
+def _section(name: str) -> Any:
+    return attr.ib(factory=SECTION_CLASSES[name])
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class Settings:
+    """
+    Everything a node needs to start, already checked: one attribute per
+    section of L{OPTIONS}, named as the TOML table and holding its keys
+    (C{settings.web.public_url}; C{settings.alerts.smtp.host};
+    C{settings.store.settings}: the rest of C{[store]}, for the plugin),
+    plus the dynamic tables.
+
+    @ivar plans: plan slug to L{Plan}.
+    @ivar clusters: cluster name to the C{host:port} servers clients use.
+    @ivar cluster_kinds: cluster name to its kind (see L{clusterKind}).
+    """
+
+    memcache: Any = _section("memcache")
+    web: Any = _section("web")
+    database: Any = _section("database")
+    node: Any = _section("node")
+    cluster: Any = _section("cluster")
+    caches: Any = _section("caches")
+    store: Any = _section("store")
+    limits: Any = _section("limits")
+    analytics: Any = _section("analytics")
+    alerts: Any = _section("alerts")
+    heroku: Any = _section("heroku")
+    provisioning: Any = _section("provisioning")
+    metrics: Any = _section("metrics")
+    plans: Dict[str, Plan] = attr.Factory(lambda: {p.slug: p for p in DEFAULT_PLANS})
+    clusters: Dict[str, Tuple[str, ...]] = attr.Factory(lambda: {"default": ("127.0.0.1:11211",)})
+    cluster_kinds: Dict[str, str] = attr.Factory(lambda: {"default": DEFAULT_CLUSTER_KIND})
+
+    def evolve(self, **changes: Any) -> "Settings":
+        """
+        A copy with C{changes}: a L{dict} for a section changes its keys
+        (C{alerts={"smtp": {"host": "relay"}}}), anything else replaces.
+        """
+        def merge(obj: Any, new: Mapping[str, Any]) -> Any:
+            return attr.evolve(obj, **{k: merge(getattr(obj, k), v) if isinstance(v, dict)
+                                       and attr.has(type(getattr(obj, k))) else v for k, v in new.items()})
+        return merge(self, changes)  # type: ignore[no-any-return]
+
+    @property
+    def clustered(self) -> bool:
+        """
+        Whether this node is one of several sharing the control plane
+        (C{[cluster] secret} set): it registers, heartbeats and forwards.
+        """
+        return bool(self.cluster.secret)
+
+    @property
+    def node_cluster(self) -> str:
+        """
+        The cluster this node serves: the first whose servers list its
+        name, else the default cluster.
+        """
+        name = next((n for n, servers in self.clusters.items() if self.node.name in servers), None)
+        return name or self.caches.default_cluster  # type: ignore[no-any-return]
+
+    def clusterKind(self, name: str) -> str:
+        """
+        The kind of cluster C{name}: C{"production"} unless configured
+        otherwise (also for a cluster no longer configured).
+        """
+        return self.cluster_kinds.get(name, DEFAULT_CLUSTER_KIND)
+
+
+def publicUrlOf(description: str) -> str:
     """
     The URL a web listener is reached at, for C{[web] public_url}'s
     default: C{http://127.0.0.1:8080} for C{tcp:8080:interface=127.0.0.1},
     C{https://...} for C{ssl:}.
     """
     args, _ = _endpointArgs(description)
+    found = hostPort(description)
     scheme = "https" if args and args[0] == "ssl" else "http"
-    hostPort = _hostPort(description)
-    if hostPort is None:
-        return "http://127.0.0.1:8080"
-    return f"{scheme}://{hostPort}"
+    return f"{scheme}://{found}" if found else "http://127.0.0.1:8080"
 
 
-_SMTP_STARTTLS = ("required", "optional", "off")
-
-
-def _checkAlerts(check, data):
+def _settingsFrom(data: Dict[str, Any], overrides: Mapping[str, Any]) -> Tuple[Optional[Settings], List[str]]:
     """
-    C{[alerts]} and C{[alerts.smtp]}.
-
-    @return: a L{dict} of L{Settings} fields.
+    Read every section of a parsed TOML document, collecting the errors.
     """
-    alerts = check.table(data, "alerts")
-    check.unknown(alerts, "alerts.", ("interval", "window", "allow_http_loopback", "smtp"))
-    out = {}
-    for key, default in (("interval", 60.0), ("window", 300.0)):
-        value = alerts.get(key, default)
-        seconds = parseDuration(value)
-        if seconds is None:
-            check.error(f"alerts.{key}", f'expected a duration such as "60s" or "5m", got {_show(value)}')
-            seconds = default
-        out[f"alerts_{key}"] = seconds
-    out["alerts_allow_http_loopback"] = check.boolean(alerts, "alerts.", "allow_http_loopback", False)
-    smtp = check.table(alerts, "smtp")
-    prefix = "alerts.smtp."
-    check.unknown(smtp, prefix, ("host", "port", "starttls", "username", "password", "sender"))
-    out["smtp_host"] = check.string(smtp, prefix, "host", "localhost")
-    port = smtp.get("port", 25)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
-        check.error(prefix + "port", f"expected a port number, got {_show(port)}")
-        port = 25
-    out["smtp_port"] = port
-    starttls = smtp.get("starttls", "required")
-    if starttls not in _SMTP_STARTTLS:
-        check.error(
-            prefix + "starttls",
-            f"expected one of {', '.join(map(_show, _SMTP_STARTTLS))}, got {_show(starttls)}",
-        )
-        starttls = "required"
-    out["smtp_starttls"] = starttls
-    for key in ("username", "password"):
-        value = smtp.get(key, "")
-        if not isinstance(value, str):
-            check.error(prefix + key, f"expected a string, got {_show(value)}")
-            value = ""
-        out[f"smtp_{key}"] = value
-    if out["smtp_password"] and not out["smtp_username"]:
-        check.error(prefix + "password", "set without a username")
-    sender = check.string(smtp, prefix, "sender", "alerts@localhost")
-    if not re.match(r"^[^@\s<>]+@[^@\s<>]+$", sender):
-        check.error(prefix + "sender", f"expected an email address, got {_show(sender)}")
-    out["smtp_sender"] = sender
-    return out
+    errors: List[str] = []
+
+    def table(parent: Dict[str, Any], key: str, name: str) -> Dict[str, Any]:
+        value = parent.get(key, {})
+        if not isinstance(value, dict):
+            errors.append(f"{name}: expected a table, got {_show(value)}")
+            return {}
+        return value
+
+    def unknown(tableData: Dict[str, Any], prefix: str, known: Sequence[str]) -> None:
+        errors.extend(f"{prefix}{k}: unknown key" for k in tableData if k not in known)
+
+    def read(o: Option, data: Dict[str, Any], prefix: str, default: Any = None) -> Any:
+        fallback = o.value if default is None else default
+        key, flagged = prefix + o.name, o.flag and overrides.get(o.flag.name.replace("-", "_"))
+        if flagged:
+            key, value = "--" + o.flag.name, flagged  # type: ignore[union-attr]
+        elif o.name in data:
+            value = data[o.name]
+        else:
+            return o.derive(got) if o.derive else fallback
+        before = len(errors)
+        value = o.kind.parse(value, lambda m, s="": errors.append(f"{key}{s}: {m}"))
+        return value if len(errors) == before else fallback
+
+    unknown(data, "", [s for s in SECTIONS if "." not in s] + ["clusters", "plans"])
+    got: Dict[str, Any] = {}
+    tables: Dict[str, Dict[str, Any]] = {}
+    for section in (s for s in SECTIONS if "NAME" not in s and "SLUG" not in s):
+        parent, _, last = section.rpartition(".")
+        tables[section] = spec = table(tables[parent] if parent else data, last, section)
+        if section != "store":
+            unknown(spec, section + ".", [o.name for o in _options(section)] + (["smtp"] * (section == "alerts")))
+        for o in _options(section):
+            got[f"{section}.{o.name}"] = read(o, spec, section + ".")
+
+    clustersTable = table(data, "clusters", "clusters")
+    clusters, kinds = {}, {}
+    for name, spec in clustersTable.items():
+        if not isinstance(spec, dict):
+            errors.append(f"clusters.{name}: expected a table, got {_show(spec)}")
+            continue
+        unknown(spec, f"clusters.{name}.", [o.name for o in _options("clusters.NAME")])
+        servers = HOST_PORTS.parse(spec.get("servers"), lambda m, s="": errors.append(
+            f"clusters.{name}.servers{s}: {m}"))
+        clusters[name], kinds[name] = servers, read(_options("clusters.NAME")[1], spec, f"clusters.{name}.")
+    if not clustersTable:
+        clusters, kinds = {"default": (got["node.name"],)}, {"default": DEFAULT_CLUSTER_KIND}
+    if clustersTable and got["caches.default_cluster"] not in clustersTable:
+        errors.append(f"caches.default_cluster: no cluster {_show(got['caches.default_cluster'])}; "
+                      f"configured: {', '.join(sorted(clustersTable))}")
+
+    plans = _readPlans(table(data, "plans", "plans"), read, unknown, errors)
+    if got["caches.default_plan"] not in plans:
+        errors.append(f"caches.default_plan: no plan {_show(got['caches.default_plan'])}; known: {', '.join(plans)}")
+    if got["alerts.smtp.password"] and not got["alerts.smtp.username"]:
+        errors.append("alerts.smtp.password: set without a username")
+    if got["metrics.access"] == "token" and not got["metrics.token"]:
+        errors.append('metrics.token: required when metrics.access is "token"')
+    if errors:
+        return None, errors
+
+    def build(section: str, **extra: Any) -> Any:
+        values = {o.name: got[f"{section}.{o.name}"] for o in _options(section)}
+        return SECTION_CLASSES[section](**values, **extra)
+
+    sections = {s: build(s) for s in SECTION_CLASSES if s not in ("alerts", "alerts.smtp", "store")}
+    return Settings(
+        **sections, alerts=build("alerts", smtp=build("alerts.smtp")),
+        store=build("store", settings={k: v for k, v in tables["store"].items() if k != "plugin"}),
+        plans=plans, clusters=clusters, cluster_kinds=kinds,
+    ), []
 
 
-def _text(check, table, prefix, key, default):
+def _readPlans(table: Dict[str, Any], read: Callable[..., Any], unknown: Callable[..., None],
+               errors: List[str]) -> Dict[str, Plan]:
     """
-    A string setting that may be empty (an empty secret turns its feature
-    off).
+    C{[plans.SLUG]}: each table changes a built-in plan or adds one.
     """
-    value = table.get(key, default)
-    if not isinstance(value, str):
-        check.error(prefix + key, f"expected a string, got {_show(value)}")
-        return default
-    return value
-
-
-def _isHTTPURL(value):
-    return bool(re.match(r"^https?://[^/\s]+(/\S*)?$", value))
-
-
-def _isHostPort(value):
-    host, sep, port = value.rpartition(":")
-    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
-
-
-_TOP = (
-    "memcache", "web", "database", "node", "cluster", "clusters", "caches", "store", "plans",
-    "analytics", "alerts", "heroku", "provisioning", "metrics", "limits",
-)
-_HEROKU_KEYS = ("id", "password", "sso_salt", "api_url", "id_url", "client_secret")
-METRICS_ACCESS = ("off", "open", "token")
-#: C{[limits]} keys, their defaults and the smallest value each accepts
-_LIMITS = {
-    "watched_prefixes": (50, 1),
-    "credentials": (20, 1),
-    "alerts": (50, 1),
-    "alert_configs": (20, 1),
-    "multiget_keys": (0, 0),
-}
-_ANALYTICS_KEYS = (
-    "introspection", "sample_period", "latency_period", "drain_interval", "time_slice",
-    "slices", "batch_limit",
-)
-_PLAN_KEYS = ("memory", "connections", "item_size", "development")
-_MEMCACHE_KEYS = (
-    "listen", "auth_timeout", "tls_min_version", "backlog", "max_connections",
-    "auth_failure_rate", "auth_failure_burst",
-)
-_WEB_KEYS = (
-    "listen", "public_url", "backlog", "max_connections", "header_timeout", "body_timeout",
-    "idle_timeout", "operator_password_hash",
-)
-
-
-def _checkPlans(check, data, defaults):
-    plans = dict(defaults)
-    table = check.table(data, "plans")
+    plans = {p.slug: p for p in DEFAULT_PLANS}
     for slug, spec in table.items():
         prefix = f"plans.{slug}."
         if not isinstance(spec, dict):
-            check.error(f"plans.{slug}", f"expected a table, got {_show(spec)}")
+            errors.append(f"plans.{slug}: expected a table, got {_show(spec)}")
             continue
-        check.unknown(spec, prefix, _PLAN_KEYS)
+        unknown(spec, prefix, [o.name for o in _options("plans.SLUG")])
         base = plans.get(slug)
         if base is None:
-            for required in ("memory", "connections"):
-                if required not in spec:
-                    check.error(prefix + required, f"required for the new plan {slug!r}")
-            base = Plan(slug, 0, 0)
-        before = len(check.errors)
-        memory = check.size(spec, prefix, "memory", base.memory or 1)
-        connections = check.integer(spec, prefix, "connections", base.connections or 1)
-        itemSize = check.size(spec, prefix, "item_size", base.item_size)
-        development = check.boolean(spec, prefix, "development", base.development)
-        if len(check.errors) == before and itemSize > memory:
-            check.error(prefix + "item_size", f"larger than the plan's memory ({memory} bytes)")
-        plans[slug] = Plan(slug, memory, connections, itemSize, development)
+            errors.extend(f"{prefix}{k}: required for the new plan {slug!r}"
+                          for k in ("memory", "connections") if k not in spec)
+            base = Plan(slug, 1, 1)
+        before = len(errors)
+        values = [read(o, spec, prefix, getattr(base, o.name)) for o in _options("plans.SLUG")]
+        if len(errors) == before and values[2] > values[0]:
+            errors.append(f"{prefix}item_size: larger than the plan's memory ({values[0]} bytes)")
+        plans[slug] = Plan(slug, *values)
     return plans
 
 
-def _settingsFrom(data, overrides):
-    """
-    Build L{Settings} from a parsed TOML document and overrides.
-
-    @return: a 2-tuple of L{Settings} (or L{None}) and the list of errors.
-    """
-    check = _Checker()
-    check.unknown(data, "", _TOP)
-
-    memcache = check.table(data, "memcache")
-    check.unknown(memcache, "memcache.", _MEMCACHE_KEYS)
-    listen = overrides.get("listen") or memcache.get("listen", list(DEFAULT_LISTEN))
-    listenKey = "--listen" if overrides.get("listen") else "memcache.listen"
-    if isinstance(listen, str):
-        listen = [listen]
-    if not isinstance(listen, (list, tuple)) or not listen:
-        check.error(listenKey, f"expected a non-empty list of endpoints, got {_show(listen)}")
-        listen = list(DEFAULT_LISTEN)
-    for i, description in enumerate(listen):
-        check.endpoint(description, f"{listenKey}[{i}]")
-    listen = tuple(d for d in listen if isinstance(d, str))
-    authTimeout = check.number(memcache, "memcache.", "auth_timeout", 5.0)
-    tlsName = memcache.get("tls_min_version", "1.2")
-    tlsMin = TLS_VERSIONS.get(str(tlsName) if isinstance(tlsName, (str, float)) else None)
-    if tlsMin is None:
-        check.error(
-            "memcache.tls_min_version",
-            f'expected one of {", ".join(map(_show, TLS_VERSIONS))}, got {_show(tlsName)}',
-        )
-        tlsMin = TLSVersion.TLSv1_2
-
-    memcacheBacklog = check.integer(memcache, "memcache.", "backlog", 1024)
-    memcacheMax = check.integer(memcache, "memcache.", "max_connections", 0, minimum=0)
-    authFailureRate = check.number(memcache, "memcache.", "auth_failure_rate", 5.0)
-    authFailureBurst = check.integer(memcache, "memcache.", "auth_failure_burst", 10)
-
-    web = check.table(data, "web")
-    check.unknown(web, "web.", _WEB_KEYS)
-    webBacklog = check.integer(web, "web.", "backlog", 1024)
-    webMax = check.integer(web, "web.", "max_connections", 0, minimum=0)
-    headerTimeout = check.duration(web, "web.", "header_timeout", 10.0)
-    bodyTimeout = check.duration(web, "web.", "body_timeout", 30.0)
-    idleTimeout = check.duration(web, "web.", "idle_timeout", 60.0)
-    if overrides.get("web_listen"):
-        webListen = overrides["web_listen"]
-        check.endpoint(webListen, "--web-listen")
-    else:
-        webListen = check.string(web, "web.", "listen", DEFAULT_WEB_LISTEN)
-        check.endpoint(webListen, "web.listen")
-    operatorHash = check.optionalString(web, "web.", "operator_password_hash")
-    if operatorHash and not operatorHash.startswith("scrypt$"):
-        check.error(
-            "web.operator_password_hash",
-            "expected a hash printed by memcachier-admin operator hash-password",
-        )
-
-
-    publicUrl = web.get("public_url", publicUrlOf(webListen))
-    if not isinstance(publicUrl, str) or not re.match(r"^https?://[^/\s]+(/\S*)?$", publicUrl):
-        check.error("web.public_url", f"expected an http:// or https:// URL, got {_show(publicUrl)}")
-        publicUrl = publicUrlOf(webListen)
-
-    database = check.table(data, "database")
-    check.unknown(database, "database.", ("url", "poll_interval"))
-    if overrides.get("database"):
-        url = overrides["database"]
-    else:
-        url = check.string(database, "database.", "url", DEFAULT_DATABASE)
-    if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
-        key = "--database" if overrides.get("database") else "database.url"
-        check.error(key, f"expected an SQLAlchemy URL such as sqlite:///memcachier.sqlite, got {_show(url)}")
-    pollInterval = check.number(database, "database.", "poll_interval", 1.0)
-
-    node = check.table(data, "node")
-    check.unknown(node, "node.", ("name", "shutdown_timeout", "allocator_warning"))
-    shutdownTimeout = check.duration(node, "node.", "shutdown_timeout", 10.0)
-    allocatorWarning = check.boolean(node, "node.", "allocator_warning", True)
-    derived = next(
-        (h for h in map(_hostPort, listen) if h and _isHostPort(h)), "127.0.0.1:11211"
-    )
-    nodeName = node.get("name", derived)
-    if not isinstance(nodeName, str) or not _isHostPort(nodeName):
-        check.error("node.name", f'expected "host:port", got {_show(nodeName)}')
-        nodeName = derived
-
-    clusterTable = check.table(data, "cluster")
-    check.unknown(clusterTable, "cluster.", ("secret", "heartbeat_timeout", "request_timeout"))
-    clusterSecret = clusterTable.get("secret", "")
-    if not isinstance(clusterSecret, str):
-        check.error("cluster.secret", f"expected a string, got {_show(clusterSecret)}")
-        clusterSecret = ""
-    heartbeatTimeout = check.duration(clusterTable, "cluster.", "heartbeat_timeout", 5.0)
-    peerTimeout = check.duration(clusterTable, "cluster.", "request_timeout", 2.0)
-
-    clustersTable = check.table(data, "clusters")
-    clusters = {}
-    clusterKinds = {}
-    for name, spec in clustersTable.items():
-        if not isinstance(spec, dict):
-            check.error(f"clusters.{name}", f"expected a table, got {_show(spec)}")
-            continue
-        check.unknown(spec, f"clusters.{name}.", ("servers", "kind"))
-        servers = check.hostPorts(spec.get("servers"), f"clusters.{name}.servers")
-        if servers is not None:
-            clusters[name] = servers
-        kind = spec.get("kind", DEFAULT_CLUSTER_KIND)
-        if kind not in CLUSTER_KINDS:
-            check.error(
-                f"clusters.{name}.kind",
-                f"expected one of {', '.join(map(_show, CLUSTER_KINDS))}, got {_show(kind)}",
-            )
-        else:
-            clusterKinds[name] = kind
-    if not clustersTable:
-        clusters = {"default": (nodeName,)}
-        clusterKinds = {"default": DEFAULT_CLUSTER_KIND}
-
-    caches = check.table(data, "caches")
-    check.unknown(caches, "caches.", ("default_plan", "default_cluster", "dev_inactivity_days"))
-    defaultCluster = check.string(caches, "caches.", "default_cluster", "default")
-    if clustersTable and defaultCluster not in clustersTable:
-        check.error(
-            "caches.default_cluster",
-            f"no cluster {_show(defaultCluster)}; configured: {', '.join(sorted(clustersTable))}",
-        )
-    devDays = check.integer(caches, "caches.", "dev_inactivity_days", 30)
-
-    plans = _checkPlans(check, data, {p.slug: p for p in DEFAULT_PLANS})
-    defaultPlan = check.string(caches, "caches.", "default_plan", "dev")
-    if defaultPlan not in plans:
-        check.error(
-            "caches.default_plan",
-            f"no plan {_show(defaultPlan)}; known: {', '.join(plans)}",
-        )
-
-    store = check.table(data, "store")
-    storePlugin = check.string(store, "store.", "plugin", "memory")
-    storeSettings = {k: v for k, v in store.items() if k != "plugin"}
-
-    analytics = check.table(data, "analytics")
-    check.unknown(analytics, "analytics.", _ANALYTICS_KEYS)
-    introspection = check.boolean(analytics, "analytics.", "introspection", True)
-    samplePeriod = check.number(analytics, "analytics.", "sample_period", 60.0)
-    latencyPeriod = check.number(analytics, "analytics.", "latency_period", 20.0)
-    drainInterval = check.number(analytics, "analytics.", "drain_interval", 0.1)
-    timeSlice = check.integer(analytics, "analytics.", "time_slice", 60)
-    slices = check.integer(analytics, "analytics.", "slices", 10)
-    batchLimit = check.integer(analytics, "analytics.", "batch_limit", 500)
-
-    alertSettings = _checkAlerts(check, data)
-    heroku = check.table(data, "heroku")
-    check.unknown(heroku, "heroku.", _HEROKU_KEYS)
-    herokuId = check.string(heroku, "heroku.", "id", "memcachier")
-    herokuPassword = _text(check, heroku, "heroku.", "password", "")
-    herokuSalt = _text(check, heroku, "heroku.", "sso_salt", "")
-    herokuClientSecret = _text(check, heroku, "heroku.", "client_secret", "")
-    herokuURLs = {}
-    for key, default in (("api_url", "https://api.heroku.com"), ("id_url", "https://id.heroku.com")):
-        herokuURL = check.string(heroku, "heroku.", key, default)
-        if not _isHTTPURL(herokuURL):
-            check.error("heroku." + key, f"expected an http(s) URL, got {_show(herokuURL)}")
-        herokuURLs[key] = herokuURL.rstrip("/")
-
-    provisioning = check.table(data, "provisioning")
-    check.unknown(provisioning, "provisioning.", ("token",))
-    provisioningToken = _text(check, provisioning, "provisioning.", "token", "")
-
-    metrics = check.table(data, "metrics")
-    check.unknown(metrics, "metrics.", ("access", "token"))
-    metricsAccess = metrics.get("access", "off")
-    if metricsAccess not in METRICS_ACCESS:
-        check.error(
-            "metrics.access",
-            f"expected one of {', '.join(map(_show, METRICS_ACCESS))}, got {_show(metricsAccess)}",
-        )
-        metricsAccess = "off"
-    metricsToken = _text(check, metrics, "metrics.", "token", "")
-    if metricsAccess == "token" and not metricsToken:
-        check.error("metrics.token", 'required when metrics.access is "token"')
-
-    limitsTable = check.table(data, "limits")
-    check.unknown(limitsTable, "limits.", tuple(_LIMITS))
-    limits = {
-        "limit_" + key: check.integer(limitsTable, "limits.", key, default, minimum=minimum)
-        for key, (default, minimum) in _LIMITS.items()
-    }
-
-    if check.errors:
-        return None, check.errors
-    return (
-        Settings(
-            listen=listen,
-            web_listen=webListen,
-            database=_dbURL(url, pollInterval),
-            node_name=nodeName,
-            clusters=clusters,
-            cluster_kinds=clusterKinds,
-            default_cluster=defaultCluster,
-            store_plugin=storePlugin,
-            store_settings=storeSettings,
-            plans=plans,
-            default_plan=defaultPlan,
-            auth_timeout=authTimeout,
-            dev_inactivity_days=devDays,
-            poll_interval=pollInterval,
-            tls_min_version=tlsMin,
-            analytics_introspection=introspection,
-            analytics_sample_period=samplePeriod,
-            analytics_latency_period=latencyPeriod,
-            analytics_drain_interval=drainInterval,
-            analytics_time_slice=timeSlice,
-            analytics_slices=slices,
-            analytics_batch_limit=batchLimit,
-            web_public_url=publicUrl.rstrip("/"),
-            operator_password_hash=operatorHash,
-            **alertSettings,
-            memcache_backlog=memcacheBacklog,
-            memcache_max_connections=memcacheMax,
-            auth_failure_rate=authFailureRate,
-            auth_failure_burst=authFailureBurst,
-            web_backlog=webBacklog,
-            web_max_connections=webMax,
-            web_header_timeout=headerTimeout,
-            web_body_timeout=bodyTimeout,
-            web_idle_timeout=idleTimeout,
-            shutdown_timeout=shutdownTimeout,
-            allocator_warning=allocatorWarning,
-            heroku_id=herokuId,
-            heroku_password=herokuPassword,
-            heroku_sso_salt=herokuSalt,
-            heroku_api_url=herokuURLs["api_url"],
-            heroku_id_url=herokuURLs["id_url"],
-            heroku_client_secret=herokuClientSecret,
-            provisioning_token=provisioningToken,
-            metrics_access=metricsAccess,
-            metrics_token=metricsToken,
-            **limits,
-            cluster_secret=clusterSecret,
-            heartbeat_timeout=heartbeatTimeout,
-            peer_timeout=peerTimeout,
-        ),
-        [],
-    )
-
-
-def _dbURL(url, poll):
-    u = _DatabaseURL(url)
-    u.poll_interval = poll
-    return u
-
-
-def parseSettings(text, overrides=None, source="<config>"):
+def parseSettings(text: str, overrides: Optional[Mapping[str, Any]] = None, source: str = "<config>") -> Settings:
     """
     Build L{Settings} from TOML text.
 
-    @param text: the TOML document.
-    @type text: L{str}
     @param overrides: see L{loadSettings}.
     @param source: what to call the document in a syntax error message.
     @raise ConfigError: listing every mistake.
-    @rtype: L{Settings}
     """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{source}: invalid TOML: {e}"])
     settings, errors = _settingsFrom(data, overrides or {})
-    if errors:
+    if settings is None:
         raise ConfigError(errors)
     return settings
 
 
-def loadSettings(path, overrides=None):
+def loadSettings(path: Optional[str], overrides: Optional[Mapping[str, Any]] = None) -> Settings:
     """
     Load the configuration file at C{path} (or only the embedded defaults
     if C{path} is L{None}) and apply command-line overrides.
 
-    @param path: a TOML file, or L{None}.
-    @type path: L{str} or L{None}
-    @param overrides: C{listen} (a list of endpoint descriptions replacing
-        C{memcache.listen}), C{database} (an SQLAlchemy URL) and
-        C{web_listen}; L{None} or empty values are ignored.
-    @type overrides: L{dict}
+    @param overrides: flag name (C{-} as C{_}) to its value, for the
+        options of L{FLAGS}: C{listen} (a list of endpoint descriptions
+        replacing C{memcache.listen}), C{database} and C{web_listen};
+        L{None} or empty values are ignored.
     @raise ConfigError: listing every mistake in the file and overrides.
-    @rtype: L{Settings}
     """
     if path is None:
         return parseSettings("", overrides)
@@ -1084,43 +635,45 @@ def loadSettings(path, overrides=None):
     return parseSettings(text, overrides, source=path)
 
 
-# -- temporary shim while the settings table lands: the grouped names over
-# the flat fields.
-import types as _types  # noqa: E402
+def _toml(value: Any) -> str:
+    return json.dumps(value)
 
 
+def exampleFile() -> str:
+    """
+    The text of C{memcachier.example.toml}: every section and key of
+    L{OPTIONS} with its help, set to its default, or commented out with an
+    example where the default is empty or derived.
+    """
+    out = ["# memcachier configuration (TOML), generated from memcachier/node/settings.py",
+           "# (exampleFile).  Every key is optional; the values shown are the embedded",
+           "# defaults; lines commented out show examples.  Unknown keys are errors, and",
+           "# every error is reported at once when twistd starts.",
+           "#", "#   twistd -n memcachier --config=memcachier.toml"]
+    for section, help in SECTIONS.items():
+        dynamic = "NAME" in section or "SLUG" in section
+        name = section.replace("NAME", "default").replace("SLUG", "dev")
+        out += ["", ("# " if dynamic else "") + f"[{name}]"]
+        out += textwrap.wrap(help, 76, initial_indent="# ", subsequent_indent="# ")
+        for o in _options(section):
+            out += textwrap.wrap(o.help, 76, initial_indent="# ", subsequent_indent="# ")
+            shown = o.default if o.example is None else o.example
+            out.append(("# " if dynamic or o.example is not None else "") + f"{o.name} = {_toml(shown)}")
+    return "\n".join(out) + "\n"
 
 
-def _shim(section, fields):
-    def get(self):
-        ns = _types.SimpleNamespace(**{new: getattr(self, old) for new, old in fields.items()})
-        if section == "alerts":
-            ns.smtp = _types.SimpleNamespace(**{
-                k: getattr(self, "smtp_" + k)
-                for k in ("host", "port", "starttls", "username", "password", "sender")})
-        return ns
-    return property(get)
+DOCS_BEGIN = "<!-- settings-table:begin (generated by memcachier.node.settings.docsTable) -->"
+DOCS_END = "<!-- settings-table:end -->"
 
 
-for _section, _fields in {
-    "memcache": dict(listen="listen", auth_timeout="auth_timeout", tls_min_version="tls_min_version",
-                     backlog="memcache_backlog", max_connections="memcache_max_connections",
-                     auth_failure_rate="auth_failure_rate", auth_failure_burst="auth_failure_burst"),
-    "web": dict(listen="web_listen", public_url="web_public_url", backlog="web_backlog",
-                max_connections="web_max_connections", header_timeout="web_header_timeout",
-                body_timeout="web_body_timeout", idle_timeout="web_idle_timeout",
-                operator_password_hash="operator_password_hash"),
-    "node": dict(name="node_name", shutdown_timeout="shutdown_timeout", allocator_warning="allocator_warning"),
-    "cluster": dict(secret="cluster_secret", heartbeat_timeout="heartbeat_timeout", request_timeout="peer_timeout"),
-    "caches": dict(default_plan="default_plan", default_cluster="default_cluster",
-                   dev_inactivity_days="dev_inactivity_days"),
-    "store": dict(plugin="store_plugin", settings="store_settings"),
-    "analytics": {k: "analytics_" + k for k in _ANALYTICS_KEYS},
-    "alerts": dict(interval="alerts_interval", window="alerts_window",
-                   allow_http_loopback="alerts_allow_http_loopback"),
-    "heroku": {k: "heroku_" + k for k in _HEROKU_KEYS},
-    "provisioning": dict(token="provisioning_token"),
-    "metrics": dict(access="metrics_access", token="metrics_token"),
-    "limits": {k: "limit_" + k for k in _LIMITS},
-}.items():
-    setattr(Settings, _section, _shim(_section, _fields))
+def docsTable() -> str:
+    """
+    The option table of C{docs/operations.md}, between L{DOCS_BEGIN} and
+    L{DOCS_END}.
+    """
+    rows = [DOCS_BEGIN, "| Key | Kind | Default | Meaning |", "| --- | --- | --- | --- |"]
+    for o in OPTIONS:
+        default = o.shown or f"`{_toml(o.default)}`"
+        flag = f" (`--{o.flag.name}` overrides)" if o.flag else ""
+        rows.append(f"| `{o.section}.{o.name}` | {o.kind.describe} | {default} | {o.help}{flag} |")
+    return "\n".join(rows + [DOCS_END])

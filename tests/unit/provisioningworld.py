@@ -86,8 +86,7 @@ class ProvisioningWorld:
             provisioning={"token": OPERATOR},
             metrics={"access": "open"},
         )
-        defaults.update(settings)
-        self.settings = Settings().evolve(**defaults)
+        self.settings = Settings().evolve(**defaults).evolve(**settings)
         engine = schema.makeEngine("sqlite://")
         upgrade(engine)
         self.cp = ControlPlane(

@@ -10,10 +10,10 @@ from memcachier.node.settings import ConfigError, parseDuration, parseSettings, 
 
 def test_defaults():
     s = parseSettings("")
-    assert (s.alerts_interval, s.alerts_window, s.alerts_allow_http_loopback) == (60.0, 300.0, False)
-    assert (s.smtp_host, s.smtp_port, s.smtp_starttls) == ("localhost", 25, "required")
-    assert (s.smtp_username, s.smtp_password, s.smtp_sender) == ("", "", "alerts@localhost")
-    assert s.web_public_url == "http://127.0.0.1:8080"
+    assert (s.alerts.interval, s.alerts.window, s.alerts.allow_http_loopback) == (60.0, 300.0, False)
+    assert (s.alerts.smtp.host, s.alerts.smtp.port, s.alerts.smtp.starttls) == ("localhost", 25, "required")
+    assert (s.alerts.smtp.username, s.alerts.smtp.password, s.alerts.smtp.sender) == ("", "", "alerts@localhost")
+    assert s.web.public_url == "http://127.0.0.1:8080"
 
 
 def test_everyKey():
@@ -23,14 +23,14 @@ def test_everyKey():
         '[alerts.smtp]\nhost = "relay.example.com"\nport = 587\nstarttls = "optional"\n'
         'username = "u"\npassword = "p"\nsender = "ops@example.com"\n'
     )
-    assert (s.alerts_interval, s.alerts_window, s.alerts_allow_http_loopback) == (1.0, 5.0, True)
-    assert (s.smtp_host, s.smtp_port, s.smtp_starttls) == ("relay.example.com", 587, "optional")
-    assert (s.smtp_username, s.smtp_password, s.smtp_sender) == ("u", "p", "ops@example.com")
-    assert s.web_public_url == "https://cache.example.com"
+    assert (s.alerts.interval, s.alerts.window, s.alerts.allow_http_loopback) == (1.0, 5.0, True)
+    assert (s.alerts.smtp.host, s.alerts.smtp.port, s.alerts.smtp.starttls) == ("relay.example.com", 587, "optional")
+    assert (s.alerts.smtp.username, s.alerts.smtp.password, s.alerts.smtp.sender) == ("u", "p", "ops@example.com")
+    assert s.web.public_url == "https://cache.example.com"
 
 
 def test_publicUrlFollowsTheWebListener():
-    assert parseSettings('[web]\nlisten = "tcp:9090:interface=127.0.0.1"\n').web_public_url == (
+    assert parseSettings('[web]\nlisten = "tcp:9090:interface=127.0.0.1"\n').web.public_url == (
         "http://127.0.0.1:9090")
     assert publicUrlOf(r"tcp:8080:interface=\:\:1") == "http://[::1]:8080"
     assert publicUrlOf("ssl:8443:privateKey=k.pem:interface=127.0.0.1") == "https://127.0.0.1:8443"

@@ -279,7 +279,7 @@ def test_latencyFromTheAnalyticsStore():
     class Analytics:
         index = Index()
 
-    settings = Settings(clusters={"default": ("a:1", "b:2")}, alerts_window=300.0)
+    settings = Settings(clusters={"default": ("a:1", "b:2")}).evolve(alerts={"window": 300.0})
     analytics = Analytics()
     analytics.store = Store([("a:1", 0, 2e6), ("a:1", 20, 1e6), ("b:2", 0, 3e6)])
     latencyOf = alertservice.latencyFrom(analytics, settings)

@@ -88,7 +88,7 @@ def world():
     registry = FakeRegistry(runtime)
     index = MemoryControlIndex()
     index.addCache(cache.id)
-    settings = Settings(node_name=SERVER, clusters={"default": (SERVER, OTHER)})
+    settings = Settings(clusters={"default": (SERVER, OTHER)}).evolve(node={"name": SERVER})
 
     class W:
         pass

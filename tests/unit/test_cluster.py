@@ -692,11 +692,11 @@ def test_clusterSettings():
         '[clusters.eu]\nservers = ["10.0.0.1:11211", "10.0.0.2:11211"]\n'
         '[caches]\ndefault_cluster = "eu"\n'
     )
-    assert s.clustered and s.cluster_secret == "x"
-    assert (s.heartbeat_timeout, s.peer_timeout) == (0.5, 3.0)
+    assert s.clustered and s.cluster.secret == "x"
+    assert (s.cluster.heartbeat_timeout, s.cluster.request_timeout) == (0.5, 3.0)
     assert s.node_cluster == "eu"
     d = parseSettings("")
-    assert not d.clustered and d.heartbeat_timeout == 5.0
+    assert not d.clustered and d.cluster.heartbeat_timeout == 5.0
     with pytest.raises(ConfigError) as e:
         parseSettings('[cluster]\nsecret = 1\nheartbeat_timeout = "soon"\nrequest_timeout = -1\nx = 1\n')
     text = str(e.value)

@@ -214,7 +214,7 @@ def test_sslListenerFiles(selfSignedCert):
     """
     key, cert = selfSignedCert
     good = f"ssl:11219:privateKey={key}:certKey={cert}"
-    assert parseSettings("", {"listen": [good]}).listen == (good,)
+    assert parseSettings("", {"listen": [good]}).memcache.listen == (good,)
     errors = errorsOf(
         "",
         {"listen": ["ssl:1:privateKey=/nonexistent.pem", good + ":sslmethod=TLSv1_METHOD"]},

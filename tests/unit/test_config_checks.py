@@ -82,11 +82,11 @@ def test_hardeningKeys():
     tables; every bad value is reported at once.
     """
     defaults = parseSettings("")
-    assert (defaults.memcache_backlog, defaults.web_backlog) == (1024, 1024)
-    assert (defaults.memcache_max_connections, defaults.web_max_connections) == (0, 0)
-    assert (defaults.auth_failure_rate, defaults.auth_failure_burst) == (5.0, 10)
-    assert (defaults.web_header_timeout, defaults.web_body_timeout,
-            defaults.web_idle_timeout, defaults.shutdown_timeout) == (10.0, 30.0, 60.0, 10.0)
+    assert (defaults.memcache.backlog, defaults.web.backlog) == (1024, 1024)
+    assert (defaults.memcache.max_connections, defaults.web.max_connections) == (0, 0)
+    assert (defaults.memcache.auth_failure_rate, defaults.memcache.auth_failure_burst) == (5.0, 10)
+    assert (defaults.web.header_timeout, defaults.web.body_timeout,
+            defaults.web.idle_timeout, defaults.node.shutdown_timeout) == (10.0, 30.0, 60.0, 10.0)
     assert defaults == Settings()
     settings = parseSettings(
         "[memcache]\nbacklog = 4096\nmax_connections = 5000\nauth_failure_rate = 0.5\n"
@@ -143,8 +143,8 @@ def test_allocatorWarning():
     C{[node] allocator_warning} is on by default, can be turned off, and
     takes only a boolean.
     """
-    assert parseSettings("").allocator_warning is True
-    assert parseSettings("[node]\nallocator_warning = false\n").allocator_warning is False
+    assert parseSettings("").node.allocator_warning is True
+    assert parseSettings("[node]\nallocator_warning = false\n").node.allocator_warning is False
     assert errors('[node]\nallocator_warning = "no"\n') == [
         'node.allocator_warning: expected true or false, got "no"'
     ]

@@ -49,7 +49,7 @@ def test_offWithoutPassword():
     """
     With no C{[heroku] password}, the routes answer 404 and nothing syncs.
     """
-    world = ProvisioningWorld(heroku_password="")
+    world = ProvisioningWorld(heroku={"password": ""})
     assert world.provision().code == 404
     assert world.sync is None
 
@@ -348,8 +348,8 @@ def test_parseExpiry(text, expected):
 
 def test_manifest():
     world = ProvisioningWorld(
-        web_public_url="https://cache.example.com", heroku_sso_salt="salt",
-        web_listen="tcp:9090:interface=127.0.0.1",
+        web={"public_url": "https://cache.example.com", "listen": "tcp:9090:interface=127.0.0.1"},
+        heroku={"sso_salt": "salt"},
     )
     value = manifest(world.settings)
     assert value["id"] == "memcachier"

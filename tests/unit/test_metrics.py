@@ -77,7 +77,7 @@ def test_countsFromTheRuntime():
 
 
 def test_off():
-    world = ProvisioningWorld(metrics_access="off")
+    world = ProvisioningWorld(metrics={"access": "off"})
     response = world.call("GET", "/metrics")
     assert response.code == 404
     assert set(response.json()) == {"error"}
@@ -87,7 +87,7 @@ def test_off():
     (None, 401), ("Bearer wrong", 401), ("Basic eDp5", 401), ("Bearer scrape", 200),
 ])
 def test_token(header, code):
-    world = ProvisioningWorld(metrics_access="token", metrics_token="scrape")
+    world = ProvisioningWorld(metrics={"access": "token", "token": "scrape"})
     headers = {"Authorization": header} if header else {}
     response = world.call("GET", "/metrics", headers=headers)
     assert response.code == code

@@ -186,7 +186,7 @@ def test_multigetKeys():
 
 
 def test_settingsCarryTheLimits():
-    assert Settings().limit_watched_prefixes == 50
+    assert Settings().limits.watched_prefixes == 50
 
 
 def test_adminHonoursCredentialLimit(tmp_path):

@@ -143,7 +143,7 @@ def test_clusterForOneNode():
     world = ProvisioningWorld(
         clusters={"default": ("127.0.0.1:11211",)},
         cluster_kinds={"default": "production"},
-        default_cluster="default",
+        caches={"default_cluster": "default"},
     )
     assert world.sync.provisioner.clusterFor(Plan("dev", 1, 1, development=True)) == "default"
 
@@ -159,7 +159,7 @@ def test_ownAPIAuth(world):
         assert set(response.json()) == {"error"}
     assert world.own("DELETE", "/1", token=None).code == 401
     assert world.own("PUT", "/1/plan", body={"plan": "100"}, token=None).code == 401
-    off = ProvisioningWorld(provisioning_token="")
+    off = ProvisioningWorld(provisioning={"token": ""})
     assert off.own("POST", token="").code == 401
     assert off.own("POST", token="anything").code == 401
     assert world.index.caches() == []

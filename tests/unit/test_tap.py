@@ -260,7 +260,7 @@ def test_buildNode(tmp_path):
     returns services ending with the memcache listeners; C{/metrics} gets
     the node's counters.
     """
-    settings = Settings(database=f"sqlite:///{tmp_path}/m.sqlite")
+    settings = Settings().evolve(database={"url": f"sqlite:///{tmp_path}/m.sqlite"})
     reactor = MemoryReactorClock()
     top = buildNode(settings, reactor)
     services = list(top)
