@@ -381,7 +381,8 @@ OPTIONS: Tuple[Option, ...] = (
     O("metrics", "access", choice(METRICS_ACCESS), "off", '/metrics: "off" (404), "open", or "token"'),
     O("metrics", "token", TEXT, "", 'the bearer token /metrics wants with access = "token"'),
 )
-FLAGS: Tuple[Option, ...] = tuple(o for o in OPTIONS if o.flag)
+#: The twistd flags, for L{memcachier.node.tap.Options}.
+FLAGS: Tuple[Flag, ...] = tuple(o.flag for o in OPTIONS if o.flag)
 
 
 def _options(section: str) -> List[Option]:

@@ -16,7 +16,7 @@ from memcachier.node.allocator import warnUnlessJemalloc
 from memcachier.node.build import buildNode
 from memcachier.node.fastpaths import describe as describeFastPaths
 from memcachier.node.fastpaths import directSender, streamlinePolling
-from memcachier.node.settings import ConfigError, loadSettings
+from memcachier.node.settings import FLAGS, ConfigError, Settings, loadSettings
 from memcachier.node.shutdown import NodeService, installGracefulStop
 from memcachier.speedups import describe
 from memcachier.tx.ceiling import connectionCeilings, descriptorLimit
@@ -32,6 +32,7 @@ class Options(usage.Options):
         C{parseOptions}.
     """
 
+    settings: Settings
     synopsis = "[options]"
     longdesc = (
         "Run a memcachier node: the memcache port(s) (binary and ASCII "
@@ -41,31 +42,28 @@ class Options(usage.Options):
         "./memcachier.sqlite)."
     )
 
-    optParameters = [
-        ["config", "c", None, "TOML configuration file (see memcachier.example.toml)."],
-        ["database", "d", None, "Control-plane SQLAlchemy URL; overrides [database] url."],
-        ["web-listen", None, None, "Endpoint of the HTTP API and dashboard; overrides [web] listen."],
+    #: --config, then a flag for each option of L{FLAGS} that has one
+    optParameters = [["config", "c", None, "TOML configuration file (see memcachier.example.toml)."]] + [
+        [f.name, f.short, None, f.help] for f in FLAGS if not f.repeatable
     ]
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self["listen"] = []
-        self.settings = None
+        for f in FLAGS:
+            if f.repeatable:
+                self[f.name] = []
 
-    def opt_listen(self, description):
-        "Add a memcache listener endpoint, e.g. tcp:11211:interface=127.0.0.1 or ssl:11219:privateKey=key.pem:certKey=cert.pem; repeatable (replaces [memcache] listen)."
+    def opt_listen(self, description: str) -> None:
         self["listen"].append(description)
 
-    def postOptions(self):
+    opt_listen.__doc__ = next(f.help for f in FLAGS if f.name == "listen")
+
+    def postOptions(self) -> None:
         """
         Load the settings; every configuration error becomes one
         L{usage.UsageError} listing them all.
         """
-        overrides = {
-            "listen": self["listen"],
-            "database": self["database"],
-            "web_listen": self["web-listen"],
-        }
+        overrides = {f.name.replace("-", "_"): self[f.name] for f in FLAGS}
         try:
             self.settings = loadSettings(self["config"], overrides)
         except ConfigError as e:
