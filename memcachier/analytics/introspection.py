@@ -28,8 +28,6 @@ import base64
 import collections
 
 from datasketches import count_min_sketch, frequent_items_error_type, frequent_strings_sketch
-from twisted.application.service import Service
-from twisted.internet import task
 from twisted.logger import Logger
 
 from memcachier.analytics.events import (  # noqa: F401 (re-exported)
@@ -39,6 +37,7 @@ from memcachier.analytics.series import formatTime
 from memcachier.commands import (
     DeleteResult, DeltaResult, StoreMode, StoreResult, itemValueLength,
 )
+from memcachier.tx.periodic import PeriodicService
 
 #: The delimiter between a key's prefix and the rest (memcached's default).
 DELIMITER = ":"
@@ -702,7 +701,7 @@ class Introspector:
         return out
 
 
-class IntrospectionService(Service):
+class IntrospectionService(PeriodicService):
     """
     Creates the L{Introspector} of each cache on first use and drains them
     all every C{interval} seconds.
@@ -717,14 +716,14 @@ class IntrospectionService(Service):
     _log = Logger()
 
     def __init__(self, reactor, enabled=True, interval=0.1, **introspectorArgs):
+        PeriodicService.__init__(self, interval, self.drainAll, reactor, "introspection drain",
+                                 now=False)
         self._reactor = reactor
         self.enabled = enabled
-        self.interval = interval
         self._args = introspectorArgs
         self._introspectors = {}
         self._runtimes = {}
         self._prefixes = {}
-        self._loop = None
 
     def tapFor(self, runtime):
         """
@@ -786,18 +785,16 @@ class IntrospectionService(Service):
                 del intro.events[:]
 
     def startService(self):
-        super().startService()
+        """
+        Drain every C{interval} seconds; off, nothing runs.
+        """
         if self.enabled:
-            self._loop = task.LoopingCall(self.drainAll)
-            self._loop.clock = self._reactor
-            self._loop.start(self.interval, now=False)
+            super().startService()
 
     def stopService(self):
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+        stopped = super().stopService()
         self.release()
+        return stopped
 
     def release(self) -> None:
         """

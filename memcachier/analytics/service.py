@@ -18,8 +18,8 @@ All of them take the reactor as their clock; the database work runs in the
 thread pool through L{AsyncAnalytics}.
 """
 
-from twisted.application.service import MultiService, Service
-from twisted.internet import defer, task
+from twisted.application.service import MultiService
+from twisted.internet import defer
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -27,42 +27,12 @@ from twisted.logger import Logger
 from memcachier.analytics import series
 from memcachier.analytics.introspection import POPULAR_LIMIT, keyStatsRows, mergePopular
 from memcachier.commands import itemValueLength
-from memcachier.tx.ceiling import Bursts
 from memcachier.analytics.series import QueryError
+from memcachier.tx.ceiling import Bursts
+from memcachier.tx.periodic import PeriodicService
 
 
-class _LoopingService(Service):
-    """
-    Calls C{self.tick()} every C{period} seconds of C{self._reactor}; a
-    failing tick is logged and the loop goes on.
-    """
-
-    _log = Logger()
-    period = 60.0
-    _loop = None
-
-    def _safeTick(self):
-        try:
-            d = defer.maybeDeferred(self.tick)
-        except Exception:  # pragma: no cover
-            d = defer.fail()
-        d.addErrback(lambda f: self._log.failure("{name} failed", f, name=type(self).__name__))
-        return None
-
-    def startService(self):
-        super().startService()
-        self._loop = task.LoopingCall(self._safeTick)
-        self._loop.clock = self._reactor
-        self._loop.start(self.period, now=False)
-
-    def stopService(self):
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
-
-
-class Sampler(_LoopingService):
+class Sampler(PeriodicService):
     """
     Samples every cache this node serves.
 
@@ -78,6 +48,7 @@ class Sampler(_LoopingService):
         @param introspection: the L{IntrospectionService}, for watched
             prefixes, or L{None}.
         """
+        PeriodicService.__init__(self, period, self.tick, reactor, "Sampler", now=False)
         self.registry = registry
         self.analytics = analytics
         self.server = server
@@ -195,7 +166,7 @@ class _QuietFactory(Factory):
         return self._protocol
 
 
-class LatencyProbe(_LoopingService):
+class LatencyProbe(PeriodicService):
     """
     Measures each server's round trip through the real memcache protocol
     (C{version}, which needs no authentication) every C{period} seconds.
@@ -208,6 +179,7 @@ class LatencyProbe(_LoopingService):
         @param connect: C{connect(server, protocol)} returning a Deferred
             (L{tcpConnector} by default).
         """
+        PeriodicService.__init__(self, period, self.tick, reactor, "LatencyProbe", now=False)
         self.servers = servers
         self.analytics = analytics
         self._reactor = reactor
@@ -254,7 +226,7 @@ class LatencyProbe(_LoopingService):
             )
 
 
-class PrefixWatcher(_LoopingService):
+class PrefixWatcher(PeriodicService):
     """
     Loads the watched prefixes into the introspection service at start,
     after every change made through this node, and every C{period} seconds
@@ -262,6 +234,7 @@ class PrefixWatcher(_LoopingService):
     """
 
     def __init__(self, analytics, introspection, reactor, period=5.0):
+        PeriodicService.__init__(self, period, self.tick, reactor, "PrefixWatcher")
         self.analytics = analytics
         self.introspection = introspection
         self._reactor = reactor
@@ -269,10 +242,6 @@ class PrefixWatcher(_LoopingService):
 
     def tick(self):
         return self.analytics.listPrefixes().addCallback(self.introspection.setPrefixes)
-
-    def startService(self):
-        super().startService()
-        self._safeTick()
 
 
 def _aggregate(buckets):
