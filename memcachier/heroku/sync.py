@@ -20,9 +20,10 @@ and a failed push is retried with exponential backoff until it succeeds
 import datetime
 import json
 
-from twisted.application.service import Service
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.logger import Logger
+
+from memcachier.tx.periodic import PeriodicService
 
 #: Heroku's Platform API media type.
 PLATFORM_ACCEPT = b"application/vnd.heroku+json; version=3"
@@ -151,7 +152,7 @@ class HerokuPlatform:
         return response.code
 
 
-class HerokuSync(Service):
+class HerokuSync(PeriodicService):
     """
     Exchanges grants, refreshes tokens and pushes config vars, one pass at
     a time on the reactor clock (every C{interval} seconds, or at once
@@ -175,16 +176,14 @@ class HerokuSync(Service):
         @param platform: a L{HerokuPlatform}.
         @param clock: the reactor.
         """
+        PeriodicService.__init__(self, interval, self.tick, clock, "heroku sync")
         self.records = records
         self.index = index
         self.provisioner = provisioner
         self.platform = platform
-        self.clock = clock
-        self.interval = interval
         self.refreshMargin = refreshMargin
         self.firstRetry = firstRetry
         self.maxRetry = maxRetry
-        self._loop = None
         self._running = None
         self._again = False
         self._tokenRetries = {}
@@ -198,21 +197,22 @@ class HerokuSync(Service):
         return min(self.firstRetry * 2 ** max(attempts - 1, 0), self.maxRetry)
 
     def startService(self):
-        super().startService()
         self.index.addListener(self.kick)
-        self._loop = task.LoopingCall(self.tick)
-        self._loop.clock = self.clock
-        self._loop.start(self.interval, now=True)
+        super().startService()
 
     def stopService(self):
-        super().stopService()
+        """
+        Stop the timer and the listener.
+
+        @return: a L{Deferred} firing once the pass under way is over.
+        """
+        stopped = super().stopService()
         self.index.removeListener(self.kick)
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
         if self._kickCall is not None and self._kickCall.active():
             self._kickCall.cancel()
         self._kickCall = None
-        return self._running
+        waits = [d for d in (stopped, self._running) if d is not None]
+        return defer.gatherResults(waits) if waits else None
 
     def kick(self):
         """

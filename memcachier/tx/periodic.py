@@ -20,6 +20,7 @@ used to write by hand around a L{twisted.internet.task.LoopingCall}:
 from typing import Any, Callable, Optional
 
 from twisted.application.internet import TimerService
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -91,7 +92,12 @@ class PeriodicService(TimerService):
         """
         if not self.running:
             return None
-        return TimerService.stopService(self)
+        stopped = TimerService.stopService(self)
+        # TimerService says it runs until the tick under way is over; this
+        # service says it stopped at once (as every other service does), so
+        # a tick that ends meanwhile starts nothing new.
+        Service.stopService(self)
+        return stopped
 
     def _periodicTick(self) -> Optional[Deferred]:
         if self._periodicSkip:

@@ -95,6 +95,7 @@ def test_noOverlap():
     assert calls.count == 1
     stopped = service.stopService()
     assert not stopped.called
+    assert not service.running
     waiting.callback(None)
     assert stopped.called
     assert clock.getDelayedCalls() == []
