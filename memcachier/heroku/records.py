@@ -10,11 +10,12 @@ L{AsyncHerokuRecords} runs it in the control plane's thread pool.
 
 import attr
 import sqlalchemy as sa
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from memcachier.control import schema
 from memcachier.control.repository import ControlPlaneError, UnknownCache
+from memcachier.tx.threads import ThreadPoolRunner
 
 
 class UnknownResource(ControlPlaneError):
@@ -443,15 +444,12 @@ class AsyncHerokuRecords:
 
     def __init__(self, records, threadpool, reactor, afterWrite=None):
         self.records = records
-        self._pool = threadpool
-        self._reactor = reactor
+        self._threads = ThreadPoolRunner(reactor, threadpool)
         self._afterWrite = afterWrite
 
     @defer.inlineCallbacks
     def _call(self, method, *args, **kwargs):
-        result = yield threads.deferToThreadPool(
-            self._reactor, self._pool, getattr(self.records, method), *args, **kwargs
-        )
+        result = yield self._threads.run(getattr(self.records, method), *args, **kwargs)
         if method in self._WRITES_CACHES and self._afterWrite is not None:
             yield self._afterWrite()
         return result
