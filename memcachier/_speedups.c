@@ -6,12 +6,20 @@
  * getMany, memcachier.protocols.text's renderValues) that defines their
  * behaviour; the tests run the codec and store suites against both
  * (docs/performance.md, "The multi-get in C").  Items are the packed bytes
- * of memcachier.commands: byte 16 holds the item's bits, the ASCII reply
- * suffix starts at the fixed prefix size.
+ * of memcachier.commands (ITEM_FIELDS states their layout): the offsets
+ * below are the ones this file reads, exported as module constants so that
+ * tests/unit/test_item_layout.py checks them against the Python layout.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+
+/* memcachier.commands.ITEM_BITS_AT: the item's bits byte */
+#define ITEM_BITS_AT 16
+/* memcachier.commands.ITEM_SUFFIX_LENGTH_AT: the length of the suffix */
+#define ITEM_SUFFIX_LENGTH_AT 17
+/* memcachier.commands.ITEM_PREFIX_SIZE: where the ASCII reply suffix starts */
+#define ITEM_PREFIX_SIZE 18
 
 /*
  * get_many(shards, mask, keys, hot, slow) -> list
@@ -69,8 +77,8 @@ get_many(PyObject *self, PyObject *args)
             item = Py_None;
             Py_INCREF(item);
         }
-        else if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) <= 16
-                 || (unsigned char)PyBytes_AS_STRING(item)[16] != hot) {
+        else if (!PyBytes_Check(item) || PyBytes_GET_SIZE(item) <= ITEM_BITS_AT
+                 || (unsigned char)PyBytes_AS_STRING(item)[ITEM_BITS_AT] != hot) {
             /* the dict's reference is borrowed: slow() may replace it */
             Py_INCREF(item);
             PyObject *result = PyObject_CallFunctionObjArgs(slow, key, item, NULL);
@@ -135,13 +143,13 @@ render_run(PyObject *self, PyObject *args)
             continue;
         PyObject *key = PySequence_Fast_GET_ITEM(keys, stop);
         if (!PyBytes_Check(item) || !PyBytes_Check(key)
-            || PyBytes_GET_SIZE(item) < prefix || PyBytes_GET_SIZE(item) < 18) {
+            || PyBytes_GET_SIZE(item) < prefix || PyBytes_GET_SIZE(item) < ITEM_PREFIX_SIZE) {
             PyErr_SetString(PyExc_TypeError, "render_run: keys and items must be packed bytes");
             goto done;
         }
-        /* byte 17: the length of the suffix that precedes the value */
+        /* the length of the suffix that precedes the value */
         Py_ssize_t tail = PyBytes_GET_SIZE(item) - prefix;
-        Py_ssize_t suffix = (unsigned char)PyBytes_AS_STRING(item)[17];
+        Py_ssize_t suffix = (unsigned char)PyBytes_AS_STRING(item)[ITEM_SUFFIX_LENGTH_AT];
         if (tail - suffix >= big)
             break;
         total += 6 + PyBytes_GET_SIZE(key) + tail + 2;
@@ -192,5 +200,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntMacro(m, ITEM_BITS_AT) < 0
+        || PyModule_AddIntMacro(m, ITEM_SUFFIX_LENGTH_AT) < 0
+        || PyModule_AddIntMacro(m, ITEM_PREFIX_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

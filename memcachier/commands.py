@@ -113,14 +113,51 @@ class Refused(enum.IntEnum):
 #         18   suffix     b" <flags> <bytes>\r\n"  (the ASCII VALUE line after the key)
 #         18+suffixlen    the value
 #
-# Codecs read items only through the functions below.
+# Codecs read items only through the functions below.  The constants below
+# are the one statement of this layout: the store, the codecs and the C
+# loops (memcachier/_speedups.c, checked against them by
+# tests/unit/test_item_layout.py) use them instead of numbers of their own.
 
-_PREFIX = struct.Struct("<QIIBB")
+#: the fixed prefix, field by field: (name, struct code), in order
+ITEM_FIELDS = (
+    ("cas", "Q"),
+    ("exptime", "I"),
+    ("atime", "I"),
+    ("bits", "B"),
+    ("suffixLength", "B"),
+)
+#: the struct format of the fixed prefix (little-endian, no padding)
+ITEM_PREFIX_FORMAT = "<" + "".join(code for _name, code in ITEM_FIELDS)
+_PREFIX = struct.Struct(ITEM_PREFIX_FORMAT)
 _pack = _PREFIX.pack
 #: bytes before the suffix
 ITEM_PREFIX_SIZE = _PREFIX.size
-_CAS = struct.Struct("<Q").unpack_from
-_TIMES = struct.Struct("<II").unpack_from
+#: field name to its offset in the prefix
+ITEM_OFFSETS = {
+    name: struct.calcsize("<" + "".join(code for _n, code in ITEM_FIELDS[:i]))
+    for i, (name, _code) in enumerate(ITEM_FIELDS)
+}
+#: offset of the CAS unique (u64)
+ITEM_CAS_AT = ITEM_OFFSETS["cas"]
+#: offset of the expiry (u32 store-clock seconds, 0 = never)
+ITEM_EXPTIME_AT = ITEM_OFFSETS["exptime"]
+#: offset of the atime (u32 store-clock seconds)
+ITEM_ATIME_AT = ITEM_OFFSETS["atime"]
+#: offset of the bits byte (L{ITEM_FETCHED}, L{ITEM_ACTIVE}, L{ITEM_EXPIRES})
+ITEM_BITS_AT = ITEM_OFFSETS["bits"]
+#: offset of the suffix length byte
+ITEM_SUFFIX_LENGTH_AT = ITEM_OFFSETS["suffixLength"]
+#: offset of the client flags' first digit (the suffix starts with a space)
+ITEM_FLAGS_AT = ITEM_PREFIX_SIZE + 1
+_FLAGS_END = ITEM_FLAGS_AT + 1
+#: reads the expiry: C{unpackU32(item, ITEM_EXPTIME_AT)[0]}
+unpackU32 = struct.Struct("<" + dict(ITEM_FIELDS)["exptime"]).unpack_from
+_CAS = struct.Struct("<" + dict(ITEM_FIELDS)["cas"]).unpack_from
+_TIMES = struct.Struct("<" + dict(ITEM_FIELDS)["exptime"] + dict(ITEM_FIELDS)["atime"]).unpack_from
+#: packs the atime and the bits, which are adjacent: a bump rewrites them
+#: as C{item[:ITEM_ATIME_AT] + packAtimeAndBits(atime, bits) +
+#: item[ITEM_SUFFIX_LENGTH_AT:]}
+packAtimeAndBits = struct.Struct("<" + dict(ITEM_FIELDS)["atime"] + dict(ITEM_FIELDS)["bits"]).pack
 _U32_MAX = 0xFFFFFFFF
 
 #: fetched since it was stored (memcached's ITEM_FETCHED)
@@ -186,24 +223,24 @@ def itemValue(item):
     """
     @return: the value (L{bytes}).
     """
-    return item[ITEM_PREFIX_SIZE + item[17]:]
+    return item[ITEM_PREFIX_SIZE + item[ITEM_SUFFIX_LENGTH_AT]:]
 
 
 def itemValueLength(item):
     """
     @return: the length of the value, without copying it.
     """
-    return len(item) - ITEM_PREFIX_SIZE - item[17]
+    return len(item) - ITEM_PREFIX_SIZE - item[ITEM_SUFFIX_LENGTH_AT]
 
 
 def itemFlags(item):
     """
     @return: the client flags (L{int}).
     """
-    if item[19] == 48 and item[20] == 32:
+    if item[ITEM_FLAGS_AT] == 48 and item[_FLAGS_END] == 32:
         # b" 0 ": the common case without parsing
         return 0
-    return int(item[19:item.index(b" ", 19)])
+    return int(item[ITEM_FLAGS_AT:item.index(b" ", ITEM_FLAGS_AT)])
 
 
 def itemFields(item):
@@ -212,25 +249,25 @@ def itemFields(item):
 
     @return: (value, flags, cas)
     """
-    if item[19] == 48 and item[20] == 32:
+    if item[ITEM_FLAGS_AT] == 48 and item[_FLAGS_END] == 32:
         flags = 0
     else:
-        flags = int(item[19:item.index(b" ", 19)])
-    return item[ITEM_PREFIX_SIZE + item[17]:], flags, _CAS(item)[0]
+        flags = int(item[ITEM_FLAGS_AT:item.index(b" ", ITEM_FLAGS_AT)])
+    return item[ITEM_PREFIX_SIZE + item[ITEM_SUFFIX_LENGTH_AT]:], flags, _CAS(item, ITEM_CAS_AT)[0]
 
 
 def itemCas(item):
     """
     @return: the CAS unique (L{int}).
     """
-    return _CAS(item)[0]
+    return _CAS(item, ITEM_CAS_AT)[0]
 
 
 def itemExptime(item):
     """
     @return: absolute expiry in store-clock seconds, C{0} for never.
     """
-    return _TIMES(item, 8)[0]
+    return _TIMES(item, ITEM_EXPTIME_AT)[0]
 
 
 def itemAtime(item):
@@ -238,7 +275,7 @@ def itemAtime(item):
     @return: store-clock seconds of the last store or LRU bump (memcached
         updates its C{it->time} only then too).
     """
-    return _TIMES(item, 8)[1]
+    return _TIMES(item, ITEM_EXPTIME_AT)[1]
 
 
 def itemBits(item):
@@ -246,14 +283,14 @@ def itemBits(item):
     @return: the item's L{ITEM_FETCHED}, L{ITEM_ACTIVE} and L{ITEM_EXPIRES}
         bits (a peer node hands them on with a forwarded item).
     """
-    return item[16]
+    return item[ITEM_BITS_AT]
 
 
 def itemFetched(item):
     """
     @return: whether the item was fetched since it was stored.
     """
-    return bool(item[16] & ITEM_FETCHED)
+    return bool(item[ITEM_BITS_AT] & ITEM_FETCHED)
 
 
 def itemAsciiSuffix(item):

@@ -10,7 +10,14 @@ meta module's reply renderers, so that a change of how stores hand out
 items is a small edit.
 """
 
-from memcachier.commands import ITEM_PREFIX_SIZE, U64, Refused, StoreResult, itemCas
+from memcachier.commands import (
+    ITEM_PREFIX_SIZE,
+    ITEM_SUFFIX_LENGTH_AT,
+    U64,
+    Refused,
+    StoreResult,
+    itemCas,
+)
 from memcachier.speedups import accelerator
 
 #: values longer than this are sent as a view on the item, not copied
@@ -121,7 +128,7 @@ def renderValuesPython(keys, items, withCas, end=b""):
         if item is not None:
             if withCas:
                 # the stored suffix with the CAS before its CRLF
-                valueAt = prefix + item[17]
+                valueAt = prefix + item[ITEM_SUFFIX_LENGTH_AT]
                 add((
                     b"VALUE %b%b %d\r\n" % (key, item[prefix:valueAt - 2], itemCas(item)),
                     item[valueAt:],
@@ -157,7 +164,7 @@ def renderStreamPython(keys, items, start, withCas, budget):
         start += 1
         if item is None:
             continue
-        valueAt = prefix + item[17]
+        valueAt = prefix + item[ITEM_SUFFIX_LENGTH_AT]
         if withCas:
             # the stored suffix with the CAS before its CRLF
             header = b"VALUE %b%b %d\r\n" % (key, item[prefix:valueAt - 2], itemCas(item))
@@ -210,7 +217,7 @@ else:
             # the C loop stopped before a value of C{budget} bytes or more:
             # it goes by reference, as in L{renderStreamPython}
             item = items[start]
-            valueAt = ITEM_PREFIX_SIZE + item[17]
+            valueAt = ITEM_PREFIX_SIZE + item[ITEM_SUFFIX_LENGTH_AT]
             pieces += (
                 b"VALUE %b%b" % (keys[start], item[ITEM_PREFIX_SIZE:valueAt]),
                 memoryview(item)[valueAt:],

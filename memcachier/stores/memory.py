@@ -29,16 +29,19 @@ header (L{ITEM_OVERHEAD}), so C{bytes} and C{limit_maxbytes} compare the
 way memcached users expect.
 """
 
-import struct
 from itertools import count, islice
 
 from zope.interface import implementer
 
 from memcachier.commands import (
     ITEM_ACTIVE,
+    ITEM_ATIME_AT,
+    ITEM_BITS_AT,
     ITEM_EXPIRES,
+    ITEM_EXPTIME_AT,
     ITEM_FETCHED,
     ITEM_PREFIX_SIZE,
+    ITEM_SUFFIX_LENGTH_AT,
     U64,
     DeleteResult,
     DeltaResult,
@@ -49,8 +52,10 @@ from memcachier.commands import (
     itemFlags,
     itemValue,
     itemValueLength,
+    packAtimeAndBits,
     packItem,
     repackItem,
+    unpackU32,
 )
 from memcachier.interfaces import IKeyspace, IStore
 from memcachier.speedups import accelerator
@@ -109,11 +114,14 @@ _NOT_FOUND = StoreResult.NOT_FOUND
 
 #: the bits of an item a hit has nothing more to do for
 _HOT = ITEM_FETCHED | ITEM_ACTIVE
-_EXPTIME = struct.Struct("<I").unpack_from
+_EXPTIME = unpackU32
+_EXPTIME_AT = ITEM_EXPTIME_AT
+_BITS = ITEM_BITS_AT
+_SUFFIX_LENGTH = ITEM_SUFFIX_LENGTH_AT
 #: the multi-get lookup loop in C (L{memcachier.speedups})
 _getManyLoop = None if accelerator is None else accelerator.get_many
 _VALUE_AT = ITEM_PREFIX_SIZE
-_ATIME_BITS = struct.Struct("<IB").pack
+_ATIME_BITS = packAtimeAndBits
 
 
 
@@ -186,7 +194,7 @@ class MemoryKeyspace:
         @return: the bytes it was charged.
         """
         del self._shards[hash(key) & self._mask][key]
-        size = len(key) + len(item) - _VALUE_AT - item[17] + ITEM_OVERHEAD
+        size = len(key) + len(item) - _VALUE_AT - item[_SUFFIX_LENGTH] + ITEM_OVERHEAD
         self._bytes -= size
         return size
 
@@ -197,7 +205,7 @@ class MemoryKeyspace:
         @return: the bytes it was charged.
         """
         self.reclaimed += 1
-        if not item[16] & ITEM_FETCHED:
+        if not item[_BITS] & ITEM_FETCHED:
             self.expired_unfetched += 1
         return self._unlink(key, item)
 
@@ -207,7 +215,7 @@ class MemoryKeyspace:
         expired item is removed).
         """
         item = self._shards[hash(key) & self._mask].get(key)
-        if item is not None and item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+        if item is not None and item[_BITS] & ITEM_EXPIRES and _EXPTIME(item, _EXPTIME_AT)[0] <= now:
             self._expire(key, item)
             return None
         return item
@@ -219,15 +227,15 @@ class MemoryKeyspace:
 
         @return: the item as now stored, or L{None} if it had expired.
         """
-        bits = item[16]
-        if bits & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+        bits = item[_BITS]
+        if bits & ITEM_EXPIRES and _EXPTIME(item, _EXPTIME_AT)[0] <= now:
             self._expire(key, item)
             self.get_expired += 1
             return None
         if bits & _HOT != _HOT:
             # atime and bits are adjacent: one small copy of the item
             item = self._shards[hash(key) & self._mask][key] = b"".join(
-                (item[:12], _ATIME_BITS(int(now), bits | _HOT), item[17:])
+                (item[:ITEM_ATIME_AT], _ATIME_BITS(int(now), bits | _HOT), item[_SUFFIX_LENGTH:])
             )
         return item
 
@@ -265,7 +273,7 @@ class MemoryKeyspace:
             live = []
             keep = live.append
             for key, item in list(islice(items.items(), count)):
-                if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now:
+                if item[_BITS] & ITEM_EXPIRES and _EXPTIME(item, _EXPTIME_AT)[0] <= now:
                     freed += self._expire(key, item)
                 else:
                     keep((key, item))
@@ -275,7 +283,7 @@ class MemoryKeyspace:
             for key, item in live:
                 if freed >= target:
                     break
-                bits = item[16]
+                bits = item[_BITS]
                 if bits & ITEM_ACTIVE and moves < count * 4:
                     # second chance: to the head of the LRU, mark cleared
                     moves += 1
@@ -283,7 +291,7 @@ class MemoryKeyspace:
                     items[key] = repackItem(item, bits=bits & ~ITEM_ACTIVE)
                     continue
                 del items[key]
-                size = len(key) + len(item) - _VALUE_AT - item[17] + ITEM_OVERHEAD
+                size = len(key) + len(item) - _VALUE_AT - item[_SUFFIX_LENGTH] + ITEM_OVERHEAD
                 evictedBytes += size
                 evicted += 1
                 if not bits & ITEM_FETCHED:
@@ -306,7 +314,7 @@ class MemoryKeyspace:
             (key, item)
             for items in shards
             for key, item in islice(items.items(), window)
-            if item[16] & ITEM_EXPIRES and _EXPTIME(item, 8)[0] <= now
+            if item[_BITS] & ITEM_EXPIRES and _EXPTIME(item, _EXPTIME_AT)[0] <= now
         ]
         for key, item in expired:
             self._expire(key, item)
@@ -356,7 +364,7 @@ class MemoryKeyspace:
 
     def get(self, key):
         item = self._shards[hash(key) & self._mask].get(key)
-        if item is None or item[16] == _HOT:
+        if item is None or item[_BITS] == _HOT:
             return item
         return self._hit(key, item, self._clock.seconds())
 
@@ -373,7 +381,7 @@ class MemoryKeyspace:
         append = found.append
         for key in keys:
             item = shards[hash(key) & mask].get(key)
-            if item is not None and item[16] != _HOT:
+            if item is not None and item[_BITS] != _HOT:
                 if now is None:
                     now = self._clock.seconds()
                 item = self._hit(key, item, now)
@@ -406,7 +414,7 @@ class MemoryKeyspace:
         now = self._clock.seconds()
         items = self._shards[hash(key) & self._mask]
         old = items.get(key)
-        if old is not None and old[16] & ITEM_EXPIRES and _EXPTIME(old, 8)[0] <= now:
+        if old is not None and old[_BITS] & ITEM_EXPIRES and _EXPTIME(old, _EXPTIME_AT)[0] <= now:
             self._expire(key, old)
             old = None
         if mode == _SET:
@@ -418,8 +426,8 @@ class MemoryKeyspace:
         elif mode == _ADD:
             if old is not None:
                 # memcached bumps the existing item on a failed add
-                if not old[16] & ITEM_ACTIVE:
-                    items[key] = repackItem(old, atime=now, bits=old[16] | ITEM_ACTIVE)
+                if not old[_BITS] & ITEM_ACTIVE:
+                    items[key] = repackItem(old, atime=now, bits=old[_BITS] | ITEM_ACTIVE)
                 return (_NOT_STORED, 0)
         elif mode == _CAS:
             if old is None:
@@ -578,7 +586,7 @@ class MemoryKeyspace:
         now = self._clock.seconds()
         return [
             key for items in self._shards for key, item in list(items.items())
-            if not item[16] & ITEM_EXPIRES or _EXPTIME(item, 8)[0] > now
+            if not item[_BITS] & ITEM_EXPIRES or _EXPTIME(item, _EXPTIME_AT)[0] > now
         ]
 
 
