@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_alerts_repository -*-
+# -*- test-case-name: tests.unit.test_alerts_service -*-
 """
 Alerts in the control plane: delivery configs, alerts, events, pending
 deliveries and the evaluation lease.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_cluster_keyspace -*-
+# -*- test-case-name: tests.unit.test_cluster -*-
 """
 The cluster keyspace: a cache's keys spread over its cluster's live nodes,
 behind the same L{IKeyspace} the codecs and sessions already use.

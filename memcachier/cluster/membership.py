@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_cluster_membership -*-
+# -*- test-case-name: tests.unit.test_cluster -*-
 """
 Which nodes are in each cluster, from their heartbeats in the control
 plane.

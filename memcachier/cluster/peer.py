@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_cluster_peer -*-
+# -*- test-case-name: tests.unit.test_cluster -*-
 """
 Forwarding to the node that owns a key: one persistent, pipelined,
 authenticated binary-protocol connection per (peer node, cache).

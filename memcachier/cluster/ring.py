@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_cluster_ring -*-
+# -*- test-case-name: tests.unit.test_cluster -*-
 """
 Server-side placement: the same continuum libmemcached builds with the
 C{ketama} behaviour (pylibmc C{behaviors={"ketama": True}}, MemCachier's

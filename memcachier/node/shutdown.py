@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_shutdown -*-
+# -*- test-case-name: tests.unit.test_drain -*-
 """
 Graceful stop (C{SIGTERM}) and certificate reload (C{SIGHUP}).
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_tls -*-
+# -*- test-case-name: tests.unit.test_tap -*-
 """
 TLS for C{ssl:} listeners: the settings built from an endpoint description
 with a floor on the protocol version, optional client certificates (mTLS),
