@@ -72,7 +72,7 @@ class CacheRuntime:
     @ivar startTime: when this node started serving the cache.
     """
 
-    #: a peer node's view of the cache (L{memcachier.cluster.keyspace.PeerRuntime})
+    #: a peer node's view of the cache (L{memcachier.cluster.peer.PeerRuntime})
     peer = False
 
     #: the cluster the cache was on when this node last looked
@@ -140,7 +140,7 @@ class CacheRegistry:
     @ivar cluster: the L{memcachier.cluster.keyspace.Cluster} when this
         node is one of several, else L{None}.
     @ivar peerAuthenticator: checks peer connections' credentials
-        (L{memcachier.cluster.keyspace.PeerAuthenticator}), or L{None}.
+        (L{memcachier.cluster.peer.PeerAuthenticator}), or L{None}.
     """
 
     _log = Logger()

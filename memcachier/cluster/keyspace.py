@@ -10,13 +10,11 @@ L{Deferred}, which rides the ordered-reply pipeline).  Cache-wide calls
 divided by ring share: the local keyspace gets the plan's memory times the
 share of the hash circle this node owns.
 
-On the other side, L{PeerAuthenticator} lets a peer connection in with the
-cluster secret, onto the cache's I{local} keyspace (never forwarded
-again), with counters of its own so that forwarded requests are counted
-once, on the node the client talked to.
+On the other side, L{memcachier.cluster.peer.PeerAuthenticator} lets a
+peer connection in with the cluster secret, onto the cache's I{local}
+keyspace (never forwarded again).
 """
 
-import hmac
 import json
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
@@ -24,9 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from memcachier.analytics.introspection import decodeKeyCounts, decodePopular
-from memcachier.cluster.peer import PEER_USER_PREFIX
 from memcachier.interfaces import IKeyspace, IStore
-from memcachier.runtime import CacheStats
 
 
 @implementer(IKeyspace)
@@ -355,75 +351,3 @@ class Cluster:
     def liveOf(self, cacheId):
         cluster = self.clusterOf(cacheId)
         return self.membership.servers(cluster if cluster is not None else self.membership.cluster)
-
-
-class PeerCredential:
-    """
-    What a peer connection authenticates as: every capability, on one
-    cache.
-    """
-
-    write = True
-    flush = True
-    api = False
-    primary = False
-
-    def __init__(self, cacheId, username):
-        self.cache_id = cacheId
-        self.username = username
-
-
-class PeerRuntime:
-    """
-    A cache's runtime as a peer connection sees it: the local keyspace,
-    and counters of its own (forwarded requests were counted where the
-    client connected), the plan and state of the real runtime.
-    """
-
-    peer = True
-
-    def __init__(self, runtime):
-        self.runtime = runtime
-        self.cacheId = runtime.cacheId
-        self.keyspace = runtime.keyspace.local if isinstance(runtime.keyspace, ClusterKeyspace) else runtime.keyspace
-        self.stats = CacheStats()
-        self.lastActive = runtime.lastActive
-        self.startTime = runtime.startTime
-
-    @property
-    def plan(self):
-        return self.runtime.plan
-
-    @property
-    def gone(self):
-        return self.runtime.gone
-
-    def statsDict(self):
-        return self.runtime.statsDict()
-
-    def resetStats(self):
-        self.runtime.stats.reset()
-        self.keyspace.resetStats()
-
-
-class PeerAuthenticator:
-    """
-    Checks a peer connection's SASL PLAIN (C{@peer:<cache id>}, the
-    cluster secret) for L{memcachier.runtime.CacheRegistry.authenticate}.
-    """
-
-    def __init__(self, secret):
-        self.secret = secret.encode("utf-8")
-
-    def __call__(self, registry, username, password):
-        """
-        @return: (L{PeerCredential}, L{PeerRuntime}), or L{None}.
-        """
-        if not hmac.compare_digest(password, self.secret):
-            return None
-        try:
-            cacheId = int(username[len(PEER_USER_PREFIX):])
-            runtime = registry.runtime(cacheId)
-        except (ValueError, KeyError):
-            return None
-        return PeerCredential(cacheId, username.decode("ascii")), PeerRuntime(runtime)

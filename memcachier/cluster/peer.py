@@ -20,15 +20,27 @@ L{KeyspaceError} (the client sees C{SERVER_ERROR}), drops the connection
 (failing what was in flight on it) and reports the peer down.  At most
 L{PeerConnection.maxPending} requests wait per connection; beyond, a
 request fails at once.
+
+The serving side is here too: L{PeerAuthenticator} lets a peer's
+connection in onto a L{PeerRuntime}, the cache's I{local} keyspace (never
+forwarded again) with counters of its own, so that forwarded requests are
+counted once, on the node the client talked to; its
+L{PeerRuntime.statsGroup} answers the C{stats} groups a node asks its
+peers for (the stats tunnel of recent logs and introspection sketches).
 """
 
+import hmac
+import json
 import math
 from collections import deque
+from typing import List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from memcachier.analytics.introspection import encodeKeyCounts, encodePopular
+from memcachier.cluster.keyspace import ClusterKeyspace
 from memcachier.commands import (
     REALTIME_MAXDELTA,
     DeleteResult,
@@ -39,6 +51,7 @@ from memcachier.commands import (
     packItem,
 )
 from memcachier.protocols import binary as B
+from memcachier.runtime import CacheStats
 
 #: the username prefix of peer connections
 PEER_USER_PREFIX = b"@peer:"
@@ -455,3 +468,147 @@ class PeerPool:
         for connection in self._connections.values():
             connection.close()
         self._connections.clear()
+
+
+# -- the serving side: a peer node's connection to this one
+
+
+class PeerCredential:
+    """
+    What a peer connection authenticates as: every capability, on one
+    cache.
+    """
+
+    write = True
+    flush = True
+    api = False
+    primary = False
+
+    def __init__(self, cacheId, username):
+        self.cache_id = cacheId
+        self.username = username
+
+
+class PeerRuntime:
+    """
+    A cache's runtime as a peer connection sees it: the local keyspace,
+    and counters of its own (forwarded requests were counted where the
+    client connected), the plan and state of the real runtime.
+    """
+
+    peer = True
+
+    def __init__(self, runtime, introspection=None):
+        """
+        @param runtime: the cache's L{memcachier.runtime.CacheRuntime}.
+        @param introspection: the node's
+            L{memcachier.analytics.introspection.IntrospectionService}, or
+            L{None}: what the peer stats groups read.
+        """
+        self.runtime = runtime
+        self.introspection = introspection
+        self.cacheId = runtime.cacheId
+        self.keyspace = runtime.keyspace.local if isinstance(runtime.keyspace, ClusterKeyspace) else runtime.keyspace
+        self.stats = CacheStats()
+        self.lastActive = runtime.lastActive
+        self.startTime = runtime.startTime
+
+    @property
+    def plan(self):
+        return self.runtime.plan
+
+    @property
+    def gone(self):
+        return self.runtime.gone
+
+    def statsDict(self):
+        return self.runtime.statsDict()
+
+    def resetStats(self):
+        self.runtime.stats.reset()
+        self.keyspace.resetStats()
+
+    # -- the stats tunnel: what a node asks its peers for over C{stats}
+
+    def statsGroup(self, name: str, argument: str) -> Optional[List[Tuple[str, str]]]:
+        """
+        The C{stats} groups only a peer node's connection has, which
+        L{memcachier.cluster.keyspace.ClusterKeyspace} asks every live
+        peer for and merges with this node's own:
+
+          - C{cluster_recent_logs}: the cache's recent commands on this
+            node (C{introspection/recent_logs} keyed by node);
+          - C{cluster_popular [prefix id]}: the heavy-hitter sketches of
+            the cache, or of one watched prefix
+            (C{introspection/popular_items});
+          - C{cluster_key_counts}: the per-key count sketches, one per
+            time slice (C{introspection/key_stats}).
+
+        @param name: the group's name (L{str}).
+        @param argument: what followed it, C{""} if nothing.
+        @return: a L{list} of (name, value) L{str} pairs (empty when this
+            node does not introspect the cache), or L{None} when C{name}
+            and C{argument} are not one of these groups.
+        """
+        if name == "cluster_popular":
+            if not argument:
+                return self._popular(None)
+            try:
+                return self._popular(int(argument))
+            except ValueError:
+                return None
+        if argument:
+            return None
+        if name == "cluster_recent_logs":
+            return self._recentLogs()
+        if name == "cluster_key_counts":
+            return self._keyCounts()
+        return None
+
+    def _enabled(self) -> bool:
+        return self.introspection is not None and self.introspection.enabled
+
+    def _recentLogs(self) -> List[Tuple[str, str]]:
+        if not self._enabled():
+            return []
+        logs = self.introspection.introspector(self.runtime).recentLogs()
+        return [(str(i), json.dumps(entry)) for i, entry in enumerate(logs)]
+
+    def _popular(self, prefixId: Optional[int]) -> List[Tuple[str, str]]:
+        # a cache without traffic here has no introspector: nothing to merge
+        introspector = self.introspection.existing(self.cacheId) if self._enabled() else None
+        if introspector is None:
+            return []
+        return encodePopular(introspector.popularSketches(prefixId))
+
+    def _keyCounts(self) -> List[Tuple[str, str]]:
+        introspector = self.introspection.existing(self.cacheId) if self._enabled() else None
+        if introspector is None:
+            return []
+        return encodeKeyCounts(introspector.keyCounts())
+
+
+class PeerAuthenticator:
+    """
+    Checks a peer connection's SASL PLAIN (C{@peer:<cache id>}, the
+    cluster secret) for L{memcachier.runtime.CacheRegistry.authenticate}.
+    """
+
+    def __init__(self, secret):
+        self.secret = secret.encode("utf-8")
+
+    def __call__(self, registry, username, password):
+        """
+        @return: (L{PeerCredential}, L{PeerRuntime}), or L{None}.
+        """
+        if not hmac.compare_digest(password, self.secret):
+            return None
+        try:
+            cacheId = int(username[len(PEER_USER_PREFIX):])
+            runtime = registry.runtime(cacheId)
+        except (ValueError, KeyError):
+            return None
+        return (
+            PeerCredential(cacheId, username.decode("ascii")),
+            PeerRuntime(runtime, registry.introspection),
+        )

@@ -18,9 +18,9 @@ from twisted.logger import Logger
 
 from memcachier.alerts.service import makeAlerts
 from memcachier.analytics.service import makeAnalytics, makeIntrospection
-from memcachier.cluster.keyspace import Cluster, ClusterStore, PeerAuthenticator
+from memcachier.cluster.keyspace import Cluster, ClusterStore
 from memcachier.cluster.membership import Membership
-from memcachier.cluster.peer import PeerPool
+from memcachier.cluster.peer import PeerAuthenticator, PeerPool
 from memcachier.control.index import ControlIndex
 from memcachier.control.maintenance import InactiveCacheReaper
 from memcachier.control.migrations import upgrade

@@ -11,7 +11,6 @@ request order.
 """
 
 import enum
-import json
 import os
 import resource
 import struct
@@ -33,7 +32,6 @@ from memcachier.commands import (
 from memcachier.analytics.events import (
     DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, TOUCH, discard,
 )
-from memcachier.analytics.introspection import encodeKeyCounts, encodePopular
 from memcachier.runtime import CacheStats
 
 #: the key prefix delimiter of C{stats detail} (memcached's default)
@@ -571,15 +569,21 @@ class Session:
         The lines of C{stats [group]}, scoped to this connection's cache.
 
         @param group: C{""}, C{"settings"}, C{"items"}, C{"slabs"} or
-            C{"sizes"} (L{str}).
+            C{"sizes"} (L{str}); on a peer node's connection also the
+            groups its runtime answers (C{statsGroup(name, argument)},
+            L{memcachier.cluster.peer.PeerRuntime.statsGroup}).
         @return: a L{list} of (name, value) L{str} pairs, or L{None} for an
             unknown group.
         """
         name, _, argument = group.partition(" ")
+        if self.runtime.peer:
+            # a peer node's connection: the runtime answers the groups
+            # the cluster asks its peers for
+            lines = self.runtime.statsGroup(name, argument)
+            if lines is not None:
+                return lines
         if argument:
-            # only the peer groups take an argument
-            method = getattr(self, "_statsArg_" + name, None)
-            return None if method is None else method(argument)
+            return None
         method = getattr(self, "_stats_" + (group or "general"), None)
         if method is None:
             return None
@@ -669,65 +673,6 @@ class Session:
         # a store without slabs reports what it holds as one class
         pairs += [("active_slabs", 1), ("total_malloced", s.get("total_malloced", s.get("bytes", 0)))]
         return [(name, str(value)) for name, value in pairs]
-
-    def _stats_cluster_recent_logs(self):
-        """
-        A peer node asking for this node's recent commands of the cache
-        (C{introspection/recent_logs} keyed by node); for any other
-        connection this group does not exist.
-        """
-        if not self.runtime.peer:
-            return None
-        introspection = self.registry.introspection
-        if introspection is None or not introspection.enabled:
-            return []
-        logs = introspection.introspector(self.runtime.runtime).recentLogs()
-        return [(str(i), json.dumps(entry)) for i, entry in enumerate(logs)]
-
-    def _peerIntrospector(self):
-        """
-        For a peer node's connection, the cache's L{Introspector} on this
-        node if it has one (a cache without traffic here has none); for
-        any other connection L{False}: the peer groups do not exist.
-        """
-        if not self.runtime.peer:
-            return False
-        introspection = self.registry.introspection
-        if introspection is None or not introspection.enabled:
-            return None
-        return introspection.existing(self.runtime.cacheId)
-
-    def _stats_cluster_popular(self, prefixId=None):
-        """
-        A peer node asking for this node's heavy-hitter sketches of the
-        cache (or of one watched prefix), to merge with its own
-        (C{introspection/popular_items} over several nodes).
-        """
-        introspector = self._peerIntrospector()
-        if introspector is False:
-            return None
-        if introspector is None:
-            return []
-        return encodePopular(introspector.popularSketches(prefixId))
-
-    def _statsArg_cluster_popular(self, prefixId):
-        try:
-            pid = int(prefixId)
-        except ValueError:
-            return None
-        return self._stats_cluster_popular(pid)
-
-    def _stats_cluster_key_counts(self):
-        """
-        A peer node asking for this node's per-key count sketches of the
-        cache, one per time slice (C{introspection/key_stats}).
-        """
-        introspector = self._peerIntrospector()
-        if introspector is False:
-            return None
-        if introspector is None:
-            return []
-        return encodeKeyCounts(introspector.keyCounts())
 
     def _stats_sizes(self):
         return [("sizes_status", "disabled")]

@@ -12,12 +12,8 @@ from twisted.test import iosim
 from zope.interface.verify import verifyObject
 
 from memcachier.cluster import membership as M
-from memcachier.cluster.keyspace import (
-    Cluster,
-    ClusterStore,
-    PeerAuthenticator,
-)
-from memcachier.cluster.peer import PeerPool, request, wireExptime
+from memcachier.cluster.keyspace import Cluster, ClusterStore
+from memcachier.cluster.peer import PeerAuthenticator, PeerPool, request, wireExptime
 from memcachier.cluster.ring import Ring, oneAtATime
 from memcachier.commands import (
     REALTIME_MAXDELTA,
