@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_bench -*-
 """
 Run a server under twistd with its pauses recorded, to tell a pause of
 ours from a pause of the machine in a latency benchmark:

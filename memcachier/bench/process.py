@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.integration.test_store_pauses -*-
 """
 What the benchmark entries share to run servers as operators do: a
 C{twistd -n memcachier} process on a configuration file, started and

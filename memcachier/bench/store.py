@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_bench -*-
 """
 The memory store's footprint and pauses, in-process: resident memory per
 item after filling a keyspace, what one full garbage collection costs with

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_discovery -*-
 """
 The built-in in-memory store, selected with C{[store] plugin = "memory"}
 (the default).

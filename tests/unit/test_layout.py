@@ -38,3 +38,24 @@ def test_headersNameExistingTests():
         if not (ROOT / (name.replace(".", "/") + ".py")).is_file()
     ]
     assert missing == []
+
+
+#: modules no unit or integration test exercises directly (a benchmark
+#: entry measured by hand), and the database migrations (exercised by
+#: every test that builds a control plane)
+WITHOUT_HEADER = {"memcachier/bench/costbench.py"}
+
+
+def test_everyModuleNamesItsTests():
+    """
+    Every module of C{memcachier/} (packages' C{__init__} and migrations
+    aside) has a C{test-case-name} header.
+    """
+    named = {str(path) for path, _name in headers()}
+    bare = [
+        str(path.relative_to(ROOT)) for path in sorted((ROOT / "memcachier").rglob("*.py"))
+        if path.name != "__init__.py"
+        and "migrations" not in path.parts
+        and str(path.relative_to(ROOT)) not in named | WITHOUT_HEADER
+    ]
+    assert bare == []

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.unit.test_tap -*-
 """
 The twistd plugin: C{twistd -n memcachier --config=memcachier.toml}.
 
