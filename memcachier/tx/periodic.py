@@ -38,6 +38,8 @@ class PeriodicService(TimerService):
     """
 
     _log = Logger()
+    #: the clock the ticks follow (TimerService's, never L{None} here)
+    clock: IReactorTime
 
     def __init__(
         self,
