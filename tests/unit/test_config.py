@@ -378,3 +378,65 @@ def test_dashboardSettingsErrors():
     # an empty salt is allowed: it turns Heroku SSO off
     assert any(e.startswith("heroku.sso_salt:") for e in errors)
     assert any("heroku.extra" in e for e in errors)
+
+
+def test_exampleFileIsGenerated():
+    """
+    C{memcachier.example.toml} is what L{exampleFile} makes from the
+    settings table (C{scripts/regenerate-settings} rewrites it), and loading
+    it gives the embedded defaults.
+    """
+    from pathlib import Path
+
+    from memcachier.node.settings import exampleFile
+
+    example = Path(__file__).resolve().parents[2] / "memcachier.example.toml"
+    assert example.read_text() == exampleFile()
+    assert parseSettings(exampleFile()) == Settings()
+
+
+def test_docsTableIsGenerated():
+    """
+    The option table of C{docs/operations.md}, between its two markers, is
+    what L{docsTable} makes from the settings table: one row per option.
+    """
+    from pathlib import Path
+
+    from memcachier.node.settings import DOCS_BEGIN, DOCS_END, OPTIONS, docsTable
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    start, end = text.index(DOCS_BEGIN), text.index(DOCS_END) + len(DOCS_END)
+    assert text[start:end] == docsTable()
+    assert len(docsTable().splitlines()) == len(OPTIONS) + 4
+
+
+def test_everyFixedOptionIsASetting():
+    """
+    Each option of a fixed section is an attribute of its section, holding
+    its default converted; the flags are the table's.
+    """
+    from memcachier.node.settings import FLAGS, OPTIONS
+
+    settings = Settings()
+    for option in OPTIONS:
+        if not option.section.endswith(("NAME", "SLUG")):
+            section = settings
+            for part in option.section.split("."):
+                section = getattr(section, part)
+            assert getattr(section, option.name) == option.value, option
+    assert [f.name for f in FLAGS] == ["listen", "web-listen", "database"]
+
+
+def test_evolve():
+    """
+    L{Settings.evolve} changes only the keys a section's L{dict} names, in
+    nested sections too; other values replace.
+    """
+    settings = Settings().evolve(
+        memcache={"auth_timeout": 1.0}, alerts={"smtp": {"host": "relay"}}, clusters={"a": ("h:1",)}
+    )
+    assert settings.memcache.auth_timeout == 1.0
+    assert settings.memcache.listen == Settings().memcache.listen
+    assert (settings.alerts.smtp.host, settings.alerts.smtp.port) == ("relay", 25)
+    assert settings.clusters == {"a": ("h:1",)}
+    assert Settings() == Settings().evolve()
