@@ -69,8 +69,8 @@ class HerokuPlatform:
     def __init__(self, http, settings, clock, timeout=30.0):
         """
         @param http: a treq C{HTTPClient} (or C{StubTreq} in tests).
-        @param settings: L{memcachier.node.settings.Settings} (C{heroku_id_url},
-            C{heroku_api_url}, C{heroku_client_secret}).
+        @param settings: L{memcachier.node.settings.Settings} (C{heroku.id_url},
+            C{heroku.api_url}, C{heroku.client_secret}).
         @param clock: the reactor, for request timeouts.
         """
         self.http = http

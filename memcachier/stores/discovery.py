@@ -130,7 +130,7 @@ def makeStore(
     """
     Build the store the config asks for.
 
-    @param name: the plugin name (C{Settings.store_plugin}).
+    @param name: the plugin name (C{settings.store.plugin}).
     @param settings: the rest of the C{[store]} table.
     @param reactor: the store's clock.
     @rtype: L{IStore}

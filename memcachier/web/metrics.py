@@ -346,8 +346,8 @@ class MetricsResource(Resource):
         """
         @param index: the control index (C{caches}, C{planOf}).
         @param registry: the L{memcachier.runtime.CacheRegistry}.
-        @param settings: L{memcachier.node.settings.Settings} (C{metrics_access},
-            C{metrics_token}).
+        @param settings: L{memcachier.node.settings.Settings} (C{metrics.access},
+            C{metrics.token}).
         @param clock: the reactor, for uptimes.
         @param inThread: C{inThread(f, *args)} runs C{f} off the reactor
             and returns a L{Deferred} of its result.  Formatting a
