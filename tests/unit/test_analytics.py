@@ -412,6 +412,34 @@ def test_latencyProbe(world):
     assert body[1]["values"][0][1] == pytest.approx(3_000_000, rel=1e-6)
 
 
+def test_latencyRoundsDoNotOverlap(world):
+    """
+    A probe round still waiting on a server delays the next round: a
+    server that answers nothing is not connected to once per period.
+    """
+    w = world
+    connects = []
+
+    def connect(server, protocol):
+        connects.append(server)
+        return defer.Deferred()
+
+    probe = LatencyProbe(lambda: [SERVER], w.store, w.clock, connect=connect, period=20,
+                         timeout=30)
+    probe.startService()
+    assert connects == []
+    w.clock.advance(20)
+    w.clock.advance(20)
+    assert connects == [SERVER]
+    w.clock.advance(10)  # the first round times out at 50
+    w.clock.advance(10)
+    assert connects == [SERVER, SERVER]
+    stopped = probe.stopService()
+    w.clock.advance(100)
+    assert stopped.called
+    assert connects == [SERVER, SERVER]
+
+
 def test_versionProbeBadReply():
     p = _VersionProbe(Clock())
     p.makeConnection(FakeTransport())
