@@ -34,9 +34,8 @@ class ConfigError(Exception):
         super().__init__(self.errors)
 
     def __str__(self) -> str:
-        if len(self.errors) == 1:
-            return "configuration error: " + self.errors[0]
-        return f"{len(self.errors)} configuration errors:\n" + "\n".join("  " + e for e in self.errors)
+        many = f"{len(self.errors)} configuration errors:\n" + "\n".join("  " + e for e in self.errors)
+        return "configuration error: " + self.errors[0] if len(self.errors) == 1 else many
 
 
 #: C{tls_min_version} spellings, lowest first; nothing below TLS 1.2.
@@ -122,18 +121,21 @@ def _endpointError(description: Any) -> Optional[str]:
         return None
     if "sslmethod" in kw:
         return "sslmethod is not supported: TLS versions are set by memcache.tls_min_version"
+    key = kw.get("privateKey", "server.pem")
+    for name, path in [("privateKey", key), ("certKey", kw.get("certKey", key))] + [
+            (n, kw.get(n)) for n in ("extraCertChain", "dhParameters", "clientCAs")]:
+        try:
+            open(path, "rb").close() if path else None
+        except OSError as e:
+            return f"{name} file {_show(path)} cannot be read: {e.strerror}"
     try:
         tlsOptions(description, TLSVersion.TLSv1_2)
-    except OSError as e:
-        name = next((k for k, v in kw.items() if v == e.filename), "privateKey")
-        return f"{name} file {_show(e.filename)} cannot be read: {e.strerror}"
     except Exception as e:
         return f"TLS settings of {shown} do not load: {e or type(e).__name__}"
     return None
 
 
-#: Records one mistake: C{fail(message, keySuffix="")}.
-Fail = Callable[..., Any]
+Fail = Callable[..., Any]  # records one mistake: fail(message, keySuffix="")
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -334,8 +336,7 @@ OPTIONS: Tuple[Option, ...] = (
     O("metrics", "access", choice(("off", "open", "token")), "off", '/metrics: "off" (404), "open", or "token"'),
     O("metrics", "token", TEXT, "", 'the bearer token /metrics wants with access = "token"'),
 )
-#: The twistd flags, for L{memcachier.node.tap.Options}.
-FLAGS: Tuple[Flag, ...] = tuple(o.flag for o in OPTIONS if o.flag)
+FLAGS: Tuple[Flag, ...] = tuple(o.flag for o in OPTIONS if o.flag)  # for memcachier.node.tap.Options
 
 
 def _options(section: str) -> List[Option]:
@@ -396,8 +397,8 @@ def publicUrlOf(description: str) -> str:
     return f"{scheme}://{found}" if found else "http://127.0.0.1:8080"
 
 
-def _settingsFrom(data: Dict[str, Any], overrides: Mapping[str, Any]) -> Tuple[Optional[Settings], List[str]]:
-    """Read every section of a parsed TOML document, collecting the errors."""
+def _settingsFrom(data: Dict[str, Any], overrides: Mapping[str, Any]) -> Settings:
+    """Read every section of a parsed TOML document; raise L{ConfigError} with every mistake."""
     errors: List[str] = []
     got: Dict[str, Any] = {}
 
@@ -460,8 +461,10 @@ def _settingsFrom(data: Dict[str, Any], overrides: Mapping[str, Any]) -> Tuple[O
 
     sections = {s: build(s) for s in SECTION_CLASSES if s not in ("alerts", "alerts.smtp", "store")}
     store = build("store", settings={k: v for k, v in tables["store"].items() if k != "plugin"})
-    return None if errors else Settings(**sections, alerts=build("alerts", smtp=build("alerts.smtp")), store=store,
-                                        plans=plans, clusters=clusters, cluster_kinds=kinds), errors
+    if errors:
+        raise ConfigError(errors)
+    return Settings(**sections, alerts=build("alerts", smtp=build("alerts.smtp")), store=store, plans=plans,
+                    clusters=clusters, cluster_kinds=kinds)
 
 
 def parseSettings(text: str, overrides: Optional[Mapping[str, Any]] = None, source: str = "<config>") -> Settings:
@@ -472,10 +475,7 @@ def parseSettings(text: str, overrides: Optional[Mapping[str, Any]] = None, sour
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{source}: invalid TOML: {e}"])
-    settings, errors = _settingsFrom(data, overrides or {})
-    if settings is None:
-        raise ConfigError(errors)
-    return settings
+    return _settingsFrom(data, overrides or {})
 
 
 def loadSettings(path: Optional[str], overrides: Optional[Mapping[str, Any]] = None) -> Settings:
