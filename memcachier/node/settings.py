@@ -196,7 +196,8 @@ def _isHostPort(value: Any) -> bool:
 
 NUMBER = _kind("positive number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                and math.isfinite(v) and v > 0, "expected a positive number", float)
-SIZE = _kind("size", parseSize, 'expected a size in bytes such as 26214400 or "25MiB"', parseSize)
+SIZE = _kind("size", lambda v: (parseSize(v) or 0) > 0, 'expected a size in bytes such as 26214400 or "25MiB"',
+             parseSize)
 BOOLEAN = _kind("boolean", lambda v: isinstance(v, bool), "expected true or false")
 STRING = _kind("string", lambda v: isinstance(v, str) and v, "expected a non-empty string")
 TEXT = _kind("string, may be empty", lambda v: isinstance(v, str), "expected a string")
@@ -250,8 +251,7 @@ O = Option
 SECTIONS = ("memcache", "web", "database", "node", "cluster", "clusters.NAME", "caches", "store", "plans.SLUG",
             "limits", "analytics", "alerts", "alerts.smtp", "heroku", "provisioning", "metrics")
 _ALERT_DURATION, _AUTO = duration('"60s" or "5m"'), "`0` (auto)"
-#: Every option, in the order of the example file.
-OPTIONS: Tuple[Option, ...] = (
+OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example file
     O("memcache", "listen", ENDPOINTS, ["tcp:11211:interface=127.0.0.1"], "memcache listeners: Twisted endpoint "
       "strings (tcp:PORT[:interface=ADDR][:backlog=N], unix:PATH, ssl:PORT:privateKey=key.pem:certKey=cert.pem"
       "[:clientCAs=ca.pem]; kill -HUP reloads ssl: files)", Flag("listen", None, "Add a memcache listener endpoint,"
