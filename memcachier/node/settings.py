@@ -351,11 +351,11 @@ for _name in ["alerts.smtp"] + [s for s in SECTIONS if "." not in s]:
         {o.name: attr.ib(default=o.value) for o in _options(_name)}
         | ({"smtp": attr.ib(factory=SECTION_CLASSES["alerts.smtp"])} if _name == "alerts" else {})
         | ({"settings": attr.ib(factory=dict)} if _name == "store" else {}), frozen=True, slots=True)
-_Fields: Any = attr.make_class("_Fields", {s: attr.ib(factory=c) for s, c in SECTION_CLASSES.items() if "." not in s}
-                               | {
+_FIELDS = {s: attr.ib(factory=c) for s, c in SECTION_CLASSES.items() if "." not in s} | {
     "plans": attr.ib(factory=lambda: {p.slug: p for p in DEFAULT_PLANS}),
     "clusters": attr.ib(factory=lambda: {"default": ("127.0.0.1:11211",)}),
-    "cluster_kinds": attr.ib(factory=lambda: {"default": DEFAULT_CLUSTER_KIND})}, frozen=True, slots=True)
+    "cluster_kinds": attr.ib(factory=lambda: {"default": DEFAULT_CLUSTER_KIND})}
+_Fields: Any = attr.make_class("_Fields", _FIELDS, frozen=True, slots=True)  # Settings' attributes
 
 
 class Settings(_Fields):
