@@ -15,7 +15,7 @@ background, so provisioning never waits on Heroku's identity service.
 """
 
 import hmac
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from treq.client import HTTPClient
 from twisted.application.service import IService
@@ -46,15 +46,12 @@ from memcachier.web.router import Route
 _CHALLENGE = {b"WWW-Authenticate": b'Basic realm="heroku"'}
 
 
-def requireString(body, name, required=True):
+def requireString(body: Dict[str, Any], name: str) -> str:
     """
-    @return: C{body[name]}, a non-empty string (or L{None} when optional
-        and absent).
+    @return: C{body[name]}, a non-empty string.
     @raise ApiError: 400 naming the field.
     """
     value = body.get(name)
-    if value is None and not required:
-        return None
     if not isinstance(value, str) or not value:
         raise ApiError(400, f"{name}: expected a non-empty string")
     return value
@@ -145,7 +142,7 @@ class HerokuAPI:
 
     # -- routes
 
-    async def provision(self, request):
+    async def provision(self, request: Any) -> bytes:
         self._authorize(request)
         body = readJSONObject(request, empty=None, notObject=NO_OBJECT)
         uuid = requireString(body, "uuid")
@@ -157,8 +154,10 @@ class HerokuAPI:
         if isinstance(grant, dict) and isinstance(grant.get("code"), str):
             code = grant["code"][:512]
             expiresAt = parseExpiry(grant.get("expires_at"))
-        name = body.get("name") if isinstance(body.get("name"), str) else ""
-        region = body.get("region") if isinstance(body.get("region"), str) else ""
+        name = body.get("name")
+        name = name if isinstance(name, str) else ""
+        region = body.get("region")
+        region = region if isinstance(region, str) else ""
         cluster = self.provisioner.clusterFor(self.settings.plans[slug])
         try:
             resource, created = await self.records.herokuProvision(
@@ -186,7 +185,7 @@ class HerokuAPI:
         except ResourceGone as e:
             raise ApiError(410, str(e))
 
-    async def changePlan(self, request, uuid):
+    async def changePlan(self, request: Any, uuid: str) -> bytes:
         self._authorize(request)
         body = readJSONObject(request, empty=None, notObject=NO_OBJECT)
         slug = self._plan(body)
@@ -203,7 +202,7 @@ class HerokuAPI:
             request, {"config": self.provisioner.configVars(cache.id), "message": message}
         )
 
-    async def deprovision(self, request, uuid):
+    async def deprovision(self, request: Any, uuid: str) -> bytes:
         self._authorize(request)
         try:
             await self.records.herokuDeprovision(uuid)

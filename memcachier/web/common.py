@@ -115,7 +115,7 @@ def readJSONObject(
     required: bool = True,
     *,
     booleans: bool = False,
-    empty: str = NO_OBJECT,
+    empty: Optional[str] = NO_OBJECT,
     malformed: str = "malformed JSON body: {error}",
     notObject: Optional[str] = None,
 ) -> Dict[str, Any]:

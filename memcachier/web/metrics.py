@@ -184,8 +184,10 @@ class NodeCounters:
     @ivar memcache: the memcache listeners'
         L{memcachier.tx.ceiling.ConnectionCeiling}.
     @ivar throttle: the L{memcachier.protocols.throttle.AuthThrottle}.
-    @ivar reloader: the L{memcachier.node.shutdown.CertificateReloader}
-        (its C{counters}).
+    @ivar tlsReloads: the certificate reloads by result (C{ok},
+        C{failed}): the mapping the
+        L{memcachier.node.shutdown.CertificateReloader} counts in, or
+        L{None} without TLS listeners.
     """
 
     def __init__(
@@ -194,13 +196,13 @@ class NodeCounters:
         webCounters: Optional[Mapping[str, int]] = None,
         memcache: Optional[ConnectionCeiling] = None,
         throttle: Any = None,
-        reloader: Any = None,
+        tlsReloads: Optional[Mapping[str, int]] = None,
     ) -> None:
         self.web = web
         self.webCounters = webCounters
         self.memcache = memcache
         self.throttle = throttle
-        self.reloader = reloader
+        self.tlsReloads = tlsReloads
 
     def sample(self) -> Dict[str, Any]:
         """
@@ -221,8 +223,8 @@ class NodeCounters:
             values["memcache_max"] = memcache.limit
         if self.throttle is not None:
             values["auth_throttled"] = self.throttle.refused
-        if self.reloader is not None:
-            values["tls_reloads"] = dict(self.reloader.counters)
+        if self.tlsReloads is not None:
+            values["tls_reloads"] = dict(self.tlsReloads)
         return values
 
 

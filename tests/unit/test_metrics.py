@@ -160,7 +160,7 @@ def test_nodeCounters(tmp_path):
 
     from twisted.internet.task import Clock
 
-    from memcachier.protocols.sniff import memcacheCeiling
+    from memcachier.protocols.sniff import memcacheConnectionCeiling
     from memcachier.web.site import WebCounters, webCeiling
 
     # Built in order: the ceilings and counters first, the node's counters
@@ -175,7 +175,7 @@ def test_nodeCounters(tmp_path):
     counters.update(
         bodies_too_large=1, header_timeouts=2, body_timeouts=3, idle_timeouts=4, bad_urls=5,
     )
-    memcache = memcacheCeiling(2, clock)
+    memcache = memcacheConnectionCeiling(2, clock)
     throttle = AuthThrottle(rate=0.01, burst=1)
     throttle.failed("10.0.0.1", b"user", 0)
     assert not throttle.admit("10.0.0.1", b"user", 0)
@@ -190,7 +190,7 @@ def test_nodeCounters(tmp_path):
     reloader.reload()
     reloader.reload()
 
-    world = ProvisioningWorld(node=NodeCounters(web, counters, memcache, throttle, reloader))
+    world = ProvisioningWorld(node=NodeCounters(web, counters, memcache, throttle, reloader.counters))
     factory = MemcacheFactory(world.registry, world.reactor, ceiling=memcache)
     for _ in range(5):
         proto = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 1))
