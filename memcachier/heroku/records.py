@@ -8,13 +8,16 @@ like L{memcachier.control.repository.ControlPlane}.
 L{AsyncHerokuRecords} runs it in the control plane's thread pool.
 """
 
+from typing import Any, Callable, List, Optional, Tuple
+
 import attr
 import sqlalchemy as sa
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from memcachier.control import schema
-from memcachier.control.repository import ControlPlaneError, UnknownCache
+from memcachier.control.repository import ControlPlane, ControlPlaneError, UnknownCache
 from memcachier.tx.threads import ThreadPoolRunner
 
 
@@ -23,7 +26,7 @@ class UnknownResource(ControlPlaneError):
     No Heroku resource has this uuid.
     """
 
-    def __init__(self, uuid):
+    def __init__(self, uuid: str) -> None:
         self.uuid = uuid
         super().__init__(f"no resource {uuid!r}")
 
@@ -33,7 +36,7 @@ class ResourceGone(ControlPlaneError):
     The Heroku resource was deprovisioned.
     """
 
-    def __init__(self, uuid):
+    def __init__(self, uuid: str) -> None:
         self.uuid = uuid
         super().__init__(f"resource {uuid!r} was deprovisioned")
 
@@ -83,15 +86,15 @@ class ConfigPush:
 PENDING, DONE, SUPERSEDED = "pending", "done", "superseded"
 
 
-def _resource(row):
+def _resource(row: Any) -> "HerokuResource":
     return HerokuResource(**{f.name: getattr(row, f.name) for f in attr.fields(HerokuResource)})
 
 
-def _push(row):
+def _push(row: Any) -> "ConfigPush":
     return ConfigPush(**{f.name: getattr(row, f.name) for f in attr.fields(ConfigPush)})
 
 
-def _clip(text, limit=1000):
+def _clip(text: object, limit: int = 1000) -> str:
     text = str(text)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -103,7 +106,7 @@ class HerokuRecords:
 
     _log = Logger()
 
-    def __init__(self, controlPlane, clock):
+    def __init__(self, controlPlane: ControlPlane, clock: IReactorTime) -> None:
         """
         @param controlPlane: the synchronous
             L{memcachier.control.repository.ControlPlane} (caches are made
@@ -116,7 +119,7 @@ class HerokuRecords:
 
     # -- resources
 
-    def herokuResource(self, uuid):
+    def herokuResource(self, uuid: str) -> Optional[HerokuResource]:
         """
         @return: the L{HerokuResource} of C{uuid} (deprovisioned too), or
             L{None}.
@@ -126,7 +129,15 @@ class HerokuRecords:
             row = conn.execute(t.select().where(t.c.uuid == uuid)).first()
         return None if row is None else _resource(row)
 
-    def herokuResources(self):
+    def storedResource(self, uuid: str) -> HerokuResource:
+        """
+        @return: the L{HerokuResource} of C{uuid}, which was just written.
+        """
+        resource = self.herokuResource(uuid)
+        assert resource is not None, uuid
+        return resource
+
+    def herokuResources(self) -> List[HerokuResource]:
         """
         @return: every live (not deprovisioned) L{HerokuResource}, by id.
         """
@@ -136,8 +147,9 @@ class HerokuRecords:
             return [_resource(r) for r in rows]
 
     def herokuProvision(
-        self, uuid, plan, cluster, appName="", region="", grantCode=None, grantExpiresAt=None
-    ):
+        self, uuid: str, plan: str, cluster: str, appName: str = "", region: str = "",
+        grantCode: Optional[str] = None, grantExpiresAt: Optional[float] = None,
+    ) -> Tuple[HerokuResource, bool]:
         """
         Create a cache for a Heroku resource, or find the one made for the
         same uuid before.
@@ -186,14 +198,14 @@ class HerokuRecords:
                     cacheId=cache.id,
                     plan=plan,
                 )
-                return self.herokuResource(uuid), True
-            existing = self.herokuResource(uuid)
+                return self.storedResource(uuid), True
+            existing = self.storedResource(uuid)
         if existing.deleted_at is not None or existing.cache_id is None:
             # Deprovisioned, or its cache deleted by an operator.
             raise ResourceGone(uuid)
         return existing, False
 
-    def liveResource(self, uuid):
+    def liveResource(self, uuid: str) -> HerokuResource:
         """
         @rtype: L{HerokuResource}
         @raise UnknownResource: never provisioned.
@@ -206,7 +218,7 @@ class HerokuRecords:
             raise ResourceGone(uuid)
         return resource
 
-    def herokuDeprovision(self, uuid):
+    def herokuDeprovision(self, uuid: str) -> None:
         """
         Delete a resource's cache and credentials; the resource is kept as
         deprovisioned.
@@ -235,7 +247,7 @@ class HerokuRecords:
 
     # -- oauth tokens
 
-    def claimTokens(self, resourceId, seconds=60.0):
+    def claimTokens(self, resourceId: int, seconds: float = 60.0) -> bool:
         """
         Take the tokens of a resource for an exchange or a refresh, unless
         another node holds them: a grant and a refresh token work once.
@@ -257,7 +269,9 @@ class HerokuRecords:
                 ).rowcount
             )
 
-    def storeTokens(self, resourceId, accessToken, refreshToken, expiresAt):
+    def storeTokens(
+        self, resourceId: int, accessToken: str, refreshToken: Optional[str], expiresAt: float
+    ) -> None:
         """
         Keep the tokens of an exchange or refresh; the grant is used up.
         """
@@ -275,7 +289,7 @@ class HerokuRecords:
         with self.engine.begin() as conn:
             conn.execute(t.update().where(t.c.id == resourceId).values(**values))
 
-    def tokenFailed(self, resourceId, error, dropGrant=False):
+    def tokenFailed(self, resourceId: int, error: object, dropGrant: bool = False) -> None:
         """
         Record why an exchange or refresh failed; C{dropGrant} forgets a
         grant that can no longer work (expired, refused).
@@ -289,7 +303,7 @@ class HerokuRecords:
 
     # -- config var pushes
 
-    def recordPromotion(self, resourceId, username):
+    def recordPromotion(self, resourceId: int, username: str) -> bool:
         """
         Note that C{username} became the primary credential of a resource's
         cache, and queue a push of its values, unless Heroku has them
@@ -333,7 +347,7 @@ class HerokuRecords:
         )
         return True
 
-    def duePushes(self):
+    def duePushes(self) -> List[Tuple[ConfigPush, HerokuResource]]:
         """
         @return: pending pushes due now, each with its live resource: a
             L{list} of (L{ConfigPush}, L{HerokuResource}).
@@ -355,7 +369,7 @@ class HerokuRecords:
                 found.append((_push(row), resource))
         return found
 
-    def nextPushAt(self):
+    def nextPushAt(self) -> Optional[float]:
         """
         @return: when the earliest pending push is due, or L{None}.
         """
@@ -365,7 +379,7 @@ class HerokuRecords:
                 sa.select(sa.func.min(p.c.next_attempt_at)).where(p.c.state == PENDING)
             ).scalar()
 
-    def claimPush(self, pushId, seconds=60.0):
+    def claimPush(self, pushId: int, seconds: float = 60.0) -> bool:
         """
         Take a due push for one attempt, unless another node took it: its
         next attempt moves C{seconds} away, so only one node sends it.
@@ -383,7 +397,7 @@ class HerokuRecords:
                 ).rowcount
             )
 
-    def pushSucceeded(self, pushId, status):
+    def pushSucceeded(self, pushId: int, status: Optional[int]) -> None:
         p = schema.heroku_config_pushes
         now = self._clock.seconds()
         with self.engine.begin() as conn:
@@ -399,7 +413,9 @@ class HerokuRecords:
                 )
             )
 
-    def pushFailed(self, pushId, status, error, retryAt):
+    def pushFailed(
+        self, pushId: int, status: Optional[int], error: object, retryAt: float
+    ) -> None:
         """
         Record a failed attempt and when to try again.
         """
@@ -416,7 +432,7 @@ class HerokuRecords:
                 )
             )
 
-    def pushes(self, uuid):
+    def pushes(self, uuid: str) -> List[ConfigPush]:
         """
         @return: every push of a resource, oldest first.
         @rtype: L{list} of L{ConfigPush}
@@ -442,7 +458,10 @@ class AsyncHerokuRecords:
 
     _WRITES_CACHES = frozenset({"herokuProvision", "herokuDeprovision"})
 
-    def __init__(self, records, threadpool, reactor, afterWrite=None):
+    def __init__(
+        self, records: HerokuRecords, threadpool: Any, reactor: Any,
+        afterWrite: Optional[Callable[[], Any]] = None,
+    ) -> None:
         self.records = records
         self._threads = ThreadPoolRunner(reactor, threadpool)
         self._afterWrite = afterWrite
@@ -454,7 +473,7 @@ class AsyncHerokuRecords:
             yield self._afterWrite()
         return result
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_") or not callable(getattr(HerokuRecords, name, None)):
             raise AttributeError(name)
         return lambda *args, **kwargs: self._call(name, *args, **kwargs)
