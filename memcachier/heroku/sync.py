@@ -19,8 +19,11 @@ and a failed push is retried with exponential backoff until it succeeds
 
 import datetime
 import json
+from typing import Any, Dict, Optional, Tuple
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from memcachier.tx.periodic import PeriodicService
@@ -35,16 +38,16 @@ class PlatformError(Exception):
     L{None}).
     """
 
-    def __init__(self, code, message):
+    def __init__(self, code: Optional[int], message: str) -> None:
         super().__init__(code, message)
         self.code = code
         self.message = message
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"HTTP {self.code}: {self.message}" if self.code else self.message
 
 
-def parseExpiry(text):
+def parseExpiry(text: object) -> Optional[float]:
     """
     Heroku's C{oauth_grant.expires_at} (ISO 8601, e.g.
     C{2016-03-03T18:01:31-0800}) as POSIX seconds, or L{None}.
@@ -66,7 +69,7 @@ class HerokuPlatform:
     vars), over an injected treq L{treq.client.HTTPClient}.
     """
 
-    def __init__(self, http, settings, clock, timeout=30.0):
+    def __init__(self, http: Any, settings: Any, clock: IReactorTime, timeout: float = 30.0) -> None:
         """
         @param http: a treq C{HTTPClient} (or C{StubTreq} in tests).
         @param settings: L{memcachier.node.settings.Settings} (C{heroku.id_url},
@@ -104,7 +107,7 @@ class HerokuPlatform:
             raise PlatformError(response.code, "no access_token in the answer")
         return value
 
-    def exchangeGrant(self, code):
+    def exchangeGrant(self, code: str) -> Deferred[Dict[str, Any]]:
         """
         Trade an oauth grant code for tokens.
 
@@ -113,14 +116,14 @@ class HerokuPlatform:
         """
         return self._token({"grant_type": "authorization_code", "code": code})
 
-    def refresh(self, refreshToken):
+    def refresh(self, refreshToken: str) -> Deferred[Dict[str, Any]]:
         """
         @return: a L{Deferred} of a fresh token answer.
         """
         return self._token({"grant_type": "refresh_token", "refresh_token": refreshToken})
 
     @defer.inlineCallbacks
-    def updateConfig(self, uuid, accessToken, config):
+    def updateConfig(self, uuid: str, accessToken: str, config: Dict[str, str]) -> Any:
         """
         C{PATCH {api_url}/addons/<uuid>/config} with the config vars.
 
@@ -165,9 +168,10 @@ class HerokuSync(PeriodicService):
     _log = Logger()
 
     def __init__(
-        self, records, index, provisioner, platform, clock,
-        interval=1.0, refreshMargin=600.0, firstRetry=1.0, maxRetry=300.0,
-    ):
+        self, records: Any, index: Any, provisioner: Any, platform: HerokuPlatform,
+        clock: IReactorTime, interval: float = 1.0, refreshMargin: float = 600.0,
+        firstRetry: float = 1.0, maxRetry: float = 300.0,
+    ) -> None:
         """
         @param records: an L{memcachier.heroku.records.AsyncHerokuRecords}.
         @param index: the control index (C{credentials}, C{credential},
@@ -184,12 +188,12 @@ class HerokuSync(PeriodicService):
         self.refreshMargin = refreshMargin
         self.firstRetry = firstRetry
         self.maxRetry = maxRetry
-        self._running = None
+        self._running: Optional[Deferred[Any]] = None
         self._again = False
-        self._tokenRetries = {}
-        self._kickCall = None
+        self._tokenRetries: Dict[int, Tuple[int, float]] = {}
+        self._kickCall: Optional[IDelayedCall] = None
 
-    def backoff(self, attempts):
+    def backoff(self, attempts: int) -> float:
         """
         Seconds to wait after C{attempts} failed attempts: doubling from
         C{firstRetry}, at most C{maxRetry}.
@@ -214,7 +218,7 @@ class HerokuSync(PeriodicService):
         waits = [d for d in (stopped, self._running) if d is not None]
         return defer.gatherResults(waits) if waits else None
 
-    def kick(self):
+    def kick(self) -> None:
         """
         Run a pass soon (a provisioning, a promotion); never waits for it.
         """
@@ -223,7 +227,7 @@ class HerokuSync(PeriodicService):
         if self._kickCall is None or not self._kickCall.active():
             self._kickCall = self.clock.callLater(0, self.tick)
 
-    def tick(self):
+    def tick(self) -> Deferred[Any]:
         """
         One pass; a pass asked for while one runs runs right after it.
 
