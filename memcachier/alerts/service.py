@@ -18,11 +18,15 @@ holder) finds the pending rows and goes on, so a restart mid-retry still
 delivers, once.
 """
 
+from treq.client import HTTPClient
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.web.client import Agent
 
-from memcachier.alerts import rules
+from memcachier.alerts import delivery, rules
 from memcachier.alerts.message import AlertMessage
+from memcachier.alerts.repository import AlertRepository, AsyncAlerts
+from memcachier.analytics import series
 from memcachier.tx.periodic import PeriodicService
 
 #: Attempts per delivery (the first and the retries).
@@ -324,12 +328,7 @@ def deliverersFor(settings, reactor, http=None, connectSMTP=None):
         which verifies certificates, by default).
     @param connectSMTP: C{connect(host, port, factory)} (TCP by default).
     """
-    from memcachier.alerts import delivery
-
     if http is None:
-        from treq.client import HTTPClient
-        from twisted.web.client import Agent
-
         http = HTTPClient(Agent(reactor))
     smtp = delivery.SMTPSettings(
         host=settings.alerts.smtp.host, port=settings.alerts.smtp.port, starttls=settings.alerts.smtp.starttls,
@@ -361,8 +360,6 @@ def latencyFrom(analytics, settings):
     cache's servers' latest probe (over the last two probe periods, or
     the window if longer), in milliseconds, from the analytics store.
     """
-    from memcachier.analytics import series
-
     def latencyOf(cacheId, now):
         cache = analytics.index.cache(cacheId)
         cluster = cache.cluster if cache is not None else settings.caches.default_cluster
@@ -387,8 +384,6 @@ def makeAlerts(registry, index, engine, pool, settings, reactor, analytics=None)
 
     @return: a 2-tuple of L{AlertService} and L{AsyncAlerts}.
     """
-    from memcachier.alerts.repository import AlertRepository, AsyncAlerts
-
     repository = AlertRepository(
         engine, reactor, maxAlerts=settings.limits.alerts, maxConfigs=settings.limits.alert_configs
     )

@@ -21,11 +21,18 @@ thread pool through L{AsyncAnalytics}.
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.defer import maybeDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from memcachier.analytics import series
-from memcachier.analytics.introspection import POPULAR_LIMIT, keyStatsRows, mergePopular
+from memcachier.analytics.introspection import (
+    POPULAR_LIMIT,
+    IntrospectionService,
+    keyStatsRows,
+    mergePopular,
+)
+from memcachier.analytics.repository import AnalyticsRepository, AsyncAnalytics
 from memcachier.commands import itemValueLength
 from memcachier.analytics.series import QueryError
 from memcachier.tx.ceiling import Bursts
@@ -140,8 +147,6 @@ def tcpConnector(reactor, timeout=5.0):
     """
     A C{connect(server, protocol) -> Deferred} over TCP for L{LatencyProbe}.
     """
-    from twisted.internet.endpoints import TCP4ClientEndpoint
-
     def connect(server, protocol):
         host, _, port = server.rpartition(":")
         endpoint = TCP4ClientEndpoint(reactor, host.strip("[]"), int(port), timeout=timeout)
@@ -532,8 +537,6 @@ def makeIntrospection(settings, reactor):
     given to the L{memcachier.runtime.CacheRegistry} (whose sessions tap
     it) and then to L{makeAnalytics}.
     """
-    from memcachier.analytics.introspection import IntrospectionService
-
     return IntrospectionService(
         reactor,
         enabled=settings.analytics.introspection,
@@ -553,8 +556,6 @@ def makeAnalytics(registry, index, engine, pool, settings, reactor, connect=None
     @param pool: the control plane's thread pool.
     @rtype: L{Analytics}
     """
-    from memcachier.analytics.repository import AnalyticsRepository, AsyncAnalytics
-
     repository = AnalyticsRepository(engine, reactor, maxPrefixes=settings.limits.watched_prefixes)
     store = AsyncAnalytics(repository, pool, reactor)
     introspection = registry.introspection

@@ -36,6 +36,7 @@ from collections import deque
 from typing import List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
@@ -439,8 +440,6 @@ class PeerPool:
         self._connections = {}
 
     def _tcpConnect(self, node, protocol):
-        from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
         host, _, port = node.rpartition(":")
         endpoint = TCP4ClientEndpoint(self.reactor, host, int(port), timeout=max(1, int(self.timeout)))
         return connectProtocol(endpoint, protocol)
