@@ -220,7 +220,6 @@ class Membership(PeriodicService):
         """
         PeriodicService.__init__(self, min(1.0, timeout / 4.0), self.beat, reactor, "heartbeat")
         self.engine = engine
-        self.pool = pool
         self.reactor = reactor
         self._threads = ThreadPoolRunner(reactor, pool)
         self.name = name
