@@ -10,13 +10,17 @@ cache to the other kind and empties it, as MemCachier does; any other
 plan change keeps the data.
 """
 
+from typing import Any, Dict, List, Optional, Tuple
+
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from memcachier.control.model import Plan
 from memcachier.control.repository import ControlPlaneError, UnknownCache
 
 
-def clusterForPlan(settings, plan):
+def clusterForPlan(settings: Any, plan: Plan) -> str:
     """
     The cluster a cache on C{plan} goes to: the default cluster if it is
     of the plan's kind, else the first of that kind by name; the default
@@ -47,7 +51,7 @@ class Provisioner:
 
     _log = Logger()
 
-    def __init__(self, controlPlane, index, registry, settings):
+    def __init__(self, controlPlane: Any, index: Any, registry: Any, settings: Any) -> None:
         """
         @param controlPlane: the L{memcachier.control.repository.AsyncControlPlane}.
         @param index: the L{memcachier.control.index.ControlIndex}.
@@ -60,7 +64,7 @@ class Provisioner:
         self.registry = registry
         self.settings = settings
 
-    def clusterFor(self, plan):
+    def clusterFor(self, plan: Plan) -> str:
         """
         The cluster a cache on C{plan} goes to: the default cluster if it
         is of the plan's kind, else the first of that kind by name; the
@@ -72,13 +76,13 @@ class Provisioner:
         """
         return clusterForPlan(self.settings, plan)
 
-    def servers(self, cache):
+    def servers(self, cache: Any) -> List[str]:
         """
         @return: a cache's C{MEMCACHIER_SERVERS}, in order.
         """
         return list(self.settings.clusters.get(cache.cluster, (self.settings.node.name,)))
 
-    def configVars(self, cacheId):
+    def configVars(self, cacheId: int) -> Dict[str, str]:
         """
         The three config vars of a cache, from the in-memory index.
 
@@ -96,7 +100,9 @@ class Provisioner:
             "MEMCACHIER_PASSWORD": primary.password,
         }
 
-    def createCache(self, slug, label=None, name=None):
+    def createCache(
+        self, slug: str, label: Optional[str] = None, name: Optional[str] = None
+    ) -> Deferred[Any]:
         """
         @return: a L{Deferred} of (L{Cache}, primary L{Credential}).
         @raise memcachier.control.repository.UnknownPlan: (synchronously).
@@ -107,7 +113,7 @@ class Provisioner:
         )
 
     @defer.inlineCallbacks
-    def changePlan(self, cacheId, slug):
+    def changePlan(self, cacheId: int, slug: str) -> Deferred[Tuple[Any, bool]]:
         """
         Move a cache to plan C{slug}.  Between a development and a
         production plan the cache moves to a cluster of the new plan's

@@ -41,7 +41,7 @@ cannot be added per instance; L{memcachier.web.router} builds the one
 app of the site from the groups' declared routes instead.
 """
 
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
@@ -110,7 +110,10 @@ class CacheAPI:
 
     _log = Logger()
 
-    def __init__(self, controlPlane, index, registry, settings, reactor, groups=()):
+    def __init__(
+        self, controlPlane: Any, index: Any, registry: Any, settings: Any, reactor: Any,
+        groups: Sequence[Any] = (),
+    ) -> None:
         """
         @param controlPlane: an L{memcachier.control.repository.AsyncControlPlane}.
         @param index: the L{memcachier.control.index.ControlIndex}.
@@ -153,7 +156,7 @@ class CacheAPI:
             return list(self.registry.cluster.membership.servers(cluster))
         return list(self.settings.clusters.get(cluster, (self.settings.node.name,)))
 
-    def switchTarget(self, cluster):
+    def switchTarget(self, cluster: str) -> Optional[str]:
         """
         The cluster a cache on C{cluster} would move to: the next one of the
         same kind in name order (wrapping around).
@@ -184,7 +187,7 @@ class CacheAPI:
     # -- info
 
     @route("/info", ["GET"])
-    def info(self, request, cacheId):
+    def info(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         cache = caller.cache
         body = cacheInfoJSON(
@@ -199,14 +202,14 @@ class CacheAPI:
     # -- credentials
 
     @route("/credentials", ["GET"])
-    def listCredentials(self, request, cacheId):
+    def listCredentials(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         return jsonResponse(
             request, [credentialJSON(c) for c in self.index.credentials(caller.cacheId)]
         )
 
     @route("/credentials", ["POST"])
-    async def createCredential(self, request, cacheId):
+    async def createCredential(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         self._requireManagement(caller)
         body = readJSONObject(request, CAPABILITIES, required=False, booleans=True)
@@ -216,7 +219,7 @@ class CacheAPI:
         return jsonResponse(request, credentialJSON(credential), 201)
 
     @route("/credentials/<username>", ["PATCH"])
-    async def updateCredential(self, request, cacheId, username):
+    async def updateCredential(self, request: Any, cacheId: str, username: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         self._requireManagement(caller)
         body = readJSONObject(request, CAPABILITIES, booleans=True)
@@ -227,7 +230,7 @@ class CacheAPI:
         return jsonResponse(request, capabilitiesJSON(credential))
 
     @route("/credentials/<username>", ["DELETE"])
-    async def deleteCredential(self, request, cacheId, username):
+    async def deleteCredential(self, request: Any, cacheId: str, username: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         self._requireManagement(caller)
         requireNoBody(request)
@@ -236,7 +239,7 @@ class CacheAPI:
         return emptyResponse(request, 200)
 
     @route("/credentials/primary/<username>", ["POST"])
-    async def promoteCredential(self, request, cacheId, username):
+    async def promoteCredential(self, request: Any, cacheId: str, username: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         requireNoBody(request)
         self._credentialOf(caller, username)
@@ -248,7 +251,7 @@ class CacheAPI:
     # -- management
 
     @route("/rotate_sso", ["POST"])
-    async def rotateSso(self, request, cacheId):
+    async def rotateSso(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         requireNoBody(request)
         secret = await self.controlPlane.rotateSso(caller.cacheId).addErrback(
@@ -257,7 +260,7 @@ class CacheAPI:
         return jsonResponse(request, secret)
 
     @route("/enable_cache", ["POST"])
-    async def enableCache(self, request, cacheId):
+    async def enableCache(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         requireNoBody(request)
         await self.controlPlane.setEnabled(caller.cacheId, True).addErrback(
@@ -266,7 +269,7 @@ class CacheAPI:
         return emptyResponse(request, 200)
 
     @route("/switch_cluster", ["POST"])
-    async def switchCluster(self, request, cacheId):
+    async def switchCluster(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId)
         requireNoBody(request)
         current = caller.cache.cluster
@@ -299,7 +302,7 @@ class CacheAPI:
     # -- commands
 
     @route("/flush", ["POST"])
-    async def flush(self, request, cacheId):
+    async def flush(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
         requireNoBody(request)
         runtime = self.registry.runtime(caller.cacheId)
@@ -307,7 +310,7 @@ class CacheAPI:
         return emptyResponse(request, 204)
 
     @route("/reset_stats", ["POST"])
-    async def resetStats(self, request, cacheId):
+    async def resetStats(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
         requireNoBody(request)
         runtime = self.registry.runtime(caller.cacheId)
@@ -315,7 +318,7 @@ class CacheAPI:
         return emptyResponse(request, 204)
 
     @route("/stats", ["GET"])
-    async def stats(self, request, cacheId):
+    async def stats(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
         runtime = self.registry.existing(caller.cacheId)
         perServer = [] if runtime is None else [runtime.statsDict()]
@@ -332,10 +335,10 @@ class CacheAPI:
 
     # -- the document
 
-    def openapiPaths(self):
+    def openapiPaths(self) -> Dict[str, Any]:
         return openapi.corePaths()
 
-    def openapi(self):
+    def openapi(self) -> Dict[str, Any]:
         """
         The OpenAPI 3 document of every route of every group.
 
@@ -350,10 +353,10 @@ class CacheAPI:
             self._document = openapi.document(paths)
         return self._document
 
-    def openapiDocument(self, request):
+    def openapiDocument(self, request: Any) -> bytes:
         return jsonResponse(request, self.openapi())
 
-    def routes(self):
+    def routes(self) -> List[Tuple[str, Sequence[str]]]:
         """
         Every route, as (absolute werkzeug path, methods), for tests and
         documentation.

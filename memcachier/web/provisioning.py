@@ -10,7 +10,7 @@ Klein app and OpenAPI document, with its own security scheme.
 """
 
 import hmac
-from typing import Any
+from typing import Any, Dict, Optional
 
 from memcachier.control.provisioning import Provisioner
 from memcachier.control.repository import DuplicateCacheName, UnknownCache, UnknownPlan
@@ -32,7 +32,7 @@ _CHALLENGE = {b"WWW-Authenticate": b'Bearer realm="memcachier-provisioning"'}
 CREATE_FIELDS = ("plan", "label", "name")
 
 
-def bearerToken(request):
+def bearerToken(request: Any) -> Optional[bytes]:
     """
     The token of an C{Authorization: Bearer ...} header, or L{None}.
 
@@ -47,7 +47,7 @@ def bearerToken(request):
     return token.strip()
 
 
-def checkBearer(request, expected, what):
+def checkBearer(request: Any, expected: str, what: str) -> None:
     """
     Refuse a request without the bearer token C{expected} (L{str}).
 
@@ -74,7 +74,9 @@ class ProvisioningAPI:
     routePrefix = "/api/v2/caches"
     openapiPrefix = "/api/v2/caches"
 
-    def __init__(self, controlPlane, index, provisioner, settings):
+    def __init__(
+        self, controlPlane: Any, index: Any, provisioner: Provisioner, settings: Any
+    ) -> None:
         self.controlPlane = controlPlane
         self.index = index
         self.provisioner = provisioner
@@ -103,7 +105,7 @@ class ProvisioningAPI:
         }
 
     @route("", ["POST"])
-    async def create(self, request):
+    async def create(self, request: Any) -> bytes:
         self._authorize(request)
         body = self._body(request, CREATE_FIELDS)
         slug = body.get("plan", self.settings.caches.default_plan)
@@ -118,7 +120,7 @@ class ProvisioningAPI:
         return jsonResponse(request, self._cacheJSON(cache), 201)
 
     @route("/<cacheId>", ["DELETE"])
-    async def delete(self, request, cacheId):
+    async def delete(self, request: Any, cacheId: str) -> bytes:
         self._authorize(request)
         cacheId = parseCacheId(cacheId)
         requireNoBody(request)
@@ -129,7 +131,7 @@ class ProvisioningAPI:
         return emptyResponse(request, 204)
 
     @route("/<cacheId>/plan", ["PUT"])
-    async def changePlan(self, request, cacheId):
+    async def changePlan(self, request: Any, cacheId: str) -> bytes:
         self._authorize(request)
         cacheId = parseCacheId(cacheId)
         body = self._body(request, ("plan",))
@@ -147,7 +149,7 @@ class ProvisioningAPI:
 
     # -- the document
 
-    def openapiPaths(self):
+    def openapiPaths(self) -> Dict[str, Any]:
         def errors(*codes):
             texts = {
                 400: "A malformed body or cache id.",

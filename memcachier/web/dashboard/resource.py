@@ -5,7 +5,9 @@ a live session, before the router (L{memcachier.web.router}) runs the
 handlers of the API and the pages.
 """
 
-from twisted.internet.defer import succeed
+from typing import Any, Optional
+
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from memcachier.web.sso import fingerprint, sessionCookie
@@ -20,7 +22,7 @@ class SessionResolver:
 
     _log = Logger()
 
-    def __init__(self, sessions, index, settings):
+    def __init__(self, sessions: Any, index: Any, settings: Any) -> None:
         """
         @param sessions: an L{memcachier.web.sso.AsyncSessionStore}.
         @param index: the control index (C{cache(id)}).
@@ -30,7 +32,7 @@ class SessionResolver:
         self.index = index
         self.settings = settings
 
-    def expectedFingerprint(self, cacheId):
+    def expectedFingerprint(self, cacheId: Optional[int]) -> Any:
         """
         The fingerprint a live session of C{cacheId} (L{None}: the
         operator) must carry, or L{None} if no session can be live.
@@ -41,7 +43,7 @@ class SessionResolver:
         cache = self.index.cache(cacheId)
         return None if cache is None else fingerprint(cache.sso_secret)
 
-    def resolve(self, request):
+    def resolve(self, request: Any) -> Deferred[Any]:
         """
         @return: a L{Deferred} firing with the session or L{None}.
         """
