@@ -6,6 +6,7 @@ no-op tap when introspection is off.
 """
 
 import pytest
+from twisted.internet.task import Clock
 
 from memcachier.analytics.introspection import IntrospectionService, discard, prefixOf
 from tests.unit.helpers import World
@@ -194,6 +195,23 @@ def test_introspectionOff():
     send(proto, transport, b"get x\r\n")
     assert proto.session.tap is discard
     assert service.introspectors() == {}
+
+
+def test_drainTimer():
+    """
+    Enabled, the service drains every C{interval} seconds of its clock
+    from one interval after start; disabled, it runs no timer.
+    """
+    clock = Clock()
+    on = IntrospectionService(clock, interval=0.5)
+    on.startService()
+    assert [call.getTime() for call in clock.getDelayedCalls()] == [0.5]
+    on.stopService()
+    assert clock.getDelayedCalls() == []
+    off = IntrospectionService(clock, enabled=False)
+    off.startService()
+    assert clock.getDelayedCalls() == []
+    off.stopService()
 
 
 def test_noIntrospectionService():
