@@ -41,6 +41,9 @@ from twisted.web import http, resource, server
 
 from memcachier.tx.ceiling import ConnectionCeiling
 from memcachier.web.common import MAX_BODY
+from memcachier.web.dashboard.app import Dashboard
+from memcachier.web.dashboard.resource import SessionResolver
+from memcachier.web.router import makeRouter
 
 _log = Logger()
 
@@ -508,13 +511,8 @@ def makeSite(
         L{None} for none.
     @param counters: the L{WebCounters} C{/metrics} reads, or L{None}.
     """
-    from memcachier.web.router import makeRouter
-
     dashboard = resolver = None
     if sessions is not None:
-        from memcachier.web.dashboard.app import Dashboard
-        from memcachier.web.dashboard.resource import SessionResolver
-
         resolver = SessionResolver(sessions, api.index, settings)
         dashboard = Dashboard(sessions, resolver, api.index, settings, reactor)
     router = makeRouter(api, dashboard, resolver, heroku, metrics)
