@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from memcachier.alerts.service import makeAlerts
@@ -40,9 +41,12 @@ from memcachier.web.alerts import AlertsAPI
 from memcachier.web.common import CacheAuth
 from memcachier.web.insight import InsightAPI
 from memcachier.web.introspection import IntrospectionAPI
-from memcachier.web.metrics import NodeCounters
+from memcachier.heroku.api import makeHeroku
+from memcachier.web.api import CacheAPI
+from memcachier.web.metrics import MetricsResource, NodeCounters
 from memcachier.web.provisioning import makeProvisioning
-from memcachier.web.site import makeSite
+from memcachier.web.site import WebCounters, makeSite
+from memcachier.web.site import webCeiling as webConnectionCeiling
 from memcachier.web.sso import AsyncSessionStore, SessionStore
 
 _log = Logger()
@@ -139,24 +143,39 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     services.append(alertService)
 
     # The web site: API v2, dashboard, provisioning, Heroku, /metrics.
+    # What /metrics reads (the ceilings, the web's counters, the TLS
+    # reloads) is built first, the site and factories that count in it after.
     throttle = AuthThrottle(settings.memcache.auth_failure_rate,
                             settings.memcache.auth_failure_burst)
-    provisioningGroups, mounts, provisioningServices = makeProvisioning(
-        controlPlane, asyncControlPlane, pool, index, registry, settings, reactor
+    webConnections = webConnectionCeiling(webCeiling, reactor)
+    memcacheConnections = memcacheConnectionCeiling(memcacheCeiling, reactor)
+    webCounters = WebCounters()
+    tlsReloads = (
+        {"ok": 0, "failed": 0}
+        if any(d.startswith("ssl:") for d in [settings.web.listen, *settings.memcache.listen])
+        else None
     )
-    services.extend(provisioningServices)
+    provisioning = makeProvisioning(asyncControlPlane, index, registry, settings)
+    heroku, herokuServices = makeHeroku(
+        controlPlane, pool, index, provisioning.provisioner, settings, reactor
+    )
+    services.extend(herokuServices)
     auth = CacheAuth(index)
+    api = CacheAPI(asyncControlPlane, index, registry, settings, reactor, [
+        InsightAPI(auth, analytics),
+        IntrospectionAPI(auth, analytics),
+        AlertsAPI(auth, alertStore, settings.alerts.allow_http_loopback),
+        provisioning,
+    ])
+    metrics = MetricsResource(
+        index, registry, settings, reactor,
+        lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        NodeCounters(webConnections, webCounters, memcacheConnections, throttle, tlsReloads),
+    )
     site = makeSite(
-        asyncControlPlane, index, registry, settings, reactor,
-        groups=[
-            InsightAPI(auth, analytics),
-            IntrospectionAPI(auth, analytics),
-            AlertsAPI(auth, alertStore, settings.alerts.allow_http_loopback),
-            *provisioningGroups,
-        ],
-        maxConnections=webCeiling,
-        mounts=mounts,
+        api, settings, reactor,
         sessions=AsyncSessionStore(SessionStore(engine, reactor), pool, reactor),
+        heroku=heroku, metrics=metrics, ceiling=webConnections, counters=webCounters,
     )
     listeners = [listenerService(
         settings.web.listen, site, reactor, settings.memcache.tls_min_version, ready,
@@ -166,7 +185,7 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     # The memcache port(s): one factory behind every listener.
     factory = MemcacheFactory(
         registry, reactor, settings.memcache.auth_timeout, throttle,
-        ceiling=memcacheConnectionCeiling(memcacheCeiling, reactor),
+        ceiling=memcacheConnections,
         maxKeys=settings.limits.multiget_keys, directSend=directSend,
     )
     listeners += [
@@ -177,10 +196,8 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         for description in settings.memcache.listen
     ]
     contextFactories = [l.contextFactory for l in listeners if l.contextFactory is not None]
-    reloader = CertificateReloader(reactor, contextFactories) if contextFactories else None
-    if reloader is not None:
-        services.append(reloader)
-    mounts[b"metrics"].node = NodeCounters(site, factory, throttle, reloader)
+    if contextFactories:
+        services.append(CertificateReloader(reactor, contextFactories, counters=tlsReloads))
 
     node = NodeService(
         reactor, settings.node.shutdown_timeout, listeners=listeners,

@@ -119,12 +119,17 @@ class CertificateReloader(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor, contextFactories, installSignal=True):
+    def __init__(self, reactor, contextFactories, installSignal=True, counters=None):
+        """
+        @param counters: the mapping to count reloads in (C{ok}, C{failed}),
+            built before this reloader so that C{/metrics} can be given it
+            first; a new one if L{None}.
+        """
         self.reactor = reactor
         self.contextFactories = contextFactories
         self.installSignal = installSignal
         self._previous = None
-        self.counters = {"ok": 0, "failed": 0}
+        self.counters = counters if counters is not None else {"ok": 0, "failed": 0}
 
     def startService(self):
         super().startService()

@@ -265,8 +265,8 @@ def test_buildNode(tmp_path):
     top = buildNode(settings, reactor)
     services = list(top)
     assert isinstance(services[-1], ListenerService)
-    # /metrics reads the node's counters from its site and memcache factory
+    # each surface counts its connections in its own ceiling (built
+    # before the site and the factory, and read by /metrics)
     site, factory = top.drainables
-    node = site.resource.mounts[b"metrics"].node
-    assert (node.site, node.memcache, node.reloader) == (site, factory, None)
-    assert node.throttle is factory.throttle
+    assert (site.ceiling.surface, factory.ceiling.surface) == ("web", "memcache")
+    assert site.ceiling.limit is not None and factory.ceiling.limit is not None
