@@ -190,12 +190,14 @@ class HerokuAPI:
         body = readJSONObject(request, empty=None, notObject=NO_OBJECT)
         slug = self._plan(body)
         resource = await self._live(uuid)
+        changed: Tuple[Any, bool]
         try:
-            cache, kept = await self.provisioner.changePlan(resource.cache_id, slug)
+            changed = await self.provisioner.changePlan(resource.cache_id, slug)
         except UnknownCache:
             raise ApiError(410, f"resource {uuid!r} was deprovisioned")
         except UnknownPlan as e:
             raise ApiError(422, str(e))
+        cache, kept = changed
         message = f"Your cache is now on plan {slug}"
         message += "; its data was kept." if kept else "; it moved to new servers and is empty."
         return jsonResponse(
