@@ -9,6 +9,8 @@ reports each one as a C{leaked} instance, about 600 lines per stop).
 import re
 import time
 
+import requests
+
 #: the lines a node writes from the C{SIGTERM} on (the signal, its
 #: listening ports closing, the drain finished, twistd's own two); anything
 #: else after the signal is someone else's (a library at exit, a traceback)
@@ -45,6 +47,18 @@ def _busy(server, rounds=200):
         conn.close()
 
 
+def _askIntrospection(server):
+    """
+    The API calls that merge and encode sketches (popular items, key
+    stats), so that their copies have been made too.
+    """
+    base = f"http://127.0.0.1:{server.web_port}/api/v2/caches/{server.cache_id}/introspection"
+    auth = (server.username, server.password)
+    for path in ("popular_items", "key_stats?key=key:1", "recent_logs"):
+        reply = requests.get(f"{base}/{path}", auth=auth, timeout=10)
+        assert reply.status_code == 200, (path, reply.status_code, reply.text)
+
+
 def test_quietStop(memcachier_server):
     """
     After gets and sets with introspection on, C{SIGTERM} stops the node
@@ -53,6 +67,7 @@ def test_quietStop(memcachier_server):
     """
     s = memcachier_server
     _busy(s)
+    _askIntrospection(s)
 
     assert s.stop(30) == 0
     lines = s.log().splitlines()
