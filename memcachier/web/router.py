@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_dashboard -*-
+# -*- test-case-name: tests.unit.test_router -*-
 """
 The node's one web router: a single L{Klein} app that serves every path
 of the web listener, built in one place (L{makeRouter}) from its parts.
