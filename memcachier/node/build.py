@@ -28,7 +28,7 @@ from memcachier.control.migrations import upgrade
 from memcachier.control.repository import AsyncControlPlane, ControlPlane, makeThreadPool
 from memcachier.control.schema import makeEngine
 from memcachier.interfaces import IStore
-from memcachier.node.listeners import ListenerService, listenerService
+from memcachier.node.listeners import listenerService
 from memcachier.node.settings import Settings
 from memcachier.node.shutdown import CertificateReloader, NodeService
 from memcachier.protocols.sniff import MemcacheFactory, memcacheConnectionCeiling

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from memcachier.node.settings import _endpointArgs
+from memcachier.node.endpoints import endpointArgs
 from memcachier.node.tls import ReloadingContextFactory
 
 #: memcached's listen backlog (C{-b}); Twisted's default of 50 left
@@ -38,7 +38,7 @@ def withBacklog(description: str, backlog: int) -> str:
     C{description} with C{:backlog=BACKLOG} added when its type takes one
     and it sets none.
     """
-    args, kw = _endpointArgs(description)
+    args, kw = endpointArgs(description)
     if args and args[0] in BACKLOG_TYPES and "backlog" not in kw:
         return f"{description}:backlog={backlog}"
     return description

@@ -9,7 +9,6 @@ start from the defaults: C{Settings().evolve(memcache={"auth_timeout": 1.0})}.""
 import json
 import math
 import re
-import socket
 import textwrap
 import tomllib
 from functools import partial
@@ -23,6 +22,8 @@ from twisted.internet.testing import MemoryReactor
 from twisted.plugin import getPlugins
 
 from memcachier.control.model import DEFAULT_PLANS, Plan
+from memcachier.node.endpoints import endpointArgs, hostPort
+from memcachier.node.tls import tlsOptions
 
 
 class ConfigError(Exception):
@@ -68,43 +69,14 @@ def parseDuration(value: Any) -> Optional[float]:
     return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
-def _endpointArgs(description: str) -> Tuple[List[str], Dict[str, str]]:
-    """Split an endpoint description at unescaped colons, as L{twisted.internet.endpoints.serverFromString} does, into
-    its positional parts (the type first) and its C{key=value} ones."""
-    parts, current, escaped = [], [], False
-    for ch in description:
-        if escaped or ch not in "\\:":
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        else:
-            parts.append("".join(current))
-            current = []
-    pairs = [p.partition("=") for p in parts + ["".join(current)]]
-    return [k for k, eq, _ in pairs if not eq], {k: v for k, eq, v in pairs if eq}
-
-
-def _hostPort(description: str) -> Optional[str]:
-    """The C{host:port} a C{tcp:}/C{ssl:} listener is reached at (the host name on every interface); L{None} for other
-    types."""
-    args, kw = _endpointArgs(description)
-    host = kw.get("interface", "")
-    host = socket.gethostname() if host in ("", "0.0.0.0", "::") else host
-    port = kw.get("port", args[1] if len(args) > 1 else "")
-    return None if len(args) < 2 or args[0] not in ("tcp", "ssl") else f"[{host}]:{port}" if ":" in host \
-        else f"{host}:{port}"
-
-
 def _endpointError(description: Any) -> Optional[str]:
     """What is wrong with an endpoint description, found the way twistd will parse it but without listening: an unknown
     type (installed parser plugins count), options its parser does not take, a bad port, and for C{ssl:} key,
     certificate and CA files that do not exist or load."""
-    from memcachier.node.tls import tlsOptions  # here: it imports this module
 
     if not isinstance(description, str) or not description:
         return f"expected an endpoint description, got {_show(description)}"
-    args, kw = _endpointArgs(description)
+    args, kw = endpointArgs(description)
     kind, port, shown = (args or [""])[0], kw.get("port", args[1] if len(args) > 1 else ""), _show(description)
     types = ["tcp", "ssl", "unix"] + sorted(p.prefix for p in getPlugins(IStreamServerEndpointStringParser))
     if kind not in types:
@@ -284,7 +256,7 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("database", "poll_interval", NUMBER, 1.0, "seconds between checks for changes made elsewhere"),
     O("node", "name", HOST_PORT, "127.0.0.1:11211", "the host:port this node advertises in MEMCACHIER_SERVERS",
       example="cache1.example.com:11211", shown="the first tcp/ssl listener's `interface:port`",
-      derive=lambda got: next(filter(_isHostPort, map(_hostPort, got["memcache.listen"])), "127.0.0.1:11211")),
+      derive=lambda got: next(filter(_isHostPort, map(hostPort, got["memcache.listen"])), "127.0.0.1:11211")),
     O("node", "shutdown_timeout", duration(), "10s", "on SIGTERM, how long requests under way may take"),
     O("node", "allocator_warning", BOOLEAN, True, "warn at start when not running on jemalloc (Memory allocator)"),
     O("cluster", "secret", TEXT, "", "password peer nodes authenticate with, the same on all", example="long random"),
@@ -393,7 +365,7 @@ class Settings(_Fields):
 def publicUrlOf(description: str) -> str:
     """The URL a web listener is reached at, C{[web] public_url}'s default: C{http://127.0.0.1:8080} for
     C{tcp:8080:interface=127.0.0.1}, C{https://...} for C{ssl:}."""
-    found, scheme = _hostPort(description), "https" if description.startswith("ssl:") else "http"
+    found, scheme = hostPort(description), "https" if description.startswith("ssl:") else "http"
     return f"{scheme}://{found}" if found else "http://127.0.0.1:8080"
 
 

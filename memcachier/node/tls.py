@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.python.filepath import FilePath
 from zope.interface import implementer
 
-from memcachier.node.settings import _endpointArgs
+from memcachier.node.endpoints import endpointArgs
 
 #: C{ssl:} options we understand; any other is an error naming it
 SSL_OPTIONS = (
@@ -61,7 +61,7 @@ def tlsOptions(description, minimum, defaultBacklog=50):
     @raise OSError: a file cannot be read.
     @raise Exception: from OpenSSL, a file that does not parse.
     """
-    args, kw = _endpointArgs(description)
+    args, kw = endpointArgs(description)
     port = int(kw.pop("port", args[1] if len(args) > 1 else 0))
     privateKey = kw.pop("privateKey", "server.pem")
     certKey = kw.pop("certKey", privateKey)
