@@ -18,10 +18,24 @@ status 2, as argparse does.
 import argparse
 import json
 import sys
+from urllib.parse import urlsplit
 
+import sqlalchemy
+import sqlalchemy.exc
 from twisted.python.runtime import seconds
 
-from memcachier.control.repository import ControlPlaneError
+from memcachier.alerts.message import AlertMessage, formatNumber
+from memcachier.alerts.repository import AlertRepository
+from memcachier.cluster.membership import listNodes, liveServers
+from memcachier.control.migrations import upgrade
+from memcachier.control.provisioning import clusterForPlan
+from memcachier.control.repository import ControlPlane, ControlPlaneError
+from memcachier.control.schema import makeEngine
+from memcachier.heroku.manifest import manifest
+from memcachier.heroku.records import HerokuRecords, UnknownResource
+from memcachier.node.settings import ConfigError, loadSettings
+from memcachier.web.alerts import alertJSON, configJSON, eventJSON
+from memcachier.web.sso import MAX_LINK_TTL, hashPassword, makeLink, parseDuration
 
 
 class _WallClock:
@@ -112,10 +126,6 @@ class Admin:
         on first use (C{plan list} needs no database).
         """
         if self._controlPlane is None:
-            from memcachier.control.migrations import upgrade
-            from memcachier.control.repository import ControlPlane
-            from memcachier.control.schema import makeEngine
-
             engine = makeEngine(self.settings.database.url)
             upgrade(engine)
             self._controlPlane = ControlPlane(
@@ -140,8 +150,6 @@ class Admin:
         self._print(json.dumps(value, indent=2, sort_keys=True))
 
     def _nodes(self):
-        from memcachier.cluster.membership import listNodes
-
         return listNodes(self.controlPlane.engine)[0]
 
     def _servers(self, cache):
@@ -150,8 +158,6 @@ class Admin:
         nodes of its cluster); the configured list when no node of it has
         registered (single nodes do not).
         """
-        from memcachier.cluster.membership import liveServers
-
         configured = self.settings.clusters.get(cache.cluster, ())
         records = self._nodes()
         if not any(r.cluster == cache.cluster for r in records):
@@ -262,8 +268,6 @@ class Admin:
         cluster of the new plan's kind, empty (every node empties its share
         when it sees the move), as through the Heroku and provisioning APIs.
         """
-        from memcachier.control.provisioning import clusterForPlan
-
         target = self.settings.plans.get(args.slug)
         cache = self.controlPlane.getCache(args.id)
         current = self.settings.plans.get(cache.plan)
@@ -280,8 +284,6 @@ class Admin:
         self._cacheDone(args, cache, message)
 
     def cache_dashboard_url(self, args):
-        from memcachier.web.sso import makeLink
-
         cache = self.controlPlane.getCache(args.id)
         self._print(
             makeLink(self.settings.web.public_url, cache, self._clock.seconds(), args.ttl)
@@ -349,8 +351,6 @@ class Admin:
     # -- alerts
 
     def _alerts(self):
-        from memcachier.alerts.repository import AlertRepository
-
         return AlertRepository(
             self.controlPlane.engine, self._clock, maxAlerts=self.settings.limits.alerts,
             maxConfigs=self.settings.limits.alert_configs,
@@ -360,9 +360,6 @@ class Admin:
         self.controlPlane.getCache(cacheId)
 
     def alert_list(self, args):
-        from memcachier.alerts.message import AlertMessage
-        from memcachier.web.alerts import alertJSON, configJSON
-
         self._requireCache(args.cache_id)
         alerts = self._alerts().listAlerts(args.cache_id)
         configs = {c["id"]: c for c in self._alerts().listConfigs(args.cache_id)}
@@ -386,9 +383,6 @@ class Admin:
             )
 
     def alert_events(self, args):
-        from memcachier.alerts.message import formatNumber
-        from memcachier.web.alerts import eventJSON
-
         self._requireCache(args.cache_id)
         events = self._alerts().events(args.cache_id)
         if args.json:
@@ -412,8 +406,6 @@ class Admin:
     # -- heroku
 
     def heroku_manifest(self, args):
-        from memcachier.heroku.manifest import manifest
-
         if not self.settings.web.public_url.startswith("https://"):
             raise AdminError("[web] public_url must be https: Heroku calls only https base URLs")
         if not self.settings.heroku.password or not self.settings.heroku.sso_salt:
@@ -421,8 +413,6 @@ class Admin:
         self._json(manifest(self.settings))
 
     def heroku_show(self, args):
-        from memcachier.heroku.records import HerokuRecords, UnknownResource
-
         records = HerokuRecords(self.controlPlane, self._clock)
         resource = records.herokuResource(args.uuid)
         if resource is None:
@@ -467,8 +457,6 @@ class Admin:
     # -- the operator
 
     def operator_hash_password(self, args):
-        from memcachier.web.sso import hashPassword
-
         password = self.stdin.readline().rstrip("\r\n")
         if not password:
             raise AdminError("no password on standard input")
@@ -494,8 +482,6 @@ def _redactURL(url):
     """
     A webhook URL without its path (Slack's carries the secret).
     """
-    from urllib.parse import urlsplit
-
     if "://" not in url:
         return url
     parts = urlsplit(url)
@@ -510,8 +496,6 @@ def _cacheId(text):
 
 
 def _ttl(text):
-    from memcachier.web.sso import MAX_LINK_TTL, parseDuration
-
     try:
         seconds = parseDuration(text)
     except ValueError as e:
@@ -683,14 +667,10 @@ def main(argv=None, stdout=None, stderr=None, stdin=None):
         stderr.write(f"memcachier-admin: error: {message}\n")
         return 1
 
-    from memcachier.node.settings import ConfigError, loadSettings
-
     try:
         settings = loadSettings(args.config, {"database": args.database})
     except ConfigError as e:
         return fail(str(e))
-
-    import sqlalchemy.exc
 
     admin = Admin(settings, stdout, stdin=stdin)
     try:
@@ -718,8 +698,6 @@ def _safeURL(url):
     """
     A database URL without its password, for messages.
     """
-    import sqlalchemy
-
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
     except Exception:
