@@ -30,6 +30,9 @@ Test doubles for codecs, sessions and anything that forwards to a keyspace
     through a Deferred.
 """
 
+import hmac
+
+import attr
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -46,6 +49,7 @@ from memcachier.commands import (
     itemFlags,
     itemValue,
 )
+from memcachier.control.model import DEFAULT_PLANS, Cache, Credential
 from memcachier.interfaces import IKeyspace, IStore
 
 MiB = 1024 * 1024
@@ -462,24 +466,18 @@ class MemoryControlIndex:
     """
 
     def __init__(self, plans=None):
-        from memcachier.control.model import DEFAULT_PLANS
-
         self.plans = {p.slug: p for p in (plans or DEFAULT_PLANS)}
         self._caches = {}
         self._credentials = {}
         self._listeners = []
 
     def addCache(self, cacheId, plan="dev", enabled=True):
-        from memcachier.control.model import Cache
-
         self._caches[cacheId] = Cache(
             cacheId, f"cache{cacheId}", "", plan, enabled, "default", "", 0.0, 0.0
         )
         self.changed()
 
     def addCredential(self, cacheId, username, password, write=True, flush=True, api=True):
-        from memcachier.control.model import Credential
-
         self._credentials[username] = Credential(
             len(self._credentials) + 1, cacheId, username, password, write, flush, api,
             not any(c.cache_id == cacheId for c in self._credentials.values()),
@@ -491,8 +489,6 @@ class MemoryControlIndex:
         Put a cache on another cluster (C{switch_cluster}, a plan change
         between development and production).
         """
-        import attr
-
         self._caches[cacheId] = attr.evolve(self._caches[cacheId], cluster=cluster)
         self.changed()
 
@@ -511,8 +507,6 @@ class MemoryControlIndex:
         self._listeners.append(listener)
 
     def authenticate(self, username, password):
-        import hmac
-
         credential = self._credentials.get(username.decode("utf-8", "replace"))
         if credential is None:
             return None
