@@ -8,6 +8,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from memcachier.interfaces import IStorePlugin
+from memcachier.stores.memory import MemoryStore
 
 
 @implementer(IPlugin, IStorePlugin)
@@ -26,8 +27,6 @@ class MemoryStorePlugin:
             settings.
         @param reactor: the store's clock.
         """
-        from memcachier.stores.memory import MemoryStore
-
         return MemoryStore(reactor)
 
 

@@ -20,6 +20,8 @@ from typing import Any, Dict, Optional, Sequence
 
 from twisted.logger import Logger
 
+from memcachier.web.sso import csrfOK
+
 _log = Logger()
 
 #: The largest request body the API reads; larger ones get 413.
@@ -330,8 +332,6 @@ class CacheAuth:
         its own cache only (an operator's for every cache), and a
         state-changing request must carry the session's CSRF token.
         """
-        from memcachier.web.sso import csrfOK
-
         if not session.allows(cacheId):
             raise ApiError(403, f"this dashboard session cannot access cache {cacheId}")
         if not csrfOK(request, session):

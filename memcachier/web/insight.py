@@ -5,6 +5,8 @@ server) and latency, read from the analytics rollups
 (L{memcachier.analytics.service.Analytics}).
 """
 
+from twisted.internet.defer import maybeDeferred
+
 from memcachier.analytics.series import LATENCY_PERIOD, NAMES_PATTERN, PROCESSED_NAMES, QueryError
 from memcachier.web.common import NOT_FOUND, ApiError, jsonResponse, route
 from memcachier.web.openapi import errors
@@ -38,8 +40,6 @@ def answer(request, call, *args):
     Run C{call(*args)}, which may raise L{QueryError} or return a
     Deferred, and answer its result in JSON.
     """
-    from twisted.internet.defer import maybeDeferred
-
     d = maybeDeferred(call, *args)
     d.addErrback(badQuery)
     return d.addCallback(lambda value: jsonResponse(request, value))
