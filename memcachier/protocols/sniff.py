@@ -115,7 +115,8 @@ class SniffingProtocol(Protocol, TimeoutMixin):
     def connectionMade(self) -> None:
         factory = self.factory
         factory.ceiling.opened(self)
-        peer = self.transport.getPeer()
+        transport: Any = self.transport
+        peer = transport.getPeer()
         self.session = Session(
             factory.registry,
             factory.reactor,
@@ -124,7 +125,7 @@ class SniffingProtocol(Protocol, TimeoutMixin):
             self.close,
             factory.authTimeout,
         )
-        if ISSLTransport.providedBy(self.transport):
+        if ISSLTransport.providedBy(transport):
             # until handshakeCompleted
             self._handshaking = True
             self.setTimeout(factory.authTimeout or HANDSHAKE_TIMEOUT)
@@ -142,7 +143,8 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         The handshake did not finish in time, or a close did not complete
         within L{CLOSE_GRACE}: drop the connection.
         """
-        self.transport.abortConnection()
+        transport: Any = self.transport
+        transport.abortConnection()
 
     def close(self) -> None:
         """
@@ -154,7 +156,8 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         self._closing = True
         if self.codec is not None:
             self.codec.stopBeingProducer()
-        self.transport.loseConnection()
+        transport: Any = self.transport
+        transport.loseConnection()
         if not self._handshaking:
             # (during a handshake its own deadline stands)
             self.setTimeout(CLOSE_GRACE)
@@ -287,7 +290,7 @@ class MemcacheFactory(Factory):
         """
         return self.ceiling.abort()
 
-    def buildProtocol(self, addr: IAddress) -> Optional[IProtocol]:
+    def buildProtocol(self, addr: Optional[IAddress]) -> Optional[Protocol]:
         refusing = self.ceiling.admit()
         if refusing is not None:
             return refusing

@@ -113,8 +113,10 @@ class RefusingProtocol(Protocol):
         self.refusal = refusal
 
     def connectionMade(self) -> None:
-        self.transport.write(self.refusal)
-        self.transport.loseConnection()
+        transport = self.transport
+        assert transport is not None  # connectionMade follows makeConnection
+        transport.write(self.refusal)
+        transport.loseConnection()
 
 
 class ConnectionCeiling:
