@@ -37,7 +37,6 @@ from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHandshakeListener,
-    IProtocol,
     IReactorTime,
     ISSLTransport,
     ITransport,
