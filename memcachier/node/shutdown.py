@@ -16,7 +16,7 @@ writes the last requests queued are done before the process exits (0).
 import signal
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.logger import Logger
 
 
@@ -49,8 +49,26 @@ class NodeService(MultiService):
         )
         # whatever happened above, the rest must stop (the thread pool's
         # threads would otherwise keep the process alive)
-        stopped.addBoth(lambda _: MultiService.stopService(self))
+        stopped.addBoth(lambda _: self._stopChildren())
         return stopped
+
+    def _stopChildren(self):
+        """
+        Stop the other services one at a time, the last added first, each
+        once the one before has finished.  C{MultiService} stops them all
+        at once: the thread pool then stopped while a periodic job still
+        had SQL to run, the pool dropped that call, and the job's stop
+        waited for it forever.
+        """
+        done = succeed(None)
+        for service in reversed(list(self)):
+            if service.running:
+                done.addCallback(lambda _, s=service: s.stopService())
+                done.addErrback(
+                    lambda f, s=service: self._log.failure("stopping {service} failed", f,
+                                                           service=s)
+                )
+        return done
 
     def _drain(self):
         """

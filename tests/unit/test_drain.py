@@ -104,3 +104,40 @@ def test_unansweredPartialIsLeftToTheDeadline(world):
     world.clock.advance(5)
     assert transport.connected and not drained.called
     assert world.factory.abort() == 1
+
+
+def test_nodeStopsItsServicesOneAtATime():
+    """
+    L{NodeService} stops its services last added first, each once the one
+    before has finished: the thread pool, added first, stops only after a
+    job still running SQL through it is done.
+    """
+    from twisted.application.service import Service
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    from memcachier.node.shutdown import NodeService
+
+    stopped = []
+    jobDone = Deferred()
+
+    class Pool(Service):
+        def stopService(self):
+            super().stopService()
+            stopped.append("pool")
+
+    class Job(Service):
+        def stopService(self):
+            super().stopService()
+            stopped.append("job stopping")
+            return jobDone
+
+    node = NodeService(Clock(), shutdownTimeout=1)
+    Pool().setServiceParent(node)
+    Job().setServiceParent(node)
+    node.startService()
+    finished = node.stopService()
+    assert stopped == ["job stopping"]
+    jobDone.callback(None)
+    assert stopped == ["job stopping", "pool"]
+    assert finished.called
