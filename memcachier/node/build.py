@@ -233,10 +233,14 @@ def allFired(*deferreds: Deferred[Any]) -> Deferred[Any]:
     A L{Deferred} firing once every one of C{deferreds} fired, without
     taking their results.
     """
+    def passOn(result: object, observer: Deferred[None]) -> object:
+        observer.callback(None)
+        return result
+
     observers = []
     for d in deferreds:
         observer: Deferred[None] = Deferred()
-        d.addBoth(lambda result, o=observer: (o.callback(None), result)[1])
+        d.addBoth(passOn, observer)
         observers.append(observer)
     return gatherResults(observers)
 

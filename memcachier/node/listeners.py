@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -134,7 +134,8 @@ class ListenerService(Service):
         super().stopService()
         port, self.port = self.port, None
         if port is not None:
-            return maybeDeferred(port.stopListening)
+            # a Deferred or None, as stopService may return
+            return port.stopListening()
         return None
 
 

@@ -63,10 +63,10 @@ class NodeService(MultiService):
         done = succeed(None)
         for service in reversed(list(self)):
             if service.running:
-                done.addCallback(lambda _, s=service: s.stopService())
+                done.addCallback(lambda _, s: s.stopService(), service)
                 done.addErrback(
-                    lambda f, s=service: self._log.failure("stopping {service} failed", f,
-                                                           service=s)
+                    lambda f, s: self._log.failure("stopping {service} failed", f, service=s),
+                    service,
                 )
         return done
 
@@ -75,7 +75,7 @@ class NodeService(MultiService):
         Ask every drainable to finish; fire once they have, or once the
         deadline has passed and what was left is aborted.
         """
-        finished = Deferred()
+        finished: Deferred[None] = Deferred()
         timer = self.clock.callLater(self.shutdownTimeout, self._deadlinePassed, finished)
 
         def drained(_):

@@ -19,6 +19,8 @@ with), so nothing open is dropped.  If the new files do not load, the old
 certificate stays in use and the error is returned for logging.
 """
 
+from typing import Any
+
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.python.filepath import FilePath
@@ -86,7 +88,7 @@ def tlsOptions(description, minimum, defaultBacklog=50):
     dh = None
     if dhParameters is not None:
         dh = ssl.DiffieHellmanParameters.fromFile(FilePath(dhParameters))
-    verify = {}
+    verify: dict[str, Any] = {}
     if clientCAs is not None:
         verify = {
             "verify": True,
