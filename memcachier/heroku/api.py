@@ -197,6 +197,8 @@ class HerokuAPI:
             raise ApiError(410, f"resource {uuid!r} was deprovisioned")
         except UnknownPlan as e:
             raise ApiError(422, str(e))
+        cache: Any
+        kept: bool
         cache, kept = changed
         message = f"Your cache is now on plan {slug}"
         message += "; its data was kept." if kept else "; it moved to new servers and is empty."
