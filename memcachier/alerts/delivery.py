@@ -21,7 +21,9 @@ import re
 from urllib.parse import urlsplit
 
 import attr
+import treq
 from twisted.internet import defer
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.mail.smtp import ESMTPSenderFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -134,8 +136,6 @@ def _checkResponse(response, what):
     A 2xx answer is a delivery; anything else is a L{DeliveryError} with
     the code and the start of the body.
     """
-    import treq
-
     def judge(body):
         if 200 <= response.code < 300:
             return response.code
@@ -286,8 +286,6 @@ class EmailDeliverer:
         self.timeout = timeout
 
     def _contextFactory(self):
-        from twisted.internet.ssl import optionsForClientTLS
-
         return optionsForClientTLS(self.settings.host)
 
     def deliver(self, message):

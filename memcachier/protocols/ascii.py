@@ -14,6 +14,7 @@ is swallowed without being buffered, so no request makes a connection hold
 more than L{MAX_LINE_GET} bytes plus one item.
 """
 
+import ipaddress
 from functools import partial
 
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
@@ -99,8 +100,6 @@ _HOLD = object()
 
 
 def _isAddress(host):
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:
