@@ -14,6 +14,7 @@ start (C{[node] allocator_warning = false} silences it).
 
 import os
 import sysconfig
+from typing import Dict, Optional, Tuple
 
 from twisted.logger import Logger
 
@@ -25,7 +26,7 @@ JEMALLOC_PATH = "/usr/lib/{}/libjemalloc.so.2".format(
 )
 
 
-def jemallocMapped(maps):
+def jemallocMapped(maps: str) -> bool:
     """
     Whether jemalloc is among a process's mapped files.
 
@@ -35,7 +36,9 @@ def jemallocMapped(maps):
     return any("libjemalloc" in line for line in maps.splitlines())
 
 
-def allocatorWarning(maps, installed):
+def allocatorWarning(
+    maps: str, installed: Optional[str]
+) -> Optional[Tuple[str, Dict[str, str]]]:
     """
     The warning to log about the allocator, if any.
 
@@ -61,7 +64,9 @@ def allocatorWarning(maps, installed):
     )
 
 
-def warnUnlessJemalloc(mapsPath="/proc/self/maps", jemallocPath=JEMALLOC_PATH):
+def warnUnlessJemalloc(
+    mapsPath: str = "/proc/self/maps", jemallocPath: str = JEMALLOC_PATH
+) -> bool:
     """
     Log one warning if this process does not run on jemalloc.  Says
     nothing where C{/proc} cannot tell (not Linux).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from constantly import NamedConstant
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
@@ -143,7 +144,7 @@ def listenerService(
     description: str,
     factory: IProtocolFactory,
     reactor: IReactorCore,
-    tlsMinimum: object,
+    tlsMinimum: NamedConstant,
     ready: Optional[Deferred[Any]] = None,
     backlog: int = DEFAULT_BACKLOG,
     surface: str = "memcache",

@@ -14,10 +14,39 @@ writes the last requests queued are done before the process exits (0).
 """
 
 import signal
+from types import FrameType
+from typing import Any, Callable, Dict, Iterable, Optional, Protocol, Sequence, Union
 
-from twisted.application.service import MultiService, Service
+from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads, IReactorTime
 from twisted.logger import Logger
+
+from memcachier.node.tls import ReloadingContextFactory
+
+#: what C{signal.signal} returns: the handler it replaced
+_Handler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
+
+
+class Drainable(Protocol):
+    """
+    What holds connections (the web site, the memcache factory), as
+    L{NodeService} stops it.
+    """
+
+    def drain(self) -> Deferred[Any]:
+        """
+        Close idle connections and let busy ones finish.
+
+        @return: a L{Deferred} that fires once no connection is open.
+        """
+
+    def abort(self) -> int:
+        """
+        Drop the connections left.
+
+        @return: how many were dropped.
+        """
 
 
 class NodeService(MultiService):
@@ -26,21 +55,27 @@ class NodeService(MultiService):
 
     @ivar listeners: the L{memcachier.node.listeners.ListenerService}s, stopped
         first.
-    @ivar drainables: what holds connections: objects with C{drain()}
+    @ivar drainables: what holds connections, the L{Drainable}s: C{drain()}
         (close idle connections, let busy ones finish; a L{Deferred} that
         fires once none is open) and C{abort()} (drop what is left).
     """
 
     _log = Logger()
 
-    def __init__(self, clock, shutdownTimeout=10.0, listeners=(), drainables=()):
+    def __init__(
+        self,
+        clock: IReactorTime,
+        shutdownTimeout: float = 10.0,
+        listeners: Iterable[IService] = (),
+        drainables: Iterable[Drainable] = (),
+    ) -> None:
         super().__init__()
         self.clock = clock
         self.shutdownTimeout = shutdownTimeout
         self.listeners = list(listeners)
         self.drainables = list(drainables)
 
-    def stopService(self):
+    def stopService(self) -> Deferred[Any]:
         Service.stopService(self)
         stopped = DeferredList([maybeDeferred(s.stopService) for s in self.listeners])
         stopped.addCallback(lambda _: self._drain())
@@ -52,7 +87,7 @@ class NodeService(MultiService):
         stopped.addBoth(lambda _: self._stopChildren())
         return stopped
 
-    def _stopChildren(self):
+    def _stopChildren(self) -> Deferred[Any]:
         """
         Stop the other services one at a time, the last added first, each
         once the one before has finished.  C{MultiService} stops them all
@@ -60,7 +95,7 @@ class NodeService(MultiService):
         had SQL to run, the pool dropped that call, and the job's stop
         waited for it forever.
         """
-        done = succeed(None)
+        done: Deferred[Any] = succeed(None)
         for service in reversed(list(self)):
             if service.running:
                 done.addCallback(lambda _, s: s.stopService(), service)
@@ -70,7 +105,7 @@ class NodeService(MultiService):
                 )
         return done
 
-    def _drain(self):
+    def _drain(self) -> Deferred[None]:
         """
         Ask every drainable to finish; fire once they have, or once the
         deadline has passed and what was left is aborted.
@@ -78,7 +113,7 @@ class NodeService(MultiService):
         finished: Deferred[None] = Deferred()
         timer = self.clock.callLater(self.shutdownTimeout, self._deadlinePassed, finished)
 
-        def drained(_):
+        def drained(_: object) -> None:
             if timer.active():
                 timer.cancel()
                 self._log.info(
@@ -91,7 +126,7 @@ class NodeService(MultiService):
         ).addCallback(drained)
         return finished
 
-    def _deadlinePassed(self, finished):
+    def _deadlinePassed(self, finished: Deferred[None]) -> None:
         left = sum(d.abort() for d in self.drainables)
         self._log.warn(
             "shutdown deadline of {shutdownTimeout}s passed: aborted {left} connections",
@@ -102,7 +137,7 @@ class NodeService(MultiService):
         finished.callback(None)
 
 
-def installGracefulStop(reactor):
+def installGracefulStop(reactor: IReactorCore) -> None:
     """
     Make C{SIGTERM} (and C{SIGINT}) stop the reactor without the exit
     status twistd would otherwise give: twistd kills itself again with the
@@ -113,12 +148,12 @@ def installGracefulStop(reactor):
     """
     log = Logger()
 
-    def stop(signum, frame):
+    def stop(signum: int, frame: Optional[FrameType]) -> None:
         log.info(
             "received {signal}: stopping gracefully", event="shutdown_requested",
             signal=signal.Signals(signum).name,
         )
-        reactor.callFromThread(reactor.stop)
+        IReactorFromThreads(reactor).callFromThread(reactor.stop)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -137,7 +172,13 @@ class CertificateReloader(Service):
 
     _log = Logger()
 
-    def __init__(self, reactor, contextFactories, installSignal=True, counters=None):
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        contextFactories: Sequence[ReloadingContextFactory],
+        installSignal: bool = True,
+        counters: Optional[Dict[str, int]] = None,
+    ) -> None:
         """
         @param counters: the mapping to count reloads in (C{ok}, C{failed}),
             built before this reloader so that C{/metrics} can be given it
@@ -146,24 +187,24 @@ class CertificateReloader(Service):
         self.reactor = reactor
         self.contextFactories = contextFactories
         self.installSignal = installSignal
-        self._previous = None
+        self._previous: _Handler = None
         self.counters = counters if counters is not None else {"ok": 0, "failed": 0}
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         if self.installSignal:
             self._previous = signal.signal(signal.SIGHUP, self._signalled)
 
-    def stopService(self):
+    def stopService(self) -> None:
         super().stopService()
         if self.installSignal and self._previous is not None:
             signal.signal(signal.SIGHUP, self._previous)
             self._previous = None
 
-    def _signalled(self, signum, frame):
+    def _signalled(self, signum: int, frame: Optional[FrameType]) -> None:
         self.reactor.callFromThread(self.reload)
 
-    def reload(self):
+    def reload(self) -> int:
         """
         Reload every listener's files; log one line per listener.
 

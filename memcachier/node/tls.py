@@ -19,8 +19,10 @@ with), so nothing open is dropped.  If the new files do not load, the old
 certificate stays in use and the error is returned for logging.
 """
 
-from typing import Any
+from typing import Any, List, Optional, Tuple, TypedDict
 
+from constantly import NamedConstant
+from OpenSSL.SSL import Context
 from twisted.internet import ssl
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.python.filepath import FilePath
@@ -35,7 +37,19 @@ SSL_OPTIONS = (
 )
 
 
-def _certificates(path):
+class Listening(TypedDict):
+    """
+    Where an C{ssl:} listener listens, as its description says: what
+    L{twisted.internet.endpoints.SSL4ServerEndpoint} is given beside the
+    TLS settings.
+    """
+
+    port: int
+    interface: str
+    backlog: int
+
+
+def _certificates(path: str) -> List[ssl.Certificate]:
     """
     Every certificate in a PEM file.
 
@@ -48,7 +62,9 @@ def _certificates(path):
     return [ssl.Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + part) for part in parts]
 
 
-def tlsOptions(description, minimum, defaultBacklog=50):
+def tlsOptions(
+    description: str, minimum: NamedConstant, defaultBacklog: int = 50
+) -> Tuple[ssl.CertificateOptions, Listening]:
     """
     TLS settings for an C{ssl:} listener, from its description, with a
     floor on the TLS version that the description cannot lower.
@@ -57,8 +73,8 @@ def tlsOptions(description, minimum, defaultBacklog=50):
     @param minimum: a L{twisted.internet.ssl.TLSVersion} constant.
     @param defaultBacklog: the listen backlog when the description sets
         none.
-    @return: a 2-tuple of L{CertificateOptions} and a L{dict} with C{port},
-        C{interface} and C{backlog}.
+    @return: a 2-tuple of L{CertificateOptions} and the L{Listening}
+        (C{port}, C{interface} and C{backlog}).
     @raise ValueError: an unknown option, a bad number.
     @raise OSError: a file cannot be read.
     @raise Exception: from OpenSSL, a file that does not parse.
@@ -70,7 +86,7 @@ def tlsOptions(description, minimum, defaultBacklog=50):
     extraCertChain = kw.pop("extraCertChain", None)
     dhParameters = kw.pop("dhParameters", None)
     clientCAs = kw.pop("clientCAs", None)
-    listening = {
+    listening: Listening = {
         "port": port,
         "interface": kw.pop("interface", ""),
         "backlog": int(kw.pop("backlog", defaultBacklog)),
@@ -120,15 +136,17 @@ class ReloadingContextFactory:
     @ivar listening: C{port}, C{interface} and C{backlog}.
     """
 
-    def __init__(self, description, minimum, defaultBacklog=50):
+    def __init__(
+        self, description: str, minimum: NamedConstant, defaultBacklog: int = 50
+    ) -> None:
         self.description = description
         self.minimum = minimum
         self.options, self.listening = tlsOptions(description, minimum, defaultBacklog)
 
-    def getContext(self):
+    def getContext(self) -> Context:
         return self.options.getContext()
 
-    def reload(self):
+    def reload(self) -> Optional[Exception]:
         """
         Load the certificate, key and CA files again.
 
