@@ -28,6 +28,7 @@ from memcachier.heroku.manifest import CONFIG_VARS
 from memcachier.heroku.records import (
     AsyncHerokuRecords,
     HerokuRecords,
+    HerokuResource,
     ResourceGone,
     UnknownResource,
 )
@@ -115,7 +116,7 @@ class HerokuAPI:
 
     # -- helpers
 
-    def _authorize(self, request):
+    def _authorize(self, request: Any) -> None:
         if not self.settings.heroku.password:
             raise ApiError(404, "the Heroku partner API is not enabled here")
         pair = basicCredentials(request)
@@ -130,7 +131,7 @@ class HerokuAPI:
         if not (user and password):
             raise ApiError(401, "wrong add-on id or password", _CHALLENGE)
 
-    def _plan(self, body):
+    def _plan(self, body: Dict[str, Any]) -> str:
         slug = requireString(body, "plan")
         # Heroku may send "memcachier:100" or just "100".
         prefix = self.settings.heroku.id + ":"
@@ -177,7 +178,7 @@ class HerokuAPI:
             },
         )
 
-    async def _live(self, uuid):
+    async def _live(self, uuid: str) -> HerokuResource:
         try:
             return await self.records.liveResource(uuid)
         except UnknownResource as e:
@@ -190,6 +191,8 @@ class HerokuAPI:
         body = readJSONObject(request, empty=None, notObject=NO_OBJECT)
         slug = self._plan(body)
         resource = await self._live(uuid)
+        # liveResource raised ResourceGone for a resource without a cache
+        assert resource.cache_id is not None
         changed: Tuple[Any, bool]
         try:
             changed = await self.provisioner.changePlan(resource.cache_id, slug)

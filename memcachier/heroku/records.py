@@ -8,7 +8,7 @@ like L{memcachier.control.repository.ControlPlane}.
 L{AsyncHerokuRecords} runs it in the control plane's thread pool.
 """
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Generator, List, Optional, Tuple
 
 import attr
 import sqlalchemy as sa
@@ -49,19 +49,19 @@ class HerokuResource:
 
     id: int
     uuid: str
-    cache_id: object
+    cache_id: Optional[int]
     app_name: str
     region: str
     created_at: float
-    deleted_at: object
-    grant_code: object = attr.ib(repr=False)
-    grant_expires_at: object
-    access_token: object = attr.ib(repr=False)
-    refresh_token: object = attr.ib(repr=False)
-    token_expires_at: object
-    token_error: object
-    token_claimed_until: object
-    config_username: object
+    deleted_at: Optional[float]
+    grant_code: Optional[str] = attr.ib(repr=False)
+    grant_expires_at: Optional[float]
+    access_token: Optional[str] = attr.ib(repr=False)
+    refresh_token: Optional[str] = attr.ib(repr=False)
+    token_expires_at: Optional[float]
+    token_error: Optional[str]
+    token_claimed_until: Optional[float]
+    config_username: Optional[str]
 
 
 @attr.s(frozen=True, slots=True, auto_attribs=True)
@@ -77,10 +77,10 @@ class ConfigPush:
     state: str
     attempts: int
     next_attempt_at: float
-    last_status: object
-    last_error: object
+    last_status: Optional[int]
+    last_error: Optional[str]
     created_at: float
-    finished_at: object
+    finished_at: Optional[float]
 
 
 PENDING, DONE, SUPERSEDED = "pending", "done", "superseded"
@@ -467,7 +467,9 @@ class AsyncHerokuRecords:
         self._afterWrite = afterWrite
 
     @defer.inlineCallbacks
-    def _call(self, method, *args, **kwargs):
+    def _call(
+        self, method: str, *args: Any, **kwargs: Any
+    ) -> Generator[defer.Deferred[Any], Any, Any]:
         result = yield self._threads.run(getattr(self.records, method), *args, **kwargs)
         if method in self._WRITES_CACHES and self._afterWrite is not None:
             yield self._afterWrite()

@@ -19,13 +19,15 @@ and a failed push is retried with exponential backoff until it succeeds
 
 import datetime
 import json
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Generator, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
+from memcachier.heroku.records import ConfigPush, HerokuResource
 from memcachier.tx.periodic import PeriodicService
 
 #: Heroku's Platform API media type.
@@ -82,7 +84,7 @@ class HerokuPlatform:
         self.timeout = timeout
 
     @defer.inlineCallbacks
-    def _json(self, response):
+    def _json(self, response: Any) -> Generator[Deferred[Any], Any, Any]:
         body = yield response.content()
         if not 200 <= response.code < 300:
             raise PlatformError(response.code, body[:300].decode("utf-8", "replace"))
@@ -92,7 +94,9 @@ class HerokuPlatform:
             raise PlatformError(response.code, f"not JSON: {e}")
 
     @defer.inlineCallbacks
-    def _token(self, form):
+    def _token(
+        self, form: Dict[str, str]
+    ) -> Generator[Deferred[Any], Any, Dict[str, Any]]:
         url = self.settings.heroku.id_url + "/oauth/token"
         form = dict(form, client_secret=self.settings.heroku.client_secret)
         try:
@@ -123,7 +127,9 @@ class HerokuPlatform:
         return self._token({"grant_type": "refresh_token", "refresh_token": refreshToken})
 
     @defer.inlineCallbacks
-    def updateConfig(self, uuid: str, accessToken: str, config: Dict[str, str]) -> Any:
+    def updateConfig(
+        self, uuid: str, accessToken: str, config: Dict[str, str]
+    ) -> Generator[Deferred[Any], Any, int]:
         """
         C{PATCH {api_url}/addons/<uuid>/config} with the config vars.
 
@@ -200,11 +206,11 @@ class HerokuSync(PeriodicService):
         """
         return min(self.firstRetry * 2 ** max(attempts - 1, 0), self.maxRetry)
 
-    def startService(self):
+    def startService(self) -> None:
         self.index.addListener(self.kick)
         super().startService()
 
-    def stopService(self):
+    def stopService(self) -> Optional[Deferred[Any]]:
         """
         Stop the timer and the listener.
 
@@ -240,13 +246,14 @@ class HerokuSync(PeriodicService):
             self._again = True
             return self._running
 
-        def done(result):
+        def done(result: object) -> Optional[Deferred[Any]]:
             self._running = None
             if self._again and self.running:
                 self._again = False
                 return self.tick()
+            return None
 
-        def failed(failure):
+        def failed(failure: Failure) -> None:
             self._log.failure("heroku sync pass failed", failure)
 
         self._running = defer.ensureDeferred(self._pass())
@@ -254,7 +261,7 @@ class HerokuSync(PeriodicService):
         self._running.addBoth(done)
         return self._running
 
-    async def _pass(self):
+    async def _pass(self) -> None:
         resources = await self.records.herokuResources()
         for resource in resources:
             await self._notePromotion(resource)
@@ -263,14 +270,14 @@ class HerokuSync(PeriodicService):
         for push, resource in await self.records.duePushes():
             await self._push(push, resource)
 
-    async def _notePromotion(self, resource):
+    async def _notePromotion(self, resource: HerokuResource) -> None:
         if resource.cache_id is None:
             return
         credentials = self.index.credentials(resource.cache_id)
         if credentials and credentials[0].username != resource.config_username:
             await self.records.recordPromotion(resource.id, credentials[0].username)
 
-    async def _keepTokens(self, resource):
+    async def _keepTokens(self, resource: HerokuResource) -> None:
         now = self.clock.seconds()
         attempts, retryAt = self._tokenRetries.get(resource.id, (0, 0.0))
         if now < retryAt:
@@ -281,21 +288,21 @@ class HerokuSync(PeriodicService):
                     resource.id, "the oauth grant expired before it could be exchanged", True
                 )
                 return
-            what = "exchange"
+            what, token = "exchange", resource.grant_code
         elif (
             resource.refresh_token
             and resource.token_expires_at is not None
             and now >= resource.token_expires_at - self.refreshMargin
         ):
-            what = "refresh"
+            what, token = "refresh", resource.refresh_token
         else:
             return
         if not await self.records.claimTokens(resource.id):
             return  # another node is at it
         if what == "exchange":
-            work = self.platform.exchangeGrant(resource.grant_code)
+            work = self.platform.exchangeGrant(token)
         else:
-            work = self.platform.refresh(resource.refresh_token)
+            work = self.platform.refresh(token)
         try:
             answer = await work
         except PlatformError as e:
@@ -318,7 +325,7 @@ class HerokuSync(PeriodicService):
         )
         self._log.info("heroku oauth {what} for {uuid} done", what=what, uuid=resource.uuid)
 
-    async def _push(self, push, resource):
+    async def _push(self, push: ConfigPush, resource: HerokuResource) -> None:
         if not await self.records.claimPush(push.id):
             return  # another node took it
         now = self.clock.seconds()
