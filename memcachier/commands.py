@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.unit.test_session -*-
+# -*- test-case-name: tests.unit.test_session,tests.unit.test_item_layout -*-
 """
 The command model shared by both codecs.
 
