@@ -24,7 +24,7 @@ import threading
 import time
 
 import sqlalchemy as sa
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from memcachier.cluster.ring import Ring
@@ -241,6 +241,8 @@ class Membership(PeriodicService):
         self._listen = listen and engine.dialect.name == "postgresql"
         self._listener = None
         self.controlChanged = controlChanged
+        self._leaving = False
+        self._beatWaiters = []
         self._firstView = Deferred()
         self._prefixListeners = []
 
@@ -361,6 +363,9 @@ class Membership(PeriodicService):
 
         @return: a L{Deferred} firing when done, or L{None} if one runs.
         """
+        if self._leaving:
+            # stopping: a beat now could land after the row was deleted
+            return None
         if self._beating:
             self._again = True
             return None
@@ -382,7 +387,21 @@ class Membership(PeriodicService):
         if self._again:
             self._again = False
             self.beat()
+        if not self._beating:
+            waiters, self._beatWaiters = self._beatWaiters, []
+            for waiter in waiters:
+                waiter.callback(None)
         return result
+
+    def _beatOver(self):
+        """
+        A L{Deferred} firing once no heartbeat is under way.
+        """
+        if not self._beating:
+            return succeed(None)
+        waiter = Deferred()
+        self._beatWaiters.append(waiter)
+        return waiter
 
     def _read(self, result, now):
         records, versions = result
@@ -422,6 +441,7 @@ class Membership(PeriodicService):
     # -- service ---------------------------------------------------------------
 
     def startService(self):
+        self._leaving = False
         super().startService()
         if self._listen:
             self._listener = _Listener(self.engine, self.reactor, self._notified)
@@ -442,10 +462,14 @@ class Membership(PeriodicService):
         any) is over, delete this node's row: the others see it leave at
         once.
         """
+        self._leaving = True
         stopped = maybeDeferred(super().stopService)
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
+        # a beat a notification started runs outside the timer: wait for
+        # it too, or its write could bring the deleted row back
+        stopped.addCallback(lambda _: self._beatOver())
         stopped.addCallback(lambda _: self._threads.run(leave, self.engine, self.name))
         return stopped.addErrback(lambda f: self._log.failure("could not leave the cluster", f))
 
