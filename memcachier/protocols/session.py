@@ -170,6 +170,8 @@ class Session:
                 throttle.failed(self.peerHost, username, now)
             return result
         credential, runtime = found
+        # this address keeps its access under the username's budget
+        throttle.succeeded(self.peerHost, username, now)
         stats = runtime.stats
         stats.auth_cmds += 1
         if runtime is not self.runtime:

@@ -18,6 +18,15 @@ Each table holds at most C{maxEntries} keys (least recently used dropped
 first; a dropped key only loses debt it would have repaid anyway), so a
 flood of distinct addresses or usernames cannot grow memory.  IPv6
 addresses are counted per /64, the block one host usually owns.
+
+The username's budget is shared by everyone who tries that username, so
+spraying it with wrong passwords from one address would also refuse the
+application that rightly logs in as it from another.  So an address that
+has logged in as a username within C{rememberFor} seconds keeps its access:
+the username's budget does not refuse it (its own address budget still
+does, and its failures still spend both).  Those (username, address) pairs
+live in one bounded LRU (C{rememberEntries}); the attacker's address, never
+having logged in, still spends and is refused by both budgets.
 """
 
 import ipaddress
@@ -104,15 +113,23 @@ class AuthThrottle:
 
     _log = Logger()
 
-    def __init__(self, rate=5.0, burst=10, maxEntries=20000, quietPeriod=60.0):
+    def __init__(self, rate=5.0, burst=10, maxEntries=20000, quietPeriod=60.0,
+                 rememberFor=24 * 3600.0, rememberEntries=100000):
         """
         @param rate: failures a second each address and each username may
             sustain.
         @param burst: failures allowed at once before the rate applies.
         @param maxEntries: addresses (and, separately, usernames) tracked.
+        @param rememberFor: seconds after its last login during which an
+            address is not refused by the username's budget; 0: never.
+        @param rememberEntries: (username, address) logins remembered.
         """
         self.addresses = TokenBuckets(rate, burst, maxEntries)
         self.usernames = TokenBuckets(rate, burst, maxEntries)
+        self.rememberFor = float(rememberFor)
+        self.rememberEntries = rememberEntries
+        #: (username, address key) -> clock seconds of the last login
+        self._known = OrderedDict()
         self._bursts = Bursts(quietPeriod)
 
     def admit(self, host, username, now):
@@ -129,10 +146,26 @@ class AuthThrottle:
         if self.addresses.level(address, now) < 1.0:
             self._refuse("address", host, username, now)
             return False
-        if self.usernames.level(username, now) < 1.0:
+        if self.usernames.level(username, now) < 1.0 and not self.known(host, username, now):
             self._refuse("username", host, username, now)
             return False
         return True
+
+    def retryAfter(self, host, username, now):
+        """
+        Whole seconds until an attempt L{admit} refuses now could be
+        admitted (at least 1), for an HTTP C{Retry-After}.
+
+        @rtype: L{int}
+        """
+        levels = [self.addresses.level(addressKey(host), now)]
+        if not self.known(host, username, now):
+            levels.append(self.usernames.level(username, now))
+        missing = 1.0 - min(levels)
+        rate = self.addresses.rate
+        if missing <= 0 or rate <= 0:
+            return 1
+        return max(1, int(-(-missing // rate)))
 
     def failed(self, host, username, now):
         """
@@ -140,6 +173,42 @@ class AuthThrottle:
         """
         self.addresses.spend(addressKey(host), now)
         self.usernames.spend(username, now)
+
+    def succeeded(self, host, username, now):
+        """
+        C{host} logged in as C{username}: remember it for C{rememberFor}
+        seconds (see L{known}).  Spends and refunds nothing.
+        """
+        if self.rememberFor <= 0:
+            return
+        known = self._known
+        key = (username, addressKey(host))
+        known.pop(key, None)
+        known[key] = now
+        while len(known) > self.rememberEntries:
+            known.popitem(last=False)
+
+    def known(self, host, username, now):
+        """
+        Whether C{host} logged in as C{username} within the last
+        C{rememberFor} seconds: then the username's budget does not refuse
+        it.
+        """
+        key = (username, addressKey(host))
+        then = self._known.get(key)
+        if then is None:
+            return False
+        if not 0.0 <= now - then <= self.rememberFor:
+            del self._known[key]
+            return False
+        return True
+
+    @property
+    def remembered(self):
+        """
+        How many (username, address) logins are remembered.
+        """
+        return len(self._known)
 
     @property
     def refused(self):
