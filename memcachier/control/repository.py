@@ -593,7 +593,51 @@ class ControlPlane:
         @raise UnknownCache: no such cache.
         """
         self._checkCluster(name)
-        return self._updateCache(cacheId, cluster=name)
+        with self.engine.begin() as conn:
+            before = self._cacheRow(conn, cacheId)
+            conn.execute(
+                schema.caches.update().where(schema.caches.c.id == cacheId).values(cluster=name)
+            )
+            if before.cluster != name:
+                self._queueHerokuServers(conn, cacheId)
+            self.announceChange(conn)
+            return _cacheFromRow(self._cacheRow(conn, cacheId))
+
+    def _queueHerokuServers(self, conn, cacheId):
+        """
+        A cache moved: if Heroku provisioned it, queue a push of its config
+        vars (the new C{MEMCACHIER_SERVERS}) in the move's own transaction,
+        exactly as a promotion is queued
+        (L{memcachier.heroku.records.HerokuRecords.recordPromotion}): older
+        pending pushes are superseded, and the Heroku sync service sends it
+        with retries.  Every door moves a cache through L{setCluster} (the
+        API, a plan change, C{memcachier-admin} in another process), so
+        none is missed, and a move is never committed without its push.
+        """
+        t, p, c = schema.heroku_resources, schema.heroku_config_pushes, schema.credentials
+        resource = conn.execute(
+            sa.select(t.c.id).where(t.c.cache_id == cacheId, t.c.deleted_at.is_(None))
+        ).first()
+        primary = conn.execute(
+            sa.select(c.c.username).where(c.c.cache_id == cacheId)
+            .order_by(c.c.primary.desc(), c.c.id).limit(1)
+        ).scalar()
+        if resource is None or primary is None:
+            return
+        now = self._clock.seconds()
+        conn.execute(
+            p.update().where(p.c.resource_id == resource.id, p.c.state == "pending")
+            .values(state="superseded", finished_at=now)
+        )
+        conn.execute(t.update().where(t.c.id == resource.id).values(config_username=primary))
+        conn.execute(p.insert().values(
+            resource_id=resource.id, username=primary, state="pending", attempts=0,
+            next_attempt_at=now, created_at=now,
+        ))
+        self._log.info(
+            "queued a config var push of the servers of cache {cacheId} for Heroku",
+            event="heroku_servers_queued", cacheId=cacheId,
+        )
 
     def setLabel(self, cacheId, label):
         """
