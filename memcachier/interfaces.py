@@ -198,6 +198,57 @@ class IStore(Interface):
         """
 
 
+class ISnapshottableStore(Interface):
+    """
+    A store whose items survive a restart (warm restart,
+    L{memcachier.node.snapshot}): it hands out its items to be written to
+    a snapshot, and takes them back on the next start.  A store without
+    this interface starts cold.
+    """
+
+    def snapshotCaches() -> Iterable[int]:
+        """
+        The ids of the caches this store holds a keyspace of.
+        """
+
+    def snapshotItems(cacheId: int) -> Iterable[tuple[bytes, Item]]:
+        """
+        A cache's live items as C{(key, item)}, least recently used first
+        (so restoring them in this order rebuilds the LRU).  Iterated
+        synchronously, with nothing else running: the store must not
+        change under it.
+        """
+
+    def pendingFlush(cacheId: int) -> float | None:
+        """
+        When a delayed flush (C{flush_all <delay>}) of the cache falls due,
+        in store-clock seconds, or L{None} if none is pending.
+        """
+
+    def casFloor() -> int:
+        """
+        A number above every CAS unique this store has handed out.
+        """
+
+    def restoreItems(
+        cacheId: int, maxBytes: int, maxItemSize: int, items: Iterable[tuple[bytes, Item]]
+    ) -> int:
+        """
+        Put items back into a cache's keyspace (created if missing), the
+        least recently used first, as they are (value, flags, absolute
+        expiry, CAS), skipping the expired ones and those larger than
+        C{maxItemSize}, and evicting as a store would when they exceed
+        C{maxBytes}.
+
+        @return: how many were put back.
+        """
+
+    def resumeCas(floor: int) -> None:
+        """
+        Hand out CAS uniques above C{floor} from now on.
+        """
+
+
 class IStorePlugin(Interface):
     """
     A store plugin, found with C{twisted.plugin.getPlugins(IStorePlugin,
