@@ -146,7 +146,9 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     # What /metrics reads (the ceilings, the web's counters, the TLS
     # reloads) is built first, the site and factories that count in it after.
     throttle = AuthThrottle(settings.memcache.auth_failure_rate,
-                            settings.memcache.auth_failure_burst)
+                            settings.memcache.auth_failure_burst,
+                            rememberFor=settings.memcache.auth_remember_for,
+                            rememberEntries=settings.memcache.auth_remember_entries)
     webConnections = webConnectionCeiling(webCeiling, reactor)
     memcacheConnections = memcacheConnectionCeiling(memcacheCeiling, reactor)
     webCounters = WebCounters()
@@ -176,6 +178,7 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         api, settings, reactor,
         sessions=AsyncSessionStore(SessionStore(engine, reactor), pool, reactor),
         heroku=heroku, metrics=metrics, ceiling=webConnections, counters=webCounters,
+        throttle=throttle,
     )
     listeners = [listenerService(
         settings.web.listen, site, reactor, settings.memcache.tls_min_version, ready,

@@ -234,9 +234,12 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("memcache", "backlog", integer(), 1024, "listen backlog of memcache listeners whose description sets none"),
     O("memcache", "max_connections", integer(0), 0, "connections over every memcache listener; 0: ulimit -n minus "
       "the web ceiling minus 64 (see Limits)", shown=_AUTO),
-    O("memcache", "auth_failure_rate", NUMBER, 5.0, "failed logins a second per source address (IPv6: /64) and per "
-      "username; past it logins are refused unchecked and closed"),
+    O("memcache", "auth_failure_rate", NUMBER, 5.0, "failed logins (memcache and the dashboard's sign-in) a second per "
+      "source address (IPv6: /64) and per username; past it logins are refused unchecked"),
     O("memcache", "auth_failure_burst", integer(), 10, "failed logins allowed at once before the rate applies"),
+    O("memcache", "auth_remember_for", duration(), "24h", "how long an address that logged in as a username is not "
+      "refused by that username's failure budget (its own address budget still applies)"),
+    O("memcache", "auth_remember_entries", integer(), 100000, "(username, address) logins remembered for that"),
     O("web", "listen", ENDPOINT, "tcp:8080:interface=127.0.0.1", "HTTP API, dashboard, provisioning, metrics",
       Flag("web-listen", None, "Endpoint of the HTTP API and dashboard; overrides [web] listen.", False)),
     O("web", "public_url", HTTP_URL, "http://127.0.0.1:8080", "the address users reach the site at: dashboard links, "
@@ -259,6 +262,10 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
       derive=lambda got: next(filter(_isHostPort, map(hostPort, got["memcache.listen"])), "127.0.0.1:11211")),
     O("node", "shutdown_timeout", duration(), "10s", "on SIGTERM, how long requests under way may take"),
     O("node", "allocator_warning", BOOLEAN, True, "warn at start when not running on jemalloc (Memory allocator)"),
+    O("node", "state_dir", TEXT, "", "directory of the warm-restart snapshot (created if missing); empty: no warm "
+      "restart", example="/var/lib/memcachier"),
+    O("node", "warm_restart", BOOLEAN, True, "with state_dir: save the caches' items on a graceful stop, restore them "
+      "at start (Warm restart)"),
     O("cluster", "secret", TEXT, "", "password peer nodes authenticate with, the same on all", example="long random"),
     O("cluster", "heartbeat_timeout", duration(), "5s", "a node silent this long is out"),
     O("cluster", "request_timeout", duration(), "2s", "deadline of a request forwarded to its owner node"),

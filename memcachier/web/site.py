@@ -493,6 +493,7 @@ def makeSite(
     metrics: Any = None,
     ceiling: Optional[ConnectionCeiling] = None,
     counters: Optional[WebCounters] = None,
+    throttle: Any = None,
 ) -> APISite:
     """
     The node's web site: one router (L{memcachier.web.router.makeRouter})
@@ -510,11 +511,13 @@ def makeSite(
     @param ceiling: the web's L{ConnectionCeiling} (L{webCeiling}), or
         L{None} for none.
     @param counters: the L{WebCounters} C{/metrics} reads, or L{None}.
+    @param throttle: the memcache logins' L{memcachier.protocols.throttle.AuthThrottle},
+        which the dashboard's sign-in shares; L{None}: one of its own.
     """
     dashboard = resolver = None
     if sessions is not None:
         resolver = SessionResolver(sessions, api.index, settings)
-        dashboard = Dashboard(sessions, resolver, api.index, settings, reactor)
+        dashboard = Dashboard(sessions, resolver, api.index, settings, reactor, throttle)
     router = makeRouter(api, dashboard, resolver, heroku, metrics)
     return APISite(
         router.resource(),

@@ -15,10 +15,17 @@ Three ways in, each ending in a server-side session:
     keyed with the cache's SSO secret, so C{rotate_sso} voids every link.
   - The operator's password, for C{/admin/} (scrypt hash in the config).
 
+  - A cache's own username and password, on the sign-in page at C{/}
+    (L{memcachier.web.dashboard.app}): only credentials with the API
+    capability, throttled like memcache logins.
+
 A session is a random cookie value; the control plane keeps only its
 sha256 (L{schema.dashboard_sessions}), the cache it may see, a CSRF token
 and a fingerprint of the cache's SSO secret at login: rotating the secret
-ends every session of the cache, on every node, at once.  Sessions end
+ends every session of the cache, on every node, at once.  A session
+started with a credential also names that credential in its fingerprint
+(L{credentialFingerprint}): rotating or deleting the credential, or taking
+its API capability away, ends it too.  Sessions end
 after L{IDLE_TIMEOUT} without a request and L{ABSOLUTE_TIMEOUT} after
 login, whatever happens.
 
@@ -252,6 +259,38 @@ def fingerprint(secret):
     the secret makes this differ, which ends the session.
     """
     return hashlib.sha256(("session:" + secret).encode("utf-8")).hexdigest()[:32]
+
+
+#: How a credential's session fingerprint starts (SSO fingerprints are hex).
+_CREDENTIAL_PREFIX = "cred:"
+
+
+def credentialFingerprint(secret: str, credential) -> str:
+    """
+    The fingerprint of a session started with C{credential}: which
+    credential it was (its id) and a digest of the cache's SSO secret and
+    of the credential's username and password, so that a new secret, a new
+    password or another credential under the same id all make it differ.
+
+    @param secret: the cache's SSO secret.
+    @type credential: L{memcachier.control.model.Credential}
+    """
+    text = f"session:{secret}:{credential.id}:{credential.username}:{credential.password}"
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return f"{_CREDENTIAL_PREFIX}{credential.id}:{digest}"
+
+
+def credentialOf(sessionFingerprint: str):
+    """
+    The id of the credential a session was started with, or L{None} for a
+    session of another kind (SSO, a link, the operator).
+
+    @rtype: L{int} or L{None}
+    """
+    if not sessionFingerprint.startswith(_CREDENTIAL_PREFIX):
+        return None
+    number = sessionFingerprint[len(_CREDENTIAL_PREFIX):].partition(":")[0]
+    return int(number) if number.isascii() and number.isdigit() else None
 
 
 def _key(cookieValue):

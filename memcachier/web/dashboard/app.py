@@ -5,8 +5,14 @@ The dashboard's pages and sign-in routes (everything outside C{/api/}).
 The pages hold no figures: C{/caches/<id>/} is a skeleton that
 C{static/dashboard.js} fills from the API v2, with the session's CSRF token
 in a C{<meta>} tag for the requests that change something.
+
+C{/} without a session is the sign-in page: a cache's username and
+password (a credential with the API capability), throttled by the same
+L{memcachier.protocols.throttle.AuthThrottle} as memcache logins, so that
+the web cannot be used to guess what the memcache port would refuse.
 """
 
+import hmac
 import html
 import json
 import secrets
@@ -17,6 +23,7 @@ from typing import Any, List
 from twisted.logger import Logger
 from twisted.web.static import File
 
+from memcachier.protocols.throttle import AuthThrottle
 from memcachier.web.router import Route
 from memcachier.web.sso import (
     SSORefused,
@@ -24,6 +31,7 @@ from memcachier.web.sso import (
     checkLink,
     checkPassword,
     clearSessionCookie,
+    credentialFingerprint,
     csrfOK,
     fingerprint,
     setSessionCookie,
@@ -41,6 +49,12 @@ CSP = (
 #: The cookie and form field of the operator's login form (a double
 #: submit: a cross-site form cannot know the cookie's value).
 LOGIN_COOKIE = b"memcachier_login"
+
+#: The same for the cache sign-in form at C{/}.
+SIGNIN_COOKIE = b"memcachier_signin"
+
+#: Longest username the sign-in form takes (longer is simply wrong).
+_MAX_USERNAME = 256
 
 
 def _template(name):
@@ -66,8 +80,9 @@ def _message(request, code, title, text):
 
 
 _SIGN_IN_HELP = (
-    "Open the dashboard from Heroku (<code>heroku addons:open memcachier</code>) "
-    "or with a link from <code>memcachier-admin cache dashboard-url ID</code>."
+    '<a href="/">Sign in</a> with your cache\'s username and password, open the dashboard '
+    "from Heroku (<code>heroku addons:open memcachier</code>) or with a link from "
+    "<code>memcachier-admin cache dashboard-url ID</code>."
 )
 
 
@@ -76,6 +91,13 @@ def _redirect(request, location, code=303):
     request.setHeader(b"Location", location.encode("utf-8"))
     request.setHeader(b"Cache-Control", b"no-store")
     return b""
+
+
+def _clientHost(request):
+    """
+    The peer's address, as the memcache port's throttle keys it.
+    """
+    return getattr(request.getClientAddress(), "host", None) or "unknown"
 
 
 def _arg(request, name):
@@ -114,25 +136,34 @@ class PageErrors:
 
 class Dashboard:
     """
-    The pages: a cache's dashboard, sign-in (Heroku SSO, links, the
-    operator's password), sign-out and the operator's view.
+    The pages: a cache's dashboard, sign-in (a cache's credential, Heroku
+    SSO, links, the operator's password), sign-out and the operator's view.
     """
 
     _log = Logger()
 
-    def __init__(self, sessions, resolver, index, settings, clock):
+    def __init__(self, sessions, resolver, index, settings, clock, throttle=None):
         """
         @param sessions: an L{memcachier.web.sso.AsyncSessionStore}.
         @param resolver: the L{memcachier.web.dashboard.resource.SessionResolver}.
         @param index: the control index.
         @param settings: L{memcachier.node.settings.Settings}.
         @param clock: provides C{seconds()}.
+        @param throttle: the memcache logins' L{AuthThrottle} (the node
+            shares one); L{None}: one of its own with the settings' budgets.
         """
         self.sessions = sessions
         self.resolver = resolver
         self.index = index
         self.settings = settings
         self.clock = clock
+        if throttle is None:
+            throttle = AuthThrottle(
+                settings.memcache.auth_failure_rate, settings.memcache.auth_failure_burst,
+                rememberFor=settings.memcache.auth_remember_for,
+                rememberEntries=settings.memcache.auth_remember_entries,
+            )
+        self.throttle = throttle
         self.errors = PageErrors()
 
     def endpoints(self) -> List[Route]:
@@ -143,6 +174,7 @@ class Dashboard:
             (path, (method,), handler, False)
             for path, method, handler in [
                 ("/", "GET", self.home),
+                ("/login", "POST", self.cacheLogin),
                 ("/caches/<int:cacheId>/", "GET", self.cachePage),
                 ("/sso/login", "POST", self.herokuLogin),
                 ("/sso/link", "GET", self.linkLogin),
@@ -161,7 +193,7 @@ class Dashboard:
     def home(self, request):
         session = request.dashboardSession
         if session is None:
-            return _message(request, 401, "Sign in", _SIGN_IN_HELP)
+            return self._signInPage(request)
         if session.operator:
             return _redirect(request, "/admin/", 302)
         return _redirect(request, f"/caches/{session.cacheId}/", 302)
@@ -194,6 +226,65 @@ class Dashboard:
         return File(str(_PACKAGE / "static"), defaultType="application/octet-stream")
 
     # -- signing in and out
+
+    def _signInPage(self, request, code=200, username="", error=""):
+        """
+        The sign-in form, with its double-submit token (a cross-site form
+        cannot know the cookie's value, so cannot sign a browser in).
+        """
+        token = request.getCookie(SIGNIN_COOKIE)
+        if not token:
+            token = secrets.token_urlsafe(24).encode("ascii")
+        request.addCookie(SIGNIN_COOKIE, token, path=b"/login", httpOnly=True,
+                          sameSite="strict", secure=request.isSecure())
+        body = _template("signin.html").substitute(
+            token=html.escape(token.decode("ascii")),
+            username=html.escape(username),
+            error=(f'<p class="status error" id="signin-error" role="alert">{error}</p>'
+                   if error else ""),
+        )
+        return _page(request, "Sign in · memcachier", body, code)
+
+    async def cacheLogin(self, request):
+        """
+        Sign in with a cache's username and password.  The throttle decides
+        before the password is looked at; an unknown username and a wrong
+        password get the same answer (the index compares a dummy password
+        for an unknown username).
+        """
+        cookie = request.getCookie(SIGNIN_COOKIE) or b""
+        field = _arg(request, "login_token").encode("utf-8")
+        if not cookie or not field or not hmac.compare_digest(cookie, field):
+            return _message(request, 403, "Refused",
+                            'Reload <a href="/">the sign-in page</a> and try again.')
+        username = _arg(request, "username")[:_MAX_USERNAME]
+        name = username.encode("utf-8")
+        host = _clientHost(request)
+        now = self.clock.seconds()
+        throttle = self.throttle
+        if not throttle.admit(host, name, now):
+            wait = throttle.retryAfter(host, name, now)
+            request.setHeader(b"Retry-After", str(wait).encode("ascii"))
+            return self._signInPage(
+                request, 429, username,
+                f"Too many failed sign-ins. Try again in {wait} seconds.",
+            )
+        credential = self.index.authenticate(name, _arg(request, "password").encode("utf-8"))
+        if credential is None:
+            throttle.failed(host, name, now)
+            return self._signInPage(request, 403, username, "Wrong username or password.")
+        throttle.succeeded(host, name, now)
+        cache = self.index.cache(credential.cache_id)
+        if not credential.api or cache is None:
+            return self._signInPage(
+                request, 403, username,
+                "This credential cannot open the dashboard: it lacks the API capability. "
+                "Sign in with a credential that has it.",
+            )
+        return await self._startSession(
+            request, cache.id, credentialFingerprint(cache.sso_secret, credential),
+            credential.username, f"/caches/{cache.id}/",
+        )
 
     async def _startSession(self, request, cacheId, secretFingerprint, user, location):
         cookie, session = await self.sessions.create(cacheId, secretFingerprint, user)

@@ -10,14 +10,22 @@ from typing import Any, Optional
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from memcachier.web.sso import fingerprint, sessionCookie
+from memcachier.web.sso import (
+    credentialFingerprint,
+    credentialOf,
+    fingerprint,
+    sessionCookie,
+)
 
 
 class SessionResolver:
     """
     Turns a request's session cookie into a live L{memcachier.web.sso.Session}
     or L{None}: unknown, expired, or granted under an SSO secret (or an
-    operator password) that has changed since, in which case its row goes.
+    operator password, or a cache credential) that has changed since, in
+    which case its row goes.  Checked against the control index on every
+    request, so a credential rotated or deleted anywhere ends its sessions
+    once the index has polled the change.
     """
 
     _log = Logger()
@@ -43,6 +51,26 @@ class SessionResolver:
         cache = self.index.cache(cacheId)
         return None if cache is None else fingerprint(cache.sso_secret)
 
+    def expectedFor(self, session: Any) -> Any:
+        """
+        The fingerprint C{session} must carry to be live, or L{None} if it
+        cannot be: for a session started with a credential, that
+        credential as the index has it now (gone, or without the API
+        capability: none).
+        """
+        credentialId = credentialOf(session.fingerprint)
+        if credentialId is None:
+            return self.expectedFingerprint(session.cacheId)
+        cache = self.index.cache(session.cacheId)
+        if cache is None:
+            return None
+        for credential in self.index.credentials(session.cacheId):
+            if credential.id == credentialId:
+                if not credential.api:
+                    return None
+                return credentialFingerprint(cache.sso_secret, credential)
+        return None
+
     def resolve(self, request: Any) -> Deferred[Any]:
         """
         @return: a L{Deferred} firing with the session or L{None}.
@@ -55,7 +83,7 @@ class SessionResolver:
     def _check(self, session):
         if session is None:
             return None
-        if session.fingerprint != self.expectedFingerprint(session.cacheId):
+        if session.fingerprint != self.expectedFor(session):
             self.sessions.end(session.key).addErrback(
                 lambda f: self._log.failure("ending a stale session failed", f)
             )
