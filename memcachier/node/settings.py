@@ -234,9 +234,12 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("memcache", "backlog", integer(), 1024, "listen backlog of memcache listeners whose description sets none"),
     O("memcache", "max_connections", integer(0), 0, "connections over every memcache listener; 0: ulimit -n minus "
       "the web ceiling minus 64 (see Limits)", shown=_AUTO),
-    O("memcache", "auth_failure_rate", NUMBER, 5.0, "failed logins a second per source address (IPv6: /64) and per "
-      "username; past it logins are refused unchecked and closed"),
+    O("memcache", "auth_failure_rate", NUMBER, 5.0, "failed logins (memcache and the dashboard's sign-in) a second per "
+      "source address (IPv6: /64) and per username; past it logins are refused unchecked"),
     O("memcache", "auth_failure_burst", integer(), 10, "failed logins allowed at once before the rate applies"),
+    O("memcache", "auth_remember_for", duration(), "24h", "how long an address that logged in as a username is not "
+      "refused by that username's failure budget (its own address budget still applies)"),
+    O("memcache", "auth_remember_entries", integer(), 100000, "(username, address) logins remembered for that"),
     O("web", "listen", ENDPOINT, "tcp:8080:interface=127.0.0.1", "HTTP API, dashboard, provisioning, metrics",
       Flag("web-listen", None, "Endpoint of the HTTP API and dashboard; overrides [web] listen.", False)),
     O("web", "public_url", HTTP_URL, "http://127.0.0.1:8080", "the address users reach the site at: dashboard links, "
