@@ -19,7 +19,9 @@ quarter of the CPU under load.
     L{memcachier.commands.StoreMode} and L{memcachier.commands.StoreResult};
   - C{(DELETE, key, code)}, C{(INCR|DECR, key, code)}: the int of the
     L{memcachier.commands.DeleteResult} / L{memcachier.commands.DeltaResult};
-  - C{(FLUSH, b"", 0)}.
+  - C{(FLUSH, b"", 0)};
+  - C{(STATS, group, 0)}: a C{stats} command, C{group} the L{bytes} of
+    what followed C{stats} (C{b""} for plain C{stats}).
 """
 
 import collections
@@ -32,6 +34,7 @@ DELETE = 14
 INCR = 15
 DECR = 16
 FLUSH = 17
+STATS = 18
 
 #: A tap that drops events (introspection off, or before authentication):
 #: a C-level no-op append.

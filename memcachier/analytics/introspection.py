@@ -31,7 +31,7 @@ from datasketches import count_min_sketch, frequent_items_error_type, frequent_s
 from twisted.logger import Logger
 
 from memcachier.analytics.events import (  # noqa: F401 (re-exported)
-    DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, TOUCH, discard,
+    DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, STATS, TOUCH, discard,
 )
 from memcachier.analytics.series import formatTime
 from memcachier.commands import (
@@ -442,6 +442,8 @@ class Introspector:
                               _DELTA_RESULTS.get(result, str(result)), 0))
             elif op == FLUSH:
                 lines.append((now, key, "FLUSH_ALL", "OK", 0))
+            elif op == STATS:
+                lines.append((now, key, "STATS", "OK", 0))
         self.logs.extend(reversed(lines[:wanted]))
 
     def _count(self, current, batch, step, scale=1):
@@ -468,7 +470,8 @@ class Introspector:
                 else:
                     pairs = zip(keys[skip::step], [-1 if i is None else 0 for i in ev[2][skip::step]])
                     skip = (skip - len(keys)) % step
-            elif op == FLUSH:
+            elif op == FLUSH or op == STATS:
+                # no key: nothing to count
                 continue
             elif step == 1:
                 pairs = ((ev[1], ev[2]),)

@@ -30,7 +30,7 @@ from memcachier.commands import (
     itemValueLength,
 )
 from memcachier.analytics.events import (
-    DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, TOUCH, discard,
+    DECR, DELETE, FLUSH, GAT, GET, GET_MANY, INCR, STATS, TOUCH, discard,
 )
 from memcachier.runtime import CacheStats
 
@@ -535,6 +535,7 @@ class Session:
         C{stats reset}: zero this cache's counters on this node, the
         C{stats detail} prefix counts included (as memcached does).
         """
+        self.tap((STATS, b"reset", 0))
         self.runtime.resetStats()
         introspector = self._introspector()
         if introspector is not None:
@@ -558,6 +559,7 @@ class Session:
             to count from); for C{dump} a L{list} of (prefix L{bytes}, get,
             hit, set, del); else L{True}.
         """
+        self.tap((STATS, b"detail " + subcommand.encode("ascii", "replace"), 0))
         introspector = self._introspector()
         if introspector is None:
             return None
@@ -577,6 +579,7 @@ class Session:
         @return: a L{list} of (name, value) L{str} pairs, or L{None} for an
             unknown group.
         """
+        self.tap((STATS, group.encode("utf-8", "replace"), 0))
         name, _, argument = group.partition(" ")
         if self.runtime.peer:
             # a peer node's connection: the runtime answers the groups

@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 
+from memcachier.analytics.events import FLUSH
 from memcachier.control.repository import (
     CannotDeletePrimary,
     ControlPlaneError,
@@ -303,9 +304,18 @@ class CacheAPI:
 
     @route("/flush", ["POST"])
     async def flush(self, request: Any, cacheId: str) -> bytes:
-        caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
+        """
+        C{flush_all} through the API: the same capability, the same
+        C{cmd_flush} count and the same recent-log line as on the
+        memcache port.
+        """
+        caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND, capability="flush")
         requireNoBody(request)
         runtime = self.registry.runtime(caller.cacheId)
+        runtime.stats.cmd_flush += 1
+        introspection = self.registry.introspection
+        if introspection is not None:
+            introspection.tapFor(runtime)((FLUSH, b"", 0))
         await maybeDeferred(runtime.keyspace.flush, 0)
         return emptyResponse(request, 204)
 

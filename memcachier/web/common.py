@@ -286,16 +286,20 @@ class CacheAuth:
             return None
         return credential
 
-    def authorize(self, request, cacheIdText, unknownCache=FORBIDDEN):
+    def authorize(self, request, cacheIdText, unknownCache=FORBIDDEN, capability=None):
         """
         Check the request's caller against the cache C{cacheIdText} names,
         in the contract's order: 400 for a non-numeric id, 401 for missing
         or wrong credentials, then 404 (if C{unknownCache} says so) for a
         cache that does not exist, then 403 for a credential of another
-        cache or without the API capability.
+        cache, without the API capability, or without C{capability}.
 
         @param cacheIdText: the C{<cache_id>} path segment.
         @param unknownCache: L{FORBIDDEN} or L{NOT_FOUND}.
+        @param capability: a capability the credential needs besides the
+            API's (C{"flush"}, C{"write"}), as the memcache port asks it
+            for the same command; a dashboard session (the cache's owner
+            or an operator) has them all.
         @rtype: L{Authorized}
         @raise ApiError: the refusal.
         """
@@ -323,6 +327,8 @@ class CacheAuth:
             raise ApiError(403, f"this credential cannot access cache {cacheId}")
         if not credential.api:
             raise ApiError(403, "this credential does not have the API capability")
+        if capability is not None and not getattr(credential, capability):
+            raise ApiError(403, f"this credential does not have the {capability} capability")
         return Authorized(cacheId, cache, credential)
 
     def _authorizeSession(self, request, session, cacheId, unknownCache):

@@ -79,6 +79,31 @@ def test_recentLogs(node):
     assert logs[0]["timestamp"] == "2023-11-14T22:13:25Z"
 
 
+def test_recentLogsRecordStats(node):
+    """
+    C{stats} is a command of the recent logs (the contract's example line:
+    key C{""}, status C{OK}, size 0), its groups and C{stats reset} too,
+    over both protocols' session; they count in no sketch.
+    """
+    world, service = node
+    proto, transport = connect(world)
+    send(proto, transport, b"get k\r\n")
+    assert send(proto, transport, b"stats\r\n").endswith(b"END\r\n")
+    assert send(proto, transport, b"stats settings\r\n").endswith(b"END\r\n")
+    assert send(proto, transport, b"stats reset\r\n") == b"RESET\r\n"
+    world.clock.advance(0.1)
+    intro = service.existing(1)
+    assert [(l["command"], l["key"], l["status"], l["size"]) for l in intro.recentLogs()] == [
+        ("GET", "k", "MISS", 0),
+        ("STATS", "", "OK", 0),
+        ("STATS", "settings", "OK", 0),
+        ("STATS", "reset", "OK", 0),
+    ]
+    popular = intro.popularItems()
+    assert popular["most_missed_keys"] == [{"name": "k", "popularity": 1}]
+    assert popular["popular_prefixes"] == []
+
+
 def test_recentLogsKeepsTheLast100(node):
     world, service = node
     proto, transport = connect(world)

@@ -630,6 +630,48 @@ def test_flush(world):
     assert world.runtime(world.other.id).keyspace.get(b"k") is not None
 
 
+def test_flushNeedsTheFlushCapability(world):
+    """
+    A credential without the flush capability gets 403 with the API's
+    error body, as C{flush_all} refuses it on the memcache port; nothing
+    is flushed nor counted.  One with it flushes.
+    """
+    world.set(b"k", b"v")
+    noFlush = world.cp.createCredential(world.cache.id, flush=False)
+    world.refresh()
+    assertError(world.call("POST", "/flush", auth=world.auth(noFlush)), 403, "flush capability")
+    assert world.runtime().keyspace.get(b"k") is not None
+    assert world.runtime().statsDict()["cmd_flush"] == 0
+    withFlush = world.cp.createCredential(world.cache.id, flush=True)
+    world.refresh()
+    assert world.call("POST", "/flush", auth=world.auth(withFlush)).code == 204
+    assert world.runtime().keyspace.get(b"k") is None
+
+
+def test_flushNeedsTheAPICapabilityFirst(world):
+    """
+    Without the API capability the refusal names that one, whatever the
+    flush capability.
+    """
+    neither = world.cp.createCredential(world.cache.id, flush=False, api=False)
+    world.refresh()
+    assertError(world.call("POST", "/flush", auth=world.auth(neither)), 403, "API capability")
+
+
+def test_flushCountsInCmdFlushAndTheRecentLogs(world):
+    """
+    An API flush counts in C{cmd_flush} (the API's C{stats} shows it) and
+    is a C{FLUSH_ALL} line of the recent logs, as a memcache C{flush_all}.
+    """
+    assert world.call("POST", "/flush").code == 204
+    assert world.call("POST", "/flush").code == 204
+    assert world.call("GET", "/stats").json()["cmd_flush"] == 2
+    introspector = world.registry.introspection.introspector(world.runtime())
+    introspector.drain()
+    assert [(e["command"], e["status"]) for e in introspector.recentLogs()] == [
+        ("FLUSH_ALL", "OK"), ("FLUSH_ALL", "OK")]
+
+
 def test_resetStats(world):
     """
     reset_stats zeroes the cache's counters (204).
