@@ -39,6 +39,7 @@ from memcachier.tx.ceiling import connectionCeilings, descriptorLimit
 from memcachier.tx.threads import ThreadPoolService
 from memcachier.web.alerts import AlertsAPI
 from memcachier.web.common import CacheAuth
+from memcachier.web.health import ControlPlaneCheck, Health, membershipJoined
 from memcachier.web.insight import InsightAPI
 from memcachier.web.introspection import IntrospectionAPI
 from memcachier.heroku.api import makeHeroku
@@ -174,13 +175,21 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
         NodeCounters(webConnections, webCounters, memcacheConnections, throttle, tlsReloads),
     )
+    # /healthz and /readyz: the listeners (made below) accept once bound
+    # and ready; the control plane answers its poller's query.
+    listeners: list[Any] = []
+    health = Health(
+        lambda: ready.called and all(l.port is not None for l in listeners),
+        ControlPlaneCheck(asyncControlPlane.version, reactor),
+        membershipJoined(membership) if membership is not None else None,
+    )
     site = makeSite(
         api, settings, reactor,
         sessions=AsyncSessionStore(SessionStore(engine, reactor), pool, reactor),
         heroku=heroku, metrics=metrics, ceiling=webConnections, counters=webCounters,
-        throttle=throttle,
+        throttle=throttle, health=health,
     )
-    listeners = [listenerService(
+    listeners += [listenerService(
         settings.web.listen, site, reactor, settings.memcache.tls_min_version, ready,
         backlog=settings.web.backlog, surface="web",
     )]

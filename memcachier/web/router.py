@@ -185,6 +185,7 @@ def makeRouter(
     resolver: Optional[SessionSource] = None,
     heroku: Any = None,
     metrics: Any = None,
+    health: Any = None,
 ) -> Router:
     """
     The router of every path, from its parts.
@@ -198,6 +199,8 @@ def makeRouter(
     @param heroku: the L{memcachier.heroku.api.HerokuAPI}, or L{None}.
     @param metrics: the L{memcachier.web.metrics.MetricsResource}, or
         L{None}.
+    @param health: the L{memcachier.web.health.Health} probes
+        (C{/healthz}, C{/readyz}), or L{None}.
     """
     apiErrors = JSONErrors()
     parts = [Part("/api/", api.endpoints(), apiErrors, sessions=True)]
@@ -208,6 +211,9 @@ def makeRouter(
         parts.append(Part("/metrics/", [
             ("/metrics", None, served, False), ("/metrics/", None, served, True),
         ], apiErrors))
+    if health is not None:
+        for path, methods, handler, branch in health.endpoints():
+            parts.append(Part(path, [(path, methods, handler, branch)], apiErrors))
     fallback: ErrorStyle = apiErrors
     if dashboard is not None:
         parts.append(Part("/", dashboard.endpoints(), dashboard.errors, sessions=True))

@@ -494,6 +494,7 @@ def makeSite(
     ceiling: Optional[ConnectionCeiling] = None,
     counters: Optional[WebCounters] = None,
     throttle: Any = None,
+    health: Any = None,
 ) -> APISite:
     """
     The node's web site: one router (L{memcachier.web.router.makeRouter})
@@ -511,6 +512,7 @@ def makeSite(
     @param ceiling: the web's L{ConnectionCeiling} (L{webCeiling}), or
         L{None} for none.
     @param counters: the L{WebCounters} C{/metrics} reads, or L{None}.
+    @param health: the L{memcachier.web.health.Health} probes, or L{None}.
     @param throttle: the memcache logins' L{memcachier.protocols.throttle.AuthThrottle},
         which the dashboard's sign-in shares; L{None}: one of its own.
     """
@@ -518,7 +520,7 @@ def makeSite(
     if sessions is not None:
         resolver = SessionResolver(sessions, api.index, settings)
         dashboard = Dashboard(sessions, resolver, api.index, settings, reactor, throttle)
-    router = makeRouter(api, dashboard, resolver, heroku, metrics)
+    router = makeRouter(api, dashboard, resolver, heroku, metrics, health)
     return APISite(
         router.resource(),
         reactor=reactor,
