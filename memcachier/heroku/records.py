@@ -3,7 +3,8 @@
 The records of Heroku-provisioned caches: L{HerokuRecords} keeps the
 Heroku side of a cache (the resource uuid, on which provisioning is
 idempotent since Heroku delivers at least once; the oauth tokens; one row
-per config var push that follows a credential promotion), synchronously
+per config var push that follows a credential promotion or a move to
+another cluster), synchronously
 like L{memcachier.control.repository.ControlPlane}.
 L{AsyncHerokuRecords} runs it in the control plane's thread pool.
 """
@@ -431,6 +432,16 @@ class HerokuRecords:
                     next_attempt_at=retryAt,
                 )
             )
+
+    def cacheCluster(self, cacheId: int) -> Optional[str]:
+        """
+        @return: the cluster a cache is on in the database (which the
+            control index of this node may not show yet), or L{None} if
+            it is gone.
+        """
+        t = schema.caches
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(t.c.cluster).where(t.c.id == cacheId)).scalar()
 
     def pushes(self, uuid: str) -> List[ConfigPush]:
         """

@@ -3,8 +3,9 @@
 Talking back to Heroku, in the background: the oauth grant of each
 provisioned resource is exchanged for tokens (and the tokens refreshed
 before they expire), and when a Heroku-provisioned cache gets a new
-primary credential, its values are sent to Heroku's Platform API so the
-app's C{MEMCACHIER_USERNAME}/C{MEMCACHIER_PASSWORD} follow.
+primary credential or moves to another cluster, its config vars are sent
+to Heroku's Platform API so the app's C{MEMCACHIER_USERNAME},
+C{MEMCACHIER_PASSWORD} and C{MEMCACHIER_SERVERS} follow.
 
 Nothing here ever blocks a request: provisioning and promotion answer at
 once, and L{HerokuSync} catches up on the reactor clock.  Promotions are
@@ -15,6 +16,13 @@ another process) is seen alike.  Each push is a row of
 C{heroku_config_pushes}: attempts, last status and error are recorded,
 and a failed push is retried with exponential backoff until it succeeds
 (or a newer promotion supersedes it).
+
+A move to another cluster is queued by the control plane itself, in the
+move's transaction (L{memcachier.control.repository.ControlPlane.setCluster}),
+as a push of the same kind: it supersedes, and is superseded by, any
+other.  A push carries every config var, the servers read from this
+node's control index, so it waits until the index shows the cluster the
+database has (another node's move reaches the index within a poll).
 """
 
 import datetime
@@ -326,6 +334,11 @@ class HerokuSync(PeriodicService):
         self._log.info("heroku oauth {what} for {uuid} done", what=what, uuid=resource.uuid)
 
     async def _push(self, push: ConfigPush, resource: HerokuResource) -> None:
+        if resource.cache_id is not None:
+            cache = self.index.cache(resource.cache_id)
+            cluster = await self.records.cacheCluster(resource.cache_id)
+            if cache is not None and cluster is not None and cache.cluster != cluster:
+                return  # the index is behind: its refresh kicks a pass
         if not await self.records.claimPush(push.id):
             return  # another node took it
         now = self.clock.seconds()
