@@ -30,6 +30,7 @@ having logged in, still spends and is refused by both budgets.
 """
 
 import ipaddress
+import math
 from collections import OrderedDict
 
 from twisted.logger import Logger
@@ -165,7 +166,7 @@ class AuthThrottle:
         rate = self.addresses.rate
         if missing <= 0 or rate <= 0:
             return 1
-        return max(1, int(-(-missing // rate)))
+        return max(1, math.ceil(missing / rate))
 
     def failed(self, host, username, now):
         """

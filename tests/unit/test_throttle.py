@@ -168,3 +168,107 @@ def test_floodLoggedOncePerBurst():
     assert floods[1]["previousBurst"] == 999 + 9
     assert len(events) == 2
     assert throttle.refused == 999 + 9 + 1
+
+
+def test_rightfulAddressKeepsAccess():
+    """
+    An address spraying wrong passwords at a username does not lock out
+    the address that rightly logs in as it: that one is not refused by the
+    username's budget.  The sprayer spends its own budget and the
+    username's, and is refused (the right password too) once either is
+    spent; an address that never logged in is refused by the username's.
+    """
+    world = World()
+    throttle = AuthThrottle(rate=5, burst=10)
+    world.factory.throttle = throttle
+    assert login(world, b"rw", b"secret", peer="10.0.0.1")[0] == b"STORED\r\n"
+    rightful = answered = 0
+    for i in range(200):
+        if login(world, b"rw", b"wrong%d" % i, peer="10.6.6.6")[1]:
+            answered += 1
+        if login(world, b"rw", b"secret", peer="10.0.0.1")[0] == b"STORED\r\n":
+            rightful += 1
+        world.clock.advance(0.01)
+    assert rightful == 200
+    # burst, then 5 a second over the 2 s
+    assert 10 <= answered <= 21
+    assert login(world, b"rw", b"secret", peer="10.6.6.6")[1] is False
+    assert throttle.usernames.level(b"rw", world.clock.seconds()) < 1
+    assert login(world, b"rw", b"secret", peer="10.7.7.7") == (
+        b"CLIENT_ERROR authentication failure\r\n", False
+    )
+
+
+def test_rightfulAddressStillSpendsItsOwnBudget():
+    """
+    A remembered address that itself fails is refused by its address
+    budget, like any other.
+    """
+    world = World()
+    world.factory.throttle = AuthThrottle(rate=5, burst=10)
+    assert login(world, b"rw", b"secret")[0] == b"STORED\r\n"
+    for i in range(10):
+        assert login(world, b"rw", b"wrong")[1]
+    assert login(world, b"rw", b"secret") == (b"CLIENT_ERROR authentication failure\r\n", False)
+
+
+def test_rememberedLoginExpires():
+    """
+    After C{rememberFor} seconds without a login the address is a stranger
+    again: the username's budget refuses it.
+    """
+    throttle = AuthThrottle(rate=1, burst=2, rememberFor=60)
+    throttle.succeeded("10.0.0.1", b"rw", 100.0)
+    for i in range(2):
+        throttle.failed(f"10.1.0.{i}", b"rw", 100.0)
+    assert throttle.admit("10.0.0.1", b"rw", 100.0)
+    assert not throttle.admit("10.0.0.2", b"rw", 100.0)
+    for i in range(2):
+        throttle.failed(f"10.2.0.{i}", b"rw", 160.5)
+    assert throttle.admit("10.0.0.1", b"rw", 160.0)
+    assert not throttle.admit("10.0.0.1", b"rw", 160.5)
+    assert throttle.remembered == 0
+    # a clock stepping back forgets too (no negative age counts)
+    throttle.succeeded("10.0.0.1", b"rw", 200.0)
+    assert not throttle.known("10.0.0.1", b"rw", 199.0)
+
+
+def test_rememberedIsPerUsernameAndIPv6Block():
+    """
+    A login as one username vouches for nothing else; IPv6 addresses are
+    remembered per /64, as they are budgeted.
+    """
+    throttle = AuthThrottle(rate=1, burst=1)
+    throttle.succeeded("2001:db8::1", b"rw", 0.0)
+    assert throttle.known("2001:db8::ffff", b"rw", 1.0)
+    assert not throttle.known("2001:db8:0:1::1", b"rw", 1.0)
+    assert not throttle.known("2001:db8::1", b"other", 1.0)
+
+
+def test_rememberedMemoryBounded():
+    """
+    A flood of logins from distinct addresses keeps at most
+    C{rememberEntries}, dropping the least recent.
+    """
+    throttle = AuthThrottle(rememberEntries=100)
+    throttle.succeeded("10.0.0.1", b"rw", 0.0)
+    for i in range(10_000):
+        throttle.succeeded(f"10.{i // 250}.{i % 250}.9", b"rw", 1.0)
+    assert throttle.remembered == 100
+    assert not throttle.known("10.0.0.1", b"rw", 2.0)
+    assert throttle.known("10.39.249.9", b"rw", 2.0)
+
+
+def test_retryAfter():
+    """
+    Once refused, C{retryAfter} says in whole seconds when a token is back
+    (at least 1): 1/rate for a spent bucket.
+    """
+    throttle = AuthThrottle(rate=0.1, burst=2)
+    for _ in range(2):
+        throttle.failed("10.0.0.1", b"rw", 0.0)
+    assert not throttle.admit("10.0.0.1", b"rw", 0.0)
+    assert throttle.retryAfter("10.0.0.1", b"rw", 0.0) == 10
+    assert throttle.retryAfter("10.0.0.1", b"rw", 4.5) == 6
+    assert throttle.admit("10.0.0.1", b"rw", 10.0)
+    assert throttle.retryAfter("10.0.0.9", b"nobody", 0.0) == 1
