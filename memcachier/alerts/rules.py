@@ -7,6 +7,8 @@ the same definitions for users.
 
   - L{CounterWindow} keeps one cache's counter deltas over the evaluation
     window (the insight series' arithmetic, L{memcachier.analytics.series}).
+  - L{CacheWindow} sums those windows over every node that serves the
+    cache, and knows whether the last reading heard from all of them.
   - L{measure} turns a window (and the plan, and the latency) into the
     value a trigger compares with its threshold, or L{None} when there is
     not enough data to judge.
@@ -100,7 +102,74 @@ class CounterWindow:
         return seconds, data
 
 
-def measure(triggerType, seconds, data, plan, latencyMs=None):
+class CacheWindow:
+    """
+    One cache's counters over the last C{window} seconds on every node that
+    serves it: a L{CounterWindow} per node, summed.
+
+    Each node's deltas are its own (a node that misses a reading adds the
+    two intervals at its next one), so the sum of the counters is what the
+    whole cache did in the window, whichever nodes answered last.  The
+    gauges (C{bytes}, C{curr_connections}, ...) are summed over the nodes
+    of the last reading only; L{complete} says whether that reading heard
+    every live node.  A node not heard for a whole window is forgotten.
+    """
+
+    def __init__(self, window):
+        self.window = window
+        self.complete = False
+        self._nodes = {}
+        self._fresh = frozenset()
+
+    def add(self, now, readings, complete=True):
+        """
+        Record one reading of the cache.
+
+        @param readings: (node name, cumulative counters) pairs, one per
+            node that answered.
+        @param complete: whether every live node of the cache answered.
+        """
+        for node, stats in readings:
+            entry = self._nodes.get(node)
+            if entry is None:
+                entry = self._nodes[node] = [CounterWindow(self.window), now]
+            entry[0].add(now, stats)
+            entry[1] = now
+        for node, (_, seen) in list(self._nodes.items()):
+            if seen <= now - self.window:
+                del self._nodes[node]
+        self._fresh = frozenset(node for node, _ in readings)
+        self.complete = bool(complete)
+
+    def nodes(self):
+        """
+        @return: the names of the nodes whose counters are in the window.
+        """
+        return sorted(self._nodes)
+
+    def total(self):
+        """
+        @return: a 3-tuple: seconds covered (the longest of the nodes'),
+            the summed deltas and gauges (see the class docstring), and
+            L{complete}.
+        """
+        seconds = 0.0
+        data = {}
+        for node, (window, _) in self._nodes.items():
+            covered, nodeData = window.total()
+            seconds = max(seconds, covered)
+            if node not in self._fresh:
+                nodeData = {k: v for k, v in nodeData.items() if k not in series.GAUGES}
+            series.merge(data, nodeData, gauges=())
+        return seconds, data, self.complete
+
+
+#: Triggers that read gauges: judged only on a reading of every node
+#: (part of the nodes' memory or connections would always look better).
+GAUGE_TRIGGERS = ("memory_usage", "connections")
+
+
+def measure(triggerType, seconds, data, plan, latencyMs=None, complete=True):
     """
     The value a trigger compares with its threshold.
 
@@ -115,10 +184,15 @@ def measure(triggerType, seconds, data, plan, latencyMs=None):
     @param data: the window's deltas and gauges.
     @param plan: the cache's L{memcachier.control.model.Plan}.
     @param latencyMs: the latest latency figure, or L{None}.
+    @param complete: whether C{data} covers every live node of the cache
+        (L{CacheWindow.complete}); if not, the L{GAUGE_TRIGGERS} give
+        L{None} and the counters are judged over the nodes that answered.
     @return: a L{float}, or L{None} when there is not enough data.
     """
     if triggerType == "latency":
         return None if latencyMs is None else float(latencyMs)
+    if triggerType in GAUGE_TRIGGERS and not complete:
+        return None
     if triggerType == "memory_usage":
         if "bytes" not in data or not plan.memory:
             return None

@@ -1,10 +1,11 @@
 # -*- test-case-name: tests.unit.test_alerts_service -*-
 """
 The alert service of a node: every C{interval} seconds of the reactor's
-clock it reads the counters of the caches this node serves, and, if it
-holds the evaluation lease, evaluates every alert
-(L{memcachier.alerts.rules}) and delivers what fired or resolved
-(L{memcachier.alerts.delivery}).
+clock, if it holds the evaluation lease, it reads the counters of every
+cache that has an alert, over the whole cache (every live node that
+serves it, through the C{wholeStats} callable it is given), evaluates
+every alert (L{memcachier.alerts.rules}) and delivers what fired or
+resolved (L{memcachier.alerts.delivery}).
 
 Exactly one node evaluates and delivers: the one whose name is in the
 control plane's C{alert_lease} row, renewed at every tick and valid for
@@ -59,7 +60,7 @@ class AlertService(PeriodicService):
     _log = Logger()
 
     def __init__(self, store, registry, index, makeDeliverer, nodeName, publicUrl, reactor,
-                 interval=60.0, window=300.0, latencyOf=None):
+                 interval=60.0, window=300.0, latencyOf=None, wholeStats=None):
         """
         @param store: an L{memcachier.alerts.repository.AsyncAlerts}.
         @param registry: the L{memcachier.runtime.CacheRegistry} (counters).
@@ -69,6 +70,12 @@ class AlertService(PeriodicService):
         @param publicUrl: C{[web] public_url}, for the dashboard link.
         @param latencyOf: C{latencyOf(cacheId, now) -> Deferred(ms or None)},
             or L{None} if latency is not measured.
+        @param wholeStats: C{wholeStats(cacheId) -> Deferred((readings,
+            missing))}: the cache's cumulative counters on every live node
+            that answered, as (node name, L{dict}) pairs, and the names of
+            the live nodes that did not (the API's C{stats} mechanism,
+            L{memcachier.web.api.wholeCacheStats}); L{None} reads this
+            node's runtime of the cache only (a single node).
         """
         PeriodicService.__init__(self, interval, self.tick, reactor, "alert evaluation")
         self.store = store
@@ -80,6 +87,7 @@ class AlertService(PeriodicService):
         self._reactor = reactor
         self.window = window
         self.latencyOf = latencyOf
+        self.wholeStats = wholeStats if wholeStats is not None else self._localStats
         self.leader = False
         self._windows = {}
         self._states = {}
@@ -116,28 +124,49 @@ class AlertService(PeriodicService):
     def dashboardUrl(self, cacheId):
         return f"{self.publicUrl}/caches/{cacheId}/"
 
-    def takeReadings(self, now):
+    def _localStats(self, cacheId):
+        runtime = self.registry.existing(cacheId)
+        readings = [] if runtime is None else [(self.nodeName, runtime.statsDict())]
+        return defer.succeed((readings, []))
+
+    def takeReadings(self, cacheIds, now):
         """
-        Add a reading of every served cache's counters to its window.
+        Add a reading of each cache's counters, over every live node, to
+        its window; forget the windows of other caches.  The caches are
+        read side by side: a peer that does not answer costs one request
+        timeout per round, not one per cache.
+
+        @return: a L{Deferred} firing when every reading is in.
         """
-        seen = set()
-        for runtime in self.registry.runtimes():
-            seen.add(runtime.cacheId)
-            window = self._windows.get(runtime.cacheId)
-            if window is None:
-                window = self._windows[runtime.cacheId] = rules.CounterWindow(self.window)
-            window.add(now, runtime.statsDict())
+        cacheIds = sorted(cacheIds)
         for cacheId in list(self._windows):
-            if cacheId not in seen:
+            if cacheId not in cacheIds:
                 del self._windows[cacheId]
+
+        def read(results):
+            for cacheId, (ok, value) in zip(cacheIds, results):
+                window = self._windows.get(cacheId)
+                if window is None:
+                    window = self._windows[cacheId] = rules.CacheWindow(self.window)
+                if not ok:
+                    self._log.warn("reading the counters of cache {cacheId} failed: {error}",
+                                   cacheId=cacheId, error=value.getErrorMessage())
+                    window.add(now, [], complete=False)
+                    continue
+                readings, missing = value
+                window.add(now, readings, complete=not missing)
+
+        return defer.DeferredList(
+            [defer.maybeDeferred(self.wholeStats, cacheId) for cacheId in cacheIds],
+            consumeErrors=True,
+        ).addCallback(read)
 
     @defer.inlineCallbacks
     def tick(self):
         """
-        One round: readings, the lease, evaluation, due deliveries.
+        One round: the lease, readings, evaluation, due deliveries.
         """
         now = self._reactor.seconds()
-        self.takeReadings(now)
         holder = yield self.store.acquireLease(
             self.nodeName, now, LEASE_INTERVALS * self.interval
         )
@@ -146,13 +175,28 @@ class AlertService(PeriodicService):
                 self._log.info("alert lease lost; another node evaluates alerts")
             self.leader = False
             self._states.clear()
+            self._windows.clear()
             return
         if not self.leader:
             self._log.info("this node evaluates and delivers alerts (lease taken)")
         self.leader = True
         snapshot = yield self.store.evaluationSnapshot()
+        yield self.takeReadings(self._counted(snapshot), now)
         yield self.evaluate(snapshot, now)
         yield self.sendDue()
+
+    def _counted(self, snapshot):
+        """
+        The caches whose counters some live alert of C{snapshot} judges.
+        """
+        found = set()
+        for alert, config in snapshot:
+            if not alert["enabled"] or config is None or alert["trigger_type"] == "latency":
+                continue
+            cache = self.index.cache(alert["cache_id"])
+            if cache is not None and cache.enabled:
+                found.add(cache.id)
+        return found
 
     @defer.inlineCallbacks
     def evaluate(self, snapshot, now):
@@ -214,9 +258,9 @@ class AlertService(PeriodicService):
         window = self._windows.get(cacheId)
         if window is None:
             return defer.succeed(None)
-        seconds, data = window.total()
+        seconds, data, complete = window.total()
         return defer.succeed(
-            rules.measure(trigger, seconds, data, self.index.planOf(cacheId))
+            rules.measure(trigger, seconds, data, self.index.planOf(cacheId), complete=complete)
         )
 
     # -- delivery
@@ -378,10 +422,12 @@ def latencyFrom(analytics, settings):
     return latencyOf
 
 
-def makeAlerts(registry, index, engine, pool, settings, reactor, analytics=None):
+def makeAlerts(registry, index, engine, pool, settings, reactor, analytics=None,
+               wholeStats=None):
     """
     The alert service of a node and the store the API's alert routes use.
 
+    @param wholeStats: see L{AlertService}.
     @return: a 2-tuple of L{AlertService} and L{AsyncAlerts}.
     """
     repository = AlertRepository(
@@ -393,5 +439,6 @@ def makeAlerts(registry, index, engine, pool, settings, reactor, analytics=None)
         settings.web.public_url, reactor, interval=settings.alerts.interval,
         window=settings.alerts.window,
         latencyOf=latencyFrom(analytics, settings) if analytics is not None else None,
+        wholeStats=wholeStats,
     )
     return service, store

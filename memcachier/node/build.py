@@ -43,7 +43,7 @@ from memcachier.web.health import ControlPlaneCheck, Health, membershipJoined
 from memcachier.web.insight import InsightAPI
 from memcachier.web.introspection import IntrospectionAPI
 from memcachier.heroku.api import makeHeroku
-from memcachier.web.api import CacheAPI
+from memcachier.web.api import CacheAPI, wholeCacheStats
 from memcachier.web.metrics import MetricsResource, NodeCounters
 from memcachier.web.provisioning import makeProvisioning
 from memcachier.web.site import WebCounters, makeSite
@@ -139,7 +139,10 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         # a prefix watched through another node is counted here at once
         membership.addPrefixListener(analytics.prefixesChanged)
     alertService, alertStore = makeAlerts(
-        registry, index, engine, pool, settings, reactor, analytics
+        registry, index, engine, pool, settings, reactor, analytics,
+        # alerts judge the whole cache, summed over its live nodes as the
+        # API's stats are
+        wholeStats=lambda cacheId: wholeCacheStats(registry, cacheId),
     )
     services.append(alertService)
 

@@ -43,7 +43,7 @@ app of the site from the groups' declared routes instead.
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from memcachier.analytics.events import FLUSH
@@ -78,6 +78,44 @@ from memcachier.web.serialize import (
 )
 
 OPENAPI_PATH = "/api/v2/openapi.json"
+
+
+def wholeCacheStats(registry: Any, cacheId: int) -> "Deferred[Any]":
+    """
+    A cache's cumulative counters on every live node that serves it: what
+    the API's C{stats} sums, and what the alert service judges (given to
+    it as a callable by L{memcachier.node.build}).
+
+    On a single node, this node's runtime of the cache (none if it has not
+    served it: asking does not create it).  With several nodes, this
+    node's and every live peer's, asked over the peer connections
+    (C{ClusterKeyspace.peerStats}); a peer that fails or does not answer
+    within C{[cluster] request_timeout} is left out and named in
+    C{missing}.
+
+    @param registry: the node's L{memcachier.runtime.CacheRegistry}.
+    @return: a L{Deferred} firing with a 2-tuple: (node name, L{dict} of
+        counters) pairs, this node first, and the L{list} of the names of
+        the live nodes that did not answer.
+    @raise KeyError: (in the L{Deferred}) the cache does not exist.
+    """
+    cluster = registry.cluster
+    if cluster is None:
+        runtime = registry.existing(cacheId)
+        readings = [] if runtime is None else [(registry.settings.node.name, runtime.statsDict())]
+        return succeed((readings, []))
+    try:
+        runtime = registry.runtime(cacheId)
+    except KeyError:
+        return fail()
+    own = [(cluster.name, runtime.statsDict())]
+    live = [node for node in cluster.liveOf(cacheId) if node != cluster.name]
+
+    def gathered(answers):
+        answered = {node for node, _ in answers}
+        return own + list(answers), [node for node in live if node not in answered]
+
+    return runtime.keyspace.peerStats().addCallback(gathered)
 
 
 def _controlPlaneError(failure):
@@ -330,16 +368,10 @@ class CacheAPI:
     @route("/stats", ["GET"])
     async def stats(self, request: Any, cacheId: str) -> bytes:
         caller = self.auth.authorize(request, cacheId, unknownCache=NOT_FOUND)
-        runtime = self.registry.existing(caller.cacheId)
-        perServer = [] if runtime is None else [runtime.statsDict()]
-        if self.registry.cluster is not None:
-            # every live node's counters (the peers answer over their
-            # connections; one that does not is left out)
-            runtime = self.registry.runtime(caller.cacheId)
-            perServer = [runtime.statsDict()]
-            perServer.extend(counters for _, counters in await runtime.keyspace.peerStats())
+        readings, _ = await wholeCacheStats(self.registry, caller.cacheId)
         body = statsJSON(
-            perServer, self.reactor.seconds(), self.index.planOf(caller.cacheId).memory
+            [counters for _, counters in readings], self.reactor.seconds(),
+            self.index.planOf(caller.cacheId).memory,
         )
         return jsonResponse(request, body)
 
