@@ -15,6 +15,7 @@ import pytest
 from treq.testing import StubTreq
 
 from memcachier.node.settings import Settings
+from memcachier.protocols.throttle import AuthThrottle
 from memcachier.web.site import makeSite
 from memcachier.web.sso import (
     AsyncSessionStore,
@@ -34,7 +35,7 @@ class Site:
     The web site of a L{World} with the dashboard on.
     """
 
-    def __init__(self):
+    def __init__(self, throttle=None):
         self.settings = Settings().evolve(
             heroku={"sso_salt": SALT},
             web={"operator_password_hash": hashPassword(PASSWORD), "public_url": HOST},
@@ -43,7 +44,8 @@ class Site:
         self.sessions = AsyncSessionStore(
             SessionStore(w.cp.engine, w.reactor), SynchronousThreadPool(), w.reactor
         )
-        site = makeSite(w.api, self.settings, w.reactor, sessions=self.sessions)
+        site = makeSite(w.api, self.settings, w.reactor, sessions=self.sessions,
+                        throttle=throttle)
         self.resource = site.resource
 
     def request(self, method, path, cookie=None, headers=None, data=None, form=None,
@@ -77,6 +79,17 @@ class Site:
         response = self.request("GET", f"{url.path}?{url.query}")
         assert response.code == 303, response
         return cookieOf(response)
+
+    def cacheSignIn(self, username, password):
+        """
+        Sign in at C{/} with a cache's username and password: fetch the
+        form (its token and cookie), post it.
+        """
+        form = self.request("GET", "/")
+        token = re.search(rb'name="login_token" value="([^"]+)"', form.body).group(1).decode()
+        return self.request("POST", "/login", cookies={"memcachier_signin": token},
+                            form={"login_token": token, "username": username,
+                                  "password": password})
 
     def csrf(self, cookie, cacheId=None):
         page = self.request("GET", f"/caches/{cacheId or self.world.cache.id}/", cookie)
@@ -242,11 +255,13 @@ def test_linkIsSingleUse(site):
 
 def test_pagesWithoutOrWithAnotherSession(site):
     """
-    Without a session the pages say how to sign in (401); a session sees
-    its cache's page only (403 for another); C{/} leads to its cache.
+    Without a session C{/} is the sign-in form and a cache's page says how
+    to sign in (401); a session sees its cache's page only (403 for
+    another); C{/} leads to its cache.
     """
     w = site.world
-    assert site.request("GET", "/").code == 401
+    home = site.request("GET", "/")
+    assert home.code == 200 and b'action="/login"' in home.body
     assert site.request("GET", f"/caches/{w.cache.id}/").code == 401
     cookie = site.signIn()
     home = site.request("GET", "/", cookie)
@@ -346,3 +361,145 @@ def test_newOperatorPasswordEndsOperatorSessions(site):
     )
     assert result(changed.resolve(Request())) is None
     assert result(same.resolve(Request())) is None  # and its row is gone
+
+
+# -- signing in with a cache's credential
+
+
+def test_cacheCredentialSignIn(site):
+    """
+    A credential with the API capability signs in at C{/}: the session
+    cookie SSO starts, a redirect to its cache's page, the username shown.
+    """
+    w = site.world
+    response = site.cacheSignIn(w.primary.username, w.primary.password)
+    assert (response.code, response.header(b"Location")) == (303, f"/caches/{w.cache.id}/".encode())
+    headers = b"; ".join(response.headers.getRawHeaders(b"Set-Cookie"))
+    assert b"memcachier_session=" in headers and b"HttpOnly" in headers
+    cookie = cookieOf(response)
+    page = site.request("GET", f"/caches/{w.cache.id}/", cookie)
+    assert page.code == 200 and w.primary.username.encode() in page.body
+    assert site.request("GET", f"/api/v2/caches/{w.cache.id}/stats", cookie).code == 200
+    assert site.request("GET", f"/api/v2/caches/{w.other.id}/stats", cookie).code == 403
+
+
+def test_cacheSignInNeedsTheFormsToken(site):
+    """
+    A post without the sign-in cookie matching the form's token (a
+    cross-site form) is refused before anything is checked.
+    """
+    w = site.world
+    response = site.request("POST", "/login", form={
+        "login_token": "x", "username": w.primary.username, "password": w.primary.password})
+    assert response.code == 403 and cookieOf(response) is None
+
+
+def test_cacheSignInWrongOrUnknownSameAnswer(site):
+    """
+    A wrong password and an unknown username get the same page and code,
+    and no session.
+    """
+    w = site.world
+    wrong = site.cacheSignIn(w.primary.username, "wrong")
+    unknown = site.cacheSignIn("nosuchuser", "wrong")
+    assert wrong.code == unknown.code == 403
+    assert cookieOf(wrong) is None and cookieOf(unknown) is None
+    assert b"Wrong username or password" in wrong.body
+    assert wrong.body.replace(w.primary.username.encode(), b"") == \
+        unknown.body.replace(b"nosuchuser", b"")
+
+
+def test_cacheSignInNeedsTheAPICapability(site):
+    """
+    A credential without the API capability is refused, saying why.
+    """
+    w = site.world
+    credential = w.cp.createCredential(w.cache.id, api=False)
+    w.refresh()
+    response = site.cacheSignIn(credential.username, credential.password)
+    assert response.code == 403 and cookieOf(response) is None
+    assert b"API capability" in response.body
+
+
+def test_cacheSignInThrottledBeforeThePassword():
+    """
+    The sign-in spends the memcache logins' budgets (the same throttle):
+    past them, 429 with Retry-After, even with the right password; the
+    username's budget is spent for memcache logins from elsewhere too.
+    """
+    throttle = AuthThrottle(rate=0.5, burst=3)
+    site = Site(throttle=throttle)
+    w = site.world
+    for _ in range(3):
+        assert site.cacheSignIn(w.primary.username, "wrong").code == 403
+    refused = site.cacheSignIn(w.primary.username, w.primary.password)
+    assert refused.code == 429 and cookieOf(refused) is None
+    assert refused.header(b"Retry-After") == b"2"
+    assert b"Too many failed sign-ins" in refused.body
+    now = w.reactor.seconds()
+    assert not throttle.admit("10.9.9.9", w.primary.username.encode(), now)
+    w.reactor.advance(2)
+    assert site.cacheSignIn(w.primary.username, w.primary.password).code == 303
+
+
+def test_cacheSignInKeepsTheRightfulAppsAccess():
+    """
+    A successful sign-in remembers its address like a memcache login: it
+    is not refused by the username's budget that others spent.
+    """
+    throttle = AuthThrottle(rate=0.01, burst=2)
+    site = Site(throttle=throttle)
+    w = site.world
+    username = w.primary.username
+    first = site.cacheSignIn(username, w.primary.password)
+    assert first.code == 303
+    now = w.reactor.seconds()
+    for i in range(2):
+        throttle.failed(f"10.8.0.{i}", username.encode(), now)
+    assert site.cacheSignIn(username, w.primary.password).code == 303
+
+
+def test_cacheSignOut(site):
+    """
+    Signing out (with the CSRF token) ends a credential's session.
+    """
+    w = site.world
+    cookie = cookieOf(site.cacheSignIn(w.primary.username, w.primary.password))
+    out = site.request("POST", "/logout", cookie, form={"csrf_token": site.csrf(cookie)})
+    assert (out.code, out.header(b"Location")) == (303, b"/signed-out")
+    assert site.request("GET", f"/api/v2/caches/{w.cache.id}/stats", cookie).code == 401
+
+
+@pytest.mark.parametrize("change", ["delete", "noApi", "promoteAndDelete", "rotateSSO"])
+def test_credentialChangesEndItsSessions(site, change):
+    """
+    A session started with a credential ends once the index has the
+    credential deleted (rotation: a new one promoted, the old deleted) or
+    without the API capability, or the cache's SSO secret rotated; other
+    credentials' sessions live on.
+    """
+    w = site.world
+    credential = w.cp.createCredential(w.cache.id)
+    w.refresh()
+    cookie = cookieOf(site.cacheSignIn(credential.username, credential.password))
+    primary = cookieOf(site.cacheSignIn(w.primary.username, w.primary.password))
+    path = f"/api/v2/caches/{w.cache.id}/stats"
+    victim, survivor = cookie, primary
+    if change == "delete":
+        w.cp.deleteCredential(credential.username)
+    elif change == "noApi":
+        w.cp.updateCredential(credential.username, api=False)
+    elif change == "promoteAndDelete":
+        w.cp.promoteCredential(credential.username)
+        w.cp.deleteCredential(w.primary.username)
+        victim, survivor = primary, cookie
+    else:
+        w.cp.rotateSso(w.cache.id)
+        survivor = None
+    # the node sees the change when its index polls it
+    assert site.request("GET", path, victim).code == 200
+    w.refresh()
+    assert site.request("GET", path, victim).code == 401
+    assert site.request("GET", f"/caches/{w.cache.id}/", victim).code == 401
+    if survivor is not None:
+        assert site.request("GET", path, survivor).code == 200

@@ -355,3 +355,23 @@ def test_migrationKeepsWhatReferencesCaches():
     upgrade(engine)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT username FROM credentials")).scalars().all() == ["U1"]
+
+
+def test_credentialFingerprint():
+    """
+    A credential's session fingerprint names the credential and changes
+    with the cache's SSO secret, the password, or another credential
+    under the same id; it fits the column and is never taken for an SSO
+    fingerprint (hex).
+    """
+    from memcachier.control.model import Credential
+
+    credential = Credential(id=42, cache_id=1, username="abc", password="p1")
+    fp = sso.credentialFingerprint("secret", credential)
+    assert sso.credentialOf(fp) == 42
+    assert len(fp) <= 64
+    assert fp != sso.credentialFingerprint("rotated", credential)
+    assert fp != sso.credentialFingerprint("secret", Credential(42, 1, "abc", "p2"))
+    assert fp != sso.credentialFingerprint("secret", Credential(42, 1, "xyz", "p1"))
+    assert sso.credentialOf(sso.fingerprint("secret")) is None
+    assert sso.credentialOf("cred:x:y") is None
