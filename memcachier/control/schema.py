@@ -468,3 +468,25 @@ cluster_versions = sa.Table(
     sa.Column("cluster", sa.String(128), primary_key=True),
     sa.Column("version", sa.BigInteger, nullable=False),
 )
+
+
+# -- flush generations (revision 0007) -------------------------------------
+#
+# A cache's last flush: its generation (1 for the first, one more for each
+# flush after) and flush_at, the wall-clock time from which items stored
+# before it are invalid (a flush_all with a delay has it in the future).
+# Every node compares it with what it applied.  See
+# memcachier.cluster.flushes.
+
+flush_generations = sa.Table(
+    "flush_generations",
+    metadata,
+    sa.Column(
+        "cache_id",
+        sa.Integer,
+        sa.ForeignKey("caches.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("generation", sa.BigInteger, nullable=False),
+    sa.Column("flush_at", sa.Float, nullable=False),
+)
