@@ -31,6 +31,7 @@ from memcachier.interfaces import IStore
 from memcachier.node.listeners import listenerService
 from memcachier.node.settings import Settings
 from memcachier.node.shutdown import CertificateReloader, NodeService
+from memcachier.node.snapshot import WarmRestart
 from memcachier.protocols.sniff import MemcacheFactory, memcacheConnectionCeiling
 from memcachier.protocols.throttle import AuthThrottle
 from memcachier.runtime import CacheRegistry, ServedCaches
@@ -120,6 +121,17 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         index.addListener(clusterStore.refresh)
         store = clusterStore
         ready = allFired(index.ready, membership.firstView())
+
+    # Warm restart: the snapshot goes back into the local store once the
+    # index is loaded, before the listeners accept; it is written when the
+    # node stops, after the drain (it stops after the listeners, before the
+    # store closes).
+    warm = WarmRestart(
+        localStore, index, settings.node.state_dir, settings.node.warm_restart, reactor, ready,
+        storeName=settings.store.plugin,
+    )
+    services.append(warm)
+    ready = warm.restored
 
     introspection = makeIntrospection(settings, reactor)
     registry = CacheRegistry(

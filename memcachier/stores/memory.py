@@ -57,7 +57,7 @@ from memcachier.commands import (
     repackItem,
     unpackU32,
 )
-from memcachier.interfaces import IKeyspace, IStore
+from memcachier.interfaces import IKeyspace, ISnapshottableStore, IStore
 from memcachier.speedups import accelerator
 
 #: bytes charged per item on top of key and value (memcached's item header
@@ -93,6 +93,10 @@ SHARDS = 16
 #: items a flushed keyspace frees per reactor turn: dropping 1M items at
 #: once is a pause of ~90 ms, this many ~1 ms
 FREE_SLICE = 10_000
+
+#: a snapshot takes this many items from each dict of a sharded keyspace
+#: in turn, so the items come out in about the keyspace's LRU order
+SNAPSHOT_RUN = 256
 
 
 def shardCount(maxBytes):
@@ -582,6 +586,85 @@ class MemoryKeyspace:
         if self._bytes > maxBytes:
             self._pullTail(self._bytes - maxBytes, self._clock.seconds())
 
+    # -- warm restart (L{MemoryStore}'s L{ISnapshottableStore}) ------------
+
+    def snapshotItems(self):
+        """
+        The live items as C{(key, item)}, least recently used first: each
+        dict's in its order, the dicts of a sharded keyspace taken
+        L{SNAPSHOT_RUN} items at a time in turn (keys hash evenly, so every
+        dict holds the same spread of ages).
+        """
+        now = self._clock.seconds()
+        if len(self._shards) == 1:
+            runs = [iter(self._shards[0].items())]
+        else:
+            runs = [iter(items.items()) for items in self._shards]
+        expires = ITEM_EXPIRES
+        while runs:
+            left = []
+            for run in runs:
+                taken = 0
+                for key, item in run:
+                    if not item[_BITS] & expires or _EXPTIME(item, _EXPTIME_AT)[0] > now:
+                        yield key, item
+                    taken += 1
+                    if taken == SNAPSHOT_RUN and len(runs) > 1:
+                        left.append(run)
+                        break
+            runs = left
+
+    def pendingFlush(self):
+        """
+        When a delayed flush falls due (clock seconds), or L{None}.
+        """
+        if self._flushCall is not None and self._flushCall.active():
+            return self._flushCall.getTime()
+        return None
+
+    def restoreItems(self, items):
+        """
+        Link restored items at the head of the LRU, oldest first, as they
+        are; the expired ones and those over the item size limit are
+        skipped, and the tail is evicted as a store would when the limit is
+        reached (a plan that shrank keeps the most recently used).
+
+        @return: how many were linked.
+        """
+        now = self._clock.seconds()
+        shards = self._shards
+        mask = self._mask
+        maxItemSize = self.maxItemSize
+        maxBytes = self.maxBytes
+        expires = ITEM_EXPIRES
+        linked = 0
+        for key, item in items:
+            if item[_BITS] & expires and _EXPTIME(item, _EXPTIME_AT)[0] <= now:
+                continue
+            valueLength = len(item) - _VALUE_AT - item[_SUFFIX_LENGTH]
+            if len(key) + valueLength > maxItemSize:
+                continue
+            size = len(key) + valueLength + ITEM_OVERHEAD
+            index = hash(key) & mask
+            old = shards[index].get(key)
+            if old is not None:
+                self._unlink(key, old)
+            if self._bytes + size > maxBytes:
+                if size > maxBytes:
+                    continue
+                self._pullTail(self._bytes + size - maxBytes, now, index)
+            shards[index][key] = item
+            self._bytes += size
+            linked += 1
+        return linked
+
+    def useCasCounter(self, casCounter):
+        """
+        Take CAS uniques from C{casCounter} from now on (the store resumes
+        its counter above a restored snapshot's).
+        """
+        self._nextCas = casCounter.__next__
+
     def keys(self):
         now = self._clock.seconds()
         return [
@@ -590,11 +673,12 @@ class MemoryKeyspace:
         ]
 
 
-@implementer(IStore)
+@implementer(IStore, ISnapshottableStore)
 class MemoryStore:
     """
     Keyspaces of many caches in this process's memory.  CAS uniques come
-    from one counter for the whole store, as in memcached.
+    from one counter for the whole store, as in memcached.  Its items
+    survive a graceful restart (L{ISnapshottableStore}).
     """
 
     def __init__(self, reactor):
@@ -616,3 +700,26 @@ class MemoryStore:
 
     def close(self):
         self._keyspaces.clear()
+
+    # -- ISnapshottableStore -------------------------------------------------
+
+    def snapshotCaches(self):
+        return list(self._keyspaces)
+
+    def snapshotItems(self, cacheId):
+        return self._keyspaces[cacheId].snapshotItems()
+
+    def pendingFlush(self, cacheId):
+        return self._keyspaces[cacheId].pendingFlush()
+
+    def casFloor(self):
+        # the counter's next value (taking it leaves a gap, which is harmless)
+        return next(self._cas)
+
+    def restoreItems(self, cacheId, maxBytes, maxItemSize, items):
+        return self.keyspace(cacheId, maxBytes, maxItemSize).restoreItems(items)
+
+    def resumeCas(self, floor):
+        self._cas = count(max(next(self._cas), floor + 1))
+        for keyspace in self._keyspaces.values():
+            keyspace.useCasCounter(self._cas)
