@@ -17,7 +17,10 @@ status 2, as argparse does.
 
 import argparse
 import json
+import os
+import signal
 import sys
+import time
 from urllib.parse import urlsplit
 
 import sqlalchemy
@@ -34,6 +37,7 @@ from memcachier.control.schema import makeEngine
 from memcachier.heroku.manifest import manifest
 from memcachier.heroku.records import HerokuRecords, UnknownResource
 from memcachier.node.settings import ConfigError, loadSettings
+from memcachier.node.snapshot import MANUAL_NAME, SnapshotError, SnapshotReader
 from memcachier.web.alerts import alertJSON, configJSON, eventJSON
 from memcachier.web.sso import MAX_LINK_TTL, hashPassword, makeLink, parseDuration
 
@@ -193,6 +197,46 @@ class Admin:
                 f"{row['name']:<24} {row['cluster']:<12} {'in' if row['live'] else 'out':<5} "
                 f"{ago:>10} {row['connections']:>11} {row['memory']:>12}"
             )
+
+    def node_snapshot(self, args):
+        """
+        Ask the running node (by its twistd pidfile) for an on-demand
+        snapshot with C{SIGUSR1}, wait for it, and check it end to end.
+        """
+        node = self.settings.node
+        if not node.state_dir or not node.warm_restart:
+            raise AdminError("warm restart is off ([node] state_dir unset or warm_restart = false)")
+        try:
+            with open(args.pidfile) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError) as e:
+            raise AdminError(f"cannot read the node's pid from {args.pidfile}: {e}")
+        path = os.path.join(node.state_dir, MANUAL_NAME)
+        before = _fileStamp(path)
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except ProcessLookupError:
+            raise AdminError(f"no process {pid} (from {args.pidfile}): is the node running?")
+        deadline = time.monotonic() + args.timeout
+        while _fileStamp(path) == before:
+            if time.monotonic() > deadline:
+                raise AdminError(f"no snapshot in {path} after {args.timeout:g}s")
+            time.sleep(0.05)
+        caches = 0
+        try:
+            with open(path, "rb") as f:
+                reader = SnapshotReader(f)
+                for _meta, items in reader.caches():
+                    caches += 1
+                    for _ in items:
+                        pass
+        except SnapshotError as e:
+            raise AdminError(f"the snapshot {path} is unusable: {e}")
+        result = {"path": path, "caches": caches, "items": reader.items}
+        if args.json:
+            self._json(result)
+            return
+        self._print(f"{path}: {reader.items} items of {caches} caches")
 
     # -- caches
 
@@ -595,7 +639,7 @@ def makeParser():
     _switch(p, "flush", "flush capability")
     _switch(p, "api", "analytics API capability")
 
-    node = groups.add_parser("node", help="show the cluster nodes").add_subparsers(
+    node = groups.add_parser("node", help="the cluster nodes; a running node's snapshot").add_subparsers(
         dest="command", required=True
     )
     command(
@@ -603,6 +647,16 @@ def makeParser():
         "list every registered node: its cluster, whether it is in, its last heartbeat, "
         "its connections and memory",
     )
+
+    p = command(
+        node, "snapshot", "node_snapshot",
+        f"take a snapshot of the running node's items into [node] state_dir/{MANUAL_NAME} "
+        "(SIGUSR1 to the pid in --pidfile; rename it to 'snapshot' while the node is stopped "
+        "to restore it)",
+    )
+    p.add_argument("--pidfile", default="twistd.pid", help="the node's twistd pidfile (default: twistd.pid)")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for the snapshot (default 60)")
 
     heroku = groups.add_parser("heroku", help="the Heroku add-on").add_subparsers(
         dest="command", required=True
@@ -692,6 +746,17 @@ def main(argv=None, stdout=None, stderr=None, stdin=None):
     finally:
         admin.close()
     return 0
+
+
+def _fileStamp(path):
+    """
+    What changes when C{path} is replaced (its inode and time), or L{None}.
+    """
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (stat.st_ino, stat.st_mtime_ns)
 
 
 def _safeURL(url):
