@@ -27,6 +27,12 @@ COMMAND_COUNTERS = (
     "total_connections", "rejected_connections",
 )
 
+#: Seconds the cache's reading was held back (by the fair share or its
+#: budget, L{memcachier.protocols.fairshare}), averaged over its
+#: connections: it grows by at most one a second.  A float; reset with
+#: the counters.
+HELD_BACK = "held_back_seconds"
+
 
 class CacheStats:
     """
@@ -35,7 +41,7 @@ class CacheStats:
     the hot path can do.
     """
 
-    __slots__ = COMMAND_COUNTERS + ("curr_connections",)
+    __slots__ = COMMAND_COUNTERS + ("curr_connections", HELD_BACK)
 
     def __init__(self):
         self.curr_connections = 0
@@ -48,6 +54,7 @@ class CacheStats:
         """
         for name in COMMAND_COUNTERS:
             setattr(self, name, 0)
+        self.held_back_seconds = 0.0
 
     def asDict(self):
         """
@@ -56,6 +63,7 @@ class CacheStats:
         """
         d = {name: getattr(self, name) for name in COMMAND_COUNTERS}
         d["curr_connections"] = self.curr_connections
+        d[HELD_BACK] = self.held_back_seconds
         return d
 
 
@@ -70,6 +78,9 @@ class CacheRuntime:
     @ivar lastActive: clock seconds of the last authentication or
         disconnection, for the inactivity reaper.
     @ivar startTime: when this node started serving the cache.
+    @ivar connections: its open, authenticated connections on this node
+        (what the fair share holds back: each has C{holdBack} and
+        C{release}, L{memcachier.protocols.sniff.SniffingProtocol}).
     """
 
     #: a peer node's view of the cache (L{memcachier.cluster.peer.PeerRuntime})
@@ -86,6 +97,7 @@ class CacheRuntime:
         self.lastActive = now
         self.startTime = now
         self.gone = False
+        self.connections = set()
 
     def statsDict(self):
         """

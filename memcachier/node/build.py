@@ -32,6 +32,8 @@ from memcachier.node.listeners import listenerService
 from memcachier.node.settings import Settings
 from memcachier.node.shutdown import CertificateReloader, NodeService
 from memcachier.node.snapshot import WarmRestart
+from memcachier.protocols.admission import LoginAdmission
+from memcachier.protocols.fairshare import FairShare
 from memcachier.protocols.sniff import MemcacheFactory, memcacheConnectionCeiling
 from memcachier.protocols.throttle import AuthThrottle
 from memcachier.runtime import CacheRegistry, ServedCaches
@@ -139,6 +141,13 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         cluster=cluster,
         peerAuthenticator=PeerAuthenticator(settings.cluster.secret) if cluster else None,
     )
+    # The fair share between busy caches and their budgets, round by round.
+    limits = settings.limits
+    services.append(FairShare(
+        served.runtimes, reactor, sharing=limits.scheduler, round=limits.scheduler_round,
+        reading=limits.scheduler_reading, requestsPerMiB=limits.budget_requests,
+        bytesPerMiB=limits.budget_bytes,
+    ))
     services.append(InactiveCacheReaper(
         asyncControlPlane, index, registry.activity, reactor,
         days=settings.caches.dev_inactivity_days,
@@ -214,6 +223,7 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         registry, reactor, settings.memcache.auth_timeout, throttle,
         ceiling=memcacheConnections,
         maxKeys=settings.limits.multiget_keys, directSend=directSend,
+        admission=LoginAdmission(reactor, settings.memcache.login_batch),
     )
     listeners += [
         listenerService(

@@ -237,6 +237,8 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("memcache", "auth_failure_rate", NUMBER, 5.0, "failed logins (memcache and the dashboard's sign-in) a second per "
       "source address (IPv6: /64) and per username; past it logins are refused unchecked"),
     O("memcache", "auth_failure_burst", integer(), 10, "failed logins allowed at once before the rate applies"),
+    O("memcache", "login_batch", integer(0), 64, "new connections that start being read per reactor turn (a storm "
+      "of logins waits its turn); 0: no bound"),
     O("memcache", "auth_remember_for", duration(), "24h", "how long an address that logged in as a username is not "
       "refused by that username's failure budget (its own address budget still applies)"),
     O("memcache", "auth_remember_entries", integer(), 100000, "(username, address) logins remembered for that"),
@@ -287,6 +289,14 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("limits", "credentials", integer(), 20, "credentials one cache may have, its primary included"),
     O("limits", "alerts", integer(), 50, "alerts one cache may have"),
     O("limits", "alert_configs", integer(), 20, "alert delivery configs one cache may have"),
+    O("limits", "scheduler", BOOLEAN, True, "fair share: when several caches are busy, one over its share of the "
+      "node (weighted by plan memory) is read from fewer connections for a round"),
+    O("limits", "scheduler_round", NUMBER, 0.02, "seconds per round of the fair share and the budgets"),
+    O("limits", "scheduler_reading", integer(), 8, "connections of a cache over its share read at once"),
+    O("limits", "budget_requests", integer(0), 2000, "requests a second a cache may make per MiB of its plan's "
+      "memory (held back past it, never refused); 0: no budget"),
+    O("limits", "budget_bytes", integer(0), 2097152, "bytes a second a cache may send, and receive, per MiB of its "
+      "plan's memory (held back past it); 0: no budget"),
     O("limits", "multiget_keys", integer(0), 0, "keys one ASCII get/gets/gat/gats may name; 0: no count (the 256 KiB "
       "line bounds it)"),
     O("analytics", "introspection", BOOLEAN, True, "per-key taps on the hot path (recent logs, popular items, ...)"),

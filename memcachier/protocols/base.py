@@ -49,6 +49,15 @@ Queued output is bounded: past L{MAX_QUEUED} bytes we stop reading from the
 client until the transport has drained (a client that pipelines without
 reading cannot grow our memory).
 
+Holding back
+============
+
+The fair share (L{memcachier.protocols.fairshare}) may stop a connection
+being read for a round: L{CodecProtocol.holdBack} and
+L{CodecProtocol.release}.  Reading is paused while any of three reasons
+holds (a pending answer, a backlog, holding back) and resumed only once
+none does; what was already received is still answered.
+
 Closing
 =======
 
@@ -141,6 +150,7 @@ class CodecProtocol(Protocol):
     @ivar _held: input kept unparsed while parsing holds (a list of
         L{bytes}), or L{None} when parsing goes on.
     @ivar _closing: close once every slot has been sent; ignore input.
+    @ivar _heldBack: whether the fair share holds reading back.
     """
 
     _log = Logger()
@@ -169,6 +179,7 @@ class CodecProtocol(Protocol):
         self._queued = 0
         self._readingPaused = False
         self._backlogged = False
+        self._heldBack = False
         self._slots = deque()
         self._held = None
         self._barrier = None
@@ -244,7 +255,7 @@ class CodecProtocol(Protocol):
             return False
         if not self._readingPaused:
             self._readingPaused = True
-            if not self._backlogged:
+            if not (self._backlogged or self._heldBack):
                 self.transport.pauseProducing()
         if barrier:
             self._barrier = slot
@@ -292,7 +303,7 @@ class CodecProtocol(Protocol):
             return
         if self._readingPaused:
             self._readingPaused = False
-            if not self._backlogged:
+            if not (self._backlogged or self._heldBack):
                 self.transport.resumeProducing()
         self._release()
 
@@ -345,6 +356,8 @@ class CodecProtocol(Protocol):
         its answer; what it sends after that is ignored.
         """
         self._draining = True
+        # a request partly received must be read to the end
+        self.release()
         self.checkDrained()
 
     def checkDrained(self):
@@ -438,7 +451,7 @@ class CodecProtocol(Protocol):
             return
         if self._backlogged:
             self._backlogged = False
-            if not self._readingPaused:
+            if not (self._readingPaused or self._heldBack):
                 transport.resumeProducing()
             self.drained()
             self._release()
@@ -447,6 +460,27 @@ class CodecProtocol(Protocol):
         if not self._backlogged:
             self._backlogged = True
             self.transport.pauseProducing()
+
+    # the fair share's gate (see the module docstring)
+
+    def holdBack(self):
+        """
+        Stop reading from the client until L{release}: the cache is over
+        its share or its budget.  Requests already received are answered.
+        """
+        if not self._heldBack and not self._lost:
+            self._heldBack = True
+            if not (self._readingPaused or self._backlogged):
+                self.transport.pauseProducing()
+
+    def release(self):
+        """
+        Read from the client again, unless another reason to wait holds.
+        """
+        if self._heldBack:
+            self._heldBack = False
+            if not (self._readingPaused or self._backlogged or self._lost):
+                self.transport.resumeProducing()
 
     def stopProducing(self):
         self._sock = None

@@ -96,18 +96,23 @@ class Session:
 
     _log = Logger()
 
-    def __init__(self, registry, reactor, throttle, peerHost, disconnect, authTimeout=5.0):
+    def __init__(self, registry, reactor, throttle, peerHost, disconnect, authTimeout=5.0,
+                 connection=None):
         """
         @param disconnect: the connection's one way to close
             (L{memcachier.protocols.sniff.SniffingProtocol.close}), called
             without arguments when the auth timeout expires; never a
             transport method captured here.
+        @param connection: what the fair share may hold back once the
+            connection belongs to a cache (C{holdBack}, C{release}: the
+            L{memcachier.protocols.sniff.SniffingProtocol}), or L{None}.
         """
         self.registry = registry
         self.reactor = reactor
         self.throttle = throttle
         self.peerHost = peerHost
         self._disconnect = disconnect
+        self._connection = connection
         self.authenticated = False
         self.credential = None
         self.runtime = None
@@ -138,6 +143,8 @@ class Session:
         if self.runtime is not None:
             self.runtime.stats.curr_connections -= 1
             self.runtime.lastActive = self.reactor.seconds()
+            if self._connection is not None and not self.runtime.peer:
+                self.runtime.connections.discard(self._connection)
             self.runtime = None
 
     # -- authentication ----------------------------------------------------
@@ -185,6 +192,10 @@ class Session:
                 return AuthResult.TOO_MANY_CONNECTIONS
             if self.runtime is not None:
                 self.runtime.stats.curr_connections -= 1
+                if self._connection is not None and not self.runtime.peer:
+                    self.runtime.connections.discard(self._connection)
+            if self._connection is not None and not runtime.peer:
+                runtime.connections.add(self._connection)
             stats.curr_connections += 1
             stats.total_connections += 1
             # bytes counted before auth belong to the cache now
@@ -619,6 +630,7 @@ class Session:
             "auth_errors bytes_read bytes_written limit_maxbytes"
         ).split()
         pairs.extend((name, s[name]) for name in names)
+        pairs.append(("held_back_seconds", f"{s['held_back_seconds']:.6f}"))
         pairs.append(("threads", 1))
         pairs.extend(
             (name, s.get(name, 0))

@@ -23,6 +23,11 @@ On an C{ssl:} listener a client must also finish its TLS handshake within
 the auth timeout (or L{HANDSHAKE_TIMEOUT} when that is off), or the
 connection is aborted (docs/security.md).
 
+A storm of new connections is let in a bounded batch per reactor turn
+(L{memcachier.protocols.admission}), and an authenticated connection can
+be held back by the fair share (L{SniffingProtocol.holdBack},
+L{memcachier.protocols.fairshare}).
+
 The factory counts open connections over every memcache listener with a
 L{memcachier.tx.ceiling.ConnectionCeiling}, which refuses any past the
 ceiling the way memcached does past C{-c}: C{ERROR Too many open
@@ -46,6 +51,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from memcachier.protocols.admission import LoginAdmission
 from memcachier.protocols.ascii import AsciiProtocol
 from memcachier.protocols.base import CodecProtocol
 from memcachier.protocols.binary import BinaryProtocol
@@ -104,6 +110,8 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         self.codec: Optional[CodecProtocol] = None
         self._closing = False
         self._handshaking = False
+        self._waiting = False
+        self._heldBack = False
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """
@@ -123,11 +131,46 @@ class SniffingProtocol(Protocol, TimeoutMixin):
             getattr(peer, "host", str(peer)),
             self.close,
             factory.authTimeout,
+            connection=self,
         )
         if ISSLTransport.providedBy(transport):
             # until handshakeCompleted
             self._handshaking = True
             self.setTimeout(factory.authTimeout or HANDSHAKE_TIMEOUT)
+        if not factory.admission.admit(self):
+            self._waiting = True
+            transport.pauseProducing()
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the connection is closing or closed (a waiting one is then
+        not admitted).
+        """
+        return self._closing
+
+    def admitted(self) -> None:
+        """
+        Its turn to be read came (L{LoginAdmission}).
+        """
+        self._waiting = False
+        if not self._closing:
+            transport: Any = self.transport
+            transport.resumeProducing()
+
+    def holdBack(self) -> None:
+        """
+        Stop reading until L{release} (the fair share): the codec's gate.
+        """
+        if self.codec is not None:
+            self.codec.holdBack()
+
+    def release(self) -> None:
+        """
+        Read again (the fair share's round came).
+        """
+        if self.codec is not None:
+            self.codec.release()
 
     def handshakeCompleted(self) -> None:
         """
@@ -187,6 +230,7 @@ class SniffingProtocol(Protocol, TimeoutMixin):
             self.codec.drain()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closing = True
         self.setTimeout(None)
         if self.codec is not None:
             self.codec.connectionLost(reason)
@@ -207,6 +251,7 @@ class MemcacheFactory(Factory):
         count (C{limits.multiget_keys}).
     @ivar directSend: the codecs' fast send path, or L{None} for the
         public one (C{transport.write}).
+    @ivar admission: the L{LoginAdmission} new connections go through.
     """
 
     protocol = SniffingProtocol
@@ -222,8 +267,11 @@ class MemcacheFactory(Factory):
         maxKeys: int = 0,
         ceiling: Optional[ConnectionCeiling] = None,
         directSend: Optional[DirectSend] = None,
+        admission: Optional[LoginAdmission] = None,
     ) -> None:
         """
+        @param admission: the L{LoginAdmission} (none, every connection
+            read at once, when L{None}).
         @param maxConnections: the ceiling, when C{ceiling} is not given.
         @param ceiling: the memcache surface's L{ConnectionCeiling}
             (L{memcacheConnectionCeiling}), built by the composition.
@@ -239,6 +287,7 @@ class MemcacheFactory(Factory):
             ceiling = memcacheConnectionCeiling(maxConnections, reactor)
         self.ceiling = ceiling
         self.directSend = directSend
+        self.admission = admission if admission is not None else LoginAdmission(reactor, 0)
 
     @property
     def maxConnections(self) -> Optional[int]:
@@ -278,6 +327,7 @@ class MemcacheFactory(Factory):
 
         @return: a L{Deferred} firing when none is open.
         """
+        self.admission.stop()
         return self.ceiling.drain()
 
     def abort(self) -> int:

@@ -1,0 +1,288 @@
+# -*- test-case-name: tests.unit.test_fairshare -*-
+"""
+A fair share of the node under a noisy neighbour, and per-plan budgets.
+
+Every cache on a node shares one reactor thread.  A cache with 50 busy
+connections is read 50 times for another's once in every reactor pass,
+and a pass that reads all of them makes every other cache's request wait
+for it.  L{FairShare} keeps the node work-conserving but fair:
+
+  - B{Accounting} costs the hot path nothing: the codecs already count
+    each cache's C{bytes_read} and C{bytes_written}; the scheduler reads
+    them once a round (L{FairShare.round} seconds, on the injected clock)
+    and works with what moved since the last round.
+  - B{Shares.}  A cache alone is never held back.  When several caches
+    were busy lately (within L{FairShare.busyFor}), each is entitled to
+    the last round's work weighted by its plan's memory.  A cache over its
+    share reads, for the next round, from only part of its connections:
+    its share over its use of them, and at most L{FairShare.reading}.  The
+    others are held back (their transports stop being read through the
+    producer API, L{memcachier.protocols.base.CodecProtocol.holdBack});
+    the part read turns round by round, so each connection progresses.
+    A reactor pass then reads at most about L{FairShare.reading}
+    connections of the noisy cache, and the quiet cache's request waits
+    for those only.  Nothing is refused or failed: held-back requests are
+    read a round later.
+  - B{Budgets.}  Each cache may move at most so many requests and bytes
+    in and out a second, scaled by its plan's memory (per MiB of it).  A
+    cache past its budget by more than a round's worth has every
+    connection held back until it is within it again, alone or not.
+  - B{Held-back time} is counted in the cache's C{held_back_seconds}
+    (L{memcachier.runtime.CacheStats}): round seconds times the part of
+    its connections held back, so it grows by at most one a second.
+
+The round timer runs at L{FairShare.round} while any cache is busy, and
+ten times slower when none is; with the share and the budgets both off it
+does not run at all.
+"""
+
+import math
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+#: seconds per round
+DEFAULT_ROUND = 0.02
+#: connections of a cache over its share read at once
+DEFAULT_READING = 8
+#: a cache that moved bytes within this many seconds counts as busy
+DEFAULT_BUSY_FOR = 0.25
+#: default budgets per MiB of plan memory, a second
+DEFAULT_REQUESTS_PER_MIB = 2000.0
+DEFAULT_BYTES_PER_MIB = 2.0 * 1024 * 1024
+#: the idle round is this many rounds
+IDLE_ROUNDS = 10
+
+MiB = 1024 * 1024
+
+#: the counters whose sum is a cache's requests (keys of a multi-get each)
+REQUEST_COUNTERS = (
+    "cmd_get", "cmd_set", "cmd_touch", "cmd_flush", "delete_hits", "delete_misses",
+    "incr_hits", "incr_misses", "decr_hits", "decr_misses",
+)
+
+
+def requestsOf(stats: Any) -> int:
+    """
+    How many requests a cache's L{memcachier.runtime.CacheStats} counted.
+    """
+    return sum(getattr(stats, name) for name in REQUEST_COUNTERS)
+
+
+class _Account:
+    """
+    What the scheduler remembers of one cache between rounds.
+    """
+
+    __slots__ = ("bytesIn", "bytesOut", "requests", "lastBusy", "rotation",
+                 "owedRequests", "owedIn", "owedOut")
+
+    def __init__(self, stats: Any) -> None:
+        self.bytesIn = stats.bytes_read
+        self.bytesOut = stats.bytes_written
+        self.requests = requestsOf(stats)
+        self.lastBusy = -math.inf
+        self.rotation = 0
+        self.owedRequests = 0.0
+        self.owedIn = 0.0
+        self.owedOut = 0.0
+
+
+def _moved(now: int, before: int) -> int:
+    """
+    What a counter moved (a counter that went down was reset: its value).
+    """
+    return now - before if now >= before else now
+
+
+def _owed(owed: float, used: int, rate: float, seconds: float) -> float:
+    """
+    A leaky bucket: what is owed after using C{used} in C{seconds} at
+    C{rate} a second (never below zero).
+    """
+    return max(0.0, owed + used - rate * seconds)
+
+
+class FairShare(Service):
+    """
+    Holds back the connections of a cache over its share of the node or
+    over its budget, round by round (see the module docstring).
+
+    @ivar runtimes: the served caches, cache id to
+        L{memcachier.runtime.CacheRuntime} (L{memcachier.runtime.ServedCaches.runtimes}).
+    @ivar sharing: whether the fair share is on.
+    @ivar round: seconds per round.
+    @ivar reading: connections of a cache over its share read at once.
+    @ivar requestsPerMiB: requests a second per MiB of plan memory, or
+        C{0} for no request budget.
+    @ivar bytesPerMiB: bytes a second, in and out each, per MiB of plan
+        memory, or C{0} for no byte budget.
+    """
+
+    name = "fairshare"
+
+    def __init__(
+        self,
+        runtimes: Dict[int, Any],
+        reactor: IReactorTime,
+        sharing: bool = True,
+        round: float = DEFAULT_ROUND,
+        reading: int = DEFAULT_READING,
+        requestsPerMiB: float = DEFAULT_REQUESTS_PER_MIB,
+        bytesPerMiB: float = DEFAULT_BYTES_PER_MIB,
+        busyFor: float = DEFAULT_BUSY_FOR,
+        weight: Optional[Callable[[Any], float]] = None,
+    ) -> None:
+        """
+        @param weight: a cache's weight from its runtime (default: its
+            plan's memory).
+        """
+        self.runtimes = runtimes
+        self.reactor = reactor
+        self.sharing = sharing
+        self.round = round
+        self.reading = max(1, reading)
+        self.requestsPerMiB = requestsPerMiB
+        self.bytesPerMiB = bytesPerMiB
+        self.busyFor = busyFor
+        self.weight = weight if weight is not None else (lambda runtime: runtime.plan.memory)
+        self._accounts: Dict[Any, _Account] = {}
+        self._holding: Dict[Any, Tuple[List[Any], int]] = {}
+        self._call: Optional[IDelayedCall] = None
+        self._lastTick = 0.0
+
+    @property
+    def active(self) -> bool:
+        """
+        Whether there is anything to do (the share or a budget is on).
+        """
+        return self.sharing or bool(self.requestsPerMiB) or bool(self.bytesPerMiB)
+
+    def startService(self) -> None:
+        super().startService()
+        if self.active:
+            self._lastTick = self.reactor.seconds()
+            self._call = self.reactor.callLater(self.round, self.tick)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._endRound(self.reactor.seconds())
+        return None
+
+    def holding(self) -> Dict[int, int]:
+        """
+        The connections held back now, per cache id.
+        """
+        return {runtime.cacheId: len(held) for runtime, (held, _) in self._holding.items()}
+
+    def _endRound(self, now: float) -> None:
+        """
+        Count the round just ended in each held cache's C{held_back_seconds}
+        and let every held connection be read again.
+        """
+        seconds = max(0.0, now - self._lastTick)
+        self._lastTick = now
+        holding, self._holding = self._holding, {}
+        for runtime, (held, connections) in holding.items():
+            runtime.stats.held_back_seconds += seconds * len(held) / max(1, connections)
+            for connection in held:
+                connection.release()
+
+    def tick(self) -> None:
+        """
+        One round's end: release, account, hold back for the next round.
+        """
+        self._call = None
+        now = self.reactor.seconds()
+        seconds = now - self._lastTick
+        self._endRound(now)
+        accounts = self._accounts
+        runtimes = self.runtimes
+        if len(accounts) > len(runtimes):
+            served = set(runtimes.values())
+            for gone in [r for r in accounts if r not in served]:
+                del accounts[gone]
+        budgets = bool(self.requestsPerMiB or self.bytesPerMiB)
+        busy = []
+        for runtime in runtimes.values():
+            connections = runtime.connections
+            if not connections:
+                continue
+            stats = runtime.stats
+            account = accounts.get(runtime)
+            if account is None:
+                accounts[runtime] = _Account(stats)
+                continue
+            bytesIn, bytesOut = stats.bytes_read, stats.bytes_written
+            movedIn = _moved(bytesIn, account.bytesIn)
+            movedOut = _moved(bytesOut, account.bytesOut)
+            account.bytesIn, account.bytesOut = bytesIn, bytesOut
+            work = movedIn + movedOut
+            if work:
+                account.lastBusy = now
+            if budgets and self._overBudget(runtime, account, movedIn, movedOut, seconds, work):
+                held = list(connections)
+                for connection in held:
+                    connection.holdBack()
+                self._holding[runtime] = (held, len(held))
+                continue
+            if now - account.lastBusy < self.busyFor:
+                busy.append((runtime, account, work))
+        if self.sharing and len(busy) > 1:
+            self._share(busy)
+        if self.running:
+            period = self.round if busy or self._holding else self.round * IDLE_ROUNDS
+            self._call = self.reactor.callLater(period, self.tick)
+
+    def _overBudget(self, runtime: Any, account: _Account, movedIn: int, movedOut: int,
+                    seconds: float, work: int) -> bool:
+        """
+        Charge what the cache moved against its budgets; whether it is
+        more than a round's worth past one.
+        """
+        mib = runtime.plan.memory / MiB
+        over = False
+        if self.requestsPerMiB:
+            rate = self.requestsPerMiB * mib
+            if work or account.owedRequests:
+                requests = requestsOf(runtime.stats)
+                used = _moved(requests, account.requests)
+                account.requests = requests
+                account.owedRequests = _owed(account.owedRequests, used, rate, seconds)
+                over = account.owedRequests > rate * self.round
+        if self.bytesPerMiB:
+            rate = self.bytesPerMiB * mib
+            account.owedIn = _owed(account.owedIn, movedIn, rate, seconds)
+            account.owedOut = _owed(account.owedOut, movedOut, rate, seconds)
+            over = over or max(account.owedIn, account.owedOut) > rate * self.round
+        return over
+
+    def _share(self, busy: List[Tuple[Any, _Account, int]]) -> None:
+        """
+        Hold back part of the connections of each busy cache that used more
+        than its weighted share of the last round's work.
+        """
+        total = sum(work for _, _, work in busy)
+        weights = sum(self.weight(runtime) for runtime, _, _ in busy)
+        if total <= 0 or weights <= 0:
+            return
+        for runtime, account, work in busy:
+            share = total * self.weight(runtime) / weights
+            if work <= share:
+                continue
+            connections = list(runtime.connections)
+            count = len(connections)
+            reading = min(count, self.reading, max(1, math.ceil(count * share / work)))
+            if reading >= count:
+                continue
+            start = account.rotation % count
+            account.rotation = start + reading
+            turn = connections[start:] + connections[:start]
+            held = turn[reading:]
+            for connection in held:
+                connection.holdBack()
+            self._holding[runtime] = (held, count)
