@@ -110,6 +110,59 @@ def test_flushEmptiesTheCache(memcachier_server):
 
 
 @PRODUCTION
+def test_flushKeepsTheCapabilityRules(memcachier_server):
+    """
+    The API's flush asks for the flush capability as C{flush_all} does: a
+    credential without it gets 403 with the API's error body and nothing
+    is flushed; a flush through the API counts in C{cmd_flush} and is a
+    line of C{introspection/recent_logs}, and so are the memcache port's
+    C{stats} commands.
+    """
+    s = memcachier_server
+    api = Api(s)
+    created = api("POST", "/credentials", json={"flush_capability": False})
+    assert created.status_code == 201, created.text
+    username = created.json()["sasl_username"]
+    password = created.json()["sasl_password"]
+    mc = libmc(s)
+    assert mc.set("k", b"v")
+
+    refused = Api(s, username, password)("POST", "/flush")
+    assert refused.status_code == 403
+    assert refused.headers["Content-Type"] == "application/json"
+    assert refused.json() == {"error": "this credential does not have the flush capability"}
+    assert mc.get("k") == b"v"
+    assert api("GET", "/stats").json()["cmd_flush"] == 0
+    # the memcache port refuses the same credential's flush_all
+    conn = s.ascii(username, password)
+    assert conn.call("flush_all") == b"CLIENT_ERROR flush_all not allowed"
+    assert mc.get("k") == b"v"
+    conn.close()
+
+    assert api("POST", "/flush").status_code == 204
+    assert mc.get("k") is None
+    stats = api("GET", "/stats").json()
+    # memcached counts the refused flush_all too; the API's 403 is no flush
+    assert stats["cmd_flush"] == 2
+
+    conn = s.ascii()
+    assert conn.stats()["cmd_flush"] == "2"
+    conn.close()
+    node = f"127.0.0.1:{s.port}"
+    deadline = time.monotonic() + 30
+    while True:
+        logs = api("GET", "/introspection/recent_logs").json()[node]
+        commands = [(l["command"], l["key"], l["status"]) for l in logs]
+        if ("STATS", "", "OK") in commands or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert ("FLUSH_ALL", "", "OK") in commands, commands
+    assert commands[-1] == ("STATS", "", "OK"), commands
+    flushes = [c for c in commands if c[0] == "FLUSH_ALL"]
+    assert len(flushes) == 1, commands
+
+
+@PRODUCTION
 def test_statsAndResetStats(memcachier_server):
     """
     GET stats counts what pylibmc did; POST reset_stats (204) zeroes it.

@@ -241,3 +241,62 @@ def test_hysteresisMarginsAreCapped():
     assert rules.recovered("memory_usage", 0.0, 2)
     assert rules.breached("hit_rate", 49.9, 50) and not rules.breached("hit_rate", 50, 50)
     assert rules.breached("memory_usage", 50.1, 50) and not rules.breached("memory_usage", 50, 50)
+
+
+# -- the whole cache: every node's counters
+
+
+def test_cacheWindowSumsEveryNode():
+    """
+    Hits on one node and misses on another are one cache: the hit rate is
+    judged over both, the gauges summed.
+    """
+    window = rules.CacheWindow(300.0)
+    a, b = Cache(), Cache()
+    a.stats["bytes"], b.stats["bytes"] = 100, 50
+    window.add(1000.0, [("a", dict(a.stats)), ("b", dict(b.stats))])
+    a.gets(10, 0)
+    b.gets(0, 30)
+    window.add(1060.0, [("a", dict(a.stats)), ("b", dict(b.stats))])
+    seconds, data, complete = window.total()
+    assert (seconds, complete) == (60.0, True)
+    assert (data["get_hits"], data["get_misses"], data["bytes"]) == (10, 30, 150)
+    assert measure("hit_rate", seconds, data, PLAN, complete=complete) == 25.0
+    assert window.nodes() == ["a", "b"]
+
+
+def test_cacheWindowNodeThatMissesAReading():
+    """
+    A node that does not answer one reading: its counters are still
+    judged (its next reading brings both intervals), its gauges are not
+    summed while it is silent, and memory is not judged on that reading.
+    """
+    window = rules.CacheWindow(300.0)
+    a, b = Cache(), Cache()
+    a.stats["bytes"], b.stats["bytes"] = 100, 400
+    window.add(1000.0, [("a", dict(a.stats)), ("b", dict(b.stats))])
+    b.gets(0, 20)
+    a.gets(0, 25)
+    window.add(1060.0, [("a", dict(a.stats))], complete=False)
+    seconds, data, complete = window.total()
+    assert complete is False
+    assert (data["get_misses"], data["bytes"]) == (25, 100)
+    assert measure("hit_rate", seconds, data, PLAN, complete=complete) == 0.0
+    assert measure("memory_usage", seconds, data, PLAN, complete=complete) is None
+    assert measure("connections", seconds, data, PLAN, complete=complete) is None
+    b.gets(0, 5)
+    window.add(1120.0, [("a", dict(a.stats)), ("b", dict(b.stats))])
+    seconds, data, complete = window.total()
+    assert complete is True
+    assert (data["get_misses"], data["bytes"]) == (50, 500)
+    assert measure("memory_usage", seconds, data, PLAN, complete=complete) == pytest.approx(
+        100.0 * 500 / PLAN.memory)
+
+
+def test_cacheWindowForgetsANodeSilentForAWindow():
+    window = rules.CacheWindow(100.0)
+    a, b = Cache(), Cache()
+    window.add(1000.0, [("a", dict(a.stats)), ("b", dict(b.stats))])
+    for t in (1050.0, 1100.0):
+        window.add(t, [("a", dict(a.stats))], complete=False)
+    assert window.nodes() == ["a"]

@@ -49,10 +49,11 @@ class AlertWorld(World):
                                              slack_url="https://hooks.slack.test/x")
         self.services = []
 
-    def service(self, node="127.0.0.1:11211"):
+    def service(self, node="127.0.0.1:11211", wholeStats=None):
         s = AlertService(
             self.store, self.registry, self.index, lambda config: self.recorder, node,
             "http://dash.test/", self.reactor, interval=INTERVAL, window=30.0,
+            wholeStats=wholeStats,
         )
         self.services.append(s)
         return s
@@ -350,3 +351,117 @@ def test_oldEventsAreDeleted(world):
     assert len(events) == EVENTS_KEPT
     assert events[-1]["time"] == 1005.0
     assert len(world.repo.pendingDeliveries()) == EVENTS_KEPT
+
+
+# -- the whole cache
+
+
+class TwoNodes:
+    """
+    A C{wholeStats} of a cache on two nodes: this one (the world's
+    runtime) and a peer whose counters the test moves, which may be
+    silent (left out and named missing, as a peer past the request
+    timeout is).
+    """
+
+    def __init__(self, world):
+        self.world = world
+        self.peer = {"get_hits": 0, "get_misses": 0, "cmd_get": 0, "bytes": 0,
+                     "curr_connections": 0}
+        self.silent = False
+        self.asked = []
+
+    def __call__(self, cacheId):
+        self.asked.append(cacheId)
+        runtime = self.world.registry.existing(cacheId)
+        own = [("a", runtime.statsDict())] if runtime is not None else []
+        if self.silent:
+            return defer.succeed((own, ["b"]))
+        return defer.succeed((own + [("b", dict(self.peer))], []))
+
+    def misses(self, n):
+        self.peer["get_misses"] += n
+        self.peer["cmd_get"] += n
+
+
+def test_hitRateJudgesTrafficOnAnotherNode(world):
+    """
+    The lease holder serves no lookups; the peer's misses make the hit
+    rate fall and the alert fires, evaluated here.
+    """
+    nodes = TwoNodes(world)
+    world.alert("hit_rate", 50)
+    world.runtime()
+    world.service(wholeStats=nodes).startService()
+    for _ in range(4):
+        nodes.misses(50)
+        world.ticks(1, hits=5, misses=0)
+    assert kinds(world.recorder.delivered) == ["fired"]
+    assert world.recorder.delivered[0].value < 50
+    assert set(nodes.asked) == {world.cache.id}
+
+
+def test_hitRateWithoutThePeerIsLocal(world):
+    """
+    The same traffic, the peer not heard: judged over this node's lookups
+    (all hits), nothing fires.
+    """
+    nodes = TwoNodes(world)
+    nodes.silent = True
+    world.alert("hit_rate", 50)
+    world.runtime()
+    world.service(wholeStats=nodes).startService()
+    for _ in range(4):
+        nodes.misses(50)
+        world.ticks(1, hits=5, misses=0)
+    assert world.recorder.delivered == []
+
+
+def test_memoryIsNotJudgedOnPartialData(world):
+    """
+    Memory over the threshold only counting the peer: not judged while the
+    peer is silent (part of the memory would look like all of it), fired
+    once both nodes answer.
+    """
+    nodes = TwoNodes(world)
+    world.alert("memory_usage", 50)
+    world.runtime()
+    nodes.peer["bytes"] = int(world.index.planOf(world.cache.id).memory * 0.8)
+    nodes.silent = True
+    world.service(wholeStats=nodes).startService()
+    world.ticks(4)
+    assert world.recorder.attempts == []
+    nodes.silent = False
+    world.ticks(3)
+    assert kinds(world.recorder.delivered) == ["fired"]
+    assert world.recorder.delivered[0].value == pytest.approx(80.0, abs=0.1)
+
+
+def test_aCacheWithoutAlertsIsNotRead(world):
+    """
+    Only caches with a live alert are read (a peer round trip each).
+    """
+    nodes = TwoNodes(world)
+    world.alert("hit_rate", 50, enabled=False)
+    world.alert("latency", 50)
+    world.runtime()
+    world.service(wholeStats=nodes).startService()
+    world.ticks(3)
+    assert nodes.asked == []
+
+
+def test_aFailedReadingJudgesNothing(world):
+    """
+    A reading that fails (the cache went away between the snapshot and the
+    reading) is logged; the round goes on and nothing fires.
+    """
+    def failing(cacheId):
+        return defer.fail(KeyError(cacheId))
+
+    world.alert("memory_usage", 0)
+    world.runtime()
+    s = world.service(wholeStats=failing)
+    s.startService()
+    world.ticks(4)
+    assert world.recorder.attempts == []
+    assert s.leader

@@ -9,6 +9,7 @@ import base64
 import json
 
 import pytest
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
@@ -25,7 +26,7 @@ from memcachier.control.repository import AsyncControlPlane, ControlPlane
 from memcachier.analytics.service import makeIntrospection
 from memcachier.runtime import CacheRegistry
 from memcachier.stores.memory import MemoryStore
-from memcachier.web.api import CacheAPI
+from memcachier.web.api import CacheAPI, wholeCacheStats
 from memcachier.web.common import (
     MAX_BODY,
     NOT_FOUND,
@@ -715,6 +716,77 @@ def test_statsOfAnUnservedCache(world):
     assert stats["curr_items"] == 0
     assert stats["limit_maxbytes"] == 100 * 1024 * 1024
     assert world.registry.existing(world.cache.id) is None
+
+
+class FakeCluster:
+    """
+    What L{wholeCacheStats} asks of a cluster: this node's name and the
+    live nodes of a cache.
+    """
+
+    name = "a:1"
+
+    def liveOf(self, cacheId):
+        return ["a:1", "b:1", "c:1"]
+
+
+class PeerKeyspace:
+    """
+    A cluster keyspace's C{peerStats}: the peers that answered (c:1 did
+    not, as a peer past the request timeout is left out).
+    """
+
+    synchronous = True
+
+    def __init__(self, local):
+        self.local = local
+
+    def peerStats(self):
+        return succeed([("b:1", {"get_hits": 4, "bytes": 10})])
+
+    def __getattr__(self, name):
+        return getattr(self.local, name)
+
+
+class PeerStore:
+    def __init__(self, store):
+        self.store = store
+
+    def keyspace(self, *args):
+        return PeerKeyspace(self.store.keyspace(*args))
+
+
+def test_wholeCacheStatsOnOneNode(world):
+    """
+    On a single node: this node's runtime, none if it has not served the
+    cache (and asking does not create it).
+    """
+    assert result(wholeCacheStats(world.registry, world.cache.id)) == ([], [])
+    assert world.registry.existing(world.cache.id) is None
+    world.runtime().stats.get_hits = 2
+    readings, missing = result(wholeCacheStats(world.registry, world.cache.id))
+    assert [(node, counters["get_hits"]) for node, counters in readings] == [
+        (world.settings.node.name, 2)]
+    assert missing == []
+
+
+def test_wholeCacheStatsOnSeveralNodes(world):
+    """
+    With several nodes: this node's counters first, then each peer that
+    answered; the live peers that did not are named.
+    """
+    registry = CacheRegistry(
+        PeerStore(world.store), world.index, world.settings, world.reactor,
+        cluster=FakeCluster(),
+    )
+    registry.runtime(world.cache.id).stats.get_hits = 3
+    readings, missing = result(wholeCacheStats(registry, world.cache.id))
+    assert [(node, counters["get_hits"]) for node, counters in readings] == [
+        ("a:1", 3), ("b:1", 4)]
+    assert readings[1][1]["bytes"] == 10
+    assert missing == ["c:1"]
+    with pytest.raises(KeyError):
+        result(wholeCacheStats(registry, 10**6))
 
 
 @pytest.mark.parametrize("path", ["/flush", "/reset_stats", "/rotate_sso", "/enable_cache", "/switch_cluster", "/credentials/primary/X"])
