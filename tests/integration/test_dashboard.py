@@ -13,6 +13,7 @@ import http.cookiejar
 import json
 import os
 import re
+import socket
 import subprocess
 import time
 import urllib.error
@@ -24,7 +25,7 @@ import pytest
 from pymemcache.client.base import Client as PymemcacheClient
 from pymemcache.exceptions import MemcacheClientError
 
-from tests.integration.conftest import ROOT, _bin
+from tests.integration.conftest import ROOT, AsciiConnection, _bin
 from tests.integration.conftest import pylibmcClient as libmc
 
 CHROMIUM = "/usr/bin/chromium"
@@ -292,6 +293,152 @@ def test_adminLinkIsSingleUseAndExpires(server, browser, page):
         assert b"expired" in expired.value.read()
     finally:
         again.close()
+
+
+# -- signing in with a cache's credential
+
+
+#: one token per 100 s and 5 at once: nothing refills while a test runs
+SLOW_REFILL = "auth_failure_rate = 0.01\nauth_failure_burst = 5\n"
+
+
+def credentialSignIn(page, server, username, password):
+    """
+    Fill the sign-in form at C{/} and submit it.
+
+    @return: the Playwright response the form's navigation ended on.
+    """
+    page.goto(base(server) + "/")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    with page.expect_navigation() as navigation:
+        page.click("#signin button[type=submit]")
+    return navigation.value
+
+
+def sessionCookies(context):
+    return [c for c in context.cookies() if c["name"] == "memcachier_session"]
+
+
+def waitStatus(server, cookie, path, status, what):
+    deadline = time.monotonic() + WAIT_MS / 1000
+    got = None
+    while time.monotonic() < deadline:
+        got = sessionRequest(server, cookie, path)[0]
+        if got == status:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: still {got}")
+
+
+def test_credentialSignInAndSignOut(server, context, page):
+    """
+    The cache's username and password on the page at C{/} sign in: the
+    cache's page, the same session cookie as SSO (HttpOnly, SameSite=Lax),
+    the username shown.  Sign out ends the session: its cookie is refused
+    by the API.
+    """
+    response = credentialSignIn(page, server, server.username, server.password)
+    assert response.status == 200
+    assert page.url == f"{base(server)}/caches/{server.cache_id}/"
+    waitFor(page, "document.querySelector('#set-id').textContent !== '–'")
+    assert server.username in text(page, ".who")
+    cookie = sessionCookie(context)
+    assert cookie["httpOnly"] is True and cookie["sameSite"] == "Lax"
+    stats = f"/api/v2/caches/{server.cache_id}/stats"
+    assert sessionRequest(server, cookie["value"], stats)[0] == 200
+    shoot(page, "credential-sign-in")
+    with page.expect_navigation(url=re.compile(r".*/signed-out$")):
+        page.get_by_role("button", name="Sign out").click()
+    assert sessionRequest(server, cookie["value"], stats)[0] == 401
+    page.goto(base(server) + "/")
+    assert page.locator("#signin").is_visible()
+
+
+def test_credentialSignInRefusals(server, browser):
+    """
+    A wrong password and an unknown username get the same 403 page; a
+    credential without the API capability is refused saying so; none
+    starts a session.
+    """
+    noApi = server.admin("credential", "create", str(server.cache_id), "--no-api")
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        wrong = credentialSignIn(page, server, server.username, "wrong password")
+        assert wrong.status == 403
+        assert "Wrong username or password" in text(page, "#signin-error")
+        unknown = credentialSignIn(page, server, "nosuchuser", "wrong password")
+        assert unknown.status == 403
+        assert text(page, "#signin-error") == "Wrong username or password."
+        # the index polls every 0.2 s; the credential was made before
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while True:
+            refused = credentialSignIn(page, server, noApi["username"], noApi["password"])
+            if "API capability" in text(page, "#signin-error") or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert refused.status == 403
+        assert "API capability" in text(page, "#signin-error")
+        shoot(page, "credential-no-api")
+        assert sessionCookies(context) == []
+    finally:
+        context.close()
+
+
+def test_credentialSignInThrottled(memcachier_server_factory, browser):
+    """
+    Past the failure budget (5) the sign-in answers 429 with Retry-After,
+    the right password included; the budgets are the memcache logins':
+    the same address and, from another address, the same username are
+    refused on the memcache port too.
+    """
+    server = memcachier_server_factory(config=CONFIG, memcache=SLOW_REFILL)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        for i in range(5):
+            assert credentialSignIn(page, server, server.username, f"wrong {i}").status == 403
+        throttled = credentialSignIn(page, server, server.username, server.password)
+        assert throttled.status == 429
+        assert int(throttled.headers["retry-after"]) >= 1
+        assert "Too many failed sign-ins" in text(page, "#signin-error")
+        assert sessionCookies(context) == []
+        shoot(page, "credential-429")
+    finally:
+        context.close()
+    for source in ("127.0.0.1", "127.0.0.3"):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10,
+                                        source_address=(source, 0))
+        conn = AsciiConnection(server.port, sock=sock)
+        assert conn.auth(server.username, server.password) == b"CLIENT_ERROR authentication failure"
+        assert conn.closed()
+
+
+def test_credentialRotationEndsItsSession(server, browser):
+    """
+    Signed in with a second credential, the page signs itself out once the
+    credential is rotated (a new one made, the old one deleted): its
+    cookie is refused within a poll.
+    """
+    old = server.admin("credential", "create", str(server.cache_id))
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while credentialSignIn(page, server, old["username"], old["password"]).status != 200:
+            assert time.monotonic() < deadline, "the new credential never signed in"
+            time.sleep(0.5)
+        waitFor(page, "document.querySelector('#set-id').textContent !== '–'")
+        cookie = sessionCookie(context)["value"]
+        stats = f"/api/v2/caches/{server.cache_id}/stats"
+        assert sessionRequest(server, cookie, stats)[0] == 200
+        server.admin("credential", "create", str(server.cache_id))
+        server.admin("credential", "delete", old["username"])
+        waitStatus(server, cookie, stats, 401, "the rotated credential's session")
+        page.wait_for_url(re.compile(r".*/signed-out$"), timeout=WAIT_MS)
+    finally:
+        context.close()
 
 
 # -- live figures
