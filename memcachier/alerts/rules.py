@@ -26,11 +26,11 @@ from memcachier.analytics import series
 
 #: The contract's trigger types (MemCachier's), then the extra ones.
 CONTRACT_TRIGGERS = ("hit_rate", "memory_usage")
-EXTRA_TRIGGERS = ("evictions", "connections", "latency", "auth_errors")
+EXTRA_TRIGGERS = ("evictions", "connections", "latency", "auth_errors", "held_back")
 TRIGGER_TYPES = CONTRACT_TRIGGERS + EXTRA_TRIGGERS
 
 #: Triggers whose threshold is a percentage (0-100).
-PERCENT_TRIGGERS = ("hit_rate", "memory_usage", "connections")
+PERCENT_TRIGGERS = ("hit_rate", "memory_usage", "connections", "held_back")
 
 #: Triggers that fire when the value falls I{below} the threshold; the
 #: others fire when it rises above.
@@ -44,7 +44,12 @@ UNITS = {
     "evictions": " evictions/min",
     "auth_errors": " auth errors/min",
     "latency": " ms",
+    "held_back": "%",
 }
+
+#: the cumulative counter behind C{held_back} (seconds, a float), kept by
+#: the window beside the insight series' counters
+HELD_BACK = "held_back_seconds"
 
 #: hit_rate judges nothing until the window holds this many lookups.
 MIN_LOOKUPS = 20
@@ -81,7 +86,10 @@ class CounterWindow:
         Record a reading of the cumulative counters taken at C{now}.
         """
         if self._last is not None and now > self._last[0]:
-            self._deltas.append((now, now - self._last[0], series.delta(self._last[1], stats)))
+            delta = series.delta(self._last[1], stats)
+            held, before = stats.get(HELD_BACK, 0), self._last[1].get(HELD_BACK, 0)
+            delta[HELD_BACK] = held - before if held >= before else held
+            self._deltas.append((now, now - self._last[0], delta))
         self._last = (now, dict(stats))
         while self._deltas and self._deltas[0][0] <= now - self.window:
             self._deltas.popleft()
@@ -178,6 +186,8 @@ def measure(triggerType, seconds, data, plan, latencyMs=None, complete=True):
       - C{memory_usage}: bytes used / the plan's memory, in percent.
       - C{connections}: open connections / the plan's limit, in percent.
       - C{evictions}, C{auth_errors}: per minute over the window.
+      - C{held_back}: seconds the cache was held back (fair share,
+        budgets) over the window's seconds, in percent.
       - C{latency}: the last probe's round trip in milliseconds.
 
     @param seconds: what the window covers (L{CounterWindow.total}).
@@ -212,6 +222,8 @@ def measure(triggerType, seconds, data, plan, latencyMs=None, complete=True):
         return 60.0 * data.get("evictions", 0) / seconds
     if triggerType == "auth_errors":
         return 60.0 * data.get("auth_errors", 0) / seconds
+    if triggerType == "held_back":
+        return 100.0 * data.get(HELD_BACK, 0) / seconds
     raise ValueError(f"unknown trigger type {triggerType!r}")
 
 

@@ -69,6 +69,8 @@ COUNTERS = (
     ("written_bytes_total", "bytes_written", "Bytes sent to clients."),
     ("auth_commands_total", "auth_cmds", "Authentication attempts."),
     ("auth_errors_total", "auth_errors", "Failed authentication attempts."),
+    ("held_back_seconds_total", "held_back_seconds",
+     "Seconds the cache's connections were held back (fair share, budgets), averaged over them."),
 )
 
 #: Gauges: exporter name -> stat, help.
