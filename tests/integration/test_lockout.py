@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 
+import pytest
 from pymemcache.client.base import Client as PymemcacheClient
 
 from tests.integration.conftest import AsciiConnection
@@ -105,15 +106,20 @@ def appLogin(server, key):
         client.close()
 
 
-def test_rightfulAppKeepsLoggingInWhileItsUsernameIsSprayed(memcachier_server_factory):
+@pytest.mark.parametrize("remember", ["24h", "1ms"])
+def test_rightfulAppKeepsLoggingInWhileItsUsernameIsSprayed(memcachier_server_factory, remember):
     """
     The app logs in once, then 127.0.0.2 sprays its username: the spray
     is throttled (its own budget spent, its right-password login refused)
     and has spent the username's budget (a third address, 127.0.0.3, is
     refused with the right password), yet all of the app's 37 fresh logins
-    from 127.0.0.1 during the spray succeed.
+    from 127.0.0.1 during the spray succeed.  With the memory of logins
+    cut to 1 ms (the throttle as it was without it) the same spray refuses
+    every one of them.
     """
-    server = memcachier_server_factory(memcache=SLOW_REFILL, web=False)
+    server = memcachier_server_factory(
+        memcache=SLOW_REFILL + f'auth_remember_for = "{remember}"\n', web=False
+    )
     assert appLogin(server, "app:first")
 
     sprayer = Sprayer(server.port, server.username)
@@ -133,10 +139,10 @@ def test_rightfulAppKeepsLoggingInWhileItsUsernameIsSprayed(memcachier_server_fa
     finally:
         sprayer.stop()
     assert sprayer.errors == []
-    print(f"\nrightful logins: {logged} of {LOGINS} succeeded, {LOGINS - logged} refused; "
+    print(f"\nauth_remember_for={remember}: rightful logins: {logged} of {LOGINS} succeeded, {LOGINS - logged} refused; "
           f"spray: {sprayer.replies - sprayer.closed} guesses checked, "
           f"{closedDuring} connections refused during the app's logins")
-    assert logged == LOGINS
+    assert logged == (LOGINS if remember == "24h" else 0)
     # only the budget's 5 guesses were checked; every later connection got
     # one refusal and was closed
     assert sprayer.replies == 5 + sprayer.closed
