@@ -10,6 +10,15 @@ L{Deferred}, which rides the ordered-reply pipeline).  Cache-wide calls
 divided by ring share: the local keyspace gets the plan's memory times the
 share of the hash circle this node owns.
 
+A forwarded request never answers with an error: one that got no answer
+(L{memcachier.cluster.peer.PeerUnavailable}: the owner was unreachable,
+stalled or left, which also takes it out of the ring) is sent once more
+to the key's owner as the ring now says (this node, another peer, or the
+same one on a fresh connection) when that is safe: a read, a set, a
+delete or a touch, or any request that had not been written yet.  What
+still fails, or what a peer cannot serve, falls back as a miss: a get
+misses, a store is not stored, a delete or an incr finds nothing.
+
 On the other side, L{memcachier.cluster.peer.PeerAuthenticator} lets a
 peer connection in with the cluster secret, onto the cache's I{local}
 keyspace (never forwarded again).
@@ -22,7 +31,28 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from memcachier.analytics.introspection import decodeKeyCounts, decodePopular
+from memcachier.commands import (
+    DeleteResult,
+    DeltaResult,
+    KeyspaceError,
+    StoreMode,
+    StoreResult,
+)
 from memcachier.interfaces import IKeyspace, IStore
+
+
+class PeerUnavailable(KeyspaceError):
+    """
+    A forwarded request got no answer: the peer was unreachable, stalled,
+    dropped the connection or left.
+
+    @ivar sent: whether the request had been written to the peer (it may
+        then have been carried out).
+    """
+
+    def __init__(self, reason, sent=True):
+        KeyspaceError.__init__(self, reason)
+        self.sent = sent
 
 
 @implementer(IKeyspace)
@@ -47,6 +77,10 @@ class ClusterKeyspace:
         self.maxItemSize = maxItemSize
         self.name = cluster.name
         self.ring = None
+        #: forwarded requests answered by a retry or a fallback
+        self.fallbacks = 0
+        #: what a peer node's connection to this node serves
+        self.peerSide = PeerSide(self)
         self.refresh()
 
     def refresh(self):
@@ -79,7 +113,7 @@ class ClusterKeyspace:
         peer = self._peer(key)
         if peer is None:
             return self.local.get(key)
-        return peer.get(key)
+        return peer.get(key).addErrback(self._again, key, "get", (key,), None, True)
 
     def getMany(self, keys):
         byPeer = {}
@@ -95,7 +129,12 @@ class ClusterKeyspace:
         for peer, indexes in byPeer.items():
             for i in indexes:
                 remote.add(i)
-                calls.append(peer.get(keys[i]).addCallback(_place, results, i))
+                key = keys[i]
+                calls.append(
+                    peer.get(key)
+                    .addErrback(self._again, key, "get", (key,), None, True)
+                    .addCallback(_place, results, i)
+                )
         localIndexes = [i for i in range(len(keys)) if i not in remote]
         if localIndexes:
             found = self.local.getMany([keys[i] for i in localIndexes])
@@ -114,31 +153,62 @@ class ClusterKeyspace:
         peer = self._peer(key)
         if peer is None:
             return self.local.peek(key)
-        return peer.peek(key)
+        return peer.peek(key).addErrback(self._again, key, "peek", (key,), None, True)
 
     def touch(self, key, exptime):
         peer = self._peer(key)
         if peer is None:
             return self.local.touch(key, exptime)
-        return peer.touch(key, exptime)
+        return peer.touch(key, exptime).addErrback(
+            self._again, key, "touch", (key, exptime), None, True
+        )
 
     def store(self, mode, key, value, flags, exptime, cas):
         peer = self._peer(key)
         if peer is None:
             return self.local.store(mode, key, value, flags, exptime, cas)
-        return peer.store(mode, key, value, flags, exptime, cas)
+        return peer.store(mode, key, value, flags, exptime, cas).addErrback(
+            self._again, key, "store", (mode, key, value, flags, exptime, cas),
+            _NOT_STORED, mode in _IDEMPOTENT_STORES,
+        )
 
     def delete(self, key, cas):
         peer = self._peer(key)
         if peer is None:
             return self.local.delete(key, cas)
-        return peer.delete(key, cas)
+        return peer.delete(key, cas).addErrback(
+            self._again, key, "delete", (key, cas), DeleteResult.NOT_FOUND, True
+        )
 
     def delta(self, key, incr, delta, initial, exptime, cas):
         peer = self._peer(key)
         if peer is None:
             return self.local.delta(key, incr, delta, initial, exptime, cas)
-        return peer.delta(key, incr, delta, initial, exptime, cas)
+        return peer.delta(key, incr, delta, initial, exptime, cas).addErrback(
+            self._again, key, "delta", (key, incr, delta, initial, exptime, cas),
+            _DELTA_NOT_FOUND, False,
+        )
+
+    def _again(self, failure, key, method, args, fallback, idempotent):
+        """
+        A forwarded request failed.  If the owner did not answer at all,
+        and sending it again is safe, send it once more to the key's owner
+        as the ring now says; otherwise, or if that fails too, answer
+        C{fallback} (a miss), never an error.
+        """
+        self.fallbacks += 1
+        if not failure.check(PeerUnavailable):
+            return fallback
+        if not (idempotent or not failure.value.sent):
+            return fallback
+        peer = self._peer(key)
+        if peer is None:
+            return getattr(self.local, method)(*args)
+        try:
+            retried = getattr(peer, method)(*args)
+        except KeyspaceError:
+            return fallback
+        return retried.addErrback(lambda _: fallback)
 
     # -- cache-wide ----------------------------------------------------------------
 
@@ -152,8 +222,13 @@ class ClusterKeyspace:
     def flush(self, delay):
         """
         Flush here and on every live peer; fires when all answered (a
-        peer that fails is logged: it is dead or about to be out).
+        peer that fails is logged: it is dead or about to be out).  The
+        flush is also recorded as the cache's next flush generation (in
+        the background), which the nodes the fan-out missed apply when
+        they see it (L{memcachier.cluster.flushes}).
         """
+        if self.cluster.flushes is not None:
+            self.cluster.flushes.flushed(self.cacheId, delay)
         calls = [self._quietly(peer.flush(delay), "flush", peer.node) for peer in self._peers()]
         result = self.local.flush(delay)
         if isinstance(result, Deferred):
@@ -161,6 +236,15 @@ class ClusterKeyspace:
         if not calls:
             return result
         return _plain(gatherResults(calls).addCallback(lambda _: None))
+
+    def flushFromPeer(self, delay):
+        """
+        A peer fanned a flush out to this node: flush the local items and
+        note it (its generation then finds it applied).
+        """
+        if self.cluster.flushes is not None:
+            self.cluster.flushes.peerFlushed(self.cacheId, delay)
+        return self.local.flush(delay)
 
     def _quietly(self, d, what, node):
         def failed(failure):
@@ -271,6 +355,47 @@ class ClusterKeyspace:
                 yield key
 
 
+class PeerSide:
+    """
+    A cache's local keyspace as a peer node's connection sees it: the
+    local keyspace's own methods (no indirection per request), except that
+    a flush is noted as one a peer fanned out.
+    """
+
+    def __init__(self, keyspace):
+        """
+        @param keyspace: the L{ClusterKeyspace}.
+        """
+        local = keyspace.local
+        self._keyspace = keyspace
+        self._local = local
+        self.synchronous = local.synchronous
+        self.get = local.get
+        self.getMany = local.getMany
+        self.peek = local.peek
+        self.touch = local.touch
+        self.store = local.store
+        self.delete = local.delete
+        self.delta = local.delta
+        self.stats = local.stats
+        self.resetStats = local.resetStats
+
+    def flush(self, delay):
+        return self._keyspace.flushFromPeer(delay)
+
+    def __getattr__(self, name):
+        # what the codecs do not call per request
+        return getattr(self._local, name)
+
+
+#: what a store that could not be carried out answers
+_NOT_STORED = (StoreResult.NOT_STORED, 0)
+#: what an incr or decr that could not be carried out answers
+_DELTA_NOT_FOUND = (DeltaResult.NOT_FOUND, 0, 0)
+#: stores that do the same when sent twice
+_IDEMPOTENT_STORES = frozenset((StoreMode.SET, StoreMode.CAS))
+
+
 def _place(item, results, i):
     results[i] = item
 
@@ -302,6 +427,8 @@ class ClusterStore:
     L{ClusterKeyspace} over the inner store's.
     """
 
+    _log = Logger()
+
     def __init__(self, inner, cluster):
         self.inner = inner
         self.cluster = cluster
@@ -327,18 +454,38 @@ class ClusterStore:
         for keyspace in list(self._keyspaces.values()):
             keyspace.refresh()
 
+    def applyFlushes(self):
+        """
+        Flush the local items of the caches whose recorded flush
+        generation this node has not applied (the control index changed).
+        """
+        flushes = self.cluster.flushes
+        if flushes is None:
+            return
+        for cacheId, delay in flushes.due():
+            keyspace = self._keyspaces.get(cacheId)
+            self._log.info(
+                "cache {cacheId}: applying a flush recorded in the control plane{when}",
+                cacheId=cacheId, when=f" in {delay:.0f}s" if delay else "",
+            )
+            if keyspace is not None:
+                keyspace.local.flush(delay)
+
 
 class Cluster:
     """
     What a cluster keyspace needs to place keys: this node's name, the
-    membership, the control index (a cache's cluster) and the peer pool.
+    membership, the control index (a cache's cluster) and the peer pool;
+    and the flush generations (L{memcachier.cluster.flushes}), or L{None}
+    to rely on the fan-out alone.
     """
 
-    def __init__(self, name, membership, index, peers):
+    def __init__(self, name, membership, index, peers, flushes=None):
         self.name = name
         self.membership = membership
         self.index = index
         self.peers = peers
+        self.flushes = flushes
 
     def clusterOf(self, cacheId):
         cache = self.index.cache(cacheId)

@@ -14,12 +14,25 @@ get-and-touches use the peer-only opcodes (L{B.PEER_GET}, ...), whose
 answers carry the item's time to live, idle time and bits: a forwarded
 item reports its expiry as the owner would.
 
+The connection is versioned: after the SASL exchange the client sends a
+hello (C{stats peer_hello <version> <capabilities>}, answered by
+L{PeerRuntime.statsGroup} with the serving node's version and
+capabilities), and the requests behind it wait for the answer, then use
+only what both sides understand (L{PeerConnection.common}).  A node that
+does not know the hello answers it as an unknown stats group: it is
+version 0, with L{VERSION0_CAPABILITIES}.  Without L{CAP_ITEM} gets and
+touches go as plain C{GET}/C{GAT} (the owner's expiry is then unknown
+here) and peeks are misses; without L{CAP_STATS_TUNNEL} the
+C{cluster_*} stats groups are not asked for.
+
 A peer cannot stall anyone else: each request has a deadline
-(C{[cluster] request_timeout}); one that passes fails that request with a
-L{KeyspaceError} (the client sees C{SERVER_ERROR}), drops the connection
-(failing what was in flight on it) and reports the peer down.  At most
-L{PeerConnection.maxPending} requests wait per connection; beyond, a
-request fails at once.
+(C{[cluster] request_timeout}); one that passes fails that request with
+L{PeerUnavailable}, drops the connection (failing what was in flight on
+it) and reports the peer down; so do a refused connection and a lost
+one.  The peer is reported down I{before} the requests fail, so that the
+cluster keyspace, which retries such a request once, finds the key's new
+owner.  At most L{PeerConnection.maxPending} requests wait per
+connection; beyond, a request fails at once.
 
 The serving side is here too: L{PeerAuthenticator} lets a peer's
 connection in onto a L{PeerRuntime}, the cache's I{local} keyspace (never
@@ -41,7 +54,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from memcachier.analytics.introspection import encodeKeyCounts, encodePopular
-from memcachier.cluster.keyspace import ClusterKeyspace
+from memcachier.cluster.keyspace import ClusterKeyspace, PeerUnavailable
 from memcachier.commands import (
     REALTIME_MAXDELTA,
     DeleteResult,
@@ -56,6 +69,19 @@ from memcachier.runtime import CacheStats
 
 #: the username prefix of peer connections
 PEER_USER_PREFIX = b"@peer:"
+
+#: the version of the peer protocol this node speaks (0: no hello)
+PEER_PROTOCOL_VERSION = 1
+#: the peer-only item opcodes (L{B.PEER_GET}, L{B.PEER_PEEK}, L{B.PEER_GAT})
+CAP_ITEM = "item"
+#: the C{cluster_*} stats groups of L{PeerRuntime.statsGroup}
+CAP_STATS_TUNNEL = "stats_tunnel"
+#: every capability this version has
+PEER_CAPABILITIES = (CAP_ITEM, CAP_STATS_TUNNEL)
+#: what a node without the hello (version 0) has
+VERSION0_CAPABILITIES = frozenset((CAP_ITEM, CAP_STATS_TUNNEL))
+#: the stats group of the hello
+HELLO_GROUP = "peer_hello"
 
 _pack = B.FRAME_HEADER.pack
 _unpack = B.FRAME_HEADER.unpack_from
@@ -131,6 +157,31 @@ def _failure(node, response):
     return KeyspaceError(f"peer {node} answered status {response.status:#x}")
 
 
+def helloRequest(version, capabilities):
+    """
+    The key of the hello's C{STAT} request.
+
+    @rtype: L{bytes}
+    """
+    return f"{HELLO_GROUP} {version} {','.join(sorted(capabilities))}".encode("ascii")
+
+
+def parseHello(argument):
+    """
+    The other side's version and capabilities from a hello's argument or
+    answer fields; unknown capabilities are kept (and never common).
+
+    @param argument: C{"<version> <cap>,<cap>"}.
+    @return: (L{int}, L{frozenset} of L{str}), or L{None} if unreadable.
+    """
+    version, _, capabilities = argument.partition(" ")
+    try:
+        number = int(version)
+    except ValueError:
+        return None
+    return number, frozenset(c for c in capabilities.split(",") if c)
+
+
 class PeerProtocol(Protocol):
     """
     The client side of a peer connection: sends frames, matches the
@@ -178,12 +229,21 @@ class PeerProtocol(Protocol):
 
 
 class _Pending:
-    __slots__ = ("deferred", "parse", "timer")
+    """
+    A request waiting for its answer.
 
-    def __init__(self, deferred, parse, timer):
+    @ivar parse: (parse function, its extra argument).
+    @ivar build: L{None} once the frame was written; before, the method
+        that builds it (from the common capabilities) and its arguments.
+    """
+
+    __slots__ = ("deferred", "parse", "timer", "build")
+
+    def __init__(self, deferred, parse, timer, build=None):
         self.deferred = deferred
         self.parse = parse
         self.timer = timer
+        self.build = build
 
 
 class PeerConnection:
@@ -192,6 +252,11 @@ class PeerConnection:
     again after it dropped.
 
     @ivar node: the peer's C{host:port}.
+    @ivar capabilities: what this node understands (and says in its hello).
+    @ivar peerVersion: the peer's protocol version once it answered the
+        hello (0: it has none), else L{None}.
+    @ivar common: the capabilities both sides have, once the hello was
+        answered.
     """
 
     _log = Logger()
@@ -199,11 +264,13 @@ class PeerConnection:
     #: ones fail at once
     maxPending = 10000
 
-    def __init__(self, node, cacheId, secret, reactor, connect, timeout, onDown):
+    def __init__(self, node, cacheId, secret, reactor, connect, timeout, onDown,
+                 capabilities=PEER_CAPABILITIES):
         """
         @param connect: called with (node, protocol); returns a L{Deferred}
             that fails if the connection cannot be made.
         @param onDown: called with the node name when it failed or stalled.
+        @param capabilities: the capabilities this node advertises.
         """
         self.node = node
         self.cacheId = cacheId
@@ -212,45 +279,37 @@ class PeerConnection:
         self.connect = connect
         self.timeout = timeout
         self.onDown = onDown
+        self.capabilities = frozenset(capabilities)
+        self.peerVersion = None
+        self.common = frozenset()
         self._protocol = None
         self._connecting = None
-        self._unsent = []
+        self._ready = False
+        self._handshake = []
         self._pending = deque()
 
     # -- the keyspace calls ------------------------------------------------------
 
     def get(self, key):
-        return self._call(request(B.PEER_GET, key), self._parseItem, key)
+        return self._call(self._buildGet, (key,), key)
 
     def peek(self, key):
-        return self._call(request(B.PEER_PEEK, key), self._parseItem, key)
+        return self._call(self._buildPeek, (key,), key)
 
     def touch(self, key, exptime):
-        extras = wireExptime(exptime, self.reactor.seconds()).to_bytes(4, "big")
-        return self._call(request(B.PEER_GAT, key, extras), self._parseItem, key)
+        return self._call(self._buildTouch, (key, exptime), exptime)
 
     def store(self, mode, key, value, flags, exptime, cas):
-        opcode = _STORE_OPCODES[mode]
-        if opcode in (B.APPEND, B.PREPEND):
-            extras = b""
-        else:
-            extras = _packStore(flags, wireExptime(exptime, self.reactor.seconds()))
-        return self._call(request(opcode, key, extras, value, cas), self._parseStore, mode)
+        return self._call(self._buildStore, (mode, key, value, flags, exptime, cas), mode)
 
     def delete(self, key, cas):
-        return self._call(request(B.DELETE, key, cas=cas), self._parseDelete, None)
+        return self._call(self._buildDelete, (key, cas), None)
 
     def delta(self, key, incr, delta, initial, exptime, cas):
-        if initial is None:
-            extras = _packDelta(delta, 0, B.NO_CREATE)
-        else:
-            extras = _packDelta(delta, initial, wireExptime(exptime, self.reactor.seconds()))
-        opcode = B.INCREMENT if incr else B.DECREMENT
-        return self._call(request(opcode, key, extras, cas=cas), self._parseDelta, None)
+        return self._call(self._buildDelta, (key, incr, delta, initial, exptime, cas), None)
 
     def flush(self, delay):
-        extras = int(delay).to_bytes(4, "big") if delay else b""
-        return self._call(request(B.FLUSH, extras=extras), self._parseEmpty, None)
+        return self._call(self._buildFlush, (delay,), None)
 
     def stats(self, group=b""):
         """
@@ -258,15 +317,65 @@ class PeerConnection:
 
         @return: a L{Deferred} firing with a L{dict} of L{str} to L{str}.
         """
-        return self._call(request(B.STAT, group), self._parseStats, None)
+        return self._call(self._buildStats, (group,), group)
 
     def resetStats(self):
-        return self._call(request(B.STAT, b"reset"), self._parseEmpty, None)
+        return self._call(self._buildStats, (b"reset",), None)
+
+    # -- frames, from what both sides understand ------------------------------
+
+    def _buildGet(self, key):
+        if CAP_ITEM in self.common:
+            return request(B.PEER_GET, key), self._parseItem
+        return request(B.GET, key), self._parsePlainItem
+
+    def _buildPeek(self, key):
+        if CAP_ITEM in self.common:
+            return request(B.PEER_PEEK, key), self._parseItem
+        # a plain get would bump the item: a miss instead (a no-op keeps
+        # the answers in order)
+        return request(B.NOOP), self._parseMiss
+
+    def _buildTouch(self, key, exptime):
+        extras = wireExptime(exptime, self.reactor.seconds()).to_bytes(4, "big")
+        if CAP_ITEM in self.common:
+            return request(B.PEER_GAT, key, extras), self._parseItem
+        return request(B.GAT, key, extras), self._parsePlainItem
+
+    def _buildStore(self, mode, key, value, flags, exptime, cas):
+        opcode = _STORE_OPCODES[mode]
+        if opcode in (B.APPEND, B.PREPEND):
+            extras = b""
+        else:
+            extras = _packStore(flags, wireExptime(exptime, self.reactor.seconds()))
+        return request(opcode, key, extras, value, cas), self._parseStore
+
+    def _buildDelete(self, key, cas):
+        return request(B.DELETE, key, cas=cas), self._parseDelete
+
+    def _buildDelta(self, key, incr, delta, initial, exptime, cas):
+        if initial is None:
+            extras = _packDelta(delta, 0, B.NO_CREATE)
+        else:
+            extras = _packDelta(delta, initial, wireExptime(exptime, self.reactor.seconds()))
+        opcode = B.INCREMENT if incr else B.DECREMENT
+        return request(opcode, key, extras, cas=cas), self._parseDelta
+
+    def _buildFlush(self, delay):
+        extras = int(delay).to_bytes(4, "big") if delay else b""
+        return request(B.FLUSH, extras=extras), self._parseEmpty
+
+    def _buildStats(self, group):
+        if group == b"reset":
+            return request(B.STAT, group), self._parseEmpty
+        if group.startswith(b"cluster_") and CAP_STATS_TUNNEL not in self.common:
+            return request(B.NOOP), self._parseNoTunnel
+        return request(B.STAT, group), self._parseStats
 
     # -- answers -----------------------------------------------------------------
 
     def _parseItem(self, response, key):
-        if response.status == B.KEY_ENOENT:
+        if response.status == B.KEY_ENOENT or response.status == B.UNKNOWN_COMMAND:
             return None
         if response.status != B.SUCCESS:
             raise _failure(self.node, response)
@@ -277,6 +386,26 @@ class PeerConnection:
         return packItem(
             response.value, flags, now + ttl if ttl else 0, response.cas, now - idle, bits
         )
+
+    def _parsePlainItem(self, response, exptime):
+        """
+        A plain C{GET} or C{GAT} answer (a peer without L{CAP_ITEM}): the
+        expiry is the one a touch set, else unknown (0).
+        """
+        if response.status == B.KEY_ENOENT or response.status == B.UNKNOWN_COMMAND:
+            return None
+        if response.status != B.SUCCESS or len(response.extras) != 4:
+            raise _failure(self.node, response)
+        flags = int.from_bytes(response.extras, "big")
+        now = self.reactor.seconds()
+        return packItem(response.value, flags, exptime if isinstance(exptime, (int, float)) else 0,
+                        response.cas, now)
+
+    def _parseMiss(self, response, _):
+        return None
+
+    def _parseNoTunnel(self, response, _):
+        raise KeyspaceError(f"peer {self.node} has no stats tunnel")
 
     def _parseStore(self, response, mode):
         status = response.status
@@ -320,22 +449,52 @@ class PeerConnection:
 
     def _parseAuth(self, response, _):
         if response.status != B.SUCCESS:
-            raise KeyspaceError(f"peer {self.node} refused the cluster secret")
+            self._log.warn("peer {node} refused the cluster secret", node=self.node)
+            raise PeerUnavailable(f"peer {self.node} refused the cluster secret", sent=False)
+        return None
+
+    def _parseHello(self, response, _):
+        """
+        The peer's hello: from now on use what both sides have, and send
+        the requests that waited for it.
+        """
+        hello = None
+        if response.status == B.SUCCESS:
+            fields = {k: v.decode("ascii", "replace") for k, v in response.value}
+            hello = parseHello(f"{fields.get(b'version', '')} {fields.get(b'capabilities', '')}")
+        if hello is None:
+            # a node from before the hello
+            hello = (0, VERSION0_CAPABILITIES)
+        self.peerVersion = hello[0]
+        self.common = self.capabilities & hello[1]
+        self._ready = True
+        frames = []
+        for pending in self._pending:
+            if pending.build is not None:
+                build, args = pending.build
+                pending.build = None
+                frame, parse = build(*args)
+                pending.parse = (parse, pending.parse[1])
+                frames.append(frame)
+        if frames:
+            self._protocol.transport.write(b"".join(frames))
         return None
 
     # -- the pipeline ------------------------------------------------------------
 
-    def _call(self, frame, parse, extra):
+    def _call(self, build, args, extra):
         if len(self._pending) >= self.maxPending:
             raise KeyspaceError(f"peer {self.node} queue full")
         d = Deferred()
         timer = self.reactor.callLater(self.timeout, self._timedOut)
-        self._pending.append(_Pending(d, (parse, extra), timer))
-        if self._protocol is not None:
+        if self._ready:
+            frame, parse = build(*args)
+            self._pending.append(_Pending(d, (parse, extra), timer))
             self._protocol.transport.write(frame)
         else:
-            self._unsent.append(frame)
-            if self._connecting is None:
+            # sent once the hello said what the peer understands
+            self._pending.append(_Pending(d, (None, extra), timer, (build, args)))
+            if self._connecting is None and self._protocol is None:
                 self._open()
         return d
 
@@ -343,11 +502,14 @@ class PeerConnection:
         secret = self.secret.encode("utf-8")
         user = PEER_USER_PREFIX + str(self.cacheId).encode("ascii")
         auth = request(B.SASL_AUTH, b"PLAIN", value=b"\0" + user + b"\0" + secret)
-        d = Deferred()
-        timer = self.reactor.callLater(self.timeout, self._timedOut)
-        self._pending.appendleft(_Pending(d, (self._parseAuth, None), timer))
-        self._unsent.insert(0, auth)
-        d.addErrback(lambda f: None)
+        hello = request(B.STAT, helloRequest(PEER_PROTOCOL_VERSION, self.capabilities))
+        for parse in (self._parseHello, self._parseAuth):
+            d = Deferred()
+            d.addErrback(lambda f: None)
+            timer = self.reactor.callLater(self.timeout, self._timedOut)
+            self._pending.appendleft(_Pending(d, (parse, None), timer))
+        self._handshake = [auth, hello]
+        self.peerVersion = None
         protocol = PeerProtocol(self)
         self._connecting = protocol
         connecting = self.connect(self.node, protocol)
@@ -359,14 +521,15 @@ class PeerConnection:
             return
         self._connecting = None
         self._protocol = protocol
-        unsent, self._unsent = self._unsent, []
-        protocol.transport.write(b"".join(unsent))
+        handshake, self._handshake = self._handshake, []
+        protocol.transport.write(b"".join(handshake))
 
     def _connectFailed(self, failure, protocol):
         if self._connecting is protocol:
             self._connecting = None
-            self._failAll(f"peer {self.node} unreachable")
+            # down first: what fails below is retried on the key's new owner
             self.onDown(self.node)
+            self._failAll(f"peer {self.node} unreachable")
 
     def _answered(self, response):
         if not self._pending:
@@ -391,12 +554,13 @@ class PeerConnection:
         on it and drop the connection.
         """
         self._log.warn("peer {node} timed out; dropping its connection", node=self.node)
-        self._drop(f"peer {self.node} timed out")
         self.onDown(self.node)
+        self._drop(f"peer {self.node} timed out")
 
     def _drop(self, reason):
         protocol, self._protocol = self._protocol, None
         self._connecting = None
+        self._ready = False
         self._failAll(reason)
         if protocol is not None and protocol.transport is not None:
             protocol.transport.abortConnection()
@@ -404,16 +568,17 @@ class PeerConnection:
     def _lost(self, protocol, reason):
         if protocol is self._protocol:
             self._protocol = None
-            self._failAll(f"peer {self.node} connection lost")
+            self._ready = False
             self.onDown(self.node)
+            self._failAll(f"peer {self.node} connection lost")
 
     def _failAll(self, reason):
         pending, self._pending = self._pending, deque()
-        self._unsent = []
+        self._handshake = []
         for p in pending:
             if p.timer.active():
                 p.timer.cancel()
-            p.deferred.errback(KeyspaceError(reason))
+            p.deferred.errback(PeerUnavailable(reason, sent=p.build is None))
 
     def close(self):
         """
@@ -427,15 +592,19 @@ class PeerPool:
     The peer connections of this node, one per (node, cache).
     """
 
-    def __init__(self, secret, reactor, timeout, onDown, connect=None):
+    def __init__(self, secret, reactor, timeout, onDown, connect=None,
+                 capabilities=PEER_CAPABILITIES):
         """
         @param connect: see L{PeerConnection}; by default a TCP connection
             to the node's C{host:port}.
+        @param capabilities: what this node's connections advertise in
+            their hello (fewer than it has only to test mixed versions).
         """
         self.secret = secret
         self.reactor = reactor
         self.timeout = timeout
         self.onDown = onDown
+        self.capabilities = tuple(capabilities)
         self.connect = connect if connect is not None else self._tcpConnect
         self._connections = {}
 
@@ -451,7 +620,8 @@ class PeerPool:
         connection = self._connections.get((node, cacheId))
         if connection is None:
             connection = PeerConnection(
-                node, cacheId, self.secret, self.reactor, self.connect, self.timeout, self.onDown
+                node, cacheId, self.secret, self.reactor, self.connect, self.timeout, self.onDown,
+                self.capabilities,
             )
             self._connections[(node, cacheId)] = connection
         return connection
@@ -497,17 +667,23 @@ class PeerRuntime:
 
     peer = True
 
-    def __init__(self, runtime, introspection=None):
+    def __init__(self, runtime, introspection=None, capabilities=PEER_CAPABILITIES):
         """
         @param runtime: the cache's L{memcachier.runtime.CacheRuntime}.
         @param introspection: the node's
             L{memcachier.analytics.introspection.IntrospectionService}, or
             L{None}: what the peer stats groups read.
+        @param capabilities: what this node answers the hello with.
         """
         self.runtime = runtime
         self.introspection = introspection
+        self.capabilities = frozenset(capabilities)
+        #: the connecting node's version and capabilities, once it said hello
+        self.peerVersion = 0
+        self.peerCapabilities = VERSION0_CAPABILITIES
         self.cacheId = runtime.cacheId
-        self.keyspace = runtime.keyspace.local if isinstance(runtime.keyspace, ClusterKeyspace) else runtime.keyspace
+        keyspace = runtime.keyspace
+        self.keyspace = keyspace.peerSide if isinstance(keyspace, ClusterKeyspace) else keyspace
         self.stats = CacheStats()
         self.lastActive = runtime.lastActive
         self.startTime = runtime.startTime
@@ -541,7 +717,13 @@ class PeerRuntime:
             the cache, or of one watched prefix
             (C{introspection/popular_items});
           - C{cluster_key_counts}: the per-key count sketches, one per
-            time slice (C{introspection/key_stats}).
+            time slice (C{introspection/key_stats});
+          - C{peer_hello <version> <capabilities>}: the hello a peer
+            connection opens with, answered with this node's version
+            and capabilities.
+
+        The C{cluster_*} groups are unknown when this node does not
+        advertise L{CAP_STATS_TUNNEL}.
 
         @param name: the group's name (L{str}).
         @param argument: what followed it, C{""} if nothing.
@@ -549,6 +731,10 @@ class PeerRuntime:
             node does not introspect the cache), or L{None} when C{name}
             and C{argument} are not one of these groups.
         """
+        if name == HELLO_GROUP:
+            return self._hello(argument)
+        if name.startswith("cluster_") and CAP_STATS_TUNNEL not in self.capabilities:
+            return None
         if name == "cluster_popular":
             if not argument:
                 return self._popular(None)
@@ -563,6 +749,20 @@ class PeerRuntime:
         if name == "cluster_key_counts":
             return self._keyCounts()
         return None
+
+    def _hello(self, argument: str) -> Optional[List[Tuple[str, str]]]:
+        """
+        The connecting node's hello: note what it has, answer what this
+        node has.
+        """
+        hello = parseHello(argument)
+        if hello is None:
+            return None
+        self.peerVersion, self.peerCapabilities = hello
+        return [
+            ("version", str(PEER_PROTOCOL_VERSION)),
+            ("capabilities", ",".join(sorted(self.capabilities))),
+        ]
 
     def _enabled(self) -> bool:
         return self.introspection is not None and self.introspection.enabled
@@ -593,8 +793,12 @@ class PeerAuthenticator:
     cluster secret) for L{memcachier.runtime.CacheRegistry.authenticate}.
     """
 
-    def __init__(self, secret):
+    def __init__(self, secret, capabilities=PEER_CAPABILITIES):
+        """
+        @param capabilities: what this node answers a hello with.
+        """
         self.secret = secret.encode("utf-8")
+        self.capabilities = tuple(capabilities)
 
     def __call__(self, registry, username, password):
         """
@@ -609,5 +813,5 @@ class PeerAuthenticator:
             return None
         return (
             PeerCredential(cacheId, username.decode("ascii")),
-            PeerRuntime(runtime, registry.introspection),
+            PeerRuntime(runtime, registry.introspection, self.capabilities),
         )

@@ -63,6 +63,7 @@ class ControlIndex(PeriodicService):
         self._caches = {}
         self._credentials = {}
         self._byCache = {}
+        self._flushes = {}
         self._listeners = []
         self._polling = False
         self.version = None
@@ -122,6 +123,22 @@ class ControlIndex(PeriodicService):
         @rtype: L{list} of L{Credential}
         """
         return list(self._byCache.get(cacheId, ()))
+
+    def flushGeneration(self, cacheId):
+        """
+        A cache's last flush as the control plane recorded it.
+
+        @return: a L{memcachier.control.repository.FlushGeneration}, or
+            L{None} if the cache was never flushed through a cluster.
+        """
+        return self._flushes.get(cacheId)
+
+    def flushGenerations(self):
+        """
+        @return: L{dict} of cache id to its last flush (see
+            L{flushGeneration}).
+        """
+        return dict(self._flushes)
 
     def plans(self):
         """
@@ -187,7 +204,11 @@ class ControlIndex(PeriodicService):
         self.version = snapshot.version
         caches = {c.id: c for c in snapshot.caches}
         credentials = {c.username: c for c in snapshot.credentials}
-        changed = caches != self._caches or credentials != self._credentials
+        flushes = snapshot.flushes
+        changed = (
+            caches != self._caches or credentials != self._credentials or flushes != self._flushes
+        )
+        self._flushes = flushes
         if changed:
             byCache = {}
             for credential in snapshot.credentials:

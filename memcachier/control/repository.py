@@ -181,11 +181,29 @@ class Snapshot:
         rows are at least this new.
     @ivar caches: L{list} of L{Cache}.
     @ivar credentials: L{list} of L{Credential}.
+    @ivar flushes: L{dict} of cache id to its last flush, a
+        L{FlushGeneration}.
     """
 
     version: int
     caches: list
     credentials: list
+    flushes: dict = attr.Factory(dict)
+
+
+@attr.s(frozen=True, slots=True, auto_attribs=True)
+class FlushGeneration:
+    """
+    A cache's last flush as the control plane records it.
+
+    @ivar generation: 1 for the cache's first flush, one more for each
+        flush after.
+    @ivar flush_at: wall-clock seconds from which the items stored before
+        it are invalid (in the future for a delayed C{flush_all}).
+    """
+
+    generation: int
+    flush_at: float
 
 
 def generateUsername():
@@ -416,7 +434,52 @@ class ControlPlane:
                     schema.credentials.select().order_by(schema.credentials.c.id)
                 )
             ]
-        return Snapshot(version, caches, credentials)
+            flushes = {
+                r.cache_id: FlushGeneration(r.generation, float(r.flush_at))
+                for r in conn.execute(schema.flush_generations.select())
+            }
+        return Snapshot(version, caches, credentials, flushes)
+
+    def recordFlush(self, cacheId, flushAt, requestedAt):
+        """
+        Record a flush of a cache as its next generation, for every node
+        to apply.
+
+        The flush time kept is the latest one, except that a flush replaces
+        a delayed one still to come (as a second C{flush_all} does in
+        memcached).
+
+        @param flushAt: wall-clock seconds from which items stored before
+            are invalid.
+        @param requestedAt: wall-clock seconds of the request.
+        @return: the recorded L{FlushGeneration}.
+        @raise UnknownCache: no such cache.
+        """
+        table = schema.flush_generations
+
+        def work(conn):
+            self._cacheRow(conn, cacheId)
+            row = conn.execute(
+                sa.select(table.c.generation, table.c.flush_at)
+                .where(table.c.cache_id == cacheId)
+                .with_for_update()
+            ).first()
+            if row is None:
+                recorded = FlushGeneration(1, flushAt)
+                conn.execute(table.insert().values(
+                    cache_id=cacheId, generation=1, flush_at=flushAt
+                ))
+            else:
+                at = flushAt if row.flush_at > requestedAt else max(row.flush_at, flushAt)
+                recorded = FlushGeneration(row.generation + 1, at)
+                conn.execute(
+                    table.update().where(table.c.cache_id == cacheId)
+                    .values(generation=recorded.generation, flush_at=at)
+                )
+            self.announceChange(conn)
+            return recorded
+
+        return self._retrying(work)
 
     def listCaches(self):
         """
@@ -895,6 +958,9 @@ class AsyncControlPlane:
 
     def updateCredential(self, username, write=None, flush=None, api=None):
         return self._write("updateCredential", username, write, flush, api)
+
+    def recordFlush(self, cacheId, flushAt, requestedAt):
+        return self._write("recordFlush", cacheId, flushAt, requestedAt)
 
 
 def makeThreadPool(engine):

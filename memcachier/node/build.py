@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from memcachier.alerts.service import makeAlerts
 from memcachier.analytics.service import makeAnalytics, makeIntrospection
+from memcachier.cluster.flushes import FlushGenerations
 from memcachier.cluster.keyspace import Cluster, ClusterStore
 from memcachier.cluster.membership import Membership
 from memcachier.cluster.peer import PeerAuthenticator, PeerPool
@@ -114,10 +115,12 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         services.append(membership)
         peers = PeerPool(
             settings.cluster.secret, reactor, settings.cluster.request_timeout,
-            membership.suspect,
+            membership.suspect, capabilities=settings.cluster.peer_capabilities,
         )
-        cluster = Cluster(settings.node.name, membership, index, peers)
+        flushes = FlushGenerations(asyncControlPlane, index)
+        cluster = Cluster(settings.node.name, membership, index, peers, flushes)
         clusterStore = ClusterStore(localStore, cluster)
+        index.addListener(clusterStore.applyFlushes)
         membership.addListener(clusterStore.refresh)
         membership.addListener(lambda: peers.forget(membership.liveEverywhere()))
         index.addListener(clusterStore.refresh)
@@ -139,7 +142,10 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     registry = CacheRegistry(
         store, index, settings, reactor, served, introspection=introspection,
         cluster=cluster,
-        peerAuthenticator=PeerAuthenticator(settings.cluster.secret) if cluster else None,
+        peerAuthenticator=(
+            PeerAuthenticator(settings.cluster.secret, settings.cluster.peer_capabilities)
+            if cluster else None
+        ),
     )
     # The fair share between busy caches and their budgets, round by round.
     limits = settings.limits

@@ -21,6 +21,7 @@ from twisted.internet.ssl import TLSVersion
 from twisted.internet.testing import MemoryReactor
 from twisted.plugin import getPlugins
 
+from memcachier.cluster.peer import PEER_CAPABILITIES
 from memcachier.control.model import DEFAULT_PLANS, Plan
 from memcachier.node.endpoints import endpointArgs, hostPort
 from memcachier.node.tls import tlsOptions
@@ -271,6 +272,8 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("cluster", "secret", TEXT, "", "password peer nodes authenticate with, the same on all", example="long random"),
     O("cluster", "heartbeat_timeout", duration(), "5s", "a node silent this long is out"),
     O("cluster", "request_timeout", duration(), "2s", "deadline of a request forwarded to its owner node"),
+    O("cluster", "peer_capabilities", _listOf("peer capabilities", choice(PEER_CAPABILITIES)), list(PEER_CAPABILITIES),
+      "what this node's peer connections advertise; fewer only to try mixed versions"),
     O("clusters.NAME", "servers", HOST_PORTS, None, "servers of each cluster, in MEMCACHIER_SERVERS order",
       example=["cache1.example.com:11211", "cache2.example.com:11211"], shown="`{default = [node.name]}`"),
     O("clusters.NAME", "kind", choice(("production", "development")), DEFAULT_CLUSTER_KIND,
