@@ -293,7 +293,6 @@ def restoreSnapshot(
     """
     restored: list[int] = []
     flushes: list[tuple[int, float]] = []
-    reader = None
     linked = dropped = 0
     try:
         reader = SnapshotReader(f)
