@@ -322,7 +322,9 @@ def cacheIdentity(cache: Any) -> dict[str, Any]:
     """
     What says a cache is still the one a snapshot was taken of: its id,
     the uuid and creation time a recreated cache does not share, and its
-    cluster (a cache that moved away was emptied here).
+    cluster (a cache that moved away was emptied here).  The snapshot
+    adds the cache's flush generation: one recorded since means the cache
+    was flushed meanwhile.
     """
     return {
         "id": cache.id,
@@ -475,9 +477,21 @@ class WarmRestart(Service):
             self._log.warn("warm restart: cannot write {path}: {error}",
                            path=self._path(RUNNING_NAME), error=str(e))
 
+    def _flushGeneration(self, cacheId: int) -> int:
+        """
+        The generation of the cache's last flush the control plane
+        recorded (L{memcachier.cluster.flushes}), 0 if none.
+        """
+        recorded = self.index.flushGeneration(cacheId)
+        return 0 if recorded is None else int(recorded.generation)
+
     def _limitsOf(self, meta: dict[str, Any]) -> Optional[tuple[int, int]]:
         cache = self.index.cache(meta.get("id"))
         if cache is None or cacheIdentity(cache) != {k: meta.get(k) for k in cacheIdentity(cache)}:
+            return None
+        if self._flushGeneration(cache.id) > meta.get("flush_generation", 0):
+            # flushed while this node was down (a delayed flush still to
+            # come is applied early: a loss of hits, never a stale value)
             return None
         try:
             plan = self.index.planOf(cache.id)
@@ -497,7 +511,9 @@ class WarmRestart(Service):
         for cacheId in self.store.snapshotCaches():  # type: ignore[attr-defined]
             cache = self.index.cache(cacheId)
             if cache is not None:
-                caches.append((cacheId, cacheIdentity(cache)))
+                caches.append((cacheId, dict(
+                    cacheIdentity(cache), flush_generation=self._flushGeneration(cacheId)
+                )))
         path = self._path(name)
         started = perf_counter()
         try:

@@ -20,6 +20,7 @@ from zope.interface.verify import verifyObject
 
 from memcachier.commands import StoreMode, itemCas, itemExptime, itemFlags, itemValue
 from memcachier.control.model import Cache, Plan
+from memcachier.control.repository import FlushGeneration
 from memcachier.interfaces import ISnapshottableStore, IStore
 from memcachier.node.snapshot import (
     FORMAT_VERSION,
@@ -53,12 +54,16 @@ class FakeIndex:
     def __init__(self, caches, plan=PLAN):
         self.caches = {c.id: c for c in caches}
         self.plan = plan
+        self.flushes = {}
 
     def cache(self, cacheId):
         return self.caches.get(cacheId)
 
     def planOf(self, cacheId):
         return self.plan
+
+    def flushGeneration(self, cacheId):
+        return self.flushes.get(cacheId)
 
 
 def _capture(testCase):
@@ -469,6 +474,27 @@ class WarmRestartTests(SynchronousTestCase):
         self.assertEqual(service.saveOnDemand().items, 1)
         self.assertIn(MANUAL_NAME, os.listdir(self.dir))
         self.assertNotIn(SNAPSHOT_NAME, os.listdir(self.dir))
+
+    def test_flushedMeanwhile(self):
+        """
+        A cache whose flush generation moved on while the node was down
+        (a flush recorded by another node) comes back empty; one whose
+        generation is the one saved comes back whole.
+        """
+        self.index.caches[2] = _cache(2)
+        self.index.flushes = {1: FlushGeneration(3, NOW - 100), 2: FlushGeneration(5, NOW - 50)}
+        store = MemoryStore(self.clock)
+        for cacheId in (1, 2):
+            store.keyspace(cacheId, PLAN.memory, PLAN.item_size).store(StoreMode.SET, b"a", b"1", 0, 0, 0)
+        service = self.service(store)
+        service.startService()
+        service.stopService()
+        self.index.flushes[1] = FlushGeneration(4, NOW + 1)
+        self.events.clear()
+        fresh = MemoryStore(self.clock)
+        self.service(fresh)
+        self.assertEqual(list(fresh.snapshotCaches()), [2])
+        self.assertEqual(_warmLines(self.events)[0]["dropped"], 1)
 
     def test_delayedFlushScheduled(self):
         """
