@@ -54,6 +54,16 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from memcachier.analytics.introspection import encodeKeyCounts, encodePopular
+from memcachier.cluster.hello import (
+    CAP_ITEM,
+    CAP_STATS_TUNNEL,
+    HELLO_GROUP,
+    PEER_CAPABILITIES,
+    PEER_PROTOCOL_VERSION,
+    VERSION0_CAPABILITIES,
+    helloRequest,
+    parseHello,
+)
 from memcachier.cluster.keyspace import ClusterKeyspace, PeerUnavailable
 from memcachier.commands import (
     REALTIME_MAXDELTA,
@@ -69,19 +79,6 @@ from memcachier.runtime import CacheStats
 
 #: the username prefix of peer connections
 PEER_USER_PREFIX = b"@peer:"
-
-#: the version of the peer protocol this node speaks (0: no hello)
-PEER_PROTOCOL_VERSION = 1
-#: the peer-only item opcodes (L{B.PEER_GET}, L{B.PEER_PEEK}, L{B.PEER_GAT})
-CAP_ITEM = "item"
-#: the C{cluster_*} stats groups of L{PeerRuntime.statsGroup}
-CAP_STATS_TUNNEL = "stats_tunnel"
-#: every capability this version has
-PEER_CAPABILITIES = (CAP_ITEM, CAP_STATS_TUNNEL)
-#: what a node without the hello (version 0) has
-VERSION0_CAPABILITIES = frozenset((CAP_ITEM, CAP_STATS_TUNNEL))
-#: the stats group of the hello
-HELLO_GROUP = "peer_hello"
 
 _pack = B.FRAME_HEADER.pack
 _unpack = B.FRAME_HEADER.unpack_from
@@ -155,31 +152,6 @@ class Response:
 
 def _failure(node, response):
     return KeyspaceError(f"peer {node} answered status {response.status:#x}")
-
-
-def helloRequest(version, capabilities):
-    """
-    The key of the hello's C{STAT} request.
-
-    @rtype: L{bytes}
-    """
-    return f"{HELLO_GROUP} {version} {','.join(sorted(capabilities))}".encode("ascii")
-
-
-def parseHello(argument):
-    """
-    The other side's version and capabilities from a hello's argument or
-    answer fields; unknown capabilities are kept (and never common).
-
-    @param argument: C{"<version> <cap>,<cap>"}.
-    @return: (L{int}, L{frozenset} of L{str}), or L{None} if unreadable.
-    """
-    version, _, capabilities = argument.partition(" ")
-    try:
-        number = int(version)
-    except ValueError:
-        return None
-    return number, frozenset(c for c in capabilities.split(",") if c)
 
 
 class PeerProtocol(Protocol):

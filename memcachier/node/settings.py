@@ -21,7 +21,7 @@ from twisted.internet.ssl import TLSVersion
 from twisted.internet.testing import MemoryReactor
 from twisted.plugin import getPlugins
 
-from memcachier.cluster.peer import PEER_CAPABILITIES
+from memcachier.cluster.hello import PEER_CAPABILITIES
 from memcachier.control.model import DEFAULT_PLANS, Plan
 from memcachier.node.endpoints import endpointArgs, hostPort
 from memcachier.node.tls import tlsOptions
