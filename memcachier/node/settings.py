@@ -297,9 +297,9 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("limits", "scheduler_round", NUMBER, 0.02, "seconds per round of the fair share and the budgets"),
     O("limits", "scheduler_reading", integer(), 8, "connections of a cache over its share read at once"),
     O("limits", "budget_requests", integer(0), 2000, "requests a second a cache may make per MiB of its plan's "
-      "memory (held back past it, never refused); 0: no budget"),
+      "memory, at least 10000 (held back past it by a second's worth, never refused); 0: no budget"),
     O("limits", "budget_bytes", integer(0), 2097152, "bytes a second a cache may send, and receive, per MiB of its "
-      "plan's memory (held back past it); 0: no budget"),
+      "plan's memory, at least 64 MiB (held back past it by a second's worth); 0: no budget"),
     O("limits", "multiget_keys", integer(0), 0, "keys one ASCII get/gets/gat/gats may name; 0: no count (the 256 KiB "
       "line bounds it)"),
     O("analytics", "introspection", BOOLEAN, True, "per-key taps on the hot path (recent logs, popular items, ...)"),

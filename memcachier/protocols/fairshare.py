@@ -24,9 +24,11 @@ for it.  L{FairShare} keeps the node work-conserving but fair:
     for those only.  Nothing is refused or failed: held-back requests are
     read a round later.
   - B{Budgets.}  Each cache may move at most so many requests and bytes
-    in and out a second, scaled by its plan's memory (per MiB of it).  A
-    cache past its budget by more than a round's worth has every
-    connection held back until it is within it again, alone or not.
+    in and out a second, scaled by its plan's memory (per MiB of it, and
+    never below L{MIN_REQUESTS} and L{MIN_BYTES}, so that a small plan can
+    still be filled at once).  A cache past its budget by more than
+    L{BURST} seconds' worth has every connection held back until it is
+    within it again, alone or not.
   - B{Held-back time} is counted in the cache's C{held_back_seconds}
     (L{memcachier.runtime.CacheStats}): round seconds times the part of
     its connections held back, so it grows by at most one a second.
@@ -51,6 +53,11 @@ DEFAULT_BUSY_FOR = 0.25
 #: default budgets per MiB of plan memory, a second
 DEFAULT_REQUESTS_PER_MIB = 2000.0
 DEFAULT_BYTES_PER_MIB = 2.0 * 1024 * 1024
+#: the least budgets, whatever the plan: requests and bytes a second
+MIN_REQUESTS = 10_000.0
+MIN_BYTES = 64.0 * 1024 * 1024
+#: seconds' worth of its budget a cache may run ahead before it is held
+BURST = 1.0
 #: the idle round is this many rounds
 IDLE_ROUNDS = 10
 
@@ -133,10 +140,16 @@ class FairShare(Service):
         bytesPerMiB: float = DEFAULT_BYTES_PER_MIB,
         busyFor: float = DEFAULT_BUSY_FOR,
         weight: Optional[Callable[[Any], float]] = None,
+        minRequests: float = MIN_REQUESTS,
+        minBytes: float = MIN_BYTES,
+        burst: float = BURST,
     ) -> None:
         """
         @param weight: a cache's weight from its runtime (default: its
             plan's memory).
+        @param minRequests: the least request budget, a second.
+        @param minBytes: the least byte budget, a second.
+        @param burst: seconds' worth of its budget a cache may run ahead.
         """
         self.runtimes = runtimes
         self.reactor = reactor
@@ -146,6 +159,9 @@ class FairShare(Service):
         self.requestsPerMiB = requestsPerMiB
         self.bytesPerMiB = bytesPerMiB
         self.busyFor = busyFor
+        self.minRequests = minRequests
+        self.minBytes = minBytes
+        self.burst = burst
         self.weight = weight if weight is not None else (lambda runtime: runtime.plan.memory)
         self._accounts: Dict[Any, _Account] = {}
         self._holding: Dict[Any, Tuple[List[Any], int]] = {}
@@ -247,18 +263,18 @@ class FairShare(Service):
         mib = runtime.plan.memory / MiB
         over = False
         if self.requestsPerMiB:
-            rate = self.requestsPerMiB * mib
+            rate = max(self.minRequests, self.requestsPerMiB * mib)
             if work or account.owedRequests:
                 requests = requestsOf(runtime.stats)
                 used = _moved(requests, account.requests)
                 account.requests = requests
                 account.owedRequests = _owed(account.owedRequests, used, rate, seconds)
-                over = account.owedRequests > rate * self.round
+                over = account.owedRequests > rate * self.burst
         if self.bytesPerMiB:
-            rate = self.bytesPerMiB * mib
+            rate = max(self.minBytes, self.bytesPerMiB * mib)
             account.owedIn = _owed(account.owedIn, movedIn, rate, seconds)
             account.owedOut = _owed(account.owedOut, movedOut, rate, seconds)
-            over = over or max(account.owedIn, account.owedOut) > rate * self.round
+            over = over or max(account.owedIn, account.owedOut) > rate * self.burst
         return over
 
     def _share(self, busy: List[Tuple[Any, _Account, int]]) -> None:
