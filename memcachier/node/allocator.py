@@ -1,24 +1,31 @@
 # -*- test-case-name: tests.unit.test_allocator -*-
 """
-Which memory allocator the process runs on, and one warning when it is
-glibc's.
+Which memory allocator the process runs on: jemalloc, however the node
+is started, or one warning when it cannot be.
 
 Under a cache of values of mixed sizes replaced at random, glibc's malloc
 keeps the memory freed by replaced values in fragmented arenas: resident
 memory grew +34 % in the 10-minute soak, while jemalloc stays flat
 (C{docs/performance.md}).  C{scripts/run} preloads Debian's
 C{libjemalloc2}; an operator starting C{twistd -n memcachier} by hand
-gets glibc's unless they preload it too, so the node says so once at
-start (C{[node] allocator_warning = false} silences it).
+would get glibc's, so with C{[node] allocator = "jemalloc"} (the default)
+the node re-executes its own command line once with jemalloc preloaded,
+before it opens anything.  When jemalloc is not installed it says so once
+at start (C{[node] allocator_warning = false} silences it).
 """
 
 import os
+import sys
 import sysconfig
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
 _log = Logger()
+
+#: set in the environment of the re-executed process, so that it never
+#: re-executes again (a preload the dynamic linker refused, say)
+REEXECUTED = "MEMCACHIER_ALLOCATOR_REEXECUTED"
 
 #: Debian's jemalloc (package libjemalloc2), for the machine's multiarch
 JEMALLOC_PATH = "/usr/lib/{}/libjemalloc.so.2".format(
@@ -85,3 +92,62 @@ def warnUnlessJemalloc(
     text, fields = warning
     _log.warn(text, event="allocator_warning", **fields)
     return True
+
+
+def jemallocCommand(
+    maps: str,
+    installed: Optional[str],
+    environ: Mapping[str, str],
+    argv: Sequence[str],
+) -> Optional[Tuple[List[str], Dict[str, str]]]:
+    """
+    The command line and environment that run this process again on
+    jemalloc, or L{None} when it already runs on it, jemalloc is not
+    installed, or this process is that re-execution.
+
+    @param maps: the text of C{/proc/self/maps}.
+    @param installed: the path of an installed jemalloc, or L{None}.
+    @param environ: this process's environment.
+    @param argv: this process's original command line, interpreter
+        included (L{sys.orig_argv}).
+    """
+    if jemallocMapped(maps) or installed is None or environ.get(REEXECUTED):
+        return None
+    env = dict(environ)
+    env["LD_PRELOAD"] = ":".join(filter(None, [installed, environ.get("LD_PRELOAD")]))
+    env[REEXECUTED] = installed
+    return list(argv), env
+
+
+def runOnJemalloc(
+    mapsPath: str = "/proc/self/maps",
+    jemallocPath: str = JEMALLOC_PATH,
+    execve: Callable[[str, List[str], Dict[str, str]], NoReturn] = os.execve,
+) -> bool:
+    """
+    Re-execute this process with jemalloc preloaded when it is installed
+    and not loaded; call it before anything is opened or started.
+
+    @return: L{False} when nothing was to be done (the process goes on);
+        otherwise C{execve} does not return.
+    """
+    try:
+        with open(mapsPath) as f:
+            maps = f.read()
+    except OSError:
+        return False
+    installed = jemallocPath if os.path.exists(jemallocPath) else None
+    command = jemallocCommand(maps, installed, os.environ, sys.orig_argv)
+    if command is None:
+        return False
+    argv, env = command
+    sys.stdout.flush()
+    sys.stderr.flush()
+    execve(sys.executable, argv, env)
+
+
+def reexecutedOn() -> Optional[str]:
+    """
+    The jemalloc this process was re-executed with, if it was.
+    """
+    return os.environ.get(REEXECUTED)

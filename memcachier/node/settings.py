@@ -264,6 +264,8 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
       example="cache1.example.com:11211", shown="the first tcp/ssl listener's `interface:port`",
       derive=lambda got: next(filter(_isHostPort, map(hostPort, got["memcache.listen"])), "127.0.0.1:11211")),
     O("node", "shutdown_timeout", duration(), "10s", "on SIGTERM, how long requests under way may take"),
+    O("node", "allocator", choice(("jemalloc", "system")), "jemalloc", '"jemalloc": started without it, the node runs '
+      'itself again with Debian\'s libjemalloc2 preloaded; "system": the allocator it was started with (Memory allocator)'),
     O("node", "allocator_warning", BOOLEAN, True, "warn at start when not running on jemalloc (Memory allocator)"),
     O("node", "state_dir", TEXT, "", "directory of the warm-restart snapshot (created if missing); empty: no warm "
       "restart", example="/var/lib/memcachier"),

@@ -12,7 +12,7 @@ import gc
 from twisted.logger import Logger
 from twisted.python import usage
 
-from memcachier.node.allocator import warnUnlessJemalloc
+from memcachier.node.allocator import reexecutedOn, runOnJemalloc, warnUnlessJemalloc
 from memcachier.node.build import buildNode
 from memcachier.node.fastpaths import describe as describeFastPaths
 from memcachier.node.fastpaths import directSender, streamlinePolling
@@ -87,6 +87,8 @@ def makeService(options: Options) -> NodeService:
     # the default one, and twistd must have installed its own first.
     from twisted.internet import reactor
 
+    if options.settings.node.allocator == "jemalloc":
+        runOnJemalloc()
     _log.info(
         "hot path: multi-get loops in {loops}, epoll loop streamlined: {streamlined}, "
         "fast paths {fastPaths}",
@@ -95,7 +97,10 @@ def makeService(options: Options) -> NodeService:
         streamlined=streamlinePolling(reactor),
         fastPaths=describeFastPaths(),
     )
-    if options.settings.node.allocator_warning:
+    if reexecutedOn():
+        _log.info("re-executed with {preload} preloaded ([node] allocator = \"jemalloc\")",
+                  event="allocator", preload=reexecutedOn())
+    if options.settings.node.allocator_warning and options.settings.node.allocator == "jemalloc":
         warnUnlessJemalloc()
     service = buildNode(options.settings, reactor, directSend=directSender())
     reactor.callWhenRunning(installGracefulStop, reactor)
