@@ -637,25 +637,33 @@ class MemoryKeyspace:
         maxItemSize = self.maxItemSize
         maxBytes = self.maxBytes
         expires = ITEM_EXPIRES
+        bitsAt, exptimeAt, suffixAt = _BITS, _EXPTIME_AT, _SUFFIX_LENGTH
+        exptimeOf = _EXPTIME
+        fixed = ITEM_OVERHEAD - _VALUE_AT
+        used = self._bytes
         linked = 0
         for key, item in items:
-            if item[_BITS] & expires and _EXPTIME(item, _EXPTIME_AT)[0] <= now:
+            if item[bitsAt] & expires and exptimeOf(item, exptimeAt)[0] <= now:
                 continue
-            valueLength = len(item) - _VALUE_AT - item[_SUFFIX_LENGTH]
-            if len(key) + valueLength > maxItemSize:
+            size = len(key) + len(item) - item[suffixAt] + fixed
+            if size - ITEM_OVERHEAD > maxItemSize:
                 continue
-            size = len(key) + valueLength + ITEM_OVERHEAD
             index = hash(key) & mask
-            old = shards[index].get(key)
-            if old is not None:
-                self._unlink(key, old)
-            if self._bytes + size > maxBytes:
+            shard = shards[index]
+            if key in shard:
+                self._bytes = used
+                self._unlink(key, shard[key])
+                used = self._bytes
+            if used + size > maxBytes:
                 if size > maxBytes:
                     continue
-                self._pullTail(self._bytes + size - maxBytes, now, index)
-            shards[index][key] = item
-            self._bytes += size
+                self._bytes = used
+                self._pullTail(used + size - maxBytes, now, index)
+                used = self._bytes
+            shard[key] = item
+            used += size
             linked += 1
+        self._bytes = used
         return linked
 
     def useCasCounter(self, casCounter):
