@@ -570,12 +570,17 @@ class Session:
             to count from); for C{dump} a L{list} of (prefix L{bytes}, get,
             hit, set, del); else L{True}.
         """
-        self.tap((STATS, b"detail " + subcommand.encode("ascii", "replace"), 0))
+        event = (STATS, b"detail " + subcommand.encode("ascii", "replace"), 0)
         introspector = self._introspector()
         if introspector is None:
+            self.tap(event)
             return None
         if subcommand == "dump":
-            return introspector.detailDump()
+            # the dump drains the taps: its own line follows what it counted
+            dump = introspector.detailDump()
+            self.tap(event)
+            return dump
+        self.tap(event)
         introspector.setDetail(subcommand == "on")
         return True
 
