@@ -602,6 +602,10 @@ class ControlPlane:
             conn.execute(
                 schema.credentials.delete().where(schema.credentials.c.cache_id == cacheId)
             )
+            conn.execute(
+                schema.flush_generations.delete()
+                .where(schema.flush_generations.c.cache_id == cacheId)
+            )
             conn.execute(schema.caches.delete().where(schema.caches.c.id == cacheId))
             self.announceChange(conn)
         self._log.info("deleted cache {cacheId}", event="cache_deleted", cacheId=cacheId)
