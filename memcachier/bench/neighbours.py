@@ -1,0 +1,296 @@
+# -*- test-case-name: tests.integration.test_neighbours -*-
+"""
+A noisy neighbour: what a quiet tenant sees while another floods the node,
+with the fair share on and off (C{[limits] scheduler}).
+
+    .venv/bin/python -m memcachier.bench.neighbours --mcload ../shared/bench/mcload
+
+starts, in a temporary directory, one node (SQLite) with two caches on a
+1 GiB plan, once with the scheduler off and once on, and for each:
+
+  1. B{solo}: tenant B alone, 1 connection, C{--rate} gets a second
+     (paced: a request every 1/rate s, the next waiting for the answer);
+  2. B{flood}: the same while tenant A floods the node with C{mcload} on
+     C{--connections} connections, C{--depth} requests in flight each;
+  3. B{login storm} (C{--storm N}, 0 for none): the same paced tenant B
+     while N connections of tenant A connect and log in at once.
+
+It prints A's requests/s, B's requests/s and B's p50, p99 and max latency
+(microseconds) for each, and the ratio of B's p99 under the flood to its
+solo p99.  Tenant B's client runs in a process of its own (this module,
+C{--paced}), so that the storm's client does not delay it.
+"""
+
+import argparse
+import json
+import os
+import re
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from memcachier.bench.cluster import findMcload
+from memcachier.bench.process import TwistdNode, freePort
+
+PLAN = "bench"
+_RESULT = re.compile(r"ops_per_s=(\d+).*?p99_us=(\d+).*?errors=(\d+)")
+
+
+def login(sock, username, password):
+    """
+    MemCachier's ASCII login on a blocking socket.
+    """
+    sock.sendall(b"set %s 0 0 %d\r\n%s\r\n" % (username.encode(), len(password), password.encode()))
+    reply = readUntil(sock, b"\r\n")
+    if reply != b"STORED\r\n":
+        raise RuntimeError(f"login refused: {reply!r}")
+
+
+def readUntil(sock, end):
+    data = b""
+    while not data.endswith(end):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError(f"connection closed after {data!r}")
+        data += chunk
+    return data
+
+
+def paced(port, username, password, rate, duration):
+    """
+    One connection sending C{get} at C{rate} a second for C{duration}
+    seconds.
+
+    @return: the latencies, in seconds.
+    """
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        login(sock, username, password)
+        sock.sendall(b"set bkey 0 0 100\r\n" + b"b" * 100 + b"\r\n")
+        readUntil(sock, b"\r\n")
+        latencies = []
+        interval = 1.0 / rate
+        due = time.perf_counter()
+        end = due + duration
+        while due < end:
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
+            started = time.perf_counter()
+            sock.sendall(b"get bkey\r\n")
+            readUntil(sock, b"END\r\n")
+            latencies.append(time.perf_counter() - started)
+            due += interval
+    return latencies
+
+
+def startPaced(port, credentials, rate, duration):
+    """
+    L{paced} in a process of its own (C{--paced}).
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "memcachier.bench.neighbours", "--paced",
+         str(port), credentials[0], credentials[1], str(rate), str(duration)],
+        stdout=subprocess.PIPE, text=True,
+    )
+
+
+def pacedResult(process, duration):
+    out, _ = process.communicate(timeout=duration + 120)
+    if process.returncode != 0:
+        raise RuntimeError(f"the paced client failed (exit {process.returncode})")
+    latencies = sorted(json.loads(out))
+    return {
+        "ops": len(latencies) / duration,
+        "p50": percentile(latencies, 50) * 1e6,
+        "p99": percentile(latencies, 99) * 1e6,
+        "max": latencies[-1] * 1e6 if latencies else 0.0,
+    }
+
+
+def percentile(values, p):
+    if not values:
+        return 0.0
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+def storm(port, credentials, count, timeout=60.0):
+    """
+    C{count} connections connect and log in at once.
+
+    @return: seconds until every one logged in.
+    """
+    selector = selectors.DefaultSelector()
+    message = b"set %s 0 0 %d\r\n%s\r\n" % (
+        credentials[0].encode(), len(credentials[1]), credentials[1].encode())
+    socks = []
+    started = time.perf_counter()
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        socks.append(sock)
+        selector.register(sock, selectors.EVENT_WRITE, b"")
+    pending = count
+    deadline = started + timeout
+    try:
+        while pending and time.perf_counter() < deadline:
+            for key, events in selector.select(1.0):
+                sock = key.fileobj
+                if events & selectors.EVENT_WRITE:
+                    sock.send(message)
+                    selector.modify(sock, selectors.EVENT_READ, b"")
+                    continue
+                data = key.data + sock.recv(100)
+                if data.endswith(b"\r\n"):
+                    if data != b"STORED\r\n":
+                        raise RuntimeError(f"a storm login was refused: {data!r}")
+                    selector.unregister(sock)
+                    pending -= 1
+                else:
+                    selector.modify(sock, selectors.EVENT_READ, data)
+        if pending:
+            raise RuntimeError(f"{pending} of {count} storm logins unanswered after {timeout} s")
+        return time.perf_counter() - started
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def flood(mcload, port, credentials, options):
+    return subprocess.Popen(
+        [mcload, "-p", str(port), "-c", str(options.connections), "-d", str(options.depth),
+         "-k", "1000", "-t", str(options.duration), "-w", str(options.warmup),
+         "-u", credentials[0], "-a", credentials[1]],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def floodResult(process, options):
+    out, _ = process.communicate(timeout=options.duration + options.warmup + 120)
+    found = _RESULT.search(out.strip().splitlines()[-1] if out.strip() else "")
+    if process.returncode != 0 or found is None:
+        raise RuntimeError(f"mcload failed (exit {process.returncode}): {out}")
+    return {"ops": int(found.group(1)), "p99": int(found.group(2)), "errors": int(found.group(3))}
+
+
+def writeNode(directory, scheduler):
+    os.makedirs(directory)
+    port = freePort()
+    config = os.path.join(directory, "memcachier.toml")
+    with open(config, "w") as f:
+        f.write(
+            "[memcache]\n"
+            f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+            "[web]\n"
+            f'listen = "tcp:{freePort()}:interface=127.0.0.1"\n'
+            "[database]\n"
+            f'url = "sqlite:///{directory}/memcachier.sqlite"\n'
+            "[caches]\n"
+            f'default_plan = "{PLAN}"\n'
+            f"[plans.{PLAN}]\n"
+            'memory = "1GiB"\n'
+            "connections = 20000\n"
+            "[limits]\n"
+            f"scheduler = {'true' if scheduler else 'false'}\n"
+        )
+    return TwistdNode(directory, config, port)
+
+
+def runMode(scheduler, mcload, options, directory):
+    """
+    Solo, flood and storm for one setting of the scheduler.
+    """
+    node = writeNode(os.path.join(directory, "on" if scheduler else "off"), scheduler)
+    created = [node.admin("cache", "create") for _ in range(2)]
+    a, b = [(c["username"], c["password"]) for c in created]
+    node.start()
+    try:
+        result = {}
+        client = startPaced(node.port, b, options.rate, options.duration)
+        result["solo"] = pacedResult(client, options.duration)
+        noisy = flood(mcload, node.port, a, options)
+        time.sleep(options.warmup)
+        client = startPaced(node.port, b, options.rate, options.duration)
+        result["flood"] = pacedResult(client, options.duration)
+        result["A"] = floodResult(noisy, options)
+        if options.storm:
+            stormSeconds = max(2.0, options.duration / 2)
+            client = startPaced(node.port, b, options.rate, stormSeconds)
+            time.sleep(0.5)
+            result["stormSeconds"] = storm(node.port, a, options.storm)
+            result["storm"] = pacedResult(client, stormSeconds)
+        return result
+    finally:
+        node.stop()
+
+
+def report(results, options, out):
+    out.write(
+        f"tenant A: {options.connections} connections x {options.depth} in flight (mcload); "
+        f"tenant B: 1 connection at {options.rate:g} gets/s; {options.duration:g} s each\n"
+    )
+    out.write(f"{'scheduler':<10} {'run':<6} {'A req/s':>9} {'B req/s':>8} "
+              f"{'B p50 us':>9} {'B p99 us':>9} {'B max us':>9}\n")
+    for mode, r in results.items():
+        rows = [("solo", "-", r["solo"]), ("flood", str(r["A"]["ops"]), r["flood"])]
+        if "storm" in r:
+            rows.append(("storm", "-", r["storm"]))
+        for name, aOps, b in rows:
+            out.write(f"{mode:<10} {name:<6} {aOps:>9} {b['ops']:>8.0f} "
+                      f"{b['p50']:>9.0f} {b['p99']:>9.0f} {b['max']:>9.0f}\n")
+        ratio = r["flood"]["p99"] / r["solo"]["p99"] if r["solo"]["p99"] else float("nan")
+        out.write(f"{mode:<10} B's p99 under the flood / solo: {ratio:.1f}x; "
+                  f"A's errors: {r['A']['errors']}\n")
+        if "storm" in r:
+            out.write(f"{mode:<10} login storm: {options.storm} connections logged in in "
+                      f"{r['stormSeconds']:.2f} s; B's max stall {r['storm']['max'] / 1000:.1f} ms\n")
+
+
+def main(argv=None, out=sys.stdout):
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--paced"]:
+        port, username, password, rate, duration = argv[1:6]
+        json.dump(paced(int(port), username, password, float(rate), float(duration)), out)
+        return 0
+    parser = argparse.ArgumentParser(
+        prog="python -m memcachier.bench.neighbours", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--mcload", default=os.environ.get("MCLOAD", "../shared/bench/mcload"),
+        help="the mcload binary, or its mcload.c (built with gcc) "
+        "(default: $MCLOAD, ../shared/bench/mcload)",
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (10)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of flood before B is measured (2)")
+    parser.add_argument("--rate", type=float, default=400.0, help="tenant B's gets a second (400)")
+    parser.add_argument("--connections", type=int, default=50, help="tenant A's connections (50)")
+    parser.add_argument("--depth", type=int, default=4, help="tenant A's requests in flight each (4)")
+    parser.add_argument("--storm", type=int, default=5000,
+                        help="connections logging in at once in the storm run (5000; 0: none)")
+    parser.add_argument("--only", choices=("on", "off"), help="run with the scheduler on or off only")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    options = parser.parse_args(argv)
+    directory = tempfile.mkdtemp(prefix="memcachier-bench-neighbours-")
+    try:
+        mcload = findMcload(options.mcload, directory)
+        results = {}
+        for mode in ("off", "on"):
+            if options.only in (None, mode):
+                results[mode] = runMode(mode == "on", mcload, options, directory)
+        report(results, options, out)
+        return 1 if any(r["A"]["errors"] for r in results.values()) else 0
+    finally:
+        if options.keep:
+            out.write(f"kept {directory}\n")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
