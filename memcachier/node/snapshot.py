@@ -58,6 +58,9 @@ MANUAL_NAME = "snapshot.manual"
 RUNNING_NAME = "running"
 #: a snapshot being written ends so until it is renamed into place
 TEMP_SUFFIX = ".tmp"
+#: a start with warm restart on hands out CAS uniques from at least the
+#: clock's seconds times this (2**20)
+CAS_PER_SECOND = 1 << 20
 
 CACHE, ITEMS, END = 1, 2, 3
 _HEADER = struct.Struct("<I")
@@ -470,6 +473,14 @@ class WarmRestart(Service):
         self._log.info(message, event="warm_restart", outcome=outcome, dir=self.stateDir)
 
     def _markRunning(self) -> None:
+        """
+        Note that the node runs (see L{RUNNING_NAME}), and seed the CAS
+        counter from the clock, so that even after a start without a
+        snapshot (a kill -9) no CAS unique of an earlier run comes back
+        while a node hands out fewer than L{CAS_PER_SECOND} a second on
+        average.
+        """
+        self.store.resumeCas(int(self.clock.seconds() * CAS_PER_SECOND))  # type: ignore[attr-defined]
         try:
             with open(self._path(RUNNING_NAME), "w") as f:
                 f.write(f"{os.getpid()}\n")

@@ -23,6 +23,7 @@ from memcachier.control.model import Cache, Plan
 from memcachier.control.repository import FlushGeneration
 from memcachier.interfaces import ISnapshottableStore, IStore
 from memcachier.node.snapshot import (
+    CAS_PER_SECOND,
     FORMAT_VERSION,
     MAGIC,
     MANUAL_NAME,
@@ -402,6 +403,23 @@ class WarmRestartTests(SynchronousTestCase):
         self.service(MemoryStore(self.clock))
         self.assertEqual([e["outcome"] for e in _warmLines(self.events)], ["unfinished"])
         self.assertNotIn(SNAPSHOT_NAME + TEMP_SUFFIX, os.listdir(self.dir))
+
+    def test_casAboveEarlierRunsAfterColdStart(self):
+        """
+        A cold start (no snapshot: the last run was killed) still hands
+        out CAS uniques above the earlier run's: the counter is seeded from
+        the clock.
+        """
+        store = MemoryStore(self.clock)
+        self.service(store)
+        _, first = store.keyspace(1, PLAN.memory, PLAN.item_size).store(StoreMode.SET, b"a", b"1", 0, 0, 0)
+        self.assertGreaterEqual(first, NOW * CAS_PER_SECOND)
+        self.clock.advance(1)
+        fresh = MemoryStore(self.clock)
+        self.service(fresh)
+        self.assertEqual(_warmLines(self.events)[-1]["outcome"], "unclean")
+        _, cas = fresh.keyspace(1, PLAN.memory, PLAN.item_size).store(StoreMode.SET, b"a", b"2", 0, 0, 0)
+        self.assertGreater(cas, first)
 
     def test_unusableSnapshot(self):
         """
