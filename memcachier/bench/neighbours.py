@@ -88,6 +88,17 @@ def paced(port, username, password, rate, duration):
     return latencies
 
 
+def heldBack(port, credentials):
+    """
+    A cache's C{held_back_seconds}, from C{stats}.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        login(sock, *credentials)
+        sock.sendall(b"stats\r\n")
+        found = re.search(rb"STAT held_back_seconds ([\d.]+)", readUntil(sock, b"END\r\n"))
+    return float(found.group(1)) if found else float("nan")
+
+
 def startPaced(port, credentials, rate, duration):
     """
     L{paced} in a process of its own (C{--paced}).
@@ -178,7 +189,7 @@ def floodResult(process, options):
     return {"ops": int(found.group(1)), "p99": int(found.group(2)), "errors": int(found.group(3))}
 
 
-def writeNode(directory, scheduler):
+def writeNode(directory, scheduler, reading=None):
     os.makedirs(directory)
     port = freePort()
     config = os.path.join(directory, "memcachier.toml")
@@ -197,6 +208,7 @@ def writeNode(directory, scheduler):
             "connections = 20000\n"
             "[limits]\n"
             f"scheduler = {'true' if scheduler else 'false'}\n"
+            + (f"scheduler_reading = {reading}\n" if reading else "")
         )
     return TwistdNode(directory, config, port)
 
@@ -205,7 +217,7 @@ def runMode(scheduler, mcload, options, directory):
     """
     Solo, flood and storm for one setting of the scheduler.
     """
-    node = writeNode(os.path.join(directory, "on" if scheduler else "off"), scheduler)
+    node = writeNode(os.path.join(directory, "on" if scheduler else "off"), scheduler, options.reading)
     created = [node.admin("cache", "create") for _ in range(2)]
     a, b = [(c["username"], c["password"]) for c in created]
     node.start()
@@ -218,6 +230,7 @@ def runMode(scheduler, mcload, options, directory):
         client = startPaced(node.port, b, options.rate, options.duration)
         result["flood"] = pacedResult(client, options.duration)
         result["A"] = floodResult(noisy, options)
+        result["held"] = (heldBack(node.port, a), heldBack(node.port, b))
         if options.storm:
             stormSeconds = max(2.0, options.duration / 2)
             client = startPaced(node.port, b, options.rate, stormSeconds)
@@ -246,6 +259,7 @@ def report(results, options, out):
         ratio = r["flood"]["p99"] / r["solo"]["p99"] if r["solo"]["p99"] else float("nan")
         out.write(f"{mode:<10} B's p99 under the flood / solo: {ratio:.1f}x; "
                   f"A's errors: {r['A']['errors']}\n")
+        out.write(f"{mode:<10} held back: A {r['held'][0]:.2f} s, B {r['held'][1]:.2f} s\n")
         if "storm" in r:
             out.write(f"{mode:<10} login storm: {options.storm} connections logged in in "
                       f"{r['stormSeconds']:.2f} s; B's max stall {r['storm']['max'] / 1000:.1f} ms\n")
@@ -273,6 +287,8 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--depth", type=int, default=4, help="tenant A's requests in flight each (4)")
     parser.add_argument("--storm", type=int, default=5000,
                         help="connections logging in at once in the storm run (5000; 0: none)")
+    parser.add_argument("--reading", type=int,
+                        help="[limits] scheduler_reading of the node (default: the node's, 8)")
     parser.add_argument("--only", choices=("on", "off"), help="run with the scheduler on or off only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     options = parser.parse_args(argv)

@@ -19,8 +19,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 #: B's p99 under the flood, at most this many times its solo p99 (the
-#: aim is 3 on a quiet machine; this one is shared)
+#: aim is 3 on a quiet machine; this one is shared) ...
 BOUND = 10.0
+#: ... or this many microseconds, whichever is more: a solo p99 of 100 us
+#: on a machine whose other jobs stall any process for milliseconds would
+#: otherwise make the bound a measure of the machine
+FLOOR_US = 10_000
 
 
 def _mcload():
@@ -45,14 +49,18 @@ def _run(*args):
 @pytest.mark.slow
 def test_quietTenantUnderFlood():
     """
-    With the scheduler on, tenant B's p99 under tenant A's flood is
-    within L{BOUND} times its solo p99, A is still served, and a storm of
+    With the scheduler on, tenant A (the flood) is held back and tenant B
+    never is; B's p99 under the flood is within L{BOUND} times its solo
+    p99 (or L{FLOOR_US}); A is still served, without errors; a storm of
     1,000 logins is answered in full.
     """
     out = _run("--only", "on", "--storm", "1000")
-    found = re.search(r"^on +B's p99 under the flood / solo: ([\d.]+)x; A's errors: 0$", out, re.M)
-    assert found, out
-    assert float(found.group(1)) < BOUND, out
-    flood = re.search(r"^on +flood +(\d+) +(\d+) ", out, re.M)
-    assert flood and int(flood.group(1)) > 0 and int(flood.group(2)) > 0, out
+    solo = re.search(r"^on +solo +- +\d+ +\d+ +(\d+) ", out, re.M)
+    flood = re.search(r"^on +flood +(\d+) +(\d+) +\d+ +(\d+) ", out, re.M)
+    assert solo and flood, out
+    assert int(flood.group(1)) > 0 and int(flood.group(2)) > 0, out
+    assert int(flood.group(3)) < max(BOUND * int(solo.group(1)), FLOOR_US), out
+    assert re.search(r"^on +B's p99 under the flood / solo: [\d.]+x; A's errors: 0$", out, re.M), out
+    held = re.search(r"^on +held back: A ([\d.]+) s, B ([\d.]+) s$", out, re.M)
+    assert held and float(held.group(1)) > 0 and float(held.group(2)) == 0, out
     assert re.search(r"^on +login storm: 1000 connections logged in", out, re.M), out
