@@ -157,7 +157,7 @@ def test_killedNodeStartsCold(warm):
     """
     After a restore, the node runs on and is killed (SIGKILL): the next
     start finds no snapshot (it was consumed) and starts cold, saying why
-    in one line; nothing old comes back.
+    in one line; nothing old comes back, CAS uniques included.
     """
     binary = pylibmcClient(warm)
     binary.set("k", b"before the restart")
@@ -165,12 +165,17 @@ def test_killedNodeStartsCold(warm):
     binary = pylibmcClient(warm)
     assert binary.get("k") == b"before the restart"
     binary.set("k", b"changed after the restart")
+    _, before = binary.gets("k")
     warm.process.send_signal(signal.SIGKILL)
     warm.process.wait(10)
     warm.start(web=False)
     lines = _warmLines(warm)
     assert len(lines) == 1 and "did not stop cleanly" in lines[0], lines
-    assert pylibmcClient(warm).get("k") is None
+    binary = pylibmcClient(warm)
+    assert binary.get("k") is None
+    # even cold, no CAS unique of the killed run comes back
+    binary.set("k", b"new")
+    assert binary.gets("k")[1] > before
 
 
 @pytest.mark.parametrize("damage", ["truncated", "other version"])
