@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 
 from memcachier.web.router import Route
@@ -68,7 +68,9 @@ class ControlPlaneCheck:
         observer: Deferred[bool] = Deferred()
         if self._waiting is None:
             self._waiting = []
-            self.query().addCallbacks(lambda _: True, lambda _: False).addCallback(self._answered)
+            maybeDeferred(self.query).addCallbacks(
+                lambda _: True, lambda _: False
+            ).addCallback(self._answered)
         if self._waiting is not None:
             # the query may have answered at once
             self._waiting.append(observer)

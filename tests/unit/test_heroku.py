@@ -14,6 +14,7 @@ from memcachier.commands import StoreMode, itemValue
 from memcachier.heroku.sync import parseExpiry
 from memcachier.heroku.manifest import manifest
 from tests.unit.provisioningworld import HEROKU_AUTH, ProvisioningWorld
+from tests.unit.test_api import result
 
 CONFIG_VARS = {"MEMCACHIER_SERVERS", "MEMCACHIER_USERNAME", "MEMCACHIER_PASSWORD"}
 
@@ -357,3 +358,138 @@ def test_manifest():
     assert value["api"]["production"]["base_url"] == "https://cache.example.com/heroku/resources"
     assert value["api"]["test"]["sso_url"] == "http://localhost:9090/sso/login"
     assert (value["api"]["password"], value["api"]["sso_salt"]) == (HEROKU_AUTH[1], "salt")
+
+
+# -- Heroku follows the cache to another cluster
+
+
+def sentConfigs(world, uuid="uuid-1"):
+    """
+    The config vars of every PATCH Heroku got for C{uuid}.
+    """
+    return [
+        {e["name"]: e["value"] for e in json.loads(r[3])["config"]}
+        for r in world.heroku.requests if r[1] == f"/addons/{uuid}/config"
+    ]
+
+
+def provisioned(world, patches):
+    """
+    A provisioned cache on cluster C{devs}, its grant exchanged, Heroku's
+    config PATCHes answered with C{patches}.
+
+    @return: its L{memcachier.control.model.Cache}.
+    """
+    world.heroku.answers["/oauth/token"] = [tokens("access", "refresh")]
+    world.heroku.answers["/addons/uuid-1/config"] = patches
+    startSync(world)
+    world.provision()
+    world.reactor.advance(0)
+    [cache] = world.index.caches()
+    assert cache.cluster == "devs"
+    return cache
+
+
+def test_moveIsPushed(world):
+    """
+    A move to another cluster (as C{memcachier-admin} makes it: straight
+    to the control plane, seen at the next poll) sends every config var,
+    C{MEMCACHIER_SERVERS} now the new cluster's, retried with backoff and
+    recorded like a promotion.
+    """
+    cache = provisioned(world, [(500, {}), (200, [])])
+    assert sentConfigs(world) == []
+    world.cp.setCluster(cache.id, "prod")
+    world.reactor.advance(1)
+    primary = world.index.credentials(cache.id)[0]
+    expected = {
+        "MEMCACHIER_SERVERS": "10.0.0.1:11211",
+        "MEMCACHIER_USERNAME": primary.username,
+        "MEMCACHIER_PASSWORD": primary.password,
+    }
+    assert sentConfigs(world) == [expected]
+    world.reactor.advance(1)
+    assert sentConfigs(world) == [expected, expected]
+    [push] = world.sync.records.records.pushes("uuid-1")
+    assert (push.state, push.attempts, push.last_status, push.username) == (
+        "done", 2, 200, primary.username,
+    )
+
+
+def test_planChangeBetweenKindsIsPushed(world):
+    """
+    Heroku's own plan change from development to production moves the
+    cache: the move is pushed too (Heroku also took the answer's config).
+    """
+    provisioned(world, [(200, [])])
+    assert world.heroku_("PUT", "/uuid-1", body={"plan": "dev2"}).code == 200
+    world.reactor.advance(1)
+    assert sentConfigs(world) == []  # same cluster: nothing to send
+    assert world.heroku_("PUT", "/uuid-1", body={"plan": "100"}).code == 200
+    world.reactor.advance(0)
+    assert [c["MEMCACHIER_SERVERS"] for c in sentConfigs(world)] == ["10.0.0.1:11211"]
+
+
+def seen(world):
+    """
+    This node's index reads the change at once (as on the node that made
+    it), and the sync pass it kicks runs.
+    """
+    result(world.index.refresh())
+    world.reactor.advance(0)
+
+
+def test_moveSupersedesAPromotionAndIsSuperseded(world):
+    """
+    A move while a promotion's push still fails replaces it (the move's
+    push carries the new credential too); a promotion while the move's
+    push fails replaces that one.
+    """
+    cache = provisioned(world, [(500, {}), (500, {}), (200, [])])
+    second = promote(world, cache.id)
+    seen(world)
+    assert len(sentConfigs(world)) == 1
+    world.cp.setCluster(cache.id, "prod")
+    seen(world)
+    pushes = world.sync.records.records.pushes("uuid-1")
+    assert [(p.state, p.attempts) for p in pushes] == [("superseded", 1), ("pending", 1)]
+    assert pushes[-1].username == second.username
+    assert sentConfigs(world)[-1]["MEMCACHIER_SERVERS"] == "10.0.0.1:11211"
+    third = promote(world, cache.id)
+    seen(world)
+    pushes = world.sync.records.records.pushes("uuid-1")
+    assert [p.state for p in pushes] == ["superseded", "superseded", "done"]
+    last = sentConfigs(world)[-1]
+    assert (last["MEMCACHIER_SERVERS"], last["MEMCACHIER_USERNAME"]) == (
+        "10.0.0.1:11211", third.username,
+    )
+    world.reactor.advance(600)
+    assert len(sentConfigs(world)) == 3
+
+
+def test_pushWaitsForTheIndex(world):
+    """
+    A push of a move made elsewhere is not sent while this node's index
+    still shows the old cluster: it would tell Heroku the old servers.
+    """
+    cache = provisioned(world, [(200, [])])
+    world.cp.setCluster(cache.id, "prod")
+    world.sync.tick()
+    assert sentConfigs(world) == []
+    assert world.sync.records.records.pushes("uuid-1")[0].attempts == 0
+    world.reactor.advance(1)  # the index catches up, and kicks the sync
+    assert [c["MEMCACHIER_SERVERS"] for c in sentConfigs(world)] == ["10.0.0.1:11211"]
+
+
+def test_onlyMovesOfHerokuCachesArePushed(world):
+    """
+    Moving a cache Heroku did not provision, or "moving" one to the
+    cluster it is on, queues nothing.
+    """
+    cache = provisioned(world, [(200, [])])
+    own, _ = world.cp.createCache(plan="dev", cluster="devs")
+    world.cp.setCluster(own.id, "prod")
+    world.cp.setCluster(cache.id, "devs")
+    world.reactor.advance(5)
+    assert sentConfigs(world) == []
+    assert world.sync.records.records.pushes("uuid-1") == []
