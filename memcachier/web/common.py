@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from twisted.logger import Logger
 
-from memcachier.web.sso import csrfOK
+from memcachier.web.sso import credentialOf, csrfOK
 
 _log = Logger()
 
@@ -298,15 +298,16 @@ class CacheAuth:
         @param unknownCache: L{FORBIDDEN} or L{NOT_FOUND}.
         @param capability: a capability the credential needs besides the
             API's (C{"flush"}, C{"write"}), as the memcache port asks it
-            for the same command; a dashboard session (the cache's owner
-            or an operator) has them all.
+            for the same command.  A dashboard session started with a
+            credential needs it on that credential; one of the cache's
+            owner (SSO, a link) or of an operator has them all.
         @rtype: L{Authorized}
         @raise ApiError: the refusal.
         """
         cacheId = parseCacheId(cacheIdText)
         session = getattr(request, "dashboardSession", None)
         if session is not None and not request.getHeader(b"Authorization"):
-            return self._authorizeSession(request, session, cacheId, unknownCache)
+            return self._authorizeSession(request, session, cacheId, unknownCache, capability)
         pair = basicCredentials(request)
         if pair is None:
             # The dashboard's scripts say who they are: a challenge would
@@ -331,12 +332,14 @@ class CacheAuth:
             raise ApiError(403, f"this credential does not have the {capability} capability")
         return Authorized(cacheId, cache, credential)
 
-    def _authorizeSession(self, request, session, cacheId, unknownCache):
+    def _authorizeSession(self, request, session, cacheId, unknownCache, capability=None):
         """
         The dashboard's way in: a live session (resolved before routing,
         see L{memcachier.web.dashboard.resource}) stands for Basic auth, for
         its own cache only (an operator's for every cache), and a
-        state-changing request must carry the session's CSRF token.
+        state-changing request must carry the session's CSRF token.  A
+        session started with a credential has that credential's
+        capabilities, no more.
         """
         if not session.allows(cacheId):
             raise ApiError(403, f"this dashboard session cannot access cache {cacheId}")
@@ -347,6 +350,16 @@ class CacheAuth:
             if unknownCache == NOT_FOUND:
                 raise ApiError(404, f"no cache with id {cacheId}")
             raise ApiError(403, f"this dashboard session cannot access cache {cacheId}")
+        credentialId = credentialOf(session.fingerprint)
+        if capability is not None and credentialId is not None:
+            credential = None
+            for candidate in self.index.credentials(cacheId):
+                if candidate.id == credentialId:
+                    credential = candidate
+            if credential is None or not getattr(credential, capability):
+                raise ApiError(
+                    403, f"this session's credential does not have the {capability} capability"
+                )
         return Authorized(cacheId, cache, None)
 
 

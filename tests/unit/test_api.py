@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.web.test.requesthelper import DummyRequest
 from treq.testing import StubTreq
 
 from memcachier.commands import StoreMode
@@ -26,6 +27,7 @@ from memcachier.control.repository import AsyncControlPlane, ControlPlane
 from memcachier.analytics.service import makeIntrospection
 from memcachier.runtime import CacheRegistry
 from memcachier.stores.memory import MemoryStore
+from memcachier.web import sso
 from memcachier.web.api import CacheAPI, wholeCacheStats
 from memcachier.web.common import (
     MAX_BODY,
@@ -647,6 +649,36 @@ def test_flushNeedsTheFlushCapability(world):
     world.refresh()
     assert world.call("POST", "/flush", auth=world.auth(withFlush)).code == 204
     assert world.runtime().keyspace.get(b"k") is None
+
+
+def sessionFlush(world, fingerprint):
+    """
+    C{POST flush} as the dashboard sends it: a live session (resolved
+    before routing) and its CSRF token, no Basic auth.
+    """
+    session = sso.Session("k", world.cache.id, fingerprint, "tok", "someone", START, START)
+    request = DummyRequest([b""])
+    request.method = b"POST"
+    request.requestHeaders.setRawHeaders(b"X-CSRF-Token", [b"tok"])
+    request.dashboardSession = session
+    return world.api.auth.authorize(
+        request, str(world.cache.id), unknownCache=NOT_FOUND, capability="flush")
+
+
+def test_sessionFlushKeepsTheCredentialsCapability(world):
+    """
+    A dashboard session started with a credential flushes only if that
+    credential may; the owner's session (SSO) may.
+    """
+    noFlush = world.cp.createCredential(world.cache.id, flush=False)
+    world.refresh()
+    with pytest.raises(ApiError) as refused:
+        sessionFlush(world, sso.credentialFingerprint("secret", noFlush))
+    assert refused.value.code == 403
+    assert "flush capability" in refused.value.message
+    assert sessionFlush(world, sso.credentialFingerprint("secret", world.primary)).cacheId == (
+        world.cache.id)
+    assert sessionFlush(world, sso.fingerprint("secret")).cacheId == world.cache.id
 
 
 def test_flushNeedsTheAPICapabilityFirst(world):
