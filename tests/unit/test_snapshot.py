@@ -9,7 +9,9 @@ an unclean stop.
 """
 
 import os
+import shutil
 import struct
+import tempfile
 
 import attr
 from twisted.internet.defer import Deferred, succeed
@@ -74,6 +76,16 @@ def _capture(testCase):
     return events
 
 
+def _tempDir(testCase):
+    """
+    A fresh directory, removed after the test (trial's C{mktemp} would
+    leave it in the working directory under pytest).
+    """
+    directory = tempfile.mkdtemp(prefix="snapshot-test-")
+    testCase.addCleanup(shutil.rmtree, directory, True)
+    return directory
+
+
 def _warmLines(events):
     return [e for e in events if e.get("event") == "warm_restart"]
 
@@ -82,8 +94,7 @@ class SnapshotTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.dir = self.mktemp()
-        os.makedirs(self.dir)
+        self.dir = _tempDir(self)
         self.path = os.path.join(self.dir, SNAPSHOT_NAME)
 
     def fill(self, store, cacheId, count, maxBytes=PLAN.memory, exptime=0):
@@ -332,7 +343,7 @@ class WarmRestartTests(SynchronousTestCase):
     def setUp(self):
         self.clock = Clock()
         self.clock.advance(NOW)
-        self.dir = self.mktemp()
+        self.dir = os.path.join(_tempDir(self), "state")
         self.index = FakeIndex([_cache(1)])
         self.events = _capture(self)
 
