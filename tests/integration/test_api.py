@@ -162,6 +162,48 @@ def test_flushKeepsTheCapabilityRules(memcachier_server):
     assert len(flushes) == 1, commands
 
 
+def signedIn(server, username, password):
+    """
+    A requests session signed in to the dashboard with a credential (the
+    form at C{/}), and the CSRF token its page carries.
+    """
+    browser = requests.Session()
+    base = f"http://127.0.0.1:{server.web_port}"
+    form = browser.get(base + "/", timeout=10).text
+    loginToken = re.search(r'name="login_token" value="([^"]+)"', form).group(1)
+    page = browser.post(base + "/login", timeout=10, data={
+        "username": username, "password": password, "login_token": loginToken})
+    assert page.status_code == 200, page.text
+    token = re.search(r'data-csrf="([^"]+)"', page.text).group(1)
+    return browser, token
+
+
+@PRODUCTION
+def test_dashboardFlushKeepsTheCredentialsCapability(memcachier_server):
+    """
+    Signed in to the dashboard with a credential without the flush
+    capability, its flush is refused (403) as its own API call is; the
+    primary credential's session flushes.
+    """
+    s = memcachier_server
+    created = Api(s)("POST", "/credentials", json={"flush_capability": False}).json()
+    mc = libmc(s)
+    assert mc.set("k", b"v")
+    flush = f"http://127.0.0.1:{s.web_port}/api/v2/caches/{s.cache_id}/flush"
+    headers = {"X-Requested-With": "memcachier-dashboard"}
+
+    browser, token = signedIn(s, created["sasl_username"], created["sasl_password"])
+    refused = browser.post(flush, headers={**headers, "X-CSRF-Token": token}, timeout=10)
+    assert refused.status_code == 403
+    assert "flush capability" in refused.json()["error"]
+    assert mc.get("k") == b"v"
+
+    browser, token = signedIn(s, s.username, s.password)
+    assert browser.post(flush, headers={**headers, "X-CSRF-Token": token},
+                        timeout=10).status_code == 204
+    assert mc.get("k") is None
+
+
 @PRODUCTION
 def test_statsAndResetStats(memcachier_server):
     """
