@@ -141,11 +141,11 @@ def resourceCacheId(server, uuid):
 def test_herokuLifecycle(memcachier_server_factory, standIn):
     """
     Provision (twice with one uuid), use the cache with a real client,
-    change plans (data kept; development to production: moved and
-    emptied), promote credentials through the API and the CLI (Heroku's
-    Platform API stand-in gets the new values with its bearer token,
-    after answering 500 twice), deprovision (the client is refused; a
-    second DELETE is 410).
+    change plans (data kept; development to production: moved, emptied
+    and its config vars pushed to Heroku), promote credentials through
+    the API and the CLI (Heroku's Platform API stand-in gets the new
+    values with its bearer token, after answering 500 twice), deprovision
+    (the client is refused; a second DELETE is 410).
     """
     s = startServer(memcachier_server_factory, standIn)
     uuid = str(uuidlib.uuid4())
@@ -194,6 +194,11 @@ def test_herokuLifecycle(memcachier_server_factory, standIn):
     assert (cache["plan"], cache["cluster"]) == ("100", "prod")
     assert mc.get("greeting") is None
     assert mc.set("greeting", b"again")
+    # The move is pushed to Heroku like a promotion (the servers follow).
+    moveConfigs = waitFor(lambda: standIn.configs.get(uuid), what="the move's config PATCH")
+    assert moveConfigs[-1] == config
+    waitFor(lambda: [p["state"] for p in pushesOf(s, uuid)] == ["done"], what="the move's record")
+    sentBefore = len(standIn.seen("PATCH", f"/addons/{uuid}/config"))
 
     # production -> production: kept.
     assert heroku(s, "PUT", f"/{uuid}", json={"plan": "250"}).status_code == 200
@@ -204,6 +209,7 @@ def test_herokuLifecycle(memcachier_server_factory, standIn):
     # A promotion through the API reaches Heroku, after two 500s; the
     # promotion answers while Heroku holds the first PATCH unanswered.
     standIn.failConfigPatches = 2
+    standIn.patchesArrived.clear()
     standIn.answerPatches.clear()
     api = requests.Session()
     api.auth = (config["MEMCACHIER_USERNAME"], config["MEMCACHIER_PASSWORD"])
@@ -213,22 +219,27 @@ def test_herokuLifecycle(memcachier_server_factory, standIn):
     assert promoted.status_code == 200
     assert standIn.patchesArrived.wait(30)
     assert api.get(f"{base}/info", timeout=10).status_code == 200  # the server is not stuck
-    assert standIn.seen("PATCH", f"/addons/{uuid}/config") == []  # still held
+    assert len(standIn.seen("PATCH", f"/addons/{uuid}/config")) == sentBefore  # still held
     standIn.answerPatches.set()
-    configs = waitFor(lambda: standIn.configs.get(uuid), what="the config PATCH")
+    configs = waitFor(lambda: len(standIn.configs[uuid]) == 2 and standIn.configs[uuid],
+                      what="the config PATCH")
     assert configs[-1]["MEMCACHIER_USERNAME"] == fresh["sasl_username"]
     assert configs[-1]["MEMCACHIER_PASSWORD"] == fresh["sasl_password"]
-    patches = standIn.seen("PATCH", f"/addons/{uuid}/config")
+    patches = standIn.seen("PATCH", f"/addons/{uuid}/config")[sentBefore:]
     assert [p[4] for p in patches] == [500, 500, 200]
     assert all(p[2]["Authorization"] == f"Bearer {standIn.accessToken}" for p in patches)
-    push = waitFor(lambda: [p for p in pushesOf(s, uuid) if p["state"] == "done"], what="record")
+    push = waitFor(
+        lambda: [p for p in pushesOf(s, uuid)
+                 if p["state"] == "done" and p["username"] == fresh["sasl_username"]],
+        what="record",
+    )
     assert (push[-1]["username"], push[-1]["attempts"], push[-1]["last_status"]) == (
         fresh["sasl_username"], 3, 200,
     )
 
     # A promotion through memcachier-admin (another process) too.
     s.admin("credential", "promote", config["MEMCACHIER_USERNAME"])
-    waitFor(lambda: len(standIn.configs[uuid]) == 2, what="the second config PATCH")
+    waitFor(lambda: len(standIn.configs[uuid]) == 3, what="the second promotion's PATCH")
     assert standIn.configs[uuid][-1]["MEMCACHIER_USERNAME"] == config["MEMCACHIER_USERNAME"]
 
     # Deprovision: the cache and credentials are gone at once, for a new
