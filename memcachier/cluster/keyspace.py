@@ -25,6 +25,7 @@ keyspace (never forwarded again).
 """
 
 import json
+from collections import deque
 
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.logger import Logger
@@ -81,15 +82,55 @@ class ClusterKeyspace:
         self.fallbacks = 0
         #: what a peer node's connection to this node serves
         self.peerSide = PeerSide(self)
+        #: (ring, local keys left to check) of the ranges this node lost
+        self._losses = deque()
+        self._dropping = None
         self.refresh()
 
     def refresh(self):
         """
         Take the cache's current ring (membership or cluster changed) and
-        resize the local keyspace to this node's share.
+        resize the local keyspace to this node's share.  When a server
+        joined the ring, this node may have lost part of its range: what
+        it holds there is dropped (see L{_dropLost}).
         """
+        old = self.ring
         self.ring = self.cluster.ringOf(self.cacheId)
         self.local.configure(self._localBytes(), self.maxItemSize)
+        if old is not None and not set(self.ring.servers) <= set(old.servers):
+            self._dropLost(self.ring)
+
+    def _dropLost(self, ring):
+        """
+        Drop the local items of keys C{ring} gives to another node, a
+        slice per reactor turn.  They are unreachable while that node owns
+        them, and when the range comes back (the node leaves again) they
+        would be older than what the other node was given meanwhile: a
+        miss instead.  A ring that changes again while this runs is
+        checked after it, each against the keys held when it came.
+        """
+        self._losses.append((ring, self.local.keys()))
+        if self._dropping is None:
+            self._dropping = self.cluster.peers.reactor.callLater(0, self._dropSlice)
+
+    def _dropSlice(self):
+        self._dropping = None
+        budget = DROP_SLICE
+        local = self.local
+        name = self.name
+        while self._losses and budget:
+            ring, keys = self._losses[0]
+            owner = ring.owner
+            take = min(budget, len(keys))
+            budget -= take
+            for _ in range(take):
+                key = keys.pop()
+                if owner(key) not in (name, None):
+                    local.delete(key, 0)
+            if not keys:
+                self._losses.popleft()
+        if self._losses:
+            self._dropping = self.cluster.peers.reactor.callLater(0, self._dropSlice)
 
     def _localBytes(self):
         share = self.ring.shares().get(self.name) if self.ring is not None else None
@@ -387,6 +428,9 @@ class PeerSide:
         # what the codecs do not call per request
         return getattr(self._local, name)
 
+
+#: local keys checked per reactor turn when dropping a lost range
+DROP_SLICE = 5000
 
 #: what a store that could not be carried out answers
 _NOT_STORED = (StoreResult.NOT_STORED, 0)

@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.test import iosim
 from zope.interface.verify import verifyObject
 
+from memcachier.cluster import keyspace as K
 from memcachier.cluster import membership as M
 from memcachier.cluster.keyspace import Cluster, ClusterStore
 from memcachier.cluster.peer import PeerAuthenticator, PeerPool, request, wireExptime
@@ -711,6 +712,54 @@ def test_movedCacheIsEmptiedOnEveryNode():
     runtime.keyspace.store(StoreMode.SET, remote, b"c", 0, 0, 0)
     pair.b.index.changed()
     assert itemValue(runtime.keyspace.peek(remote)) == b"c"
+
+
+def test_lostRangeIsDroppedSoItNeverComesBackStale():
+    """
+    When a node joins, what this node held of the range it lost is
+    dropped; when the joined node leaves again, that range is a miss here,
+    never the value from before the join.
+    """
+    pair = Pair()
+    ks = pair.keyspace
+    pair.membership.live = ("a:1",)
+    pair.store.refresh()
+    for key in pair.remote[:10] + pair.local[:10]:
+        assert ks.store(StoreMode.SET, key, b"old", 0, 0, 0)[0] == StoreResult.STORED
+    pair.membership.live = ("a:1", "b:1")
+    pair.store.refresh()
+    assert pair.run(ks.store(StoreMode.SET, pair.remote[0], b"new", 0, 0, 0))[0] == StoreResult.STORED
+    pair.clock.advance(0)
+    pair.membership.live = ("a:1",)
+    pair.store.refresh()
+    assert [ks.get(key) for key in pair.remote[:10]] == [None] * 10
+    assert [itemValue(ks.get(key)) for key in pair.local[:10]] == [b"old"] * 10
+
+
+def test_lostRangeDroppedInSlicesEvenIfItComesBackMeanwhile(monkeypatch):
+    """
+    The drop takes a slice of keys per reactor turn, later; a range that
+    comes back before the drop is over is still dropped (checked against
+    the ring under which it was lost).
+    """
+    monkeypatch.setattr(K, "DROP_SLICE", 3)
+    pair = Pair()
+    ks = pair.keyspace
+    pair.membership.live = ("a:1",)
+    pair.store.refresh()
+    remote = pair.remote[:10]
+    for key in remote + pair.local[:10]:
+        ks.store(StoreMode.SET, key, b"old", 0, 0, 0)
+    pair.membership.live = ("a:1", "b:1")
+    pair.store.refresh()
+    # back before the drop ran
+    pair.membership.live = ("a:1",)
+    pair.store.refresh()
+    assert ks.local.stats()["curr_items"] == 20
+    assert len(pair.clock.getDelayedCalls()) == 1
+    pair.clock.advance(0)
+    assert [ks.get(key) for key in remote] == [None] * 10
+    assert ks.local.stats()["curr_items"] == 10
 
 
 def test_wireExptime():
