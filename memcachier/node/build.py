@@ -30,9 +30,10 @@ from memcachier.control.repository import AsyncControlPlane, ControlPlane, makeT
 from memcachier.control.schema import makeEngine
 from memcachier.interfaces import IStore
 from memcachier.node.listeners import listenerService
-from memcachier.node.settings import Settings
+from memcachier.node.settings import Settings, workerName
 from memcachier.node.shutdown import CertificateReloader, NodeService
 from memcachier.node.snapshot import WarmRestart
+from memcachier.node.workers import Workers
 from memcachier.protocols.admission import LoginAdmission
 from memcachier.protocols.fairshare import FairShare
 from memcachier.protocols.sniff import MemcacheFactory, memcacheConnectionCeiling
@@ -57,8 +58,8 @@ from memcachier.web.sso import AsyncSessionStore, SessionStore
 _log = Logger()
 
 
-def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..., Any]] = None
-              ) -> NodeService:
+def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..., Any]] = None,
+              workerCommand: Optional[Callable[[int], list[str]]] = None) -> NodeService:
     """
     Build a node's services.
 
@@ -68,6 +69,9 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     @param reactor: the reactor every part gets as its clock.
     @param directSend: the memcache codecs' fast send path
         (L{memcachier.node.fastpaths}), or L{None} for the public one.
+    @param workerCommand: with C{[node] workers} > 1, given to worker 0
+        only: the command line of worker i (L{memcachier.node.workers}),
+        which this node then supervises.
     """
     services: list[IService] = []
     memcacheCeiling, webCeiling = connectionCeilings(
@@ -238,13 +242,23 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         )
         for description in settings.memcache.listen
     ]
+    # Worker 0 of several supervises the others: they start with it and
+    # stop with it (drained, in parallel with its own connections).
+    workers = None
+    if workerCommand is not None and settings.node.workers > 1:
+        workers = Workers(
+            reactor, settings.node.workers, workerCommand,
+            lambda i: workerName(settings.node.name, i),
+            killAfter=settings.node.shutdown_timeout + 30,
+        )
+        services.append(workers)
     contextFactories = [l.contextFactory for l in listeners if l.contextFactory is not None]
     if contextFactories:
         services.append(CertificateReloader(reactor, contextFactories, counters=tlsReloads))
 
     node = NodeService(
         reactor, settings.node.shutdown_timeout, listeners=listeners,
-        drainables=[site, factory],
+        drainables=[site, factory, *([workers] if workers else [])],
     )
     for service in services + listeners:
         service.setServiceParent(node)

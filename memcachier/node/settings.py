@@ -8,6 +8,7 @@ start from the defaults: C{Settings().evolve(memcache={"auth_timeout": 1.0})}.""
 
 import json
 import math
+import os
 import re
 import textwrap
 import tomllib
@@ -191,6 +192,27 @@ _ENDPOINT = Kind("endpoint", lambda v, fail: (lambda e: e and fail(e))(_endpoint
 ENDPOINT = attr.evolve(_ENDPOINT, first=STRING)
 ENDPOINTS = _listOf("endpoints", _ENDPOINT, one=True)
 HOST_PORTS = _listOf('"host:port"', HOST_PORT)
+WORKERS = _kind('positive integer or "auto"', lambda v: v == "auto" or (_isInt(v) and v >= 1),
+                'expected a positive integer or "auto" (the machine\'s cores)',
+                lambda v: (os.cpu_count() or 1) if v == "auto" else v)
+_TCP_PORT = re.compile(r"^(tcp:(?:port=)?)(\d+)(?=:|$)")
+
+
+def workerName(name: str, worker: int) -> str:
+    """Worker C{worker}'s C{host:port} (C{[node] workers}): C{node.name}'s port plus C{worker}; worker 0 is the
+    node itself."""
+    host, _, port = name.rpartition(":")
+    return f"{host}:{int(port) + worker}"
+
+
+def workerListen(listen: Sequence[str], worker: int) -> Optional[str]:
+    """Worker C{worker}'s one memcache listener: the first C{tcp:PORT} listener's description with C{worker} added
+    to its port; L{None} if there is no such listener."""
+    for description in listen:
+        match = _TCP_PORT.match(description)
+        if match:
+            return _TCP_PORT.sub(lambda m: m[1] + str(int(m[2]) + worker), description)
+    return None
 
 
 #: The twistd flag C{--name} that overrides an option.
@@ -263,6 +285,9 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("node", "name", HOST_PORT, "127.0.0.1:11211", "the host:port this node advertises in MEMCACHIER_SERVERS",
       example="cache1.example.com:11211", shown="the first tcp/ssl listener's `interface:port`",
       derive=lambda got: next(filter(_isHostPort, map(hostPort, got["memcache.listen"])), "127.0.0.1:11211")),
+    O("node", "workers", WORKERS, 1, 'node processes on this machine, one local cluster; "auto": one per core. '
+      "Worker i > 0 listens on the first tcp listener's port + i as node.name's port + i, listed after node.name in "
+      "its cluster's servers; needs PostgreSQL and cluster.secret (Workers)"),
     O("node", "shutdown_timeout", duration(), "10s", "on SIGTERM, how long requests under way may take"),
     O("node", "allocator", choice(("jemalloc", "system")), "jemalloc", '"jemalloc": started without it, the node runs '
       'itself again with Debian\'s libjemalloc2 preloaded; "system": the allocator it was started with (Memory allocator)'),
@@ -431,6 +456,10 @@ def _settingsFrom(data: Dict[str, Any], overrides: Mapping[str, Any]) -> Setting
         clusters[name] = HOST_PORTS.parse(spec.get("servers"), lambda m, s="", p=prefix: errors.append(
             f"{p}servers{s}: {m}"))
         kinds[name] = read(_options("clusters.NAME")[1], spec, prefix)
+    workers = got["node.workers"]
+    if workers > 1:
+        errors.extend(_workersErrors(got, workers))
+        clusters = _withWorkers(clusters, got["node.name"], workers)
     if data.get("clusters") and got["caches.default_cluster"] not in clusters:
         errors.append(f"caches.default_cluster: no cluster {_show(got['caches.default_cluster'])}; "
                       f"configured: {', '.join(sorted(clusters))}")
@@ -459,6 +488,37 @@ def _settingsFrom(data: Dict[str, Any], overrides: Mapping[str, Any]) -> Setting
         raise ConfigError(errors)
     return Settings(**sections, alerts=build("alerts", smtp=build("alerts.smtp")), store=store, plans=plans,
                     clusters=clusters, cluster_kinds=kinds)
+
+
+def _workersErrors(got: Dict[str, Any], workers: int) -> List[str]:
+    """What stops C{workers} processes from being one local cluster."""
+    errors = []
+    if got["database.url"].startswith("sqlite"):
+        errors.append(f"node.workers: {workers} workers share the control plane as a cluster, which needs "
+                      f"PostgreSQL; database.url is SQLite ({got['database.url']})")
+    if not got["cluster.secret"]:
+        errors.append(f"node.workers: {workers} workers are a cluster: set cluster.secret")
+    last = _TCP_PORT.match(workerListen(got["memcache.listen"], workers - 1) or "")
+    if last is None:
+        errors.append("node.workers: workers listen on the first tcp:PORT listener's port + i; "
+                      "memcache.listen has none")
+    elif max(int(last[2]), int(workerName(got["node.name"], workers - 1).rpartition(":")[2])) > 65535:
+        errors.append(f"node.workers: {workers} workers need ports past 65535")
+    return errors
+
+
+def _withWorkers(clusters: Dict[str, Any], name: str, workers: int) -> Dict[str, Any]:
+    """C{clusters} with the workers' names in the node's cluster (the first listing C{name}), each after the one
+    before, unless listed already: the cache's servers then list every worker."""
+    for cluster, servers in clusters.items():
+        if name in servers:
+            listed = list(servers)
+            for i in range(1, workers):
+                worker = workerName(name, i)
+                if worker not in listed:
+                    listed.insert(listed.index(workerName(name, i - 1)) + 1, worker)
+            return {**clusters, cluster: tuple(listed)}
+    return clusters
 
 
 def parseSettings(text: str, overrides: Optional[Mapping[str, Any]] = None, source: str = "<config>") -> Settings:

@@ -8,6 +8,7 @@ settings to L{memcachier.node.build.buildNode}.
 """
 
 import gc
+from typing import Optional, Sequence
 
 from twisted.logger import Logger
 from twisted.python import usage
@@ -18,6 +19,7 @@ from memcachier.node.fastpaths import describe as describeFastPaths
 from memcachier.node.fastpaths import directSender, streamlinePolling
 from memcachier.node.settings import FLAGS, ConfigError, Settings, loadSettings
 from memcachier.node.shutdown import NodeService, installGracefulStop
+from memcachier.node.workers import watchSupervisor, workerCommand, workerSettings
 from memcachier.speedups import describe
 from memcachier.tx.ceiling import connectionCeilings, descriptorLimit
 
@@ -45,7 +47,14 @@ class Options(usage.Options):
     #: --config, then a flag for each option of L{FLAGS} that has one
     optParameters = [["config", "c", None, "TOML configuration file (see memcachier.example.toml)."]] + [
         [f.name, f.short, None, f.help] for f in FLAGS if not f.repeatable
-    ]
+    ] + [["worker", None, None, "Run as worker N of [node] workers (given by the supervisor, worker 0)."]]
+
+    #: the arguments given, which the workers are started with
+    arguments: Sequence[str] = ()
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        self.arguments = tuple(options or ())
+        super().parseOptions(options)
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,6 +85,12 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(f"configuration error: {e}")
+        if self["worker"] is not None:
+            workers = self.settings.node.workers
+            if not (self["worker"].isdigit() and 0 < int(self["worker"]) < workers):
+                raise usage.UsageError(f"--worker: expected 1 to {workers - 1} ([node] workers = {workers}), "
+                                       f"got {self['worker']!r}")
+            self.settings = workerSettings(self.settings, int(self["worker"]))
 
 
 def makeService(options: Options) -> NodeService:
@@ -102,8 +117,14 @@ def makeService(options: Options) -> NodeService:
                   event="allocator", preload=reexecutedOn())
     if options.settings.node.allocator_warning and options.settings.node.allocator == "jemalloc":
         warnUnlessJemalloc()
-    service = buildNode(options.settings, reactor, directSend=directSender())
+    worker = options["worker"] is not None
+    service = buildNode(
+        options.settings, reactor, directSend=directSender(),
+        workerCommand=None if worker else workerCommand(options.arguments),
+    )
     reactor.callWhenRunning(installGracefulStop, reactor)
+    if worker:
+        reactor.callWhenRunning(watchSupervisor, reactor)
     # Everything imported and built so far lives as long as the process:
     # keep it out of every future full collection, whose cost under load
     # is proportional to the tracked objects they scan (docs/performance.md).
