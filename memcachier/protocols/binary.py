@@ -231,6 +231,16 @@ _DELETE_STATUS = {
     DeleteResult.EXISTS: KEY_EEXISTS,
 }
 
+# Enum members the handlers compare with, as module globals: reading one
+# from its class goes through C{EnumType.__getattr__} (~0.1 us each).
+_STORED = StoreResult.STORED
+_NOT_STORED_RESULT = StoreResult.NOT_STORED
+_CAS_MODE = StoreMode.CAS
+_DELETED = DeleteResult.DELETED
+_DELTA_OK = DeltaResult.OK
+_READ_ONLY = Refused.READ_ONLY
+_FLUSH_NOT_ALLOWED = Refused.FLUSH_NOT_ALLOWED
+
 
 # What each opcode's frame must look like (memcached's dispatch_bin_command):
 # (extras length or None for "0 or 4", smallest key, largest key, value allowed)
@@ -281,7 +291,12 @@ class BinaryProtocol(CodecProtocol):
 
     def dataReceived(self, data):
         self.session.stats.bytes_read += len(data)
-        self.resumeParsing(data)
+        if self._held is None and not (self._pending or self._skip or self._closing):
+            # the common case (whole frames, nothing held): what
+            # resumeParsing would do, one call shorter
+            self._process(data)
+        else:
+            self.resumeParsing(data)
         if self._draining:
             self.checkDrained()
 
@@ -333,7 +348,9 @@ class BinaryProtocol(CodecProtocol):
                 closing = True
                 break
             handler = self._handlers[opcode]
-            if handler is None or session.gone:
+            # session.gone, without a property call per frame
+            runtime = session.runtime
+            if handler is None or (runtime is not None and runtime.gone):
                 if not session.authenticated or session.gone:
                     out.append(_error(opcode, AUTH_ERROR, opaque))
                     closing = True
@@ -401,7 +418,11 @@ class BinaryProtocol(CodecProtocol):
                     break
 
         if out:
-            self.emit(b"".join(out))
+            if self._slots:
+                self.emit(b"".join(out))
+            else:
+                # what emit does when nothing is pending, one call shorter
+                self.send(b"".join(out))
         if closing:
             self.closeAfterReplies()
         elif held:
@@ -454,6 +475,16 @@ class BinaryProtocol(CodecProtocol):
     def _get(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
         key = data[start:start + keylen]
         item = self.session.get(key)
+        if opcode == GET and item.__class__ is bytes:
+            # a plain GET's hit, the most common frame: _renderGet inline
+            value, flags, cas = itemFields(item)
+            out.append(
+                _packWithFlags(
+                    RESPONSE_MAGIC, GET, 0, 4, 0, SUCCESS, 4 + len(value), opaque, cas, flags,
+                )
+            )
+            out.append(value)
+            return None
         if item.__class__ is Deferred:
             return self._late(item, BinaryProtocol._renderGet, out, opcode, opaque, key)
         self._renderGet(out, item, opcode, opaque, key)
@@ -546,7 +577,7 @@ class BinaryProtocol(CodecProtocol):
     def _renderTouch(self, out, item, opcode, opaque, key):
         if item is None:
             out.append(_error(opcode, KEY_ENOENT, opaque))
-        elif item is Refused.READ_ONLY:
+        elif item is _READ_ONLY:
             out.append(_error(opcode, NOT_STORED, opaque))
         else:
             # memcached answers a touch with the item's flags as extras
@@ -564,7 +595,7 @@ class BinaryProtocol(CodecProtocol):
         mode = _STORE_MODES[opcode]
         if cas:
             # memcached turns any set/add/replace with a CAS into a cas
-            mode = StoreMode.CAS
+            mode = _CAS_MODE
         result = self.session.store(mode, key, value, flags, exptime, cas)
         if result.__class__ is Deferred:
             return self._late(result, BinaryProtocol._renderStore, out, opcode, opaque, None)
@@ -581,13 +612,13 @@ class BinaryProtocol(CodecProtocol):
 
     def _renderStore(self, out, result, opcode, opaque, extra):
         code, newCas = result
-        if code == StoreResult.STORED:
+        if code == _STORED:
             if opcode not in _QUIET:
                 out.append(_pack(RESPONSE_MAGIC, opcode, 0, 0, 0, SUCCESS, 0, opaque, newCas))
             return
-        if code == StoreResult.NOT_STORED:
+        if code == _NOT_STORED_RESULT:
             status = _NOT_STORED_STATUS.get(_STORE_MODES[opcode], NOT_STORED)
-        elif code is Refused.READ_ONLY:
+        elif code is _READ_ONLY:
             status = NOT_STORED
         else:
             status = _STORE_STATUS[code]
@@ -600,10 +631,10 @@ class BinaryProtocol(CodecProtocol):
         self._renderDelete(out, result, opcode, opaque, None)
 
     def _renderDelete(self, out, result, opcode, opaque, extra):
-        if result == DeleteResult.DELETED:
+        if result == _DELETED:
             if opcode != DELETEQ:
                 out.append(_pack(RESPONSE_MAGIC, opcode, 0, 0, 0, SUCCESS, 0, opaque, 0))
-        elif result is Refused.READ_ONLY:
+        elif result is _READ_ONLY:
             out.append(_error(opcode, NOT_STORED, opaque))
         else:
             out.append(_error(opcode, _DELETE_STATUS[result], opaque))
@@ -623,14 +654,14 @@ class BinaryProtocol(CodecProtocol):
 
     def _renderDelta(self, out, result, opcode, opaque, extra):
         code, value, newCas = result
-        if code == DeltaResult.OK:
+        if code == _DELTA_OK:
             if opcode in _QUIET:
                 return
             out.append(
                 _pack(RESPONSE_MAGIC, opcode, 0, 0, 0, SUCCESS, 8, opaque, newCas)
                 + _packU64(value)
             )
-        elif code is Refused.READ_ONLY:
+        elif code is _READ_ONLY:
             out.append(_error(opcode, NOT_STORED, opaque))
         else:
             out.append(_error(opcode, _DELTA_STATUS[code], opaque))
@@ -648,7 +679,7 @@ class BinaryProtocol(CodecProtocol):
         self._renderFlush(out, result, opcode, opaque, None)
 
     def _renderFlush(self, out, result, opcode, opaque, extra):
-        if result is Refused.FLUSH_NOT_ALLOWED:
+        if result is _FLUSH_NOT_ALLOWED:
             out.append(_error(opcode, AUTH_ERROR, opaque))
         elif opcode != FLUSHQ:
             out.append(_empty(opcode, opaque))

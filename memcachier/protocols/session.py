@@ -19,6 +19,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from memcachier.commands import (
+    ITEM_PREFIX_SIZE,
+    ITEM_SUFFIX_LENGTH_AT,
     REALTIME_MAXDELTA,
     U64,
     VERSION,
@@ -40,6 +42,14 @@ DETAIL_DELIMITER = ":"
 
 _READ_ONLY = (Refused.READ_ONLY, 0)
 _TOO_LARGE = (StoreResult.TOO_LARGE, 0)
+
+# Enum members the hot path compares with, as module globals: reading one
+# from its class goes through C{EnumType.__getattr__} (~0.1 us each).
+_CAS = StoreMode.CAS
+_STORED = StoreResult.STORED
+_NOT_STORED_CODE = int(StoreResult.NOT_STORED)
+_TOO_LARGE_CODE = StoreResult.TOO_LARGE
+_NO_MEMORY_CODE = StoreResult.NO_MEMORY
 
 
 class AuthResult(enum.IntEnum):
@@ -248,11 +258,13 @@ class Session:
         item = self.keyspace.get(key)
         if item is None:
             stats.get_misses += 1
+            self.tap((GET, key, -1))
         elif item.__class__ is Deferred:
             return item.addCallback(self._countGet).addCallback(self._tapped, GET, key)
         else:
             stats.get_hits += 1
-        self.tap((GET, key, -1 if item is None else itemValueLength(item)))
+            # itemValueLength, inline
+            self.tap((GET, key, len(item) - ITEM_PREFIX_SIZE - item[ITEM_SUFFIX_LENGTH_AT]))
         return item
 
     def getMany(self, keys):
@@ -368,23 +380,26 @@ class Session:
         stats = self.stats
         stats.cmd_set += 1
         if not self.canWrite:
-            self.tap((int(mode), key, int(StoreResult.NOT_STORED), len(value)))
+            self.tap((int(mode), key, _NOT_STORED_CODE, len(value)))
             return _READ_ONLY
-        result = self.keyspace.store(
-            mode, key, value, flags, absoluteExptime(exptime, self.reactor.seconds()), cas
-        )
-        if cas or mode == StoreMode.CAS or result.__class__ is Deferred:
+        if exptime:
+            # (absoluteExptime of 0 is 0: no clock read for most sets)
+            exptime = absoluteExptime(exptime, self.reactor.seconds())
+        result = self.keyspace.store(mode, key, value, flags, exptime, cas)
+        if cas or mode == _CAS or result.__class__ is Deferred:
             if result.__class__ is Deferred:
                 return result.addCallback(
-                    self._countStore, cas or mode == StoreMode.CAS
+                    self._countStore, cas or mode == _CAS
                 ).addCallback(self._tappedStore, mode, key, len(value))
             self.tap((int(mode), key, int(result[0]), len(value)))
             return self._countStore(result, True)
-        self.tap((int(mode), key, int(result[0]), len(value)))
-        if result[0] == StoreResult.TOO_LARGE:
-            stats.store_too_large += 1
-        elif result[0] == StoreResult.NO_MEMORY:
-            stats.store_no_memory += 1
+        code = result[0]
+        self.tap((int(mode), key, int(code), len(value)))
+        if code != _STORED:
+            if code == _TOO_LARGE_CODE:
+                stats.store_too_large += 1
+            elif code == _NO_MEMORY_CODE:
+                stats.store_no_memory += 1
         return result
 
     def fits(self, key, length):

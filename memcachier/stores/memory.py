@@ -51,7 +51,6 @@ from memcachier.commands import (
     itemExptime,
     itemFlags,
     itemValue,
-    itemValueLength,
     packAtimeAndBits,
     packItem,
     repackItem,
@@ -460,7 +459,8 @@ class MemoryKeyspace:
             return (_STORED, newCas)
         size = len(key) + len(value) + ITEM_OVERHEAD
         if old is not None:
-            oldSize = len(key) + itemValueLength(old) + ITEM_OVERHEAD
+            # (itemValueLength, inline)
+            oldSize = len(key) + len(old) - _VALUE_AT - old[_SUFFIX_LENGTH] + ITEM_OVERHEAD
             if self._bytes - oldSize + size <= self.maxBytes:
                 # replaced in its slot (no dict growth, flat memory under
                 # a replace-heavy load), ACTIVE so the tail spares it once
