@@ -97,11 +97,10 @@ class Workers(Service):
     The supervisor of workers 1 to C{count}-1: starts them with the node,
     starts one that exits again (after C{firstDelay} seconds, doubled
     after each start that did not last C{steady} seconds, at most
-    C{maxDelay}), and stops them all with the node.  A L{Drainable} of the
+    C{maxDelay}), and stops them all with the node.  A drainable of the
     L{memcachier.node.shutdown.NodeService}: C{drain} sends C{SIGTERM} to
-    every worker (each drains its own connections), C{stopService} waits
-    for them to exit and kills those still there C{killAfter} seconds
-    after the C{SIGTERM}.
+    every worker (each drains its own connections) while the node drains
+    its own, and C{stopService} waits for them to exit.
 
     @ivar processes: worker number to its running process transport.
     """
@@ -141,6 +140,7 @@ class Workers(Service):
         self._delays: Dict[int, float] = {}
         self._restarts: Dict[int, IDelayedCall] = {}
         self._allEnded: list[Deferred[None]] = []
+        self._killer: Optional[IDelayedCall] = None
 
     def startService(self) -> None:
         super().startService()
@@ -169,6 +169,8 @@ class Workers(Service):
             self._log.info("worker {worker} ({name}) stopped: {reason}", event="worker_stopped",
                            worker=worker, name=self.names(worker), reason=reason.getErrorMessage())
             if not self.processes:
+                if self._killer is not None and self._killer.active():
+                    self._killer.cancel()
                 waiting, self._allEnded = self._allEnded, []
                 for d in waiting:
                     d.callback(None)
@@ -186,17 +188,22 @@ class Workers(Service):
 
     def drain(self) -> Deferred[None]:
         """
-        Pass the graceful stop on: C{SIGTERM} to every worker, no restart
+        Pass the graceful stop on: C{SIGTERM} to every worker (C{SIGKILL}
+        to those still running C{killAfter} seconds later), no restart
         from now on.
 
         @return: a L{Deferred} firing once every worker has exited.
         """
+        if self.stopping:
+            return self._whenEnded()
         self.stopping = True
         for pending in self._restarts.values():
             pending.cancel()
         self._restarts.clear()
         for process in list(self.processes.values()):
             self._signal(process, "TERM")
+        if self.processes:
+            self._killer = self.reactor.callLater(self.killAfter, self._kill)
         return self._whenEnded()
 
     def abort(self) -> int:
@@ -207,13 +214,11 @@ class Workers(Service):
         return 0
 
     def stopService(self) -> Deferred[None]:
+        """
+        Wait for every worker to exit (L{drain} first, if the node has not).
+        """
         super().stopService()
-        ended = self.drain() if not self.stopping else self._whenEnded()
-        if not self.processes:
-            return ended
-        kill = self.reactor.callLater(self.killAfter, self._kill)
-        ended.addCallback(lambda _: kill.cancel() if kill.active() else None)
-        return ended
+        return self.drain()
 
     def _kill(self) -> None:
         for worker, process in list(self.processes.items()):
