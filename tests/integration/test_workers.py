@@ -7,12 +7,15 @@ crashed worker comes back, and C{SIGTERM} stops both cleanly.
 """
 
 import os
+import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from tests.integration.conftest import waitForPort
+from tests.integration.conftest import ROOT, waitForPort
 
 SECRET = "workers-test-secret"
 KEYS = [f"worker-key-{i}" for i in range(200)]
@@ -183,3 +186,28 @@ def test_workerStopsWithoutItsSupervisor(memcachier_server_factory, postgresql_u
         time.sleep(0.1)
     assert not alive(worker), "worker 1 outlived its supervisor"
     assert "the supervisor is gone: stopping" in server.log()
+
+
+@pytest.mark.slow
+def test_workersBenchShortRun(postgresql_url):
+    """
+    C{python -m memcachier.bench.workers}, 2 seconds a scenario: the table
+    has its three rows, requests served without errors, and the cores each
+    side used.
+    """
+    mcload = os.environ.get("MCLOAD") or str(ROOT.parent / "shared" / "bench" / "mcload")
+    if not (os.path.exists(mcload) or os.path.exists(mcload + ".c")):
+        pytest.fail(f"mcload not found at {mcload} (nor {mcload}.c): set MCLOAD")
+    result = subprocess.run(
+        [sys.executable, "-m", "memcachier.bench.workers", "--database", postgresql_url,
+         "--mcload", mcload, "--duration", "2", "--warmup", "0.5", "--keys", "5",
+         "--connections", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    for label in ("1 worker", "2 workers, owners", "2 workers, one port"):
+        found = re.search(rf"^{re.escape(label)} +(\d+) +(\d+) +(\d+) +([\d.]+) +([\d.]+)$", out, re.M)
+        assert found, out
+        ops, _, errors, server, load = (float(v) for v in found.groups())
+        assert ops > 0 and errors == 0 and server > 0 and load > 0, out
