@@ -2,9 +2,9 @@
  * The multi-get's per-key loops in C: the only place where the request hot
  * path costs Python bytecode once per key rather than once per request.
  *
- * Both functions have a pure-Python twin (memcachier.stores.memory's
- * getMany, memcachier.protocols.text's renderValues) that defines their
- * behaviour; the tests run the codec and store suites against both
+ * Each function has a pure-Python twin (memcachier.stores.memory's
+ * getMany, memcachier.protocols.text's renderValues and longestKey) that
+ * defines its behaviour; the tests run the codec and store suites against both
  * (docs/performance.md, "The multi-get in C").  Items are the packed bytes
  * of memcachier.commands (ITEM_FIELDS states their layout): the offsets
  * below are the ones this file reads, exported as module constants so that
@@ -185,9 +185,38 @@ done:
     return result;
 }
 
+/*
+ * longest(keys) -> int
+ *
+ * The length of the longest of the bytes in the sequence `keys` (0 for
+ * none): the multi-get's key length check, max(map(len, keys)) in Python,
+ * without a call to len per key.
+ */
+static PyObject *
+longest(PyObject *self, PyObject *sequence)
+{
+    PyObject *keys = PySequence_Fast(sequence, "longest: keys must be a sequence");
+    if (keys == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(keys), most = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(keys, i);
+        if (!PyBytes_Check(key)) {
+            Py_DECREF(keys);
+            PyErr_SetString(PyExc_TypeError, "longest: keys must be bytes");
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(key) > most)
+            most = PyBytes_GET_SIZE(key);
+    }
+    Py_DECREF(keys);
+    return PyLong_FromSsize_t(most);
+}
+
 static PyMethodDef methods[] = {
     {"get_many", get_many, METH_VARARGS, "The multi-get lookup loop."},
     {"render_run", render_run, METH_VARARGS, "The multi-get VALUE blocks, up to a budget."},
+    {"longest", longest, METH_O, "The length of the longest key of a multi-get."},
     {NULL, NULL, 0, NULL},
 };
 

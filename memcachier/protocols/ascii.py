@@ -67,6 +67,7 @@ from memcachier.protocols.text import (  # noqa: F401 (re-exported wire strings)
     renderValues,
     serverError as _serverError,
 )
+from memcachier.speedups import accelerator
 
 #: a line without C{\n} longer than this closes the connection (memcached)
 MAX_LINE = 2048
@@ -95,9 +96,26 @@ _SET_MODE = StoreMode.SET
 _CAS_MODE = StoreMode.CAS
 _DELETED = DeleteResult.DELETED
 _READ_ONLY = Refused.READ_ONLY
+
 #: C{config get cluster} (ElastiCache auto discovery) answers before
 #: authentication, as ElastiCache-aware clients ask first
 _BEFORE_AUTH = frozenset((b"version", b"quit", b"mn", b"config"))
+
+
+def longestKeyPython(keys):
+    """
+    The length of the longest of C{keys} (0 for none): the multi-get's
+    key length check, and the twin of C{memcachier._speedups.longest},
+    which runs it without a call to C{len} per key.
+    """
+    return max(map(len, keys), default=0)
+
+
+if accelerator is None:  # pragma: no cover (installed without a C compiler)
+    longestKey = longestKeyPython
+else:
+    longestKey = accelerator.longest
+
 
 #: returned by a handler: close once the replies so far are sent
 _CLOSE = object()
@@ -525,7 +543,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
         if self.maxKeys and len(keys) > self.maxKeys:
             out.append(TOO_MANY_KEYS)
             return None
-        if max(map(len, keys)) > KEY_MAX_LENGTH:
+        if longestKey(keys) > KEY_MAX_LENGTH:
             out.append(BAD_FORMAT)
             return None
         if exptime is None:

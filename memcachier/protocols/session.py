@@ -297,10 +297,12 @@ class Session:
 
     def _countGetMany(self, items):
         stats = self.stats
-        misses = items.count(None)
+        # a packed item is never empty, so the hits are the true items:
+        # filter tests truth in C, where count(None) compares each item
+        hits = len(list(filter(None, items)))
         stats.cmd_get += len(items)
-        stats.get_misses += misses
-        stats.get_hits += len(items) - misses
+        stats.get_misses += len(items) - hits
+        stats.get_hits += hits
         return items
 
     def _countGet(self, item):

@@ -43,6 +43,7 @@ def pythonLoops(monkeypatch):
     monkeypatch.setattr(MemoryKeyspace, "getMany", MemoryKeyspace.getManyPython)
     monkeypatch.setattr(ascii, "renderValues", text.renderValuesPython)
     monkeypatch.setattr(ascii, "renderStream", text.renderStreamPython)
+    monkeypatch.setattr(ascii, "longestKey", ascii.longestKeyPython)
 
 
 _items = st.one_of(
@@ -90,6 +91,30 @@ def test_renderValuesTwins(pairs, withCas):
     assert text.renderValues(keys, items, withCas, b"END\r\n") == text.renderValuesPython(
         keys, items, withCas, b"END\r\n"
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(keys=st.lists(st.binary(max_size=300), max_size=40), asTuple=st.booleans())
+def test_longestKeyTwins(keys, asTuple):
+    """
+    The C key length check gives what its Python twin gives, 0 for no
+    keys.
+    """
+    if asTuple:
+        keys = tuple(keys)
+    assert ascii.longestKey(keys) == ascii.longestKeyPython(keys)
+
+
+def test_longestKeyIsTheC():
+    """
+    The codec's key length check is the C one when the module is built,
+    and it refuses what is not bytes instead of reading it as bytes.
+    """
+    assert ascii.longestKey is speedups.accelerator.longest
+    with pytest.raises(TypeError):
+        ascii.longestKey([b"k", "k"])
+    with pytest.raises(TypeError):
+        ascii.longestKey(3)
 
 
 def test_renderRunRefusesWhatIsNotAnItem():
