@@ -19,7 +19,7 @@ each, 90 % gets, ASCII auth unless C{--binary}) in three scenarios:
 For each it prints the requests/s together, the worst p99, errors, and the
 cores each side used over the measured window (user + system CPU seconds
 per second, from C{/proc}): the node's processes (supervisor and workers)
-and the generators'.
+and the generators', and the node's CPU per request.
 """
 
 import argparse
@@ -38,6 +38,18 @@ from memcachier.bench.process import freePort
 
 SECRET = "bench-workers-secret"
 _RESULT = re.compile(r"ops_per_s=(\d+).*?p99_us=(\d+).*?errors=(\d+)")
+
+
+def accepts(name):
+    """
+    Whether C{host:port} accepts connections.
+    """
+    host, _, port = name.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def processTree(pid):
@@ -150,7 +162,7 @@ def main(argv=None, out=sys.stdout):
                 prefixes = ownedPrefixes(names, options.keys)
                 node.start()
                 deadline = time.monotonic() + 30
-                while len(node.liveServers()) < workers:
+                while len(node.liveServers()) < workers or not all(map(accepts, names)):
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{workers} workers did not all join within 30 s")
                     time.sleep(0.1)
@@ -168,10 +180,11 @@ def main(argv=None, out=sys.stdout):
                   f"{options.connections} connections, {options.duration:g} s measured after "
                   f"{options.warmup:g} s, {os.cpu_count()} cores:\n")
         out.write(f"{'scenario':<22} {'req/s':>9} {'p99 us':>8} {'errors':>7} {'node cores':>11} "
-                  f"{'loadgen cores':>14}\n")
+                  f"{'loadgen cores':>14} {'node CPU us/req':>16}\n")
         for label, r in results.items():
+            perRequest = r["server"] / r["ops"] * 1e6 if r["ops"] else float("nan")
             out.write(f"{label:<22} {r['ops']:>9} {r['p99']:>8} {r['errors']:>7} {r['server']:>11.2f} "
-                      f"{r['load']:>14.2f}\n")
+                      f"{r['load']:>14.2f} {perRequest:>16.1f}\n")
         return 1 if sum(r["errors"] for r in results.values()) else 0
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -207,7 +207,8 @@ def test_workersBenchShortRun(postgresql_url):
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     for label in ("1 worker", "2 workers, owners", "2 workers, one port"):
-        found = re.search(rf"^{re.escape(label)} +(\d+) +(\d+) +(\d+) +([\d.]+) +([\d.]+)$", out, re.M)
+        found = re.search(rf"^{re.escape(label)} +(\d+) +(\d+) +(\d+) +([\d.]+) +([\d.]+) +([\d.]+)$",
+                          out, re.M)
         assert found, out
-        ops, _, errors, server, load = (float(v) for v in found.groups())
+        ops, _, errors, server, load, _ = (float(v) for v in found.groups())
         assert ops > 0 and errors == 0 and server > 0 and load > 0, out
