@@ -144,7 +144,8 @@ def test_twoWorkersOneCluster(memcachier_server_factory, postgresql_url):
         time.sleep(0.05)
     assert not alive(worker), "worker 1 outlived its supervisor"
     log = server.log()
-    assert "worker 1 (127.0.0.1:%d) stopped" % (server.port + 1) in log, log
+    assert "worker 1 (127.0.0.1:%d) stopped: A process has ended without apparent errors: " \
+        "process finished with exit code 0." % (server.port + 1) in log, log
     assert "Traceback" not in log, log
 
 
