@@ -34,6 +34,7 @@ from twisted.internet.stdio import StandardIO
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from memcachier.node.allocator import REEXECUTED
 from memcachier.node.settings import Settings, workerListen, workerName
 
 _WEB_PORT = re.compile(r"^((?:tcp|ssl):(?:port=)?)\d+(?=:|$)")
@@ -123,13 +124,16 @@ class Workers(Service):
         @param reactor: an C{IReactorProcess} and C{IReactorTime}.
         @param command: worker i's command line (L{workerCommand}).
         @param names: worker i's node name, for the log.
-        @param env: the workers' environment (the supervisor's if L{None}).
+        @param env: the workers' environment (if L{None}, the supervisor's,
+            whose allocator preload they inherit without re-executing).
         """
         self.reactor = reactor
         self.count = count
         self.command = command
         self.names = names
-        self.env = dict(os.environ) if env is None else env
+        self.env = (
+            {k: v for k, v in os.environ.items() if k != REEXECUTED} if env is None else env
+        )
         self.firstDelay = firstDelay
         self.maxDelay = maxDelay
         self.steady = steady
