@@ -459,6 +459,11 @@ nodes = sa.Table(
     #: JSON: cache id to its open connections on the node (plan limits
     #: count across nodes)
     sa.Column("cache_connections", sa.Text, nullable=False, server_default="{}"),
+    #: restoring, warming, serving or draining (memcachier.cluster.states);
+    #: memcachier-admin node drain writes draining for the node to act on
+    sa.Column("state", sa.String(16), nullable=False, server_default="serving"),
+    #: JSON: warm-up progress, items restored, taken over and handed off
+    sa.Column("progress", sa.Text, nullable=False, server_default="{}"),
 )
 
 
