@@ -29,7 +29,8 @@ from twisted.python.runtime import seconds
 
 from memcachier.alerts.message import AlertMessage, formatNumber
 from memcachier.alerts.repository import AlertRepository
-from memcachier.cluster.membership import listNodes, liveServers
+from memcachier.cluster.membership import listNodes, liveServers, requestDrain
+from memcachier.cluster.states import parseDetails
 from memcachier.control.migrations import upgrade
 from memcachier.control.provisioning import clusterForPlan
 from memcachier.control.repository import ControlPlane, ControlPlaneError
@@ -183,20 +184,52 @@ class Admin:
                 str(k): v for k, v in sorted(record.connectionsByCache().items())
             }
             row["live"] = record.heartbeat_at >= now - timeout
+            row["progress"] = parseDetails(record.progress)
             rows.append(row)
         if args.json:
             self._json(rows)
             return
         self._print(
-            f"{'NAME':<24} {'CLUSTER':<12} {'STATE':<5} {'HEARTBEAT':>10} "
-            f"{'CONNECTIONS':>11} {'MEMORY':>12}"
+            f"{'NAME':<24} {'CLUSTER':<12} {'LIVE':<4} {'STATE':<9} {'WARMUP':>6} "
+            f"{'HEARTBEAT':>10} {'CONNECTIONS':>11} {'MEMORY':>12} {'RESTORED':>9} {'TAKEN':>9}"
         )
         for row in rows:
             ago = f"{max(0.0, now - row['heartbeat_at']):.1f}s ago"
+            progress = row["progress"]
+            warmup = f"{100 * float(progress.get('warmup', 1.0)):.0f}%"
             self._print(
-                f"{row['name']:<24} {row['cluster']:<12} {'in' if row['live'] else 'out':<5} "
-                f"{ago:>10} {row['connections']:>11} {row['memory']:>12}"
+                f"{row['name']:<24} {row['cluster']:<12} {'in' if row['live'] else 'out':<4} "
+                f"{row['state']:<9} {warmup:>6} {ago:>10} {row['connections']:>11} "
+                f"{row['memory']:>12} {progress.get('restored', 0):>9} "
+                f"{progress.get('taken_over', 0):>9}"
             )
+
+    def node_drain(self, args):
+        """
+        Ask a running node to drain and stop: it leaves the rings at once,
+        stays the fallback of its keys' new owners for [cluster] warmup (at
+        most its [node] shutdown_timeout), then stops as on SIGTERM.
+        """
+        records = {r.name: r for r in self._nodes()}
+        if args.name not in records:
+            raise AdminError(f"no registered node {args.name}")
+        requestDrain(self.controlPlane.engine, args.name)
+        result = {"name": args.name, "state": "draining", "stopped": None}
+        if args.wait:
+            deadline = time.monotonic() + args.timeout
+            while True:
+                if args.name not in {r.name for r in self._nodes()}:
+                    result["stopped"] = True
+                    break
+                if time.monotonic() > deadline:
+                    raise AdminError(f"node {args.name} still registered after {args.timeout:g}s")
+                time.sleep(0.2)
+        if args.json:
+            self._json(result)
+            return
+        self._print(
+            f"{args.name}: draining" + (", stopped" if result["stopped"] else "")
+        )
 
     def node_snapshot(self, args):
         """
@@ -644,9 +677,20 @@ def makeParser():
     )
     command(
         node, "list", "node_list",
-        "list every registered node: its cluster, whether it is in, its last heartbeat, "
-        "its connections and memory",
+        "list every registered node: its cluster, whether it is in, its state (restoring, "
+        "warming, serving, draining), warm-up progress, last heartbeat, connections, memory, "
+        "items restored and items taken over from previous owners",
     )
+
+    p = command(
+        node, "drain", "node_drain",
+        "drain a running node: out of the rings at once, the fallback of its keys' new owners "
+        "for [cluster] warmup, then it stops as on SIGTERM",
+    )
+    p.add_argument("name", help="the node's name (host:port, as node list shows it)")
+    p.add_argument("--wait", action="store_true", help="wait until the node has left")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long --wait waits (default 120)")
 
     p = command(
         node, "snapshot", "node_snapshot",

@@ -19,6 +19,14 @@ delete or a touch, or any request that had not been written yet.  What
 still fails, or what a peer cannot serve, falls back as a miss: a get
 misses, a store is not stored, a delete or an incr finds nothing.
 
+Warm paths (C{[cluster] warmup} > 0): when the ring changes, for the
+warm-up window a local miss of a key this node newly owns asks the key's
+previous owner (one extra hop), answers its value and keeps a copy; a
+write or a delete of such a key also deletes it on the previous owner, so
+a later fallback never brings an older value back.  A node whose range a
+joining node takes keeps it (as that node's fallback) until the window
+ends, then drops it.
+
 On the other side, L{memcachier.cluster.peer.PeerAuthenticator} lets a
 peer connection in with the cluster secret, onto the cache's I{local}
 keyspace (never forwarded again).
@@ -32,10 +40,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from memcachier.analytics.introspection import decodeKeyCounts, decodePopular
+from memcachier.cluster.ring import Ring
 from memcachier.commands import (
     DeleteResult,
     DeltaResult,
     KeyspaceError,
+    itemExptime,
+    itemFlags,
+    itemValue,
     StoreMode,
     StoreResult,
 )
@@ -85,7 +97,27 @@ class ClusterKeyspace:
         #: (ring, local keys left to check) of the ranges this node lost
         self._losses = deque()
         self._dropping = None
+        #: the ring before the last change, during its warm-up window
+        self._previous = None
+        self._warmEnd = 0.0
         self.refresh()
+        state = cluster.state
+        if state is not None and state.joinEnd > self._now():
+            self.joinWindow()
+
+    def _now(self):
+        return self.cluster.peers.reactor.seconds()
+
+    def joinWindow(self):
+        """
+        This node joined a cluster whose other nodes held its range: warm
+        it from them until the join's window ends.
+        """
+        state = self.cluster.state
+        if state is None or not self.cluster.warmup:
+            return
+        self._previous = Ring([s for s in self.ring.servers if s != self.name])
+        self._warmEnd = state.joinEnd
 
     def refresh(self):
         """
@@ -97,8 +129,95 @@ class ClusterKeyspace:
         old = self.ring
         self.ring = self.cluster.ringOf(self.cacheId)
         self.local.configure(self._localBytes(), self.maxItemSize)
-        if old is not None and not set(self.ring.servers) <= set(old.servers):
-            self._dropLost(self.ring)
+        if old is None:
+            return
+        before, after = set(old.servers), set(self.ring.servers)
+        if before == after:
+            return
+        warmup = self.cluster.warmup
+        if warmup:
+            self._previous = old
+            self._warmEnd = self._now() + warmup
+            gained = self.name in after and (self.name not in before or before - after)
+            if gained and self.cluster.state is not None:
+                self.cluster.state.warming()
+        if not after <= before:
+            if warmup:
+                # the joined node's fallback until its window ends
+                self.cluster.peers.reactor.callLater(warmup, self._dropLost, self.ring)
+            else:
+                self._dropLost(self.ring)
+
+    def _previousOwner(self, key):
+        """
+        The previous owner of a key this node owns, while the warm-up
+        window runs and that node still answers its peers; else L{None}.
+        """
+        previous = self._previous
+        if previous is None:
+            return None
+        if self._now() >= self._warmEnd:
+            self._previous = None
+            return None
+        owner = previous.owner(key)
+        if owner is None or owner == self.name:
+            return None
+        if owner not in self.cluster.reachableOf(self.cacheId):
+            return None
+        return owner
+
+    def _fetchPrevious(self, owner, key):
+        """
+        Ask C{owner} (the key's previous owner) for C{key}; keep a copy
+        (unless a write got here first) and answer the local item.
+        """
+        local = self.local
+
+        def got(item):
+            if item is None:
+                return local.get(key)
+            result = local.store(
+                StoreMode.ADD, key, itemValue(item), itemFlags(item), itemExptime(item), 0
+            )
+            if result[0] == StoreResult.STORED and self.cluster.state is not None:
+                self.cluster.state.takenOver += 1
+            return local.get(key)
+
+        try:
+            d = self.cluster.peers.connection(owner, self.cacheId).get(key)
+        except KeyspaceError:
+            return None
+        return d.addCallbacks(got, lambda _: None)
+
+    def _warmGet(self, key):
+        owner = self._previousOwner(key)
+        if owner is None:
+            return None
+        return self._fetchPrevious(owner, key)
+
+    def _warmWrite(self, owner, key, method, args, pull):
+        """
+        A write of a key the previous owner may still hold: bring its
+        value over first when the write depends on it (C{pull}), write
+        here, and delete it there, so a later fallback cannot answer an
+        older value.
+        """
+        local = self.local
+
+        def write(_=None):
+            result = getattr(local, method)(*args)
+            try:
+                peer = self.cluster.peers.connection(owner, self.cacheId)
+                peer.delete(key, 0).addErrback(lambda _: None)
+            except KeyspaceError:
+                pass
+            return result
+
+        if pull and local.peek(key) is None:
+            fetched = self._fetchPrevious(owner, key)
+            if fetched is not None:
+                return fetched.addCallback(write)
+        return write()
 
     def _dropLost(self, ring):
         """
@@ -153,7 +272,10 @@ class ClusterKeyspace:
     def get(self, key):
         peer = self._peer(key)
         if peer is None:
-            return self.local.get(key)
+            item = self.local.get(key)
+            if item is None and self._previous is not None:
+                return self._warmGet(key)
+            return item
         return peer.get(key).addErrback(self._again, key, "get", (key,), None, True)
 
     def getMany(self, keys):
@@ -163,7 +285,10 @@ class ClusterKeyspace:
             if peer is not None:
                 byPeer.setdefault(peer, []).append(i)
         if not byPeer:
-            return self.local.getMany(keys)
+            found = self.local.getMany(keys)
+            if self._previous is not None and not isinstance(found, Deferred) and None in found:
+                return self._warmMany(keys, found)
+            return found
         results = [None] * len(keys)
         remote = set()
         calls = []
@@ -181,13 +306,35 @@ class ClusterKeyspace:
             found = self.local.getMany([keys[i] for i in localIndexes])
 
             def place(found):
+                warms = []
                 for i, item in zip(localIndexes, found):
                     results[i] = item
+                    if item is None and self._previous is not None:
+                        warm = self._warmGet(keys[i])
+                        if warm is not None:
+                            warms.append(warm.addCallback(_place, results, i))
+                if warms:
+                    return gatherResults(warms, consumeErrors=True)
+                return None
 
             if isinstance(found, Deferred):
                 calls.append(found.addCallback(place))
             else:
-                place(found)
+                warms = place(found)
+                if warms is not None:
+                    calls.append(warms)
+        return _plain(gatherResults(calls, consumeErrors=True).addCallback(lambda _: results))
+
+    def _warmMany(self, keys, found):
+        results = list(found)
+        calls = []
+        for i, item in enumerate(found):
+            if item is None:
+                warm = self._warmGet(keys[i])
+                if warm is not None:
+                    calls.append(warm.addCallback(_place, results, i))
+        if not calls:
+            return found
         return _plain(gatherResults(calls, consumeErrors=True).addCallback(lambda _: results))
 
     def peek(self, key):
@@ -199,6 +346,10 @@ class ClusterKeyspace:
     def touch(self, key, exptime):
         peer = self._peer(key)
         if peer is None:
+            if self._previous is not None:
+                owner = self._previousOwner(key)
+                if owner is not None:
+                    return self._warmWrite(owner, key, "touch", (key, exptime), True)
             return self.local.touch(key, exptime)
         return peer.touch(key, exptime).addErrback(
             self._again, key, "touch", (key, exptime), None, True
@@ -207,6 +358,13 @@ class ClusterKeyspace:
     def store(self, mode, key, value, flags, exptime, cas):
         peer = self._peer(key)
         if peer is None:
+            if self._previous is not None:
+                owner = self._previousOwner(key)
+                if owner is not None:
+                    return self._warmWrite(
+                        owner, key, "store", (mode, key, value, flags, exptime, cas),
+                        mode != StoreMode.SET,
+                    )
             return self.local.store(mode, key, value, flags, exptime, cas)
         return peer.store(mode, key, value, flags, exptime, cas).addErrback(
             self._again, key, "store", (mode, key, value, flags, exptime, cas),
@@ -216,6 +374,10 @@ class ClusterKeyspace:
     def delete(self, key, cas):
         peer = self._peer(key)
         if peer is None:
+            if self._previous is not None:
+                owner = self._previousOwner(key)
+                if owner is not None:
+                    return self._warmWrite(owner, key, "delete", (key, cas), True)
             return self.local.delete(key, cas)
         return peer.delete(key, cas).addErrback(
             self._again, key, "delete", (key, cas), DeleteResult.NOT_FOUND, True
@@ -224,6 +386,12 @@ class ClusterKeyspace:
     def delta(self, key, incr, delta, initial, exptime, cas):
         peer = self._peer(key)
         if peer is None:
+            if self._previous is not None:
+                owner = self._previousOwner(key)
+                if owner is not None:
+                    return self._warmWrite(
+                        owner, key, "delta", (key, incr, delta, initial, exptime, cas), True
+                    )
             return self.local.delta(key, incr, delta, initial, exptime, cas)
         return peer.delta(key, incr, delta, initial, exptime, cas).addErrback(
             self._again, key, "delta", (key, incr, delta, initial, exptime, cas),
@@ -498,6 +666,18 @@ class ClusterStore:
         for keyspace in list(self._keyspaces.values()):
             keyspace.refresh()
 
+    def joined(self):
+        """
+        This node joined a cluster whose other nodes are live: warm what
+        it now owns from them for the window (L{ClusterKeyspace.joinWindow}).
+        """
+        state = self.cluster.state
+        if state is None or not self.cluster.warmup:
+            return
+        state.joined()
+        for keyspace in list(self._keyspaces.values()):
+            keyspace.joinWindow()
+
     def applyFlushes(self):
         """
         Flush the local items of the caches whose recorded flush
@@ -521,15 +701,19 @@ class Cluster:
     What a cluster keyspace needs to place keys: this node's name, the
     membership, the control index (a cache's cluster) and the peer pool;
     and the flush generations (L{memcachier.cluster.flushes}), or L{None}
-    to rely on the fan-out alone.
+    to rely on the fan-out alone; this node's
+    L{memcachier.cluster.states.NodeState} (or L{None}) and the warm-up
+    window in seconds (0: warm paths off).
     """
 
-    def __init__(self, name, membership, index, peers, flushes=None):
+    def __init__(self, name, membership, index, peers, flushes=None, state=None, warmup=0.0):
         self.name = name
         self.membership = membership
         self.index = index
         self.peers = peers
         self.flushes = flushes
+        self.state = state
+        self.warmup = warmup
 
     def clusterOf(self, cacheId):
         cache = self.index.cache(cacheId)
@@ -538,6 +722,14 @@ class Cluster:
     def ringOf(self, cacheId):
         cluster = self.clusterOf(cacheId)
         return self.membership.ring(cluster if cluster is not None else self.membership.cluster)
+
+    def reachableOf(self, cacheId):
+        """
+        The nodes of the cache's cluster that answer peers (live or
+        draining).
+        """
+        cluster = self.clusterOf(cacheId)
+        return self.membership.reachable(cluster if cluster is not None else self.membership.cluster)
 
     def liveOf(self, cacheId):
         cluster = self.clusterOf(cacheId)

@@ -28,6 +28,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
 from memcachier.cluster.ring import Ring
+from memcachier.cluster.states import DRAINING, SERVING
 from memcachier.control import schema
 from memcachier.tx.periodic import PeriodicService
 from memcachier.tx.threads import ThreadPoolRunner
@@ -48,11 +49,11 @@ class NodeRecord:
 
     __slots__ = (
         "name", "cluster", "started_at", "heartbeat_at", "connections", "memory",
-        "cache_connections",
+        "cache_connections", "state", "progress",
     )
 
     def __init__(self, name, cluster, started_at, heartbeat_at, connections, memory,
-                 cache_connections="{}"):
+                 cache_connections="{}", state=SERVING, progress="{}"):
         self.name = name
         self.cluster = cluster
         self.started_at = started_at
@@ -61,6 +62,10 @@ class NodeRecord:
         self.memory = memory
         #: JSON text: cache id to open connections
         self.cache_connections = cache_connections
+        #: restoring, warming, serving or draining
+        self.state = state
+        #: JSON text: warm-up progress and items restored, taken over, handed off
+        self.progress = progress
 
     def asDict(self):
         return {name: getattr(self, name) for name in self.__slots__}
@@ -120,10 +125,13 @@ def heartbeat(engine, record, timeout):
     nodes = schema.nodes
     with engine.begin() as conn:
         old = conn.execute(
-            sa.select(nodes.c.started_at, nodes.c.heartbeat_at, nodes.c.cluster)
+            sa.select(nodes.c.started_at, nodes.c.heartbeat_at, nodes.c.cluster, nodes.c.state)
             .where(nodes.c.name == record.name)
         ).first()
         values = record.asDict()
+        if old is not None and old.state == DRAINING and old.started_at == record.started_at:
+            # memcachier-admin node drain asked this run to drain
+            values["state"] = DRAINING
         if old is None:
             try:
                 with conn.begin_nested():
@@ -158,6 +166,26 @@ def noticed(engine, clusters):
     return listNodes(engine)
 
 
+def requestDrain(engine, name):
+    """
+    Ask the node C{name} to drain (it reads its row at its next heartbeat
+    or notification).  Blocking.
+
+    @return: whether a row of that name was there.
+    """
+    with engine.begin() as conn:
+        updated = conn.execute(
+            schema.nodes.update().where(schema.nodes.c.name == name).values(state=DRAINING)
+        ).rowcount
+        row = conn.execute(
+            sa.select(schema.nodes.c.cluster).where(schema.nodes.c.name == name)
+        ).first()
+        if row is not None:
+            _bumpVersion(conn, row.cluster)
+        _notify(conn, NODES_CHANNEL, name)
+    return bool(updated)
+
+
 def leave(engine, name):
     """
     Remove a node's row (clean shutdown) and tell the others.  Blocking.
@@ -182,10 +210,14 @@ def liveServers(records, cluster, configured, now, timeout, exclude=()):
     @param configured: the cluster's configured servers.
     @param exclude: names to leave out (suspected).
     @rtype: L{tuple} of L{str}
+
+    A draining node is left out: its keys go to their next owners (which
+    ask it for what they miss while it drains).
     """
     live = {
         r.name for r in records
         if r.cluster == cluster and r.heartbeat_at >= now - timeout and r.name not in exclude
+        and r.state != DRAINING
     }
     ordered = [s for s in configured if s in live]
     ordered.extend(sorted(live.difference(configured)))
@@ -206,7 +238,7 @@ class Membership(PeriodicService):
 
     def __init__(self, engine, pool, reactor, name, cluster, clusters, timeout,
                  usage=lambda: (0, 0, {}), wallClock=time.time, listen=True,
-                 controlChanged=None):
+                 controlChanged=None, state=None, drainAsked=None):
         """
         @param pool: the L{ThreadPool} the SQL runs in.
         @param clusters: cluster name to configured servers.
@@ -217,6 +249,10 @@ class Membership(PeriodicService):
         @param listen: whether to C{LISTEN} on PostgreSQL.
         @param controlChanged: called when another process announced a
             control-plane write (the index's C{refresh}), or L{None}.
+        @param state: this node's L{memcachier.cluster.states.NodeState}
+            (written in its row), or L{None} (always C{serving}).
+        @param drainAsked: called once when this node's row says it was
+            asked to drain (C{memcachier-admin node drain}), or L{None}.
         """
         PeriodicService.__init__(self, min(1.0, timeout / 4.0), self.beat, reactor, "heartbeat")
         self.engine = engine
@@ -245,6 +281,11 @@ class Membership(PeriodicService):
         self._beatWaiters = []
         self._firstView = Deferred()
         self._prefixListeners = []
+        self.state = state
+        self.drainAsked = drainAsked
+        self._reachable = {}
+        if state is not None:
+            state.addListener(self.beat)
 
     # -- views -----------------------------------------------------------------
 
@@ -268,6 +309,15 @@ class Membership(PeriodicService):
             ring = Ring(s for s in self.servers(cluster) if s not in exclude or s == self.name)
             self._rings[cluster] = ring
         return ring
+
+    def reachable(self, cluster):
+        """
+        The nodes of C{cluster} that still answer peers: the live ones and
+        the draining ones, less the suspected.
+
+        @rtype: L{frozenset} of C{host:port}
+        """
+        return self._reachable.get(cluster, frozenset()) - set(self._suspects)
 
     def version(self, cluster):
         return self.versions.get(cluster, 0)
@@ -372,9 +422,12 @@ class Membership(PeriodicService):
         self._beating = True
         connections, memory, byCache = self.usage()
         now = self.wallClock()
+        state = self.state
         record = NodeRecord(
             self.name, self.cluster, self.startedAt, now, connections, memory,
             json.dumps({str(k): v for k, v in byCache.items() if v}, sort_keys=True),
+            SERVING if state is None else state.state,
+            "{}" if state is None else state.detailsJSON(),
         )
         d = self._threads.run(heartbeat, self.engine, record, self.timeout)
         d.addCallback(self._read, now)
@@ -422,6 +475,17 @@ class Membership(PeriodicService):
                 for cacheId, count in r.connectionsByCache().items():
                     elsewhere[cacheId] = elsewhere.get(cacheId, 0) + count
         self._elsewhere = elsewhere
+        reachable = {}
+        for r in records:
+            if r.heartbeat_at >= now - self.timeout:
+                reachable.setdefault(r.cluster, set()).add(r.name)
+        self._reachable = {c: frozenset(names) for c, names in reachable.items()}
+        if self.drainAsked is not None and self.state is not None and self.state.state != DRAINING:
+            mine = next((r for r in records if r.name == self.name), None)
+            if mine is not None and mine.state == DRAINING:
+                drainAsked, self.drainAsked = self.drainAsked, None
+                self._log.info("asked to drain", event="drain_asked")
+                drainAsked()
         expired = self._expireSuspects()
         if changed:
             self._log.info(

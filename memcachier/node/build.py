@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from twisted.application.service import IService, Service
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -23,12 +23,13 @@ from memcachier.cluster.flushes import FlushGenerations
 from memcachier.cluster.keyspace import Cluster, ClusterStore
 from memcachier.cluster.membership import Membership
 from memcachier.cluster.peer import PeerAuthenticator, PeerPool
+from memcachier.cluster.states import NodeState
 from memcachier.control.index import ControlIndex
 from memcachier.control.maintenance import InactiveCacheReaper
 from memcachier.control.migrations import upgrade
 from memcachier.control.repository import AsyncControlPlane, ControlPlane, makeThreadPool
 from memcachier.control.schema import makeEngine
-from memcachier.interfaces import IStore
+from memcachier.interfaces import ISnapshottableStore, IStore
 from memcachier.node.listeners import listenerService
 from memcachier.node.settings import Settings, workerName
 from memcachier.node.shutdown import CertificateReloader, NodeService
@@ -110,11 +111,19 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     store: IStore = localStore
     cluster: Optional[Cluster] = None
     membership: Optional[Membership] = None
+    clusterStore: Optional[ClusterStore] = None
+    # restoring, warming, serving, draining (memcachier.cluster.states)
+    nodeState = NodeState(
+        reactor, settings.cluster.warmup if settings.clustered else 0.0,
+        restoring=bool(settings.node.state_dir) and settings.node.warm_restart,
+    )
     if settings.clustered:
         membership = Membership(
             engine, pool, reactor, settings.node.name, settings.node_cluster,
             settings.clusters, settings.cluster.heartbeat_timeout,
-            usage=served.usage, controlChanged=index.refresh,
+            usage=served.usage, controlChanged=index.refresh, state=nodeState,
+            # memcachier-admin node drain: a graceful stop (which drains)
+            drainAsked=lambda: reactor.callLater(0, reactor.stop),
         )
         services.append(membership)
         peers = PeerPool(
@@ -122,7 +131,10 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
             membership.suspect, capabilities=settings.cluster.peer_capabilities,
         )
         flushes = FlushGenerations(asyncControlPlane, index)
-        cluster = Cluster(settings.node.name, membership, index, peers, flushes)
+        cluster = Cluster(
+            settings.node.name, membership, index, peers, flushes,
+            state=nodeState, warmup=settings.cluster.warmup,
+        )
         clusterStore = ClusterStore(localStore, cluster)
         index.addListener(clusterStore.applyFlushes)
         membership.addListener(clusterStore.refresh)
@@ -141,6 +153,7 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     )
     services.append(warm)
     ready = warm.restored
+    ready.addCallback(restoreDone, nodeState, localStore, membership, clusterStore)
 
     introspection = makeIntrospection(settings, reactor)
     registry = CacheRegistry(
@@ -207,7 +220,8 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     metrics = MetricsResource(
         index, registry, settings, reactor,
         lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
-        NodeCounters(webConnections, webCounters, memcacheConnections, throttle, tlsReloads),
+        NodeCounters(webConnections, webCounters, memcacheConnections, throttle, tlsReloads,
+                     state=nodeState),
     )
     # /healthz and /readyz: the listeners (made below) accept once bound
     # and ready; the control plane answers its poller's query.
@@ -259,6 +273,10 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     node = NodeService(
         reactor, settings.node.shutdown_timeout, listeners=listeners,
         drainables=[site, factory, *([workers] if workers else [])],
+        beforeStop=(
+            (lambda: drainNode(nodeState, membership, settings.node.shutdown_timeout))
+            if membership is not None else None
+        ),
     )
     for service in services + listeners:
         service.setServiceParent(node)
@@ -269,6 +287,38 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         webCeiling=webCeiling, limit=descriptorLimit(),
     )
     return node
+
+
+def restoreDone(
+    result: object, state: NodeState, localStore: IStore, membership: Optional[Membership],
+    clusterStore: Optional[ClusterStore],
+) -> object:
+    """
+    The warm restart is over: count what it put back, and warm from the
+    other live nodes of this node's cluster if there are any.
+    """
+    restored = 0
+    if ISnapshottableStore.providedBy(localStore):
+        for cacheId in localStore.snapshotCaches():
+            restored += localStore.keyspace(cacheId, 1, 1).stats().get("curr_items", 0)
+    state.restoreDone(restored)
+    if membership is not None and clusterStore is not None:
+        others = set(membership.reachable(membership.cluster)) - {membership.name}
+        if others:
+            clusterStore.joined()
+    return result
+
+
+def drainNode(state: NodeState, membership: Optional[Membership], limit: float) -> Deferred[None]:
+    """
+    A graceful stop of a cluster node: drain (out of the rings, the
+    fallback of its keys' new owners) for the warm-up window, at most
+    C{limit} seconds, when another node of its cluster serves.
+    """
+    if membership is None:
+        return succeed(None)
+    others = set(membership.servers(membership.cluster)) - {membership.name}
+    return state.drain(limit if others else 0.0)
 
 
 class StoreCloser(Service):

@@ -299,6 +299,8 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("cluster", "secret", TEXT, "", "password peer nodes authenticate with, the same on all", example="long random"),
     O("cluster", "heartbeat_timeout", duration(), "5s", "a node silent this long is out"),
     O("cluster", "request_timeout", duration(), "2s", "deadline of a request forwarded to its owner node"),
+    O("cluster", "warmup", duration(), "30s",
+      "after a join or a drain, a node asks a key's previous owner for what it misses this long; 0 turns it off"),
     O("cluster", "peer_capabilities", _listOf("peer capabilities", choice(PEER_CAPABILITIES)), list(PEER_CAPABILITIES),
       "what this node's peer connections advertise; fewer only to try mixed versions"),
     O("clusters.NAME", "servers", HOST_PORTS, None, "servers of each cluster, in MEMCACHIER_SERVERS order",

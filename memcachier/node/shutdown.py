@@ -68,8 +68,16 @@ class NodeService(MultiService):
         shutdownTimeout: float = 10.0,
         listeners: Iterable[IService] = (),
         drainables: Iterable[Drainable] = (),
+        beforeStop: Optional[Callable[[], Deferred[Any]]] = None,
     ) -> None:
+        """
+        @param beforeStop: called first on a stop, while the listeners
+            still accept (a cluster node drains: its keys' new owners ask
+            it for what they miss); the stop goes on when its L{Deferred}
+            fires.
+        """
         super().__init__()
+        self.beforeStop = beforeStop
         self.clock = clock
         self.shutdownTimeout = shutdownTimeout
         self.listeners = list(listeners)
@@ -77,6 +85,14 @@ class NodeService(MultiService):
 
     def stopService(self) -> Deferred[Any]:
         Service.stopService(self)
+        first: Deferred[Any] = (
+            maybeDeferred(self.beforeStop) if self.beforeStop is not None else succeed(None)
+        )
+        first.addErrback(lambda f: self._log.failure("draining the node failed", f))
+        first.addCallback(lambda _: self._stopListeners())
+        return first
+
+    def _stopListeners(self) -> Deferred[Any]:
         stopped = DeferredList([maybeDeferred(s.stopService) for s in self.listeners])
         stopped.addCallback(lambda _: self._drain())
         stopped.addErrback(

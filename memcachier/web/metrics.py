@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from memcachier.cluster.states import STATES
 from memcachier.tx.ceiling import ConnectionCeiling
 from memcachier.web.common import ApiError, errorBody
 from memcachier.web.provisioning import checkBearer
@@ -199,8 +200,11 @@ class NodeCounters:
         memcache: Optional[ConnectionCeiling] = None,
         throttle: Any = None,
         tlsReloads: Optional[Mapping[str, int]] = None,
+        state: Any = None,
     ) -> None:
         self.web = web
+        #: the node's L{memcachier.cluster.states.NodeState}, or L{None}
+        self.state = state
         self.webCounters = webCounters
         self.memcache = memcache
         self.throttle = throttle
@@ -227,6 +231,10 @@ class NodeCounters:
             values["auth_throttled"] = self.throttle.refused
         if self.tlsReloads is not None:
             values["tls_reloads"] = dict(self.tlsReloads)
+        state = self.state
+        if state is not None:
+            values["node_state"] = state.state
+            values["node_details"] = state.details()
         return values
 
 
@@ -297,6 +305,29 @@ class NodeCollector:
                 family = CounterMetricFamily(name, help)
                 family.add_metric([], web[counter])
                 yield family
+        if "node_state" in values:
+            family = GaugeMetricFamily(
+                "memcachier_node_state",
+                "1 for the state the node is in (restoring, warming, serving, draining), "
+                "0 for the others.",
+                labels=["state"],
+            )
+            for state in STATES:
+                family.add_metric([state], 1 if values["node_state"] == state else 0)
+            yield family
+            details = values["node_details"]
+            for name, key, help in (
+                ("memcachier_node_warmup_progress", "warmup",
+                 "How far the warm-up (or drain) window under way is, 0 to 1 (1: none runs)."),
+                ("memcachier_node_items_restored", "restored",
+                 "Items the warm restart put back at this node's start."),
+                ("memcachier_node_items_taken_over", "taken_over",
+                 "Items copied from their previous owner node on a miss in a warm-up window "
+                 "(handed off to this node by a node that drained or whose range it took)."),
+            ):
+                gauge = GaugeMetricFamily(name, help)
+                gauge.add_metric([], details[key])
+                yield gauge
         if "tls_reloads" in values:
             reloads = CounterMetricFamily(
                 "memcachier_tls_reloads",

@@ -260,6 +260,8 @@ class _Membership:
         self.cluster = "default"
         self.live = tuple(servers)
         self.suspected = []
+        #: nodes out of the ring that still answer peers
+        self.draining = ()
 
     def ring(self, cluster):
         return Ring(self.live)
@@ -270,6 +272,9 @@ class _Membership:
     def suspect(self, name):
         self.suspected.append(name)
 
+    def reachable(self, cluster):
+        return frozenset(self.live) | frozenset(self.draining)
+
 
 class Pair:
     """
@@ -277,15 +282,17 @@ class Pair:
     (a L{World} whose registry lets peers in), connected in memory.
     """
 
-    def __init__(self, secret="s3cret", timeout=2.0):
+    def __init__(self, secret="s3cret", timeout=2.0, state=None, warmup=0.0, servers=("a:1", "b:1")):
         self.b = World()
         self.b.registry.peerAuthenticator = PeerAuthenticator("s3cret")
         self.clock = self.b.clock
         self.pumps = []
         self.refuse = False
-        self.membership = _Membership(["a:1", "b:1"])
+        self.membership = _Membership(servers)
         self.peers = PeerPool(secret, self.clock, timeout, self.membership.suspect, self.connect)
-        self.cluster = Cluster("a:1", self.membership, self.b.index, self.peers)
+        self.cluster = Cluster(
+            "a:1", self.membership, self.b.index, self.peers, state=state, warmup=warmup
+        )
         self.localStore = MemoryStore(self.clock)
         self.store = ClusterStore(self.localStore, self.cluster)
         self.keyspace = self.store.keyspace(1, 64 * 1024 * 1024, 1024 * 1024)

@@ -1,0 +1,265 @@
+"""
+Unit tests of node states (restoring, warming, serving, draining), the
+warm paths of the cluster keyspace (a miss asks the key's previous owner,
+writes delete it there, a joined node's range kept as its fallback), the
+state in the heartbeat row and C{memcachier-admin node drain}'s request,
+the drain before a graceful stop, and the state in C{/metrics}.
+"""
+
+import json
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from memcachier.cluster import membership as M
+from memcachier.cluster.states import (
+    DRAINING,
+    RESTORING,
+    SERVING,
+    WARMING,
+    NodeState,
+    parseDetails,
+)
+from memcachier.commands import DeleteResult, StoreMode, StoreResult, itemValue
+from memcachier.node.shutdown import NodeService
+from memcachier.web.metrics import NodeCounters, exposition
+from tests.unit.test_cluster import Pair, _Reactor, _SyncPool, engine  # noqa: F401
+
+WARMUP = 30.0
+
+
+# -- the state ------------------------------------------------------------------
+
+
+def test_restoringThenServingThenWarmingForTheWindow():
+    clock = Clock()
+    state = NodeState(clock, WARMUP, restoring=True)
+    seen = []
+    state.addListener(lambda: seen.append(state.state))
+    assert state.state == RESTORING
+    state.warming()
+    assert state.state == RESTORING, "a restoring node warms only once restored"
+    state.restoreDone(42)
+    assert (state.state, state.restored) == (SERVING, 42)
+    state.joined()
+    assert state.state == WARMING and state.joinEnd == WARMUP
+    clock.advance(WARMUP / 2)
+    assert state.details() == {"warmup": 0.5, "restored": 42, "taken_over": 0}
+    clock.advance(WARMUP / 2)
+    assert state.state == SERVING and state.progress() == 1.0
+    assert seen == [SERVING, WARMING, SERVING]
+
+
+def test_warmPathsOffNeverWarmAndDrainAtOnce():
+    clock = Clock()
+    state = NodeState(clock, 0.0)
+    state.joined()
+    assert state.state == SERVING and state.joinEnd == 0.0
+    drained = state.drain(10.0)
+    assert state.state == DRAINING and drained.called
+
+
+def test_drainLastsTheWindowBoundedByTheLimit():
+    clock = Clock()
+    state = NodeState(clock, WARMUP)
+    state.warming()
+    drained = state.drain(5.0)
+    assert state.state == DRAINING and not drained.called
+    again = state.drain(5.0)
+    clock.advance(4.9)
+    assert not drained.called
+    clock.advance(0.1)
+    assert drained.called and again.called
+    # the warm-up timer was cancelled: still draining
+    clock.advance(WARMUP)
+    assert state.state == DRAINING
+    assert clock.getDelayedCalls() == []
+
+
+def test_parseDetails():
+    assert parseDetails('{"warmup": 1.0}') == {"warmup": 1.0}
+    assert parseDetails("nonsense") == {} and parseDetails("[1]") == {} and parseDetails(None) == {}
+
+
+# -- warm paths of the cluster keyspace ------------------------------------------
+
+
+def _joined(warmup=WARMUP):
+    """
+    Node A joins B's cluster: B holds every key (A's share too).
+    """
+    state = NodeState(None, warmup)
+    pair = Pair(state=state, warmup=warmup)
+    state.clock = pair.clock
+    b = pair.bKeyspace()
+    for key in pair.local[:10]:
+        b.store(StoreMode.SET, key, b"from-b:" + key, 3, 0, 0)
+    pair.store.joined()
+    return pair, state, b
+
+
+def test_joinedNodeFetchesFromThePreviousOwnerAndKeepsACopy():
+    pair, state, b = _joined()
+    ks = pair.keyspace
+    key = pair.local[0]
+    assert state.state == WARMING
+    item = pair.run(ks.get(key))
+    assert itemValue(item) == b"from-b:" + key
+    # kept: the next get is local, at once
+    assert itemValue(ks.get(key)) == b"from-b:" + key
+    assert state.takenOver == 1
+    # multi-get: the local misses are fetched too
+    found = pair.run(ks.getMany(pair.local[1:4] + [b"nowhere-" + key]))
+    assert [itemValue(i) if i else None for i in found] == [
+        b"from-b:" + k for k in pair.local[1:4]] + [None]
+    assert state.takenOver == 4
+
+
+def test_writesInTheWindowDeleteThePreviousOwnersCopy():
+    """
+    A set, an append and a delete of a key the previous owner holds:
+    the append and the delete see its value, and afterwards it holds
+    none, so no later fallback brings an older value back.
+    """
+    pair, state, b = _joined()
+    ks = pair.keyspace
+    setKey, appendKey, deleteKey = pair.local[:3]
+    assert ks.store(StoreMode.SET, setKey, b"new", 0, 0, 0)[0] == StoreResult.STORED
+    assert pair.run(ks.store(StoreMode.APPEND, appendKey, b"+", 0, 0, 0))[0] == StoreResult.STORED
+    assert pair.run(ks.delete(deleteKey, 0)) == DeleteResult.DELETED
+    pair.pump()
+    assert [b.peek(k) for k in (setKey, appendKey, deleteKey)] == [None, None, None]
+    assert itemValue(ks.get(setKey)) == b"new"
+    assert itemValue(ks.get(appendKey)) == b"from-b:" + appendKey + b"+"
+    assert pair.run(ks.get(deleteKey)) is None
+
+
+def test_noFallbackAfterTheWindowOrToAnUnreachableNode():
+    pair, state, b = _joined()
+    ks = pair.keyspace
+    pair.membership.live = ("a:1",)
+    pair.store.refresh()
+    # B is gone (not draining): a miss, no hop
+    assert ks.get(pair.local[0]) is None
+    pair, state, b = _joined()
+    pair.clock.advance(WARMUP)
+    assert state.state == SERVING
+    assert pair.keyspace.get(pair.local[0]) is None
+
+
+def test_drainingNodeIsTheFallbackOfItsKeysNewOwner():
+    """
+    B drains: it leaves A's ring but answers peers; A now owns B's keys
+    and fetches them from B on a miss.
+    """
+    state = NodeState(None, WARMUP)
+    pair = Pair(state=state, warmup=WARMUP)
+    state.clock = pair.clock
+    ks = pair.keyspace
+    key = pair.remote[0]
+    pair.run(ks.store(StoreMode.SET, key, b"v", 0, 0, 0))
+    pair.membership.live = ("a:1",)
+    pair.membership.draining = ("b:1",)
+    pair.store.refresh()
+    assert state.state == WARMING
+    assert itemValue(pair.run(ks.get(key))) == b"v"
+    assert itemValue(ks.local.peek(key)) == b"v"
+
+
+def test_joinedNodesRangeKeptAsItsFallbackUntilTheWindowEnds():
+    """
+    With warm paths on, a node whose range a joining node takes keeps
+    it for the window (the joined node asks it), then drops it.
+    """
+    state = NodeState(None, WARMUP)
+    pair = Pair(state=state, warmup=WARMUP, servers=("a:1",))
+    state.clock = pair.clock
+    ks = pair.keyspace
+    for key in pair.remote[:5]:
+        ks.store(StoreMode.SET, key, b"old", 0, 0, 0)
+    pair.membership.live = ("a:1", "b:1")
+    pair.store.refresh()
+    assert state.state == SERVING, "a node that lost range is not warming"
+    pair.clock.advance(0)
+    assert ks.local.stats()["curr_items"] == 5
+    pair.clock.advance(WARMUP)
+    pair.clock.advance(0)
+    assert ks.local.stats()["curr_items"] == 0
+
+
+# -- membership -------------------------------------------------------------------
+
+
+def test_stateInTheRowDrainRequestAndDrainingOutOfTheServers(engine):  # noqa: F811
+    wall = [1000.0]
+    reactor = _Reactor()
+    clusters = {"default": ("a:1", "b:1")}
+    asked = []
+    stateA = NodeState(Clock(), WARMUP)
+    a = M.Membership(
+        engine, _SyncPool(), reactor, "a:1", "default", clusters, 2.0,
+        wallClock=lambda: wall[0], listen=False, state=stateA,
+        drainAsked=lambda: asked.append(True),
+    )
+    b = M.Membership(
+        engine, _SyncPool(), reactor, "b:1", "default", clusters, 2.0,
+        wallClock=lambda: wall[0], listen=False,
+    )
+    a.beat()
+    b.beat()
+    stateA.joined()  # a state change writes the row at once
+    rows = {r.name: r for r in M.listNodes(engine)[0]}
+    assert rows["a:1"].state == WARMING and json.loads(rows["a:1"].progress)["warmup"] == 0.0
+    assert rows["b:1"].state == SERVING
+
+    assert M.requestDrain(engine, "a:1") and not M.requestDrain(engine, "nobody:1")
+    a.beat()
+    assert asked == [True]
+    # the request sticks until the node acts on it, and only for this run
+    assert {r.name: r.state for r in M.listNodes(engine)[0]}["a:1"] == DRAINING
+    stateA.drain(5.0)
+    b.beat()
+    assert b.servers("default") == ("b:1",)
+    assert b.reachable("default") == {"a:1", "b:1"}
+    b.suspect("a:1")
+    assert b.reachable("default") == {"b:1"}
+
+
+# -- the drain before a graceful stop, and /metrics -----------------------------------
+
+
+def test_gracefulStopDrainsBeforeTheListenersStop():
+    clock = Clock()
+    order = []
+    drained = Deferred()
+
+    class Listener:
+        running = True
+
+        def stopService(self):
+            order.append("listener")
+
+    node = NodeService(
+        clock, shutdownTimeout=1, listeners=[Listener()],
+        beforeStop=lambda: (order.append("drain"), drained)[1],
+    )
+    node.startService()
+    stopped = node.stopService()
+    assert order == ["drain"]
+    drained.callback(None)
+    assert order == ["drain", "listener"]
+    assert stopped.called
+
+
+def test_metricsShowTheStateGauge():
+    state = NodeState(Clock(), WARMUP, restoring=True)
+    body = exposition([], NodeCounters(state=state).sample()).decode()
+    assert 'memcachier_node_state{state="restoring"} 1.0' in body
+    assert 'memcachier_node_state{state="serving"} 0.0' in body
+    state.restoreDone(7)
+    body = exposition([], NodeCounters(state=state).sample()).decode()
+    assert 'memcachier_node_state{state="serving"} 1.0' in body
+    assert "memcachier_node_items_restored 7.0" in body
+    assert "memcachier_node_warmup_progress 1.0" in body
+    assert "memcachier_node_items_taken_over 0.0" in body
+    assert "memcachier_node_state" not in exposition([], NodeCounters().sample()).decode()
