@@ -191,7 +191,8 @@ class Admin:
             return
         self._print(
             f"{'NAME':<24} {'CLUSTER':<12} {'LIVE':<4} {'STATE':<9} {'WARMUP':>6} "
-            f"{'HEARTBEAT':>10} {'CONNECTIONS':>11} {'MEMORY':>12} {'RESTORED':>9} {'TAKEN':>9}"
+            f"{'HEARTBEAT':>10} {'CONNECTIONS':>11} {'MEMORY':>12} {'RESTORED':>9} {'TAKEN':>9} "
+            f"{'HANDED':>9}"
         )
         for row in rows:
             ago = f"{max(0.0, now - row['heartbeat_at']):.1f}s ago"
@@ -201,7 +202,7 @@ class Admin:
                 f"{row['name']:<24} {row['cluster']:<12} {'in' if row['live'] else 'out':<4} "
                 f"{row['state']:<9} {warmup:>6} {ago:>10} {row['connections']:>11} "
                 f"{row['memory']:>12} {progress.get('restored', 0):>9} "
-                f"{progress.get('taken_over', 0):>9}"
+                f"{progress.get('taken_over', 0):>9} {progress.get('handed_off', 0):>9}"
             )
 
     def node_drain(self, args):
@@ -679,7 +680,7 @@ def makeParser():
         node, "list", "node_list",
         "list every registered node: its cluster, whether it is in, its state (restoring, "
         "warming, serving, draining), warm-up progress, last heartbeat, connections, memory, "
-        "items restored and items taken over from previous owners",
+        "items restored, taken over from previous owners and handed off to new ones",
     )
 
     p = command(

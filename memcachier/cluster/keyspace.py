@@ -599,6 +599,8 @@ class PeerSide:
 
 #: local keys checked per reactor turn when dropping a lost range
 DROP_SLICE = 5000
+#: items pushed to their new owners per round when a node drains
+HANDOFF_SLICE = 2000
 
 #: what a store that could not be carried out answers
 _NOT_STORED = (StoreResult.NOT_STORED, 0)
@@ -677,6 +679,65 @@ class ClusterStore:
         state.joined()
         for keyspace in list(self._keyspaces.values()):
             keyspace.joinWindow()
+
+    def handOff(self):
+        """
+        Push every item this node holds to its owner on the ring without
+        this node (a drain), as an C{add}: a value its new owner was given
+        meanwhile is newer and stays.  A slice of keys per reactor turn,
+        each slice's answers awaited before the next.
+
+        @return: a L{Deferred} firing with the items handed off.
+        """
+        name = self.cluster.name
+        work = deque()
+        for keyspace in list(self._keyspaces.values()):
+            servers = [s for s in keyspace.ring.servers if s != name]
+            if servers:
+                work.append((keyspace, Ring(servers), list(keyspace.local.keys())))
+        done = Deferred()
+        handed = [0]
+        reactor = self.cluster.peers.reactor
+        state = self.cluster.state
+
+        def counted(result):
+            if result[0] == StoreResult.STORED:
+                handed[0] += 1
+                if state is not None:
+                    state.handedOff += 1
+
+        def slice_(_=None):
+            calls = []
+            budget = HANDOFF_SLICE
+            while work and budget:
+                keyspace, ring, keys = work[0]
+                local = keyspace.local
+                while keys and budget:
+                    budget -= 1
+                    key = keys.pop()
+                    item = local.peek(key)
+                    owner = ring.owner(key)
+                    if item is None or owner is None:
+                        continue
+                    try:
+                        peer = self.cluster.peers.connection(owner, keyspace.cacheId)
+                        calls.append(peer.store(
+                            StoreMode.ADD, key, itemValue(item), itemFlags(item),
+                            itemExptime(item), 0,
+                        ).addCallbacks(counted, lambda _: None))
+                    except KeyspaceError:
+                        pass
+                if not keys:
+                    work.popleft()
+            if not calls and not work:
+                done.callback(handed[0])
+                return
+            DeferredList(calls, consumeErrors=True).addCallback(
+                lambda _: reactor.callLater(0, slice_)
+            )
+
+        reactor.callLater(0, slice_)
+        return done
 
     def applyFlushes(self):
         """

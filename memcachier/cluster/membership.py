@@ -145,6 +145,8 @@ def heartbeat(engine, record, timeout):
             or old.started_at != record.started_at
             or old.cluster != record.cluster
             or old.heartbeat_at < record.heartbeat_at - timeout
+            # a drain takes it out of the servers; others act on it at once
+            or old.state != values["state"]
         )
         if joined:
             _bumpVersion(conn, record.cluster)

@@ -36,6 +36,8 @@ class NodeState:
     @ivar restored: items the warm restart put back.
     @ivar takenOver: items this node copied from a key's previous owner
         (a local miss in a warm-up window that the previous owner had).
+    @ivar handedOff: items this node pushed to their new owners as it
+        drained.
     """
 
     _log = Logger()
@@ -51,6 +53,7 @@ class NodeState:
         self.state = RESTORING if restoring else SERVING
         self.restored = 0
         self.takenOver = 0
+        self.handedOff = 0
         #: when the window of this node's own join ends (0: none)
         self.joinEnd = 0.0
         self.windowStart: Optional[float] = None
@@ -170,6 +173,7 @@ class NodeState:
             "warmup": round(self.progress(), 3),
             "restored": self.restored,
             "taken_over": self.takenOver,
+            "handed_off": self.handedOff,
         }
 
     def detailsJSON(self) -> str:

@@ -274,7 +274,9 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         reactor, settings.node.shutdown_timeout, listeners=listeners,
         drainables=[site, factory, *([workers] if workers else [])],
         beforeStop=(
-            (lambda: drainNode(nodeState, membership, settings.node.shutdown_timeout))
+            (lambda: drainNode(
+                nodeState, membership, clusterStore, reactor, settings.node.shutdown_timeout
+            ))
             if membership is not None else None
         ),
     )
@@ -309,16 +311,36 @@ def restoreDone(
     return result
 
 
-def drainNode(state: NodeState, membership: Optional[Membership], limit: float) -> Deferred[None]:
+def drainNode(
+    state: NodeState, membership: Optional[Membership], clusterStore: Optional[ClusterStore],
+    reactor: Any, limit: float,
+) -> Deferred[None]:
     """
-    A graceful stop of a cluster node: drain (out of the rings, the
-    fallback of its keys' new owners) for the warm-up window, at most
-    C{limit} seconds, when another node of its cluster serves.
+    A graceful stop of a cluster node, when another node of its cluster
+    serves: drain.  The node leaves the rings (its row says C{draining});
+    once the others have seen it (a heartbeat interval) it pushes its
+    items to their new owners, and stays their fallback meanwhile.  Over
+    when the push is, or after the warm-up window, at most C{limit}
+    seconds.
     """
-    if membership is None:
+    if membership is None or clusterStore is None:
         return succeed(None)
     others = set(membership.servers(membership.cluster)) - {membership.name}
-    return state.drain(limit if others else 0.0)
+    window = state.drain(limit if others else 0.0)
+    if window.called or not state.warmup:
+        return window
+    over: Deferred[None] = Deferred()
+
+    def finish(_: object) -> None:
+        if not over.called:
+            over.callback(None)
+
+    window.addCallback(finish)
+    settled: Deferred[None] = Deferred()
+    reactor.callLater(membership.interval, settled.callback, None)
+    settled.addCallback(lambda _: None if over.called else clusterStore.handOff())
+    settled.addBoth(finish)
+    return over
 
 
 class StoreCloser(Service):

@@ -324,6 +324,8 @@ class NodeCollector:
                 ("memcachier_node_items_taken_over", "taken_over",
                  "Items copied from their previous owner node on a miss in a warm-up window "
                  "(handed off to this node by a node that drained or whose range it took)."),
+                ("memcachier_node_items_handed_off", "handed_off",
+                 "Items this node pushed to their new owners as it drained."),
             ):
                 gauge = GaugeMetricFamily(name, help)
                 gauge.add_metric([], details[key])

@@ -398,11 +398,11 @@ def test_nodeListAndLiveServers(run, url):
     lines = run.out.splitlines()
     assert lines[0].split() == [
         "NAME", "CLUSTER", "LIVE", "STATE", "WARMUP", "HEARTBEAT", "CONNECTIONS", "MEMORY",
-        "RESTORED", "TAKEN",
+        "RESTORED", "TAKEN", "HANDED",
     ]
     assert lines[1].split()[:4] == ["10.0.0.1:11211", "default", "out", "serving"]
     assert lines[2].split()[:5] == ["10.0.0.2:11211", "default", "in", "serving", "100%"]
-    assert lines[2].split()[-4:] == ["4", "2048", "0", "0"]
+    assert lines[2].split()[-5:] == ["4", "2048", "0", "0", "0"]
     shown = run.json("cache", "show", str(created["cache"]["id"] if "cache" in created else created["id"]))
     assert shown["servers"] == ["10.0.0.2:11211"]
 

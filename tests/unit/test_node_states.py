@@ -44,7 +44,7 @@ def test_restoringThenServingThenWarmingForTheWindow():
     state.joined()
     assert state.state == WARMING and state.joinEnd == WARMUP
     clock.advance(WARMUP / 2)
-    assert state.details() == {"warmup": 0.5, "restored": 42, "taken_over": 0}
+    assert state.details() == {"warmup": 0.5, "restored": 42, "taken_over": 0, "handed_off": 0}
     clock.advance(WARMUP / 2)
     assert state.state == SERVING and state.progress() == 1.0
     assert seen == [SERVING, WARMING, SERVING]
@@ -187,6 +187,32 @@ def test_joinedNodesRangeKeptAsItsFallbackUntilTheWindowEnds():
     assert ks.local.stats()["curr_items"] == 0
 
 
+def test_drainingNodeHandsItsItemsToTheirNewOwners(monkeypatch):
+    """
+    A draining node pushes what it holds to the owners on the ring
+    without it, as adds: a value the new owner was given meanwhile stays.
+    """
+    from memcachier.cluster import keyspace as K
+
+    monkeypatch.setattr(K, "HANDOFF_SLICE", 3)
+    state = NodeState(None, WARMUP)
+    pair = Pair(state=state, warmup=WARMUP)
+    state.clock = pair.clock
+    ks = pair.keyspace
+    for key in pair.local[:10]:
+        ks.store(StoreMode.SET, key, b"a:" + key, 5, 0, 0)
+    b = pair.bKeyspace()
+    b.store(StoreMode.SET, pair.local[0], b"newer", 0, 0, 0)
+    done = pair.store.handOff()
+    for _ in range(10):
+        pair.clock.advance(0)
+        pair.pump()
+    assert done.called and done.result == 9
+    assert state.handedOff == 9
+    assert itemValue(b.peek(pair.local[0])) == b"newer"
+    assert [itemValue(b.peek(k)) for k in pair.local[1:10]] == [b"a:" + k for k in pair.local[1:10]]
+
+
 # -- membership -------------------------------------------------------------------
 
 
@@ -262,4 +288,5 @@ def test_metricsShowTheStateGauge():
     assert "memcachier_node_items_restored 7.0" in body
     assert "memcachier_node_warmup_progress 1.0" in body
     assert "memcachier_node_items_taken_over 0.0" in body
+    assert "memcachier_node_items_handed_off 0.0" in body
     assert "memcachier_node_state" not in exposition([], NodeCounters().sample()).decode()
