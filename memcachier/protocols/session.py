@@ -297,12 +297,12 @@ class Session:
 
     def _countGetMany(self, items):
         stats = self.stats
-        # a packed item is never empty, so the hits are the true items:
-        # filter tests truth in C, where count(None) compares each item
-        hits = len(list(filter(None, items)))
+        # count(None) only reads the items: list(filter(None, items)),
+        # faster in a warm cache, took 4x the samples under ascii_mget100
+        misses = items.count(None)
         stats.cmd_get += len(items)
-        stats.get_misses += len(items) - hits
-        stats.get_hits += hits
+        stats.get_misses += misses
+        stats.get_hits += len(items) - misses
         return items
 
     def _countGet(self, item):
