@@ -405,7 +405,7 @@ EVENT_SCHEMA = {
 _REFUSALS = (
     "400 also when the body is valid JSON of the right shape but refers to "
     "something unusable: a delivery_config_id that is not a config of this cache, "
-    "a percentage trigger (hit_rate, memory_usage, connections) with a threshold "
+    "a percentage trigger (hit_rate, memory_usage, connections, held_back) with a threshold "
     "above 100, an https-only URL given as http, or a malformed email address. "
     "409 when creating one past the node's limits.alerts (50) or limits.alert_configs (20) "
     "per cache."
@@ -416,11 +416,11 @@ def _alertBody(partial):
     properties = {
         "trigger_type": {"type": "string", "enum": list(TRIGGER_TYPES),
                          "description": "hit_rate and memory_usage are MemCachier's; "
-                         "evictions, connections, latency and auth_errors are additions "
+                         "evictions, connections, latency, auth_errors and held_back are additions "
                          "(docs/alerts.md)."},
         "trigger_threshold": {"type": "number", "minimum": 0,
-                              "description": "A percentage 0-100 for hit_rate, memory_usage "
-                              "and connections; per minute (evictions, auth_errors) or "
+                              "description": "A percentage 0-100 for hit_rate, memory_usage, "
+                              "connections and held_back; per minute (evictions, auth_errors) or "
                               "milliseconds (latency) otherwise."},
         "delivery_config_id": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
         "description": {"type": "string", "maxLength": MAX_DESCRIPTION},

@@ -25,6 +25,10 @@ STATS_FIELDS = (
     "touch_hits", "touch_misses",
 )
 
+#: Beyond the contract's fields: seconds the cache was held back by the
+#: fair share or its budgets (a float, summed over servers).
+HELD_BACK = "held_back_seconds"
+
 #: What C{cache_type} and C{provider} say in C{info}.
 CACHE_TYPE = "memcachier"
 PROVIDER = "self-hosted"
@@ -113,9 +117,12 @@ def statsJSON(perServer, now, limitMaxbytes):
         cache yet (its plan).
     """
     totals = {name: 0 for name in STATS_FIELDS}
+    heldBack = 0.0
     for counters in perServer:
         for name in STATS_FIELDS:
             totals[name] += int(counters.get(name, 0))
+        heldBack += float(counters.get(HELD_BACK, 0.0))
+    totals[HELD_BACK] = round(heldBack, 6)
     if not perServer:
         totals["limit_maxbytes"] = limitMaxbytes
     totals["time"] = int(now)

@@ -483,6 +483,8 @@ def test_liveFiguresFollowAClient(server, page):
     # the all-time bars and table come from GET stats
     waitText(page, "#alltime-table tbody tr:first-child td:nth-child(3)",
              lambda t: int(t.replace(",", "")) >= 200, "get misses")
+    # alone on the node, the cache is never held back by the fair share
+    assert text(page, "#alltime-held-back") == "0 s"
     assert int(text(page, "#conn-open")) >= 1
     shoot(page, "live")
 

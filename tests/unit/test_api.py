@@ -720,9 +720,11 @@ def test_resetStats(world):
 
 def test_stats(world):
     """
-    stats has exactly the contract's fields, from the cache's runtime.
+    stats has exactly the contract's fields, from the cache's runtime,
+    and the time the cache was held back.
     """
     runtime = world.runtime()
+    runtime.stats.held_back_seconds = 0.25
     runtime.stats.get_hits = 3
     runtime.stats.delete_hits = 2
     runtime.stats.delete_misses = 1
@@ -731,7 +733,8 @@ def test_stats(world):
     response = world.call("GET", "/stats")
     assert response.code == 200
     stats = response.json()
-    assert list(stats) == list(STATS_FIELDS)
+    assert list(stats) == [*STATS_FIELDS, "held_back_seconds"]
+    assert stats["held_back_seconds"] == 0.25
     assert stats["get_hits"] == 3
     assert stats["cmd_delete"] == 3
     assert stats["curr_items"] == 1

@@ -292,6 +292,7 @@
     });
     $("alltime-set").textContent = number.format(stats.cmd_set);
     $("alltime-flush").textContent = number.format(stats.cmd_flush);
+    $("alltime-held-back").textContent = number.format(stats.held_back_seconds || 0) + " s";
   }
 
   async function refreshGraphs() {
@@ -461,6 +462,7 @@
     evictions: ["evictions above ", " per minute"],
     auth_errors: ["failed logins above ", " per minute"],
     latency: ["latency above ", " ms"],
+    held_back: ["held back above ", " % of the window"],
   };
   let alertsShown = [];
   let eventsOf = null;
