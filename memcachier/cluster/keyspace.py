@@ -143,8 +143,11 @@ class ClusterKeyspace:
                 self.cluster.state.warming()
         if not after <= before:
             if warmup:
-                # the joined node's fallback until its window ends
-                self.cluster.peers.reactor.callLater(warmup, self._dropLost, self.ring)
+                # the joined node's fallback until its window ends; then
+                # what the ring of that time gives others goes (a range
+                # back meanwhile stays: every write the joined node took
+                # in its window deleted the copy here)
+                self.cluster.peers.reactor.callLater(warmup, lambda: self._dropLost(self.ring))
             else:
                 self._dropLost(self.ring)
 
@@ -267,6 +270,53 @@ class ClusterKeyspace:
             return None
         return self.cluster.peers.connection(owner, self.cacheId)
 
+    # -- what this node answers as a key's owner -------------------------------------
+
+    def ownGet(self, key):
+        item = self.local.get(key)
+        if item is None and self._previous is not None:
+            return self._warmGet(key)
+        return item
+
+    def ownGetMany(self, keys):
+        found = self.local.getMany(keys)
+        if self._previous is not None and not isinstance(found, Deferred) and None in found:
+            return self._warmMany(keys, found)
+        return found
+
+    def ownTouch(self, key, exptime):
+        if self._previous is not None:
+            owner = self._previousOwner(key)
+            if owner is not None:
+                return self._warmWrite(owner, key, "touch", (key, exptime), True)
+        return self.local.touch(key, exptime)
+
+    def ownStore(self, mode, key, value, flags, exptime, cas):
+        if self._previous is not None:
+            owner = self._previousOwner(key)
+            if owner is not None:
+                return self._warmWrite(
+                    owner, key, "store", (mode, key, value, flags, exptime, cas),
+                    mode != StoreMode.SET,
+                )
+        return self.local.store(mode, key, value, flags, exptime, cas)
+
+    def ownDelete(self, key, cas):
+        if self._previous is not None:
+            owner = self._previousOwner(key)
+            if owner is not None:
+                return self._warmWrite(owner, key, "delete", (key, cas), True)
+        return self.local.delete(key, cas)
+
+    def ownDelta(self, key, incr, delta, initial, exptime, cas):
+        if self._previous is not None:
+            owner = self._previousOwner(key)
+            if owner is not None:
+                return self._warmWrite(
+                    owner, key, "delta", (key, incr, delta, initial, exptime, cas), True
+                )
+        return self.local.delta(key, incr, delta, initial, exptime, cas)
+
     # -- keyed calls ---------------------------------------------------------------
 
     def get(self, key):
@@ -285,10 +335,7 @@ class ClusterKeyspace:
             if peer is not None:
                 byPeer.setdefault(peer, []).append(i)
         if not byPeer:
-            found = self.local.getMany(keys)
-            if self._previous is not None and not isinstance(found, Deferred) and None in found:
-                return self._warmMany(keys, found)
-            return found
+            return self.ownGetMany(keys)
         results = [None] * len(keys)
         remote = set()
         calls = []
@@ -346,11 +393,7 @@ class ClusterKeyspace:
     def touch(self, key, exptime):
         peer = self._peer(key)
         if peer is None:
-            if self._previous is not None:
-                owner = self._previousOwner(key)
-                if owner is not None:
-                    return self._warmWrite(owner, key, "touch", (key, exptime), True)
-            return self.local.touch(key, exptime)
+            return self.ownTouch(key, exptime)
         return peer.touch(key, exptime).addErrback(
             self._again, key, "touch", (key, exptime), None, True
         )
@@ -358,14 +401,7 @@ class ClusterKeyspace:
     def store(self, mode, key, value, flags, exptime, cas):
         peer = self._peer(key)
         if peer is None:
-            if self._previous is not None:
-                owner = self._previousOwner(key)
-                if owner is not None:
-                    return self._warmWrite(
-                        owner, key, "store", (mode, key, value, flags, exptime, cas),
-                        mode != StoreMode.SET,
-                    )
-            return self.local.store(mode, key, value, flags, exptime, cas)
+            return self.ownStore(mode, key, value, flags, exptime, cas)
         return peer.store(mode, key, value, flags, exptime, cas).addErrback(
             self._again, key, "store", (mode, key, value, flags, exptime, cas),
             _NOT_STORED, mode in _IDEMPOTENT_STORES,
@@ -374,11 +410,7 @@ class ClusterKeyspace:
     def delete(self, key, cas):
         peer = self._peer(key)
         if peer is None:
-            if self._previous is not None:
-                owner = self._previousOwner(key)
-                if owner is not None:
-                    return self._warmWrite(owner, key, "delete", (key, cas), True)
-            return self.local.delete(key, cas)
+            return self.ownDelete(key, cas)
         return peer.delete(key, cas).addErrback(
             self._again, key, "delete", (key, cas), DeleteResult.NOT_FOUND, True
         )
@@ -386,13 +418,7 @@ class ClusterKeyspace:
     def delta(self, key, incr, delta, initial, exptime, cas):
         peer = self._peer(key)
         if peer is None:
-            if self._previous is not None:
-                owner = self._previousOwner(key)
-                if owner is not None:
-                    return self._warmWrite(
-                        owner, key, "delta", (key, incr, delta, initial, exptime, cas), True
-                    )
-            return self.local.delta(key, incr, delta, initial, exptime, cas)
+            return self.ownDelta(key, incr, delta, initial, exptime, cas)
         return peer.delta(key, incr, delta, initial, exptime, cas).addErrback(
             self._again, key, "delta", (key, incr, delta, initial, exptime, cas),
             _DELTA_NOT_FOUND, False,
@@ -567,8 +593,9 @@ class ClusterKeyspace:
 class PeerSide:
     """
     A cache's local keyspace as a peer node's connection sees it: the
-    local keyspace's own methods (no indirection per request), except that
-    a flush is noted as one a peer fanned out.
+    local keyspace's own methods (no indirection per request) or, with
+    warm paths on, the owner's calls of the cluster keyspace; a flush is
+    noted as one a peer fanned out.
     """
 
     def __init__(self, keyspace):
@@ -578,16 +605,28 @@ class PeerSide:
         local = keyspace.local
         self._keyspace = keyspace
         self._local = local
-        self.synchronous = local.synchronous
-        self.get = local.get
-        self.getMany = local.getMany
         self.peek = local.peek
-        self.touch = local.touch
-        self.store = local.store
-        self.delete = local.delete
-        self.delta = local.delta
         self.stats = local.stats
         self.resetStats = local.resetStats
+        if keyspace.cluster.warmup:
+            # what a peer forwards here is this node's to answer as an
+            # owner does in a warm-up window (a miss asks the previous
+            # owner, a write deletes its copy): answers may be Deferreds
+            self.synchronous = False
+            self.get = keyspace.ownGet
+            self.getMany = keyspace.ownGetMany
+            self.touch = keyspace.ownTouch
+            self.store = keyspace.ownStore
+            self.delete = keyspace.ownDelete
+            self.delta = keyspace.ownDelta
+        else:
+            self.synchronous = local.synchronous
+            self.get = local.get
+            self.getMany = local.getMany
+            self.touch = local.touch
+            self.store = local.store
+            self.delete = local.delete
+            self.delta = local.delta
 
     def flush(self, delay):
         return self._keyspace.flushFromPeer(delay)

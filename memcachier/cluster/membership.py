@@ -127,6 +127,8 @@ def heartbeat(engine, record, timeout):
         old = conn.execute(
             sa.select(nodes.c.started_at, nodes.c.heartbeat_at, nodes.c.cluster, nodes.c.state)
             .where(nodes.c.name == record.name)
+            # a drain requested meanwhile waits for this write, then sticks
+            .with_for_update()
         ).first()
         values = record.asDict()
         if old is not None and old.state == DRAINING and old.started_at == record.started_at:

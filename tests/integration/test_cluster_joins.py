@@ -1,0 +1,142 @@
+"""
+Joins and drains under load: three C{twistd memcachier} nodes on
+PostgreSQL, a ketama client (pylibmc, binary SASL) doing 90 % gets and
+10 % sets over a working set that fits; a fourth node joins, then drains
+(C{memcachier-admin node drain}).  No request gets an error, no get answers anything but the
+last value written, and the hit rate stays up (warm paths on).
+"""
+
+import random
+import threading
+import time
+
+import pytest
+
+from tests.integration.test_cluster import PYLIBMC_BEHAVIORS, Cluster, liveServers, waitFor
+
+KEYS = 2000
+
+
+class Load(threading.Thread):
+    """
+    One client, 90 % gets: each get must answer the last value it set.
+    """
+
+    def __init__(self, names, username, password):
+        super().__init__(daemon=True)
+        import pylibmc
+
+        self.client = pylibmc.Client(
+            names, binary=True, username=username, password=password, behaviors=PYLIBMC_BEHAVIORS,
+        )
+        self.errors = []
+        self.stale = []
+        self.expected = {}
+        self.samples = []  # (monotonic, hit or miss)
+        self.stopping = threading.Event()
+        self.version = 0
+
+    def fill(self):
+        for i in range(KEYS):
+            self.set(f"key{i}")
+
+    def set(self, key):
+        self.version += 1
+        value = f"{key}:{self.version}"
+        if self.client.set(key, value):
+            self.expected[key] = value
+
+    def run(self):
+        rng = random.Random(7)
+        while not self.stopping.is_set():
+            key = f"key{rng.randrange(KEYS)}"
+            try:
+                if rng.random() < 0.1:
+                    self.set(key)
+                else:
+                    value = self.client.get(key)
+                    if value is not None and value != self.expected.get(key):
+                        self.stale.append((time.monotonic(), key, value, self.expected.get(key)))
+                    self.samples.append((time.monotonic(), value is not None))
+            except Exception as e:  # pylibmc.Error and anything else
+                self.errors.append(f"{key}: {e!r}")
+
+    def hitRate(self, start, end):
+        taken = [hit for at, hit in self.samples if start <= at < end]
+        return (sum(taken) / len(taken) if taken else None), len(taken)
+
+
+@pytest.fixture
+def four(tmp_path, postgresql_url, request):
+    """
+    Four configured nodes; the first three started.
+    """
+    c = Cluster(tmp_path, postgresql_url, size=4)
+    first = c.nodes[0]
+    from tests.integration.conftest import _firstCredential
+
+    created = first.admin("cache", "create")
+    cacheId, username, password = _firstCredential(created)
+    for node in c.nodes:
+        node.cache = created
+        node.cache_id, node.username, node.password = cacheId, username, password
+    try:
+        for node in c.nodes[:3]:
+            node.start()
+        waitFor(lambda: all(len(liveServers(n)) == 3 for n in c.nodes[:3]))
+        yield c
+    finally:
+        c.stop()
+        failed = getattr(request.node, "rep_call", None)
+        if failed is None or failed.failed:
+            for node in c.nodes:
+                print(f"--- {node.directory} ---\n{node.log()}")
+
+
+def _states(node):
+    return {n["name"]: n["state"] for n in node.admin("node", "list")}
+
+
+def test_joinAndDrainUnderLoadNeverFailNorServeStale(four):
+    c = four
+    a = c.nodes[0]
+    load = Load(c.names[:3], a.username, a.password)
+    load.fill()
+    load.start()
+    try:
+        time.sleep(3)
+        steady = time.monotonic()
+
+        # a fourth node joins: it takes its share warm (asks the previous owners)
+        joined = time.monotonic()
+        c.nodes[3].start()
+        waitFor(lambda: all(len(liveServers(n)) == 4 for n in c.nodes))
+        assert _states(a)[c.names[3]] in ("warming", "serving")
+        time.sleep(3)
+
+        # it drains: hands its items back and stops
+        drained = time.monotonic()
+        result = a.admin("node", "drain", c.names[3], "--wait", "--timeout", "60")
+        assert result["stopped"] is True
+        assert c.nodes[3].process.wait(30) == 0
+        assert "drain" in c.nodes[3].log()
+        waitFor(lambda: all(len(liveServers(n)) == 3 for n in c.nodes[:3]))
+        time.sleep(3)
+        end = time.monotonic()
+    finally:
+        load.stopping.set()
+        load.join(10)
+    phases = {
+        "steady": load.hitRate(steady - 3, steady),
+        "join": load.hitRate(joined, drained),
+        "drain": load.hitRate(drained, end),
+    }
+    print("hit rate (rate, gets) by phase:", phases)
+    for name, at in (("join", joined), ("drain", drained), ("end", end)):
+        print(name, "stale after it:", sum(1 for s in load.stale if s[0] >= at))
+    print("first stale:", [(round(s[0] - joined, 2),) + s[1:] for s in load.stale[:5]])
+    assert load.errors == []
+    assert load.stale == []
+    for phase, (rate, gets) in phases.items():
+        assert gets > 50, (phase, gets)
+        assert rate >= 0.9, (phase, rate)
