@@ -317,6 +317,48 @@ class ClusterKeyspace:
                 )
         return self.local.delta(key, incr, delta, initial, exptime, cas)
 
+    # -- what a peer asks of this node -------------------------------------------------
+    #
+    # A key this node owns (as its ring says) is answered as above; any
+    # other is a previous owner's fallback get or a new owner's delete of
+    # its copy here: answered from the local items alone, so neither
+    # travels further.
+
+    def _mine(self, key):
+        owner = self.ring.owner(key)
+        return owner is None or owner == self.name
+
+    def peerGet(self, key):
+        if self._previous is not None and self._mine(key):
+            return self.ownGet(key)
+        return self.local.get(key)
+
+    def peerGetMany(self, keys):
+        found = self.local.getMany(keys)
+        if self._previous is not None and not isinstance(found, Deferred) and None in found:
+            return self._warmMany(keys, found, self._mine)
+        return found
+
+    def peerTouch(self, key, exptime):
+        if self._previous is not None and self._mine(key):
+            return self.ownTouch(key, exptime)
+        return self.local.touch(key, exptime)
+
+    def peerStore(self, mode, key, value, flags, exptime, cas):
+        if self._previous is not None and self._mine(key):
+            return self.ownStore(mode, key, value, flags, exptime, cas)
+        return self.local.store(mode, key, value, flags, exptime, cas)
+
+    def peerDelete(self, key, cas):
+        if self._previous is not None and self._mine(key):
+            return self.ownDelete(key, cas)
+        return self.local.delete(key, cas)
+
+    def peerDelta(self, key, incr, delta, initial, exptime, cas):
+        if self._previous is not None and self._mine(key):
+            return self.ownDelta(key, incr, delta, initial, exptime, cas)
+        return self.local.delta(key, incr, delta, initial, exptime, cas)
+
     # -- keyed calls ---------------------------------------------------------------
 
     def get(self, key):
@@ -372,11 +414,11 @@ class ClusterKeyspace:
                     calls.append(warms)
         return _plain(gatherResults(calls, consumeErrors=True).addCallback(lambda _: results))
 
-    def _warmMany(self, keys, found):
+    def _warmMany(self, keys, found, only=None):
         results = list(found)
         calls = []
         for i, item in enumerate(found):
-            if item is None:
+            if item is None and (only is None or only(keys[i])):
                 warm = self._warmGet(keys[i])
                 if warm is not None:
                     calls.append(warm.addCallback(_place, results, i))
@@ -613,12 +655,12 @@ class PeerSide:
             # owner does in a warm-up window (a miss asks the previous
             # owner, a write deletes its copy): answers may be Deferreds
             self.synchronous = False
-            self.get = keyspace.ownGet
-            self.getMany = keyspace.ownGetMany
-            self.touch = keyspace.ownTouch
-            self.store = keyspace.ownStore
-            self.delete = keyspace.ownDelete
-            self.delta = keyspace.ownDelta
+            self.get = keyspace.peerGet
+            self.getMany = keyspace.peerGetMany
+            self.touch = keyspace.peerTouch
+            self.store = keyspace.peerStore
+            self.delete = keyspace.peerDelete
+            self.delta = keyspace.peerDelta
         else:
             self.synchronous = local.synchronous
             self.get = local.get
