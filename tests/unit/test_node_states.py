@@ -98,6 +98,26 @@ def _joined(warmup=WARMUP):
     return pair, state, b
 
 
+def test_joiningNodeDropsWhatItsWarmRestartPutBack():
+    """
+    A node that restarts into a cluster whose other nodes are live keeps
+    none of its snapshot: they were given newer values while it was away.
+    """
+    state = NodeState(None, WARMUP)
+    pair = Pair(state=state, warmup=WARMUP)
+    state.clock = pair.clock
+    local = pair.localStore.keyspace(1, 1, 1)
+    other = pair.localStore.keyspace(2, 1024 * 1024, 1024)
+    local.store(StoreMode.SET, pair.local[0], b"restored", 0, 0, 0)
+    other.store(StoreMode.SET, b"x", b"restored", 0, 0, 0)
+    other.flush(100)
+    pair.store.joined()
+    assert local.peek(pair.local[0]) is None and other.peek(b"x") is None
+    other.store(StoreMode.SET, b"y", b"later", 0, 0, 0)
+    pair.clock.advance(100)
+    assert other.peek(b"y") is None, "the delayed flush still falls due"
+
+
 def test_joinedNodeFetchesFromThePreviousOwnerAndKeepsACopy():
     pair, state, b = _joined()
     ks = pair.keyspace
