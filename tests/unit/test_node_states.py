@@ -310,3 +310,57 @@ def test_metricsShowTheStateGauge():
     assert "memcachier_node_items_taken_over 0.0" in body
     assert "memcachier_node_items_handed_off 0.0" in body
     assert "memcachier_node_state" not in exposition([], NodeCounters().sample()).decode()
+
+
+class _DrainMembership:
+    cluster = "default"
+    name = "a:1"
+    interval = 0.5
+
+    def __init__(self, servers):
+        self.live = servers
+
+    def servers(self, cluster):
+        return self.live
+
+
+class _HandOff:
+    def __init__(self):
+        self.calls = []
+
+    def handOff(self):
+        d = Deferred()
+        self.calls.append(d)
+        return d
+
+
+def test_drainNodeHandsOffAfterAHeartbeatIntervalBoundedByTheLimit():
+    from memcachier.node.build import drainNode
+
+    # alone in its cluster: no drain
+    clock = Clock()
+    store = _HandOff()
+    state = NodeState(clock, WARMUP)
+    assert drainNode(state, _DrainMembership(("a:1",)), store, clock, 10.0).called
+    assert store.calls == []
+
+    # others serve: the push starts once they have seen it; over when done
+    clock = Clock()
+    state = NodeState(clock, WARMUP)
+    over = drainNode(state, _DrainMembership(("a:1", "b:1")), store, clock, 10.0)
+    assert state.state == DRAINING and store.calls == []
+    clock.advance(0.5)
+    assert len(store.calls) == 1 and not over.called
+    store.calls[0].callback(12)
+    assert over.called
+
+    # a push that does not finish: over at the limit
+    clock = Clock()
+    state = NodeState(clock, WARMUP)
+    store = _HandOff()
+    over = drainNode(state, _DrainMembership(("a:1", "b:1")), store, clock, 3.0)
+    clock.advance(0.5)
+    clock.advance(2.4)
+    assert not over.called
+    clock.advance(0.1)
+    assert over.called
