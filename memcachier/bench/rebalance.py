@@ -348,6 +348,8 @@ def main(argv=None, out=sys.stdout):
             continue
         print(f"warm paths {label} ([cluster] warmup = {warmup!r})", file=out, flush=True)
         runs[label] = runOnce(options.database, warmup, options, label, out)
+        print("  " + " ".join(f"{rate:.3f}" for _, rate, _ in runs[label]["buckets"]),
+              file=out, flush=True)
     if len(runs) == 2:
         report(runs, options.interval, out)
         if options.svg:

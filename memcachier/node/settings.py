@@ -146,6 +146,14 @@ def duration(examples: str = '10, "500ms", "10s", "5m" or "1h"') -> Kind:
     return _kind("duration", parseDuration, f"expected a duration such as {examples}", parseDuration)
 
 
+def durationOrOff() -> Kind:
+    """A duration, or 0 (C{0}, C{"0s"}) for off."""
+    def parse(value: Any) -> Optional[float]:
+        return 0.0 if value in (0, "0", "0s") and not isinstance(value, bool) else parseDuration(value)
+    return _kind("duration or 0", lambda v: parse(v) is not None,
+                 'expected a duration such as "30s", or 0 for off', parse)
+
+
 def choice(values: Sequence[str], mapping: Optional[Mapping[str, Any]] = None,
            key: Callable[[Any], Any] = lambda v: v if isinstance(v, str) else None) -> Kind:
     """One of C{values}: C{key} of the value, converted by C{mapping} if given."""
@@ -299,7 +307,7 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("cluster", "secret", TEXT, "", "password peer nodes authenticate with, the same on all", example="long random"),
     O("cluster", "heartbeat_timeout", duration(), "5s", "a node silent this long is out"),
     O("cluster", "request_timeout", duration(), "2s", "deadline of a request forwarded to its owner node"),
-    O("cluster", "warmup", duration(), "30s",
+    O("cluster", "warmup", durationOrOff(), "30s",
       "after a join or a drain, a node asks a key's previous owner for what it misses this long; 0 turns it off"),
     O("cluster", "peer_capabilities", _listOf("peer capabilities", choice(PEER_CAPABILITIES)), list(PEER_CAPABILITIES),
       "what this node's peer connections advertise; fewer only to try mixed versions"),
