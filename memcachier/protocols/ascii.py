@@ -160,6 +160,22 @@ def _renderManyWithCas(keys, items):
     return renderValues(keys, items, True, END)
 
 
+def commandTable(cls):
+    """
+    The command handlers of a protocol class: each C{cmd_NAME} function by
+    the command C{NAME}, as bytes.
+    """
+    return {
+        name[4:].encode("ascii"): getattr(cls, name)
+        for name in dir(cls) if name.startswith("cmd_")
+    }
+
+
+#: L{commandTable} of each protocol class, made once: a login storm of
+#: thousands of connections must not walk C{dir()} once per connection
+_COMMAND_TABLES = {}
+
+
 class AsciiProtocol(MetaCommands, CodecProtocol):
     """
     memcached's text protocol over a L{memcachier.protocols.session.Session}.
@@ -191,10 +207,10 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
         self._value = None
         self._swallow = 0
         self._streaming = None
-        handlers = {}
-        for name in dir(self):
-            if name.startswith("cmd_"):
-                handlers[name[4:].encode("ascii")] = getattr(self, name)
+        cls = type(self)
+        handlers = _COMMAND_TABLES.get(cls)
+        if handlers is None:
+            handlers = _COMMAND_TABLES[cls] = commandTable(cls)
         self._handlers = handlers
 
     # -- framing -----------------------------------------------------------
@@ -300,7 +316,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
                 out.append(ERROR)
                 continue
             try:
-                result = handler(parts, out)
+                result = handler(self, parts, out)
             except Exception:
                 out.append(self.failedNow(_serverError))
                 result = None
