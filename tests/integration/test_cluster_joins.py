@@ -140,3 +140,27 @@ def test_joinAndDrainUnderLoadNeverFailNorServeStale(four):
     for phase, (rate, gets) in phases.items():
         assert gets > 50, (phase, gets)
         assert rate >= 0.9, (phase, rate)
+
+
+@pytest.mark.slow
+def test_rebalanceBenchShortRun(postgresql_url):
+    """
+    C{python -m memcachier.bench.rebalance}, warm paths on, at small
+    scale: a sample per interval through the restarts, the join and the
+    drain, no stale value (its exit status says so).
+    """
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "memcachier.bench.rebalance", "--database", postgresql_url,
+         "--only", "on", "--keys", "300", "--steady", "3", "--settle", "3", "--interval", "2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for event in ("restart node 0", "restart node 2", "node 3 joins", "node 3 drains", "end"):
+        assert event in out, out
+    samples = [line for line in out.splitlines() if line.startswith("on ") and " gets)" in line]
+    assert len(samples) >= 5, out
+    assert "stale 0" in out, out
