@@ -751,31 +751,38 @@ class ClusterStore:
 
     def joined(self):
         """
-        This node joined a cluster whose other nodes are live.  What its
-        warm restart put back is dropped: while it was away its range was
-        theirs, and what they were given is newer (what it held went to
-        them as it drained).  Then it warms what it now owns from them for
-        the window (L{ClusterKeyspace.joinWindow}).
+        This node joined a cluster whose other nodes are live (it started,
+        or it is in again after its heartbeat had stopped).  What it holds
+        is dropped: while it was away its range was theirs, and what they
+        were given is newer (what it held went to them as it drained).
+        Then it warms what it now owns from them for the window
+        (L{ClusterKeyspace.joinWindow}).
         """
+        membership = self.cluster.membership
+        if not set(membership.reachable(membership.cluster)) - {self.cluster.name}:
+            return
         inner = self.inner
+        locals_ = {cacheId: ks.local for cacheId, ks in self._keyspaces.items()}
         if ISnapshottableStore.providedBy(inner):
-            dropped = 0
             for cacheId in inner.snapshotCaches():
-                local = inner.keyspace(cacheId, 1, 1)
-                items = local.stats().get("curr_items", 0)
-                if items:
-                    dropped += items
-                    due = inner.pendingFlush(cacheId)
-                    local.flush(0)
-                    if due is not None:
-                        # a delayed flush still falls due when it was to
-                        local.flush(max(0.0, due - self.cluster.peers.reactor.seconds()))
-            if dropped:
-                self._log.info(
-                    "joined a cluster whose other nodes are live: dropped the {items} items "
-                    "the warm restart put back (theirs are newer)",
-                    event="joined_dropped", items=dropped,
-                )
+                locals_.setdefault(cacheId, inner.keyspace(cacheId, 1, 1))
+        dropped = 0
+        for cacheId, local in locals_.items():
+            items = local.stats().get("curr_items", 0)
+            if not items:
+                continue
+            dropped += items
+            due = inner.pendingFlush(cacheId) if ISnapshottableStore.providedBy(inner) else None
+            local.flush(0)
+            if due is not None:
+                # a delayed flush still falls due when it was to
+                local.flush(max(0.0, due - self.cluster.peers.reactor.seconds()))
+        if dropped:
+            self._log.info(
+                "joined a cluster whose other nodes are live: dropped the {items} items "
+                "this node held (theirs are newer)",
+                event="joined_dropped", items=dropped,
+            )
         state = self.cluster.state
         if state is None or not self.cluster.warmup:
             return

@@ -288,6 +288,9 @@ class Membership(PeriodicService):
         self.state = state
         self.drainAsked = drainAsked
         self._reachable = {}
+        self._rejoinListeners = []
+        #: wall-clock time of the last heartbeat written
+        self._lastBeat = None
         if state is not None:
             state.addListener(self.beat)
 
@@ -338,6 +341,15 @@ class Membership(PeriodicService):
         Call C{listener()} whenever a ring may have changed.
         """
         self._listeners.append(listener)
+
+    def addRejoinListener(self, listener):
+        """
+        Call C{listener()} when this node's heartbeat had stopped for longer
+        than the timeout (a partition, a stalled database) and it is in
+        again: the others took its range meanwhile, so what it holds there
+        may be older than what they were given.
+        """
+        self._rejoinListeners.append(listener)
 
     def addPrefixListener(self, listener):
         """
@@ -464,6 +476,14 @@ class Membership(PeriodicService):
         records, versions = result
         self.records = records
         self.versions = versions
+        last, self._lastBeat = self._lastBeat, now
+        if last is not None and now - last > self.timeout:
+            self._log.info(
+                "this node was out of its cluster (no heartbeat for {seconds:.1f}s): what it "
+                "holds may be older than what the others were given",
+                event="rejoined", seconds=now - last,
+            )
+            self._callEach(self._rejoinListeners)
         live = {
             cluster: liveServers(records, cluster, self.clusters.get(cluster, ()), now, self.timeout)
             for cluster in set(self.clusters) | {r.cluster for r in records}

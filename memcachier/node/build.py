@@ -138,6 +138,8 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         clusterStore = ClusterStore(localStore, cluster)
         index.addListener(clusterStore.applyFlushes)
         membership.addListener(clusterStore.refresh)
+        # back after being out: drop what it holds, warm from the others
+        membership.addRejoinListener(clusterStore.joined)
         membership.addListener(lambda: peers.forget(membership.liveEverywhere()))
         index.addListener(clusterStore.refresh)
         store = clusterStore

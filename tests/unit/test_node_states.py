@@ -364,3 +364,39 @@ def test_drainNodeHandsOffAfterAHeartbeatIntervalBoundedByTheLimit():
     assert not over.called
     clock.advance(0.1)
     assert over.called
+
+
+def test_heartbeatGapLongerThanTheTimeoutIsARejoin(engine):  # noqa: F811
+    """
+    A node whose heartbeat stopped for longer than the timeout (the others
+    took its range) is told it is in again; regular beats are not a rejoin.
+    """
+    wall = [1000.0]
+    rejoined = []
+    a = M.Membership(
+        engine, _SyncPool(), _Reactor(), "a:1", "default", {"default": ("a:1",)}, 2.0,
+        wallClock=lambda: wall[0], listen=False,
+    )
+    a.addRejoinListener(lambda: rejoined.append(wall[0]))
+    a.beat()
+    wall[0] += 1.9
+    a.beat()
+    assert rejoined == []
+    wall[0] += 2.5
+    a.beat()
+    assert rejoined == [wall[0]]
+
+
+def test_rejoinDropsWhatTheNodeHeldWhenOthersAreLive():
+    state = NodeState(None, WARMUP)
+    pair = Pair(state=state, warmup=WARMUP)
+    state.clock = pair.clock
+    ks = pair.keyspace
+    ks.store(StoreMode.SET, pair.local[0], b"held", 0, 0, 0)
+    pair.membership.live = ("a:1",)
+    pair.store.joined()
+    assert itemValue(ks.local.peek(pair.local[0])) == b"held", "alone: nothing to drop"
+    pair.membership.live = ("a:1", "b:1")
+    pair.store.joined()
+    assert ks.local.peek(pair.local[0]) is None
+    assert state.state == WARMING
