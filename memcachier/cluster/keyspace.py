@@ -786,6 +786,10 @@ class ClusterStore:
         state = self.cluster.state
         if state is None or not self.cluster.warmup:
             return
+        others = set(membership.reachable(membership.cluster)) - {self.cluster.name}
+        if not any(r.memory for r in membership.records if r.name in others):
+            # they hold nothing (a cluster starting): nothing to warm from
+            return
         state.joined()
         for keyspace in list(self._keyspaces.values()):
             keyspace.joinWindow()

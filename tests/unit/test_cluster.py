@@ -275,6 +275,16 @@ class _Membership:
     def reachable(self, cluster):
         return frozenset(self.live) | frozenset(self.draining)
 
+    @property
+    def records(self):
+        """
+        Heartbeat rows of the reachable nodes, each holding something.
+        """
+        return [
+            M.NodeRecord(name, "default", 100.0, 100.0, 0, 1)
+            for name in sorted(self.reachable("default"))
+        ]
+
 
 class Pair:
     """

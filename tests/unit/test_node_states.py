@@ -118,6 +118,22 @@ def test_joiningNodeDropsWhatItsWarmRestartPutBack():
     assert other.peek(b"y") is None, "the delayed flush still falls due"
 
 
+def test_noWarmUpFromNodesThatHoldNothing(monkeypatch):
+    """
+    A cluster starting (the other nodes hold nothing): no window, so no
+    request travels to a previous owner.
+    """
+    from tests.unit.test_cluster import _Membership
+
+    state = NodeState(None, WARMUP)
+    pair = Pair(state=state, warmup=WARMUP)
+    state.clock = pair.clock
+    monkeypatch.setattr(_Membership, "records", [])
+    pair.store.joined()
+    assert state.state == SERVING and pair.pumps == []
+    assert pair.keyspace.get(pair.local[0]) is None
+
+
 def test_joinedNodeFetchesFromThePreviousOwnerAndKeepsACopy():
     pair, state, b = _joined()
     ks = pair.keyspace
