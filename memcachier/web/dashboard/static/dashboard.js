@@ -43,6 +43,7 @@
   }
 
   function sessionEnded() {
+    if (stopped) return;  // several refused calls, one navigation
     stopped = true;
     window.location.assign("/signed-out");
   }
