@@ -71,6 +71,19 @@ def allocatorWarning(
     )
 
 
+def _observe(mapsPath: str, jemallocPath: str) -> Optional[Tuple[str, Optional[str]]]:
+    """
+    This process's mapped files and the installed jemalloc, if any; or
+    L{None} where C{/proc} cannot tell (not Linux).
+    """
+    try:
+        with open(mapsPath) as f:
+            maps = f.read()
+    except OSError:
+        return None
+    return maps, (jemallocPath if os.path.exists(jemallocPath) else None)
+
+
 def warnUnlessJemalloc(
     mapsPath: str = "/proc/self/maps", jemallocPath: str = JEMALLOC_PATH
 ) -> bool:
@@ -80,13 +93,10 @@ def warnUnlessJemalloc(
 
     @return: whether it warned.
     """
-    try:
-        with open(mapsPath) as f:
-            maps = f.read()
-    except OSError:
+    found = _observe(mapsPath, jemallocPath)
+    if found is None:
         return False
-    installed = jemallocPath if os.path.exists(jemallocPath) else None
-    warning = allocatorWarning(maps, installed)
+    warning = allocatorWarning(*found)
     if warning is None:
         return False
     text, fields = warning
@@ -131,13 +141,10 @@ def runOnJemalloc(
     @return: L{False} when nothing was to be done (the process goes on);
         otherwise C{execve} does not return.
     """
-    try:
-        with open(mapsPath) as f:
-            maps = f.read()
-    except OSError:
+    found = _observe(mapsPath, jemallocPath)
+    if found is None:
         return False
-    installed = jemallocPath if os.path.exists(jemallocPath) else None
-    command = jemallocCommand(maps, installed, os.environ, sys.orig_argv)
+    command = jemallocCommand(*found, os.environ, sys.orig_argv)
     if command is None:
         return False
     argv, env = command
