@@ -42,15 +42,16 @@ one.
 import argparse
 import json
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from memcachier.bench.process import TwistdNode, freePort
+from memcachier.bench.process import (
+    TwistdNode, addDatabaseOption, addMcloadOption, collectLoad, freePort, requirePostgresql,
+    startLoad, writeConfig,
+)
 from memcachier.cluster.ring import Ring
 
 SECRET = "bench-cluster-secret"
@@ -117,36 +118,18 @@ class Node(TwistdNode):
     """
 
     @classmethod
-    def write(cls, directory, port, body):
-        os.makedirs(directory)
-        config = os.path.join(directory, "memcachier.toml")
-        with open(config, "w") as f:
-            f.write(
-                "[memcache]\n"
-                f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
-                "[web]\n"
-                f'listen = "tcp:{freePort()}:interface=127.0.0.1"\n'
-                f"[plans.{BENCH_PLAN}]\n"
-                'memory = "1GiB"\n'
-                "connections = 10000\n" + body
-            )
+    def write(cls, directory, port, database, extra=""):
+        """
+        A node on C{port} with the bench plan (1 GiB, no connection limit
+        worth the name), the control plane at C{database}, then C{extra}.
+        """
+        config = writeConfig(
+            directory, port, database,
+            f"[plans.{BENCH_PLAN}]\n"
+            'memory = "1GiB"\n'
+            "connections = 10000\n" + extra,
+        )
         return cls(directory, config, port)
-
-    def liveServers(self):
-        """
-        What C{config get cluster} lists.
-        """
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"config get cluster\r\n")
-            data = b""
-            while not data.endswith(b"END\r\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        lines = data.split(b"\n")
-        return lines[2].split() if len(lines) > 3 else []
-
 
 
 def _credential(created):
@@ -156,7 +139,22 @@ def _credential(created):
     return created["username"], created["password"]
 
 
-_RESULT = re.compile(r"ops_per_s=(\d+).*?p99_us=(\d+).*?errors=(\d+)")
+def startGenerators(mcload, runs, credentials, options):
+    """
+    One mcload per (port, prefix) of C{runs}, all at once: C{--keys} keys
+    of that prefix, for C{--warmup} then C{--duration} seconds.
+
+    @return: the processes, for L{collectLoad}.
+    """
+    return [
+        startLoad(
+            mcload, port, credentials,
+            ["-c", str(options.connections), "-k", str(options.keys), "-x", prefix,
+             "-t", str(options.duration), "-w", str(options.warmup)],
+            options.binary,
+        )
+        for port, prefix in runs
+    ]
 
 
 def runScenario(mcload, runs, credentials, options, pids):
@@ -166,30 +164,15 @@ def runScenario(mcload, runs, credentials, options, pids):
     @return: L{dict} with C{ops} (requests/s together), C{p99} (worst, µs),
         C{errors} and C{cpu} (server CPU seconds over the measured window).
     """
-    username, password = credentials
-    processes = []
-    for port, prefix in runs:
-        processes.append(subprocess.Popen(
-            [mcload, "-p", str(port), "-c", str(options.connections), "-k", str(options.keys),
-             "-x", prefix, "-t", str(options.duration), "-w", str(options.warmup),
-             "-u", username, "-a", password] + (["-B"] if options.binary else []),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        ))
+    processes = startGenerators(mcload, runs, credentials, options)
     # the measured window starts after the warm-up (preloading a few keys
     # takes no time) and lasts the duration
     time.sleep(options.warmup)
     before = sum(cpuSeconds(pid) for pid in pids)
     time.sleep(options.duration)
     after = sum(cpuSeconds(pid) for pid in pids)
-    result = {"ops": 0, "p99": 0, "errors": 0, "cpu": after - before}
-    for process in processes:
-        out, _ = process.communicate(timeout=options.duration + options.warmup + 120)
-        found = _RESULT.search(out.strip().splitlines()[-1] if out.strip() else "")
-        if process.returncode != 0 or found is None:
-            raise RuntimeError(f"mcload failed (exit {process.returncode}): {out}")
-        result["ops"] += int(found.group(1))
-        result["p99"] = max(result["p99"], int(found.group(2)))
-        result["errors"] += int(found.group(3))
+    result = collectLoad(processes, options.duration + options.warmup + 120)
+    result["cpu"] = after - before
     return result
 
 
@@ -235,17 +218,10 @@ def main(argv=None, out=sys.stdout):
     parser = argparse.ArgumentParser(
         prog="python -m memcachier.bench.cluster", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
-        "--database",
-        default=os.environ.get("MEMCACHIER_BENCH_PG") or os.environ.get("MEMCACHIER_TEST_PG"),
-        help="PostgreSQL URL the three nodes share "
-        "(default: $MEMCACHIER_BENCH_PG, $MEMCACHIER_TEST_PG)",
-    )
-    parser.add_argument(
-        "--mcload", default=os.environ.get("MCLOAD", "../shared/bench/mcload"),
-        help="the mcload binary, or its mcload.c (built with gcc) "
-        "(default: $MCLOAD, ../shared/bench/mcload)",
-    )
+    addDatabaseOption(parser, "PostgreSQL URL the three nodes share "
+                      "(default: $MEMCACHIER_BENCH_PG, $MEMCACHIER_TEST_PG)")
+    addMcloadOption(parser, "the mcload binary, or its mcload.c (built with gcc) "
+                    "(default: $MCLOAD, ../shared/bench/mcload)")
     parser.add_argument("--duration", type=float, default=10.0,
                         help="seconds measured per scenario (10)")
     parser.add_argument("--warmup", type=float, default=2.0,
@@ -259,9 +235,7 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--keep", action="store_true",
                         help="keep the temporary directory (logs)")
     options = parser.parse_args(argv)
-    if not options.database or not options.database.startswith("postgresql"):
-        parser.error("a PostgreSQL URL is needed (--database or $MEMCACHIER_BENCH_PG): "
-                     "the nodes of a cluster share one")
+    requirePostgresql(parser, options.database, ": the nodes of a cluster share one")
 
     directory = tempfile.mkdtemp(prefix="memcachier-bench-cluster-")
     nodes = []
@@ -272,9 +246,7 @@ def main(argv=None, out=sys.stdout):
         names = [f"127.0.0.1:{port}" for port in ports]
         for i, port in enumerate(ports):
             nodes.append(Node.write(
-                os.path.join(directory, f"node{i}"), port,
-                "[database]\n"
-                f"url = {json.dumps(options.database)}\n"
+                os.path.join(directory, f"node{i}"), port, options.database,
                 "[node]\n"
                 f'name = "{names[i]}"\n'
                 "[cluster]\n"
@@ -287,8 +259,7 @@ def main(argv=None, out=sys.stdout):
             ))
         alone = Node.write(
             os.path.join(directory, "alone"), freePort(),
-            "[database]\n"
-            f'url = "sqlite:///{directory}/alone/memcachier.sqlite"\n'
+            f"sqlite:///{directory}/alone/memcachier.sqlite",
             "[caches]\n"
             f'default_plan = "{BENCH_PLAN}"\n',
         )

@@ -40,7 +40,7 @@ from typing import Optional, Sequence, TextIO
 import twisted
 
 from memcachier.bench import loadgen
-from memcachier.bench.process import executable, freePort, waitForMemcache
+from memcachier.bench.process import executable, freePort, stopProcess, waitForMemcache
 
 SIDES = ("memcached", "memcachier")
 PLAN = "1g"
@@ -219,13 +219,7 @@ class Node:
                 raise RuntimeError(f"the node did not start ({e}): {f.read()}") from None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stopProcess(self.process)
 
 
 def latency(runs: Sequence[dict]) -> dict:

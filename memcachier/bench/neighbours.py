@@ -34,10 +34,11 @@ import tempfile
 import time
 
 from memcachier.bench.cluster import findMcload
-from memcachier.bench.process import TwistdNode, freePort
+from memcachier.bench.process import (
+    TwistdNode, addMcloadOption, collectLoad, freePort, startLoad, writeConfig,
+)
 
 PLAN = "bench"
-_RESULT = re.compile(r"ops_per_s=(\d+).*?p99_us=(\d+).*?errors=(\d+)")
 
 
 def login(sock, username, password):
@@ -173,43 +174,37 @@ def storm(port, credentials, count, timeout=60.0):
 
 
 def flood(mcload, port, credentials, options):
-    return subprocess.Popen(
-        [mcload, "-p", str(port), "-c", str(options.connections), "-d", str(options.depth),
-         "-k", "1000", "-t", str(options.duration), "-w", str(options.warmup),
-         "-u", credentials[0], "-a", credentials[1]],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    """
+    Tenant A's C{mcload}: C{--connections} connections, C{--depth} in
+    flight each, over 1000 keys.
+    """
+    return startLoad(
+        mcload, port, credentials,
+        ["-c", str(options.connections), "-d", str(options.depth), "-k", "1000",
+         "-t", str(options.duration), "-w", str(options.warmup)],
     )
 
 
 def floodResult(process, options):
-    out, _ = process.communicate(timeout=options.duration + options.warmup + 120)
-    found = _RESULT.search(out.strip().splitlines()[-1] if out.strip() else "")
-    if process.returncode != 0 or found is None:
-        raise RuntimeError(f"mcload failed (exit {process.returncode}): {out}")
-    return {"ops": int(found.group(1)), "p99": int(found.group(2)), "errors": int(found.group(3))}
+    return collectLoad([process], options.duration + options.warmup + 120)
 
 
 def writeNode(directory, scheduler, reading=None):
-    os.makedirs(directory)
+    """
+    One node (SQLite) with the scheduler on or off (not started).
+    """
     port = freePort()
-    config = os.path.join(directory, "memcachier.toml")
-    with open(config, "w") as f:
-        f.write(
-            "[memcache]\n"
-            f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
-            "[web]\n"
-            f'listen = "tcp:{freePort()}:interface=127.0.0.1"\n'
-            "[database]\n"
-            f'url = "sqlite:///{directory}/memcachier.sqlite"\n'
-            "[caches]\n"
-            f'default_plan = "{PLAN}"\n'
-            f"[plans.{PLAN}]\n"
-            'memory = "1GiB"\n'
-            "connections = 20000\n"
-            "[limits]\n"
-            f"scheduler = {'true' if scheduler else 'false'}\n"
-            + (f"scheduler_reading = {reading}\n" if reading else "")
-        )
+    config = writeConfig(
+        directory, port, f"sqlite:///{directory}/memcachier.sqlite",
+        "[caches]\n"
+        f'default_plan = "{PLAN}"\n'
+        f"[plans.{PLAN}]\n"
+        'memory = "1GiB"\n'
+        "connections = 20000\n"
+        "[limits]\n"
+        f"scheduler = {'true' if scheduler else 'false'}\n"
+        + (f"scheduler_reading = {reading}\n" if reading else ""),
+    )
     return TwistdNode(directory, config, port)
 
 
@@ -275,11 +270,8 @@ def main(argv=None, out=sys.stdout):
     parser = argparse.ArgumentParser(
         prog="python -m memcachier.bench.neighbours", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
-        "--mcload", default=os.environ.get("MCLOAD", "../shared/bench/mcload"),
-        help="the mcload binary, or its mcload.c (built with gcc) "
-        "(default: $MCLOAD, ../shared/bench/mcload)",
-    )
+    addMcloadOption(parser, "the mcload binary, or its mcload.c (built with gcc) "
+                    "(default: $MCLOAD, ../shared/bench/mcload)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of flood before B is measured (2)")
     parser.add_argument("--rate", type=float, default=400.0, help="tenant B's gets a second (400)")

@@ -1,17 +1,23 @@
-# -*- test-case-name: tests.integration.test_store_pauses -*-
+# -*- test-case-name: tests.unit.test_bench_process,tests.integration.test_store_pauses -*-
 """
 What the benchmark entries share to run servers as operators do: a
 C{twistd -n memcachier} process on a configuration file, started and
-waited for until it answers C{version}.
+waited for until it answers C{version}; and the C{mcload} load generators
+they run against it, with their results.
 """
 
+import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from typing import Optional, Sequence
+
+_RESULT = re.compile(r"ops_per_s=(\d+).*?p99_us=(\d+).*?errors=(\d+)")
 
 
 def freePort():
@@ -21,6 +27,123 @@ def freePort():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def writeConfig(directory: str, port: int, database: str, extra: str = "") -> str:
+    """
+    Create C{directory} and write its C{memcachier.toml}: memcache on
+    C{port} and the web server on a free port, both on 127.0.0.1, the
+    control plane at C{database}, then the TOML of C{extra}.
+
+    @return: the configuration file's path.
+    """
+    os.makedirs(directory)
+    config = os.path.join(directory, "memcachier.toml")
+    with open(config, "w") as f:
+        f.write(
+            "[memcache]\n"
+            f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+            "[web]\n"
+            f'listen = "tcp:{freePort()}:interface=127.0.0.1"\n'
+            "[database]\n"
+            f"url = {json.dumps(database)}\n" + extra
+        )
+    return config
+
+
+def addDatabaseOption(parser: argparse.ArgumentParser, help: str) -> None:
+    """
+    C{--database}, by default C{$MEMCACHIER_BENCH_PG}, else
+    C{$MEMCACHIER_TEST_PG}: the PostgreSQL database clustered nodes share.
+    """
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("MEMCACHIER_BENCH_PG") or os.environ.get("MEMCACHIER_TEST_PG"),
+        help=help,
+    )
+
+
+def requirePostgresql(parser: argparse.ArgumentParser, database: Optional[str], why: str = "") -> None:
+    """
+    Stop with a usage error unless C{database} is a PostgreSQL URL (nodes
+    of a cluster cannot share SQLite).
+    """
+    if not database or not database.startswith("postgresql"):
+        parser.error(f"a PostgreSQL URL is needed (--database or $MEMCACHIER_BENCH_PG){why}")
+
+
+def addMcloadOption(parser: argparse.ArgumentParser, help: str) -> None:
+    """
+    C{--mcload}, by default C{$MCLOAD}, else C{../shared/bench/mcload}.
+    """
+    parser.add_argument("--mcload", default=os.environ.get("MCLOAD", "../shared/bench/mcload"),
+                        help=help)
+
+
+def startLoad(mcload: str, port: int, credentials: Sequence[str], arguments: Sequence[str],
+              binary: bool = False) -> subprocess.Popen:
+    """
+    One C{mcload} against C{port}, logging in with C{credentials}
+    (username, password), its output kept for L{collectLoad}.
+    """
+    username, password = credentials
+    return subprocess.Popen(
+        [mcload, "-p", str(port), *arguments, "-u", username, "-a", password]
+        + (["-B"] if binary else []),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def collectLoad(processes: Sequence[subprocess.Popen], timeout: float) -> dict:
+    """
+    Wait for C{mcload} processes and add their results up.
+
+    @return: L{dict}: C{ops} (requests/s together), C{p99} (the worst, µs)
+        and C{errors} (together).
+    @raise RuntimeError: one failed or printed no result (with its output).
+    """
+    result = {"ops": 0, "p99": 0, "errors": 0}
+    for process in processes:
+        out, _ = process.communicate(timeout=timeout)
+        found = _RESULT.search(out.strip().splitlines()[-1] if out.strip() else "")
+        if process.returncode != 0 or found is None:
+            raise RuntimeError(f"mcload failed (exit {process.returncode}): {out}")
+        result["ops"] += int(found.group(1))
+        result["p99"] = max(result["p99"], int(found.group(2)))
+        result["errors"] += int(found.group(3))
+    return result
+
+
+def liveServers(port: int) -> list:
+    """
+    The servers C{config get cluster} on C{port} lists (L{bytes} each).
+
+    @raise OSError: the port does not answer.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"config get cluster\r\n")
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    lines = data.split(b"\n")
+    return lines[2].split() if len(lines) > 3 else []
+
+
+def stopProcess(process: Optional[subprocess.Popen], timeout: float = 30) -> None:
+    """
+    SIGTERM (a server's graceful stop), then SIGKILL after C{timeout}
+    seconds.
+    """
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def executable(name):
@@ -111,6 +234,12 @@ class TwistdNode:
         ).stdout
         return json.loads(out)
 
+    def liveServers(self):
+        """
+        What C{config get cluster} lists.
+        """
+        return liveServers(self.port)
+
     def start(self):
         self.process = startNode(self.config, self.directory, self.logPath, self.port)
 
@@ -124,10 +253,4 @@ class TwistdNode:
         """
         SIGTERM (the graceful stop), then SIGKILL after 30 s.
         """
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stopProcess(self.process)

@@ -31,7 +31,9 @@ import tempfile
 import threading
 import time
 
-from memcachier.bench.process import TwistdNode, freePort
+from memcachier.bench.process import (
+    TwistdNode, addDatabaseOption, freePort, liveServers, requirePostgresql, writeConfig,
+)
 
 SECRET = "bench-rebalance-secret"
 BEHAVIORS = {
@@ -107,54 +109,38 @@ class Load(threading.Thread):
 
 
 def _config(directory, port, names, database, cluster, warmup, i):
-    return TwistdNode(directory, _write(directory, port, names, database, cluster, warmup, i), port)
-
-
-def _write(directory, port, names, database, cluster, warmup, i):
-    os.makedirs(directory)
-    config = os.path.join(directory, "memcachier.toml")
-    with open(config, "w") as f:
-        f.write(
-            "[memcache]\n"
-            f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
-            "[web]\n"
-            f'listen = "tcp:{freePort()}:interface=127.0.0.1"\n'
-            "[database]\n"
-            f"url = {json.dumps(database)}\n"
-            "[node]\n"
-            f'name = "{names[i]}"\n'
-            "[cluster]\n"
-            f'secret = "{SECRET}"\n'
-            'heartbeat_timeout = "2s"\n'
-            f'warmup = "{warmup}"\n'
-            f"[clusters.{cluster}]\n"
-            f"servers = {json.dumps(names)}\n"
-            "[caches]\n"
-            f'default_cluster = "{cluster}"\n'
-            'default_plan = "bench"\n'
-            "[plans.bench]\n"
-            'memory = "256MiB"\n'
-            "connections = 10000\n"
-        )
-    return config
+    """
+    Node C{i} of C{names} (not started), with the warm paths' window
+    C{warmup}.
+    """
+    config = writeConfig(
+        directory, port, database,
+        "[node]\n"
+        f'name = "{names[i]}"\n'
+        "[cluster]\n"
+        f'secret = "{SECRET}"\n'
+        'heartbeat_timeout = "2s"\n'
+        f'warmup = "{warmup}"\n'
+        f"[clusters.{cluster}]\n"
+        f"servers = {json.dumps(names)}\n"
+        "[caches]\n"
+        f'default_cluster = "{cluster}"\n'
+        'default_plan = "bench"\n'
+        "[plans.bench]\n"
+        'memory = "256MiB"\n'
+        "connections = 10000\n",
+    )
+    return TwistdNode(directory, config, port)
 
 
 def _live(node):
-    import socket
-
+    """
+    How many servers C{node} lists as live; 0 while it does not answer.
+    """
     try:
-        with socket.create_connection(("127.0.0.1", node.port), timeout=5) as s:
-            s.sendall(b"config get cluster\r\n")
-            data = b""
-            while not data.endswith(b"END\r\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
+        return len(liveServers(node.port))
     except OSError:
         return 0
-    lines = data.split(b"\n")
-    return len(lines[2].split()) if len(lines) > 3 else 0
 
 
 def _waitLive(nodes, count, timeout=60.0):
@@ -324,11 +310,7 @@ def main(argv=None, out=sys.stdout):
     parser = argparse.ArgumentParser(
         prog="python -m memcachier.bench.rebalance", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
-        "--database",
-        default=os.environ.get("MEMCACHIER_BENCH_PG") or os.environ.get("MEMCACHIER_TEST_PG"),
-        help="PostgreSQL URL the nodes share (default $MEMCACHIER_BENCH_PG, $MEMCACHIER_TEST_PG)",
-    )
+    addDatabaseOption(parser, "PostgreSQL URL the nodes share (default $MEMCACHIER_BENCH_PG, $MEMCACHIER_TEST_PG)")
     parser.add_argument("--keys", type=int, default=5000, help="working set (default 5000)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds per sample (5)")
     parser.add_argument("--steady", type=float, default=10.0, help="steady seconds first (10)")
@@ -340,8 +322,7 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the nodes' directories")
     options = parser.parse_args(argv)
-    if not options.database or not options.database.startswith("postgresql"):
-        parser.error("a PostgreSQL URL is needed (--database or $MEMCACHIER_BENCH_PG)")
+    requirePostgresql(parser, options.database)
     runs = {}
     for label, warmup in (("on", options.warmup), ("off", "0s")):
         if options.only and options.only != label:

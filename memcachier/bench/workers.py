@@ -23,21 +23,21 @@ and the generators', and the node's CPU per request.
 """
 
 import argparse
-import json
 import os
-import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
-from memcachier.bench.cluster import BENCH_PLAN, Node, cpuSeconds, findMcload, ownedPrefixes
-from memcachier.bench.process import freePort
+from memcachier.bench.cluster import (
+    BENCH_PLAN, Node, cpuSeconds, findMcload, ownedPrefixes, startGenerators,
+)
+from memcachier.bench.process import (
+    addDatabaseOption, addMcloadOption, collectLoad, freePort, requirePostgresql,
+)
 
 SECRET = "bench-workers-secret"
-_RESULT = re.compile(r"ops_per_s=(\d+).*?p99_us=(\d+).*?errors=(\d+)")
 
 
 def accepts(name):
@@ -68,13 +68,7 @@ def run(mcload, runs, credentials, options, serverPids):
         C{errors}, C{server} and C{load} (cores used by the node's processes
         and by the generators over the measured window).
     """
-    username, password = credentials
-    processes = [subprocess.Popen(
-        [mcload, "-p", str(port), "-c", str(options.connections), "-k", str(options.keys),
-         "-x", prefix, "-t", str(options.duration), "-w", str(options.warmup),
-         "-u", username, "-a", password] + (["-B"] if options.binary else []),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    ) for port, prefix in runs]
+    processes = startGenerators(mcload, runs, credentials, options)
     time.sleep(options.warmup)
     loadPids = [p.pid for p in processes]
     serverBefore = sum(cpuSeconds(pid) for pid in serverPids)
@@ -84,17 +78,8 @@ def run(mcload, runs, credentials, options, serverPids):
     serverAfter = sum(cpuSeconds(pid) for pid in serverPids)
     loadAfter = sum(cpuSeconds(pid) for pid in loadPids)
     elapsed = time.monotonic() - started
-    result = {"ops": 0, "p99": 0, "errors": 0, "server": (serverAfter - serverBefore) / elapsed,
-              "load": (loadAfter - loadBefore) / elapsed}
-    for process in processes:
-        out, _ = process.communicate(timeout=options.duration + options.warmup + 120)
-        found = _RESULT.search(out.strip().splitlines()[-1] if out.strip() else "")
-        if process.returncode != 0 or found is None:
-            raise RuntimeError(f"mcload failed (exit {process.returncode}): {out}")
-        result["ops"] += int(found.group(1))
-        result["p99"] = max(result["p99"], int(found.group(2)))
-        result["errors"] += int(found.group(3))
-    return result
+    return {**collectLoad(processes, options.duration + options.warmup + 120),
+            "server": (serverAfter - serverBefore) / elapsed, "load": (loadAfter - loadBefore) / elapsed}
 
 
 def startNode(directory, database, workers, cluster):
@@ -111,9 +96,7 @@ def startNode(directory, database, workers, cluster):
         except OSError:
             port = freePort()
     node = Node.write(
-        directory, port,
-        "[database]\n"
-        f"url = {json.dumps(database)}\n"
+        directory, port, database,
         "[node]\n"
         f"workers = {workers}\n"
         "[cluster]\n"
@@ -131,13 +114,8 @@ def main(argv=None, out=sys.stdout):
     parser = argparse.ArgumentParser(
         prog="python -m memcachier.bench.workers", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument(
-        "--database",
-        default=os.environ.get("MEMCACHIER_BENCH_PG") or os.environ.get("MEMCACHIER_TEST_PG"),
-        help="PostgreSQL URL (default: $MEMCACHIER_BENCH_PG, $MEMCACHIER_TEST_PG)",
-    )
-    parser.add_argument("--mcload", default=os.environ.get("MCLOAD", "../shared/bench/mcload"),
-                        help="the mcload binary, or its mcload.c (default: $MCLOAD, ../shared/bench/mcload)")
+    addDatabaseOption(parser, "PostgreSQL URL (default: $MEMCACHIER_BENCH_PG, $MEMCACHIER_TEST_PG)")
+    addMcloadOption(parser, "the mcload binary, or its mcload.c (default: $MCLOAD, ../shared/bench/mcload)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per scenario (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per scenario (2)")
     parser.add_argument("--generators", type=int, default=2, help="load generators at once (2)")
@@ -145,8 +123,7 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--keys", type=int, default=10, help="keys per generator, all on one worker (10)")
     parser.add_argument("--binary", action="store_true", help="binary protocol (SASL) instead of ASCII")
     options = parser.parse_args(argv)
-    if not options.database or not options.database.startswith("postgresql"):
-        parser.error("a PostgreSQL URL is needed (--database or $MEMCACHIER_BENCH_PG): workers share one")
+    requirePostgresql(parser, options.database, ": workers share one")
 
     directory = tempfile.mkdtemp(prefix="memcachier-bench-workers-")
     results = {}
