@@ -298,7 +298,8 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
       "its cluster's servers; needs PostgreSQL and cluster.secret (Workers)"),
     O("node", "shutdown_timeout", duration(), "10s", "on SIGTERM, how long requests under way may take"),
     O("node", "allocator", choice(("jemalloc", "system")), "jemalloc", '"jemalloc": started without it, the node runs '
-      'itself again with Debian\'s libjemalloc2 preloaded; "system": the allocator it was started with (Memory allocator)'),
+      'itself again with Debian\'s libjemalloc2 preloaded; "system": the allocator it was started with (Memory allocator)',
+      Flag("allocator", None, "jemalloc or system; overrides [node] allocator.", False)),
     O("node", "allocator_warning", BOOLEAN, True, "warn at start when not running on jemalloc (Memory allocator)"),
     O("node", "state_dir", TEXT, "", "directory of the warm-restart snapshot (created if missing); empty: no warm "
       "restart", example="/var/lib/memcachier"),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from memcachier.node.allocator import REEXECUTED
 from tests.integration.conftest import freePort, waitForMemcache
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +61,8 @@ def test_runPreloadsJemalloc(tmp_path):
 
 def test_runKeepsGlibcWhenAsked(tmp_path):
     """
-    C{MEMCACHIER_MALLOC=system} keeps glibc's allocator.
+    C{MEMCACHIER_MALLOC=system} keeps glibc's allocator: the node is told
+    so and does not re-execute itself on jemalloc.
     """
     process = _start(tmp_path, {"MEMCACHIER_MALLOC": "system"})
     try:
@@ -72,11 +74,15 @@ def test_runKeepsGlibcWhenAsked(tmp_path):
 ALLOCATOR_WARNING = "glibc's malloc is in use, not jemalloc"
 
 
-def test_twistdByHandWarnsOnce(memcachier_server_factory):
+def test_preloadRefusedWarnsOnce(memcachier_server_factory, monkeypatch):
     """
-    C{twistd -n memcachier} started by hand, without jemalloc preloaded,
-    logs one warning saying RSS may grow and how to preload jemalloc.
+    A node that stays on glibc's allocator although jemalloc is wanted (here:
+    the re-execution already happened and the preload did not take, as the
+    environment's marker says) logs one warning saying RSS may grow and how
+    to preload jemalloc, and does not re-execute again.
     """
+    monkeypatch.setenv(REEXECUTED, "/nowhere/libjemalloc.so.2")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
     s = memcachier_server_factory(web=False)
     assert "libjemalloc" not in _maps(s.process)
     log = s.log()
@@ -87,10 +93,12 @@ def test_twistdByHandWarnsOnce(memcachier_server_factory):
     assert "scripts/run" in line and "allocator_warning = false" in line
 
 
-def test_allocatorWarningOff(memcachier_server_factory):
+def test_allocatorWarningOff(memcachier_server_factory, monkeypatch):
     """
     C{[node] allocator_warning = false} silences it.
     """
+    monkeypatch.setenv(REEXECUTED, "/nowhere/libjemalloc.so.2")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
     s = memcachier_server_factory(web=False, config="[node]\nallocator_warning = false\n")
     assert "libjemalloc" not in _maps(s.process)
     assert ALLOCATOR_WARNING not in s.log()

@@ -424,7 +424,7 @@ def test_everyFixedOptionIsASetting():
             for part in option.section.split("."):
                 section = getattr(section, part)
             assert getattr(section, option.name) == option.value, option
-    assert [f.name for f in FLAGS] == ["listen", "web-listen", "database"]
+    assert [f.name for f in FLAGS] == ["listen", "web-listen", "database", "allocator"]
 
 
 def test_evolve():

@@ -30,8 +30,9 @@ def test_optionsDefaults():
 
 def test_optionsOverrides():
     """
-    C{--listen} is repeatable; C{--database} and C{--web-listen} override
-    the config.
+    C{--listen} is repeatable; C{--database}, C{--web-listen} and
+    C{--allocator} (what C{MEMCACHIER_MALLOC=system scripts/run} passes)
+    override the config.
     """
     options = Options()
     options.parseOptions(
@@ -40,11 +41,13 @@ def test_optionsOverrides():
             "--listen", "tcp:8002",
             "--database", "sqlite:///x.db",
             "--web-listen", "tcp:9000",
+            "--allocator=system",
         ]
     )
     assert options.settings.memcache.listen == ("tcp:8001:interface=127.0.0.1", "tcp:8002")
     assert options.settings.database.url == "sqlite:///x.db"
     assert options.settings.web.listen == "tcp:9000"
+    assert options.settings.node.allocator == "system"
 
 
 def test_optionsConfigErrors(tmp_path):
