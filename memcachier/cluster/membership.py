@@ -114,6 +114,21 @@ def listNodes(engine):
     return [NodeRecord(*row) for row in rows], versions
 
 
+def seenOut(records, name, deadline, now):
+    """
+    Whether another node beat, and so read everyone, after this node's row
+    went stale (C{deadline}: its last heartbeat plus the timeout) and before
+    this node's beat of C{now}: only then did some node count it out and
+    take its range.  When every node stalled together (the control plane
+    was slow or down), none did, and what this node holds is still the
+    newest.
+
+    @param records: every L{NodeRecord}, as read after this node's beat.
+    @param name: this node's name.
+    """
+    return any(r.name != name and deadline < r.heartbeat_at < now for r in records)
+
+
 def heartbeat(engine, record, timeout):
     """
     Upsert a node's row; a node that was not in (no row, or a stale one,
@@ -478,12 +493,19 @@ class Membership(PeriodicService):
         self.versions = versions
         last, self._lastBeat = self._lastBeat, now
         if last is not None and now - last > self.timeout:
-            self._log.info(
-                "this node was out of its cluster (no heartbeat for {seconds:.1f}s): what it "
-                "holds may be older than what the others were given",
-                event="rejoined", seconds=now - last,
-            )
-            self._callEach(self._rejoinListeners)
+            if seenOut(records, self.name, last + self.timeout, now):
+                self._log.info(
+                    "this node was out of its cluster (no heartbeat for {seconds:.1f}s): what it "
+                    "holds may be older than what the others were given",
+                    event="rejoined", seconds=now - last,
+                )
+                self._callEach(self._rejoinListeners)
+            else:
+                self._log.info(
+                    "no heartbeat for {seconds:.1f}s, but no other node beat meanwhile (a slow "
+                    "control plane, not this node): none saw it out, what it holds is kept",
+                    event="heartbeat_gap", seconds=now - last,
+                )
         live = {
             cluster: liveServers(records, cluster, self.clusters.get(cluster, ()), now, self.timeout)
             for cluster in set(self.clusters) | {r.cluster for r in records}

@@ -11,7 +11,7 @@ schemathesis against the live server with it.
 """
 
 from memcachier.web.common import MAX_BODY, MAX_ID
-from memcachier.web.serialize import STATS_FIELDS
+from memcachier.web.serialize import HELD_BACK, STATS_FIELDS
 
 
 def _ref(name):
@@ -122,8 +122,13 @@ SCHEMAS = {
     "Stats": {
         "type": "object",
         "additionalProperties": False,
-        "required": list(STATS_FIELDS),
-        "properties": {name: {"type": "integer", "minimum": 0} for name in STATS_FIELDS},
+        "required": [*STATS_FIELDS, HELD_BACK],
+        "properties": {
+            **{name: {"type": "integer", "minimum": 0} for name in STATS_FIELDS},
+            HELD_BACK: {"type": "number", "minimum": 0, "description": "Beyond MemCachier's fields: "
+                        "seconds the cache was held back by the fair share or its budgets, summed over "
+                        "its servers."},
+        },
     },
 }
 

@@ -50,7 +50,7 @@ class Cluster:
                 f'name = "{names[i]}"\n'
                 "[cluster]\n"
                 f'secret = "{SECRET}"\n'
-                'heartbeat_timeout = "2s"\n'
+                'heartbeat_timeout = "3s"\n'
                 'request_timeout = "3s"\n'
                 "[clusters.default]\n"
                 f"servers = {json.dumps(names)}\n"

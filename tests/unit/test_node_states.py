@@ -384,23 +384,41 @@ def test_drainNodeHandsOffAfterAHeartbeatIntervalBoundedByTheLimit():
 
 def test_heartbeatGapLongerThanTheTimeoutIsARejoin(engine):  # noqa: F811
     """
-    A node whose heartbeat stopped for longer than the timeout (the others
-    took its range) is told it is in again; regular beats are not a rejoin.
+    A node whose heartbeat stopped for longer than the timeout while
+    another node beat (so the other counted it out and took its range) is
+    told it is in again; regular beats are not a rejoin, and neither is a
+    gap in which no other node beat either (the control plane was slow for
+    everyone: no node counted another out).
     """
     wall = [1000.0]
     rejoined = []
-    a = M.Membership(
-        engine, _SyncPool(), _Reactor(), "a:1", "default", {"default": ("a:1",)}, 2.0,
-        wallClock=lambda: wall[0], listen=False,
+    nodes = {"default": ("a:1", "b:1")}
+    a, b = (
+        M.Membership(
+            engine, _SyncPool(), _Reactor(), name, "default", nodes, 2.0,
+            wallClock=lambda: wall[0], listen=False,
+        )
+        for name in ("a:1", "b:1")
     )
     a.addRejoinListener(lambda: rejoined.append(wall[0]))
     a.beat()
+    b.beat()
     wall[0] += 1.9
     a.beat()
+    b.beat()
     assert rejoined == []
+    # both stall for 2.5 s, then beat again: nobody saw anybody out
     wall[0] += 2.5
+    b.beat()
+    a.beat()
+    assert rejoined == []
+    # a stalls; b beats after a's row went stale (it counts a out)
+    wall[0] += 2.1
+    b.beat()
+    wall[0] += 0.4
     a.beat()
     assert rejoined == [wall[0]]
+    assert M.seenOut(a.records, "a:1", wall[0] - 2.5 + 2.0, wall[0])
 
 
 def test_rejoinDropsWhatTheNodeHeldWhenOthersAreLive():
