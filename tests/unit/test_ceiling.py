@@ -455,7 +455,8 @@ def test_certificateReload(tmp_path):
         (tmp_path / "cert.pem").write_text("garbage")
         assert reloader.reload() == 1
     assert factory.getContext() is kept
-    assert [e["event"] for e in events] == ["tls_reloaded", "tls_reload_failed"]
+    # the reloader's own events (anything else in the process may log meanwhile)
+    assert [e["event"] for e in events if "event" in e] == ["tls_reloaded", "tls_reload_failed"]
 
 
 def test_latencyProbeFailuresLoggedOncePerRun():
