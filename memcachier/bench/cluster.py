@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.integration.test_bench_cluster -*-
 """
-The 3-node figures of issue 11: what a cluster costs against one node, with
+The 3-node figures: what a cluster costs against one node, with
 clients that reach each key's owner and with clients that do not.
 
     .venv/bin/python -m memcachier.bench.cluster \\

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.unit.test_fuzz -*-
 """
-Fuzzing both codecs against a real server: the long campaign of issue 12.
+Fuzzing both codecs against a real server: the long campaign.
 
     .venv/bin/python -m memcachier.bench.fuzz --inputs 1000000
 

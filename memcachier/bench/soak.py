@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.integration.test_bench_entries -*-
 """
-The soak of issue 12: does the server's memory stay flat, and its latency
+The soak: does the server's memory stay flat, and its latency
 low, under hours-long replacement and connection churn?
 
     .venv/bin/python -m memcachier.bench.soak            # 10 minutes
