@@ -42,15 +42,19 @@ class _WallClock:
     seconds = staticmethod(time.time)
 
 
-def save(path, items, valueSize):
+WALL_CLOCK = _WallClock()
+
+
+def save(path, items, valueSize, clock=WALL_CLOCK):
     """
     Fill a keyspace and write its snapshot.
 
+    @param clock: the store's clock (an C{IReactorTime}'s C{seconds}).
     @return: a L{dict} of the figures.
     """
     gc.collect()
     base = residentBytes()
-    store = MemoryStore(_WallClock())
+    store = MemoryStore(clock)
     keyspace = store.keyspace(1, MAX_BYTES, ITEM_SIZE)
     value = b"v" * valueSize
     put = keyspace.store
@@ -65,18 +69,19 @@ def save(path, items, valueSize):
             "memory_before": memory}
 
 
-def restore(path):
+def restore(path, clock=WALL_CLOCK):
     """
     Restore a snapshot into a new store.
 
+    @param clock: the store's clock, which also says what has expired.
     @return: a L{dict} of the figures.
     """
     gc.collect()
     base = residentBytes()
-    store = MemoryStore(_WallClock())
+    store = MemoryStore(clock)
     started = time.perf_counter()
     with open(path, "rb") as f:
-        done, _ = restoreSnapshot(f, store, lambda meta: (MAX_BYTES, ITEM_SIZE), time.time())
+        done, _ = restoreSnapshot(f, store, lambda meta: (MAX_BYTES, ITEM_SIZE), clock.seconds())
     seconds = time.perf_counter() - started
     gc.collect()
     memory = residentBytes() - base

@@ -21,3 +21,25 @@ def test_warmMainJson(tmp_path):
     assert result["file_bytes"] > 2000 * 50
     assert result["save_seconds"] > 0 and result["restore_seconds"] > 0
     assert result["memory_before"] > 0 and "memory_change" in result and result["machine"]
+
+
+def test_restoreTakesTheInjectedClock(tmp_path):
+    """
+    L{warm.restore} asks the clock it is given what time it is (what has
+    expired), not the wall clock.
+    """
+    from twisted.internet.task import Clock
+
+    class CountingClock(Clock):
+        asked = 0
+
+        def seconds(self):
+            self.asked += 1
+            return Clock.seconds(self)
+
+    path = str(tmp_path / "snapshot")
+    assert warm.save(path, 300, 20, Clock())["items"] == 300
+    clock = CountingClock()
+    clock.advance(1_000_000)
+    assert warm.restore(path, clock)["restored"] == 300
+    assert clock.asked > 0
