@@ -49,6 +49,11 @@ class Load(threading.Thread):
     """
     One client, 90 % gets over C{keys} keys; counts hits and misses per
     time bucket, errors, and stale values.
+
+    @ivar stale: C{(monotonic time, key, value read, value expected)} of
+        each get that answered an older value than the last one stored.
+    @ivar errors: C{(monotonic time, repr of the exception)} of each
+        request that raised.
     """
 
     def __init__(self, names, username, password, keys):
@@ -63,7 +68,7 @@ class Load(threading.Thread):
         self.version = 0
         self.samples = []
         self.errors = []
-        self.stale = 0
+        self.stale = []
         self.stopping = threading.Event()
 
     def set(self, key):
@@ -86,10 +91,18 @@ class Load(threading.Thread):
                 else:
                     value = self.client.get(key)
                     if value is not None and value != self.expected.get(key):
-                        self.stale += 1
+                        self.stale.append((time.monotonic(), key, value, self.expected.get(key)))
                     self.samples.append((time.monotonic(), value is not None))
             except Exception as e:
                 self.errors.append((time.monotonic(), repr(e)))
+
+    def hitRate(self, start, end):
+        """
+        The hit rate of the gets between two monotonic times, and how many
+        gets there were (the rate is L{None} without any).
+        """
+        taken = [hit for at, hit in self.samples if start <= at < end]
+        return (sum(taken) / len(taken) if taken else None), len(taken)
 
     def buckets(self, start, interval):
         """
@@ -213,7 +226,7 @@ def runOnce(database, warmup, options, label, out):
         "buckets": buckets,
         "events": events,
         "errors": [(round(at - start, 1), error) for at, error in load.errors],
-        "stale": load.stale,
+        "stale": len(load.stale),
         "steady": sum(steady) / len(steady) if steady else None,
     }
 

@@ -6,64 +6,14 @@ PostgreSQL, a ketama client (pylibmc, binary SASL) doing 90 % gets and
 last value written, and the hit rate stays up (warm paths on).
 """
 
-import random
-import threading
 import time
 
 import pytest
 
-from tests.integration.test_cluster import PYLIBMC_BEHAVIORS, Cluster, liveServers, waitFor
+from memcachier.bench.rebalance import Load
+from tests.integration.test_cluster import Cluster, liveServers, waitFor
 
 KEYS = 2000
-
-
-class Load(threading.Thread):
-    """
-    One client, 90 % gets: each get must answer the last value it set.
-    """
-
-    def __init__(self, names, username, password):
-        super().__init__(daemon=True)
-        import pylibmc
-
-        self.client = pylibmc.Client(
-            names, binary=True, username=username, password=password, behaviors=PYLIBMC_BEHAVIORS,
-        )
-        self.errors = []
-        self.stale = []
-        self.expected = {}
-        self.samples = []  # (monotonic, hit or miss)
-        self.stopping = threading.Event()
-        self.version = 0
-
-    def fill(self):
-        for i in range(KEYS):
-            self.set(f"key{i}")
-
-    def set(self, key):
-        self.version += 1
-        value = f"{key}:{self.version}"
-        if self.client.set(key, value):
-            self.expected[key] = value
-
-    def run(self):
-        rng = random.Random(7)
-        while not self.stopping.is_set():
-            key = f"key{rng.randrange(KEYS)}"
-            try:
-                if rng.random() < 0.1:
-                    self.set(key)
-                else:
-                    value = self.client.get(key)
-                    if value is not None and value != self.expected.get(key):
-                        self.stale.append((time.monotonic(), key, value, self.expected.get(key)))
-                    self.samples.append((time.monotonic(), value is not None))
-            except Exception as e:  # pylibmc.Error and anything else
-                self.errors.append(f"{key}: {e!r}")
-
-    def hitRate(self, start, end):
-        taken = [hit for at, hit in self.samples if start <= at < end]
-        return (sum(taken) / len(taken) if taken else None), len(taken)
 
 
 @pytest.fixture
@@ -72,18 +22,8 @@ def four(tmp_path, postgresql_url, request):
     Four configured nodes; the first three started.
     """
     c = Cluster(tmp_path, postgresql_url, size=4)
-    first = c.nodes[0]
-    from tests.integration.conftest import _firstCredential
-
-    created = first.admin("cache", "create")
-    cacheId, username, password = _firstCredential(created)
-    for node in c.nodes:
-        node.cache = created
-        node.cache_id, node.username, node.password = cacheId, username, password
     try:
-        for node in c.nodes[:3]:
-            node.start()
-        waitFor(lambda: all(len(liveServers(n)) == 3 for n in c.nodes[:3]))
+        c.start(3)
         yield c
     finally:
         c.stop()
@@ -100,7 +40,7 @@ def _states(node):
 def test_joinAndDrainUnderLoadNeverFailNorServeStale(four):
     c = four
     a = c.nodes[0]
-    load = Load(c.names[:3], a.username, a.password)
+    load = Load(c.names[:3], a.username, a.password, KEYS)
     load.fill()
     load.start()
     try:
