@@ -35,7 +35,7 @@ keyspace (never forwarded again).
 import json
 from collections import deque
 
-from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -128,6 +128,9 @@ class ClusterKeyspace:
         """
         old = self.ring
         self.ring = self.cluster.ringOf(self.cacheId)
+        # every live node suspected (two nodes that suspect each other):
+        # no node can answer for a key alone, so every key is a miss
+        self._nobody = not self.ring.servers and bool(self.cluster.liveOf(self.cacheId))
         self.local.configure(self._localBytes(), self.maxItemSize)
         if old is None:
             return
@@ -267,7 +270,7 @@ class ClusterKeyspace:
         """
         owner = self.ring.owner(key)
         if owner is None or owner == self.name:
-            return None
+            return _NOBODY if owner is None and self._nobody else None
         return self.cluster.peers.connection(owner, self.cacheId)
 
     # -- what this node answers as a key's owner -------------------------------------
@@ -678,6 +681,23 @@ class PeerSide:
         return getattr(self._local, name)
 
 
+class _Nobody:
+    """
+    The owner of every key while every live node of the ring is
+    suspected: each request fails as unanswered, unsent, and so falls
+    back as a miss.
+    """
+
+    node = None
+
+    def _unanswered(self, *args):
+        return fail(PeerUnavailable("every node of the ring is suspected", sent=False))
+
+    get = peek = touch = store = delete = delta = _unanswered
+
+
+_NOBODY = _Nobody()
+
 #: local keys checked per reactor turn when dropping a lost range
 DROP_SLICE = 5000
 #: items pushed to their new owners per round when a node drains
@@ -761,22 +781,7 @@ class ClusterStore:
         membership = self.cluster.membership
         if not set(membership.reachable(membership.cluster)) - {self.cluster.name}:
             return
-        inner = self.inner
-        locals_ = {cacheId: ks.local for cacheId, ks in self._keyspaces.items()}
-        if ISnapshottableStore.providedBy(inner):
-            for cacheId in inner.snapshotCaches():
-                locals_.setdefault(cacheId, inner.keyspace(cacheId, 1, 1))
-        dropped = 0
-        for cacheId, local in locals_.items():
-            items = local.stats().get("curr_items", 0)
-            if not items:
-                continue
-            dropped += items
-            due = inner.pendingFlush(cacheId) if ISnapshottableStore.providedBy(inner) else None
-            local.flush(0)
-            if due is not None:
-                # a delayed flush still falls due when it was to
-                local.flush(max(0.0, due - self.cluster.peers.reactor.seconds()))
+        dropped = self._dropAll()
         if dropped:
             self._log.info(
                 "joined a cluster whose other nodes are live: dropped the {items} items "
@@ -793,6 +798,44 @@ class ClusterStore:
         state.joined()
         for keyspace in list(self._keyspaces.values()):
             keyspace.joinWindow()
+
+    def suspected(self):
+        """
+        A peer suspects this node: every node (this one included) sends
+        its keys to others until the suspicion ends, so what it holds
+        would be older than what they are given.  Drop it all (misses)
+        before the suspicion is acknowledged.
+        """
+        dropped = self._dropAll()
+        self._log.info(
+            "suspected by a peer: dropped the {items} items this node held",
+            event="suspected_dropped", items=dropped,
+        )
+
+    def _dropAll(self):
+        """
+        Empty every cache's local items (a delayed flush still falls due
+        when it was to).
+
+        @return: how many items were dropped.
+        """
+        inner = self.inner
+        locals_ = {cacheId: ks.local for cacheId, ks in self._keyspaces.items()}
+        if ISnapshottableStore.providedBy(inner):
+            for cacheId in inner.snapshotCaches():
+                locals_.setdefault(cacheId, inner.keyspace(cacheId, 1, 1))
+        dropped = 0
+        for cacheId, local in locals_.items():
+            items = local.stats().get("curr_items", 0)
+            if not items:
+                continue
+            dropped += items
+            due = inner.pendingFlush(cacheId) if ISnapshottableStore.providedBy(inner) else None
+            local.flush(0)
+            if due is not None:
+                # a delayed flush still falls due when it was to
+                local.flush(max(0.0, due - self.cluster.peers.reactor.seconds()))
+        return dropped
 
     def handOff(self):
         """

@@ -13,10 +13,16 @@ the other nodes see a join or a new credential within milliseconds.
 Polling (the heartbeat itself, and the control index's poll) is the
 fallback and the SQLite path.
 
-A node's peers may also I{suspect} it (a peer connection failed): it is
-left out of that node's rings until it restarts or a heartbeat timeout has
-passed, so its keys fall to the next node at once rather than after the
-timeout.
+A node's peers may also I{suspect} it (a peer connection failed).  The
+suspicion is written in the suspecting node's row and holds on every node,
+the suspected one included: all leave it out of their rings, so its keys
+fall to the next node at once, the same next node everywhere.  The
+suspected node drops what it holds and acknowledges in its own row; the
+suspicion ends when it restarted, or is out, or once C{heartbeat_timeout}
+has passed and it acknowledged.  It is then in again as after a join: it
+drops what it was sent meanwhile and warms from the nodes that held its
+range.  So a value written while it was suspected is never shadowed by an
+older one it held (see C{docs/cluster.md}, "Suspicions").
 """
 
 import json
@@ -49,11 +55,11 @@ class NodeRecord:
 
     __slots__ = (
         "name", "cluster", "started_at", "heartbeat_at", "connections", "memory",
-        "cache_connections", "state", "progress",
+        "cache_connections", "state", "progress", "suspicions",
     )
 
     def __init__(self, name, cluster, started_at, heartbeat_at, connections, memory,
-                 cache_connections="{}", state=SERVING, progress="{}"):
+                 cache_connections="{}", state=SERVING, progress="{}", suspicions="{}"):
         self.name = name
         self.cluster = cluster
         self.started_at = started_at
@@ -66,6 +72,9 @@ class NodeRecord:
         self.state = state
         #: JSON text: warm-up progress and items restored, taken over, handed off
         self.progress = progress
+        #: JSON text: whom this node suspects, and the suspicions of itself
+        #: it dropped its items for (see L{Suspicions})
+        self.suspicions = suspicions
 
     def asDict(self):
         return {name: getattr(self, name) for name in self.__slots__}
@@ -78,6 +87,54 @@ class NodeRecord:
             return {int(k): int(v) for k, v in json.loads(self.cache_connections).items()}
         except (ValueError, TypeError, AttributeError):
             return {}
+
+
+class Suspicions:
+    """
+    A heartbeat row's C{suspicions}: C{{"v": 1, "suspects": {name:
+    [started_at, since]}, "dropped": {name: since}}}.
+
+    @ivar suspects: the nodes this node suspects: name to (the suspected
+        run's C{started_at}, the suspecting node's wall-clock time of the
+        suspicion).
+    @ivar dropped: for each node suspecting this one, the time of its
+        suspicion (as it wrote it) this node has dropped its items for.
+    @ivar acknowledges: whether the node acknowledges suspicions at all
+        (a node from before revision 0009 writes nothing here, and is
+        then trusted as before: its suspicion ends after the timeout).
+    """
+
+    __slots__ = ("suspects", "dropped", "acknowledges")
+
+    def __init__(self, suspects=None, dropped=None, acknowledges=True):
+        self.suspects = {} if suspects is None else suspects
+        self.dropped = {} if dropped is None else dropped
+        self.acknowledges = acknowledges
+
+    def toJSON(self):
+        return json.dumps({
+            "v": 1,
+            "suspects": {n: [s, t] for n, (s, t) in self.suspects.items()},
+            "dropped": self.dropped,
+        }, sort_keys=True)
+
+    @classmethod
+    def fromJSON(cls, text):
+        """
+        @return: a L{Suspicions}; one that does not acknowledge when
+            C{text} is empty or unreadable.
+        """
+        try:
+            value = json.loads(text or "{}")
+            if not isinstance(value, dict) or "v" not in value:
+                return cls(acknowledges=False)
+            suspects = {
+                str(n): (float(s), float(t)) for n, (s, t) in value.get("suspects", {}).items()
+            }
+            dropped = {str(n): float(t) for n, t in value.get("dropped", {}).items()}
+        except (ValueError, TypeError, AttributeError):
+            return cls(acknowledges=False)
+        return cls(suspects, dropped)
 
 
 def _notify(conn, channel, payload=""):
@@ -140,7 +197,10 @@ def heartbeat(engine, record, timeout):
     nodes = schema.nodes
     with engine.begin() as conn:
         old = conn.execute(
-            sa.select(nodes.c.started_at, nodes.c.heartbeat_at, nodes.c.cluster, nodes.c.state)
+            sa.select(
+                nodes.c.started_at, nodes.c.heartbeat_at, nodes.c.cluster, nodes.c.state,
+                nodes.c.suspicions,
+            )
             .where(nodes.c.name == record.name)
             # a drain requested meanwhile waits for this write, then sticks
             .with_for_update()
@@ -169,6 +229,9 @@ def heartbeat(engine, record, timeout):
             _bumpVersion(conn, record.cluster)
             if old is not None and old.cluster != record.cluster:
                 _bumpVersion(conn, old.cluster)
+        if joined or old.suspicions != values["suspicions"]:
+            # a suspicion (or its acknowledgement) takes effect everywhere
+            # at once; it changes the rings, not the servers
             _notify(conn, NODES_CHANNEL, record.name)
     return listNodes(engine)
 
@@ -304,6 +367,12 @@ class Membership(PeriodicService):
         self.drainAsked = drainAsked
         self._reachable = {}
         self._rejoinListeners = []
+        self._suspectedListeners = []
+        #: nodes a live peer suspects (this one included): name to
+        #: {suspecting node: time of its suspicion}
+        self._suspectedBy = {}
+        #: per node suspecting this one, the suspicion it dropped for
+        self._dropped = {}
         #: wall-clock time of the last heartbeat written
         self._lastBeat = None
         if state is not None:
@@ -323,12 +392,14 @@ class Membership(PeriodicService):
 
     def ring(self, cluster):
         """
-        The L{Ring} of C{cluster}'s live, unsuspected servers.
+        The L{Ring} of C{cluster}'s live servers that no live node
+        suspects (this node is out of its own ring while a peer suspects
+        it: it forwards its keys where every other node sends them).
         """
         ring = self._rings.get(cluster)
         if ring is None:
             exclude = self._suspected()
-            ring = Ring(s for s in self.servers(cluster) if s not in exclude or s == self.name)
+            ring = Ring(s for s in self.servers(cluster) if s not in exclude)
             self._rings[cluster] = ring
         return ring
 
@@ -339,7 +410,7 @@ class Membership(PeriodicService):
 
         @rtype: L{frozenset} of C{host:port}
         """
-        return self._reachable.get(cluster, frozenset()) - set(self._suspects)
+        return self._reachable.get(cluster, frozenset()) - self._suspected()
 
     def version(self, cluster):
         return self.versions.get(cluster, 0)
@@ -365,6 +436,22 @@ class Membership(PeriodicService):
         may be older than what they were given.
         """
         self._rejoinListeners.append(listener)
+
+    def addSuspectedListener(self, listener):
+        """
+        Call C{listener()} when a peer suspects this node (a suspicion it
+        has not dropped for yet), before the acknowledgement is written:
+        while it is suspected its range is the others', so what it holds
+        may become older than what they are given.
+        """
+        self._suspectedListeners.append(listener)
+
+    def suspected(self):
+        """
+        Whether a live peer suspects this node (it is then out of every
+        ring, its own included).
+        """
+        return self.name in self._suspectedBy
 
     def addPrefixListener(self, listener):
         """
@@ -395,32 +482,93 @@ class Membership(PeriodicService):
         return live
 
     def _suspected(self):
-        return set(self._suspects)
+        return set(self._suspects) | set(self._suspectedBy)
 
     def suspect(self, name):
         """
         A peer connection to C{name} failed: leave it out of this node's
-        rings until it restarts or a heartbeat timeout passed.
+        rings, and write the suspicion in this node's row at once (every
+        node leaves it out of its rings; it drops what it holds).  It
+        lasts until C{name} restarts or is out, or until a heartbeat
+        timeout passed and C{name} acknowledged it.
         """
         if name == self.name or name in self._suspects:
             return
         record = next((r for r in self.records if r.name == name), None)
-        self._suspects[name] = (
-            self.wallClock() + self.timeout, None if record is None else record.started_at
-        )
-        self._log.info("node {name} suspected down", name=name)
-        self._changed()
-
-    def _expireSuspects(self):
         now = self.wallClock()
-        started = {r.name: r.started_at for r in self.records}
-        gone = [
-            name for name, (until, startedAt) in self._suspects.items()
-            if now >= until or (name in started and started[name] != startedAt)
-        ]
+        self._suspects[name] = (
+            now + self.timeout, None if record is None else record.started_at, now
+        )
+        self._log.info("node {name} suspected down", event="suspected", name=name)
+        self._changed()
+        self.beat()
+
+    def _expireSuspects(self, now):
+        """
+        End the suspicions of nodes that restarted, are out, or, once
+        the timeout passed, dropped their items for it.
+
+        @return: whether one ended.
+        """
+        records = {r.name: r for r in self.records}
+        gone = []
+        for name, (until, startedAt, since) in self._suspects.items():
+            record = records.get(name)
+            if record is None or record.started_at != startedAt:
+                gone.append(name)
+            elif record.heartbeat_at < now - self.timeout:
+                # out: its return drops what it holds (seenOut)
+                gone.append(name)
+            elif now >= until:
+                held = Suspicions.fromJSON(record.suspicions)
+                if not held.acknowledges or held.dropped.get(self.name, -1.0) >= since:
+                    gone.append(name)
         for name in gone:
+            self._log.info("node {name} no longer suspected", event="unsuspected", name=name)
             del self._suspects[name]
         return bool(gone)
+
+    def _suspicionsJSON(self):
+        return Suspicions(
+            {n: (startedAt or 0.0, since) for n, (_, startedAt, since) in self._suspects.items()},
+            dict(self._dropped),
+        ).toJSON()
+
+    def _readSuspicions(self, records, now):
+        """
+        Who the live nodes suspect (of a run still under way); drop what
+        this node holds for a new suspicion of it, and acknowledge it in
+        the next beat.
+
+        @return: (whether the nodes suspected changed, whether this node
+            is no longer suspected)
+        """
+        started = {r.name: r.started_at for r in records}
+        suspectedBy = {}
+        for r in records:
+            if r.name == self.name or r.heartbeat_at < now - self.timeout:
+                continue
+            for name, (startedAt, since) in Suspicions.fromJSON(r.suspicions).suspects.items():
+                if started.get(name) == startedAt:
+                    suspectedBy.setdefault(name, {})[r.name] = since
+        before = self._suspectedBy
+        self._suspectedBy = suspectedBy
+        mine = suspectedBy.get(self.name, {})
+        fresh = {p: t for p, t in mine.items() if self._dropped.get(p) != t}
+        # acknowledgements of suspicions that ended are of no more use
+        self._dropped = {p: t for p, t in self._dropped.items() if p in mine}
+        if fresh:
+            self._log.info(
+                "suspected by {nodes}: this node is out of the rings and drops what it holds "
+                "(the others are given its keys meanwhile)",
+                event="suspected_here", nodes=", ".join(sorted(fresh)),
+            )
+            self._callEach(self._suspectedListeners)
+            self._dropped.update(fresh)
+            # the acknowledgement goes out with the next beat, at once
+            self._again = True
+        back = self.name in before and not mine
+        return set(before) != set(suspectedBy), back
 
     def _changed(self):
         self._rings.clear()
@@ -451,6 +599,7 @@ class Membership(PeriodicService):
             self._again = True
             return None
         self._beating = True
+        self._again = False
         connections, memory, byCache = self.usage()
         now = self.wallClock()
         state = self.state
@@ -459,6 +608,7 @@ class Membership(PeriodicService):
             json.dumps({str(k): v for k, v in byCache.items() if v}, sort_keys=True),
             SERVING if state is None else state.state,
             "{}" if state is None else state.detailsJSON(),
+            self._suspicionsJSON(),
         )
         d = self._threads.run(heartbeat, self.engine, record, self.timeout)
         d.addCallback(self._read, now)
@@ -532,7 +682,8 @@ class Membership(PeriodicService):
                 drainAsked, self.drainAsked = self.drainAsked, None
                 self._log.info("asked to drain", event="drain_asked")
                 drainAsked()
-        expired = self._expireSuspects()
+        expired = self._expireSuspects(now)
+        suspicions, back = self._readSuspicions(records, now)
         if changed:
             self._log.info(
                 "cluster {clusters} changed: {servers}",
@@ -542,8 +693,16 @@ class Membership(PeriodicService):
             self._threads.run(noticed, self.engine, changed).addCallback(self._versions).addErrback(
                 lambda f: self._log.failure("could not record a membership change", f)
             )
-        if changed or first or expired:
+        if changed or first or expired or suspicions:
             self._changed()
+        if back:
+            # in again: what it was sent while out may be older than what
+            # the others hold; drop it and warm from them, as after a join
+            self._log.info(
+                "no longer suspected: back in the rings, dropping what it was sent meanwhile",
+                event="unsuspected_here",
+            )
+            self._callEach(self._rejoinListeners)
 
     def _versions(self, result):
         self.versions = result[1]

@@ -464,6 +464,11 @@ nodes = sa.Table(
     sa.Column("state", sa.String(16), nullable=False, server_default="serving"),
     #: JSON: warm-up progress, items restored, taken over and handed off
     sa.Column("progress", sa.Text, nullable=False, server_default="{}"),
+    #: JSON (revision 0009): the peers this node suspects, each with its
+    #: run and the time of the suspicion, and, per suspecting peer, the
+    #: suspicion of this node it dropped its items for
+    #: (memcachier.cluster.membership)
+    sa.Column("suspicions", sa.Text, nullable=False, server_default="{}"),
 )
 
 

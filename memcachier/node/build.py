@@ -14,7 +14,6 @@ from typing import Any, Callable, Optional
 
 from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from memcachier.alerts.service import makeAlerts
@@ -42,7 +41,7 @@ from memcachier.protocols.throttle import AuthThrottle
 from memcachier.runtime import CacheRegistry, ServedCaches
 from memcachier.stores.discovery import makeStore
 from memcachier.tx.ceiling import connectionCeilings, descriptorLimit
-from memcachier.tx.threads import ThreadPoolService
+from memcachier.tx.threads import ThreadPoolRunner, ThreadPoolService
 from memcachier.web.alerts import AlertsAPI
 from memcachier.web.common import CacheAuth
 from memcachier.web.health import ControlPlaneCheck, Health, membershipJoined
@@ -140,6 +139,9 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         membership.addListener(clusterStore.refresh)
         # back after being out: drop what it holds, warm from the others
         membership.addRejoinListener(clusterStore.joined)
+        # suspected by a peer: its range is the others' until the
+        # suspicion ends, so what it holds would be older: drop it
+        membership.addSuspectedListener(clusterStore.suspected)
         membership.addListener(lambda: peers.forget(membership.liveEverywhere()))
         index.addListener(clusterStore.refresh)
         store = clusterStore
@@ -221,7 +223,7 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     ])
     metrics = MetricsResource(
         index, registry, settings, reactor,
-        lambda f, *args: deferToThreadPool(reactor, reactor.getThreadPool(), f, *args),
+        ThreadPoolRunner(reactor).run,
         NodeCounters(webConnections, webCounters, memcacheConnections, throttle, tlsReloads,
                      state=nodeState),
     )

@@ -8,11 +8,11 @@ It is Twisted's L{deferToThreadPool} with the reactor and the pool bound
 once (Buildbot's C{DBThreadPool.do} shape), so a caller names neither.
 """
 
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.interfaces import IReactorFromThreads, IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -26,14 +26,18 @@ class ThreadPoolRunner:
 
     @ivar reactor: the reactor the results are delivered on.
     @ivar pool: the L{ThreadPool} (or anything with its C{callInThreadWithCallback},
-        such as a synchronous stand-in in tests).
+        such as a synchronous stand-in in tests), or L{None} for the
+        reactor's own.
     """
 
-    def __init__(self, reactor: IReactorFromThreads, pool: ThreadPool) -> None:
+    def __init__(self, reactor: IReactorFromThreads, pool: Optional[ThreadPool] = None) -> None:
         """
         @param reactor: the reactor the results are delivered on.
         @param pool: a pool started before the first call (see
-            L{ThreadPoolService}).
+            L{ThreadPoolService}); L{None}: the reactor's own pool
+            (C{IReactorThreads.getThreadPool}), looked up at each call,
+            since a reactor makes it on first demand and a node being
+            built must not start it.
         """
         self.reactor = reactor
         self.pool = pool
@@ -45,7 +49,11 @@ class ThreadPoolRunner:
         @return: a L{Deferred} firing on the reactor with what C{f}
             returns, or failing with what it raises.
         """
-        return deferToThreadPool(self.reactor, self.pool, f, *args, **kwargs)
+        pool = self.pool
+        if pool is None:
+            threads: IReactorThreads = self.reactor  # type: ignore[assignment]
+            pool = threads.getThreadPool()
+        return deferToThreadPool(self.reactor, pool, f, *args, **kwargs)
 
 
 class ThreadPoolService(Service):
