@@ -35,3 +35,25 @@ def test_serviceStartsAndStopsThePool():
     parent.stopService()
     assert not pool.started
     assert pool.joined
+
+
+def test_runUsesTheReactorsPoolWhenGivenNone():
+    """
+    A L{ThreadPoolRunner} made without a pool asks the reactor for its
+    own at each call, not when it is made (a node being built must not
+    make the reactor start its pool).
+    """
+    pool = SynchronousThreadPool()
+
+    class Reactor(SynchronousReactor):
+        asked = 0
+
+        def getThreadPool(self):
+            self.asked += 1
+            return pool
+
+    reactor = Reactor()
+    runner = ThreadPoolRunner(reactor)
+    assert reactor.asked == 0
+    assert result(runner.run(lambda a: a * 2, 21)) == 42
+    assert reactor.asked == 1
