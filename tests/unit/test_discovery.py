@@ -71,7 +71,7 @@ def test_unknownName():
     """
     with pytest.raises(StorePluginError) as info:
         findStorePlugin("redis")
-    assert str(info.value) == "no store plugin named 'redis'; available: memory"
+    assert str(info.value) == "no store plugin named 'redis'; available: memory, segment"
 
 
 def test_brokenPluginNamesItself(pluginPackage):
