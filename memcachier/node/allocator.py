@@ -14,18 +14,30 @@ before it opens anything.  When jemalloc is not installed it says so once
 at start (C{[node] allocator_warning = false} silences it).
 """
 
+import ctypes
 import os
 import sys
 import sysconfig
-from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
+import time
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+
+from memcachier.tx.periodic import PeriodicService
 
 _log = Logger()
 
 #: set in the environment of the re-executed process, so that it never
 #: re-executes again (a preload the dynamic linker refused, say)
 REEXECUTED = "MEMCACHIER_ALLOCATOR_REEXECUTED"
+
+#: jemalloc's options for the node (C{MALLOC_CONF}), set by the re-execution
+#: and by C{scripts/run} unless the environment already has a C{MALLOC_CONF}
+#: (an operator's options win): one reactor thread needs one arena, and
+#: pages freed by churn go back to the kernel within a second instead of
+#: jemalloc's default ten (C{docs/performance.md}, "Eviction churn")
+JEMALLOC_CONF = "narenas:1,background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0"
 
 #: Debian's jemalloc (package libjemalloc2), for the machine's multiarch
 JEMALLOC_PATH = "/usr/lib/{}/libjemalloc.so.2".format(
@@ -117,13 +129,15 @@ def jemallocCommand(
 
     @param maps: the text of C{/proc/self/maps}.
     @param installed: the path of an installed jemalloc, or L{None}.
-    @param environ: this process's environment.
+    @param environ: this process's environment; its C{MALLOC_CONF}, if
+        any, is kept, else L{JEMALLOC_CONF} is set.
     @param argv: this process's original command line, interpreter
         included (L{sys.orig_argv}).
     """
     if jemallocMapped(maps) or installed is None or environ.get(REEXECUTED):
         return None
     env = dict(environ)
+    env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
     env["LD_PRELOAD"] = ":".join(filter(None, [installed, environ.get("LD_PRELOAD")]))
     env[REEXECUTED] = installed
     return list(argv), env
@@ -158,3 +172,85 @@ def reexecutedOn() -> Optional[str]:
     The jemalloc this process was re-executed with, if it was.
     """
     return os.environ.get(REEXECUTED)
+
+
+#: seconds between two returns of glibc's free heap pages to the kernel
+TRIM_INTERVAL = 5.0
+
+
+class MallocTrim(PeriodicService):
+    """
+    Every L{TRIM_INTERVAL} seconds, C{malloc_trim(0)}: on glibc's
+    allocator, the pages freed by evicted items inside the heap go back to
+    the kernel.  glibc returns memory on its own only from the top of the
+    heap, so a cache churning through values of mixed sizes, whose free
+    chunks lie everywhere, otherwise holds every page it ever used
+    (C{docs/performance.md}, "Eviction churn").
+
+    @ivar trims: how many trims ran.
+    @ivar worst: the longest one, in seconds.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        trim: Callable[[int], Any],
+        interval: float = TRIM_INTERVAL,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """
+        @param trim: C{malloc_trim} (the C function, or a stand-in).
+        @param timer: seconds, to time each trim.
+        """
+        super().__init__(interval, self.trim, clock, "malloc_trim", now=False)
+        self._trim = trim
+        self._timer = timer
+        self.trims = 0
+        self.worst = 0.0
+
+    def stopService(self) -> Any:
+        if self.trims:
+            _log.info("malloc_trim ran {trims} times, the longest {worst:.1f} ms",
+                      event="malloc_trim", trims=self.trims, worst=self.worst * 1000)
+        return super().stopService()
+
+    def trim(self) -> None:
+        started = self._timer()
+        self._trim(0)
+        self.worst = max(self.worst, self._timer() - started)
+        self.trims += 1
+
+
+def glibcTrim() -> Optional[Callable[[int], Any]]:
+    """
+    This process's C{malloc_trim}, or L{None} where the C library has
+    none (musl, macOS).
+    """
+    try:
+        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+    except (AttributeError, OSError):
+        return None
+
+
+def memoryReturner(
+    clock: IReactorTime,
+    mapsPath: str = "/proc/self/maps",
+    trim: Optional[Callable[[int], Any]] = None,
+) -> Optional[MallocTrim]:
+    """
+    The timer that returns glibc's free memory, when this process runs on
+    it: L{None} on jemalloc (which returns memory by itself, on the decay
+    of L{JEMALLOC_CONF}), where C{/proc} cannot tell, or without a
+    C{malloc_trim}.
+
+    @param trim: C{malloc_trim}; by default L{glibcTrim}'s.
+    """
+    try:
+        with open(mapsPath) as f:
+            maps = f.read()
+    except OSError:
+        return None
+    if jemallocMapped(maps):
+        return None
+    trim = trim or glibcTrim()
+    return None if trim is None else MallocTrim(clock, trim)

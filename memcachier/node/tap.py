@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 from twisted.logger import Logger
 from twisted.python import usage
 
-from memcachier.node.allocator import reexecutedOn, runOnJemalloc, warnUnlessJemalloc
+from memcachier.node.allocator import memoryReturner, reexecutedOn, runOnJemalloc, warnUnlessJemalloc
 from memcachier.node.build import buildNode
 from memcachier.node.fastpaths import describe as describeFastPaths
 from memcachier.node.fastpaths import directSender, streamlinePolling
@@ -122,6 +122,9 @@ def makeService(options: Options) -> NodeService:
         options.settings, reactor, directSend=directSender(),
         workerCommand=None if worker else workerCommand(options.arguments),
     )
+    trimmer = memoryReturner(reactor)
+    if trimmer is not None:
+        trimmer.setServiceParent(service)
     reactor.callWhenRunning(installGracefulStop, reactor)
     if worker:
         reactor.callWhenRunning(watchSupervisor, reactor)

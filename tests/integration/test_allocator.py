@@ -1,16 +1,18 @@
 """
 A node started by hand (C{twistd -n memcachier}, no C{LD_PRELOAD}) runs on
 jemalloc: it re-executes itself once with Debian's libjemalloc2 preloaded,
-keeping its process id, and says so in one log line.  With
+keeping its process id, and says so in one log line; jemalloc gets the
+node's options unless the operator set C{MALLOC_CONF}.  With
 C{[node] allocator = "system"} it stays on the allocator it was started
-with.
+with, and returns glibc's free pages every few seconds.
 """
 
 import os
+import time
 
 import pytest
 
-from memcachier.node.allocator import JEMALLOC_PATH
+from memcachier.node.allocator import JEMALLOC_CONF, JEMALLOC_PATH, TRIM_INTERVAL
 
 
 @pytest.fixture(autouse=True)
@@ -18,6 +20,7 @@ def _noPreload(monkeypatch):
     if not os.path.exists(JEMALLOC_PATH):
         pytest.fail(f"Debian's libjemalloc2 is missing ({JEMALLOC_PATH}): scripts/test installs it")
     monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("MALLOC_CONF", raising=False)
 
 
 def _maps(server):
@@ -25,9 +28,15 @@ def _maps(server):
         return f.read()
 
 
+def _environ(server):
+    with open(f"/proc/{server.pid}/environ", "rb") as f:
+        return dict(entry.decode().partition("=")[::2] for entry in f.read().split(b"\0") if entry)
+
+
 def test_startedByHandRunsOnJemalloc(memcachier_server_factory):
     server = memcachier_server_factory()
     assert "libjemalloc" in _maps(server)
+    assert _environ(server)["MALLOC_CONF"] == JEMALLOC_CONF
     conn = server.ascii()
     assert conn.call("set k 0 0 1", b"v") == b"STORED"
     assert conn.get("k") == b"v"
@@ -41,3 +50,21 @@ def test_systemAllocatorStays(memcachier_server_factory):
     assert "libjemalloc" not in _maps(server)
     assert "re-executed" not in server.log()
     assert "glibc's malloc is in use" not in server.log()
+
+
+def test_operatorsMallocConfWins(memcachier_server_factory, monkeypatch):
+    monkeypatch.setenv("MALLOC_CONF", "narenas:2")
+    server = memcachier_server_factory()
+    assert "libjemalloc" in _maps(server)
+    assert _environ(server)["MALLOC_CONF"] == "narenas:2"
+
+
+def test_systemAllocatorTrims(memcachier_server_factory):
+    """
+    On glibc's allocator, C{malloc_trim} runs every L{TRIM_INTERVAL}
+    seconds; the node says how often, and the longest, when it stops.
+    """
+    server = memcachier_server_factory(config='[node]\nallocator = "system"\n')
+    time.sleep(TRIM_INTERVAL + 1)
+    assert server.stop() == 0
+    assert "malloc_trim ran 1 times, the longest" in server.log()

@@ -5,13 +5,19 @@ process does not run on jemalloc, and the re-execution onto it.
 
 import sys
 
+from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from memcachier.node.allocator import (
+    JEMALLOC_CONF,
     REEXECUTED,
+    TRIM_INTERVAL,
+    MallocTrim,
     allocatorWarning,
+    glibcTrim,
     jemallocCommand,
     jemallocMapped,
+    memoryReturner,
     runOnJemalloc,
     warnUnlessJemalloc,
 )
@@ -83,6 +89,7 @@ def test_jemallocCommandPreloadsOnce():
     assert env["LD_PRELOAD"] == "/opt/libjemalloc.so.2:/x.so"
     assert env["PATH"] == "/bin"
     assert env[REEXECUTED] == "/opt/libjemalloc.so.2"
+    assert env["MALLOC_CONF"] == JEMALLOC_CONF
     assert jemallocCommand(GLIBC_MAPS, "/j.so", {}, ["p"])[1]["LD_PRELOAD"] == "/j.so"
 
 
@@ -114,3 +121,75 @@ def test_runOnJemallocExecutes(tmp_path, monkeypatch):
     assert env["LD_PRELOAD"].startswith(str(library))
     assert not runOnJemalloc(str(tmp_path / "missing"), str(library), lambda *a: calls.append(a))
     assert len(calls) == 1
+
+
+def test_jemallocCommandKeepsTheOperatorsConf():
+    """
+    An operator's C{MALLOC_CONF} (even an empty one: jemalloc's own
+    defaults) is passed on as it is, not replaced by the node's.
+    """
+    for conf in ("narenas:4,dirty_decay_ms:10000", ""):
+        _, env = jemallocCommand(GLIBC_MAPS, "/j.so", {"MALLOC_CONF": conf}, ["p"])
+        assert env["MALLOC_CONF"] == conf
+
+
+def test_jemallocConf():
+    """
+    The node's jemalloc options: one arena (one reactor thread), dirty
+    pages purged by a background thread after a second.
+    """
+    options = dict(option.split(":") for option in JEMALLOC_CONF.split(","))
+    assert options == {"narenas": "1", "background_thread": "true",
+                       "dirty_decay_ms": "1000", "muzzy_decay_ms": "0"}
+
+
+def test_mallocTrimEveryInterval():
+    """
+    L{MallocTrim} calls C{malloc_trim(0)} every interval of its clock, not
+    at start, and times the longest call; stopping it logs how many ran.
+    """
+    clock = Clock()
+    calls = []
+    ticks = iter([0.0, 0.002, 1.0, 1.0005])
+    trimmer = MallocTrim(clock, calls.append, timer=lambda: next(ticks))
+    trimmer.startService()
+    assert calls == []
+    clock.advance(TRIM_INTERVAL)
+    assert calls == [0]
+    clock.advance(TRIM_INTERVAL)
+    assert calls == [0, 0]
+    assert trimmer.trims == 2 and abs(trimmer.worst - 0.002) < 1e-9
+    with capturedLogs() as events:
+        trimmer.stopService()
+    [event] = events
+    assert event["event"] == "malloc_trim"
+    assert formatEvent(event) == "malloc_trim ran 2 times, the longest 2.0 ms"
+    clock.advance(TRIM_INTERVAL)
+    assert calls == [0, 0]
+
+
+def test_memoryReturnerOnGlibcOnly(tmp_path):
+    """
+    The trim timer exists on glibc's allocator only: not on jemalloc,
+    not where C{/proc} cannot tell.
+    """
+    maps = tmp_path / "maps"
+    maps.write_text(GLIBC_MAPS)
+    calls = []
+    trimmer = memoryReturner(Clock(), str(maps), calls.append)
+    assert isinstance(trimmer, MallocTrim)
+    trimmer.trim()
+    assert calls == [0]
+    maps.write_text(JEMALLOC_MAPS)
+    assert memoryReturner(Clock(), str(maps), calls.append) is None
+    assert memoryReturner(Clock(), str(tmp_path / "missing"), calls.append) is None
+
+
+def test_glibcTrim():
+    """
+    This test process's C library (glibc, as on the machines the node runs
+    on) has C{malloc_trim}, and calling it works.
+    """
+    trim = glibcTrim()
+    assert trim is not None
+    assert trim(0) in (0, 1)
