@@ -18,6 +18,9 @@ passes the signal on to every worker while it drains its own
 connections, and exits once they all have.  A worker whose supervisor is
 gone (C{kill -9}) sees its standard input close and stops gracefully
 (L{watchSupervisor}), so no worker is left behind.
+
+Workers write their log to the supervisor's output, each line naming
+its worker (L{workerLogObserver}, twistd's C{--logger}).
 """
 
 import os
@@ -31,7 +34,7 @@ from twisted.internet.error import ProcessExitedAlready, ReactorNotRunning
 from twisted.internet.interfaces import IDelayedCall, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.internet.stdio import StandardIO
-from twisted.logger import Logger
+from twisted.logger import FileLogObserver, ILogObserver, Logger, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 
 from memcachier.node.allocator import REEXECUTED
@@ -41,6 +44,30 @@ _WEB_PORT = re.compile(r"^((?:tcp|ssl):(?:port=)?)\d+(?=:|$)")
 
 #: how a worker's twistd is run: this interpreter, twistd's own entry point
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+#: the environment variable that tells a worker's log observer its number
+WORKER_ENV = "MEMCACHIER_WORKER"
+
+
+def workerLogObserver() -> ILogObserver:
+    """
+    The log observer of a worker (twistd's C{--logger}): twistd's own line
+    format on standard output, with the system field prefixed by
+    C{worker-I}, so lines of several workers in one output tell apart::
+
+        2026-12-07T04:40:00+0000 [worker-1 memcachier.node.tap#info] ...
+    """
+    worker = os.environ.get(WORKER_ENV, "?")
+
+    def format(event: Dict[str, Any]) -> Optional[str]:
+        system = event.get("log_system")
+        if system is None:
+            level = event.get("log_level")
+            system = "{}#{}".format(event.get("log_namespace", "-"),
+                                    level.name if level is not None else "-")
+        return formatEventAsClassicLogText(dict(event, log_system=f"worker-{worker} {system}"))
+
+    return FileLogObserver(sys.stdout, format)
 
 
 def workerSettings(settings: Settings, worker: int) -> Settings:
@@ -69,12 +96,13 @@ def workerSettings(settings: Settings, worker: int) -> Settings:
 def workerCommand(arguments: Sequence[str]) -> Callable[[int], list[str]]:
     """
     The command line of worker i: twistd in the foreground, without a pid
-    file (the supervisor's is the service's), with the supervisor's own
-    C{memcachier} arguments and C{--worker=i}.
+    file (the supervisor's is the service's), logging through
+    L{workerLogObserver}, with the supervisor's own C{memcachier}
+    arguments and C{--worker=i}.
     """
     def command(worker: int) -> list[str]:
-        return [*TWISTD, "--nodaemon", "--pidfile=", "memcachier", *arguments,
-                f"--worker={worker}"]
+        return [*TWISTD, "--nodaemon", "--pidfile=", f"--logger={__name__}.workerLogObserver",
+                "memcachier", *arguments, f"--worker={worker}"]
     return command
 
 
@@ -156,7 +184,7 @@ class Workers(Service):
         args = list(self.command(worker))
         self._startedAt[worker] = self.reactor.seconds()
         self.processes[worker] = self.reactor.spawnProcess(
-            WorkerProtocol(self, worker), args[0], args, env=self.env,
+            WorkerProtocol(self, worker), args[0], args, env={**self.env, WORKER_ENV: str(worker)},
             childFDs={0: "w", 1: 1, 2: 2},
         )
         self._log.info("worker {worker} ({name}) started, pid {pid}", event="worker_started",

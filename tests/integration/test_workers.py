@@ -186,7 +186,7 @@ def test_workerStopsWithoutItsSupervisor(memcachier_server_factory, postgresql_u
     while alive(worker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(worker), "worker 1 outlived its supervisor"
-    assert "the supervisor is gone: stopping" in server.log()
+    assert "[worker-1 memcachier.node.workers._SupervisorPipe#warn] the supervisor is gone: stopping" in server.log()
 
 
 @pytest.mark.slow

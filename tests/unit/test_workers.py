@@ -9,12 +9,13 @@ import os
 import pytest
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.logger import Logger, LogLevel
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from memcachier.node.settings import ConfigError, parseSettings, workerListen, workerName
 from memcachier.node.tap import Options
-from memcachier.node.workers import Workers, workerCommand, workerSettings
+from memcachier.node.workers import Workers, workerCommand, workerLogObserver, workerSettings
 
 POSTGRES = '[database]\nurl = "postgresql+psycopg://u@db/memcachier"\n[cluster]\nsecret = "s"\n'
 
@@ -137,6 +138,21 @@ def test_tapWorkerOption(tmp_path):
     assert command[-5:] == ["memcachier", f"--config={config}", "--listen", "tcp:11211:interface=127.0.0.1",
                             "--worker=1"]
     assert "--pidfile=" in command and "--nodaemon" in command
+    assert "--logger=memcachier.node.workers.workerLogObserver" in command
+
+
+def test_workerLogLinesNameTheirWorker(monkeypatch, capsys):
+    """
+    A worker's log lines are twistd's, with C{worker-I} before the system
+    field; a line that names its own system keeps it after the prefix.
+    """
+    monkeypatch.setenv("MEMCACHIER_WORKER", "2")
+    observer = workerLogObserver()
+    Logger(namespace="memcachier.node.tap", observer=observer).info("hello {who}", who="there")
+    observer({"log_format": "raw", "log_system": "-", "log_time": 0.0, "log_level": LogLevel.warn})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("[worker-2 memcachier.node.tap#info] hello there")
+    assert lines[1].endswith("[worker-2 -] raw")
 
 
 class FakeProcess:
@@ -191,8 +207,8 @@ def test_supervisorStartsWorkers():
     clock, workers = supervisor()
     workers.startService()
     assert [(e, a, env, fds) for _, e, a, env, fds, _ in clock.spawned] == [
-        ("twistd", ["twistd", "--worker=1"], {"A": "1"}, {0: "w", 1: 1, 2: 2}),
-        ("twistd", ["twistd", "--worker=2"], {"A": "1"}, {0: "w", 1: 1, 2: 2}),
+        ("twistd", ["twistd", "--worker=1"], {"A": "1", "MEMCACHIER_WORKER": "1"}, {0: "w", 1: 1, 2: 2}),
+        ("twistd", ["twistd", "--worker=2"], {"A": "1", "MEMCACHIER_WORKER": "2"}, {0: "w", 1: 1, 2: 2}),
     ]
     assert sorted(workers.processes) == [1, 2]
 
