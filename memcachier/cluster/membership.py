@@ -373,6 +373,9 @@ class Membership(PeriodicService):
         self._suspectedBy = {}
         #: per node suspecting this one, the suspicion it dropped for
         self._dropped = {}
+        #: suspicions ended but still in this node's row: out of its rings
+        #: until a beat wrote the row without them
+        self._lifting = set()
         #: wall-clock time of the last heartbeat written
         self._lastBeat = None
         if state is not None:
@@ -482,7 +485,7 @@ class Membership(PeriodicService):
         return live
 
     def _suspected(self):
-        return set(self._suspects) | set(self._suspectedBy)
+        return set(self._suspects) | set(self._suspectedBy) | self._lifting
 
     def suspect(self, name):
         """
@@ -526,6 +529,10 @@ class Membership(PeriodicService):
         for name in gone:
             self._log.info("node {name} no longer suspected", event="unsuspected", name=name)
             del self._suspects[name]
+            self._lifting.add(name)
+        if gone:
+            # in this node's rings again once its row says so
+            self._again = True
         return bool(gone)
 
     def _suspicionsJSON(self):
@@ -611,7 +618,7 @@ class Membership(PeriodicService):
             self._suspicionsJSON(),
         )
         d = self._threads.run(heartbeat, self.engine, record, self.timeout)
-        d.addCallback(self._read, now)
+        d.addCallback(self._read, now, set(self._lifting))
         d.addErrback(lambda f: self._log.failure("heartbeat failed", f))
         d.addBoth(self._beaten)
         return d
@@ -637,8 +644,13 @@ class Membership(PeriodicService):
         self._beatWaiters.append(waiter)
         return waiter
 
-    def _read(self, result, now):
+    def _read(self, result, now, lifted=frozenset()):
+        """
+        @param lifted: the suspicions that had ended when the beat's row
+            was built: it no longer lists them, so they leave the rings.
+        """
         records, versions = result
+        self._lifting -= lifted
         self.records = records
         self.versions = versions
         last, self._lastBeat = self._lastBeat, now
@@ -693,7 +705,7 @@ class Membership(PeriodicService):
             self._threads.run(noticed, self.engine, changed).addCallback(self._versions).addErrback(
                 lambda f: self._log.failure("could not record a membership change", f)
             )
-        if changed or first or expired or suspicions:
+        if changed or first or expired or suspicions or lifted:
             self._changed()
         if back:
             # in again: what it was sent while out may be older than what
