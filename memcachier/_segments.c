@@ -156,6 +156,18 @@ typedef struct {
 #endif
 #endif
 
+/* under AddressSanitizer, what a segment has not handed out yet (and the
+ * padding after each item) is poisoned: a read past an item's value is
+ * caught even though the next bytes are in the same allocation */
+#ifdef NO_MAPPING
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 /* zeroed memory; large blocks are mapped (given back on free, whatever
  * malloc's thresholds), except under AddressSanitizer, which checks only
  * what malloc hands out */
@@ -472,6 +484,7 @@ segment_free(KeyspaceObject *ks, segment_t *s)
     ks->free_slots[ks->nfree++] = s->id;
     ks->segments--;
     ks->segment_bytes -= s->mapped;
+    UNPOISON(s, s->mapped);
     big_free(s, s->mapped);
 }
 
@@ -533,6 +546,7 @@ segment_new(KeyspaceObject *ks, size_t cap)
         ks->oldest = id;
     ks->newest = id;
     ks->slots[id] = s;
+    POISON(SEGMENT_DATA(s), cap);
     ks->segments++;
     ks->segment_bytes += mapped;
     return s;
@@ -578,12 +592,13 @@ item_reclaim(KeyspaceObject *ks, Py_ssize_t pos, item_t *it)
 
 static int make_room_for_segment(KeyspaceObject *ks, size_t cap, double now);
 
-/* `span` bytes at the end of the segment being written, or of a new one
+/* `exact` bytes (aligned up) at the end of the segment being written, or of a new one
  * (of its own if larger than a segment); the segment in *where, the
  * offset in *offset */
 static item_t *
-item_alloc(KeyspaceObject *ks, size_t span, double now, segment_t **where, size_t *offset)
+item_alloc(KeyspaceObject *ks, size_t exact, double now, segment_t **where, size_t *offset)
 {
+    size_t span = ALIGN8(exact);
     segment_t *s = ks->write ? segment_at(ks, ks->write) : NULL;
     if (s == NULL || s->cap - s->used < span) {
         size_t size = segment_size(ks);
@@ -603,6 +618,7 @@ item_alloc(KeyspaceObject *ks, size_t span, double now, segment_t **where, size_
         return NULL;
     }
     s->used += span;
+    UNPOISON(SEGMENT_DATA(s) + off, exact);
     *where = s;
     *offset = off;
     return (item_t *)(SEGMENT_DATA(s) + off);
@@ -634,13 +650,14 @@ evict_oldest(KeyspaceObject *ks, double now, int compact)
             else if (rc == 0 && (compact || ((it->bits & ITEM_ACTIVE) && ks->copy_budget >= span))) {
                 segment_t *to;
                 size_t toOff;
-                item_t *copy = item_alloc(ks, span, now, &to, &toOff);
+                size_t exact = ITEM_HEADER + (size_t)it->klen + (size_t)it->vlen;
+                item_t *copy = item_alloc(ks, exact, now, &to, &toOff);
                 if (copy == NULL) {
                     rc = -1;
                     /* evicted below on the next pass of this loop */
                     continue;
                 }
-                memcpy(copy, it, span);
+                memcpy(copy, it, exact);
                 if (!compact) {
                     copy->bits &= (uint8_t)~ITEM_ACTIVE;
                     ks->copy_budget -= span;
@@ -743,10 +760,11 @@ item_link(KeyspaceObject *ks, const unsigned char *key, size_t klen, uint64_t h,
         return -1;
     if (index_reserve(ks) < 0)
         return -1;
-    size_t span = ALIGN8(ITEM_HEADER + klen + vlen);
+    size_t exact = ITEM_HEADER + klen + vlen;
+    size_t span = ALIGN8(exact);
     segment_t *s;
     size_t off;
-    item_t *it = item_alloc(ks, span, now, &s, &off);
+    item_t *it = item_alloc(ks, exact, now, &s, &off);
     if (it == NULL)
         return -1;
     it->cas = cas;
