@@ -561,6 +561,12 @@ class Membership(PeriodicService):
         before = self._suspectedBy
         self._suspectedBy = suspectedBy
         mine = suspectedBy.get(self.name, {})
+        if self._leaving or (self.state is not None and self.state.state == DRAINING):
+            # out of the rings already and about to stop: what it holds is
+            # for its snapshot and its keys' new owners (as an add, which
+            # leaves newer values be), and a restart drops it if others
+            # are live
+            return set(before) != set(suspectedBy), False
         fresh = {p: t for p, t in mine.items() if self._dropped.get(p) != t}
         # acknowledgements of suspicions that ended are of no more use
         self._dropped = {p: t for p, t in self._dropped.items() if p in mine}

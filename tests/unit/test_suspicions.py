@@ -235,3 +235,27 @@ def test_everyNodeSuspectedIsAMissNeverASplitBrain():
     assert pair.run(ks.store(StoreMode.SET, key, b"v", 0, 0, 0)) == (StoreResult.NOT_STORED, 0)
     assert pair.run(ks.delete(key, 0)) == DeleteResult.NOT_FOUND
     assert ks.fallbacks >= 4
+
+
+def test_aDrainingNodeKeepsWhatItHoldsWhenSuspected(engine):  # noqa: F811
+    """
+    A node that drains (or stops) is out of the rings already and keeps
+    its items for its new owners and its snapshot: a suspicion does not
+    drop them, nor does its end.
+    """
+    from twisted.internet.task import Clock
+
+    from memcachier.cluster.states import NodeState
+
+    nodes = Nodes(engine)
+    state = NodeState(Clock(), 30.0)
+    c = nodes["c:1"]
+    c.state = state
+    state.drain(10.0)
+    nodes["a:1"].suspect("c:1")
+    nodes.beat("c:1", "b:1")
+    assert nodes["b:1"].ring("default").servers == ("a:1", "b:1")
+    assert nodes.suspected["c:1"] == 0
+    nodes.beat("a:1", seconds=TIMEOUT + 0.5)
+    nodes.beat("c:1", "b:1")
+    assert nodes.rejoined["c:1"] == 0
