@@ -13,7 +13,9 @@
  * chance, the mark cleared: memcached's LRU in Segcache's shape) and
  * evicting the rest.  A segment whose items have all expired is freed as a
  * whole.  Overwritten and deleted items are dead space until their segment
- * is evicted or compacted; the segments' total is bounded (SLACK below).
+ * is evicted or compacted: the segments' total stays within the limit
+ * plus an eighth plus two segments (segment_limit), and within what the
+ * live items take plus a quarter plus a few segments (make_room_for_segment).
  *
  * Items are handed out as memcachier.commands.packItem builds them: the
  * 18-byte prefix (ITEM_FIELDS), the ASCII suffix, the value, built here in
@@ -58,9 +60,10 @@
 /* every second chance of one store's room-making, at most this many
  * segments' worth of items copied: past that, ACTIVE items are evicted */
 #define COPY_SEGMENTS 2
-/* the index: empty slot, removed slot */
+/* segments compacted, at most, each time one is added */
+#define COMPACT_SEGMENTS 2
+/* the index: an empty slot */
 #define SLOT_EMPTY 0u
-#define SLOT_TOMB 0xFFFFFFFFu
 #define OFF_BITS 17
 #define OFF_MASK ((1u << OFF_BITS) - 1)
 #define INDEX_MIN 64
@@ -106,7 +109,7 @@ typedef struct segment {
 #define SEGMENT_DATA(s) ((unsigned char *)(s) + SEGMENT_HEADER)
 
 typedef struct {
-    uint32_t seg;  /* slot of the segment, SLOT_EMPTY, SLOT_TOMB */
+    uint32_t seg;  /* slot of the segment, or SLOT_EMPTY */
     uint32_t loc;  /* hash tag << OFF_BITS | offset / 8 */
 } entry_t;
 
@@ -133,6 +136,7 @@ typedef struct {
     uint32_t oldest, newest, write;
     size_t segments;
     size_t segment_bytes;
+    size_t live_span;  /* what the live items take in the segments */
     size_t copy_budget;
     int evicting;
     double next_scan;
@@ -140,7 +144,6 @@ typedef struct {
     entry_t *table;
     size_t table_cap;
     size_t table_used;
-    size_t table_tombs;
     /* counters */
     unsigned long long total_items, evictions, evicted_unfetched, expired_unfetched;
     unsigned long long reclaimed, get_expired, get_flushed;
@@ -345,7 +348,7 @@ index_find(KeyspaceObject *ks, const unsigned char *key, size_t klen, uint64_t h
         entry_t *e = &ks->table[i];
         if (e->seg == SLOT_EMPTY)
             return -1;
-        if (e->seg != SLOT_TOMB && (e->loc >> OFF_BITS) == tag) {
+        if ((e->loc >> OFF_BITS) == tag) {
             item_t *it = entry_item(ks, e);
             if (it->klen == klen && memcmp(it->data, key, klen) == 0) {
                 *out = it;
@@ -380,7 +383,7 @@ index_place(entry_t *table, size_t cap, uint64_t h, uint32_t seg, size_t off)
 {
     size_t mask = cap - 1;
     size_t i = (size_t)h & mask;
-    while (table[i].seg != SLOT_EMPTY && table[i].seg != SLOT_TOMB)
+    while (table[i].seg != SLOT_EMPTY)
         i = (i + 1) & mask;
     table[i].seg = seg;
     table[i].loc = (tag_of(h) << OFF_BITS) | (uint32_t)(off >> 3);
@@ -407,7 +410,7 @@ index_rebuild(KeyspaceObject *ks, size_t live)
     if (ks->table != NULL) {
         for (size_t i = 0; i < ks->table_cap; i++) {
             entry_t *e = &ks->table[i];
-            if (e->seg == SLOT_EMPTY || e->seg == SLOT_TOMB)
+            if (e->seg == SLOT_EMPTY)
                 continue;
             item_t *it = entry_item(ks, e);
             uint64_t h = hash_key(ks->seed, it->data, it->klen);
@@ -419,25 +422,57 @@ index_rebuild(KeyspaceObject *ks, size_t live)
     ks->table = table;
     ks->table_cap = cap;
     ks->table_used = used;
-    ks->table_tombs = 0;
     return 0;
 }
 
-/* room for one more entry (at most 3/4 of the slots used or removed) */
+/* room for one more entry (at most 3/4 of the slots used); a table
+ * under 1/8 used shrinks */
 static int
 index_reserve(KeyspaceObject *ks)
 {
-    if ((ks->table_used + ks->table_tombs + 1) * 4 <= ks->table_cap * 3)
-        return 0;
-    return index_rebuild(ks, ks->table_used + 1);
+    size_t used = ks->table_used + 1;
+    if (used * 4 > ks->table_cap * 3 || (used * 8 < ks->table_cap && ks->table_cap > INDEX_MIN))
+        return index_rebuild(ks, used);
+    return 0;
 }
 
+/* the slot an entry hashes to (its key read from its item) */
+static inline size_t
+index_home(KeyspaceObject *ks, const entry_t *e)
+{
+    item_t *it = entry_item(ks, e);
+    return (size_t)hash_key(ks->seed, it->data, it->klen) & (ks->table_cap - 1);
+}
+
+/* remove the entry at `pos`, shifting back the entries after it that
+ * would no longer be found (no tombstones: a table under churn never
+ * needs rebuilding, only growing) */
 static void
 index_remove(KeyspaceObject *ks, Py_ssize_t pos)
 {
-    ks->table[pos].seg = SLOT_TOMB;
-    ks->table_used--;
-    ks->table_tombs++;
+    size_t mask = ks->table_cap - 1;
+    size_t hole = (size_t)pos;
+    size_t j = hole;
+    for (;;) {
+        ks->table[hole].seg = SLOT_EMPTY;
+        ks->table[hole].loc = 0;
+        for (;;) {
+            j = (j + 1) & mask;
+            entry_t *e = &ks->table[j];
+            if (e->seg == SLOT_EMPTY) {
+                ks->table_used--;
+                return;
+            }
+            size_t home = index_home(ks, e);
+            /* stays if its home is cyclically in (hole, j] */
+            int stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+            if (!stays) {
+                ks->table[hole] = *e;
+                hole = j;
+                break;
+            }
+        }
+    }
 }
 
 /* -- segments ----------------------------------------------------------- */
@@ -563,11 +598,24 @@ segment_note_exptime(segment_t *s, uint32_t exptime)
 
 /* an item leaves its segment: dead space from now on */
 static inline void
-segment_drop(segment_t *s, item_t *it)
+segment_drop(KeyspaceObject *ks, segment_t *s, item_t *it)
 {
+    size_t span = item_span(it);
     it->bits |= ITEM_DEAD;
     s->live--;
-    s->live_span -= item_span(it);
+    s->live_span -= span;
+    ks->live_span -= span;
+}
+
+/* an item placed in a segment */
+static inline void
+segment_add(KeyspaceObject *ks, segment_t *s, item_t *it)
+{
+    size_t span = item_span(it);
+    s->live++;
+    s->live_span += span;
+    ks->live_span += span;
+    segment_note_exptime(s, it->exptime);
 }
 
 /* forget an item: index entry, segment, accounting */
@@ -578,7 +626,7 @@ item_unlink(KeyspaceObject *ks, Py_ssize_t pos, item_t *it)
     index_remove(ks, pos);
     ks->bytes -= item_charge(it);
     ks->items--;
-    segment_drop(s, it);
+    segment_drop(ks, s, it);
 }
 
 static void
@@ -605,12 +653,16 @@ item_alloc(KeyspaceObject *ks, size_t exact, double now, segment_t **where, size
         size_t cap = span > size ? span : size;
         if (!ks->evicting && make_room_for_segment(ks, cap, now) < 0)
             return NULL;
-        s = segment_new(ks, cap);
-        if (s == NULL)
-            return NULL;
-        /* a segment of its own is not written to again */
-        if (cap == size)
-            ks->write = s->id;
+        /* compacting may have started a segment with room */
+        s = ks->write ? segment_at(ks, ks->write) : NULL;
+        if (s == NULL || s->cap - s->used < span) {
+            s = segment_new(ks, cap);
+            if (s == NULL)
+                return NULL;
+            /* a segment of its own is not written to again */
+            if (cap == size)
+                ks->write = s->id;
+        }
     }
     size_t off = s->used;
     if (off >= SEGMENT_MAX && off != 0) {
@@ -642,7 +694,7 @@ evict_oldest(KeyspaceObject *ks, double now, int compact)
             Py_ssize_t pos = index_find_at(ks, h, s->id, off);
             if (pos < 0) {
                 /* cannot happen: a live item is indexed */
-                segment_drop(s, it);
+                segment_drop(ks, s, it);
             }
             else if (item_expired(it, now)) {
                 item_reclaim(ks, pos, it);
@@ -662,12 +714,10 @@ evict_oldest(KeyspaceObject *ks, double now, int compact)
                     copy->bits &= (uint8_t)~ITEM_ACTIVE;
                     ks->copy_budget -= span;
                 }
-                to->live++;
-                to->live_span += span;
-                segment_note_exptime(to, copy->exptime);
+                segment_add(ks, to, copy);
                 ks->table[pos].seg = to->id;
                 ks->table[pos].loc = (tag_of(h) << OFF_BITS) | (uint32_t)(toOff >> 3);
-                segment_drop(s, it);
+                segment_drop(ks, s, it);
             }
             else {
                 ks->evictions++;
@@ -704,7 +754,7 @@ reclaim_expired_segments(KeyspaceObject *ks, double now)
                 if (pos >= 0)
                     item_reclaim(ks, pos, it);
                 else
-                    segment_drop(s, it);
+                    segment_drop(ks, s, it);
             }
             off += span;
         }
@@ -723,6 +773,19 @@ make_room_for_segment(KeyspaceObject *ks, size_t cap, double now)
         /* mostly dead space: its live items move on, none is evicted */
         int compact = s->live_span * 2 <= s->cap && s->id != ks->write;
         if (evict_oldest(ks, now, compact) < 0)
+            return -1;
+    }
+    /* and the dead space within a quarter of what the live items take:
+     * the oldest segments' live items move on (a few segments a call, so
+     * no call pays for many) */
+    size_t size = segment_size(ks);
+    for (int turns = 0; turns < COMPACT_SEGMENTS; turns++) {
+        if (!ks->oldest || ks->oldest == ks->write)
+            break;
+        size_t allowed = ks->live_span + ks->live_span / 4 + 3 * size + ks->segments * SEGMENT_HEADER;
+        if (ks->segment_bytes + SEGMENT_HEADER + cap <= allowed)
+            break;
+        if (evict_oldest(ks, now, 1) < 0)
             return -1;
     }
     return 0;
@@ -761,7 +824,6 @@ item_link(KeyspaceObject *ks, const unsigned char *key, size_t klen, uint64_t h,
     if (index_reserve(ks) < 0)
         return -1;
     size_t exact = ITEM_HEADER + klen + vlen;
-    size_t span = ALIGN8(exact);
     segment_t *s;
     size_t off;
     item_t *it = item_alloc(ks, exact, now, &s, &off);
@@ -777,9 +839,7 @@ item_link(KeyspaceObject *ks, const unsigned char *key, size_t klen, uint64_t h,
     memcpy(it->data, key, klen);
     if (vlen)
         memcpy(it->data + klen, value, vlen);
-    s->live++;
-    s->live_span += span;
-    segment_note_exptime(s, exptime);
+    segment_add(ks, s, it);
     /* item_alloc's evictions only removed entries: the room reserved
      * above is still there */
     index_place(ks->table, ks->table_cap, h, s->id, off);
@@ -800,9 +860,10 @@ free_everything(KeyspaceObject *ks)
     ks->write = 0;
     big_free(ks->table, ks->table_cap * sizeof(entry_t));
     ks->table = NULL;
-    ks->table_cap = ks->table_used = ks->table_tombs = 0;
+    ks->table_cap = ks->table_used = 0;
     ks->bytes = 0;
     ks->items = 0;
+    ks->live_span = 0;
 }
 
 /* -- the Python type ------------------------------------------------------ */
@@ -1479,6 +1540,7 @@ ks_segmentStats(KeyspaceObject *ks, PyObject *unused)
         || put_stat(d, "segment_size", segment_size(ks)) < 0
         || put_stat(d, "segment_limit", segment_limit(ks)) < 0
         || put_stat(d, "live_bytes", live) < 0
+        || put_stat(d, "live_span", ks->live_span) < 0
         || put_stat(d, "written_bytes", used) < 0
         || put_stat(d, "index_slots", ks->table_cap) < 0
         || put_stat(d, "index_bytes", ks->table_cap * sizeof(entry_t)) < 0) {

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.unit.test_bench -*-
 """
-The memory store's footprint and pauses, in-process: resident memory per
+A store's footprint and pauses, in-process (the memory store, or
+C{--store segment}): resident memory per
 item after filling a keyspace, what one full garbage collection costs with
 the keyspace full (the server's own allocations trigger them now and then,
 and each walks every tracked object), then the worst pause under a
@@ -17,6 +18,13 @@ does not flatter the next.  Keys are 12 bytes (C{key:%08d}), as in the
 figures of C{docs/performance.md}; the loop stores over existing keys
 (C{--sets}, default half the operations) and fetches the others, which is
 the C{mcload -r 0.5} load without the sockets.
+
+    .venv/bin/python -m memcachier.bench.store --store segment --items 160000 --values 550 \\
+        --new-keys 1 --seconds 100 --rounds 10 --round-sizes 100 325 550 775 1000
+
+churns through new keys in rounds, each round's values of the next size
+in C{--round-sizes}, and prints the RSS at the end of each round and its
+change from round 5 to the last (C{--json} for every figure).
 """
 
 import argparse
@@ -30,6 +38,10 @@ import time
 
 from memcachier.commands import StoreMode
 from memcachier.stores.memory import ITEM_OVERHEAD, MemoryStore
+from memcachier.stores.segment import SegmentStore
+
+#: the stores C{--store} names
+STORES = {"memory": MemoryStore, "segment": SegmentStore}
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -70,16 +82,21 @@ class _GcPauses:
             self.worst[generation] = max(self.worst[generation], elapsed)
 
 
-def runOne(items, valueSize, seconds, setRatio, seed=1, newKeys=0.0):
+def runOne(items, valueSize, seconds, setRatio, seed=1, newKeys=0.0, store="memory",
+           rounds=0, roundSizes=()):
     """
     Fill one keyspace with C{items} values of C{valueSize} bytes, then
     replace and fetch random keys for C{seconds}; with C{newKeys}, that
     share of the stores are of keys never seen, in a keyspace the fill
-    filled, so each evicts (churn).
+    filled, so each evicts (churn).  With C{rounds}, the loop is cut in
+    that many rounds, round M storing values of C{roundSizes[M % len]}
+    bytes, and the RSS is read at the end of each.
 
+    @param store: C{"memory"} or C{"segment"} (L{STORES}).
     @return: a L{dict} of the figures.
     """
-    store = MemoryStore(_WallClock())
+    storeName = store
+    store = STORES[storeName](_WallClock())
     limit = items * (12 + valueSize + ITEM_OVERHEAD) if newKeys else 1 << 40
     keyspace = store.keyspace(1, limit, 1 << 20)
     setMode = StoreMode.SET
@@ -113,6 +130,13 @@ def runOne(items, valueSize, seconds, setRatio, seed=1, newKeys=0.0):
     operations = 0
     fresh = items
     rssSamples = [filled]
+    roundRss = []
+    sizes = list(roundSizes) or [valueSize]
+    values = [b"x" * size for size in sizes]
+    if rounds:
+        value = values[0]
+    roundSeconds = seconds / rounds if rounds else seconds
+    roundEnds = time.perf_counter() + roundSeconds
     deadline = time.perf_counter() + seconds
     nextSample = time.perf_counter() + 1
     try:
@@ -145,16 +169,31 @@ def runOne(items, valueSize, seconds, setRatio, seed=1, newKeys=0.0):
             if now >= nextSample:
                 rssSamples.append(residentBytes())
                 nextSample = now + 1
-            if now >= deadline:
+            if rounds and now >= roundEnds:
+                roundRss.append(residentBytes())
+                value = values[len(roundRss) % len(values)]
+                roundEnds = now + roundSeconds
+            if now >= deadline or (rounds and len(roundRss) >= rounds):
                 break
     finally:
         gc.callbacks.remove(pauses)
     rssSamples.append(residentBytes())
+    if rounds and len(roundRss) < rounds:
+        roundRss.append(residentBytes())
     return {
+        "store": storeName,
         "items": items,
         "value_bytes": valueSize,
         "new_keys": newKeys,
-        "evictions": keyspace.evictions,
+        "evictions": keyspace.stats()["evictions"],
+        "curr_items": keyspace.stats()["curr_items"],
+        "rss_mb_rounds": [round(r / 1e6, 1) for r in roundRss],
+        # the change from the end of round 5 (the first cycle of sizes) to
+        # the end of the last
+        "rss_round5_to_last_pct": (
+            round((roundRss[-1] - roundRss[4]) / roundRss[4] * 100, 2)
+            if len(roundRss) > 5 else None
+        ),
         "rss_per_item": round((filled - before) / items, 1),
         "fill_us_per_item": round(fillSeconds / items * 1e6, 2),
         "fill_gc_worst_ms": [round(w * 1e3, 3) for w in fillPauses.worst],
@@ -187,12 +226,19 @@ def main(argv=None):
         "--new-keys", type=float, default=0.0,
         help="share of the stores that are of new keys, evicting old ones (churn)",
     )
+    parser.add_argument("--store", choices=sorted(STORES), default="memory")
+    parser.add_argument("--rounds", type=int, default=0, help="cut the loop in rounds (churn)")
+    parser.add_argument(
+        "--round-sizes", type=int, nargs="+", default=[],
+        help="value size of each round in turn (default: --values)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(runOne(args.items[0], args.values[0], args.seconds, args.sets,
-                                newKeys=args.new_keys)))
+                                newKeys=args.new_keys, store=args.store, rounds=args.rounds,
+                                roundSizes=args.round_sizes)))
         return 0
     if not args.json:
         print(
@@ -205,7 +251,9 @@ def main(argv=None):
                 [sys.executable, "-m", "memcachier.bench.store", "--one",
                  "--items", str(items), "--values", str(size),
                  "--seconds", str(args.seconds), "--sets", str(args.sets),
-                 "--new-keys", str(args.new_keys)],
+                 "--new-keys", str(args.new_keys), "--store", args.store,
+                 "--rounds", str(args.rounds)]
+                + (["--round-sizes", *map(str, args.round_sizes)] if args.round_sizes else []),
                 check=True, capture_output=True, text=True,
             ).stdout
             result = json.loads(out)
@@ -220,6 +268,12 @@ def main(argv=None):
                     f" {result['rss_drift_pct']:>8}%",
                     flush=True,
                 )
+                if args.rounds:
+                    print(
+                        f"  RSS MB by round: {result['rss_mb_rounds']};"
+                        f" round 5 to last: {result['rss_round5_to_last_pct']}%",
+                        flush=True,
+                    )
     return 0
 
 
