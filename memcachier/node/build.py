@@ -80,6 +80,7 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
 
     # The store first: a missing or broken plugin must stop us before any I/O.
     localStore = makeStore(settings.store.plugin, settings.store.settings, reactor)
+    _log.info("store plugin: {plugin}", event="store", plugin=settings.store.plugin)
 
     # The control plane: SQL in a thread pool, read through an index in memory.
     engine = makeEngine(settings.database.url)
