@@ -89,6 +89,43 @@ SHARD_FROM = 64 * 1024 * 1024
 #: dicts of a large keyspace (a power of two)
 SHARDS = 16
 
+#: dicts of this many items or more are copied into a table sized for what
+#: they hold when churn has filled theirs, instead of letting CPython grow
+#: it: under churn through new keys at a steady item count, CPython
+#: doubles a dict's table (it sizes a full table for three times the
+#: items), and a copy keeps it at the size a fill gave it
+#: (docs/performance.md, "Eviction churn")
+COMPACT_FROM = 4096
+
+
+def _tableRoom(used, minimum):
+    """
+    How many inserts CPython's dict table sized for C{minimum} slots takes
+    once it holds C{used} items (C{USABLE_FRACTION} of the smallest power
+    of two, 8 at least, with C{minimum} slots).
+    """
+    size = 8
+    while size < minimum:
+        size <<= 1
+    return (size << 1) // 3 - used
+
+
+def copiedRoom(used):
+    """
+    The inserts a copy of a dict of C{used} items takes before its table
+    grows (C{dict(d)} sizes it for 1.5 times its items).
+    """
+    return _tableRoom(used, (used * 3 + 1) // 2)
+
+
+def grownRoom(used):
+    """
+    The inserts a dict of C{used} items takes after CPython grew its table
+    (to three times its items).
+    """
+    return _tableRoom(used, used * 3)
+
+
 #: items a flushed keyspace frees per reactor turn: dropping 1M items at
 #: once is a pause of ~90 ms, this many ~1 ms
 FREE_SLICE = 10_000
@@ -159,6 +196,10 @@ class MemoryKeyspace:
     @ivar _bytes: memcached's accounting of what C{_shards} hold.
     @ivar _untilTailCheck: inserts left before a new key next looks at the
         LRU tail for expired items.
+    @ivar _room: for each dict, the inserts its table takes before CPython
+        would grow it (new keys and second chances take a slot each;
+        replacing a key's item does not); L{_fit} copies the dict instead
+        when its items fit a table of the same size.
     """
 
     synchronous = True
@@ -170,6 +211,7 @@ class MemoryKeyspace:
         self._nextCas = casCounter.__next__
         self._shards = [{} for _ in range(shardCount(maxBytes))]
         self._mask = len(self._shards) - 1
+        self._room = [0] * len(self._shards)
         self._bytes = 0
         self._untilTailCheck = 0
         self._tailInterval = 1
@@ -253,11 +295,11 @@ class MemoryKeyspace:
         for i in range(count):
             if freed >= need:
                 break
-            freed += self._pullShardTail(shards[(first + i) % count], need - freed, now)
+            freed += self._pullShardTail((first + i) % count, need - freed, now)
         self._noteTailLooked(now, bool(freed))
         return freed
 
-    def _pullShardTail(self, items, need, now):
+    def _pullShardTail(self, index, need, now):
         """
         Free at least C{need} bytes from the tail of one dict (oldest
         first), if it holds them: expired items in the window first, then
@@ -266,6 +308,7 @@ class MemoryKeyspace:
         limit), so the walk over the front of the dict is paid once per
         many stores.
         """
+        items = self._shards[index]
         target = need + (self.maxBytes >> EVICT_SLACK_SHIFT)
         freed = 0
         moves = 0
@@ -303,6 +346,7 @@ class MemoryKeyspace:
             self._bytes -= evictedBytes
             self.evictions += evicted
             self.evicted_unfetched += unfetched
+        self._room[index] -= moves
         return freed
 
     def _reclaimTail(self, now):
@@ -352,10 +396,35 @@ class MemoryKeyspace:
             self._reclaimTail(now)
         if self._bytes + size > self.maxBytes:
             self._pullTail(self._bytes + size - self.maxBytes, now, index)
+        room = self._room
+        if room[index] <= 0:
+            items = self._fit(index)
         items[key] = item
+        room[index] -= 1
         self._bytes += size
         self.total_items += 1
         return True
+
+    def _fit(self, index):
+        """
+        The dict at C{index} is about to grow its table: copy it into one
+        sized for what it holds if that leaves room for a quarter as many
+        inserts again (what churn has deleted leaves holes that a copy
+        drops), else let CPython grow it.  The copy pauses as long as
+        CPython's growth would (both copy every entry), and keeps the
+        dict's order.
+
+        @return: the dict to insert into.
+        """
+        items = self._shards[index]
+        used = len(items)
+        room = copiedRoom(used)
+        if used >= COMPACT_FROM and room >= used >> 2:
+            items = self._shards[index] = dict(items)
+        else:
+            room = grownRoom(used)
+        self._room[index] = room
+        return items
 
     # -- IKeyspace ---------------------------------------------------------
 
@@ -528,6 +597,7 @@ class MemoryKeyspace:
         self._flushCall = None
         old = self._shards
         self._shards = [{} for _ in old]
+        self._room = [0] * len(old)
         self._bytes = 0
         if sum(map(len, old)) > FREE_SLICE:
             # the old items are freed a slice per reactor turn, not in one
@@ -580,6 +650,7 @@ class MemoryKeyspace:
             old = self._shards
             self._shards = [{} for _ in range(shardCount(maxBytes))]
             self._mask = len(self._shards) - 1
+            self._room = [0] * len(self._shards)
             for items in old:
                 for key, item in items.items():
                     self._shards[hash(key) & self._mask][key] = item
@@ -664,6 +735,8 @@ class MemoryKeyspace:
             used += size
             linked += 1
         self._bytes = used
+        # the next insert into each dict decides (L{_fit})
+        self._room = [0] * len(shards)
         return linked
 
     def useCasCounter(self, casCounter):

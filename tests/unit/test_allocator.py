@@ -151,7 +151,8 @@ def test_mallocTrimEveryInterval():
     clock = Clock()
     calls = []
     ticks = iter([0.0, 0.002, 1.0, 1.0005])
-    trimmer = MallocTrim(clock, calls.append, timer=lambda: next(ticks))
+    cpu = iter([0.0, 0.0001, 0.5, 0.5004])
+    trimmer = MallocTrim(clock, calls.append, timer=lambda: next(ticks), cpuTimer=lambda: next(cpu))
     trimmer.startService()
     assert calls == []
     clock.advance(TRIM_INTERVAL)
@@ -163,7 +164,7 @@ def test_mallocTrimEveryInterval():
         trimmer.stopService()
     [event] = events
     assert event["event"] == "malloc_trim"
-    assert formatEvent(event) == "malloc_trim ran 2 times, the longest 2.0 ms"
+    assert formatEvent(event) == "malloc_trim ran 2 times, the longest 2.0 ms, the most CPU 0.4 ms"
     clock.advance(TRIM_INTERVAL)
     assert calls == [0, 0]
 
