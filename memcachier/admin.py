@@ -94,7 +94,17 @@ def _planJSON(plan):
         "connections": plan.connections,
         "item_size": plan.item_size,
         "development": plan.development,
+        "requests_per_second": plan.requests_per_second,
+        "bytes_per_second": plan.bytes_per_second,
     }
+
+
+def _ceiling(value):
+    """
+    A plan's budget as listed: C{scaled} (the node's default, scaled by
+    the plan's memory), C{none}, or the number.
+    """
+    return "scaled" if value is None else "none" if value == 0 else str(value)
 
 
 def _capabilities(credential):
@@ -547,12 +557,14 @@ class Admin:
         if args.json:
             self._json([_planJSON(p) for p in plans])
             return
-        self._print(f"{'SLUG':<8} {'MEMORY':>14} {'CONNECTIONS':>12} {'ITEM SIZE':>10}")
+        self._print(f"{'SLUG':<8} {'MEMORY':>14} {'CONNECTIONS':>12} {'ITEM SIZE':>10} "
+                    f"{'REQUESTS/S':>10} {'BYTES/S':>10}")
         for p in plans:
             default = " (default)" if p.slug == self.settings.caches.default_plan else ""
             dev = " development" if p.development else ""
             self._print(
-                f"{p.slug:<8} {p.memory:>14} {p.connections:>12} {p.item_size:>10}{dev}{default}"
+                f"{p.slug:<8} {p.memory:>14} {p.connections:>12} {p.item_size:>10} "
+                f"{_ceiling(p.requests_per_second):>10} {_ceiling(p.bytes_per_second):>10}{dev}{default}"
             )
 
 

@@ -6,6 +6,8 @@ These are what the in-memory index hands to the hot path and what the
 repository returns; they never hold a database connection.
 """
 
+from typing import Optional
+
 import attr
 
 
@@ -24,6 +26,12 @@ class Plan:
     @ivar item_size: largest key+value in bytes.
     @ivar development: whether this is a free development plan (no
         credential management, disabled after inactivity).
+    @ivar requests_per_second: the most requests a second a cache of this
+        plan may make before it is held back; L{None} for the node's
+        default scaled by C{memory} (C{[limits] budget_requests}), C{0}
+        for no ceiling.
+    @ivar bytes_per_second: the same for bytes a second, in and out each
+        (C{[limits] budget_bytes}).
     """
 
     slug: str
@@ -31,6 +39,8 @@ class Plan:
     connections: int
     item_size: int = MiB
     development: bool = False
+    requests_per_second: Optional[int] = None
+    bytes_per_second: Optional[int] = None
 
 
 #: MemCachier's plans; C{dev} is 26214400 bytes as in MemCachier's info example.

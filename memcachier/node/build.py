@@ -174,7 +174,7 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     services.append(FairShare(
         served.runtimes, reactor, sharing=limits.scheduler, round=limits.scheduler_round,
         reading=limits.scheduler_reading, requestsPerMiB=limits.budget_requests,
-        bytesPerMiB=limits.budget_bytes,
+        bytesPerMiB=limits.budget_bytes, plans=settings.plans.values(),
     ))
     services.append(InactiveCacheReaper(
         asyncControlPlane, index, registry.activity, reactor,

@@ -326,6 +326,10 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
       shown="MemCachier's plans"),
     O("plans.SLUG", "item_size", SIZE, "1MiB", "largest key + value"),
     O("plans.SLUG", "development", BOOLEAN, False, "a free development plan"),
+    O("plans.SLUG", "requests_per_second", integer(0), None, "requests a second a cache may make before it is held "
+      "back (never refused); 0: no ceiling", example=2000, shown="`[limits] budget_requests` x MiB of memory"),
+    O("plans.SLUG", "bytes_per_second", integer(0), None, "bytes a second a cache may send, and receive, before it is "
+      "held back; 0: no ceiling", example=10485760, shown="`[limits] budget_bytes` x MiB of memory"),
     O("limits", "watched_prefixes", integer(), 50, "prefixes one cache may watch (introspection)"),
     O("limits", "credentials", integer(), 20, "credentials one cache may have, its primary included"),
     O("limits", "alerts", integer(), 50, "alerts one cache may have"),

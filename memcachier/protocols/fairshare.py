@@ -24,7 +24,10 @@ for it.  L{FairShare} keeps the node work-conserving but fair:
     for those only.  Nothing is refused or failed: held-back requests are
     read a round later.
   - B{Budgets.}  Each cache may move at most so many requests and bytes
-    in and out a second, scaled by its plan's memory (per MiB of it, and
+    in and out a second: its plan's own ceilings
+    (L{memcachier.control.model.Plan.requests_per_second} and
+    C{bytes_per_second}; C{0} for none) where the plan sets them, else
+    the node's default scaled by the plan's memory (per MiB of it, and
     never below L{MIN_REQUESTS} and L{MIN_BYTES}, so that a small plan can
     still be filled at once).  A cache past its budget by more than
     L{BURST} seconds' worth has every connection held back until it is
@@ -39,7 +42,7 @@ does not run at all.
 """
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -85,10 +88,14 @@ class _Account:
     __slots__ = ("bytesIn", "bytesOut", "requests", "lastBusy", "rotation",
                  "owedRequests", "owedIn", "owedOut")
 
-    def __init__(self, stats: Any) -> None:
-        self.bytesIn = stats.bytes_read
-        self.bytesOut = stats.bytes_written
-        self.requests = requestsOf(stats)
+    def __init__(self, stats: Any, fresh: bool = False) -> None:
+        """
+        @param fresh: the cache is new since the last round: count from
+            zero, not from its counters now.
+        """
+        self.bytesIn = 0 if fresh else stats.bytes_read
+        self.bytesOut = 0 if fresh else stats.bytes_written
+        self.requests = 0 if fresh else requestsOf(stats)
         self.lastBusy = -math.inf
         self.rotation = 0
         self.owedRequests = 0.0
@@ -101,6 +108,23 @@ def _moved(now: int, before: int) -> int:
     What a counter moved (a counter that went down was reset: its value).
     """
     return now - before if now >= before else now
+
+
+def budgets(plan: Any, requestsPerMiB: float, bytesPerMiB: float,
+            minRequests: float = MIN_REQUESTS, minBytes: float = MIN_BYTES) -> Tuple[float, float]:
+    """
+    A plan's budgets, requests and bytes (each way) a second, C{0} for
+    none: its own ceilings where it sets them, else the node's defaults
+    per MiB of its memory (C{0} per MiB: none), never below the least.
+    """
+    mib = plan.memory / MiB
+    requests = getattr(plan, "requests_per_second", None)
+    if requests is None:
+        requests = max(minRequests, requestsPerMiB * mib) if requestsPerMiB else 0.0
+    moved = getattr(plan, "bytes_per_second", None)
+    if moved is None:
+        moved = max(minBytes, bytesPerMiB * mib) if bytesPerMiB else 0.0
+    return float(requests), float(moved)
 
 
 def _owed(owed: float, used: int, rate: float, seconds: float) -> float:
@@ -125,6 +149,8 @@ class FairShare(Service):
         C{0} for no request budget.
     @ivar bytesPerMiB: bytes a second, in and out each, per MiB of plan
         memory, or C{0} for no byte budget.
+    @ivar ceilings: whether a configured plan sets a ceiling of its own
+        (then the budgets are kept even with both defaults off).
     """
 
     name = "fairshare"
@@ -143,6 +169,7 @@ class FairShare(Service):
         minRequests: float = MIN_REQUESTS,
         minBytes: float = MIN_BYTES,
         burst: float = BURST,
+        plans: Iterable[Any] = (),
     ) -> None:
         """
         @param weight: a cache's weight from its runtime (default: its
@@ -150,6 +177,7 @@ class FairShare(Service):
         @param minRequests: the least request budget, a second.
         @param minBytes: the least byte budget, a second.
         @param burst: seconds' worth of its budget a cache may run ahead.
+        @param plans: the configured L{memcachier.control.model.Plan}s.
         """
         self.runtimes = runtimes
         self.reactor = reactor
@@ -162,18 +190,30 @@ class FairShare(Service):
         self.minRequests = minRequests
         self.minBytes = minBytes
         self.burst = burst
+        self.ceilings = any(
+            getattr(plan, "requests_per_second", None) or getattr(plan, "bytes_per_second", None)
+            for plan in plans
+        )
         self.weight = weight if weight is not None else (lambda runtime: runtime.plan.memory)
         self._accounts: Dict[Any, _Account] = {}
         self._holding: Dict[Any, Tuple[List[Any], int]] = {}
         self._call: Optional[IDelayedCall] = None
         self._lastTick = 0.0
+        self._firstRound = True
 
     @property
     def active(self) -> bool:
         """
         Whether there is anything to do (the share or a budget is on).
         """
-        return self.sharing or bool(self.requestsPerMiB) or bool(self.bytesPerMiB)
+        return self.sharing or self.budgeting
+
+    @property
+    def budgeting(self) -> bool:
+        """
+        Whether any cache may have a budget.
+        """
+        return bool(self.requestsPerMiB) or bool(self.bytesPerMiB) or self.ceilings
 
     def startService(self) -> None:
         super().startService()
@@ -222,16 +262,23 @@ class FairShare(Service):
             served = set(runtimes.values())
             for gone in [r for r in accounts if r not in served]:
                 del accounts[gone]
-        budgets = bool(self.requestsPerMiB or self.bytesPerMiB)
+        budgeting = self.budgeting
         busy = []
+        firstRound = self._firstRound
+        self._firstRound = False
         for runtime in runtimes.values():
-            connections = runtime.connections
-            if not connections:
-                continue
             stats = runtime.stats
             account = accounts.get(runtime)
             if account is None:
-                accounts[runtime] = _Account(stats)
+                # Every round visits every cache: one first seen after the
+                # first round came to be served since the last round, and
+                # all it did since is this round's (a client logging in
+                # and making its requests at once is charged for them).
+                account = accounts[runtime] = _Account(stats, fresh=not firstRound)
+                if firstRound:
+                    continue
+            connections = runtime.connections
+            if not connections:
                 continue
             bytesIn, bytesOut = stats.bytes_read, stats.bytes_written
             movedIn = _moved(bytesIn, account.bytesIn)
@@ -240,7 +287,7 @@ class FairShare(Service):
             work = movedIn + movedOut
             if work:
                 account.lastBusy = now
-            if budgets and self._overBudget(runtime, account, movedIn, movedOut, seconds, work):
+            if budgeting and self._overBudget(runtime, account, movedIn, movedOut, seconds, work):
                 held = list(connections)
                 for connection in held:
                     connection.holdBack()
@@ -260,21 +307,20 @@ class FairShare(Service):
         Charge what the cache moved against its budgets; whether it is
         more than a round's worth past one.
         """
-        mib = runtime.plan.memory / MiB
+        requestRate, byteRate = budgets(runtime.plan, self.requestsPerMiB, self.bytesPerMiB,
+                                        self.minRequests, self.minBytes)
         over = False
-        if self.requestsPerMiB:
-            rate = max(self.minRequests, self.requestsPerMiB * mib)
+        if requestRate:
             if work or account.owedRequests:
                 requests = requestsOf(runtime.stats)
                 used = _moved(requests, account.requests)
                 account.requests = requests
-                account.owedRequests = _owed(account.owedRequests, used, rate, seconds)
-                over = account.owedRequests > rate * self.burst
-        if self.bytesPerMiB:
-            rate = max(self.minBytes, self.bytesPerMiB * mib)
-            account.owedIn = _owed(account.owedIn, movedIn, rate, seconds)
-            account.owedOut = _owed(account.owedOut, movedOut, rate, seconds)
-            over = over or max(account.owedIn, account.owedOut) > rate * self.burst
+                account.owedRequests = _owed(account.owedRequests, used, requestRate, seconds)
+                over = account.owedRequests > requestRate * self.burst
+        if byteRate:
+            account.owedIn = _owed(account.owedIn, movedIn, byteRate, seconds)
+            account.owedOut = _owed(account.owedOut, movedOut, byteRate, seconds)
+            over = over or max(account.owedIn, account.owedOut) > byteRate * self.burst
         return over
 
     def _share(self, busy: List[Tuple[Any, _Account, int]]) -> None:

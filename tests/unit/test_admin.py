@@ -272,9 +272,13 @@ def test_planList(run):
         "connections": 10,
         "item_size": 1024 * 1024,
         "development": True,
+        "requests_per_second": None,
+        "bytes_per_second": None,
     }
     assert run("plan", "list") == 0
     assert "(default)" in run.out
+    # budgets no plan sets are the node's default, scaled by plan memory
+    assert "REQUESTS/S" in run.out and " scaled " in run.out
 
 
 def test_configFile(configured, tmp_path):

@@ -13,7 +13,7 @@ import attr
 
 from memcachier.control.model import DEFAULT_PLANS
 from memcachier.protocols.admission import LoginAdmission
-from memcachier.protocols.fairshare import BURST, IDLE_ROUNDS, MIN_BYTES, MIN_REQUESTS, FairShare
+from memcachier.protocols.fairshare import BURST, IDLE_ROUNDS, MIN_BYTES, MIN_REQUESTS, FairShare, budgets
 from memcachier.protocols.sniff import MemcacheFactory
 from tests.unit.helpers import World as _World
 
@@ -330,3 +330,94 @@ def test_budgetFloor():
               minBytes=MIN_BYTES, burst=BURST)
     firstRounds(world, (conns, 2000))
     assert len(reading(conns)) == 3
+
+
+def test_planRequestCeiling():
+    """
+    A plan's own C{requests_per_second} replaces the node's scaled default:
+    with no default budget at all, a cache of a plan allowing 100 requests
+    a second is held back past it, and read again once within it.
+    """
+    world = _World(plans=[attr.evolve(DEV, connections=100, requests_per_second=100)])
+    conns = [login(world, b"rw") for _ in range(3)]
+    share = scheduler(world, plans=[world.registry.existing(1).plan])
+    assert share.active
+    # 60 requests in an idle round (0.2 s, 20 allowed): 40 owed
+    firstRounds(world, (conns, 20))
+    assert reading(conns) == []
+    for _ in range(20):
+        world.clock.advance(ROUND)
+    assert len(reading(conns)) == 3
+    assert world.registry.existing(1).stats.held_back_seconds > 0
+
+
+def test_planCeilingNone():
+    """
+    A plan's C{requests_per_second} of C{0} is no ceiling, whatever the
+    node's default.
+    """
+    world = _World(plans=[attr.evolve(DEV, connections=100, requests_per_second=0)])
+    conns = [login(world, b"rw") for _ in range(3)]
+    scheduler(world, requestsPerMiB=4)
+    firstRounds(world, (conns, 20))
+    assert len(reading(conns)) == 3
+
+
+def test_planByteCeiling():
+    """
+    A plan's own C{bytes_per_second} holds back a cache sending more,
+    though the node's byte budget is off.
+    """
+    world = _World(plans=[attr.evolve(DEV, connections=100, bytes_per_second=25 * 1024)])
+    proto, transport = login(world, b"rw")
+    value = b"x" * 100_000
+    proto.dataReceived(b"set big 0 0 %d\r\n%s\r\n" % (len(value), value))
+    share = scheduler(world, plans=[world.registry.existing(1).plan])
+    firstRounds(world)
+    proto.dataReceived(b"get big\r\n")
+    world.clock.advance(ROUND * IDLE_ROUNDS)
+    assert transport.producerState == "paused"
+    assert share.holding() == {1: 1}
+
+
+def test_budgetsOfAPlan():
+    """
+    L{budgets}: the plan's own ceilings where set, else the default per
+    MiB (never below the least), C{0} for none.
+    """
+    plan = attr.evolve(DEV, memory=100 * 1024 * 1024)
+    assert budgets(plan, 2000, 2 * 1024 * 1024, 0, 0) == (200_000, 200 * 1024 * 1024)
+    assert budgets(plan, 20, 1, MIN_REQUESTS, MIN_BYTES) == (MIN_REQUESTS, MIN_BYTES)
+    assert budgets(plan, 0, 0) == (0, 0)
+    assert budgets(attr.evolve(plan, requests_per_second=200, bytes_per_second=0), 2000, 1) == (200, 0)
+
+
+def test_noBudgetNoTimer():
+    """
+    With the share and both defaults off, and no plan setting a ceiling,
+    the scheduler does not run; a plan with a ceiling turns it on.
+    """
+    world = World()
+    assert not scheduler(world, sharing=False).active
+    assert scheduler(world, sharing=False,
+                     plans=[attr.evolve(DEV, bytes_per_second=1)]).active
+
+
+def test_newCacheChargedFromZero():
+    """
+    A cache first served after the scheduler's first round is charged for
+    everything it did before its first round: a client logging in and
+    making its requests at once is held back at the next round.
+    """
+    world = _World(plans=[attr.evolve(DEV, connections=100, requests_per_second=100)])
+    runtimes = {}
+    share = FairShare(runtimes, world.clock, round=ROUND, requestsPerMiB=0, bytesPerMiB=0,
+                      burst=ROUND, plans=[attr.evolve(DEV, requests_per_second=100)])
+    share.startService()
+    world.clock.advance(ROUND)
+    conns = [login(world, b"rw")]
+    runtimes.update({r.cacheId: r for r in world.registry.runtimes()})
+    # 60 requests in an idle round (0.2 s, 20 allowed): 40 owed
+    traffic(conns, 60)
+    world.clock.advance(ROUND * IDLE_ROUNDS)
+    assert reading(conns) == []
