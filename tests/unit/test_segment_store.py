@@ -450,7 +450,7 @@ class SegmentsTests(SynchronousTestCase):
         ks.flush(0)
         stats = ks.segmentStats()
         self.assertEqual((stats["segments"], stats["segment_bytes"], stats["index_slots"]),
-                         (0, 0, 64))
+                         (0, 0, _segments.INDEX_MIN_SLOTS))
         self.assertEqual((ks.stats()["curr_items"], ks.stats()["bytes"]), (0, 0))
         ks.store(StoreMode.SET, b"k1", b"again", 0, 0, 0)
         self.assertEqual(itemValue(ks.get(b"k1")), b"again")
