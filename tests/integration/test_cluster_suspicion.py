@@ -104,7 +104,8 @@ class Proxy:
 def proxied(tmp_path, postgresql_url, request):
     """
     Three nodes; peers reach the third through a L{Proxy}, whose port is
-    its name in every node's configuration.
+    its name in every node's configuration: (the L{Cluster}, the proxy,
+    the database URL).
     """
     c = Cluster(tmp_path, postgresql_url)
     x = c.nodes[2]
@@ -116,7 +117,7 @@ def proxied(tmp_path, postgresql_url, request):
     c.names[2] = name
     try:
         c.start()
-        yield c, proxy
+        yield c, proxy, postgresql_url
     finally:
         c.stop()
         proxy.close()
@@ -126,13 +127,35 @@ def proxied(tmp_path, postgresql_url, request):
                 print(f"--- {node.directory} ---\n{node.log()}")
 
 
+def _dropped(database, name, by):
+    """
+    Whether node C{name}'s row says it dropped what it held for a
+    suspicion by node C{by}.
+    """
+    import json
+
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text("SELECT suspicions FROM nodes WHERE name = :name"), {"name": name}
+            ).first()
+    except sa.exc.DBAPIError:
+        return False
+    finally:
+        engine.dispose()
+    return row is not None and by in json.loads(row[0] or "{}").get("dropped", {})
+
+
 def _client(node):
     cls = AsciiAuthClient.make(node.username, node.password)
     return cls(("127.0.0.1", node.port), timeout=10, connect_timeout=5, default_noreply=False)
 
 
 def test_suspectedNodeNeverAnswersAnOlderValue(proxied):
-    c, proxy = proxied
+    c, proxy, database = proxied
     p, n, x = c.nodes
     clients = [_client(node) for node in c.nodes]
     full = Ring(c.names)
@@ -160,8 +183,14 @@ def test_suspectedNodeNeverAnswersAnOlderValue(proxied):
     # the first node's peer connection to the third breaks; heartbeats go on
     proxy.cut()
     cut = time.monotonic()
-    # what the suspicion changes reaches every node by NOTIFY or a heartbeat
-    time.sleep(1.5)
+    # the suspicion reaches every node by NOTIFY or a heartbeat; wait for
+    # the third node's acknowledgement (a loaded machine may take a while;
+    # code without suspicions never writes one: go on after 10 s)
+    try:
+        waitFor(lambda: _dropped(database, c.names[2], c.names[0]), timeout=10)
+    except AssertionError:
+        print("no acknowledgement of the suspicion after 10 s")
+    time.sleep(0.5)
     assert all(len(liveServers(node)) == 3 for node in c.nodes)
     newest = {}
     for k in keys:
