@@ -235,27 +235,51 @@ class FairShare(Service):
         """
         return {runtime.cacheId: len(held) for runtime, (held, _) in self._holding.items()}
 
-    def _endRound(self, now: float) -> None:
+    def _endRound(self, now: float, release: bool = True) -> Dict[Any, Tuple[List[Any], int]]:
         """
         Count the round just ended in each held cache's C{held_back_seconds}
-        and let every held connection be read again.
+        and, if C{release}, let every held connection be read again.
+
+        @return: what was held in the round.
         """
         seconds = max(0.0, now - self._lastTick)
         self._lastTick = now
         holding, self._holding = self._holding, {}
         for runtime, (held, connections) in holding.items():
             runtime.stats.held_back_seconds += seconds * len(held) / max(1, connections)
-            for connection in held:
-                connection.release()
+            if release:
+                for connection in held:
+                    connection.release()
+        return holding
+
+    def _releaseRest(self, held: Dict[Any, Tuple[List[Any], int]]) -> None:
+        """
+        Let the connections held last round that are not held this round
+        be read again.  A connection held in both stays paused: a cache of
+        thousands of connections over its share changes only the few its
+        turn moves by, not every one of them twice a round (each a pair of
+        C{epoll_ctl} calls).
+        """
+        for runtime, (before, _) in held.items():
+            still = self._holding.get(runtime)
+            if still is None:
+                for connection in before:
+                    connection.release()
+                continue
+            kept = set(still[0])
+            for connection in before:
+                if connection not in kept:
+                    connection.release()
 
     def tick(self) -> None:
         """
-        One round's end: release, account, hold back for the next round.
+        One round's end: account, hold back for the next round, release
+        the rest.
         """
         self._call = None
         now = self.reactor.seconds()
         seconds = now - self._lastTick
-        self._endRound(now)
+        before = self._endRound(now, release=False)
         accounts = self._accounts
         runtimes = self.runtimes
         if len(accounts) > len(runtimes):
@@ -297,6 +321,7 @@ class FairShare(Service):
                 busy.append((runtime, account, work))
         if self.sharing and len(busy) > 1:
             self._share(busy)
+        self._releaseRest(before)
         if self.running:
             period = self.round if busy or self._holding else self.round * IDLE_ROUNDS
             self._call = self.reactor.callLater(period, self.tick)

@@ -237,6 +237,13 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         elif self.session is not None:
             self.session.connectionLost()
         self.factory.ceiling.closed(self)
+        # The codec and the session point back here (the close callback):
+        # letting go of them leaves no cycle, so a closed connection is
+        # freed at once, not left to the collector (thousands closing at
+        # once would otherwise all be garbage for its next full pass).
+        self.codec = None
+        self.session = None
+        self.__dict__.pop("dataReceived", None)
 
 
 class MemcacheFactory(Factory):

@@ -62,8 +62,8 @@ def test_probeTimerLateness():
 
 def test_probeCollections():
     """
-    Every full collection is listed with its duration; each generation's
-    worst is kept.
+    Every full collection is listed with its duration and the objects it
+    scanned; each generation's worst is kept.
     """
     clocks = _Clocks()
     probe = PauseProbe(wall=lambda: clocks.wall, cpu=lambda: clocks.cpu)
@@ -77,7 +77,9 @@ def test_probeCollections():
     report = probe.report()
     assert report["gc_count"] == [1, 0, 1]
     assert report["gc_worst_ms"] == [1.0, 0.0, 50.0]
-    assert report["full_collections_t_ms_collected"] == [(2.0, 50.0, 7)]
+    [(t, ms, collected, scanned)] = report["full_collections_t_ms_collected_scanned"]
+    assert (t, ms, collected) == (2.0, 50.0, 7)
+    assert scanned > 0
     assert report["tracked_objects"] > 0
 
 

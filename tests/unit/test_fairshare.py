@@ -421,3 +421,34 @@ def test_newCacheChargedFromZero():
     traffic(conns, 60)
     world.clock.advance(ROUND * IDLE_ROUNDS)
     assert reading(conns) == []
+
+
+def test_heldStaysPausedAcrossRounds():
+    """
+    A connection held back in two rounds in a row is not let go and
+    paused again in between: from one round to the next only the
+    connections the turn moves by change (a cache of thousands of
+    connections over its share would otherwise cost two C{epoll_ctl}
+    calls per connection per round).
+    """
+    world = World()
+    noisy = [login(world, b"rw") for _ in range(20)]
+    quiet = [login(world, b"other")]
+    scheduler(world, reading=4, busyFor=0.1)
+    firstRounds(world, (noisy, 4), (quiet, 1))
+    resumed = []
+    for proto, transport in noisy:
+        original = transport.resumeProducing
+
+        def resume(original=original, transport=transport):
+            resumed.append(transport)
+            original()
+
+        transport.resumeProducing = resume
+    traffic(noisy)
+    traffic(quiet, 1)
+    world.clock.advance(ROUND)
+    # 4 left the held part (their turn came), none of the 12 held in
+    # both rounds was resumed
+    assert len(resumed) == 4
+    assert len(reading(noisy)) == 4
