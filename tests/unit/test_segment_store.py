@@ -727,3 +727,19 @@ Differential.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestDifferential = Differential.TestCase
+
+
+def test_missingModuleSaysSo(monkeypatch):
+    """
+    Installed without the C module, the segment store refuses to be made
+    and says what is missing.
+    """
+    from memcachier.stores import segment
+
+    monkeypatch.setattr(segment, "_segments", None)
+    try:
+        SegmentStore(Clock())
+    except segment.SegmentsMissing as e:
+        assert "memcachier._segments" in str(e) and "C compiler" in str(e)
+    else:
+        raise AssertionError("SegmentStore was made without its C module")
