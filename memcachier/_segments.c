@@ -142,6 +142,7 @@ typedef struct {
     size_t segments;
     size_t segment_bytes;
     size_t live_span;  /* what the live items take in the segments */
+    uint64_t epoch;    /* segments freed so far (walks that call Python check it) */
     size_t copy_budget;
     int evicting;
     double next_scan;
@@ -562,6 +563,7 @@ segment_unlink(KeyspaceObject *ks, segment_t *s)
 static void
 segment_free(KeyspaceObject *ks, segment_t *s)
 {
+    ks->epoch++;
     ks->slots[s->id] = NULL;
     ks->free_slots[ks->nfree++] = s->id;
     ks->segments--;
@@ -1000,19 +1002,32 @@ result_of(PyObject *table, int value)
     return r;
 }
 
-/* the hit: expiry checked, FETCHED and ACTIVE marked; NULL if expired
- * (reclaimed), or if `now` could not be read (*failed) */
+/* the hit: the key found, its expiry checked, FETCHED and ACTIVE marked;
+ * NULL on a miss, or if `now` could not be read (*failed).  The clock is
+ * read at most once per call, and only for an item that needs it; it is
+ * Python code, so the key is looked up again after it */
 static item_t *
-hit(KeyspaceObject *ks, Py_ssize_t pos, item_t *it, double *now, int *have, int *failed)
+find_hit(KeyspaceObject *ks, const unsigned char *key, size_t klen, double *now, int *have,
+         int *failed, Py_ssize_t *where)
 {
-    if ((it->bits & HOT) == HOT && it->exptime == 0)
+    uint64_t h = hash_key(ks->seed, key, klen);
+    item_t *it;
+    Py_ssize_t pos = index_find(ks, key, klen, h, &it);
+    if (pos < 0)
+        return NULL;
+    if ((it->bits & HOT) == HOT && it->exptime == 0) {
+        *where = pos;
         return it;
+    }
     if (!*have) {
         if (now_of(ks, now) < 0) {
             *failed = 1;
             return NULL;
         }
         *have = 1;
+        pos = index_find(ks, key, klen, h, &it);
+        if (pos < 0)
+            return NULL;
     }
     if (item_expired(it, *now)) {
         ks->get_expired++;
@@ -1023,6 +1038,7 @@ hit(KeyspaceObject *ks, Py_ssize_t pos, item_t *it, double *now, int *have, int 
         it->bits |= HOT;
         it->atime = clock_seconds(*now);
     }
+    *where = pos;
     return it;
 }
 
@@ -1034,15 +1050,11 @@ ks_get(KeyspaceObject *ks, PyObject *key)
     Py_buffer k;
     if (key_of(key, &k) < 0)
         return NULL;
-    uint64_t h = hash_key(ks->seed, k.buf, (size_t)k.len);
-    item_t *it;
-    Py_ssize_t pos = index_find(ks, k.buf, (size_t)k.len, h, &it);
-    PyBuffer_Release(&k);
-    if (pos < 0)
-        Py_RETURN_NONE;
     double now = 0;
     int have = 0, failed = 0;
-    it = hit(ks, pos, it, &now, &have, &failed);
+    Py_ssize_t pos;
+    item_t *it = find_hit(ks, k.buf, (size_t)k.len, &now, &have, &failed, &pos);
+    PyBuffer_Release(&k);
     if (failed)
         return NULL;
     if (it == NULL)
@@ -1070,26 +1082,18 @@ ks_getMany(KeyspaceObject *ks, PyObject *keys)
         Py_buffer k;
         if (key_of(PySequence_Fast_GET_ITEM(seq, i), &k) < 0)
             goto error;
-        uint64_t h = hash_key(ks->seed, k.buf, (size_t)k.len);
-        item_t *it;
-        Py_ssize_t pos = index_find(ks, k.buf, (size_t)k.len, h, &it);
+        Py_ssize_t pos;
+        item_t *it = find_hit(ks, k.buf, (size_t)k.len, &now, &have, &failed, &pos);
         PyBuffer_Release(&k);
+        if (failed)
+            goto error;
         PyObject *value;
-        if (pos < 0) {
+        if (it == NULL) {
             value = Py_None;
             Py_INCREF(value);
         }
-        else {
-            it = hit(ks, pos, it, &now, &have, &failed);
-            if (failed)
-                goto error;
-            if (it == NULL) {
-                value = Py_None;
-                Py_INCREF(value);
-            }
-            else if ((value = pack_item(it)) == NULL)
-                goto error;
-        }
+        else if ((value = pack_item(it)) == NULL)
+            goto error;
         PyList_SET_ITEM(found, i, value);
     }
     Py_DECREF(seq);
@@ -1151,15 +1155,11 @@ ks_touch(KeyspaceObject *ks, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer k;
     if (key_of(args[0], &k) < 0)
         return NULL;
-    uint64_t h = hash_key(ks->seed, k.buf, (size_t)k.len);
-    item_t *it;
-    Py_ssize_t pos = index_find(ks, k.buf, (size_t)k.len, h, &it);
-    PyBuffer_Release(&k);
-    if (pos < 0)
-        Py_RETURN_NONE;
     double now = 0;
     int have = 0, failed = 0;
-    it = hit(ks, pos, it, &now, &have, &failed);
+    Py_ssize_t pos;
+    item_t *it = find_hit(ks, k.buf, (size_t)k.len, &now, &have, &failed, &pos);
+    PyBuffer_Release(&k);
     if (failed)
         return NULL;
     if (it == NULL)
@@ -1634,6 +1634,17 @@ ks_configure(KeyspaceObject *ks, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* whether segments were freed since `epoch` (Python code ran meanwhile
+ * and changed the keyspace): an error then */
+static int
+changed(KeyspaceObject *ks, uint64_t epoch)
+{
+    if (ks->epoch == epoch)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "segments: the keyspace changed during the walk");
+    return 1;
+}
+
 static PyObject *
 ks_keys(KeyspaceObject *ks, PyObject *unused)
 {
@@ -1645,6 +1656,7 @@ ks_keys(KeyspaceObject *ks, PyObject *unused)
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
+    uint64_t epoch = ks->epoch;
     for (uint32_t id = ks->oldest; id; id = segment_at(ks, id)->newer) {
         segment_t *s = segment_at(ks, id);
         for (size_t off = 0; off < s->used;) {
@@ -1659,6 +1671,10 @@ ks_keys(KeyspaceObject *ks, PyObject *unused)
                 return NULL;
             }
             Py_DECREF(key);
+            if (changed(ks, epoch)) {
+                Py_DECREF(out);
+                return NULL;
+            }
         }
     }
     return out;
@@ -1701,6 +1717,7 @@ ks_snapshotBatch(KeyspaceObject *ks, PyObject *args)
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
+    uint64_t epoch = ks->epoch;
     while (s != NULL && PyList_GET_SIZE(out) < count) {
         if (off >= s->used) {
             s = s->newer ? segment_at(ks, s->newer) : NULL;
@@ -1711,14 +1728,24 @@ ks_snapshotBatch(KeyspaceObject *ks, PyObject *args)
         off += item_span(it);
         if (it->bits & ITEM_DEAD || item_expired(it, now))
             continue;
-        PyObject *pair = Py_BuildValue("(y#N)", (const char *)it->data, (Py_ssize_t)it->klen,
-                                       pack_item(it));
+        /* the segments are read before anything the collector tracks is
+         * made (a collection runs finalizers, which may change the
+         * keyspace: then the walk stops) */
+        PyObject *key = PyBytes_FromStringAndSize((const char *)it->data, it->klen);
+        PyObject *item = key == NULL ? NULL : pack_item(it);
+        PyObject *pair = item == NULL ? NULL : PyTuple_Pack(2, key, item);
+        Py_XDECREF(key);
+        Py_XDECREF(item);
         if (pair == NULL || PyList_Append(out, pair) < 0) {
             Py_XDECREF(pair);
             Py_DECREF(out);
             return NULL;
         }
         Py_DECREF(pair);
+        if (changed(ks, epoch)) {
+            Py_DECREF(out);
+            return NULL;
+        }
     }
     if (s != NULL && off >= s->used) {
         s = s->newer ? segment_at(ks, s->newer) : NULL;

@@ -572,6 +572,34 @@ class SegmentsTests(SynchronousTestCase):
         self.assertEqual(ks.delta(b"n", False, 2**70, None, 0, 0)[:2], (DeltaResult.OK, 0))
         self.assertEqual(ks.delta(b"n", True, 2**64 + 3, None, 0, 0)[:2], (DeltaResult.OK, 3))
 
+    def test_clockThatChangesTheKeyspace(self):
+        """
+        The clock is Python code: one that flushes or refills the keyspace
+        when read (never a reactor's, but possible) leaves a get, a
+        multi-get and a touch answering from what is there afterwards.
+        """
+        class MeddlingClock(Clock):
+            meddle = None
+
+            def seconds(self):
+                if self.meddle is not None:
+                    meddle, self.meddle = self.meddle, None
+                    meddle()
+                return Clock.seconds(self)
+
+        clock = MeddlingClock()
+        clock.advance(1000)
+        ks = SegmentStore(clock).keyspace(1, MiB, MiB)
+        ks.store(StoreMode.SET, b"k", b"v", 0, 0, 0)
+        clock.meddle = lambda: ks.flushNow()
+        self.assertIsNone(ks.get(b"k"))
+        ks.store(StoreMode.SET, b"k", b"v", 0, 0, 0)
+        clock.meddle = lambda: [ks.flushNow(), ks.store(StoreMode.SET, b"k", b"new" * 300, 0, 0, 0)]
+        self.assertEqual([itemValue(i) for i in ks.getMany([b"k", b"k"])], [b"new" * 300] * 2)
+        ks.store(StoreMode.SET, b"t", b"v", 0, 0, 0)
+        clock.meddle = lambda: ks.delete(b"t", 0)
+        self.assertIsNone(ks.touch(b"t", 0))
+
     def test_keysUpTo255Bytes(self):
         """
         Keys of 255 bytes (beyond memcached's 250) and binary keys are
