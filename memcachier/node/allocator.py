@@ -238,7 +238,7 @@ def glibcTrim() -> Optional[Callable[[int], Any]]:
     none (musl, macOS).
     """
     try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+        return ctypes.CDLL(None).malloc_trim
     except (AttributeError, OSError):
         return None
 
