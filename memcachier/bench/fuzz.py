@@ -3,6 +3,7 @@
 Fuzzing both codecs against a real server: the long campaign.
 
     .venv/bin/python -m memcachier.bench.fuzz --inputs 1000000
+    .venv/bin/python -m memcachier.bench.fuzz --inputs 100000 --store segment
 
 starts C{twistd -n memcachier} in a temporary directory (SQLite control
 plane, two caches), then sends mutated requests over real sockets in four
@@ -14,7 +15,8 @@ Between batches a I{bystander} connection, logged in to the other cache,
 sets and reads back a fresh value.  The report lists, per campaign: inputs
 sent, replies that are not well-formed, bystander answers that were wrong,
 whether the server died, and at the end the log lines that are tracebacks
-or errors, and the server's RSS growth.
+or errors, and the server's RSS growth.  C{--store segment} runs the node
+on the segment store (C{[store] plugin}), whose keyspaces are C code.
 
 The generators and reply checkers are shared with the unit tier
 (C{tests/unit/test_fuzz.py}), which fuzzes the codecs in memory with
@@ -337,7 +339,7 @@ class Server(TwistdNode):
     (also used by L{memcachier.bench.soak}).
     """
 
-    def __init__(self, directory, extraMemcache="", plan=None):
+    def __init__(self, directory, extraMemcache="", plan=None, store=None):
         TwistdNode.__init__(self, directory, os.path.join(directory, "memcachier.toml"), freePort())
         self.plan = plan
         self.webPort = freePort()
@@ -350,6 +352,7 @@ class Server(TwistdNode):
                 f'listen = "tcp:{self.webPort}:interface=127.0.0.1"\n'
                 "[database]\n"
                 f'url = "sqlite:///{directory}/memcachier.sqlite"\n'
+                + (f'[store]\nplugin = "{store}"\n' if store else "")
             )
 
     def createCache(self):
@@ -539,17 +542,19 @@ def _cacheBytes(server):
     return f"{int(stats.get(b'bytes', 0)) / 2**20:.1f} MiB in {int(stats.get(b'curr_items', 0))} items"
 
 
-def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS):
+def campaign(inputs, batch=None, seed=1, out=sys.stdout, campaigns=CAMPAIGNS, store=None):
     """
-    Run C{inputs} fuzzed inputs per campaign against a fresh server and
-    print the report.
+    Run C{inputs} fuzzed inputs per campaign against a fresh server (on
+    the store plugin C{store}, by default the configuration's default)
+    and print the report.
 
     @return: whether nothing went wrong.
     """
     directory = tempfile.mkdtemp(prefix="memcachier-fuzz-")
     # the login budget would otherwise refuse the auth campaigns' guesses
     # before their parsing is reached
-    server = Server(directory, "auth_failure_rate = 1000000.0\nauth_failure_burst = 1000000000\n")
+    server = Server(directory, "auth_failure_rate = 1000000.0\nauth_failure_burst = 1000000000\n",
+                    store=store)
     ok = True
     try:
         server.start()
@@ -632,10 +637,13 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--campaign", action="append", choices=CAMPAIGNS,
                         help="run only these (repeatable; default: all)")
+    parser.add_argument("--store", choices=("memory", "segment"), default=None,
+                        help="the node's store plugin (default: the configuration's default, memory)")
     args = parser.parse_args(argv)
     # a SIGTERM stops the server too (the finally clause of campaign)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
-    ok = campaign(args.inputs, args.batch, args.seed, campaigns=args.campaign or CAMPAIGNS)
+    ok = campaign(args.inputs, args.batch, args.seed, campaigns=args.campaign or CAMPAIGNS,
+                  store=args.store)
     return 0 if ok else 1
 
 
