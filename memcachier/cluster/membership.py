@@ -485,7 +485,19 @@ class Membership(PeriodicService):
         return live
 
     def _suspected(self):
-        return set(self._suspects) | set(self._suspectedBy) | self._lifting
+        own = set() if self._leavingRings() else set(self._suspects) | self._lifting
+        return own | set(self._suspectedBy)
+
+    def _leavingRings(self):
+        """
+        Whether this node drains or stops.  Its own suspicions then stay
+        its own: it is not written in its row (a drain's bulk hand-off
+        times out on a loaded peer, which would then drop everything it
+        holds), nor does it route around them (its clients' keys would go
+        where the others do not send them); a request to a peer that
+        fails falls back as a miss.
+        """
+        return self._leaving or (self.state is not None and self.state.state == DRAINING)
 
     def suspect(self, name):
         """
@@ -536,10 +548,10 @@ class Membership(PeriodicService):
         return bool(gone)
 
     def _suspicionsJSON(self):
-        return Suspicions(
-            {n: (startedAt or 0.0, since) for n, (_, startedAt, since) in self._suspects.items()},
-            dict(self._dropped),
-        ).toJSON()
+        suspects = {} if self._leavingRings() else {
+            n: (startedAt or 0.0, since) for n, (_, startedAt, since) in self._suspects.items()
+        }
+        return Suspicions(suspects, dict(self._dropped)).toJSON()
 
     def _readSuspicions(self, records, now):
         """
@@ -561,7 +573,7 @@ class Membership(PeriodicService):
         before = self._suspectedBy
         self._suspectedBy = suspectedBy
         mine = suspectedBy.get(self.name, {})
-        if self._leaving or (self.state is not None and self.state.state == DRAINING):
+        if self._leavingRings():
             # out of the rings already and about to stop: what it holds is
             # for its snapshot and its keys' new owners (as an add, which
             # leaves newer values be), and a restart drops it if others

@@ -297,3 +297,30 @@ def test_aDeleteCrossingAPushedItemDeletesItOnTheNewOwner(monkeypatch):
     assert ks.peerDelete(key, 0) == DeleteResult.NOT_FOUND
     pair.pump()
     assert ks.fallbacks == 0
+
+
+def test_aDrainingNodesSuspicionsStayItsOwn(engine):  # noqa: F811
+    """
+    A draining node's hand-off may time out on a loaded peer: its
+    suspicions are not written in its row (the peer keeps what it holds
+    and its place in every ring), and it does not route around them
+    either (its clients' keys go where every other node sends them).
+    """
+    from twisted.internet.task import Clock
+
+    from memcachier.cluster.states import NodeState
+
+    nodes = Nodes(engine)
+    state = NodeState(Clock(), 30.0)
+    c = nodes["c:1"]
+    c.state = state
+    state.drain(10.0)
+    nodes.beat("c:1", "a:1", "b:1")
+    c.suspect("b:1")
+    nodes.beat("a:1", "b:1")
+    assert nodes.suspected["b:1"] == 0
+    assert nodes["a:1"].ring("default").servers == ("a:1", "b:1")
+    assert c.ring("default").servers == ("a:1", "b:1")
+    assert M.Suspicions.fromJSON(
+        {r.name: r for r in M.listNodes(engine)[0]}["c:1"].suspicions
+    ).suspects == {}
