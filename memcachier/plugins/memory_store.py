@@ -23,11 +23,17 @@ class MemoryStorePlugin:
 
     def makeStore(self, settings, reactor):
         """
-        @param settings: the C{[store]} table; the memory store takes no
-            settings.
+        @param settings: the C{[store]} table: C{compact_tables} (a
+            boolean, false by default) copies a churning dict into a table
+            sized for its items instead of letting CPython double it
+            (L{memcachier.stores.memory.COMPACT_FROM}).
         @param reactor: the store's clock.
+        @raise ValueError: C{compact_tables} is not a boolean.
         """
-        return MemoryStore(reactor)
+        compact = settings.get("compact_tables", False)
+        if not isinstance(compact, bool):
+            raise ValueError(f"[store] compact_tables: expected true or false, got {compact!r}")
+        return MemoryStore(reactor, compactTables=compact)
 
 
 memoryStore = MemoryStorePlugin()

@@ -89,12 +89,13 @@ SHARD_FROM = 64 * 1024 * 1024
 #: dicts of a large keyspace (a power of two)
 SHARDS = 16
 
-#: dicts of this many items or more are copied into a table sized for what
-#: they hold when churn has filled theirs, instead of letting CPython grow
-#: it: under churn through new keys at a steady item count, CPython
-#: doubles a dict's table (it sizes a full table for three times the
-#: items), and a copy keeps it at the size a fill gave it
-#: (docs/performance.md, "Eviction churn")
+#: with C{[store] compact_tables = true}, dicts of this many items or more
+#: are copied into a table sized for what they hold when churn has filled
+#: theirs, instead of letting CPython grow it: under churn through new
+#: keys at a steady item count, CPython doubles a dict's table (it sizes a
+#: full table for three times the items), and a copy keeps it at the size
+#: a fill gave it, for copies four times as frequent and about twice as
+#: long as CPython's rebuilds (docs/performance.md, "Eviction churn")
 COMPACT_FROM = 4096
 
 
@@ -200,12 +201,20 @@ class MemoryKeyspace:
         would grow it (new keys and second chances take a slot each;
         replacing a key's item does not); L{_fit} copies the dict instead
         when its items fit a table of the same size.
+    @ivar _compactFrom: the items from which L{_fit} copies a dict, or
+        L{None}: never (CPython grows it).
     """
 
     synchronous = True
 
-    def __init__(self, clock, maxBytes, maxItemSize, casCounter):
+    def __init__(self, clock, maxBytes, maxItemSize, casCounter, compactTables=False):
+        """
+        @param compactTables: copy full dicts into tables sized for what
+            they hold instead of letting CPython grow them
+            (L{COMPACT_FROM}).
+        """
         self._clock = clock
+        self._compactFrom = COMPACT_FROM if compactTables else None
         self.maxBytes = maxBytes
         self.maxItemSize = maxItemSize
         self._nextCas = casCounter.__next__
@@ -407,7 +416,8 @@ class MemoryKeyspace:
 
     def _fit(self, index):
         """
-        The dict at C{index} is about to grow its table: copy it into one
+        The dict at C{index} is about to grow its table: with
+        C{compactTables}, copy it into one
         sized for what it holds if that leaves room for a quarter as many
         inserts again (what churn has deleted leaves holes that a copy
         drops), else let CPython grow it.  The copy pauses as long as
@@ -419,7 +429,8 @@ class MemoryKeyspace:
         items = self._shards[index]
         used = len(items)
         room = copiedRoom(used)
-        if used >= COMPACT_FROM and room >= used >> 2:
+        compactFrom = self._compactFrom
+        if compactFrom is not None and used >= compactFrom and room >= used >> 2:
             items = self._shards[index] = dict(items)
         else:
             room = grownRoom(used)
@@ -762,15 +773,20 @@ class MemoryStore:
     survive a graceful restart (L{ISnapshottableStore}).
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, compactTables=False):
+        """
+        @param compactTables: see L{MemoryKeyspace}.
+        """
         self._reactor = reactor
+        self._compactTables = compactTables
         self._keyspaces = {}
         self._cas = count(1)
 
     def keyspace(self, cacheId, maxBytes, maxItemSize):
         keyspace = self._keyspaces.get(cacheId)
         if keyspace is None:
-            keyspace = MemoryKeyspace(self._reactor, maxBytes, maxItemSize, self._cas)
+            keyspace = MemoryKeyspace(self._reactor, maxBytes, maxItemSize, self._cas,
+                                      self._compactTables)
             self._keyspaces[cacheId] = keyspace
         return keyspace
 

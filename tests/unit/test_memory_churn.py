@@ -1,8 +1,9 @@
 """
-Under churn through new keys at a steady item count, a memory keyspace's
-dict keeps the table a fill gave it: before CPython would grow the full
-table (to three times the items), the keyspace copies the dict into one
-sized for what it holds.
+Under churn through new keys at a steady item count, a memory keyspace
+with C{compactTables} (C{[store] compact_tables = true}) keeps the table a
+fill gave each dict: before CPython would grow the full table (to three
+times the items), the keyspace copies the dict into one sized for what it
+holds.  Without it, CPython grows it.
 """
 
 import sys
@@ -10,18 +11,22 @@ from itertools import count
 
 from twisted.internet.task import Clock
 
+import pytest
+
 from memcachier.commands import StoreMode, StoreResult
+from memcachier.plugins.memory_store import memoryStore
 from memcachier.stores.memory import (
-    COMPACT_FROM, ITEM_OVERHEAD, MemoryKeyspace, copiedRoom, grownRoom,
+    COMPACT_FROM, ITEM_OVERHEAD, MemoryKeyspace, MemoryStore, copiedRoom, grownRoom,
 )
 
 
-def _keyspace(items, valueSize=100):
+def _keyspace(items, valueSize=100, compactTables=True):
     """
     A one-dict keyspace that holds C{items} items of C{valueSize} bytes
     under 7-byte keys.
     """
-    return MemoryKeyspace(Clock(), items * (7 + valueSize + ITEM_OVERHEAD), 1 << 20, count(1))
+    return MemoryKeyspace(Clock(), items * (7 + valueSize + ITEM_OVERHEAD), 1 << 20, count(1),
+                          compactTables)
 
 
 def test_roomModelsThisPython():
@@ -46,6 +51,51 @@ def test_roomModelsThisPython():
     assert sys.getsizeof(copy) == grown
     copy[b"and one more"] = None
     assert sys.getsizeof(copy) > grown
+
+
+def _churn(ks, items, rounds):
+    """
+    Fill C{ks} until it evicts, then store C{rounds} times C{items} new
+    keys.
+
+    @return: the dict's C{sys.getsizeof} after the fill, and the largest
+        after it (every 500 stores).
+    """
+    value = b"v" * 100
+    keys = (b"k%06d" % i for i in range(10_000_000))
+    for key in keys:
+        assert ks.store(StoreMode.SET, key, value, 0, 0, 0)[0] == StoreResult.STORED
+        if ks.evictions:
+            break
+    filled = sys.getsizeof(ks._shards[0])
+    largest = 0
+    for i, key in zip(range(rounds * items), keys):
+        ks.store(StoreMode.SET, key, value, 0, 0, 0)
+        if i % 500 == 0:
+            largest = max(largest, sys.getsizeof(ks._shards[0]))
+    return filled, largest
+
+
+def test_defaultGrowsAsCPython():
+    """
+    Without C{compactTables} (the default) churn doubles the dict's table,
+    as CPython does; L{MemoryStore} passes the option on.
+    """
+    filled, largest = _churn(_keyspace(12_000, compactTables=False), 12_000, 3)
+    assert largest > filled
+    assert not MemoryStore(Clock()).keyspace(1, 1 << 20, 1 << 20)._compactFrom
+    assert MemoryStore(Clock(), compactTables=True).keyspace(1, 1 << 20, 1 << 20)._compactFrom
+
+
+def test_pluginOption():
+    """
+    C{[store] compact_tables} reaches the store; anything but a boolean is
+    refused.
+    """
+    assert memoryStore.makeStore({"compact_tables": True}, Clock())._compactTables
+    assert not memoryStore.makeStore({}, Clock())._compactTables
+    with pytest.raises(ValueError, match="compact_tables"):
+        memoryStore.makeStore({"compact_tables": "yes"}, Clock())
 
 
 def test_churnKeepsTheTable():
