@@ -7,13 +7,19 @@ C{[node] allocator = "system"} it stays on the allocator it was started
 with, and returns glibc's free pages every few seconds.
 """
 
+import io
 import os
 import re
 import time
+from pathlib import Path
 
 import pytest
 
+from memcachier.bench import churn
 from memcachier.node.allocator import JEMALLOC_CONF, JEMALLOC_PATH, TRIM_INTERVAL
+
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -73,3 +79,22 @@ def test_systemAllocatorTrims(memcachier_server_factory):
     time.sleep(WAIT)
     assert server.stop() == 0
     assert re.search(r"malloc_trim ran [1-9][0-9]* times, the longest [0-9.]+ ms, the most CPU", server.log())
+
+
+def test_churnBench(tmp_path):
+    """
+    C{python -m memcachier.bench.churn} starts a node, churns it round by
+    round with each round's value size, and prints the RSS table and the
+    change from the baseline round.
+    """
+    mcload = os.environ.get("MCLOAD") or str(ROOT.parent / "shared" / "bench" / "mcload")
+    if not (os.path.exists(mcload) or os.path.exists(mcload + ".c")):
+        pytest.fail(f"mcload not found at {mcload} (nor {mcload}.c): set MCLOAD")
+    out = io.StringIO()
+    assert churn.main(["--rounds", "2", "--seconds", "1", "--sizes", "100,700", "--baseline", "1",
+                       "--keys", "1000", "--connections", "4", "--mcload", mcload], out) == 0
+    text = out.getvalue()
+    assert re.search(r"^\s+1\s+100\s+[0-9.]+\s+[0-9.]+\s+[1-9][0-9]*\s", text, re.M)
+    assert re.search(r"^\s+2\s+700\s", text, re.M)
+    assert re.search(r"RSS round 1 -> 2: [0-9.]+ -> [0-9.]+ MiB \([+-][0-9.]+ %\)", text)
+    assert "re-executed with" in text
