@@ -15,7 +15,7 @@
  * whole.  Overwritten and deleted items are dead space until their segment
  * is evicted or compacted: the segments' total stays within the limit
  * plus an eighth plus two segments (segment_limit), and within what the
- * live items take plus a quarter plus a few segments (make_room_for_segment).
+ * live items take plus an eighth plus a few segments (make_room_for_segment).
  *
  * Items are handed out as memcachier.commands.packItem builds them: the
  * 18-byte prefix (ITEM_FIELDS), the ASCII suffix, the value, built here in
@@ -824,14 +824,14 @@ make_room_for_segment(KeyspaceObject *ks, size_t cap, double now)
         if (evict_oldest(ks, now, compact) < 0)
             return -1;
     }
-    /* and the dead space within a quarter of what the live items take:
+    /* and the dead space within an eighth of what the live items take:
      * the oldest segments' live items move on (a few segments a call, so
      * no call pays for many) */
     size_t size = segment_size(ks);
     for (int turns = 0; turns < COMPACT_SEGMENTS; turns++) {
         if (!ks->oldest || ks->oldest == ks->write)
             break;
-        size_t allowed = ks->live_span + ks->live_span / 4 + 3 * size + ks->segments * SEGMENT_HEADER;
+        size_t allowed = ks->live_span + ks->live_span / 8 + 3 * size + ks->segments * SEGMENT_HEADER;
         if (ks->segment_bytes + SEGMENT_HEADER + cap <= allowed)
             break;
         if (evict_oldest(ks, now, 1) < 0)
