@@ -1,17 +1,20 @@
 # -*- test-case-name: tests.unit.test_fairshare -*-
 """
-Login storms: new connections start being read a bounded batch per
-reactor turn.
+Login storms: new connections' first requests (their logins) are handled
+a bounded batch per reactor turn.
 
 Thousands of clients connecting at once (a fleet restarting) each send
 their login at once, and the reactor handles every ready connection of one
 poll in one pass: thousands of logins in a row, while every other tenant's
-request waits for the pass to end.  So a new connection is read at once
-only while fewer than L{LoginAdmission.batch} connections started being
-read in this turn; the others wait, not read (C{pauseProducing}, the
-producer API), and are let in a batch per turn (C{callLater(0)} on the
+request waits for the pass to end.  So a new connection's first read is
+handled at once only while fewer than L{LoginAdmission.batch} were in this
+turn; the others wait, kept and not read further (C{pauseProducing}, the
+producer API), and are handled a batch per turn (C{callLater(0)} on the
 injected reactor), oldest first.  Each pass then holds at most about one
 batch of logins, and established connections are read between batches.
+The gate is at the first read, not at the connection: connections let in
+before their clients sent anything would otherwise all become readable
+in one pass.
 
 A waiting connection's auth timeout runs as usual: the client must still
 log in within it, waiting included.
@@ -28,11 +31,11 @@ DEFAULT_BATCH = 64
 
 class LoginAdmission:
     """
-    Lets new connections start being read L{batch} per reactor turn.
+    Lets new connections' first reads be handled L{batch} per reactor turn.
 
     @ivar batch: connections admitted per turn; C{0}: every one at once.
     @ivar admitted: connections admitted in this turn.
-    @ivar waiting: connections not yet read, oldest first (each has
+    @ivar waiting: connections whose first read waits, oldest first (each has
         C{admitted()}, called when its turn comes, and C{closed}).
     """
 
@@ -45,9 +48,10 @@ class LoginAdmission:
 
     def admit(self, connection: Any) -> bool:
         """
-        A new connection: whether it may be read now.  If not, it waits
-        (its reading is the caller's to pause) and C{connection.admitted()}
-        is called when its turn comes.
+        A new connection's first read: whether it may be handled now.  If
+        not, it waits (keeping the data and pausing reading are the
+        caller's) and C{connection.admitted()} is called when its turn
+        comes.
         """
         if not self.batch:
             return True

@@ -112,6 +112,7 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         self._handshaking = False
         self._waiting = False
         self._heldBack = False
+        self._stash: Optional[list] = None
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """
@@ -137,9 +138,6 @@ class SniffingProtocol(Protocol, TimeoutMixin):
             # until handshakeCompleted
             self._handshaking = True
             self.setTimeout(factory.authTimeout or HANDSHAKE_TIMEOUT)
-        if not factory.admission.admit(self):
-            self._waiting = True
-            transport.pauseProducing()
 
     @property
     def closed(self) -> bool:
@@ -151,12 +149,16 @@ class SniffingProtocol(Protocol, TimeoutMixin):
 
     def admitted(self) -> None:
         """
-        Its turn to be read came (L{LoginAdmission}).
+        Its turn came (L{LoginAdmission}): read again, and handle what its
+        first read brought.
         """
         self._waiting = False
+        stash, self._stash = self._stash, None
         if not self._closing:
             transport: Any = self.transport
             transport.resumeProducing()
+            if stash:
+                self._start(b"".join(stash))
 
     def holdBack(self) -> None:
         """
@@ -209,6 +211,30 @@ class SniffingProtocol(Protocol, TimeoutMixin):
             # no byte to sniff yet (TCP never delivers none; a wrapping
             # transport might): wait for one
             return
+        transport: Any = self.transport
+        if self._waiting:
+            # more before its turn (a client waits for its login's answer,
+            # so rarely): keep it, and read no more until the turn
+            assert self._stash is not None
+            self._stash.append(data)
+            transport.pauseProducing()
+            return
+        if not self.factory.admission.admit(self):
+            # A login storm: handled when its turn comes, a batch per turn.
+            # The gate is here, at the first read, not at the connection:
+            # connections let in before their clients sent anything would
+            # otherwise all become readable in one reactor pass.  Reading
+            # goes on (a pause and its resume are two epoll_ctl calls for
+            # each of thousands), the next read pauses it.
+            self._waiting = True
+            self._stash = [data]
+            return
+        self._start(data)
+
+    def _start(self, data: bytes) -> None:
+        """
+        Hand the connection to the codec its first byte names.
+        """
         factory = self.factory
         if data[0] == BINARY_REQUEST_MAGIC:
             codec: CodecProtocol = BinaryProtocol(self.session, self.close, factory.directSend)
@@ -243,6 +269,7 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         # once would otherwise all be garbage for its next full pass).
         self.codec = None
         self.session = None
+        self._stash = None
         self.__dict__.pop("dataReceived", None)
 
 

@@ -275,36 +275,63 @@ def connectVia(factory):
 
 def test_loginStormBatches():
     """
-    New connections start being read C{batch} per reactor turn, oldest
-    first; one closed while waiting is skipped; the rest wait their turn
-    and then log in as usual.
+    New connections' first reads (their logins) are handled C{batch} per
+    reactor turn, oldest first; a connection waiting is not read further;
+    one closed while waiting is skipped; the rest are answered in their
+    turn.  A connection that has sent nothing does not hold up the others.
     """
     world = World()
     factory = MemcacheFactory(
         world.registry, world.clock, authTimeout=5.0,
         admission=LoginAdmission(world.clock, 2),
     )
+    silent = connectVia(factory)
     conns = [connectVia(factory) for _ in range(7)]
-    assert [t.producerState for _, t in conns] == ["producing"] * 2 + ["paused"] * 5
+    assert [t.producerState for _, t in conns] == ["producing"] * 7
+    for proto, _ in conns:
+        proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\n")
+    answered = lambda: [t.value() == b"STORED\r\n" for _, t in conns]
+    assert answered() == [True] * 2 + [False] * 5
     conns[2][0].close()
     turn(world.clock)
-    assert [t.producerState for _, t in conns[3:]] == ["producing"] * 2 + ["paused"] * 2
+    assert answered()[3:] == [True] * 2 + [False] * 2
     turn(world.clock)
-    assert [t.producerState for _, t in conns] == (
-        ["producing"] * 2 + ["paused"] + ["producing"] * 4
-    )
-    proto, transport = conns[6]
-    proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\n")
-    assert transport.value() == b"STORED\r\n"
+    assert answered() == [True] * 2 + [False] + [True] * 4
+    assert [t.producerState for _, t in conns[3:]] == ["producing"] * 4
+    assert silent[1].producerState == "producing"
     # the turns stop once nobody waits
     turn(world.clock)
     turn(world.clock)
     assert not [c for c in world.clock.getDelayedCalls() if c.getTime() == world.clock.seconds()]
 
 
+def test_loginStormKeepsWhatArrived():
+    """
+    A waiting connection that receives more (a wrapping transport may
+    deliver it after the pause) keeps it, and its turn handles it all, in
+    order.
+    """
+    world = World()
+    factory = MemcacheFactory(
+        world.registry, world.clock, authTimeout=5.0,
+        admission=LoginAdmission(world.clock, 1),
+    )
+    first, waiting = connectVia(factory), connectVia(factory)
+    first[0].dataReceived(b"version\r\n")
+    waiting[0].dataReceived(b"set rw 0 0 6\r\nsec")
+    assert waiting[1].producerState == "producing"
+    waiting[0].dataReceived(b"ret\r\nset k 0 0 1\r\nv\r\n")
+    assert waiting[1].value() == b""
+    assert waiting[1].producerState == "paused"
+    turn(world.clock)
+    assert waiting[1].value() == b"STORED\r\nSTORED\r\n"
+    assert waiting[1].producerState == "producing"
+
+
 def test_drainAdmitsTheWaiting():
     """
-    A stopping node drains every connection, waiting ones included.
+    A stopping node drains every connection, waiting ones included: their
+    first request is answered, then they close.
     """
     world = World()
     factory = MemcacheFactory(
@@ -312,9 +339,11 @@ def test_drainAdmitsTheWaiting():
         admission=LoginAdmission(world.clock, 1),
     )
     conns = [connectVia(factory) for _ in range(3)]
-    assert [t.producerState for _, t in conns] == ["producing", "paused", "paused"]
+    for proto, _ in conns:
+        proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\n")
+    assert [t.value() for _, t in conns] == [b"STORED\r\n", b"", b""]
     factory.drain()
-    assert [t.producerState for _, t in conns] == ["producing"] * 3
+    assert [t.value() for _, t in conns] == [b"STORED\r\n"] * 3
     assert not any(t.connected for _, t in conns)
 
 
