@@ -142,6 +142,7 @@ typedef struct {
     size_t segments;
     size_t segment_bytes;
     size_t live_span;  /* what the live items take in the segments */
+    size_t written;    /* what the segments were written with, dead items included */
     uint64_t epoch;    /* segments freed so far (walks that call Python check it) */
     size_t copy_budget;
     int evicting;
@@ -568,6 +569,7 @@ segment_free(KeyspaceObject *ks, segment_t *s)
     ks->free_slots[ks->nfree++] = s->id;
     ks->segments--;
     ks->segment_bytes -= s->mapped;
+    ks->written -= s->used;
     UNPOISON(s, s->mapped);
     big_free(s, s->mapped);
 }
@@ -719,6 +721,7 @@ item_alloc(KeyspaceObject *ks, size_t exact, double now, segment_t **where, size
         return NULL;
     }
     s->used += span;
+    ks->written += span;
     UNPOISON(SEGMENT_DATA(s) + off, exact);
     *where = s;
     *offset = off;
@@ -824,15 +827,16 @@ make_room_for_segment(KeyspaceObject *ks, size_t cap, double now)
         if (evict_oldest(ks, now, compact) < 0)
             return -1;
     }
-    /* and the dead space within an eighth of what the live items take:
-     * the oldest segments' live items move on (a few segments a call, so
-     * no call pays for many) */
+    /* and the dead space (what overwritten and deleted items left, not
+     * the unwritten ends of segments, which compacting cannot shrink)
+     * within an eighth of what the live items take: the oldest segments'
+     * live items move on (a few segments a call, so no call pays for
+     * many) */
     size_t size = segment_size(ks);
     for (int turns = 0; turns < COMPACT_SEGMENTS; turns++) {
         if (!ks->oldest || ks->oldest == ks->write)
             break;
-        size_t allowed = ks->live_span + ks->live_span / 8 + 3 * size + ks->segments * SEGMENT_HEADER;
-        if (ks->segment_bytes + SEGMENT_HEADER + cap <= allowed)
+        if (ks->written - ks->live_span <= ks->live_span / 8 + 2 * size)
             break;
         if (evict_oldest(ks, now, 1) < 0)
             return -1;
@@ -916,6 +920,7 @@ free_everything(KeyspaceObject *ks)
     ks->bytes = 0;
     ks->items = 0;
     ks->live_span = 0;
+    ks->written = 0;
 }
 
 /* -- the Python type ------------------------------------------------------ */
@@ -1593,6 +1598,7 @@ ks_segmentStats(KeyspaceObject *ks, PyObject *unused)
         || put_stat(d, "segment_limit", segment_limit(ks)) < 0
         || put_stat(d, "live_bytes", live) < 0
         || put_stat(d, "live_span", ks->live_span) < 0
+        || put_stat(d, "written", ks->written) < 0
         || put_stat(d, "written_bytes", used) < 0
         || put_stat(d, "index_slots", slots) < 0
         || put_stat(d, "index_bytes", slots * sizeof(entry_t)) < 0) {

@@ -423,6 +423,31 @@ class SegmentsTests(SynchronousTestCase):
         self.assertEqual(len(ks.keys()), 2000)
         self.assertEqual(itemValue(ks.get(b"key:7")), b"29" * 50)
 
+    def test_deadSpaceWithinAnEighth(self):
+        """
+        Cold keys stored once and a few hot keys overwritten again and
+        again: the dead space the overwrites leave is compacted (the cold
+        items move forward), nothing is evicted under the limit, and the
+        written bytes stay within the live items plus an eighth plus three
+        segments.
+        """
+        ks = self.store.keyspace(1, 64 * MiB, MiB)
+        for i in range(20_000):
+            ks.store(StoreMode.SET, b"cold:%d" % i, b"c" * 200, 0, 0, 0)
+        for i in range(200_000):
+            ks.store(StoreMode.SET, b"hot:%d" % (i % 10), b"h" * 200, 0, 0, 0)
+        stats = ks.segmentStats()
+        self.assertEqual((stats["written"], stats["live_span"]),
+                         (stats["written_bytes"], stats["live_bytes"]))
+        self.assertLessEqual(
+            stats["written"] - stats["live_span"],
+            # checked each time a segment is added: the one being written
+            # fills with dead items before the next check
+            stats["live_span"] // 8 + 3 * stats["segment_size"],
+        )
+        self.assertEqual(ks.stats()["evictions"], 0)
+        self.assertEqual(len(ks.keys()), 20_010)
+
     def test_segmentsBoundedUnderNewKeys(self):
         """
         New keys of every size past the limit: bytes within the limit,
