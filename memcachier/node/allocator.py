@@ -247,15 +247,19 @@ def memoryReturner(
     clock: IReactorTime,
     mapsPath: str = "/proc/self/maps",
     trim: Optional[Callable[[int], Any]] = None,
+    interval: float = TRIM_INTERVAL,
 ) -> Optional[MallocTrim]:
     """
     The timer that returns glibc's free memory, when this process runs on
     it: L{None} on jemalloc (which returns memory by itself, on the decay
-    of L{JEMALLOC_CONF}), where C{/proc} cannot tell, or without a
-    C{malloc_trim}.
+    of L{JEMALLOC_CONF}), where C{/proc} cannot tell, without a
+    C{malloc_trim}, or with C{interval} 0 (C{[node] malloc_trim}).
 
     @param trim: C{malloc_trim}; by default L{glibcTrim}'s.
+    @param interval: seconds between two trims.
     """
+    if interval <= 0:
+        return None
     try:
         with open(mapsPath) as f:
             maps = f.read()
@@ -264,4 +268,4 @@ def memoryReturner(
     if jemallocMapped(maps):
         return None
     trim = trim or glibcTrim()
-    return None if trim is None else MallocTrim(clock, trim)
+    return None if trim is None else MallocTrim(clock, trim, interval)

@@ -301,6 +301,8 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
       'itself again with Debian\'s libjemalloc2 preloaded; "system": the allocator it was started with (Memory allocator)',
       Flag("allocator", None, "jemalloc or system; overrides [node] allocator.", False)),
     O("node", "allocator_warning", BOOLEAN, True, "warn at start when not running on jemalloc (Memory allocator)"),
+    O("node", "malloc_trim", durationOrOff(), "1s", "on glibc's allocator, how often freed heap pages go back to the "
+      "kernel (malloc_trim, a pause of the reactor); 0: never (Memory allocator)"),
     O("node", "state_dir", TEXT, "", "directory of the warm-restart snapshot (created if missing); empty: no warm "
       "restart", example="/var/lib/memcachier"),
     O("node", "warm_restart", BOOLEAN, True, "with state_dir: save the caches' items on a graceful stop, restore them "

@@ -122,7 +122,7 @@ def makeService(options: Options) -> NodeService:
         options.settings, reactor, directSend=directSender(),
         workerCommand=None if worker else workerCommand(options.arguments),
     )
-    trimmer = memoryReturner(reactor)
+    trimmer = memoryReturner(reactor, interval=options.settings.node.malloc_trim)
     if trimmer is not None:
         trimmer.setServiceParent(service)
     reactor.callWhenRunning(installGracefulStop, reactor)

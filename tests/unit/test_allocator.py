@@ -21,6 +21,7 @@ from memcachier.node.allocator import (
     runOnJemalloc,
     warnUnlessJemalloc,
 )
+from memcachier.node.settings import parseSettings
 
 GLIBC_MAPS = (
     "55d0c0000000-55d0c0001000 r--p 00000000 08:01 1 /usr/bin/python3.11\n"
@@ -184,6 +185,26 @@ def test_memoryReturnerOnGlibcOnly(tmp_path):
     maps.write_text(JEMALLOC_MAPS)
     assert memoryReturner(Clock(), str(maps), calls.append) is None
     assert memoryReturner(Clock(), str(tmp_path / "missing"), calls.append) is None
+
+
+def test_memoryReturnerInterval(tmp_path):
+    """
+    C{[node] malloc_trim} sets how often the trim runs; C{0} turns it off.
+    """
+    maps = tmp_path / "maps"
+    maps.write_text(GLIBC_MAPS)
+    calls = []
+    clock = Clock()
+    trimmer = memoryReturner(clock, str(maps), calls.append, interval=5.0)
+    trimmer.startService()
+    clock.advance(4.9)
+    assert calls == []
+    clock.advance(0.1)
+    assert calls == [0]
+    assert memoryReturner(Clock(), str(maps), calls.append, interval=0.0) is None
+    assert parseSettings("").node.malloc_trim == 1.0
+    assert parseSettings('[node]\nmalloc_trim = "5s"\n').node.malloc_trim == 5.0
+    assert parseSettings("[node]\nmalloc_trim = 0\n").node.malloc_trim == 0.0
 
 
 def test_glibcTrim():
