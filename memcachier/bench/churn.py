@@ -68,11 +68,13 @@ def cacheStats(port, credentials):
 def roundArguments(options, number):
     """
     The C{mcload} arguments of round C{number} (from 1): its own key
-    prefix, and its value size from C{--sizes} in turn.
+    prefix, of the same length in every round (a key a byte longer can
+    fall in the allocator's next size class), and its value size from
+    C{--sizes} in turn.
     """
     size = options.sizes[(number - 1) % len(options.sizes)]
     return size, [
-        "-n", "-k", str(options.keys), "-x", f"churn{number}:", "-s", str(size),
+        "-n", "-k", str(options.keys), "-x", f"churn{number:03d}:", "-s", str(size),
         "-t", str(options.seconds), "-w", "0", "-c", str(options.connections),
         "-r", str(options.get_ratio),
     ]

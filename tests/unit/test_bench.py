@@ -99,3 +99,22 @@ def test_clusterBenchPrefixesAreOwnedByTheirNode():
         assert {ring.owner(f"{prefix}{n:08d}".encode()) for n in range(5)} == {name}
     with pytest.raises(RuntimeError, match="fewer --keys"):
         ownedPrefixes(names, 40, tries=10)
+
+
+def test_churnRoundsKeysOfOneLength():
+    """
+    Every round of L{memcachier.bench.churn} uses its own key prefix, all
+    of one length (a longer key can change the allocator's size class,
+    which would read as growth), and the value sizes in turn.
+    """
+    import argparse
+
+    from memcachier.bench.churn import roundArguments
+
+    options = argparse.Namespace(keys=1000, sizes=[100, 1000], seconds=30, connections=50,
+                                 get_ratio=0.5)
+    rounds = [roundArguments(options, n) for n in (1, 2, 10, 20)]
+    prefixes = [args[args.index("-x") + 1] for _, args in rounds]
+    assert len(set(prefixes)) == 4
+    assert len({len(p) for p in prefixes}) == 1
+    assert [size for size, _ in rounds] == [100, 1000, 1000, 1000]
