@@ -29,7 +29,7 @@ from twisted.python.runtime import seconds
 
 from memcachier.alerts.message import AlertMessage, formatNumber
 from memcachier.alerts.repository import AlertRepository
-from memcachier.cluster.membership import listNodes, liveServers, requestDrain
+from memcachier.cluster.membership import Suspicions, listNodes, liveServers, requestDrain
 from memcachier.cluster.states import parseDetails
 from memcachier.control.migrations import upgrade
 from memcachier.control.provisioning import clusterForPlan
@@ -195,6 +195,11 @@ class Admin:
             }
             row["live"] = record.heartbeat_at >= now - timeout
             row["progress"] = parseDetails(record.progress)
+            suspicions = Suspicions.fromJSON(record.suspicions)
+            row["suspicions"] = {
+                "suspects": sorted(suspicions.suspects),
+                "dropped_for": sorted(suspicions.dropped),
+            }
             rows.append(row)
         if args.json:
             self._json(rows)

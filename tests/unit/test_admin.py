@@ -391,12 +391,19 @@ def test_nodeListAndLiveServers(run, url):
     engine = makeEngine(url)
     now = time.time()
     heartbeat(engine, NodeRecord("10.0.0.2:11211", "default", now, now, 4, 2048, '{"1": 4}'), 5.0)
-    heartbeat(engine, NodeRecord("10.0.0.1:11211", "default", now, now - 60, 0, 0), 5.0)
+    heartbeat(engine, NodeRecord(
+        "10.0.0.1:11211", "default", now, now - 60, 0, 0,
+        suspicions='{"v": 1, "suspects": {"10.0.0.2:11211": [1.0, 2.0]}, "dropped": {}}',
+    ), 5.0)
     engine.dispose()
     nodes = run.json("node", "list")
     assert [(n["name"], n["live"], n["connections"], n["cache_connections"]) for n in nodes] == [
         ("10.0.0.1:11211", False, 0, {}),
         ("10.0.0.2:11211", True, 4, {"1": 4}),
+    ]
+    assert [n["suspicions"] for n in nodes] == [
+        {"suspects": ["10.0.0.2:11211"], "dropped_for": []},
+        {"suspects": [], "dropped_for": []},
     ]
     assert run("node", "list") == 0
     lines = run.out.splitlines()
