@@ -34,11 +34,7 @@ def pair(tmp_path, postgresql_url, request):
         c.start()
         yield c
     finally:
-        c.stop()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is None or failed.failed:
-            for node in c.nodes:
-                print(f"--- {node.directory} ---\n{node.log()}")
+        c.stopAndShowLogs(request)
 
 
 def until(predicate, what, during=None):

@@ -90,6 +90,16 @@ class Cluster:
         for node in self.nodes:
             node.stop()
 
+    def stopAndShowLogs(self, request):
+        """
+        Stop every node and, unless the test passed, print their logs.
+        """
+        self.stop()
+        failed = getattr(request.node, "rep_call", None)
+        if failed is None or failed.failed:
+            for node in self.nodes:
+                print(f"--- {node.directory} ---\n{node.log()}")
+
 
 def waitFor(condition, timeout=20.0, interval=0.05):
     deadline = time.monotonic() + timeout
@@ -145,11 +155,7 @@ def cluster(tmp_path, postgresql_url, request):
         c.start()
         yield c
     finally:
-        c.stop()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is None or failed.failed:
-            for node in c.nodes:
-                print(f"--- {node.directory} ---\n{node.log()}")
+        c.stopAndShowLogs(request)
 
 
 def test_everyNodeAnswersEveryKey(cluster):

@@ -26,11 +26,7 @@ def four(tmp_path, postgresql_url, request):
         c.start(3)
         yield c
     finally:
-        c.stop()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is None or failed.failed:
-            for node in c.nodes:
-                print(f"--- {node.directory} ---\n{node.log()}")
+        c.stopAndShowLogs(request)
 
 
 def _states(node):

@@ -81,11 +81,7 @@ def clusters(tmp_path, postgresql_url, standIn, request):  # noqa: F811
         c.start()
         yield c
     finally:
-        c.stop()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is None or failed.failed:
-            for node in c.nodes:
-                print(f"--- {node.directory} ---\n{node.log()}")
+        c.stopAndShowLogs(request)
 
 
 def _heldOn(node, username, password):

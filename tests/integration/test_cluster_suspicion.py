@@ -119,12 +119,8 @@ def proxied(tmp_path, postgresql_url, request):
         c.start()
         yield c, proxy, postgresql_url
     finally:
-        c.stop()
+        c.stopAndShowLogs(request)
         proxy.close()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is None or failed.failed:
-            for node in c.nodes:
-                print(f"--- {node.directory} ---\n{node.log()}")
 
 
 def _dropped(database, name, by):

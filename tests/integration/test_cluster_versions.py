@@ -28,11 +28,7 @@ def _run(cluster, request):
         cluster.start()
         yield cluster
     finally:
-        cluster.stop()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is None or failed.failed:
-            for node in cluster.nodes:
-                print(f"--- {node.directory} ---\n{node.log()}")
+        cluster.stopAndShowLogs(request)
 
 
 @pytest.fixture
