@@ -100,10 +100,6 @@ class ClusterKeyspace:
         #: the ring before the last change, during its warm-up window
         self._previous = None
         self._warmEnd = 0.0
-        #: key to new owner of the items this node pushed as it drains, in
-        #: the slice under way and the one before (see L{crossedPush})
-        self._pushed = {}
-        self._pushedBefore = {}
         self.refresh()
         state = cluster.state
         if state is not None and state.joinEnd > self._now():
@@ -357,46 +353,9 @@ class ClusterKeyspace:
         return self.local.store(mode, key, value, flags, exptime, cas)
 
     def peerDelete(self, key, cas):
-        if self._pushed or self._pushedBefore:
-            owner = self._pushed.pop(key, None) or self._pushedBefore.pop(key, None)
-            if owner is not None:
-                return self.crossedPush(owner, key, cas)
         if self._previous is not None and self._mine(key):
             return self.ownDelete(key, cas)
         return self.local.delete(key, cas)
-
-    # -- a drain's hand-off -----------------------------------------------------------
-
-    def pushing(self, key, owner):
-        """
-        This node (draining) pushes its item of C{key} to C{owner}.
-        """
-        self._pushed[key] = owner
-
-    def nextPushSlice(self):
-        """
-        A new slice of the hand-off starts: keys pushed two slices ago are
-        forgotten (their adds were answered a slice ago).
-        """
-        self._pushedBefore, self._pushed = self._pushed, {}
-
-    def crossedPush(self, owner, key, cas):
-        """
-        A delete of C{key}, which this node pushed to C{owner} a moment
-        ago, reached it: most likely the new owner deleting the copy here
-        after a write or delete there, which the pushed add may have
-        crossed (landing after it, bringing the older value back).
-        Delete here, then on the new owner too, after the add on the same
-        connection: at worst a miss there.  Once per push, so the new
-        owner's own copy-delete that follows does not come back again.
-        """
-        result = self.local.delete(key, cas)
-        try:
-            d = self.cluster.peers.connection(owner, self.cacheId).delete(key, 0)
-        except KeyspaceError:
-            return result
-        d.addErrback(lambda _: None)
-        return result
 
     def peerDelta(self, key, incr, delta, initial, exptime, cas):
         if self._previous is not None and self._mine(key):
@@ -904,13 +863,9 @@ class ClusterStore:
                 if state is not None:
                     state.handedOff += 1
 
-        pushing = [keyspace for keyspace, _, _ in work]
-
         def slice_(_=None):
             calls = []
             budget = HANDOFF_SLICE
-            for keyspace in pushing:
-                keyspace.nextPushSlice()
             while work and budget:
                 keyspace, ring, keys = work[0]
                 local = keyspace.local
@@ -923,7 +878,6 @@ class ClusterStore:
                         continue
                     try:
                         peer = self.cluster.peers.connection(owner, keyspace.cacheId)
-                        keyspace.pushing(key, owner)
                         calls.append(peer.store(
                             StoreMode.ADD, key, itemValue(item), itemFlags(item),
                             itemExptime(item), 0,

@@ -261,44 +261,6 @@ def test_aDrainingNodeKeepsWhatItHoldsWhenSuspected(engine):  # noqa: F811
     assert nodes.rejoined["c:1"] == 0
 
 
-# -- a drain's hand-off crossing a delete on the new owner --------------------------
-
-
-def test_aDeleteCrossingAPushedItemDeletesItOnTheNewOwner(monkeypatch):
-    """
-    A (draining) pushes its item to B, its new owner, as an add; B deletes
-    the key meanwhile (a client's delete there, then the copy-delete to
-    A).  The add lands after B's delete and brings the older value back;
-    A, told of the delete of a key it just pushed, deletes it on B after
-    the add (once: B's own copy-delete that follows stays here).
-    """
-    from memcachier.cluster import keyspace as K
-    from memcachier.cluster.states import NodeState
-
-    monkeypatch.setattr(K, "HANDOFF_SLICE", 3)
-    state = NodeState(None, 30.0)
-    pair = Pair(state=state, warmup=30.0)
-    state.clock = pair.clock
-    ks = pair.keyspace
-    key = pair.local[0]
-    ks.store(StoreMode.SET, key, b"older", 0, 0, 0)
-    b = pair.bKeyspace()
-    done = pair.store.handOff()
-    pair.clock.advance(0)
-    # the add is on its way; B deletes the key, and tells A
-    assert b.delete(key, 0) == DeleteResult.NOT_FOUND
-    assert ks.peerDelete(key, 0) == DeleteResult.DELETED
-    for _ in range(5):
-        pair.clock.advance(0)
-        pair.pump()
-    assert done.called
-    assert b.peek(key) is None
-    # a second delete of it is A's alone
-    assert ks.peerDelete(key, 0) == DeleteResult.NOT_FOUND
-    pair.pump()
-    assert ks.fallbacks == 0
-
-
 def test_aDrainingNodesSuspicionsStayItsOwn(engine):  # noqa: F811
     """
     A draining node's hand-off may time out on a loaded peer: its
