@@ -30,39 +30,16 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 
 from memcachier.bench.cluster import findMcload
 from memcachier.bench.fuzz import rss
 from memcachier.bench.process import (
-    TwistdNode, addMcloadOption, collectLoad, freePort, startLoad, writeConfig,
+    TwistdNode, addMcloadOption, cacheStats, collectLoad, freePort, startLoad, writeConfig,
 )
 
 PLAN = "churn"
-
-
-def cacheStats(port, credentials):
-    """
-    The C{stats} of the cache C{credentials} log in to, as a L{dict} of
-    L{bytes} to L{bytes}.
-    """
-    username, password = (c.encode() for c in credentials)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"set %b 0 0 %d\r\n%b\r\nstats\r\n" % (username, len(password), password))
-        data = b""
-        while not data.endswith(b"END\r\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    stats = {}
-    for line in data.split(b"\r\n"):
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == b"STAT":
-            stats[parts[1]] = parts[2]
-    return stats
 
 
 def roundArguments(options, number):

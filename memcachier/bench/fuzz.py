@@ -35,7 +35,7 @@ import sys
 import tempfile
 import time
 
-from memcachier.bench.process import TwistdNode, freePort
+from memcachier.bench.process import TwistdNode, cacheStats, freePort
 
 #: a binary request or response header (memcached's protocol_binary.h)
 HEADER = struct.Struct(">BBHBBHIIQ")
@@ -529,16 +529,7 @@ def _cacheBytes(server):
     """
     The fuzzed cache's C{bytes} and C{curr_items} stats, as text.
     """
-    user, password = server.fuzzed
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"set %b 0 0 %d\r\n%b\r\nstats\r\n" % (user, len(password), password))
-        data = b""
-        while not data.endswith(b"END\r\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    stats = dict(line.split(b" ")[1:3] for line in data.split(b"\r\n") if line.startswith(b"STAT "))
+    stats = cacheStats(server.port, [c.decode() for c in server.fuzzed])
     return f"{int(stats.get(b'bytes', 0)) / 2**20:.1f} MiB in {int(stats.get(b'curr_items', 0))} items"
 
 

@@ -132,6 +132,28 @@ def liveServers(port: int) -> list:
     return lines[2].split() if len(lines) > 3 else []
 
 
+def cacheStats(port: int, credentials: Sequence[str]) -> dict:
+    """
+    The C{stats} of the cache C{credentials} log in to, as a L{dict} of
+    L{bytes} to L{bytes}.
+    """
+    username, password = (c.encode() for c in credentials)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"set %b 0 0 %d\r\n%b\r\nstats\r\n" % (username, len(password), password))
+        data = b""
+        while not data.endswith(b"END\r\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    stats = {}
+    for line in data.split(b"\r\n"):
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == b"STAT":
+            stats[parts[1]] = parts[2]
+    return stats
+
+
 def stopProcess(process: Optional[subprocess.Popen], timeout: float = 30) -> None:
     """
     SIGTERM (a server's graceful stop), then SIGKILL after C{timeout}
