@@ -239,6 +239,29 @@ class MemcachierServer:
             return ""
 
 
+class NodeGroup:
+    """
+    Several L{MemcachierServer}s in C{self.nodes}, stopped together; a
+    failed test prints every node's log.
+    """
+
+    nodes: list
+
+    def stop(self):
+        for node in self.nodes:
+            node.stop()
+
+    def stopAndShowLogs(self, request):
+        """
+        Stop every node and, unless the test passed, print their logs.
+        """
+        self.stop()
+        failed = getattr(request.node, "rep_call", None)
+        if failed is None or failed.failed:
+            for node in self.nodes:
+                print(f"--- {node.directory} ---\n{node.log()}")
+
+
 class AsciiConnection:
     """
     A raw socket speaking memcached's text protocol, for tests that need

@@ -15,6 +15,7 @@ import pytest
 
 from tests.integration.conftest import (
     MemcachierServer,
+    NodeGroup,
     _firstCredential,
     freePort,
 )
@@ -22,7 +23,7 @@ from tests.integration.conftest import (
 SECRET = "cluster-test-secret"
 
 
-class Cluster:
+class Cluster(NodeGroup):
     """
     Three nodes of cluster C{default} in C{MEMCACHIER_SERVERS} order.
     """
@@ -85,20 +86,6 @@ class Cluster:
         for node in started:
             node.start()
         waitFor(lambda: all(len(liveServers(n)) == len(started) for n in started))
-
-    def stop(self):
-        for node in self.nodes:
-            node.stop()
-
-    def stopAndShowLogs(self, request):
-        """
-        Stop every node and, unless the test passed, print their logs.
-        """
-        self.stop()
-        failed = getattr(request.node, "rep_call", None)
-        if failed is None or failed.failed:
-            for node in self.nodes:
-                print(f"--- {node.directory} ---\n{node.log()}")
 
 
 def waitFor(condition, timeout=20.0, interval=0.05):

@@ -12,7 +12,7 @@ import uuid as uuidlib
 
 import pytest
 
-from tests.integration.conftest import MemcachierServer, freePort
+from tests.integration.conftest import MemcachierServer, NodeGroup, freePort
 from tests.integration.test_cluster import SECRET, api, waitFor
 from tests.integration.test_provisioning import (  # noqa: F401 (standIn is a fixture)
     CLIENT_SECRET,
@@ -23,7 +23,7 @@ from tests.integration.test_provisioning import (  # noqa: F401 (standIn is a fi
 )
 
 
-class TwoClusters:
+class TwoClusters(NodeGroup):
     """
     Nodes 0 and 1 in cluster C{prod} (production), node 2 in C{devs}
     (development); every node has the same configuration but its name.
@@ -69,9 +69,6 @@ class TwoClusters:
         for node in self.nodes:
             node.start()
 
-    def stop(self):
-        for node in self.nodes:
-            node.stop()
 
 
 @pytest.fixture
