@@ -13,8 +13,11 @@ PEER_PROTOCOL_VERSION = 1
 CAP_ITEM = "item"
 #: the C{cluster_*} stats groups of L{memcachier.cluster.peer.PeerRuntime.statsGroup}
 CAP_STATS_TUNNEL = "stats_tunnel"
+#: the peer-only hand-off opcode (L{memcachier.protocols.binary.PEER_HANDOFF}):
+#: without it a draining node pushes its items as plain C{ADD}s
+CAP_HANDOFF = "handoff"
 #: every capability this version has
-PEER_CAPABILITIES = (CAP_ITEM, CAP_STATS_TUNNEL)
+PEER_CAPABILITIES = (CAP_ITEM, CAP_STATS_TUNNEL, CAP_HANDOFF)
 #: what a node without the hello (version 0) has
 VERSION0_CAPABILITIES = frozenset((CAP_ITEM, CAP_STATS_TUNNEL))
 #: the stats group of the hello

@@ -27,6 +27,13 @@ a later fallback never brings an older value back.  A node whose range a
 joining node takes keeps it (as that node's fallback) until the window
 ends, then drops it.
 
+Drains: a draining node pushes its items to their new owners as
+hand-offs (L{ClusterKeyspace.acceptHandOff}), which an owner takes as
+adds only in its warm-up window and never for a key deleted or flushed
+there in that window (a delete that crossed the pushed item).  A write a
+peer that has not yet seen the drain sends to the draining node goes on
+to the key's new owner (L{ClusterKeyspace._handedOn}).
+
 On the other side, L{memcachier.cluster.peer.PeerAuthenticator} lets a
 peer connection in with the cluster secret, onto the cache's I{local}
 keyspace (never forwarded again).
@@ -41,6 +48,7 @@ from zope.interface import implementer
 
 from memcachier.analytics.introspection import decodeKeyCounts, decodePopular
 from memcachier.cluster.ring import Ring
+from memcachier.cluster.states import DRAINING
 from memcachier.commands import (
     DeleteResult,
     DeltaResult,
@@ -100,6 +108,11 @@ class ClusterKeyspace:
         #: the ring before the last change, during its warm-up window
         self._previous = None
         self._warmEnd = 0.0
+        #: keys deleted here in the warm-up window: hand-offs of them are
+        #: older than the delete (at most L{MAX_TOMBSTONES}; past that, or
+        #: after a flush, the window takes no hand-off at all)
+        self._tombstones = set()
+        self._refuseHandOffs = False
         self.refresh()
         state = cluster.state
         if state is not None and state.joinEnd > self._now():
@@ -163,7 +176,7 @@ class ClusterKeyspace:
         if previous is None:
             return None
         if self._now() >= self._warmEnd:
-            self._previous = None
+            self._windowOver()
             return None
         owner = previous.owner(key)
         if owner is None or owner == self.name:
@@ -171,6 +184,72 @@ class ClusterKeyspace:
         if owner not in self.cluster.reachableOf(self.cacheId):
             return None
         return owner
+
+    def _windowOver(self):
+        self._previous = None
+        self._tombstones = set()
+        self._refuseHandOffs = False
+
+    def _inWindow(self):
+        """
+        Whether a warm-up window runs (and end it if its time is up).
+        """
+        if self._previous is None:
+            return False
+        if self._now() >= self._warmEnd:
+            self._windowOver()
+            return False
+        return True
+
+    def _deletedInWindow(self, key):
+        tombstones = self._tombstones
+        if len(tombstones) < MAX_TOMBSTONES:
+            tombstones.add(key)
+        else:
+            self._refuseHandOffs = True
+
+    def acceptHandOff(self, key, value, flags, exptime):
+        """
+        An item a draining node pushed here: kept as an C{add} (a value
+        written here meanwhile is newer and stays), in a warm-up window
+        only, and never for a key deleted here in the window or after a
+        flush in it: the pushed item may have crossed that delete.  Out
+        of a window (the drain was not seen here, or its window is over,
+        and deletes no longer reach the draining node) it is refused: a
+        miss later instead of a value that may be stale.
+
+        @return: (L{StoreResult}, CAS) as C{store}.
+        """
+        if not self._inWindow() or self._refuseHandOffs or key in self._tombstones:
+            return _NOT_STORED
+        return self.local.store(StoreMode.ADD, key, value, flags, exptime, 0)
+
+    def _handedOn(self, key):
+        """
+        The connection to C{key}'s owner when this node drains: a write a
+        peer that has not yet seen the drain sent here belongs there (here
+        it would be lost, or older than what the owner holds).  L{None}
+        otherwise.
+        """
+        state = self.cluster.state
+        if state is None or state.state != DRAINING:
+            return None
+        owner = self.ring.owner(key)
+        if owner is None or owner == self.name:
+            return None
+        try:
+            return self.cluster.peers.connection(owner, self.cacheId)
+        except KeyspaceError:
+            return None
+
+    def _passOn(self, peer, method, key, args):
+        """
+        Apply a peer's write on the key's owner (L{_handedOn}) and drop
+        the copy here; if the owner does not answer, apply it here.
+        """
+        self.local.delete(key, 0)
+        local = self.local
+        return getattr(peer, method)(*args).addErrback(lambda _: getattr(local, method)(*args))
 
     def _fetchPrevious(self, owner, key):
         """
@@ -306,6 +385,7 @@ class ClusterKeyspace:
 
     def ownDelete(self, key, cas):
         if self._previous is not None:
+            self._deletedInWindow(key)
             owner = self._previousOwner(key)
             if owner is not None:
                 return self._warmWrite(owner, key, "delete", (key, cas), True)
@@ -345,21 +425,33 @@ class ClusterKeyspace:
     def peerTouch(self, key, exptime):
         if self._previous is not None and self._mine(key):
             return self.ownTouch(key, exptime)
+        peer = self._handedOn(key)
+        if peer is not None:
+            return self._passOn(peer, "touch", key, (key, exptime))
         return self.local.touch(key, exptime)
 
     def peerStore(self, mode, key, value, flags, exptime, cas):
         if self._previous is not None and self._mine(key):
             return self.ownStore(mode, key, value, flags, exptime, cas)
+        peer = self._handedOn(key)
+        if peer is not None:
+            return self._passOn(peer, "store", key, (mode, key, value, flags, exptime, cas))
         return self.local.store(mode, key, value, flags, exptime, cas)
 
     def peerDelete(self, key, cas):
         if self._previous is not None and self._mine(key):
             return self.ownDelete(key, cas)
+        peer = self._handedOn(key)
+        if peer is not None:
+            return self._passOn(peer, "delete", key, (key, cas))
         return self.local.delete(key, cas)
 
     def peerDelta(self, key, incr, delta, initial, exptime, cas):
         if self._previous is not None and self._mine(key):
             return self.ownDelta(key, incr, delta, initial, exptime, cas)
+        peer = self._handedOn(key)
+        if peer is not None:
+            return self._passOn(peer, "delta", key, (key, incr, delta, initial, exptime, cas))
         return self.local.delta(key, incr, delta, initial, exptime, cas)
 
     # -- keyed calls ---------------------------------------------------------------
@@ -509,6 +601,8 @@ class ClusterKeyspace:
         """
         if self.cluster.flushes is not None:
             self.cluster.flushes.flushed(self.cacheId, delay)
+        if self._previous is not None:
+            self._refuseHandOffs = True
         calls = [self._quietly(peer.flush(delay), "flush", peer.node) for peer in self._peers()]
         result = self.local.flush(delay)
         if isinstance(result, Deferred):
@@ -524,6 +618,8 @@ class ClusterKeyspace:
         """
         if self.cluster.flushes is not None:
             self.cluster.flushes.peerFlushed(self.cacheId, delay)
+        if self._previous is not None:
+            self._refuseHandOffs = True
         return self.local.flush(delay)
 
     def _quietly(self, d, what, node):
@@ -664,6 +760,7 @@ class PeerSide:
             self.store = keyspace.peerStore
             self.delete = keyspace.peerDelete
             self.delta = keyspace.peerDelta
+            self.handOff = keyspace.acceptHandOff
         else:
             self.synchronous = local.synchronous
             self.get = local.get
@@ -702,6 +799,9 @@ _NOBODY = _Nobody()
 DROP_SLICE = 5000
 #: items pushed to their new owners per round when a node drains
 HANDOFF_SLICE = 2000
+#: keys a cache remembers as deleted in a warm-up window (see
+#: L{ClusterKeyspace.acceptHandOff})
+MAX_TOMBSTONES = 100_000
 
 #: what a store that could not be carried out answers
 _NOT_STORED = (StoreResult.NOT_STORED, 0)
@@ -840,8 +940,9 @@ class ClusterStore:
     def handOff(self):
         """
         Push every item this node holds to its owner on the ring without
-        this node (a drain), as an C{add}: a value its new owner was given
-        meanwhile is newer and stays.  A slice of keys per reactor turn,
+        this node (a drain), as a hand-off: an C{add} (a value its new
+        owner was given meanwhile is newer and stays) that the owner also
+        refuses for a key deleted there meanwhile.  A slice of keys per reactor turn,
         each slice's answers awaited before the next.
 
         @return: a L{Deferred} firing with the items handed off.
@@ -878,9 +979,8 @@ class ClusterStore:
                         continue
                     try:
                         peer = self.cluster.peers.connection(owner, keyspace.cacheId)
-                        calls.append(peer.store(
-                            StoreMode.ADD, key, itemValue(item), itemFlags(item),
-                            itemExptime(item), 0,
+                        calls.append(peer.handOff(
+                            key, itemValue(item), itemFlags(item), itemExptime(item),
                         ).addCallbacks(counted, lambda _: None))
                     except KeyspaceError:
                         pass

@@ -55,6 +55,7 @@ from twisted.logger import Logger
 
 from memcachier.analytics.introspection import encodeKeyCounts, encodePopular
 from memcachier.cluster.hello import (
+    CAP_HANDOFF,
     CAP_ITEM,
     CAP_STATS_TUNNEL,
     HELLO_GROUP,
@@ -277,6 +278,14 @@ class PeerConnection:
     def delete(self, key, cas):
         return self._call(self._buildDelete, (key, cas), None)
 
+    def handOff(self, key, value, flags, exptime):
+        """
+        Push an item of this draining node to the key's new owner: an add
+        that the owner refuses for a key deleted there in its warm-up
+        window (L{CAP_HANDOFF}); a plain add to a peer without it.
+        """
+        return self._call(self._buildHandOff, (key, value, flags, exptime), StoreMode.ADD)
+
     def delta(self, key, incr, delta, initial, exptime, cas):
         return self._call(self._buildDelta, (key, incr, delta, initial, exptime, cas), None)
 
@@ -321,6 +330,12 @@ class PeerConnection:
         else:
             extras = _packStore(flags, wireExptime(exptime, self.reactor.seconds()))
         return request(opcode, key, extras, value, cas), self._parseStore
+
+    def _buildHandOff(self, key, value, flags, exptime):
+        if CAP_HANDOFF not in self.common:
+            return self._buildStore(StoreMode.ADD, key, value, flags, exptime, 0)
+        extras = _packStore(flags, wireExptime(exptime, self.reactor.seconds()))
+        return request(B.PEER_HANDOFF, key, extras, value), self._parseStore
 
     def _buildDelete(self, key, cas):
         return request(B.DELETE, key, cas=cas), self._parseDelete

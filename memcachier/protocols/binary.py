@@ -118,6 +118,10 @@ GATKQ = 0x24
 PEER_GET = 0xE0
 PEER_PEEK = 0xE1
 PEER_GAT = 0xE2
+#: Peer-only: an item a draining node hands to its new owner, laid out as
+#: an C{ADD}; the owner refuses it for a key deleted there meanwhile
+#: (L{memcachier.cluster.keyspace.ClusterKeyspace.acceptHandOff}).
+PEER_HANDOFF = 0xE3
 
 # response statuses and memcached's texts for them
 SUCCESS = 0x00
@@ -200,7 +204,7 @@ _STORAGE = frozenset((SET, ADD, REPLACE, APPEND, PREPEND, SETQ, ADDQ, REPLACEQ, 
 
 _STORE_MODES = {
     SET: StoreMode.SET, SETQ: StoreMode.SET,
-    ADD: StoreMode.ADD, ADDQ: StoreMode.ADD,
+    ADD: StoreMode.ADD, ADDQ: StoreMode.ADD, PEER_HANDOFF: StoreMode.ADD,
     REPLACE: StoreMode.REPLACE, REPLACEQ: StoreMode.REPLACE,
     APPEND: StoreMode.APPEND, APPENDQ: StoreMode.APPEND,
     PREPEND: StoreMode.PREPEND, PREPENDQ: StoreMode.PREPEND,
@@ -251,7 +255,7 @@ _ANYKEY = (0, KEY_MAX_LENGTH)
 _SPECS = [None] * 256
 for _ops, _ext, _keys, _value in (
     ((GET, GETQ, GETK, GETKQ), 0, _KEY, False),
-    ((SET, SETQ, ADD, ADDQ, REPLACE, REPLACEQ), 8, _KEY, True),
+    ((SET, SETQ, ADD, ADDQ, REPLACE, REPLACEQ, PEER_HANDOFF), 8, _KEY, True),
     ((APPEND, APPENDQ, PREPEND, PREPENDQ), 0, _KEY, True),
     ((DELETE, DELETEQ), 0, _KEY, False),
     ((INCREMENT, INCREMENTQ, DECREMENT, DECREMENTQ), 20, _KEY, False),
@@ -547,6 +551,16 @@ class BinaryProtocol(CodecProtocol):
             return self._late(item, BinaryProtocol._renderPeerItem, out, opcode, opaque, key)
         self._renderPeerItem(out, item, opcode, opaque, key)
 
+    def _peerHandOff(self, out, data, start, opcode, keylen, extlen, bodylen, opaque, cas):
+        flags, exptime = _unpackStoreExtras(data, start)
+        keyEnd = start + 8 + keylen
+        result = self.session.handOff(
+            data[start + 8:keyEnd], data[keyEnd:start + bodylen], flags, exptime
+        )
+        if result.__class__ is Deferred:
+            return self._late(result, BinaryProtocol._renderStore, out, opcode, opaque, None)
+        self._renderStore(out, result, opcode, opaque, None)
+
     def _renderPeerItem(self, out, item, opcode, opaque, key):
         if item is None:
             out.append(_error(opcode, KEY_ENOENT, opaque))
@@ -834,6 +848,7 @@ for _ops, _handler in (
 _PEER_HANDLERS = list(_AUTHED_HANDLERS)
 _PEER_HANDLERS[PEER_GET] = _PEER_HANDLERS[PEER_PEEK] = _P._peerGet
 _PEER_HANDLERS[PEER_GAT] = _P._peerGat
+_PEER_HANDLERS[PEER_HANDOFF] = _P._peerHandOff
 
 #: before authentication only these work (memcached's C{authenticated(c)}
 #: lets SASL and VERSION through; NOOP and QUIT are harmless)

@@ -46,6 +46,7 @@ _TOO_LARGE = (StoreResult.TOO_LARGE, 0)
 # Enum members the hot path compares with, as module globals: reading one
 # from its class goes through C{EnumType.__getattr__} (~0.1 us each).
 _CAS = StoreMode.CAS
+_ADD = StoreMode.ADD
 _STORED = StoreResult.STORED
 _NOT_STORED_CODE = int(StoreResult.NOT_STORED)
 _TOO_LARGE_CODE = StoreResult.TOO_LARGE
@@ -403,6 +404,22 @@ class Session:
             elif code == _NO_MEMORY_CODE:
                 stats.store_no_memory += 1
         return result
+
+    def handOff(self, key, value, flags, exptime):
+        """
+        An item a draining peer node pushes here (peer connections only):
+        stored as an add, unless the keyspace refuses it for a key deleted
+        here meanwhile (a keyspace without C{handOff} takes a plain add).
+
+        @return: as L{store}.
+        """
+        self.stats.cmd_set += 1
+        if exptime:
+            exptime = absoluteExptime(exptime, self.reactor.seconds())
+        handOff = getattr(self.keyspace, "handOff", None)
+        if handOff is None:
+            return self.keyspace.store(_ADD, key, value, flags, exptime, 0)
+        return handOff(key, value, flags, exptime)
 
     def fits(self, key, length):
         """

@@ -126,7 +126,9 @@ def test_helloFirstRequestsWaitForIt():
     peer.connection.store(StoreMode.SET, b"s", b"v", 0, 0, 0).addBoth(results.append)
     auth, hello = peer.sent()
     assert auth[0] == B.SASL_AUTH and auth[3] == b"\0@peer:1\0s3cret"
-    assert hello[:2] == (B.STAT, f"peer_hello {PEER_PROTOCOL_VERSION} item,stats_tunnel".encode())
+    assert hello[:2] == (
+        B.STAT, f"peer_hello {PEER_PROTOCOL_VERSION} handoff,item,stats_tunnel".encode()
+    )
     peer.answer(response(B.SASL_AUTH, value=b"Authenticated"))
     assert peer.sent() == []
     peer.answer(helloAnswer(1, "item,stats_tunnel"))
@@ -138,6 +140,30 @@ def test_helloFirstRequestsWaitForIt():
     # once open, a request goes at once
     peer.connection.peek(b"p")
     assert [(f[0], f[1]) for f in peer.sent()] == [(B.PEER_PEEK, b"p")]
+
+
+@pytest.mark.parametrize("theirs, opcode", [
+    ("handoff,item,stats_tunnel", B.PEER_HANDOFF),
+    ("item,stats_tunnel", B.ADD),
+])
+def test_handOffFrame(theirs, opcode):
+    """
+    A draining node's push goes as the peer-only hand-off when both sides
+    have it, else as a plain C{ADD}; laid out as an add either way, and a
+    refusal is "not stored".
+    """
+    peer = Peer()
+    opened = peer.open(helloAnswer(1, theirs))
+    peer.sent()
+    peer.answer(response(B.PEER_GET, B.KEY_ENOENT))
+    assert opened == [None]
+    results = []
+    peer.connection.handOff(b"h", b"value", 7, 0).addBoth(results.append)
+    [frame] = peer.sent()
+    assert (frame[0], frame[1], frame[3]) == (opcode, b"h", b"value")
+    assert frame[2] == B.STORE_EXTRAS.pack(7, 0)
+    peer.answer(response(opcode, B.KEY_EEXISTS, value=b"Data exists for key."))
+    assert results == [(StoreResult.NOT_STORED, 0)]
 
 
 def test_peerWithoutTheHelloIsVersion0():
