@@ -247,8 +247,8 @@ class ClusterKeyspace:
         Apply a peer's write on the key's owner (L{_handedOn}) and drop
         the copy here; if the owner does not answer, apply it here.
         """
-        self.local.delete(key, 0)
         local = self.local
+        local.delete(key, 0)
         return getattr(peer, method)(*args).addErrback(lambda _: getattr(local, method)(*args))
 
     def _fetchPrevious(self, owner, key):
@@ -942,8 +942,8 @@ class ClusterStore:
         Push every item this node holds to its owner on the ring without
         this node (a drain), as a hand-off: an C{add} (a value its new
         owner was given meanwhile is newer and stays) that the owner also
-        refuses for a key deleted there meanwhile.  A slice of keys per reactor turn,
-        each slice's answers awaited before the next.
+        refuses for a key deleted there meanwhile.  A slice of keys per
+        reactor turn, each slice's answers awaited before the next.
 
         @return: a L{Deferred} firing with the items handed off.
         """
