@@ -287,6 +287,10 @@ class FairShare(Service):
             for gone in [r for r in accounts if r not in served]:
                 del accounts[gone]
         budgeting = self.budgeting
+        # a budget is paid back for at most an idle round's time a round:
+        # a longer gap (the reactor stalled, the wall clock stepped
+        # forward) forgives no debt
+        credit = min(seconds, self.round * IDLE_ROUNDS)
         busy = []
         firstRound = self._firstRound
         self._firstRound = False
@@ -311,7 +315,7 @@ class FairShare(Service):
             work = movedIn + movedOut
             if work:
                 account.lastBusy = now
-            if budgeting and self._overBudget(runtime, account, movedIn, movedOut, seconds, work):
+            if budgeting and self._overBudget(runtime, account, movedIn, movedOut, credit, work):
                 held = list(connections)
                 for connection in held:
                     connection.holdBack()

@@ -380,6 +380,22 @@ def test_planRequestCeiling():
     assert world.registry.existing(1).stats.held_back_seconds > 0
 
 
+def test_longGapForgivesNoDebt():
+    """
+    A round that comes late (a stalled reactor, or a wall clock stepped
+    forward) pays the budget back for at most an idle round: a cache far
+    past its ceiling stays held.
+    """
+    world = _World(plans=[attr.evolve(DEV, connections=100, requests_per_second=100)])
+    conns = [login(world, b"rw") for _ in range(3)]
+    scheduler(world, plans=[world.registry.existing(1).plan])
+    # 3,000 requests in an idle round (0.2 s, 20 allowed)
+    firstRounds(world, (conns, 1000))
+    assert reading(conns) == []
+    world.clock.advance(60.0)
+    assert reading(conns) == []
+
+
 def test_planCeilingNone():
     """
     A plan's C{requests_per_second} of C{0} is no ceiling, whatever the
