@@ -31,7 +31,8 @@ for it.  L{FairShare} keeps the node work-conserving but fair:
     never below L{MIN_REQUESTS} and L{MIN_BYTES}, so that a small plan can
     still be filled at once).  A cache past its budget by more than
     L{BURST} seconds' worth has every connection held back until it is
-    within it again, alone or not.
+    within it again, alone or not.  A round pays a budget back for at most
+    an idle round's time, however late it comes.
   - B{Held-back time} is counted in the cache's C{held_back_seconds}
     (L{memcachier.runtime.CacheStats}): round seconds times the part of
     its connections held back, so it grows by at most one a second.
