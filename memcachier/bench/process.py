@@ -9,6 +9,7 @@ they run against it, with their results.
 import argparse
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -20,13 +21,42 @@ from typing import Optional, Sequence
 _RESULT = re.compile(r"ops_per_s=(\d+).*?p99_us=(\d+).*?errors=(\d+)")
 
 
-def freePort():
+_handedOut: "set[int]" = set()
+_portChoice = random.Random()
+
+
+def _ephemeralRange() -> "tuple[int, int]":
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(n) for n in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def freePort() -> int:
     """
-    A TCP port on 127.0.0.1 free at the time of asking.
+    A TCP port on 127.0.0.1 free at the time of asking, outside the
+    kernel's ephemeral range and never one this process handed out before.
+
+    Binding port 0 would pick from the ephemeral range, which the kernel
+    hands out again (to the next such bind, or to an outgoing connection)
+    before the server given the port has bound it: two nodes of one test
+    were once given the same port.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    low, high = _ephemeralRange()
+    for _ in range(1000):
+        port = _portChoice.randrange(10000, 65536)
+        if low <= port <= high or port in _handedOut:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handedOut.add(port)
+        return port
+    raise RuntimeError("no free TCP port outside the ephemeral range")
 
 
 def writeConfig(directory: str, port: int, database: str, extra: str = "") -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from memcachier.bench.process import waitForMemcache
+from memcachier.bench.process import freePort, waitForMemcache
 from tests.conftest import makeSelfSignedCertificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,15 +52,6 @@ def _bin(name):
     """
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
-
-
-def freePort():
-    """
-    A TCP port on 127.0.0.1 that nothing listens on right now.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def waitForPort(port, process, timeout=30.0):
