@@ -37,8 +37,8 @@ for it.  L{FairShare} keeps the node work-conserving but fair:
     (L{memcachier.runtime.CacheStats}): round seconds times the part of
     its connections held back, so it grows by at most one a second.
 
-The round timer runs at L{FairShare.round} while any cache is busy, and
-ten times slower when none is; with the share and the budgets both off it
+The round timer runs at L{FairShare.round} while any cache is busy, held
+or owing, and ten times slower when none is; with the share and the budgets both off it
 does not run at all.
 """
 
@@ -293,6 +293,7 @@ class FairShare(Service):
         # forward) forgives no debt
         credit = min(seconds, self.round * IDLE_ROUNDS)
         busy = []
+        owing = False
         firstRound = self._firstRound
         self._firstRound = False
         for runtime in runtimes.values():
@@ -322,13 +323,17 @@ class FairShare(Service):
                     connection.holdBack()
                 self._holding[runtime] = (held, len(held))
                 continue
+            owing = owing or bool(account.owedRequests or account.owedIn or account.owedOut)
             if now - account.lastBusy < self.busyFor:
                 busy.append((runtime, account, work))
         if self.sharing and len(busy) > 1:
             self._share(busy)
         self._releaseRest(before)
         if self.running:
-            period = self.round if busy or self._holding else self.round * IDLE_ROUNDS
+            # a cache just released still owes: checked again next round,
+            # not an idle round later (which would let it run unmetered
+            # for ten rounds)
+            period = self.round if busy or owing or self._holding else self.round * IDLE_ROUNDS
             self._call = self.reactor.callLater(period, self.tick)
 
     def _overBudget(self, runtime: Any, account: _Account, movedIn: int, movedOut: int,

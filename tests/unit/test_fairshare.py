@@ -380,6 +380,26 @@ def test_planRequestCeiling():
     assert world.registry.existing(1).stats.held_back_seconds > 0
 
 
+def test_releasedCacheMeteredNextRound():
+    """
+    A cache just read again after its debt was paid back is checked a
+    round later, not an idle round later: running ahead again at once, it
+    is held again at once.
+    """
+    world = _World(plans=[attr.evolve(DEV, connections=100, requests_per_second=100)])
+    conns = [login(world, b"rw") for _ in range(3)]
+    scheduler(world, plans=[world.registry.existing(1).plan])
+    firstRounds(world, (conns, 20))
+    for _ in range(100):
+        world.clock.advance(ROUND)
+        if reading(conns):
+            break
+    assert len(reading(conns)) == 3
+    traffic(conns, 20)
+    world.clock.advance(ROUND)
+    assert reading(conns) == []
+
+
 def test_longGapForgivesNoDebt():
     """
     A round that comes late (a stalled reactor, or a wall clock stepped
