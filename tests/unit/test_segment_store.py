@@ -240,6 +240,20 @@ class StoreBehaviourTests:
         self.clock.advance(30)
         self.assertEqual(self.ks.get(b"k"), first)
 
+    def test_multiGetNamingAKeyAgainHoldsOneCopy(self):
+        """
+        A multi-get naming a big value's key many times holds that value
+        once, not once per name: a 256 KiB get line may name a 1 MiB key
+        65,000 times.
+        """
+        value = b"v" * 4096
+        self.set(b"big", value)
+        items = self.ks.getMany([b"big"] * 1000 + [b"missing", b"big"])
+        self.assertIsNone(items[1000])
+        hits = items[:1000] + items[1001:]
+        self.assertTrue(all(item is hits[0] for item in hits))
+        self.assertTrue(bytes(hits[0]).endswith(value))
+
     def test_flushWithDelay(self):
         """
         flush(delay) empties the keyspace when the delay has passed,
