@@ -39,7 +39,7 @@ from memcachier.protocols.fairshare import FairShare
 from memcachier.protocols.sniff import MemcacheFactory, memcacheConnectionCeiling
 from memcachier.protocols.throttle import AuthThrottle
 from memcachier.runtime import CacheRegistry, ServedCaches
-from memcachier.stores.discovery import makeStore
+from memcachier.stores.discovery import chooseStore
 from memcachier.tx.ceiling import connectionCeilings, descriptorLimit
 from memcachier.tx.threads import ThreadPoolRunner, ThreadPoolService
 from memcachier.web.alerts import AlertsAPI
@@ -79,8 +79,13 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     )
 
     # The store first: a missing or broken plugin must stop us before any I/O.
-    localStore = makeStore(settings.store.plugin, settings.store.settings, reactor)
-    _log.info("store plugin: {plugin}", event="store", plugin=settings.store.plugin)
+    storeName, localStore, passedOver = chooseStore(
+        settings.store.plugin, settings.store.settings, reactor
+    )
+    if passedOver:
+        _log.warn("store plugin: {plugin} ({why})", event="store", plugin=storeName, why=passedOver)
+    else:
+        _log.info("store plugin: {plugin}", event="store", plugin=storeName)
 
     # The control plane: SQL in a thread pool, read through an index in memory.
     engine = makeEngine(settings.database.url)
@@ -154,7 +159,7 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     # store closes).
     warm = WarmRestart(
         localStore, index, settings.node.state_dir, settings.node.warm_restart, reactor, ready,
-        storeName=settings.store.plugin,
+        storeName=storeName,
     )
     services.append(warm)
     ready = warm.restored

@@ -321,7 +321,8 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("caches", "default_plan", STRING, "dev", "plan of caches created without one"),
     O("caches", "default_cluster", STRING, "default", "cluster of caches created without one"),
     O("caches", "dev_inactivity_days", integer(), 30, "idle days before a development cache is disabled"),
-    O("store", "plugin", STRING, "memory", "store plugin; other [store] keys go to the plugin"),
+    O("store", "plugin", STRING, "auto", 'store plugin: "segment", "memory" or an installed one; "auto" is segment '
+      'where its C module was built, else memory; other [store] keys go to the plugin'),
     O("plans.SLUG", "memory", SIZE, None, 'memory ("64KiB", "25MiB", "1g"; required for a new plan)', example="50MiB",
       shown="MemCachier's plans"),
     O("plans.SLUG", "connections", integer(), None, "connections per cache (required for a new plan)", example=10,

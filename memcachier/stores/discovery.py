@@ -10,7 +10,7 @@ interface fails loudly and names itself instead of being skipped.
 
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Tuple
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import ILogObserver, LogEvent, globalLogPublisher
@@ -28,6 +28,12 @@ class StorePluginError(Exception):
     A store plugin is missing or broken.  The message names the plugin (or
     lists the available ones).
     """
+
+
+#: C{[store] plugin = "auto"} (the default) is the first of these whose
+#: store can be made here: the segment store where its C module was built
+AUTO = "auto"
+AUTO_ORDER = ("segment", "memory")
 
 
 def _pluginName(plugin: object) -> str:
@@ -147,3 +153,32 @@ def makeStore(
             f"which does not implement IStore: {e}"
         ) from e
     return store
+
+
+def chooseStore(
+    name: str, settings: Mapping[str, Any], reactor: IReactorTime,
+    package: ModuleType | None = None,
+) -> Tuple[str, IStore, str]:
+    """
+    Build the store the config asks for, resolving L{AUTO}: the first of
+    L{AUTO_ORDER} that can be made here (a plugin may refuse with
+    L{StorePluginError}, as the segment store does without its C module).
+
+    @return: the plugin's name, the store, and why an earlier choice of
+        L{AUTO_ORDER} was passed over (C{""} if none was).
+    @raise StorePluginError: as L{makeStore}; for L{AUTO}, what the last
+        candidate raised.
+    """
+    if name != AUTO:
+        return name, makeStore(name, settings, reactor, package), ""
+    passedOver = []
+    for candidate in AUTO_ORDER:
+        try:
+            store = makeStore(candidate, settings, reactor, package)
+        except StorePluginError as e:
+            if candidate == AUTO_ORDER[-1]:
+                raise
+            passedOver.append(f"{candidate}: {e}")
+            continue
+        return candidate, store, "; ".join(passedOver)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -37,6 +37,7 @@ from memcachier.commands import (
     itemValue,
 )
 from memcachier.interfaces import IKeyspace, ISnapshottableStore, IStore
+from memcachier.stores.discovery import StorePluginError
 
 try:
     from memcachier import _segments
@@ -47,7 +48,7 @@ except ImportError:  # pragma: no cover (installed without a C compiler)
 SNAPSHOT_BATCH = 1024
 
 
-class SegmentsMissing(Exception):
+class SegmentsMissing(StorePluginError):
     """
     The C module of the segment store (C{memcachier/_segments.c}) was not
     built: the package was installed without a C compiler.

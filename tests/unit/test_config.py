@@ -28,7 +28,7 @@ def test_embeddedDefaults():
     assert settings.node.name == "127.0.0.1:11211"
     assert settings.clusters == {"default": ("127.0.0.1:11211",)}
     assert settings.caches.default_cluster == "default"
-    assert settings.store.plugin == "memory"
+    assert settings.store.plugin == "auto"
     assert settings.store.settings == {}
     assert settings.plans == {p.slug: p for p in DEFAULT_PLANS}
     assert settings.caches.default_plan == "dev"

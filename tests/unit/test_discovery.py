@@ -15,11 +15,15 @@ from zope.interface.verify import verifyObject
 
 from memcachier.interfaces import IStore, IStorePlugin
 from memcachier.stores.discovery import (
+    AUTO,
     StorePluginError,
+    chooseStore,
     findStorePlugin,
     makeStore,
     storePlugins,
 )
+from memcachier.stores.memory import MemoryStore
+from memcachier.stores.segment import SegmentStore
 
 _counter = itertools.count()
 
@@ -63,6 +67,33 @@ def test_memoryPlugin():
     assert verifyObject(IStorePlugin, plugin)
     store = makeStore("memory", {}, Clock())
     assert verifyObject(IStore, store)
+
+
+def test_autoIsTheSegmentStore():
+    """
+    C{"auto"} (the default) makes the segment store where its C module
+    was built, and says nothing was passed over; a name is taken as it is.
+    """
+    name, store, passedOver = chooseStore(AUTO, {}, Clock())
+    assert (name, type(store), passedOver) == ("segment", SegmentStore, "")
+    name, store, passedOver = chooseStore("memory", {"compact_tables": True}, Clock())
+    assert (name, type(store), passedOver) == ("memory", MemoryStore, "")
+
+
+def test_autoWithoutTheCModule(monkeypatch):
+    """
+    Installed without the segment store's C module, C{"auto"} makes the
+    memory store and says why; asked for by name, the segment store is
+    refused.
+    """
+    from memcachier.stores import segment
+
+    monkeypatch.setattr(segment, "_segments", None)
+    name, store, passedOver = chooseStore(AUTO, {}, Clock())
+    assert (name, type(store)) == ("memory", MemoryStore)
+    assert passedOver.startswith("segment: the segment store needs memcachier._segments")
+    with pytest.raises(StorePluginError, match="C compiler"):
+        chooseStore("segment", {}, Clock())
 
 
 def test_unknownName():
