@@ -9,6 +9,7 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from memcachier.interfaces import IStorePlugin
+from memcachier.stores.discovery import StorePluginError
 from memcachier.stores.segment import SegmentStore
 
 
@@ -25,10 +26,17 @@ class SegmentStorePlugin:
 
     def makeStore(self, settings, reactor):
         """
-        @param settings: the C{[store]} table; the segment store takes no
-            settings.
+        @param settings: the rest of the C{[store]} table; the segment
+            store takes no settings.
         @param reactor: the store's clock.
+        @raise StorePluginError: a setting was given (one of another
+            store's, such as the memory store's C{compact_tables}: with
+            C{plugin = "auto"} that store is chosen instead).
         """
+        if settings:
+            raise StorePluginError(
+                "the segment store takes no [store] settings; given: " + ", ".join(sorted(settings))
+            )
         return SegmentStore(reactor)
 
 

@@ -80,6 +80,20 @@ def test_autoIsTheSegmentStore():
     assert (name, type(store), passedOver) == ("memory", MemoryStore, "")
 
 
+def test_autoWithAMemoryStoreSetting():
+    """
+    A setting only the memory store takes (C{compact_tables}) makes
+    C{"auto"} choose it, saying why; given to the segment store by name,
+    it is an error naming the setting.
+    """
+    name, store, passedOver = chooseStore(AUTO, {"compact_tables": True}, Clock())
+    assert (name, type(store)) == ("memory", MemoryStore)
+    assert store._compactTables
+    assert passedOver == "segment: the segment store takes no [store] settings; given: compact_tables"
+    with pytest.raises(StorePluginError, match="given: compact_tables"):
+        chooseStore("segment", {"compact_tables": True}, Clock())
+
+
 def test_autoWithoutTheCModule(monkeypatch):
     """
     Installed without the segment store's C module, C{"auto"} makes the
