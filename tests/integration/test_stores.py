@@ -116,31 +116,48 @@ def test_pymemcache(storeNode):
     assert stats[b"curr_items"] == 0
 
 
+def _fill(server, prefix, count):
+    """
+    Store C{count} items of several sizes, every other one with a TTL;
+    return what C{gets} answers for them.
+    """
+    mc = pylibmcClient(server)
+    keys = []
+    for i in range(count):
+        mc.set(f"{prefix}{i}", b"value-%d" % i * (i % 5 + 1), time=3600 if i % 2 else 0)
+        keys.append(f"{prefix}{i}".encode())
+    before = _gets(server, server.username, server.password, keys)
+    assert len(before) == count
+    return before
+
+
+def _restored(server, before):
+    """
+    What C{gets} answers for the keys of C{before} once the restarted
+    node serves them (within 10 s).
+    """
+    deadline = time.monotonic() + 10
+    after = {}
+    while time.monotonic() < deadline:
+        after = _gets(server, server.username, server.password, list(before))
+        if after:
+            break
+        time.sleep(0.1)
+    return after
+
+
 def test_warmRestart(storeNode):
     """
     Stopped with SIGTERM and started again, the node serves every live
     item as before (value, flags, CAS) and hands out CAS uniques above
     the old ones.
     """
-    mc = pylibmcClient(storeNode)
-    keys = []
-    for i in range(300):
-        mc.set(f"w{i}", b"value-%d" % i * (i % 5 + 1), time=3600 if i % 2 else 0)
-        keys.append(f"w{i}".encode())
-    before = _gets(storeNode, storeNode.username, storeNode.password, keys)
-    assert len(before) == 300
+    before = _fill(storeNode, "w", 300)
     assert storeNode.stop() == 0
     saved = [line for line in storeNode.log().splitlines() if "warm restart: saved" in line]
     assert saved and "saved 300 items" in saved[-1], saved
     storeNode.start(web=False)
-    deadline = time.monotonic() + 10
-    after = {}
-    while time.monotonic() < deadline:
-        after = _gets(storeNode, storeNode.username, storeNode.password, keys)
-        if after:
-            break
-        time.sleep(0.1)
-    assert after == before
+    assert _restored(storeNode, before) == before
     mc = pylibmcClient(storeNode)
     mc.set("after", b"x")
     assert mc.gets("after")[1] > max(cas for (_f, _v, cas) in before.values())
@@ -153,13 +170,7 @@ def test_upgradeFromTheMemoryStore(memcachier_server_factory, tmp_path):
     """
     stateDir = tmp_path / "state"
     server = memcachier_server_factory(config=_storeConfig("memory", stateDir), web=False)
-    mc = pylibmcClient(server)
-    keys = []
-    for i in range(200):
-        mc.set(f"u{i}", b"value-%d" % i * (i % 7 + 1), time=3600 if i % 3 else 0)
-        keys.append(f"u{i}".encode())
-    before = _gets(server, server.username, server.password, keys)
-    assert len(before) == 200
+    before = _fill(server, "u", 200)
     assert server.stop() == 0
     config = Path(server.config_path)
     text = config.read_text()
@@ -167,11 +178,4 @@ def test_upgradeFromTheMemoryStore(memcachier_server_factory, tmp_path):
     config.write_text(text.replace('plugin = "memory"\n', ""))
     server.start(web=False)
     assert re.search(r"store plugin: segment$", server.log(), re.M), server.log()
-    deadline = time.monotonic() + 10
-    after = {}
-    while time.monotonic() < deadline:
-        after = _gets(server, server.username, server.password, keys)
-        if after:
-            break
-        time.sleep(0.1)
-    assert after == before
+    assert _restored(server, before) == before
