@@ -26,7 +26,7 @@ import time
 from memcachier.bench.store import residentBytes
 from memcachier.commands import StoreMode
 from memcachier.node.snapshot import restoreSnapshot, writeSnapshot
-from memcachier.stores.memory import MemoryStore
+from memcachier.stores.discovery import AUTO, chooseStore
 
 #: the keyspace's limit: room for every item, as a plan that fits them
 MAX_BYTES = 4 << 30
@@ -45,16 +45,17 @@ class _WallClock:
 WALL_CLOCK = _WallClock()
 
 
-def save(path, items, valueSize, clock=WALL_CLOCK):
+def save(path, items, valueSize, clock=WALL_CLOCK, storeName=AUTO):
     """
     Fill a keyspace and write its snapshot.
 
     @param clock: the store's clock (an C{IReactorTime}'s C{seconds}).
+    @param storeName: the store plugin, as C{[store] plugin}.
     @return: a L{dict} of the figures.
     """
     gc.collect()
     base = residentBytes()
-    store = MemoryStore(clock)
+    _, store, _ = chooseStore(storeName, {}, clock)
     keyspace = store.keyspace(1, MAX_BYTES, ITEM_SIZE)
     value = b"v" * valueSize
     put = keyspace.store
@@ -69,16 +70,17 @@ def save(path, items, valueSize, clock=WALL_CLOCK):
             "memory_before": memory}
 
 
-def restore(path, clock=WALL_CLOCK):
+def restore(path, clock=WALL_CLOCK, storeName=AUTO):
     """
     Restore a snapshot into a new store.
 
     @param clock: the store's clock, which also says what has expired.
+    @param storeName: the store plugin, as C{[store] plugin}.
     @return: a L{dict} of the figures.
     """
     gc.collect()
     base = residentBytes()
-    store = MemoryStore(clock)
+    _, store, _ = chooseStore(storeName, {}, clock)
     started = time.perf_counter()
     with open(path, "rb") as f:
         done, _ = restoreSnapshot(f, store, lambda meta: (MAX_BYTES, ITEM_SIZE), clock.seconds())
@@ -117,24 +119,28 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--values", type=int, default=100, help="value size in bytes")
     parser.add_argument("--dir", help="where to write the snapshot (default: a temporary directory)")
+    parser.add_argument("--store", default=AUTO, help="the store plugin, as [store] plugin (auto)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--phase", choices=("save", "restore"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase:
         path = os.path.join(args.dir, "snapshot")
-        result = save(path, args.items, args.values) if args.phase == "save" else restore(path)
+        if args.phase == "save":
+            result = save(path, args.items, args.values, storeName=args.store)
+        else:
+            result = restore(path, storeName=args.store)
         print(json.dumps(result), file=out)
         return 0
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         figures = _child("--phase", "save", "--dir", directory, "--items", str(args.items),
-                         "--values", str(args.values))
-        figures.update(_child("--phase", "restore", "--dir", directory))
+                         "--values", str(args.values), "--store", args.store)
+        figures.update(_child("--phase", "restore", "--dir", directory, "--store", args.store))
     figures["memory_change"] = figures["memory_after"] / figures["memory_before"] - 1
     figures["machine"] = machine()
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True), file=out)
         return 0
-    print(f"{figures['items']} items of {args.values} B; {machine()}", file=out)
+    print(f"{figures['items']} items of {args.values} B, store {args.store}; {machine()}", file=out)
     print(f"  save:    {figures['save_seconds']:.2f} s ({figures['file_bytes'] / 2**20:.0f} MiB, synced)",
           file=out)
     print(f"  restore: {figures['restore_seconds']:.2f} s ({figures['restored']} items)", file=out)
