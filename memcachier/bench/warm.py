@@ -55,7 +55,7 @@ def save(path, items, valueSize, clock=WALL_CLOCK, storeName=AUTO):
     """
     gc.collect()
     base = residentBytes()
-    _, store, _ = chooseStore(storeName, {}, clock)
+    chosen, store, _ = chooseStore(storeName, {}, clock)
     keyspace = store.keyspace(1, MAX_BYTES, ITEM_SIZE)
     value = b"v" * valueSize
     put = keyspace.store
@@ -67,7 +67,7 @@ def save(path, items, valueSize, clock=WALL_CLOCK, storeName=AUTO):
     saved = writeSnapshot(path, store, [(1, IDENTITY)])
     seconds = time.perf_counter() - started
     return {"items": saved.items, "file_bytes": saved.size, "save_seconds": seconds,
-            "memory_before": memory}
+            "memory_before": memory, "store": chosen}
 
 
 def restore(path, clock=WALL_CLOCK, storeName=AUTO):
@@ -140,7 +140,7 @@ def main(argv=None, out=sys.stdout):
     if args.json:
         print(json.dumps(figures, indent=2, sort_keys=True), file=out)
         return 0
-    print(f"{figures['items']} items of {args.values} B, store {args.store}; {machine()}", file=out)
+    print(f"{figures['items']} items of {args.values} B, store {figures['store']}; {machine()}", file=out)
     print(f"  save:    {figures['save_seconds']:.2f} s ({figures['file_bytes'] / 2**20:.0f} MiB, synced)",
           file=out)
     print(f"  restore: {figures['restore_seconds']:.2f} s ({figures['restored']} items)", file=out)

@@ -38,8 +38,8 @@ for it.  L{FairShare} keeps the node work-conserving but fair:
     its connections held back, so it grows by at most one a second.
 
 The round timer runs at L{FairShare.round} while any cache is busy, held
-or owing, and ten times slower when none is; with the share and the budgets both off it
-does not run at all.
+or owing, and ten times slower when none is; with the share and the
+budgets both off it does not run at all.
 """
 
 import math

@@ -171,14 +171,11 @@ def chooseStore(
     """
     if name != AUTO:
         return name, makeStore(name, settings, reactor, package), ""
-    passedOver = []
-    for candidate in AUTO_ORDER:
+    *preferred, last = AUTO_ORDER
+    passedOver: list[str] = []
+    for candidate in preferred:
         try:
-            store = makeStore(candidate, settings, reactor, package)
+            return candidate, makeStore(candidate, settings, reactor, package), "; ".join(passedOver)
         except StorePluginError as e:
-            if candidate == AUTO_ORDER[-1]:
-                raise
             passedOver.append(f"{candidate}: {e}")
-            continue
-        return candidate, store, "; ".join(passedOver)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return last, makeStore(last, settings, reactor, package), "; ".join(passedOver)
