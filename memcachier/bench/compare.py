@@ -40,7 +40,7 @@ from typing import Optional, Sequence, TextIO
 import twisted
 
 from memcachier.bench import loadgen
-from memcachier.bench.process import executable, freePort, stopProcess, waitForMemcache
+from memcachier.bench.process import executable, freePort, pinnedTo, stopProcess, waitForMemcache
 
 SIDES = ("memcached", "memcachier")
 PLAN = "1g"
@@ -91,10 +91,6 @@ def parseArguments(argv: Optional[Sequence[str]] = None, cpus: Optional[int] = N
         options.loadgen_cpu = 0 if options.loadgen_cpu is None else options.loadgen_cpu
     options.build_dir = options.build_dir or loadgen.defaultBuildDirectory()
     return options
-
-
-def _pinned(cpu: Optional[int]):
-    return (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
 
 
 def memcachedVersion(path: str) -> str:
@@ -169,7 +165,7 @@ class Memcached:
                    "-m", "1024", "-c", "4096"]
         if os.geteuid() == 0:
             command += ["-u", "root"]
-        self.process = subprocess.Popen(command, preexec_fn=_pinned(self.cpu),
+        self.process = subprocess.Popen(command, preexec_fn=pinnedTo(self.cpu),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         waitForMemcache(self.port, self.process, 30)
 
@@ -210,7 +206,7 @@ class Node:
                  "--database", database, "--listen", f"tcp:{self.port}:interface=127.0.0.1",
                  "--web-listen", "tcp:0:interface=127.0.0.1"],
                 cwd=self.directory, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_pinned(self.cpu))
+                preexec_fn=pinnedTo(self.cpu))
         try:
             waitForMemcache(self.port, self.process, 60)
         except RuntimeError as e:

@@ -17,8 +17,18 @@ starts, in a temporary directory, one node (SQLite) with two caches on a
 
 It prints A's requests/s, B's requests/s and B's p50, p99 and max latency
 (microseconds) for each, and the ratio of B's p99 under the flood to its
-solo p99.  Tenant B's client runs in a process of its own (this module,
-C{--paced}), so that the storm's client does not delay it.
+solo p99.
+
+What is measured is the node's delay, not the clients' own: as tenants
+on other machines would, B's client must not wait for a CPU behind the
+flood's load generator.  So, on a machine of two CPUs or more, the node
+runs alone on C{--server-cpu} (1), and the load generators (A's
+C{mcload}, the storm's client, which is this process) on C{--client-cpu}
+(0).  Tenant B's client runs in a process of its own (this module,
+C{--paced}) on the client CPU too, under the real-time scheduling policy
+(C{SCHED_FIFO}) where the system allows it, so that it runs as soon as
+its answer arrives or its next request is due; the report says whether
+it did.
 """
 
 import argparse
@@ -35,7 +45,7 @@ import time
 
 from memcachier.bench.cluster import findMcload
 from memcachier.bench.process import (
-    TwistdNode, addMcloadOption, collectLoad, freePort, startLoad, writeConfig,
+    TwistdNode, addMcloadOption, collectLoad, freePort, pinnedTo, startLoad, writeConfig,
 )
 
 PLAN = "bench"
@@ -100,14 +110,31 @@ def heldBack(port, credentials):
     return float(found.group(1)) if found else float("nan")
 
 
-def startPaced(port, credentials, rate, duration):
+#: B's client's priority under C{SCHED_FIFO} (1-99; above any load generator)
+REALTIME_PRIORITY = 10
+
+
+def realtime():
     """
-    L{paced} in a process of its own (C{--paced}).
+    Put this process under C{SCHED_FIFO}, if the system allows it.
+
+    @return: whether it did.
+    """
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(REALTIME_PRIORITY))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def startPaced(port, credentials, rate, duration, cpu=None):
+    """
+    L{paced} in a process of its own (C{--paced}), on CPU C{cpu} if given.
     """
     return subprocess.Popen(
         [sys.executable, "-m", "memcachier.bench.neighbours", "--paced",
          str(port), credentials[0], credentials[1], str(rate), str(duration)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, preexec_fn=pinnedTo(cpu),
     )
 
 
@@ -115,12 +142,14 @@ def pacedResult(process, duration):
     out, _ = process.communicate(timeout=duration + 120)
     if process.returncode != 0:
         raise RuntimeError(f"the paced client failed (exit {process.returncode})")
-    latencies = sorted(json.loads(out))
+    result = json.loads(out)
+    latencies = sorted(result["latencies"])
     return {
         "ops": len(latencies) / duration,
         "p50": percentile(latencies, 50) * 1e6,
         "p99": percentile(latencies, 99) * 1e6,
         "max": latencies[-1] * 1e6 if latencies else 0.0,
+        "realtime": result["realtime"],
     }
 
 
@@ -188,6 +217,7 @@ def flood(mcload, port, credentials, options):
         mcload, port, credentials,
         ["-c", str(options.connections), "-d", str(options.depth), "-k", "1000",
          "-t", str(options.duration), "-w", str(options.warmup)],
+        cpu=options.client_cpu,
     )
 
 
@@ -195,9 +225,10 @@ def floodResult(process, options):
     return collectLoad([process], options.duration + options.warmup + 120)
 
 
-def writeNode(directory, scheduler, reading=None):
+def writeNode(directory, scheduler, reading=None, cpu=None):
     """
-    One node (SQLite) with the scheduler on or off (not started).
+    One node (SQLite) with the scheduler on or off (not started), to run
+    on CPU C{cpu} if given.
     """
     port = freePort()
     config = writeConfig(
@@ -211,30 +242,31 @@ def writeNode(directory, scheduler, reading=None):
         f"scheduler = {'true' if scheduler else 'false'}\n"
         + (f"scheduler_reading = {reading}\n" if reading else ""),
     )
-    return TwistdNode(directory, config, port)
+    return TwistdNode(directory, config, port, cpu=cpu)
 
 
 def runMode(scheduler, mcload, options, directory):
     """
     Solo, flood and storm for one setting of the scheduler.
     """
-    node = writeNode(os.path.join(directory, "on" if scheduler else "off"), scheduler, options.reading)
+    node = writeNode(os.path.join(directory, "on" if scheduler else "off"), scheduler, options.reading,
+                     cpu=options.server_cpu)
     created = [node.admin("cache", "create") for _ in range(2)]
     a, b = [(c["username"], c["password"]) for c in created]
     node.start()
     try:
         result = {}
-        client = startPaced(node.port, b, options.rate, options.duration)
+        client = startPaced(node.port, b, options.rate, options.duration, options.client_cpu)
         result["solo"] = pacedResult(client, options.duration)
         noisy = flood(mcload, node.port, a, options)
         time.sleep(options.warmup)
-        client = startPaced(node.port, b, options.rate, options.duration)
+        client = startPaced(node.port, b, options.rate, options.duration, options.client_cpu)
         result["flood"] = pacedResult(client, options.duration)
         result["A"] = floodResult(noisy, options)
         result["held"] = (heldBack(node.port, a), heldBack(node.port, b))
         if options.storm:
             stormSeconds = max(4.0, options.duration / 2)
-            client = startPaced(node.port, b, options.rate, stormSeconds)
+            client = startPaced(node.port, b, options.rate, stormSeconds, options.client_cpu)
             time.sleep(0.5)
             # The storm's connections stay open until B's run is over: a
             # fleet logging in stays; 5,000 closing at once is another
@@ -256,6 +288,10 @@ def report(results, options, out):
         f"tenant A: {options.connections} connections x {options.depth} in flight (mcload); "
         f"tenant B: 1 connection at {options.rate:g} gets/s; {options.duration:g} s each\n"
     )
+    first = next(iter(results.values()))
+    out.write(f"node on CPU {options.server_cpu if options.server_cpu is not None else 'any'}, "
+              f"clients on CPU {options.client_cpu if options.client_cpu is not None else 'any'}; "
+              f"B's client real-time (SCHED_FIFO): {'yes' if first['solo']['realtime'] else 'no'}\n")
     out.write(f"{'scheduler':<10} {'run':<6} {'A req/s':>9} {'B req/s':>8} "
               f"{'B p50 us':>9} {'B p99 us':>9} {'B max us':>9}\n")
     for mode, r in results.items():
@@ -279,7 +315,9 @@ def main(argv=None, out=sys.stdout):
         argv = sys.argv[1:]
     if argv[:1] == ["--paced"]:
         port, username, password, rate, duration = argv[1:6]
-        json.dump(paced(int(port), username, password, float(rate), float(duration)), out)
+        isRealtime = realtime()
+        json.dump({"realtime": isRealtime,
+                   "latencies": paced(int(port), username, password, float(rate), float(duration))}, out)
         return 0
     parser = argparse.ArgumentParser(
         prog="python -m memcachier.bench.neighbours", description=__doc__.split("\n\n")[0]
@@ -295,9 +333,18 @@ def main(argv=None, out=sys.stdout):
                         help="connections logging in at once in the storm run (5000; 0: none)")
     parser.add_argument("--reading", type=int,
                         help="[limits] scheduler_reading of the node (default: the node's, 8)")
+    parser.add_argument("--server-cpu", type=int,
+                        help="CPU of the node (1 on a machine of two or more; none: anywhere)")
+    parser.add_argument("--client-cpu", type=int,
+                        help="CPU of the clients (0 on a machine of two or more)")
     parser.add_argument("--only", choices=("on", "off"), help="run with the scheduler on or off only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     options = parser.parse_args(argv)
+    if len(os.sched_getaffinity(0)) > 1:
+        options.server_cpu = 1 if options.server_cpu is None else options.server_cpu
+        options.client_cpu = 0 if options.client_cpu is None else options.client_cpu
+    if options.client_cpu is not None:
+        os.sched_setaffinity(0, {options.client_cpu})
     directory = tempfile.mkdtemp(prefix="memcachier-bench-neighbours-")
     try:
         mcload = findMcload(options.mcload, directory)

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 _RESULT = re.compile(r"ops_per_s=(\d+).*?p99_us=(\d+).*?errors=(\d+)")
 
@@ -110,17 +110,25 @@ def addMcloadOption(parser: argparse.ArgumentParser, help: str) -> None:
                         help=help)
 
 
+def pinnedTo(cpu: Optional[int]) -> Optional[Callable[[], None]]:
+    """
+    A C{preexec_fn} that keeps the child on CPU C{cpu} (L{None}: anywhere).
+    """
+    return (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+
+
 def startLoad(mcload: str, port: int, credentials: Sequence[str], arguments: Sequence[str],
-              binary: bool = False) -> subprocess.Popen:
+              binary: bool = False, cpu: Optional[int] = None) -> subprocess.Popen:
     """
     One C{mcload} against C{port}, logging in with C{credentials}
-    (username, password), its output kept for L{collectLoad}.
+    (username, password), its output kept for L{collectLoad}; on CPU
+    C{cpu} if given.
     """
     username, password = credentials
     return subprocess.Popen(
         [mcload, "-p", str(port), *arguments, "-u", username, "-a", password]
         + (["-B"] if binary else []),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=pinnedTo(cpu),
     )
 
 
@@ -205,10 +213,11 @@ def executable(name):
     return os.path.join(os.path.dirname(sys.executable), name)
 
 
-def startNode(config, directory, logPath, port, timeout=60):
+def startNode(config, directory, logPath, port, timeout=60, cpu=None):
     """
     Start C{twistd -n memcachier --config=CONFIG} in C{directory}, its
-    output to C{logPath}, and wait until it answers C{version} on C{port}.
+    output to C{logPath}, and wait until it answers C{version} on C{port};
+    on CPU C{cpu} if given.
 
     @return: the L{subprocess.Popen}.
     @raise RuntimeError: it exited, or did not answer within C{timeout}
@@ -218,7 +227,7 @@ def startNode(config, directory, logPath, port, timeout=60):
         process = subprocess.Popen(
             [executable("twistd"), "-n", "--pidfile=", "--logfile=-", "memcachier",
              f"--config={config}"],
-            cwd=directory, stdout=log, stderr=subprocess.STDOUT,
+            cwd=directory, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pinnedTo(cpu),
         )
     try:
         waitForMemcache(port, process, timeout)
@@ -264,13 +273,15 @@ def _read(path):
 class TwistdNode:
     """
     One C{twistd -n memcachier} on the configuration file C{config}, run
-    in C{directory} and logging to C{twistd.log} there.
+    in C{directory} and logging to C{twistd.log} there; on CPU C{cpu} if
+    given.
     """
 
-    def __init__(self, directory, config, port):
+    def __init__(self, directory, config, port, cpu=None):
         self.directory = directory
         self.config = config
         self.port = port
+        self.cpu = cpu
         self.logPath = os.path.join(directory, "twistd.log")
         self.process = None
 
@@ -293,7 +304,7 @@ class TwistdNode:
         return liveServers(self.port)
 
     def start(self):
-        self.process = startNode(self.config, self.directory, self.logPath, self.port)
+        self.process = startNode(self.config, self.directory, self.logPath, self.port, cpu=self.cpu)
 
     def alive(self):
         return self.process.poll() is None

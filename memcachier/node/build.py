@@ -10,6 +10,7 @@ pool comes first (stops last) and the listeners last (stop first).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable, Optional
 
 from twisted.application.service import IService, Service
@@ -59,7 +60,8 @@ _log = Logger()
 
 
 def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..., Any]] = None,
-              workerCommand: Optional[Callable[[int], list[str]]] = None) -> NodeService:
+              workerCommand: Optional[Callable[[int], list[str]]] = None,
+              boundAccepts: Optional[Callable[..., object]] = None) -> NodeService:
     """
     Build a node's services.
 
@@ -69,6 +71,9 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
     @param reactor: the reactor every part gets as its clock.
     @param directSend: the memcache codecs' fast send path
         (L{memcachier.node.fastpaths}), or L{None} for the public one.
+    @param boundAccepts: the fast paths' bound on the connections a
+        listener accepts per read, given the port and the bound
+        (C{memcache.login_batch}), or L{None} for Twisted's own.
     @param workerCommand: with C{[node] workers} > 1, given to worker 0
         only: the command line of worker i (L{memcachier.node.workers}),
         which this node then supervises.
@@ -259,10 +264,12 @@ def buildNode(settings: Settings, reactor: Any, directSend: Optional[Callable[..
         maxKeys=settings.limits.multiget_keys, directSend=directSend,
         admission=LoginAdmission(reactor, settings.memcache.login_batch),
     )
+    loginBatch = settings.memcache.login_batch
     listeners += [
         listenerService(
             description, factory, reactor, settings.memcache.tls_min_version, ready,
             backlog=settings.memcache.backlog,
+            bound=partial(boundAccepts, most=loginBatch) if boundAccepts and loginBatch else None,
         )
         for description in settings.memcache.listen
     ]

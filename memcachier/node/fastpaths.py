@@ -39,6 +39,20 @@ C{doIteration} with L{poll}: the same epoll call and the same
 C{_doReadOrWrite} per event (private names of C{EPollReactor}), with what
 escapes it logged and the loop going on, as C{callWithLogger} does.
 
+Accepts per read (L{boundAccepts})
+==================================
+
+Not a speed but a bound on latency.  A L{twisted.internet.tcp.Port}
+accepts up to its C{numberAccepts} connections each time its socket is
+readable, and adds 20 to it each time it accepted that many: in a storm
+of thousands of connections one read of the listening socket accepted
+about 500, 10 to 25 ms of one reactor pass while every other request
+waited (docs/performance.md, "A noisy neighbour").  L{boundAccepts} caps
+it before each read of the port (C{numberAccepts} and C{doRead} are not
+underscored, but what C{numberAccepts} does is not promised either).
+The memcache listeners accept at most C{memcache.login_batch}
+connections per read: as many as may start being read per turn.
+
 Measured gains
 ==============
 
@@ -145,6 +159,35 @@ def directSender() -> Optional[Callable[[ITransport], Optional[socket.socket]]]:
     L{directSocket} when the fast paths are L{enabled}, else L{None}.
     """
     return directSocket if enabled() else None
+
+
+def boundAccepts(port: Any, most: int) -> bool:
+    """
+    Keep the listening C{port} from accepting more than C{most}
+    connections per read of its socket, if it is a TCP (or TLS) port.
+
+    @return: whether it was bounded.
+    """
+    if not isinstance(port, tcp.Port) or most <= 0:
+        return False
+    read = port.doRead
+
+    def boundedRead() -> Any:
+        if port.numberAccepts > most:
+            port.numberAccepts = most
+        return read()
+
+    port.doRead = boundedRead
+    return True
+
+
+def acceptBounder() -> Optional[Callable[[Any, int], bool]]:
+    """
+    What the composition gives the memcache listeners as their bound on
+    accepts per read: L{boundAccepts} when the fast paths are L{enabled},
+    else L{None} (Twisted's own growth).
+    """
+    return boundAccepts if enabled() else None
 
 
 def poll(reactor: EPollReactor, timeout: Optional[float]) -> None:

@@ -7,7 +7,7 @@ accepts once the node is ready to authenticate.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from constantly import NamedConstant
 from twisted.application.service import Service
@@ -70,10 +70,13 @@ class ListenerService(Service):
         description: str = "",
         surface: str = "memcache",
         contextFactory: Optional[ReloadingContextFactory] = None,
+        bound: Optional[Callable[[IListeningPort], object]] = None,
     ) -> None:
         """
         @param ready: a L{Deferred} to wait for before accepting, or
             L{None} to accept at once.
+        @param bound: called with the port once listening: the fast paths'
+            bound on accepts per read (L{memcachier.node.fastpaths}).
         @param description: the endpoint description, for the log line.
         @param surface: what the listener serves (C{"memcache"}, C{"web"}).
         """
@@ -83,6 +86,7 @@ class ListenerService(Service):
         self.description = description
         self.surface = surface
         self.contextFactory = contextFactory
+        self.bound = bound
         self.port: Optional[IListeningPort] = None
 
     def startService(self) -> None:
@@ -114,6 +118,8 @@ class ListenerService(Service):
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        if self.bound is not None:
+            self.bound(port)
         # IListeningPort has stopListening only; TCP, SSL and UNIX ports
         # are also IReadDescriptor, whose stopReading/startReading pause
         # and resume accepting without closing the socket.
@@ -148,6 +154,7 @@ def listenerService(
     ready: Optional[Deferred[Any]] = None,
     backlog: int = DEFAULT_BACKLOG,
     surface: str = "memcache",
+    bound: Optional[Callable[[IListeningPort], object]] = None,
 ) -> ListenerService:
     """
     A L{ListenerService} on C{description} with C{factory}.
@@ -160,11 +167,13 @@ def listenerService(
     @param tlsMinimum: the lowest TLS version to accept on C{ssl:}.
     @param ready: see L{ListenerService}.
     @param surface: what it serves, for its log line.
+    @param bound: see L{ListenerService}.
     """
     withDefault = withBacklog(description, backlog)
     if withDefault.split(":", 1)[0] != "ssl":
         return ListenerService(
-            serverFromString(reactor, withDefault), factory, ready, description, surface
+            serverFromString(reactor, withDefault), factory, ready, description, surface,
+            bound=bound,
         )
     contextFactory = ReloadingContextFactory(withDefault, tlsMinimum, backlog)
     listening = contextFactory.listening
@@ -175,4 +184,4 @@ def listenerService(
         backlog=listening["backlog"],
         interface=listening["interface"],
     )
-    return ListenerService(endpoint, factory, ready, description, surface, contextFactory)
+    return ListenerService(endpoint, factory, ready, description, surface, contextFactory, bound)

@@ -16,7 +16,7 @@ from twisted.python import usage
 from memcachier.node.allocator import memoryReturner, reexecutedOn, runOnJemalloc, warnUnlessJemalloc
 from memcachier.node.build import buildNode
 from memcachier.node.fastpaths import describe as describeFastPaths
-from memcachier.node.fastpaths import directSender, streamlinePolling
+from memcachier.node.fastpaths import acceptBounder, directSender, streamlinePolling
 from memcachier.node.settings import FLAGS, ConfigError, Settings, loadSettings
 from memcachier.node.shutdown import NodeService, installGracefulStop
 from memcachier.node.workers import watchSupervisor, workerCommand, workerSettings
@@ -121,6 +121,7 @@ def makeService(options: Options) -> NodeService:
     service = buildNode(
         options.settings, reactor, directSend=directSender(),
         workerCommand=None if worker else workerCommand(options.arguments),
+        boundAccepts=acceptBounder(),
     )
     trimmer = memoryReturner(reactor, interval=options.settings.node.malloc_trim)
     if trimmer is not None:

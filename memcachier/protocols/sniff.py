@@ -23,8 +23,8 @@ On an C{ssl:} listener a client must also finish its TLS handshake within
 the auth timeout (or L{HANDSHAKE_TIMEOUT} when that is off), or the
 connection is aborted (docs/security.md).
 
-A storm of new connections is let in a bounded batch per reactor turn
-(L{memcachier.protocols.admission}), and an authenticated connection can
+A storm of new connections is read, and its logins handled, a bounded
+batch at a time (L{memcachier.protocols.admission}), and an authenticated connection can
 be held back by the fair share (L{SniffingProtocol.holdBack},
 L{memcachier.protocols.fairshare}).
 
@@ -138,6 +138,11 @@ class SniffingProtocol(Protocol, TimeoutMixin):
             # until handshakeCompleted
             self._handshaking = True
             self.setTimeout(factory.authTimeout or HANDSHAKE_TIMEOUT)
+        if not factory.admission.arrive(self):
+            # A storm of new connections: not read at all until a place is
+            # free (L{LoginAdmission.arrive}), so their first reads do not
+            # all come in one reactor pass.
+            transport.pauseProducing()
 
     @property
     def closed(self) -> bool:
@@ -146,6 +151,23 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         not admitted).
         """
         return self._closing
+
+    def letIn(self) -> None:
+        """
+        A place came free (L{LoginAdmission.arrive}): start reading, unless
+        the first-read gate holds it.
+        """
+        if not self._closing and not self._waiting:
+            transport: Any = self.transport
+            transport.resumeProducing()
+
+    def putBack(self) -> None:
+        """
+        It lost its place before its client sent anything
+        (L{LoginAdmission.arrive}): stop reading until let in again.
+        """
+        transport: Any = self.transport
+        transport.pauseProducing()
 
     def admitted(self) -> None:
         """
@@ -211,6 +233,7 @@ class SniffingProtocol(Protocol, TimeoutMixin):
             # no byte to sniff yet (TCP never delivers none; a wrapping
             # transport might): wait for one
             return
+        self.factory.admission.read(self)
         transport: Any = self.transport
         if self._waiting:
             # more before its turn (a client waits for its login's answer,
@@ -263,6 +286,7 @@ class SniffingProtocol(Protocol, TimeoutMixin):
         elif self.session is not None:
             self.session.connectionLost()
         self.factory.ceiling.closed(self)
+        self.factory.admission.read(self)
         # The codec and the session point back here (the close callback):
         # letting go of them leaves no cycle, so a closed connection is
         # freed at once, not left to the collector (thousands closing at

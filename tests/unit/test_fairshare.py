@@ -2,19 +2,14 @@
 L{memcachier.protocols.fairshare}: a cache alone is never held back;
 among busy caches one over its share is read from fewer connections for a
 round, in turns; a budget holds every connection of a cache past it; the
-held-back time is counted.  L{memcachier.protocols.admission}: a storm of
-new connections starts being read a batch per reactor turn.
+held-back time is counted.
 """
-
-from twisted.internet.testing import StringTransportWithDisconnection
 
 from memcachier.alerts.rules import CounterWindow, measure
 import attr
 
 from memcachier.control.model import DEFAULT_PLANS
-from memcachier.protocols.admission import LoginAdmission
 from memcachier.protocols.fairshare import BURST, IDLE_ROUNDS, MIN_BYTES, MIN_REQUESTS, FairShare, budgets
-from memcachier.protocols.sniff import MemcacheFactory
 from tests.unit.helpers import World as _World
 
 ROUND = 0.02
@@ -63,18 +58,6 @@ def firstRounds(world, *busy):
     for conns, requests in busy:
         traffic(conns, requests)
     world.clock.advance(ROUND * IDLE_ROUNDS)
-
-
-def turn(clock):
-    """
-    One reactor turn of C{clock}: run the calls due now, not those they
-    schedule (as the reactor runs them on its next turn).
-    """
-    due = [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]
-    for call in due:
-        clock.calls.remove(call)
-        call.called = 1
-        call.func(*call.args, **call.kw)
 
 
 def traffic(conns, requests=4):
@@ -263,88 +246,6 @@ def test_heldBackAlert():
     window.add(90, {"held_back_seconds": 3.0})
     seconds, data = window.total()
     assert measure("held_back", seconds, data, DEV) == 100.0 * 12.0 / 60
-
-
-def connectVia(factory):
-    proto = factory.buildProtocol(None)
-    transport = StringTransportWithDisconnection()
-    transport.protocol = proto
-    proto.makeConnection(transport)
-    return proto, transport
-
-
-def test_loginStormBatches():
-    """
-    New connections' first reads (their logins) are handled C{batch} per
-    reactor turn, oldest first; a connection waiting is not read further;
-    one closed while waiting is skipped; the rest are answered in their
-    turn.  A connection that has sent nothing does not hold up the others.
-    """
-    world = World()
-    factory = MemcacheFactory(
-        world.registry, world.clock, authTimeout=5.0,
-        admission=LoginAdmission(world.clock, 2),
-    )
-    silent = connectVia(factory)
-    conns = [connectVia(factory) for _ in range(7)]
-    assert [t.producerState for _, t in conns] == ["producing"] * 7
-    for proto, _ in conns:
-        proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\n")
-    answered = lambda: [t.value() == b"STORED\r\n" for _, t in conns]
-    assert answered() == [True] * 2 + [False] * 5
-    conns[2][0].close()
-    turn(world.clock)
-    assert answered()[3:] == [True] * 2 + [False] * 2
-    turn(world.clock)
-    assert answered() == [True] * 2 + [False] + [True] * 4
-    assert [t.producerState for _, t in conns[3:]] == ["producing"] * 4
-    assert silent[1].producerState == "producing"
-    # the turns stop once nobody waits
-    turn(world.clock)
-    turn(world.clock)
-    assert not [c for c in world.clock.getDelayedCalls() if c.getTime() == world.clock.seconds()]
-
-
-def test_loginStormKeepsWhatArrived():
-    """
-    A waiting connection that receives more (a wrapping transport may
-    deliver it after the pause) keeps it, and its turn handles it all, in
-    order.
-    """
-    world = World()
-    factory = MemcacheFactory(
-        world.registry, world.clock, authTimeout=5.0,
-        admission=LoginAdmission(world.clock, 1),
-    )
-    first, waiting = connectVia(factory), connectVia(factory)
-    first[0].dataReceived(b"version\r\n")
-    waiting[0].dataReceived(b"set rw 0 0 6\r\nsec")
-    assert waiting[1].producerState == "producing"
-    waiting[0].dataReceived(b"ret\r\nset k 0 0 1\r\nv\r\n")
-    assert waiting[1].value() == b""
-    assert waiting[1].producerState == "paused"
-    turn(world.clock)
-    assert waiting[1].value() == b"STORED\r\nSTORED\r\n"
-    assert waiting[1].producerState == "producing"
-
-
-def test_drainAdmitsTheWaiting():
-    """
-    A stopping node drains every connection, waiting ones included: their
-    first request is answered, then they close.
-    """
-    world = World()
-    factory = MemcacheFactory(
-        world.registry, world.clock, authTimeout=5.0,
-        admission=LoginAdmission(world.clock, 1),
-    )
-    conns = [connectVia(factory) for _ in range(3)]
-    for proto, _ in conns:
-        proto.dataReceived(b"set rw 0 0 6\r\nsecret\r\n")
-    assert [t.value() for _, t in conns] == [b"STORED\r\n", b"", b""]
-    factory.drain()
-    assert [t.value() for _, t in conns] == [b"STORED\r\n"] * 3
-    assert not any(t.connected for _, t in conns)
 
 
 def test_budgetFloor():

@@ -188,3 +188,46 @@ class DirectSocketTests(SynchronousTestCase):
 
     def test_other(self):
         self.assertIsNone(fastpaths.directSocket(StringTransport()))
+
+
+class BoundAcceptsTests(SynchronousTestCase):
+    """
+    L{fastpaths.boundAccepts} caps how many connections a TCP port accepts
+    per read of its socket, however far Twisted grew it.
+    """
+
+    def test_capped(self):
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        port = tcp.Port(0, None, interface="127.0.0.1", reactor=reactor)
+        seen = []
+
+        def doRead():
+            # what Twisted's doRead does after accepting all it may
+            seen.append(port.numberAccepts)
+            port.numberAccepts += 20
+
+        port.doRead = doRead
+        port.numberAccepts = 500
+        self.assertTrue(fastpaths.boundAccepts(port, 64))
+        port.doRead()
+        port.doRead()
+        self.assertEqual(seen, [64, 64])
+        port.numberAccepts = 10
+        port.doRead()
+        self.assertEqual(seen[-1], 10)
+
+    def test_otherPorts(self):
+        """
+        Anything but a TCP port, or no bound, is left alone.
+        """
+        self.assertFalse(fastpaths.boundAccepts(object(), 64))
+        reactor = EPollReactor()
+        self.addCleanup(reactor._poller.close)
+        self.assertFalse(fastpaths.boundAccepts(tcp.Port(0, None, reactor=reactor), 0))
+
+    def test_gated(self):
+        self.patch(os, "environ", {**os.environ, fastpaths.SWITCH: "off"})
+        self.assertIsNone(fastpaths.acceptBounder())
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != fastpaths.SWITCH})
+        self.assertIs(fastpaths.acceptBounder(), fastpaths.boundAccepts)

@@ -273,3 +273,51 @@ def test_buildNode(tmp_path):
     site, factory = top.drainables
     assert (site.ceiling.surface, factory.ceiling.surface) == ("web", "memcache")
     assert site.ceiling.limit is not None and factory.ceiling.limit is not None
+
+
+def test_buildNodeBoundsAccepts(tmp_path):
+    """
+    The memcache listeners, and not the web one, get the fast paths' bound
+    on accepts per read, at C{memcache.login_batch}; with the bound off
+    (C{login_batch = 0}) none.
+    """
+    bounded = []
+
+    def boundAccepts(port, most):
+        bounded.append((port, most))
+
+    for batch, expected in ((16, 16), (0, None)):
+        settings = Settings().evolve(database={"url": f"sqlite:///{tmp_path}/m{batch}.sqlite"},
+                                     memcache={"login_batch": batch})
+        top = buildNode(settings, MemoryReactorClock(), boundAccepts=boundAccepts)
+        listeners = [s for s in top if isinstance(s, ListenerService)]
+        assert [l.surface for l in listeners] == ["web", "memcache"]
+        assert listeners[0].bound is None
+        if expected is None:
+            assert listeners[1].bound is None
+        else:
+            listeners[1].bound("port")
+            assert bounded[-1] == ("port", expected)
+
+
+def test_listenerBound():
+    """
+    A listener calls its C{bound} with the port once listening.
+    """
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.defer import succeed
+
+    seen = []
+
+    class Port:
+        def getHost(self):
+            return IPv4Address("TCP", "127.0.0.1", 11211)
+
+    port = Port()
+
+    class Endpoint:
+        def listen(self, factory):
+            return succeed(port)
+
+    ListenerService(Endpoint(), Factory(), bound=seen.append).startService()
+    assert seen == [port]
