@@ -319,7 +319,7 @@ class Introspector:
 
     def __init__(
         self, clock, keyspace, sliceSeconds=60, slices=10, lgMapSize=8,
-        cmDepth=3, cmWidth=512, batchLimit=500, logSize=100, popularLimit=POPULAR_LIMIT,
+        cmDepth=3, cmWidth=512, batchLimit=100, logSize=100, popularLimit=POPULAR_LIMIT,
     ):
         self._clock = clock
         self.keyspace = keyspace
@@ -718,7 +718,7 @@ class IntrospectionService(PeriodicService):
 
     _log = Logger()
 
-    def __init__(self, reactor, enabled=True, interval=0.1, **introspectorArgs):
+    def __init__(self, reactor, enabled=True, interval=0.02, **introspectorArgs):
         PeriodicService.__init__(self, interval, self.drainAll, reactor, "introspection drain",
                                  now=False)
         self._reactor = reactor

@@ -351,10 +351,11 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("analytics", "introspection", BOOLEAN, True, "per-key taps on the hot path (recent logs, popular items, ...)"),
     O("analytics", "sample_period", NUMBER, 60.0, "seconds between samples of each cache's counters"),
     O("analytics", "latency_period", NUMBER, 20.0, "seconds between latency probes of each server"),
-    O("analytics", "drain_interval", NUMBER, 0.1, "seconds between introspection batches"),
+    O("analytics", "drain_interval", NUMBER, 0.02, "seconds between introspection batches (short, so that "
+      "each batch is short: other requests wait while one is counted)"),
     O("analytics", "time_slice", integer(), 60, "seconds per introspection time slice"),
     O("analytics", "slices", integer(), 10, "time slices kept (popular items, key stats)"),
-    O("analytics", "batch_limit", integer(), 500, "events per batch counted exactly; more are sampled"),
+    O("analytics", "batch_limit", integer(), 100, "events per batch counted exactly; more are sampled"),
     O("alerts", "interval", _ALERT_DURATION, "60s", "how often alert rules are evaluated"),
     O("alerts", "window", _ALERT_DURATION, "5m", "the span hit_rate and per-minute rates are judged over"),
     O("alerts", "allow_http_loopback", BOOLEAN, False, "accept http:// Slack/webhook URLs on 127.0.0.1, ::1 (tests)"),

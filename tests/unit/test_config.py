@@ -258,16 +258,16 @@ def test_parseSize():
 def test_analyticsDefaults():
     """
     Introspection is on by default; samples every minute, latency every
-    20 s, batches every 0.1 s with 500 events counted exactly.
+    20 s, batches every 0.02 s with 100 events counted exactly.
     """
     settings = parseSettings("")
     assert settings.analytics.introspection is True
     assert settings.analytics.sample_period == 60.0
     assert settings.analytics.latency_period == 20.0
-    assert settings.analytics.drain_interval == 0.1
+    assert settings.analytics.drain_interval == 0.02
     assert settings.analytics.time_slice == 60
     assert settings.analytics.slices == 10
-    assert settings.analytics.batch_limit == 500
+    assert settings.analytics.batch_limit == 100
 
 
 def test_analyticsTable():
