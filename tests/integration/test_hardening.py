@@ -331,6 +331,30 @@ def test_slowBody(memcachier_server):
 
 
 @LIMITS
+def test_silentConnectionsLockNoOneOut(memcachier_server):
+    """
+    300 connections that never send a byte, opened before an app's own
+    connection, hold a place among the connections let in only 10 ms each
+    (C{memcache.login_batch}, docs/operations.md "Login storms"): the app
+    logs in and is served at once, not after the auth timeout; the silent
+    ones are left open until their own auth timeout.
+    """
+    s = memcachier_server
+    silent = [socket.create_connection(("127.0.0.1", s.port), timeout=10) for _ in range(300)]
+    try:
+        time.sleep(0.2)  # every one accepted, each waiting for its place
+        started = time.monotonic()
+        app = s.ascii()
+        assert app.call("set k 0 0 1", b"v") == b"STORED"
+        assert time.monotonic() - started < 2.0
+        # nothing came on the silent ones
+        assert select.select(silent, [], [], 0)[0] == []
+    finally:
+        for sock in silent:
+            sock.close()
+    assert "Traceback" not in s.log()
+
+
 def test_idleConnectionClosed(memcachier_server):
     """
     A keep-alive connection idle past the idle timeout is closed without
