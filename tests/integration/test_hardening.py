@@ -330,7 +330,6 @@ def test_slowBody(memcachier_server):
         assert b"request body not received in time" in reply
 
 
-@LIMITS
 def test_silentConnectionsLockNoOneOut(memcachier_server):
     """
     300 connections that never send a byte, opened before an app's own
@@ -355,6 +354,7 @@ def test_silentConnectionsLockNoOneOut(memcachier_server):
     assert "Traceback" not in s.log()
 
 
+@LIMITS
 def test_idleConnectionClosed(memcachier_server):
     """
     A keep-alive connection idle past the idle timeout is closed without

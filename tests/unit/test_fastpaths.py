@@ -7,6 +7,7 @@ selectable is logged while the others are still served.
 
 import os
 import socket
+from types import SimpleNamespace
 
 from incremental import Version
 from twisted.internet import tcp
@@ -231,3 +232,95 @@ class BoundAcceptsTests(SynchronousTestCase):
         self.assertIsNone(fastpaths.acceptBounder())
         self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != fastpaths.SWITCH})
         self.assertIs(fastpaths.acceptBounder(), fastpaths.boundAccepts)
+
+
+class Recorder(Protocol):
+    """
+    Records what it receives and how it was lost; raises on C{b"boom"}.
+    """
+
+    def __init__(self):
+        self.received = []
+        self.lost = []
+
+    def dataReceived(self, data):
+        self.received.append(data)
+        if data == b"boom":
+            raise ValueError("boom")
+
+    def connectionLost(self, reason):
+        self.lost.append(reason)
+
+
+class ServerReadTests(SynchronousTestCase):
+    """
+    L{fastpaths.poll} reads a server-side TCP connection with input itself,
+    as Twisted's C{doRead} would: the data to the protocol, an error from
+    it logged and the connection dropped, the end of input through
+    Twisted's own path.
+    """
+
+    def setUp(self):
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != fastpaths.SWITCH})
+        self.reactor = EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+
+    def connection(self):
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        self.addCleanup(theirs.close)
+        protocol = Recorder()
+        port = SimpleNamespace(_realPortNumber=11211)
+        server = tcp.Server(ours, protocol, ("127.0.0.1", 1), port, 1, self.reactor)
+        protocol.makeConnection(server)
+        self.addCleanup(lambda: server.connected and server.connectionLost(Failure(Exception())))
+        server.startReading()
+        return theirs, protocol, server
+
+    def test_data(self):
+        theirs, protocol, _ = self.connection()
+        theirs.sendall(b"get k\r\n")
+        fastpaths.poll(self.reactor, 0)
+        self.assertEqual(protocol.received, [b"get k\r\n"])
+        self.assertEqual(protocol.lost, [])
+
+    def test_errorDropsTheConnection(self):
+        theirs, protocol, server = self.connection()
+        other, otherProtocol, _ = self.connection()
+        theirs.sendall(b"boom")
+        other.sendall(b"fine")
+        with capturedLogs() as events:
+            fastpaths.poll(self.reactor, 0)
+        self.assertEqual(otherProtocol.received, [b"fine"])
+        self.assertEqual(len(protocol.lost), 1)
+        self.assertEqual([e["log_failure"].type for e in events if "log_failure" in e], [ValueError])
+        self.assertNotIn(server, self.reactor.getReaders())
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_end(self):
+        from twisted.internet.error import ConnectionDone
+
+        theirs, protocol, server = self.connection()
+        theirs.close()
+        fastpaths.poll(self.reactor, 0)
+        self.assertEqual(protocol.received, [])
+        self.assertEqual(len(protocol.lost), 1)
+        protocol.lost[0].trap(ConnectionDone)
+        self.assertNotIn(server, self.reactor.getReaders())
+
+
+def test_pollcostBench():
+    """
+    C{python -m memcachier.bench.pollcost} prints both paths' cost, and
+    leaves the fast read on.
+    """
+    from io import StringIO
+
+    from memcachier.bench import pollcost
+
+    out = StringIO()
+    assert pollcost.main(["1"], out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("read in the loop: best ")
+    assert lines[1].startswith("through Twisted's _doReadOrWrite: best ")
+    assert fastpaths._SERVER is tcp.Server
