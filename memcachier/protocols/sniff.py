@@ -24,8 +24,8 @@ the auth timeout (or L{HANDSHAKE_TIMEOUT} when that is off), or the
 connection is aborted (docs/security.md).
 
 A storm of new connections is read, and its logins handled, a bounded
-batch at a time (L{memcachier.protocols.admission}), and an authenticated connection can
-be held back by the fair share (L{SniffingProtocol.holdBack},
+batch at a time (L{memcachier.protocols.admission}), and an authenticated
+connection can be held back by the fair share (L{SniffingProtocol.holdBack},
 L{memcachier.protocols.fairshare}).
 
 The factory counts open connections over every memcache listener with a
