@@ -296,23 +296,29 @@ class MemoryKeyspace:
     def _pullTail(self, need, now, first=0):
         """
         Free at least C{need} bytes from the LRU tails, the dict at index
-        C{first} first (the one a new key goes to), then the others.
+        C{first} first (the one a new key goes to), then the others: first
+        sparing ACTIVE items in every dict (a dict whose tail holds only
+        hot items gives them their second chance and passes on, so a hot
+        item is not evicted while another dict holds cold ones), then, if
+        that was not enough, the oldest whatever their marks.
         """
         freed = 0
         shards = self._shards
         count = len(shards)
-        for i in range(count):
-            if freed >= need:
-                break
-            freed += self._pullShardTail((first + i) % count, need - freed, now)
+        for spare in (True, False):
+            for i in range(count):
+                if freed >= need:
+                    break
+                freed += self._pullShardTail((first + i) % count, need - freed, now, spare)
         self._noteTailLooked(now, bool(freed))
         return freed
 
-    def _pullShardTail(self, index, need, now):
+    def _pullShardTail(self, index, need, now, spare=True):
         """
         Free at least C{need} bytes from the tail of one dict (oldest
         first), if it holds them: expired items in the window first, then
-        ACTIVE items get a second chance, then the oldest are evicted.
+        ACTIVE items get a second chance (with C{spare}; a pass that then
+        frees nothing ends the walk), then the oldest are evicted.
         Frees a little more than asked in large keyspaces (1/512 of the
         limit), so the walk over the front of the dict is paid once per
         many stores.
@@ -324,6 +330,7 @@ class MemoryKeyspace:
         # items per byte, over the whole keyspace
         perByte = sum(map(len, self._shards)) / max(self._bytes, 1)
         while freed < need and items:
+            before = freed
             count = int(target * perByte) + TAIL_WINDOW
             live = []
             keep = live.append
@@ -339,7 +346,7 @@ class MemoryKeyspace:
                 if freed >= target:
                     break
                 bits = item[_BITS]
-                if bits & ITEM_ACTIVE and moves < count * 4:
+                if spare and bits & ITEM_ACTIVE and moves < count * 4:
                     # second chance: to the head of the LRU, mark cleared
                     moves += 1
                     del items[key]
@@ -355,6 +362,8 @@ class MemoryKeyspace:
             self._bytes -= evictedBytes
             self.evictions += evicted
             self.evicted_unfetched += unfetched
+            if spare and freed == before:
+                break
         self._room[index] -= moves
         return freed
 

@@ -263,6 +263,32 @@ class ShardedMemoryStoreTests(StoreConformanceTests, SynchronousTestCase):
         self.assertEqual(sum(sizes), 16_000)
         self.assertLess(max(sizes), 2 * 16_000 // memory.SHARDS)
 
+    def test_hotKeyAloneInItsDictKept(self):
+        """
+        A new key whose dict holds only a hot (ACTIVE) item gives that item
+        its second chance and takes its room from a cold item of another
+        dict: the hot key is not evicted while cold ones are held.
+        """
+        ks = self.store.keyspace(15, 10 * (5 + 1000 + memory.ITEM_OVERHEAD), 2000)
+        shardOf = lambda key: hash(key) & ks._mask
+        hot = b"hot"
+        self.set(hot, b"h" * 1000, ks=ks)
+        cold = [key for key in (b"c%d" % i for i in range(1000, 10_000))
+                if shardOf(key) != shardOf(hot)][:9]
+        for key in cold:
+            self.clock.advance(120)
+            self.set(key, b"c" * 1000, ks=ks)
+        self.clock.advance(120)
+        self.assertEqual(self.call(ks.stats)["evictions"], 0)
+        self.assertIsNotNone(self.call(ks.get, hot))
+        new = next(key for key in (b"n%d" % i for i in range(1000, 10_000)) if shardOf(key) == shardOf(hot))
+        self.assertEqual(self.set(new, b"n" * 1000, ks=ks)[0], StoreResult.STORED)
+        self.assertIsNotNone(self.call(ks.get, hot))
+        self.assertIsNotNone(self.call(ks.get, new))
+        # (a little more than asked may go: EVICT_SLACK_SHIFT)
+        self.assertGreaterEqual(sum(self.call(ks.get, key) is None for key in cold), 1)
+        self.assertLessEqual(self.call(ks.stats)["bytes"], ks.maxBytes)
+
     def test_evictsFromOtherDicts(self):
         """
         A key whose dict holds nothing to evict still gets room, from the
