@@ -21,8 +21,10 @@ second chance (moved to the end, mark cleared), the rest are evicted.  The
 window is taken in one pass because every walk from the front of a dict
 first steps over the holes its removals left there.  A sharded keyspace
 evicts from the dict of the key being stored first (an LRU per dict, as
-memcached keeps one per slab class), and reclaims expired items at the
-tail of every dict.
+memcached keeps one per slab class), then from the others; ACTIVE items
+are spared in every dict before any is evicted, so a dict holding only
+hot items does not lose them while another holds cold ones.  It
+reclaims expired items at the tail of every dict.
 
 Sizes are counted as memcached counts them: key + value + a fixed item
 header (L{ITEM_OVERHEAD}), so C{bytes} and C{limit_maxbytes} compare the
