@@ -40,7 +40,9 @@ from typing import Optional, Sequence, TextIO
 import twisted
 
 from memcachier.bench import loadgen
-from memcachier.bench.process import executable, freePort, pinnedTo, stopProcess, waitForMemcache
+from memcachier.bench.process import (
+    defaultPinning, executable, freePort, pinnedTo, stopProcess, waitForMemcache,
+)
 
 SIDES = ("memcached", "memcachier")
 PLAN = "1g"
@@ -84,11 +86,7 @@ def parseArguments(argv: Optional[Sequence[str]] = None, cpus: Optional[int] = N
         parser.error("--username and --password are the credential of the node given by --port")
     if options.pairs < 1 or options.duration <= 0 or options.warmup < 0:
         parser.error("--pairs must be at least 1, --duration positive, --warmup not negative")
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0))
-    if cpus > 1:
-        options.server_cpu = 1 if options.server_cpu is None else options.server_cpu
-        options.loadgen_cpu = 0 if options.loadgen_cpu is None else options.loadgen_cpu
+    options.server_cpu, options.loadgen_cpu = defaultPinning(options.server_cpu, options.loadgen_cpu, cpus)
     options.build_dir = options.build_dir or loadgen.defaultBuildDirectory()
     return options
 

@@ -45,7 +45,8 @@ import time
 
 from memcachier.bench.cluster import findMcload
 from memcachier.bench.process import (
-    TwistdNode, addMcloadOption, collectLoad, freePort, pinnedTo, startLoad, writeConfig,
+    TwistdNode, addMcloadOption, collectLoad, defaultPinning, freePort, pinnedTo, startLoad,
+    writeConfig,
 )
 
 PLAN = "bench"
@@ -340,9 +341,7 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--only", choices=("on", "off"), help="run with the scheduler on or off only")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     options = parser.parse_args(argv)
-    if len(os.sched_getaffinity(0)) > 1:
-        options.server_cpu = 1 if options.server_cpu is None else options.server_cpu
-        options.client_cpu = 0 if options.client_cpu is None else options.client_cpu
+    options.server_cpu, options.client_cpu = defaultPinning(options.server_cpu, options.client_cpu)
     if options.client_cpu is not None:
         os.sched_setaffinity(0, {options.client_cpu})
     directory = tempfile.mkdtemp(prefix="memcachier-bench-neighbours-")

@@ -117,6 +117,21 @@ def pinnedTo(cpu: Optional[int]) -> Optional[Callable[[], None]]:
     return (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
 
 
+def defaultPinning(serverCpu: Optional[int], clientCpu: Optional[int],
+                   cpus: Optional[int] = None) -> "tuple[Optional[int], Optional[int]]":
+    """
+    The CPUs of a bench's server and of its clients: on a machine of two
+    CPUs or more (C{cpus}, default: those this process may run on), CPU 1
+    and CPU 0 unless given; on one, wherever given (L{None}: anywhere).
+    """
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0))
+    if cpus > 1:
+        serverCpu = 1 if serverCpu is None else serverCpu
+        clientCpu = 0 if clientCpu is None else clientCpu
+    return serverCpu, clientCpu
+
+
 def startLoad(mcload: str, port: int, credentials: Sequence[str], arguments: Sequence[str],
               binary: bool = False, cpu: Optional[int] = None) -> subprocess.Popen:
     """

@@ -221,11 +221,12 @@ def poll(reactor: EPollReactor, timeout: Optional[float]) -> None:
             return
         raise
     readOrWrite = reactor._doReadOrWrite
+    inputOnly, server = _IN, _SERVER
     for fd, event in events:
         selectable = selectables.get(fd)
         if selectable is None:
             continue
-        if event == _IN and type(selectable) is _SERVER:
+        if event == inputOnly and type(selectable) is server:
             try:
                 data = selectable.socket.recv(selectable.bufferSize)
             except OSError:
