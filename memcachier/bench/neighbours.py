@@ -226,7 +226,7 @@ def floodResult(process, options):
     return collectLoad([process], options.duration + options.warmup + 120)
 
 
-def writeNode(directory, scheduler, reading=None, cpu=None):
+def writeNode(directory, scheduler, reading=None, cpu=None, introspection=True):
     """
     One node (SQLite) with the scheduler on or off (not started), to run
     on CPU C{cpu} if given.
@@ -241,7 +241,8 @@ def writeNode(directory, scheduler, reading=None, cpu=None):
         "connections = 20000\n"
         "[limits]\n"
         f"scheduler = {'true' if scheduler else 'false'}\n"
-        + (f"scheduler_reading = {reading}\n" if reading else ""),
+        + (f"scheduler_reading = {reading}\n" if reading else "")
+        + f"[analytics]\nintrospection = {'true' if introspection else 'false'}\n",
     )
     return TwistdNode(directory, config, port, cpu=cpu)
 
@@ -251,7 +252,7 @@ def runMode(scheduler, mcload, options, directory):
     Solo, flood and storm for one setting of the scheduler.
     """
     node = writeNode(os.path.join(directory, "on" if scheduler else "off"), scheduler, options.reading,
-                     cpu=options.server_cpu)
+                     cpu=options.server_cpu, introspection=options.introspection == "on")
     created = [node.admin("cache", "create") for _ in range(2)]
     a, b = [(c["username"], c["password"]) for c in created]
     node.start()
@@ -332,6 +333,8 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--depth", type=int, default=4, help="tenant A's requests in flight each (4)")
     parser.add_argument("--storm", type=int, default=5000,
                         help="connections logging in at once in the storm run (5000; 0: none)")
+    parser.add_argument("--introspection", choices=("on", "off"), default="on",
+                        help="[analytics] introspection of the node (on)")
     parser.add_argument("--reading", type=int,
                         help="[limits] scheduler_reading of the node (default: the node's, 8)")
     parser.add_argument("--server-cpu", type=int,

@@ -118,3 +118,21 @@ def test_churnRoundsKeysOfOneLength():
     assert len(set(prefixes)) == 4
     assert len({len(p) for p in prefixes}) == 1
     assert [size for size, _ in rounds] == [100, 1000, 1000, 1000]
+
+
+@pytest.mark.parametrize("introspection", [True, False])
+def test_neighboursNodeSettings(tmp_path, introspection):
+    """
+    The neighbours bench's node has the scheduler and introspection as
+    asked, and its own plan for both tenants, in a configuration the
+    node's settings accept.
+    """
+    from memcachier.bench.neighbours import writeNode
+    from memcachier.node.settings import loadSettings
+
+    node = writeNode(str(tmp_path / "node"), scheduler=False, reading=4,
+                     introspection=introspection)
+    settings = loadSettings(node.config)
+    assert settings.limits.scheduler is False
+    assert settings.limits.scheduler_reading == 4
+    assert settings.analytics.introspection is introspection
