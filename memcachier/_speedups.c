@@ -1,10 +1,10 @@
 /*
- * The multi-get's per-key loops in C: the only place where the request hot
- * path costs Python bytecode once per key rather than once per request.
+ * The request hot path's loops in C: the multi-get's per-key loops, and
+ * the ASCII codec's run of one-key gets (the most common request of all).
  *
  * Each function has a pure-Python twin (memcachier.stores.memory's
- * getMany, memcachier.protocols.text's renderValues and longestKey) that
- * defines its behaviour; the tests run the codec and store suites against both
+ * getMany, memcachier.protocols.text's renderValues and longestKey, the
+ * ASCII codec's line loop for get_run) that defines its behaviour; the tests run the codec and store suites against both
  * (docs/performance.md, "The multi-get in C").  Items are the packed bytes
  * of memcachier.commands (ITEM_FIELDS states their layout): the offsets
  * below are the ones this file reads, exported as module constants so that
@@ -12,6 +12,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 /* memcachier.commands.ITEM_BITS_AT: the item's bits byte */
@@ -20,6 +21,31 @@
 #define ITEM_SUFFIX_LENGTH_AT 17
 /* memcachier.commands.ITEM_PREFIX_SIZE: where the ASCII reply suffix starts */
 #define ITEM_PREFIX_SIZE 18
+/* memcachier.commands.ITEM_CAS_AT: the CAS, little-endian */
+#define ITEM_CAS_AT 0
+/* memcachier.commands.KEY_MAX_LENGTH */
+#define KEY_MAX_LENGTH 250
+
+/* what bytes.split() splits on */
+static inline int
+is_space(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* grow `*out` (a bytes object being built, `*used` bytes of it filled) to
+ * hold `more` bytes more */
+static int
+reserve(PyObject **out, Py_ssize_t used, Py_ssize_t more)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(*out);
+    if (used + more <= size)
+        return 0;
+    Py_ssize_t want = size * 2;
+    if (want < used + more)
+        want = used + more;
+    return _PyBytes_Resize(out, want);
+}
 
 /*
  * get_many(shards, mask, keys, hot, slow) -> list
@@ -186,6 +212,240 @@ done:
 }
 
 /*
+ * The lookup of one key as Session.get makes it: `get(key)` (the
+ * keyspace's lookup), then `tap((op, key, value length or -1))`.  Returns
+ * a new reference to the item or to None, or NULL with no error set when
+ * the lookup or the tap raised (the error dropped: the codec's own path
+ * answers that request) or gave what is not an item (a keyspace that
+ * answers later).
+ */
+static PyObject *
+look_up(PyObject *get, PyObject *tap, PyObject *op, const unsigned char *k, Py_ssize_t klen)
+{
+    PyObject *key = PyBytes_FromStringAndSize((const char *)k, klen);
+    if (key == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    PyObject *item = PyObject_CallOneArg(get, key);
+    if (item == NULL || (item != Py_None && (!PyBytes_Check(item)
+            || PyBytes_GET_SIZE(item) < ITEM_PREFIX_SIZE
+            || PyBytes_GET_SIZE(item) < ITEM_PREFIX_SIZE
+               + (unsigned char)PyBytes_AS_STRING(item)[ITEM_SUFFIX_LENGTH_AT]))) {
+        Py_XDECREF(item);
+        Py_DECREF(key);
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_ssize_t length = -1;
+    if (item != Py_None)
+        length = PyBytes_GET_SIZE(item) - ITEM_PREFIX_SIZE
+            - (unsigned char)PyBytes_AS_STRING(item)[ITEM_SUFFIX_LENGTH_AT];
+    PyObject *size = PyLong_FromSsize_t(length);
+    PyObject *event = size == NULL ? NULL : PyTuple_Pack(3, op, key, size);
+    Py_XDECREF(size);
+    Py_DECREF(key);
+    PyObject *tapped = event == NULL ? NULL : PyObject_CallOneArg(tap, event);
+    Py_XDECREF(event);
+    if (tapped == NULL) {
+        Py_DECREF(item);
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(tapped);
+    return item;
+}
+
+/*
+ * get_run(data, pos, get, tap, op, budget) -> (pos, reply, hits, misses)
+ *
+ * Answer the one-key gets of `data` from `pos` on, as the ASCII codec's
+ * line loop, Session.get and renderHit answer them: each line exactly
+ * "get <key>\n" or "get <key>\r\n", the key 1 to KEY_MAX_LENGTH bytes
+ * without whitespace, looked up and tapped by look_up.  Stops before the
+ * first other line (or an incomplete one), before a line look_up could
+ * not answer, or once the replies reach `budget` bytes.  `pos` is where
+ * it stopped, `reply` the replies (VALUE blocks and END lines), `hits` and
+ * `misses` what the session counts.
+ */
+static PyObject *
+get_run(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    Py_ssize_t pos, budget;
+    PyObject *get, *tap, *op;
+    if (!PyArg_ParseTuple(args, "y*nOOOn:get_run", &data, &pos, &get, &tap, &op, &budget))
+        return NULL;
+    const unsigned char *buf = data.buf;
+    Py_ssize_t end = data.len, used = 0, hits = 0, misses = 0;
+    if (pos < 0)
+        pos = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 256);
+    if (out == NULL) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    while (used < budget && end - pos >= 6 && memcmp(buf + pos, "get ", 4) == 0) {
+        Py_ssize_t at = pos + 4, k = at;
+        while (k < end && k - at <= KEY_MAX_LENGTH && !is_space(buf[k]))
+            k++;
+        Py_ssize_t klen = k - at, next;
+        if (klen == 0 || klen > KEY_MAX_LENGTH || k >= end)
+            break;
+        if (buf[k] == '\n')
+            next = k + 1;
+        else if (buf[k] == '\r' && k + 1 < end && buf[k + 1] == '\n')
+            next = k + 2;
+        else
+            break;
+        PyObject *item = look_up(get, tap, op, buf + at, klen);
+        if (item == NULL)
+            break;
+        if (item == Py_None) {
+            misses++;
+            if (reserve(&out, used, 5) < 0) {
+                Py_DECREF(item);
+                goto fail;
+            }
+            memcpy(PyBytes_AS_STRING(out) + used, "END\r\n", 5);
+            used += 5;
+        }
+        else {
+            hits++;
+            /* VALUE <key><the item's suffix and value>\r\nEND\r\n */
+            Py_ssize_t tail = PyBytes_GET_SIZE(item) - ITEM_PREFIX_SIZE;
+            if (reserve(&out, used, 6 + klen + tail + 7) < 0) {
+                Py_DECREF(item);
+                goto fail;
+            }
+            char *w = PyBytes_AS_STRING(out) + used;
+            memcpy(w, "VALUE ", 6);
+            memcpy(w + 6, buf + at, klen);
+            memcpy(w + 6 + klen, PyBytes_AS_STRING(item) + ITEM_PREFIX_SIZE, tail);
+            memcpy(w + 6 + klen + tail, "\r\nEND\r\n", 7);
+            used += 6 + klen + tail + 7;
+        }
+        Py_DECREF(item);
+        pos = next;
+    }
+    PyBuffer_Release(&data);
+    if (_PyBytes_Resize(&out, used) < 0)
+        return NULL;
+    return Py_BuildValue("nNnn", pos, out, hits, misses);
+
+fail:
+    PyBuffer_Release(&data);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* memcachier.protocols.binary: a plain GET's miss (KEY_ENOENT), the
+ * opaque at OPAQUE_AT */
+static const char BINARY_MISS[] =
+    "\x81\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x09\x00\x00\x00\x00"
+    "\x00\x00\x00\x00\x00\x00\x00\x00Not found";
+#define BINARY_MISS_SIZE (sizeof(BINARY_MISS) - 1)
+#define BINARY_HEADER 24
+#define OPAQUE_AT 12
+
+static inline void
+put_be(unsigned char *w, uint64_t v, int bytes)
+{
+    for (int i = bytes - 1; i >= 0; i--, v >>= 8)
+        w[i] = (unsigned char)v;
+}
+
+/*
+ * binary_get_run(data, pos, get, tap, op, budget) -> (pos, reply, hits, misses)
+ *
+ * The binary codec's run of plain GET frames from `pos` on, answered as
+ * its frame loop, Session.get and _get answer them: each a whole request
+ * frame of opcode GET, no extras, no value, a key of 1 to KEY_MAX_LENGTH
+ * bytes, looked up and tapped by look_up.  Stops, returns and counts as
+ * get_run.
+ */
+static PyObject *
+binary_get_run(PyObject *self, PyObject *args)
+{
+    Py_buffer data;
+    Py_ssize_t pos, budget;
+    PyObject *get, *tap, *op;
+    if (!PyArg_ParseTuple(args, "y*nOOOn:binary_get_run", &data, &pos, &get, &tap, &op, &budget))
+        return NULL;
+    const unsigned char *buf = data.buf;
+    Py_ssize_t end = data.len, used = 0, hits = 0, misses = 0;
+    if (pos < 0)
+        pos = 0;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 256);
+    if (out == NULL) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    while (used < budget && end - pos >= BINARY_HEADER) {
+        const unsigned char *h = buf + pos;
+        Py_ssize_t klen = (h[2] << 8) | h[3];
+        uint32_t bodylen = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11];
+        if (h[0] != 0x80 || h[1] != 0x00 || h[4] != 0 || bodylen != (uint32_t)klen
+            || klen == 0 || klen > KEY_MAX_LENGTH || end - pos - BINARY_HEADER < klen)
+            break;
+        PyObject *item = look_up(get, tap, op, h + BINARY_HEADER, klen);
+        if (item == NULL)
+            break;
+        if (item == Py_None) {
+            misses++;
+            if (reserve(&out, used, BINARY_MISS_SIZE) < 0) {
+                Py_DECREF(item);
+                goto fail;
+            }
+            unsigned char *w = (unsigned char *)PyBytes_AS_STRING(out) + used;
+            memcpy(w, BINARY_MISS, BINARY_MISS_SIZE);
+            memcpy(w + OPAQUE_AT, h + OPAQUE_AT, 4);
+            used += BINARY_MISS_SIZE;
+        }
+        else {
+            hits++;
+            const unsigned char *it = (const unsigned char *)PyBytes_AS_STRING(item);
+            Py_ssize_t at = ITEM_PREFIX_SIZE + it[ITEM_SUFFIX_LENGTH_AT];
+            Py_ssize_t vlen = PyBytes_GET_SIZE(item) - at;
+            /* the suffix is " <flags> <bytes>\r\n": flags in decimal */
+            uint64_t flags = 0;
+            for (Py_ssize_t i = ITEM_PREFIX_SIZE + 1; i < at && it[i] >= '0' && it[i] <= '9'; i++)
+                flags = flags * 10 + (uint64_t)(it[i] - '0');
+            uint64_t cas = 0;
+            for (int i = 7; i >= 0; i--)
+                cas = (cas << 8) | it[ITEM_CAS_AT + i];
+            if (vlen > 0xFFFFFFFBu || reserve(&out, used, BINARY_HEADER + 4 + vlen) < 0) {
+                Py_DECREF(item);
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_ValueError, "binary_get_run: value too large");
+                goto fail;
+            }
+            unsigned char *w = (unsigned char *)PyBytes_AS_STRING(out) + used;
+            memset(w, 0, BINARY_HEADER);
+            w[0] = 0x81;
+            w[4] = 4;
+            put_be(w + 8, (uint64_t)(4 + vlen), 4);
+            memcpy(w + OPAQUE_AT, h + OPAQUE_AT, 4);
+            put_be(w + 16, cas, 8);
+            put_be(w + BINARY_HEADER, flags, 4);
+            memcpy(w + BINARY_HEADER + 4, it + at, vlen);
+            used += BINARY_HEADER + 4 + vlen;
+        }
+        Py_DECREF(item);
+        pos += BINARY_HEADER + klen;
+    }
+    PyBuffer_Release(&data);
+    if (_PyBytes_Resize(&out, used) < 0)
+        return NULL;
+    return Py_BuildValue("nNnn", pos, out, hits, misses);
+
+fail:
+    PyBuffer_Release(&data);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/*
  * longest(keys) -> int
  *
  * The length of the longest of the bytes in the sequence `keys` (0 for
@@ -217,12 +477,14 @@ static PyMethodDef methods[] = {
     {"get_many", get_many, METH_VARARGS, "The multi-get lookup loop."},
     {"render_run", render_run, METH_VARARGS, "The multi-get VALUE blocks, up to a budget."},
     {"longest", longest, METH_O, "The length of the longest key of a multi-get."},
+    {"get_run", get_run, METH_VARARGS, "The ASCII codec's run of one-key gets."},
+    {"binary_get_run", binary_get_run, METH_VARARGS, "The binary codec's run of plain GETs."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "memcachier._speedups",
-    "The multi-get's per-key loops in C (pure-Python twins in the store and codec).",
+    "The request hot path's loops in C (pure-Python twins in the store and codec).",
     -1, methods,
 };
 
@@ -234,7 +496,9 @@ PyInit__speedups(void)
         return NULL;
     if (PyModule_AddIntMacro(m, ITEM_BITS_AT) < 0
         || PyModule_AddIntMacro(m, ITEM_SUFFIX_LENGTH_AT) < 0
-        || PyModule_AddIntMacro(m, ITEM_PREFIX_SIZE) < 0) {
+        || PyModule_AddIntMacro(m, ITEM_PREFIX_SIZE) < 0
+        || PyModule_AddIntMacro(m, ITEM_CAS_AT) < 0
+        || PyModule_AddIntMacro(m, KEY_MAX_LENGTH) < 0) {
         Py_DECREF(m);
         return NULL;
     }

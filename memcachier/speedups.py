@@ -1,14 +1,18 @@
 # -*- test-case-name: tests.unit.test_speedups -*-
 """
-Whether the multi-get runs its per-key loops in C.
+Whether the request hot path runs its loops in C.
 
 C{memcachier._speedups} (built from C{memcachier/_speedups.c} at install
-when a C compiler is there) does the two loops a multi-get pays once per
-key: the store's lookups and the rendering of the C{VALUE} blocks.  Their
-pure-Python twins (L{memcachier.stores.memory.MemoryKeyspace.getMany},
-L{memcachier.protocols.text.renderStream}) define the behaviour and run
-when the module is missing; the tests run both (docs/performance.md, "The
-multi-get in C").
+when a C compiler is there) does the loops a request pays per key or per
+line: the multi-get's lookups and the rendering of its C{VALUE} blocks,
+and the codecs' runs of one-key gets (ASCII C{get <key>} lines, binary
+C{GET} frames), looked up, counted and tapped as
+L{memcachier.protocols.session.Session.get} does it.  Their pure-Python
+twins (L{memcachier.stores.memory.MemoryKeyspace.getMany},
+L{memcachier.protocols.text.renderStream}, the codecs' own line and frame
+loops) define the behaviour and run when the module is missing; the tests
+run both (docs/performance.md, "The multi-get in C" and "One-key gets in
+C").
 """
 
 try:

@@ -105,7 +105,7 @@ def makeService(options: Options) -> NodeService:
     if options.settings.node.allocator == "jemalloc":
         runOnJemalloc()
     _log.info(
-        "hot path: multi-get loops in {loops}, epoll loop streamlined: {streamlined}, "
+        "hot path: one-key gets and multi-get loops in {loops}, epoll loop streamlined: {streamlined}, "
         "fast paths {fastPaths}",
         event="hot_path",
         loops=describe(),

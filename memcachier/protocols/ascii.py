@@ -113,8 +113,11 @@ def longestKeyPython(keys):
 
 if accelerator is None:  # pragma: no cover (installed without a C compiler)
     longestKey = longestKeyPython
+    #: the run of one-key gets in C, or L{None}: the line loop answers them
+    getRun = None
 else:
     longestKey = accelerator.longest
+    getRun = accelerator.get_run
 
 
 #: returned by a handler: close once the replies so far are sent
@@ -262,10 +265,26 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
         handlers = self._handlers
         session = self.session
         authenticated = session.authenticated
+        run = getRun
         closing = False
         pos = 0
         end = len(data)
         while pos < end:
+            if (
+                run is not None and authenticated and session.synchronous
+                and data.startswith(b"get ", pos)
+            ):
+                # one-key gets, the most common request of all, in C; it
+                # stops at the first line it does not answer as below would
+                pos, reply = session.getRun(run, data, pos, FLUSH_AT)
+                if reply:
+                    out.append(reply)
+                    if len(reply) >= FLUSH_AT:
+                        self._emitOut(out)
+                        if self.waitForDrain():
+                            self.hold(data[pos:])
+                            return
+                    continue
             eol = data.find(b"\n", pos)
             if eol < 0:
                 pending = end - pos

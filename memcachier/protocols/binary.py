@@ -59,6 +59,7 @@ from memcachier.commands import (
 from memcachier.protocols.base import FLUSH_AT, CodecProtocol, renderDetailDump
 from memcachier.protocols.sasl import MECHANISMS, parsePlain
 from memcachier.protocols.session import AuthResult
+from memcachier.speedups import accelerator
 
 
 REQUEST_MAGIC = 0x80
@@ -71,6 +72,9 @@ BODY_SLACK = 512
 PREAUTH_BODY_MAX = 4096
 #: bodies up to this size are never too large, so most frames skip the check
 _SMALL_BODY = 1024
+
+#: the run of plain GET frames in C, or L{None}: the frame loop answers them
+getRun = None if accelerator is None else accelerator.binary_get_run
 
 # opcodes (protocol_binary.h)
 GET = 0x00
@@ -340,7 +344,24 @@ class BinaryProtocol(CodecProtocol):
         n = len(data)
         offset = 0
         closing = held = False
+        run = getRun
         while n - offset >= HEADER_LENGTH:
+            if (
+                run is not None and data[offset + 1] == GET and session.synchronous
+                and session.authenticated and not session.runtime.gone
+            ):
+                # plain GETs, the most common frame of all, in C; it stops
+                # at the first frame it does not answer as below would
+                offset, reply = session.getRun(run, data, offset, FLUSH_AT)
+                if reply:
+                    out.append(reply)
+                    if len(reply) >= FLUSH_AT:
+                        self.emit(b"".join(out))
+                        del out[:]
+                        if self.waitForDrain():
+                            held = True
+                            break
+                    continue
             (magic, opcode, keylen, extlen, _, _, bodylen, opaque, cas) = _unpackHeader(
                 data, offset
             )

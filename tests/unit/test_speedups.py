@@ -13,11 +13,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from memcachier import speedups
 from memcachier.commands import ITEM_ACTIVE, ITEM_FETCHED, packItem
-from memcachier.protocols import ascii, text
+from memcachier.protocols import ascii, binary, text
 from memcachier.stores.memory import MemoryKeyspace, MemoryStore
+from memcachier.stores.segment import SegmentStore
 from memcachier.testing import StoreConformanceTests
-from tests.unit import test_ascii
-from tests.unit.helpers import World
+from tests.unit import test_ascii, test_binary
+from memcachier.analytics.introspection import IntrospectionService
+from tests.unit.helpers import STORES, World
 
 
 def test_acceleratorBuilt():
@@ -192,3 +194,182 @@ def test_asciiWithPythonLoops(pythonLoops, name):
     The codec tests that go through multi-gets pass with the Python twins.
     """
     getattr(test_ascii, name)(World(store=MemoryStore))
+
+
+# -- the ASCII codec's run of one-key gets in C ------------------------------
+
+_getLines = st.one_of(
+    st.builds(lambda k, cr: b"get " + k + (b"\r\n" if cr else b"\n"),
+              st.sampled_from([b"a", b"b", b"big", b"gone", b"k" * 250, b"k" * 251, b"\x00\xff"]),
+              st.booleans()),
+    st.sampled_from([
+        b"get \r\n", b"get a b\r\n", b"get a \r\n", b"get\ta\r\n", b"get a\r\r\n",
+        b"get a\tb\r\n", b"gets a\r\n", b"get", b"get a", b"get a\r", b"\r\n",
+        b"set a 1 0 3\r\nnew\r\n", b"delete b\r\n", b"get a\nget b\n",
+    ]),
+)
+
+
+def _asciiNode(store, getRunInC, monkeypatch):
+    """
+    A logged-in ASCII connection over C{store} with introspection on, and
+    the run of one-key gets in C or left to the line loop.
+    """
+    monkeypatch.setattr(ascii, "getRun", speedups.accelerator.get_run if getRunInC else None)
+    world = World(store=store, introspection=lambda clock: IntrospectionService(clock))
+    conn = test_ascii.login(world)
+    test_ascii.exchange(conn, b"set a 7 0 1\r\nA\r\nset big 9 0 3000\r\n" + b"x" * 3000 + b"\r\n"
+                        b"set gone 0 -1 1\r\nG\r\nset b 0 0 0\r\n\r\n")
+    return world, conn
+
+
+_GET_RUN_STORES = dict(STORES, segment=SegmentStore)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(_getLines, max_size=12), cuts=st.lists(st.integers(1, 40), max_size=4),
+       store=st.sampled_from(sorted(_GET_RUN_STORES)))
+def test_getRunTwins(lines, cuts, store):
+    """
+    With the run of one-key gets in C, the codec writes the same bytes,
+    counts the same gets, hits and misses and taps the same events as its
+    line loop does alone, whatever the lines and however they are cut
+    into reads (an asynchronous keyspace never takes the C run).
+    """
+    data = b"".join(lines)
+    results = []
+    for inC in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            world, (proto, transport) = _asciiNode(_GET_RUN_STORES[store], inC, patch)
+            transport.clear()
+            at = 0
+            for cut in cuts + [len(data)]:
+                proto.dataReceived(data[at:at + cut])
+                at += cut
+            world.clock.advance(0)
+        runtime = world.registry.runtime(1)
+        stats = runtime.stats
+        events = list(world.introspection.introspector(runtime).events)
+        results.append((transport.value(), stats.cmd_get, stats.get_hits, stats.get_misses,
+                        stats.bytes_written, events))
+    assert results[0] == results[1]
+
+
+def test_getRunHoldsForASlowReader():
+    """
+    Pipelined one-key gets answered in C stop once their replies pass
+    C{FLUSH_AT} while the client is not reading; the rest follows, in
+    order, once it reads again.
+    """
+    world = World(store=SegmentStore)
+    conn = test_ascii.login(world)
+    proto, transport = conn
+    value = b"v" * 100_000
+    test_ascii.exchange(conn, b"set big 0 0 %d\r\n%b\r\n" % (len(value), value))
+    transport.clear()
+    proto.codec.pauseProducing()  # the transport's buffer is full
+    proto.dataReceived(b"get big\r\n" * 200 + b"version\r\n")
+    assert len(transport.value()) < 600_000
+    proto.codec.resumeProducing()
+    reply = transport.value()
+    assert reply.count(b"VALUE big 0 100000\r\n") == 200
+    assert reply.endswith(b"END\r\nVERSION 1.6.21\r\n")
+
+
+def test_getRunStopsAtWhatIsNotAnItem():
+    """
+    The C run stops before a line whose lookup raised or gave what is not
+    an item, drops the error, and has answered the lines before it.
+    """
+    run = speedups.accelerator.get_run
+    item = packItem(b"v", 3, 0, 1)
+    events = []
+
+    def get(key):
+        if key == b"boom":
+            raise RuntimeError("lookup failed")
+        return {b"k": item, b"short": b"x" * 17, b"text": "not bytes"}.get(key)
+
+    data = b"get k\r\nget miss\r\nget boom\r\nget k\r\n"
+    assert run(data, 0, get, events.append, 5, 1 << 20) == (
+        data.index(b"get boom"), b"VALUE k 3 1\r\nv\r\nEND\r\nEND\r\n", 1, 1,
+    )
+    assert events == [(5, b"k", 1), (5, b"miss", -1)]
+    for bad in (b"short", b"text"):
+        assert run(b"get %b\r\n" % bad, 0, get, events.append, 5, 100) == (0, b"", 0, 0)
+    assert run(b"get k\r\n", 0, get, None, 5, 100) == (0, b"", 0, 0)
+    # the budget: a run stops once its replies reach it
+    assert run(b"get k\r\n" * 3, 0, get, events.append, 5, 1)[:2] == (7, b"VALUE k 3 1\r\nv\r\nEND\r\n")
+
+
+_getFrames = st.one_of(
+    st.builds(lambda k, opaque: test_binary.frame(binary.GET, k, opaque=opaque),
+              st.sampled_from([b"a", b"b", b"big", b"gone", b"k" * 250, b"k" * 251, b"a b\r\n"]),
+              st.integers(0, 2**32 - 1)),
+    st.sampled_from([
+        test_binary.frame(binary.GET),
+        test_binary.frame(binary.GETQ, b"a"), test_binary.frame(binary.GETK, b"miss"),
+        test_binary.frame(binary.GET, b"a", extras=b"1234"),
+        test_binary.frame(binary.GET, b"a", value=b"v"),
+        test_binary.frame(binary.GET, b"a", bodylen=0),
+        test_binary.frame(binary.GET, b"a", magic=0x81),
+        test_binary.frame(binary.NOOP),
+        test_binary.setFrame(b"a", b"new", flags=4294967295),
+        test_binary.frame(binary.DELETE, b"b"),
+        test_binary.frame(binary.GET, b"a")[:30],
+    ]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=st.lists(_getFrames, max_size=10), cuts=st.lists(st.integers(1, 60), max_size=4),
+       store=st.sampled_from(sorted(_GET_RUN_STORES)))
+def test_binaryGetRunTwins(frames, cuts, store):
+    """
+    With the run of plain GETs in C, the binary codec writes the same
+    bytes, counts the same gets, hits and misses and taps the same events
+    as its frame loop does alone, whatever the frames and however they
+    are cut into reads.
+    """
+    data = b"".join(frames)
+    results = []
+    for inC in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(binary, "getRun", speedups.accelerator.binary_get_run if inC else None)
+            world = World(store=_GET_RUN_STORES[store],
+                          introspection=lambda clock: IntrospectionService(clock))
+            conn = test_binary.Connection(world).auth()
+            conn.send(test_binary.setFrame(b"a", b"A", flags=7),
+                      test_binary.setFrame(b"big", b"x" * 3000, flags=123456789),
+                      test_binary.setFrame(b"b", b""))
+            proto, transport = conn.proto, conn.transport
+            at = 0
+            for cut in cuts + [len(data)]:
+                proto.dataReceived(data[at:at + cut])
+                at += cut
+            world.clock.advance(0)
+            runtime = world.registry.runtime(1)
+            stats = runtime.stats
+            events = list(world.introspection.introspector(runtime).events)
+            results.append((transport.value(), transport.connected, stats.cmd_get, stats.get_hits,
+                            stats.get_misses, stats.bytes_written, events))
+    assert results[0] == results[1]
+
+
+def test_binaryGetRunAnswersAsTheFrameLoop():
+    """
+    A hit carries the item's flags and CAS and the request's opaque, a miss
+    memcached's "Not found", each as the frame loop writes it.
+    """
+    run = speedups.accelerator.binary_get_run
+    item = packItem(b"value", 4294967295, 0, 0x0102030405060708)
+    events = []
+    data = test_binary.frame(binary.GET, b"k", opaque=0xA1B2C3D4) + test_binary.frame(
+        binary.GET, b"miss", opaque=7)
+    pos, reply, hits, misses = run(data, 0, {b"k": item}.get, events.append, 5, 1 << 20)
+    assert (pos, hits, misses) == (len(data), 1, 1)
+    hit, miss = test_binary.parse(reply)
+    assert hit == test_binary.Response(binary.GET, 0, b"\xff\xff\xff\xff", b"", b"value",
+                                       0x0102030405060708, 0xA1B2C3D4)
+    assert miss == test_binary.Response(binary.GET, binary.KEY_ENOENT, b"", b"", b"Not found", 0, 7)
+    assert events == [(5, b"k", 5), (5, b"miss", -1)]
