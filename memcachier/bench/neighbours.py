@@ -226,7 +226,7 @@ def floodResult(process, options):
     return collectLoad([process], options.duration + options.warmup + 120)
 
 
-def writeNode(directory, scheduler, reading=None, cpu=None, introspection=True):
+def writeNode(directory, scheduler, reading=None, cpu=None, introspection=True, loginBatch=None):
     """
     One node (SQLite) with the scheduler on or off (not started), to run
     on CPU C{cpu} if given.
@@ -243,6 +243,7 @@ def writeNode(directory, scheduler, reading=None, cpu=None, introspection=True):
         f"scheduler = {'true' if scheduler else 'false'}\n"
         + (f"scheduler_reading = {reading}\n" if reading else "")
         + f"[analytics]\nintrospection = {'true' if introspection else 'false'}\n",
+        memcache=f"login_batch = {loginBatch}\n" if loginBatch is not None else "",
     )
     return TwistdNode(directory, config, port, cpu=cpu)
 
@@ -252,7 +253,7 @@ def runMode(scheduler, mcload, options, directory):
     Solo, flood and storm for one setting of the scheduler.
     """
     node = writeNode(os.path.join(directory, "on" if scheduler else "off"), scheduler, options.reading,
-                     cpu=options.server_cpu, introspection=options.introspection == "on")
+                     cpu=options.server_cpu, introspection=options.introspection == "on", loginBatch=options.login_batch)
     created = [node.admin("cache", "create") for _ in range(2)]
     a, b = [(c["username"], c["password"]) for c in created]
     node.start()
@@ -335,6 +336,8 @@ def main(argv=None, out=sys.stdout):
                         help="connections logging in at once in the storm run (5000; 0: none)")
     parser.add_argument("--introspection", choices=("on", "off"), default="on",
                         help="[analytics] introspection of the node (on)")
+    parser.add_argument("--login-batch", type=int,
+                        help="[memcache] login_batch of the node (default: the node's, 64)")
     parser.add_argument("--reading", type=int,
                         help="[limits] scheduler_reading of the node (default: the node's, 8)")
     parser.add_argument("--server-cpu", type=int,

@@ -59,11 +59,12 @@ def freePort() -> int:
     raise RuntimeError("no free TCP port outside the ephemeral range")
 
 
-def writeConfig(directory: str, port: int, database: str, extra: str = "") -> str:
+def writeConfig(directory: str, port: int, database: str, extra: str = "", memcache: str = "") -> str:
     """
     Create C{directory} and write its C{memcachier.toml}: memcache on
-    C{port} and the web server on a free port, both on 127.0.0.1, the
-    control plane at C{database}, then the TOML of C{extra}.
+    C{port} (and the C{[memcache]} settings of C{memcache}) and the web
+    server on a free port, both on 127.0.0.1, the control plane at
+    C{database}, then the TOML of C{extra}.
 
     @return: the configuration file's path.
     """
@@ -73,7 +74,8 @@ def writeConfig(directory: str, port: int, database: str, extra: str = "") -> st
         f.write(
             "[memcache]\n"
             f'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
-            "[web]\n"
+            + memcache
+            + "[web]\n"
             f'listen = "tcp:{freePort()}:interface=127.0.0.1"\n'
             "[database]\n"
             f"url = {json.dumps(database)}\n" + extra

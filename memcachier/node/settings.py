@@ -268,7 +268,7 @@ OPTIONS: Tuple[Option, ...] = (  # every option, in the order of the example fil
     O("memcache", "auth_failure_rate", NUMBER, 5.0, "failed logins (memcache and the dashboard's sign-in) a second per "
       "source address (IPv6: /64) and per username; past it logins are refused unchecked"),
     O("memcache", "auth_failure_burst", integer(), 10, "failed logins allowed at once before the rate applies"),
-    O("memcache", "login_batch", integer(0), 64, "a storm of new connections: how many may be read before they "
+    O("memcache", "login_batch", integer(0), 16, "a storm of new connections: how many may be read before they "
       "sent their login, how many logins are handled per reactor turn, and (fast paths on) how many connections "
       "a listener accepts per turn; the rest wait their turn; 0: no bound"),
     O("memcache", "auth_remember_for", duration(), "24h", "how long an address that logged in as a username is not "

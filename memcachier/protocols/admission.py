@@ -38,7 +38,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 #: connections that may start being read per reactor turn, and new
 #: connections let in that may not have sent anything yet
-DEFAULT_BATCH = 64
+DEFAULT_BATCH = 16
 #: seconds a connection let in holds its place while its client sends nothing
 DEFAULT_PATIENCE = 0.01
 

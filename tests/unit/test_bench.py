@@ -123,16 +123,17 @@ def test_churnRoundsKeysOfOneLength():
 @pytest.mark.parametrize("introspection", [True, False])
 def test_neighboursNodeSettings(tmp_path, introspection):
     """
-    The neighbours bench's node has the scheduler and introspection as
-    asked, and its own plan for both tenants, in a configuration the
+    The neighbours bench's node has the scheduler, introspection and
+    login batch as asked, and its own plan for both tenants, in a configuration the
     node's settings accept.
     """
     from memcachier.bench.neighbours import writeNode
     from memcachier.node.settings import loadSettings
 
     node = writeNode(str(tmp_path / "node"), scheduler=False, reading=4,
-                     introspection=introspection)
+                     introspection=introspection, loginBatch=16)
     settings = loadSettings(node.config)
+    assert settings.memcache.login_batch == 16
     assert settings.limits.scheduler is False
     assert settings.limits.scheduler_reading == 4
     assert settings.analytics.introspection is introspection
