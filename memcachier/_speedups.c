@@ -257,24 +257,34 @@ look_up(PyObject *get, PyObject *tap, PyObject *op, const unsigned char *k, Py_s
 }
 
 /*
- * get_run(data, pos, get, tap, op, budget) -> (pos, reply, hits, misses)
- *
- * Answer the one-key gets of `data` from `pos` on, as the ASCII codec's
- * line loop, Session.get and renderHit answer them: each line exactly
- * "get <key>\n" or "get <key>\r\n", the key 1 to KEY_MAX_LENGTH bytes
- * without whitespace, looked up and tapped by look_up.  Stops before the
- * first other line (or an incomplete one), before a line look_up could
- * not answer, or once the replies reach `budget` bytes.  `pos` is where
- * it stopped, `reply` the replies (VALUE blocks and END lines), `hits` and
- * `misses` what the session counts.
+ * A codec's one-key get: where its key is and where the next request
+ * starts (0 if `buf` from `pos` is not such a request, whole), and how
+ * its answer is written.
+ */
+typedef Py_ssize_t (*parse_get)(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end,
+                                Py_ssize_t *key_at, Py_ssize_t *klen);
+/* the bytes the answer takes, then the answer itself at `w` */
+typedef Py_ssize_t (*answer_size)(Py_ssize_t klen, PyObject *item);
+typedef void (*answer_get)(unsigned char *w, const unsigned char *request,
+                           const unsigned char *key, Py_ssize_t klen, PyObject *item);
+
+/*
+ * The run of one-key gets of `data` from `pos` on, each parsed by
+ * `parse`, looked up and tapped by look_up and answered by `answer`, as
+ * the codec's own loop, Session.get and its rendering do it.  Stops
+ * before the first other request (or an incomplete one), before a
+ * request look_up could not answer, or once the replies reach `budget`
+ * bytes.  Returns (pos, reply, hits, misses): where it stopped, the
+ * replies, and what the session counts.
  */
 static PyObject *
-get_run(PyObject *self, PyObject *args)
+run_gets(PyObject *args, const char *format, parse_get parse, answer_size size,
+         answer_get answer)
 {
     Py_buffer data;
     Py_ssize_t pos, budget;
     PyObject *get, *tap, *op;
-    if (!PyArg_ParseTuple(args, "y*nOOOn:get_run", &data, &pos, &get, &tap, &op, &budget))
+    if (!PyArg_ParseTuple(args, format, &data, &pos, &get, &tap, &op, &budget))
         return NULL;
     const unsigned char *buf = data.buf;
     Py_ssize_t end = data.len, used = 0, hits = 0, misses = 0;
@@ -285,46 +295,28 @@ get_run(PyObject *self, PyObject *args)
         PyBuffer_Release(&data);
         return NULL;
     }
-    while (used < budget && end - pos >= 6 && memcmp(buf + pos, "get ", 4) == 0) {
-        Py_ssize_t at = pos + 4, k = at;
-        while (k < end && k - at <= KEY_MAX_LENGTH && !is_space(buf[k]))
-            k++;
-        Py_ssize_t klen = k - at, next;
-        if (klen == 0 || klen > KEY_MAX_LENGTH || k >= end)
-            break;
-        if (buf[k] == '\n')
-            next = k + 1;
-        else if (buf[k] == '\r' && k + 1 < end && buf[k + 1] == '\n')
-            next = k + 2;
-        else
+    while (used < budget && pos < end) {
+        Py_ssize_t at, klen, next = parse(buf, pos, end, &at, &klen);
+        if (next == 0)
             break;
         PyObject *item = look_up(get, tap, op, buf + at, klen);
         if (item == NULL)
             break;
-        if (item == Py_None) {
+        Py_ssize_t n = size(klen, item);
+        if (n < 0 || reserve(&out, used, n) < 0) {
+            Py_DECREF(item);
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "get run: reply too large");
+            PyBuffer_Release(&data);
+            Py_DECREF(out);
+            return NULL;
+        }
+        answer((unsigned char *)PyBytes_AS_STRING(out) + used, buf + pos, buf + at, klen, item);
+        used += n;
+        if (item == Py_None)
             misses++;
-            if (reserve(&out, used, 5) < 0) {
-                Py_DECREF(item);
-                goto fail;
-            }
-            memcpy(PyBytes_AS_STRING(out) + used, "END\r\n", 5);
-            used += 5;
-        }
-        else {
+        else
             hits++;
-            /* VALUE <key><the item's suffix and value>\r\nEND\r\n */
-            Py_ssize_t tail = PyBytes_GET_SIZE(item) - ITEM_PREFIX_SIZE;
-            if (reserve(&out, used, 6 + klen + tail + 7) < 0) {
-                Py_DECREF(item);
-                goto fail;
-            }
-            char *w = PyBytes_AS_STRING(out) + used;
-            memcpy(w, "VALUE ", 6);
-            memcpy(w + 6, buf + at, klen);
-            memcpy(w + 6 + klen, PyBytes_AS_STRING(item) + ITEM_PREFIX_SIZE, tail);
-            memcpy(w + 6 + klen + tail, "\r\nEND\r\n", 7);
-            used += 6 + klen + tail + 7;
-        }
         Py_DECREF(item);
         pos = next;
     }
@@ -332,11 +324,70 @@ get_run(PyObject *self, PyObject *args)
     if (_PyBytes_Resize(&out, used) < 0)
         return NULL;
     return Py_BuildValue("nNnn", pos, out, hits, misses);
+}
 
-fail:
-    PyBuffer_Release(&data);
-    Py_DECREF(out);
-    return NULL;
+/* the item's value: after the prefix and the ASCII suffix */
+static inline Py_ssize_t
+value_at(PyObject *item)
+{
+    return ITEM_PREFIX_SIZE + (unsigned char)PyBytes_AS_STRING(item)[ITEM_SUFFIX_LENGTH_AT];
+}
+
+/* ASCII: exactly "get <key>\n" or "get <key>\r\n", the key 1 to
+ * KEY_MAX_LENGTH bytes without whitespace */
+static Py_ssize_t
+ascii_parse(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t *key_at,
+            Py_ssize_t *klen)
+{
+    if (end - pos < 6 || memcmp(buf + pos, "get ", 4) != 0)
+        return 0;
+    Py_ssize_t at = pos + 4, k = at;
+    while (k < end && k - at <= KEY_MAX_LENGTH && !is_space(buf[k]))
+        k++;
+    if (k == at || k - at > KEY_MAX_LENGTH || k >= end)
+        return 0;
+    *key_at = at;
+    *klen = k - at;
+    if (buf[k] == '\n')
+        return k + 1;
+    if (buf[k] == '\r' && k + 1 < end && buf[k + 1] == '\n')
+        return k + 2;
+    return 0;
+}
+
+/* END, or VALUE <key><the item's suffix and value>\r\nEND\r\n */
+static Py_ssize_t
+ascii_size(Py_ssize_t klen, PyObject *item)
+{
+    if (item == Py_None)
+        return 5;
+    return 6 + klen + (PyBytes_GET_SIZE(item) - ITEM_PREFIX_SIZE) + 7;
+}
+
+static void
+ascii_answer(unsigned char *w, const unsigned char *request, const unsigned char *key,
+             Py_ssize_t klen, PyObject *item)
+{
+    if (item == Py_None) {
+        memcpy(w, "END\r\n", 5);
+        return;
+    }
+    Py_ssize_t tail = PyBytes_GET_SIZE(item) - ITEM_PREFIX_SIZE;
+    memcpy(w, "VALUE ", 6);
+    memcpy(w + 6, key, klen);
+    memcpy(w + 6 + klen, PyBytes_AS_STRING(item) + ITEM_PREFIX_SIZE, tail);
+    memcpy(w + 6 + klen + tail, "\r\nEND\r\n", 7);
+}
+
+/*
+ * get_run(data, pos, get, tap, op, budget) -> (pos, reply, hits, misses)
+ *
+ * The ASCII codec's run of one-key gets (run_gets, ascii_parse).
+ */
+static PyObject *
+get_run(PyObject *self, PyObject *args)
+{
+    return run_gets(args, "y*nOOOn:get_run", ascii_parse, ascii_size, ascii_answer);
 }
 
 /* memcachier.protocols.binary: a plain GET's miss (KEY_ENOENT), the
@@ -344,7 +395,7 @@ fail:
 static const char BINARY_MISS[] =
     "\x81\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x09\x00\x00\x00\x00"
     "\x00\x00\x00\x00\x00\x00\x00\x00Not found";
-#define BINARY_MISS_SIZE (sizeof(BINARY_MISS) - 1)
+#define BINARY_MISS_SIZE ((Py_ssize_t)sizeof(BINARY_MISS) - 1)
 #define BINARY_HEADER 24
 #define OPAQUE_AT 12
 
@@ -355,94 +406,72 @@ put_be(unsigned char *w, uint64_t v, int bytes)
         w[i] = (unsigned char)v;
 }
 
+/* binary: a whole request frame of opcode GET, no extras, no value, a key
+ * of 1 to KEY_MAX_LENGTH bytes */
+static Py_ssize_t
+binary_parse(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t *key_at,
+             Py_ssize_t *klen)
+{
+    if (end - pos < BINARY_HEADER)
+        return 0;
+    const unsigned char *h = buf + pos;
+    Py_ssize_t k = (h[2] << 8) | h[3];
+    uint32_t bodylen = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11];
+    if (h[0] != 0x80 || h[1] != 0x00 || h[4] != 0 || bodylen != (uint32_t)k
+        || k == 0 || k > KEY_MAX_LENGTH || end - pos - BINARY_HEADER < k)
+        return 0;
+    *key_at = pos + BINARY_HEADER;
+    *klen = k;
+    return pos + BINARY_HEADER + k;
+}
+
+/* "Not found", or the header, the flags and the value */
+static Py_ssize_t
+binary_size(Py_ssize_t klen, PyObject *item)
+{
+    if (item == Py_None)
+        return BINARY_MISS_SIZE;
+    Py_ssize_t vlen = PyBytes_GET_SIZE(item) - value_at(item);
+    return (uint64_t)vlen > 0xFFFFFFFBu ? -1 : BINARY_HEADER + 4 + vlen;
+}
+
+static void
+binary_answer(unsigned char *w, const unsigned char *request, const unsigned char *key,
+              Py_ssize_t klen, PyObject *item)
+{
+    if (item == Py_None) {
+        memcpy(w, BINARY_MISS, BINARY_MISS_SIZE);
+        memcpy(w + OPAQUE_AT, request + OPAQUE_AT, 4);
+        return;
+    }
+    const unsigned char *it = (const unsigned char *)PyBytes_AS_STRING(item);
+    Py_ssize_t at = value_at(item), vlen = PyBytes_GET_SIZE(item) - at;
+    /* the suffix is " <flags> <bytes>\r\n": flags in decimal */
+    uint64_t flags = 0;
+    for (Py_ssize_t i = ITEM_PREFIX_SIZE + 1; i < at && it[i] >= '0' && it[i] <= '9'; i++)
+        flags = flags * 10 + (uint64_t)(it[i] - '0');
+    uint64_t cas = 0;
+    for (int i = 7; i >= 0; i--)
+        cas = (cas << 8) | it[ITEM_CAS_AT + i];
+    memset(w, 0, BINARY_HEADER);
+    w[0] = 0x81;
+    w[4] = 4;
+    put_be(w + 8, (uint64_t)(4 + vlen), 4);
+    memcpy(w + OPAQUE_AT, request + OPAQUE_AT, 4);
+    put_be(w + 16, cas, 8);
+    put_be(w + BINARY_HEADER, flags, 4);
+    memcpy(w + BINARY_HEADER + 4, it + at, vlen);
+}
+
 /*
  * binary_get_run(data, pos, get, tap, op, budget) -> (pos, reply, hits, misses)
  *
- * The binary codec's run of plain GET frames from `pos` on, answered as
- * its frame loop, Session.get and _get answer them: each a whole request
- * frame of opcode GET, no extras, no value, a key of 1 to KEY_MAX_LENGTH
- * bytes, looked up and tapped by look_up.  Stops, returns and counts as
- * get_run.
+ * The binary codec's run of plain GET frames (run_gets, binary_parse).
  */
 static PyObject *
 binary_get_run(PyObject *self, PyObject *args)
 {
-    Py_buffer data;
-    Py_ssize_t pos, budget;
-    PyObject *get, *tap, *op;
-    if (!PyArg_ParseTuple(args, "y*nOOOn:binary_get_run", &data, &pos, &get, &tap, &op, &budget))
-        return NULL;
-    const unsigned char *buf = data.buf;
-    Py_ssize_t end = data.len, used = 0, hits = 0, misses = 0;
-    if (pos < 0)
-        pos = 0;
-    PyObject *out = PyBytes_FromStringAndSize(NULL, 256);
-    if (out == NULL) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    while (used < budget && end - pos >= BINARY_HEADER) {
-        const unsigned char *h = buf + pos;
-        Py_ssize_t klen = (h[2] << 8) | h[3];
-        uint32_t bodylen = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11];
-        if (h[0] != 0x80 || h[1] != 0x00 || h[4] != 0 || bodylen != (uint32_t)klen
-            || klen == 0 || klen > KEY_MAX_LENGTH || end - pos - BINARY_HEADER < klen)
-            break;
-        PyObject *item = look_up(get, tap, op, h + BINARY_HEADER, klen);
-        if (item == NULL)
-            break;
-        if (item == Py_None) {
-            misses++;
-            if (reserve(&out, used, BINARY_MISS_SIZE) < 0) {
-                Py_DECREF(item);
-                goto fail;
-            }
-            unsigned char *w = (unsigned char *)PyBytes_AS_STRING(out) + used;
-            memcpy(w, BINARY_MISS, BINARY_MISS_SIZE);
-            memcpy(w + OPAQUE_AT, h + OPAQUE_AT, 4);
-            used += BINARY_MISS_SIZE;
-        }
-        else {
-            hits++;
-            const unsigned char *it = (const unsigned char *)PyBytes_AS_STRING(item);
-            Py_ssize_t at = ITEM_PREFIX_SIZE + it[ITEM_SUFFIX_LENGTH_AT];
-            Py_ssize_t vlen = PyBytes_GET_SIZE(item) - at;
-            /* the suffix is " <flags> <bytes>\r\n": flags in decimal */
-            uint64_t flags = 0;
-            for (Py_ssize_t i = ITEM_PREFIX_SIZE + 1; i < at && it[i] >= '0' && it[i] <= '9'; i++)
-                flags = flags * 10 + (uint64_t)(it[i] - '0');
-            uint64_t cas = 0;
-            for (int i = 7; i >= 0; i--)
-                cas = (cas << 8) | it[ITEM_CAS_AT + i];
-            if (vlen > 0xFFFFFFFBu || reserve(&out, used, BINARY_HEADER + 4 + vlen) < 0) {
-                Py_DECREF(item);
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_ValueError, "binary_get_run: value too large");
-                goto fail;
-            }
-            unsigned char *w = (unsigned char *)PyBytes_AS_STRING(out) + used;
-            memset(w, 0, BINARY_HEADER);
-            w[0] = 0x81;
-            w[4] = 4;
-            put_be(w + 8, (uint64_t)(4 + vlen), 4);
-            memcpy(w + OPAQUE_AT, h + OPAQUE_AT, 4);
-            put_be(w + 16, cas, 8);
-            put_be(w + BINARY_HEADER, flags, 4);
-            memcpy(w + BINARY_HEADER + 4, it + at, vlen);
-            used += BINARY_HEADER + 4 + vlen;
-        }
-        Py_DECREF(item);
-        pos += BINARY_HEADER + klen;
-    }
-    PyBuffer_Release(&data);
-    if (_PyBytes_Resize(&out, used) < 0)
-        return NULL;
-    return Py_BuildValue("nNnn", pos, out, hits, misses);
-
-fail:
-    PyBuffer_Release(&data);
-    Py_DECREF(out);
-    return NULL;
+    return run_gets(args, "y*nOOOn:binary_get_run", binary_parse, binary_size, binary_answer);
 }
 
 /*

@@ -210,17 +210,51 @@ _getLines = st.one_of(
 )
 
 
-def _asciiNode(store, getRunInC, monkeypatch):
+def _asciiNode(world):
     """
-    A logged-in ASCII connection over C{store} with introspection on, and
-    the run of one-key gets in C or left to the line loop.
+    A logged-in ASCII connection to C{world}, with items to hit.
     """
-    monkeypatch.setattr(ascii, "getRun", speedups.accelerator.get_run if getRunInC else None)
-    world = World(store=store, introspection=lambda clock: IntrospectionService(clock))
     conn = test_ascii.login(world)
     test_ascii.exchange(conn, b"set a 7 0 1\r\nA\r\nset big 9 0 3000\r\n" + b"x" * 3000 + b"\r\n"
                         b"set gone 0 -1 1\r\nG\r\nset b 0 0 0\r\n\r\n")
-    return world, conn
+    return conn
+
+
+def _binaryNode(world):
+    """
+    An authenticated binary connection to C{world}, with items to hit.
+    """
+    conn = test_binary.Connection(world).auth()
+    conn.send(test_binary.setFrame(b"a", b"A", flags=7),
+              test_binary.setFrame(b"big", b"x" * 3000, flags=123456789),
+              test_binary.setFrame(b"b", b""))
+    return conn.proto, conn.transport
+
+
+def _twins(codec, run, connect, store, data, cuts):
+    """
+    What a node writes, counts and taps for C{data} cut into reads at
+    C{cuts}: with C{codec}'s run of one-key gets in C (C{run}), and with
+    its own loop alone.
+    """
+    results = []
+    for inC in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(codec, "getRun", run if inC else None)
+            world = World(store=store, introspection=lambda clock: IntrospectionService(clock))
+            proto, transport = connect(world)
+            transport.clear()
+            at = 0
+            for cut in cuts + [len(data)]:
+                proto.dataReceived(data[at:at + cut])
+                at += cut
+            world.clock.advance(0)
+        runtime = world.registry.runtime(1)
+        stats = runtime.stats
+        events = list(world.introspection.introspector(runtime).events)
+        results.append((transport.value(), transport.connected, stats.cmd_get, stats.get_hits,
+                        stats.get_misses, stats.bytes_written, events))
+    return results
 
 
 _GET_RUN_STORES = dict(STORES, segment=SegmentStore)
@@ -236,23 +270,9 @@ def test_getRunTwins(lines, cuts, store):
     line loop does alone, whatever the lines and however they are cut
     into reads (an asynchronous keyspace never takes the C run).
     """
-    data = b"".join(lines)
-    results = []
-    for inC in (True, False):
-        with pytest.MonkeyPatch.context() as patch:
-            world, (proto, transport) = _asciiNode(_GET_RUN_STORES[store], inC, patch)
-            transport.clear()
-            at = 0
-            for cut in cuts + [len(data)]:
-                proto.dataReceived(data[at:at + cut])
-                at += cut
-            world.clock.advance(0)
-        runtime = world.registry.runtime(1)
-        stats = runtime.stats
-        events = list(world.introspection.introspector(runtime).events)
-        results.append((transport.value(), stats.cmd_get, stats.get_hits, stats.get_misses,
-                        stats.bytes_written, events))
-    assert results[0] == results[1]
+    fast, alone = _twins(ascii, speedups.accelerator.get_run, _asciiNode,
+                         _GET_RUN_STORES[store], b"".join(lines), cuts)
+    assert fast == alone
 
 
 def test_getRunHoldsForASlowReader():
@@ -331,29 +351,9 @@ def test_binaryGetRunTwins(frames, cuts, store):
     as its frame loop does alone, whatever the frames and however they
     are cut into reads.
     """
-    data = b"".join(frames)
-    results = []
-    for inC in (True, False):
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(binary, "getRun", speedups.accelerator.binary_get_run if inC else None)
-            world = World(store=_GET_RUN_STORES[store],
-                          introspection=lambda clock: IntrospectionService(clock))
-            conn = test_binary.Connection(world).auth()
-            conn.send(test_binary.setFrame(b"a", b"A", flags=7),
-                      test_binary.setFrame(b"big", b"x" * 3000, flags=123456789),
-                      test_binary.setFrame(b"b", b""))
-            proto, transport = conn.proto, conn.transport
-            at = 0
-            for cut in cuts + [len(data)]:
-                proto.dataReceived(data[at:at + cut])
-                at += cut
-            world.clock.advance(0)
-            runtime = world.registry.runtime(1)
-            stats = runtime.stats
-            events = list(world.introspection.introspector(runtime).events)
-            results.append((transport.value(), transport.connected, stats.cmd_get, stats.get_hits,
-                            stats.get_misses, stats.bytes_written, events))
-    assert results[0] == results[1]
+    fast, alone = _twins(binary, speedups.accelerator.binary_get_run, _binaryNode,
+                         _GET_RUN_STORES[store], b"".join(frames), cuts)
+    assert fast == alone
 
 
 def test_binaryGetRunAnswersAsTheFrameLoop():
