@@ -746,7 +746,7 @@ class Differential(RuleBasedStateMachine):
         result = self.same(self.both(cache, "store", mode, key, value, flags, exptime, cas))
         self.lastCas = result[1] or self.lastCas
 
-    @rule(cache=st.sampled_from([1, 2]), keys=st.lists(_keys, max_size=4))
+    @rule(cache=st.sampled_from([1, 2]), keys=st.lists(_keys, max_size=40))
     def getMany(self, cache, keys):
         memory, segment = self.both(cache, "getMany", keys)
         for pair in zip(memory, segment):
