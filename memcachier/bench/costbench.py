@@ -1,19 +1,23 @@
 """
-In-process cost of introspection on the hot path: CPU microseconds per
-request of the ASCII and binary codecs, introspection off and on, without
-sockets (so the kernel's ~10 us per request and other load on the machine
-do not blur the difference).
+CPU microseconds per request of the ASCII and binary codecs in process,
+without sockets (so the kernel's ~10 us per request and other load on the
+machine do not blur the difference): introspection off against on, or
+(C{--get-run}) the codecs' runs of one-key gets in C against their own
+loops.
 
 Run pinned to one core::
 
-    taskset -c 1 .venv/bin/python -m memcachier.bench.costbench
+    taskset -c 1 .venv/bin/python -m memcachier.bench.costbench [ROUNDS [REQUESTS]]
+        [--store memory|segment] [--workload single|mget100] [--get-run]
 
-The workload mirrors C{../shared/bench} C{ascii}/C{binary}: 90% get / 10%
-set of 100-byte values over 100k preloaded keys, one request per
-C{dataReceived}; the introspection batches are drained every 5,000
-requests, what the 0.1 s timer sees at 50k requests/s.
+The C{single} workload mirrors C{../shared/bench} C{ascii}/C{binary}: 90%
+get / 10% set of 100-byte values over 100k preloaded keys, one request per
+C{dataReceived}; C{mget100} is C{ascii_mget100}'s gets of 100 random keys
+(ASCII only).  The introspection batches are drained every 5,000
+requests.  Each figure is the best of C{ROUNDS} alternating rounds.
 """
 
+import argparse
 import random
 import struct
 import sys
@@ -23,9 +27,12 @@ from twisted.internet.task import Clock
 
 from memcachier.analytics.introspection import IntrospectionService
 from memcachier.commands import StoreMode
+from memcachier.protocols import ascii, binary as binaryCodec
 from memcachier.protocols.sniff import MemcacheFactory
+from memcachier.speedups import accelerator
 from memcachier.runtime import CacheRegistry
 from memcachier.stores.memory import MemoryStore
+from memcachier.stores.segment import SegmentStore
 from memcachier.testing import MemoryControlIndex
 
 HEADER = ">BBHBBHIIQ"
@@ -54,10 +61,14 @@ class _Transport:
         pass
 
 
-def _requests(binary, n, seed=1):
+def _requests(binary, n, seed=1, keysPerGet=1):
     rnd = random.Random(seed)
     out = []
     for _ in range(n):
+        if keysPerGet > 1:
+            keys = b" ".join(b"key:%d" % rnd.randrange(100_000) for _ in range(keysPerGet))
+            out.append(b"get " + keys + b"\r\n")
+            continue
         key = b"key:%d" % rnd.randrange(100_000)
         isSet = rnd.random() < 0.1
         if binary and isSet:
@@ -72,7 +83,10 @@ def _requests(binary, n, seed=1):
     return out
 
 
-def run(enabled, binary, requests, batchLimit=500):
+STORES = {"memory": MemoryStore, "segment": SegmentStore}
+
+
+def run(enabled, binary, requests, batchLimit=100, store=MemoryStore):
     """
     @return: microseconds of CPU per request.
     """
@@ -82,7 +96,7 @@ def run(enabled, binary, requests, batchLimit=500):
     index.addCache(1, "1g")
     index.addCredential(1, "user", "secret")
     service = IntrospectionService(clock, enabled=enabled, batchLimit=batchLimit)
-    registry = CacheRegistry(MemoryStore(clock), index, None, clock, introspection=service)
+    registry = CacheRegistry(store(clock), index, None, clock, introspection=service)
     proto = MemcacheFactory(registry, clock, authTimeout=0).buildProtocol(None)
     proto.makeConnection(_Transport())
     if binary:
@@ -107,18 +121,47 @@ def run(enabled, binary, requests, batchLimit=500):
     return elapsed / len(requests) * 1e6
 
 
-def main(rounds=5, n=100_000):
-    for binary in (False, True):
-        requests = _requests(binary, n)
+def _getRuns(on):
+    """
+    The codecs' runs of one-key gets in C (C{on}), or their own loops.
+    """
+    ascii.getRun = accelerator.get_run if on and accelerator else None
+    binaryCodec.getRun = accelerator.binary_get_run if on and accelerator else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m memcachier.bench.costbench",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("rounds", nargs="?", type=int, default=5)
+    parser.add_argument("requests", nargs="?", type=int, default=100_000)
+    parser.add_argument("--store", choices=sorted(STORES), default="memory")
+    parser.add_argument("--workload", choices=("single", "mget100"), default="single")
+    parser.add_argument("--get-run", action="store_true",
+                        help="the runs of one-key gets in C against the codecs' loops "
+                        "(introspection on), instead of introspection off against on")
+    options = parser.parse_args(argv)
+    store = STORES[options.store]
+    mget = options.workload == "mget100"
+    for binary in (False,) if mget else (False, True):
+        requests = _requests(binary, options.requests // 10 if mget else options.requests,
+                             keysPerGet=100 if mget else 1)
         results = {False: [], True: []}
-        for _ in range(rounds):
-            for enabled in (False, True):
-                results[enabled].append(run(enabled, binary, requests))
-        off, on = min(results[False]), min(results[True])
-        name = "binary" if binary else "ascii"
-        print(f"{name}: off {off:.2f} us/request, on {on:.2f} us/request, "
-              f"introspection +{on - off:.2f} us")
+        for _ in range(options.rounds):
+            for setting in (False, True):
+                if options.get_run:
+                    _getRuns(setting)
+                results[setting].append(run(options.get_run or setting, binary, requests,
+                                            store=store))
+        _getRuns(True)
+        first, second = min(results[False]), min(results[True])
+        name = "ascii_mget100" if mget else "binary" if binary else "ascii"
+        if options.get_run:
+            print(f"{name} ({options.store}): codec's loop {first:.2f} us/request, "
+                  f"C run {second:.2f} us/request")
+        else:
+            print(f"{name} ({options.store}): introspection off {first:.2f} us/request, "
+                  f"on {second:.2f} us/request, +{second - first:.2f} us")
 
 
 if __name__ == "__main__":
-    main(*map(int, sys.argv[1:]))
+    main()

@@ -137,3 +137,25 @@ def test_neighboursNodeSettings(tmp_path, introspection):
     assert settings.limits.scheduler is False
     assert settings.limits.scheduler_reading == 4
     assert settings.analytics.introspection is introspection
+
+
+def test_costbenchOptions(capsys):
+    """
+    C{memcachier.bench.costbench} measures either store, the multi-get
+    workload, and the C runs of one-key gets against the codecs' loops,
+    which it leaves on afterwards.
+    """
+    from memcachier.bench import costbench
+    from memcachier.protocols import ascii, binary
+    from memcachier.speedups import accelerator
+
+    costbench.main(["1", "200", "--store", "segment", "--get-run"])
+    costbench.main(["1", "200", "--workload", "mget100"])
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in out] == [
+        "ascii (segment)", "binary (segment)", "ascii_mget100 (memory)",
+    ]
+    assert "codec's loop" in out[0] and "C run" in out[0]
+    assert "introspection off" in out[2]
+    assert ascii.getRun is accelerator.get_run
+    assert binary.getRun is accelerator.binary_get_run
