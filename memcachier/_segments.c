@@ -70,6 +70,9 @@
 /* the index is this many tables by the hash's top bits: one growing
  * rehashes a sixteenth of the keys (a pause of ~4 ms at 600k items, not 60) */
 #define INDEX_SHARDS 16
+/* keys (of a multi-get, or of a segment being evicted) whose index slots
+ * are fetched into the cache together, before any of them is looked up */
+#define PREFETCH_BLOCK 16
 #define SHARD_SHIFT 40
 #define POS_MASK ((1ULL << SHARD_SHIFT) - 1)
 
@@ -728,6 +731,26 @@ item_alloc(KeyspaceObject *ks, size_t exact, double now, segment_t **where, size
     return (item_t *)(SEGMENT_DATA(s) + off);
 }
 
+/* Ask for the home index slots of the next PREFETCH_BLOCK live items of
+ * segment `s` from `off` on, so that the lookups of evict_oldest find them
+ * in the cache; returns the offset after the last item looked at */
+static size_t
+prefetch_slots(KeyspaceObject *ks, segment_t *s, size_t off)
+{
+    for (int n = 0; off < s->used && n < PREFETCH_BLOCK;) {
+        item_t *it = (item_t *)(SEGMENT_DATA(s) + off);
+        off += item_span(it);
+        if (it->bits & ITEM_DEAD)
+            continue;
+        uint64_t h = hash_key(ks->seed, it->data, it->klen);
+        unsigned shard = shard_of(h);
+        if (ks->index[shard].cap)
+            __builtin_prefetch(&ks->index[shard].table[(size_t)h & (ks->index[shard].cap - 1)]);
+        n++;
+    }
+    return off;
+}
+
 /* take the oldest segment out: its expired items reclaimed, its ACTIVE
  * ones (all live ones when compacting) copied to the newest segment while
  * the copy budget lasts, the rest evicted; then free it */
@@ -738,7 +761,10 @@ evict_oldest(KeyspaceObject *ks, double now, int compact)
     segment_unlink(ks, s);
     ks->evicting++;
     int rc = 0;
+    size_t prefetched = 0;
     for (size_t off = 0; off < s->used;) {
+        if (off >= prefetched)
+            prefetched = prefetch_slots(ks, s, off);
         item_t *it = (item_t *)(SEGMENT_DATA(s) + off);
         size_t span = item_span(it);
         if (!(it->bits & ITEM_DEAD)) {
@@ -1071,9 +1097,6 @@ ks_get(KeyspaceObject *ks, PyObject *key)
  * per request, however often it names their key */
 #define SHARED_HIT 1024
 
-/* keys of a multi-get whose index slots and items are fetched into the
- * cache together, before any of them is looked up */
-#define PREFETCH_BLOCK 16
 
 /* Ask for the home index slot of each of `count` keys, then for the item
  * of each slot whose tag matches: the lookups that follow find them in
