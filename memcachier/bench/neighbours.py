@@ -253,7 +253,8 @@ def runMode(scheduler, mcload, options, directory):
     Solo, flood and storm for one setting of the scheduler.
     """
     node = writeNode(os.path.join(directory, "on" if scheduler else "off"), scheduler, options.reading,
-                     cpu=options.server_cpu, introspection=options.introspection == "on", loginBatch=options.login_batch)
+                     cpu=options.server_cpu, introspection=options.introspection == "on",
+                     loginBatch=options.login_batch)
     created = [node.admin("cache", "create") for _ in range(2)]
     a, b = [(c["username"], c["password"]) for c in created]
     node.start()
@@ -337,7 +338,7 @@ def main(argv=None, out=sys.stdout):
     parser.add_argument("--introspection", choices=("on", "off"), default="on",
                         help="[analytics] introspection of the node (on)")
     parser.add_argument("--login-batch", type=int,
-                        help="[memcache] login_batch of the node (default: the node's, 64)")
+                        help="[memcache] login_batch of the node (default: the node's, 16)")
     parser.add_argument("--reading", type=int,
                         help="[limits] scheduler_reading of the node (default: the node's, 8)")
     parser.add_argument("--server-cpu", type=int,

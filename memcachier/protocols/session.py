@@ -271,9 +271,10 @@ class Session:
     def getRun(self, run, data, pos, budget):
         """
         Answer the run of one-key gets of C{data} from C{pos} on with
-        C{run}, the ASCII codec's loop in C
-        (C{memcachier._speedups.get_run}): each looked up, counted and
-        tapped as L{get} does it.  Synchronous keyspaces only.
+        C{run}, a codec's loop in C (C{memcachier._speedups.get_run} or
+        C{binary_get_run}): each looked up, counted and tapped as L{get}
+        does it, at most about C{budget} bytes of replies.  Synchronous
+        keyspaces only.
 
         @return: the position after the gets answered, and their replies.
         """
