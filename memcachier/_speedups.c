@@ -263,8 +263,8 @@ look_up(PyObject *get, PyObject *tap, PyObject *op, const unsigned char *k, Py_s
  */
 typedef Py_ssize_t (*parse_get)(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end,
                                 Py_ssize_t *key_at, Py_ssize_t *klen);
-/* the bytes the answer takes, then the answer itself at `w` */
-typedef Py_ssize_t (*answer_size)(Py_ssize_t klen, PyObject *item);
+/* the bytes the answer takes (0: none), then the answer itself at `w` */
+typedef Py_ssize_t (*answer_size)(const unsigned char *request, Py_ssize_t klen, PyObject *item);
 typedef void (*answer_get)(unsigned char *w, const unsigned char *request,
                            const unsigned char *key, Py_ssize_t klen, PyObject *item);
 
@@ -302,7 +302,7 @@ run_gets(PyObject *args, const char *format, parse_get parse, answer_size size,
         PyObject *item = look_up(get, tap, op, buf + at, klen);
         if (item == NULL)
             break;
-        Py_ssize_t n = size(klen, item);
+        Py_ssize_t n = size(buf + pos, klen, item);
         if (n < 0 || reserve(&out, used, n) < 0) {
             Py_DECREF(item);
             if (!PyErr_Occurred())
@@ -311,7 +311,8 @@ run_gets(PyObject *args, const char *format, parse_get parse, answer_size size,
             Py_DECREF(out);
             return NULL;
         }
-        answer((unsigned char *)PyBytes_AS_STRING(out) + used, buf + pos, buf + at, klen, item);
+        if (n > 0)
+            answer((unsigned char *)PyBytes_AS_STRING(out) + used, buf + pos, buf + at, klen, item);
         used += n;
         if (item == Py_None)
             misses++;
@@ -357,7 +358,7 @@ ascii_parse(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t
 
 /* END, or VALUE <key><the item's suffix and value>\r\nEND\r\n */
 static Py_ssize_t
-ascii_size(Py_ssize_t klen, PyObject *item)
+ascii_size(const unsigned char *request, Py_ssize_t klen, PyObject *item)
 {
     if (item == Py_None)
         return 5;
@@ -406,8 +407,14 @@ put_be(unsigned char *w, uint64_t v, int bytes)
         w[i] = (unsigned char)v;
 }
 
-/* binary: a whole request frame of opcode GET, no extras, no value, a key
- * of 1 to KEY_MAX_LENGTH bytes */
+/* binary opcodes (protocol_binary.h) of the gets a run answers */
+#define OP_GET 0x00
+#define OP_GETQ 0x09
+#define OP_GETK 0x0C
+#define OP_GETKQ 0x0D
+
+/* binary: a whole request frame of opcode GET, GETQ, GETK or GETKQ, no
+ * extras, no value, a key of 1 to KEY_MAX_LENGTH bytes */
 static Py_ssize_t
 binary_parse(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_t *key_at,
              Py_ssize_t *klen)
@@ -417,35 +424,60 @@ binary_parse(const unsigned char *buf, Py_ssize_t pos, Py_ssize_t end, Py_ssize_
     const unsigned char *h = buf + pos;
     Py_ssize_t k = (h[2] << 8) | h[3];
     uint32_t bodylen = ((uint32_t)h[8] << 24) | ((uint32_t)h[9] << 16) | ((uint32_t)h[10] << 8) | h[11];
-    if (h[0] != 0x80 || h[1] != 0x00 || h[4] != 0 || bodylen != (uint32_t)k
-        || k == 0 || k > KEY_MAX_LENGTH || end - pos - BINARY_HEADER < k)
+    if (h[0] != 0x80 || (h[1] != OP_GET && h[1] != OP_GETQ && h[1] != OP_GETK && h[1] != OP_GETKQ)
+        || h[4] != 0 || bodylen != (uint32_t)k || k == 0 || k > KEY_MAX_LENGTH
+        || end - pos - BINARY_HEADER < k)
         return 0;
     *key_at = pos + BINARY_HEADER;
     *klen = k;
     return pos + BINARY_HEADER + k;
 }
 
-/* "Not found", or the header, the flags and the value */
-static Py_ssize_t
-binary_size(Py_ssize_t klen, PyObject *item)
+/* GETK and GETKQ answer with the key */
+static inline int
+keyed(const unsigned char *request)
 {
-    if (item == Py_None)
-        return BINARY_MISS_SIZE;
-    Py_ssize_t vlen = PyBytes_GET_SIZE(item) - value_at(item);
-    return (uint64_t)vlen > 0xFFFFFFFBu ? -1 : BINARY_HEADER + 4 + vlen;
+    return request[1] == OP_GETK || request[1] == OP_GETKQ;
+}
+
+/* a miss: nothing for GETQ and GETKQ, the key for GETK, "Not found" for
+ * GET; a hit: the header, the flags, the key (GETK, GETKQ), the value */
+static Py_ssize_t
+binary_size(const unsigned char *request, Py_ssize_t klen, PyObject *item)
+{
+    if (item == Py_None) {
+        if (request[1] == OP_GETQ || request[1] == OP_GETKQ)
+            return 0;
+        return request[1] == OP_GETK ? BINARY_HEADER + klen : BINARY_MISS_SIZE;
+    }
+    Py_ssize_t body = 4 + (keyed(request) ? klen : 0) + PyBytes_GET_SIZE(item) - value_at(item);
+    return (uint64_t)body > 0xFFFFFFFFu ? -1 : BINARY_HEADER + body;
 }
 
 static void
 binary_answer(unsigned char *w, const unsigned char *request, const unsigned char *key,
               Py_ssize_t klen, PyObject *item)
 {
-    if (item == Py_None) {
+    if (item == Py_None && request[1] == OP_GET) {
         memcpy(w, BINARY_MISS, BINARY_MISS_SIZE);
         memcpy(w + OPAQUE_AT, request + OPAQUE_AT, 4);
         return;
     }
+    memset(w, 0, BINARY_HEADER);
+    w[0] = 0x81;
+    w[1] = request[1];
+    memcpy(w + OPAQUE_AT, request + OPAQUE_AT, 4);
+    if (item == Py_None) {
+        /* GETK: the key, status KEY_ENOENT */
+        put_be(w + 2, (uint64_t)klen, 2);
+        w[7] = 0x01;
+        put_be(w + 8, (uint64_t)klen, 4);
+        memcpy(w + BINARY_HEADER, key, klen);
+        return;
+    }
     const unsigned char *it = (const unsigned char *)PyBytes_AS_STRING(item);
     Py_ssize_t at = value_at(item), vlen = PyBytes_GET_SIZE(item) - at;
+    Py_ssize_t shown = keyed(request) ? klen : 0;
     /* the suffix is " <flags> <bytes>\r\n": flags in decimal */
     uint64_t flags = 0;
     for (Py_ssize_t i = ITEM_PREFIX_SIZE + 1; i < at && it[i] >= '0' && it[i] <= '9'; i++)
@@ -453,20 +485,20 @@ binary_answer(unsigned char *w, const unsigned char *request, const unsigned cha
     uint64_t cas = 0;
     for (int i = 7; i >= 0; i--)
         cas = (cas << 8) | it[ITEM_CAS_AT + i];
-    memset(w, 0, BINARY_HEADER);
-    w[0] = 0x81;
+    put_be(w + 2, (uint64_t)shown, 2);
     w[4] = 4;
-    put_be(w + 8, (uint64_t)(4 + vlen), 4);
-    memcpy(w + OPAQUE_AT, request + OPAQUE_AT, 4);
+    put_be(w + 8, (uint64_t)(4 + shown + vlen), 4);
     put_be(w + 16, cas, 8);
     put_be(w + BINARY_HEADER, flags, 4);
-    memcpy(w + BINARY_HEADER + 4, it + at, vlen);
+    memcpy(w + BINARY_HEADER + 4, key, shown);
+    memcpy(w + BINARY_HEADER + 4 + shown, it + at, vlen);
 }
 
 /*
  * binary_get_run(data, pos, get, tap, op, budget) -> (pos, reply, hits, misses)
  *
- * The binary codec's run of plain GET frames (run_gets, binary_parse).
+ * The binary codec's run of GET, GETQ, GETK and GETKQ frames (run_gets,
+ * binary_parse): a client's multi-get of quiet gets ends at its NOOP.
  */
 static PyObject *
 binary_get_run(PyObject *self, PyObject *args)
@@ -507,7 +539,7 @@ static PyMethodDef methods[] = {
     {"render_run", render_run, METH_VARARGS, "The multi-get VALUE blocks, up to a budget."},
     {"longest", longest, METH_O, "The length of the longest key of a multi-get."},
     {"get_run", get_run, METH_VARARGS, "The ASCII codec's run of one-key gets."},
-    {"binary_get_run", binary_get_run, METH_VARARGS, "The binary codec's run of plain GETs."},
+    {"binary_get_run", binary_get_run, METH_VARARGS, "The binary codec's run of one-key gets."},
     {NULL, NULL, 0, NULL},
 };
 

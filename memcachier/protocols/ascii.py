@@ -276,6 +276,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
             ):
                 # one-key gets, the most common request of all, in C; it
                 # stops at the first line it does not answer as below would
+                start = pos
                 pos, reply = session.getRun(run, data, pos, FLUSH_AT)
                 if reply:
                     out.append(reply)
@@ -284,6 +285,7 @@ class AsciiProtocol(MetaCommands, CodecProtocol):
                         if self.waitForDrain():
                             self.hold(data[pos:])
                             return
+                if pos != start:
                     continue
             eol = data.find(b"\n", pos)
             if eol < 0:

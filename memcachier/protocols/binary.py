@@ -73,7 +73,7 @@ PREAUTH_BODY_MAX = 4096
 #: bodies up to this size are never too large, so most frames skip the check
 _SMALL_BODY = 1024
 
-#: the run of plain GET frames in C, or L{None}: the frame loop answers them
+#: the run of one-key get frames in C, or L{None}: the frame loop answers them
 getRun = None if accelerator is None else accelerator.binary_get_run
 
 # opcodes (protocol_binary.h)
@@ -197,6 +197,8 @@ def _empty(opcode, opaque, cas=0):
     return _pack(RESPONSE_MAGIC, opcode, 0, 0, 0, SUCCESS, 0, opaque, cas)
 
 
+#: the gets the C run answers (L{getRun})
+_RUN_GETS = frozenset((GET, GETQ, GETK, GETKQ))
 #: quiet gets suppress misses
 _QUIET_GETS = frozenset((GETQ, GETKQ, GATQ, GATKQ))
 #: gets whose response carries the key
@@ -347,11 +349,13 @@ class BinaryProtocol(CodecProtocol):
         run = getRun
         while n - offset >= HEADER_LENGTH:
             if (
-                run is not None and data[offset + 1] == GET and session.synchronous
+                run is not None and data[offset + 1] in _RUN_GETS and session.synchronous
                 and session.authenticated and not session.runtime.gone
             ):
-                # plain GETs, the most common frame of all, in C; it stops
-                # at the first frame it does not answer as below would
+                # one-key gets (a multi-get is quiet ones and a NOOP), the
+                # most common frames of all, in C; it stops at the first
+                # frame it does not answer as below would
+                start = offset
                 offset, reply = session.getRun(run, data, offset, FLUSH_AT)
                 if reply:
                     out.append(reply)
@@ -361,6 +365,7 @@ class BinaryProtocol(CodecProtocol):
                         if self.waitForDrain():
                             held = True
                             break
+                if offset != start:
                     continue
             (magic, opcode, keylen, extlen, _, _, bodylen, opaque, cas) = _unpackHeader(
                 data, offset

@@ -276,10 +276,11 @@ class Session:
         does it, at most about C{budget} bytes of replies.  Synchronous
         keyspaces only.
 
-        @return: the position after the gets answered, and their replies.
+        @return: the position after the gets answered, and their replies
+            (empty for quiet misses).
         """
         pos, reply, hits, misses = run(data, pos, self.keyspace.get, self.tap, GET, budget)
-        if reply:
+        if hits or misses:
             stats = self.stats
             stats.cmd_get += hits + misses
             stats.get_hits += hits

@@ -323,7 +323,8 @@ def test_getRunStopsAtWhatIsNotAnItem():
 
 
 _getFrames = st.one_of(
-    st.builds(lambda k, opaque: test_binary.frame(binary.GET, k, opaque=opaque),
+    st.builds(lambda op, k, opaque: test_binary.frame(op, k, opaque=opaque),
+              st.sampled_from([binary.GET, binary.GETQ, binary.GETK, binary.GETKQ]),
               st.sampled_from([b"a", b"b", b"big", b"gone", b"k" * 250, b"k" * 251, b"a b\r\n"]),
               st.integers(0, 2**32 - 1)),
     st.sampled_from([
@@ -373,3 +374,25 @@ def test_binaryGetRunAnswersAsTheFrameLoop():
                                        0x0102030405060708, 0xA1B2C3D4)
     assert miss == test_binary.Response(binary.GET, binary.KEY_ENOENT, b"", b"", b"Not found", 0, 7)
     assert events == [(5, b"k", 5), (5, b"miss", -1)]
+
+
+def test_binaryGetRunAnswersKeyedAndQuietGets():
+    """
+    GETK and GETKQ hits carry the key; a GETK miss answers with the key,
+    quiet misses with nothing (a client's multi-get: quiet gets, then a
+    NOOP, where the run stops); every one is counted.
+    """
+    run = speedups.accelerator.binary_get_run
+    item = packItem(b"value", 9, 0, 3)
+    frame = test_binary.frame
+    data = (frame(binary.GETKQ, b"k", opaque=1) + frame(binary.GETKQ, b"miss", opaque=2)
+            + frame(binary.GETQ, b"k", opaque=3) + frame(binary.GETQ, b"miss", opaque=4)
+            + frame(binary.GETK, b"miss", opaque=5))
+    noop = frame(binary.NOOP, opaque=6)
+    pos, reply, hits, misses = run(data + noop, 0, {b"k": item}.get, [].append, 5, 1 << 20)
+    assert (pos, hits, misses) == (len(data), 2, 3)
+    assert test_binary.parse(reply) == [
+        test_binary.Response(binary.GETKQ, 0, b"\0\0\0\x09", b"k", b"value", 3, 1),
+        test_binary.Response(binary.GETQ, 0, b"\0\0\0\x09", b"", b"value", 3, 3),
+        test_binary.Response(binary.GETK, binary.KEY_ENOENT, b"", b"miss", b"", 0, 5),
+    ]
