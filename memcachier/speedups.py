@@ -6,8 +6,8 @@ C{memcachier._speedups} (built from C{memcachier/_speedups.c} at install
 when a C compiler is there) does the loops a request pays per key or per
 line: the multi-get's lookups and the rendering of its C{VALUE} blocks,
 and the codecs' runs of one-key gets (ASCII C{get <key>} lines, binary
-C{GET}, C{GETQ}, C{GETK} and C{GETKQ} frames), looked up, counted and tapped as
-L{memcachier.protocols.session.Session.get} does it.  Their pure-Python
+C{GET}, C{GETQ}, C{GETK} and C{GETKQ} frames), looked up, counted and
+tapped as L{memcachier.protocols.session.Session.get} does it.  Their pure-Python
 twins (L{memcachier.stores.memory.MemoryKeyspace.getMany},
 L{memcachier.protocols.text.renderStream}, the codecs' own line and frame
 loops) define the behaviour and run when the module is missing; the tests
