@@ -731,6 +731,16 @@ item_alloc(KeyspaceObject *ks, size_t exact, double now, segment_t **where, size
     return (item_t *)(SEGMENT_DATA(s) + off);
 }
 
+/* the slot where the index starts looking for hash `h` (NULL: an empty
+ * shard) */
+static inline const entry_t *
+home_slot(KeyspaceObject *ks, uint64_t h)
+{
+    unsigned shard = shard_of(h);
+    size_t cap = ks->index[shard].cap;
+    return cap ? &ks->index[shard].table[(size_t)h & (cap - 1)] : NULL;
+}
+
 /* Ask for the home index slots of the next PREFETCH_BLOCK live items of
  * segment `s` from `off` on, so that the lookups of evict_oldest find them
  * in the cache; returns the offset after the last item looked at */
@@ -742,10 +752,9 @@ prefetch_slots(KeyspaceObject *ks, segment_t *s, size_t off)
         off += item_span(it);
         if (it->bits & ITEM_DEAD)
             continue;
-        uint64_t h = hash_key(ks->seed, it->data, it->klen);
-        unsigned shard = shard_of(h);
-        if (ks->index[shard].cap)
-            __builtin_prefetch(&ks->index[shard].table[(size_t)h & (ks->index[shard].cap - 1)]);
+        const entry_t *slot = home_slot(ks, hash_key(ks->seed, it->data, it->klen));
+        if (slot != NULL)
+            __builtin_prefetch(slot);
         n++;
     }
     return off;
@@ -1114,10 +1123,9 @@ prefetch_hits(KeyspaceObject *ks, PyObject **keys, Py_ssize_t count)
             continue;
         uint64_t h = hash_key(ks->seed, (const unsigned char *)PyBytes_AS_STRING(key),
                               (size_t)PyBytes_GET_SIZE(key));
-        unsigned shard = shard_of(h);
-        if (ks->index[shard].cap == 0)
+        slots[j] = home_slot(ks, h);
+        if (slots[j] == NULL)
             continue;
-        slots[j] = &ks->index[shard].table[(size_t)h & (ks->index[shard].cap - 1)];
         tags[j] = tag_of(h);
         __builtin_prefetch(slots[j]);
     }

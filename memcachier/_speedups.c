@@ -34,7 +34,7 @@ is_space(unsigned char c)
 }
 
 /* grow `*out` (a bytes object being built, `*used` bytes of it filled) to
- * hold `more` bytes more */
+ * hold `more` bytes more; on failure `*out` is left as it was */
 static int
 reserve(PyObject **out, Py_ssize_t used, Py_ssize_t more)
 {
@@ -44,7 +44,12 @@ reserve(PyObject **out, Py_ssize_t used, Py_ssize_t more)
     Py_ssize_t want = size * 2;
     if (want < used + more)
         want = used + more;
-    return _PyBytes_Resize(out, want);
+    PyObject *grown = PyBytes_FromStringAndSize(NULL, want);
+    if (grown == NULL)
+        return -1;
+    memcpy(PyBytes_AS_STRING(grown), PyBytes_AS_STRING(*out), used);
+    Py_SETREF(*out, grown);
+    return 0;
 }
 
 /*
@@ -211,49 +216,50 @@ done:
     return result;
 }
 
+/* the item's value: after the prefix and the ASCII suffix */
+static inline Py_ssize_t
+value_at(PyObject *item)
+{
+    return ITEM_PREFIX_SIZE + (unsigned char)PyBytes_AS_STRING(item)[ITEM_SUFFIX_LENGTH_AT];
+}
+
 /*
- * The lookup of one key as Session.get makes it: `get(key)` (the
- * keyspace's lookup), then `tap((op, key, value length or -1))`.  Returns
- * a new reference to the item or to None, or NULL with no error set when
- * the lookup or the tap raised (the error dropped: the codec's own path
- * answers that request) or gave what is not an item (a keyspace that
- * answers later).
+ * `get(key)`, the keyspace's lookup: a new reference to the item or to
+ * None, or NULL with no error set when it raised (the error dropped: the
+ * codec's own path answers that request) or gave what is not an item (a
+ * keyspace that answers later).
  */
 static PyObject *
-look_up(PyObject *get, PyObject *tap, PyObject *op, const unsigned char *k, Py_ssize_t klen)
+fetch(PyObject *get, PyObject *key)
 {
-    PyObject *key = PyBytes_FromStringAndSize((const char *)k, klen);
-    if (key == NULL) {
-        PyErr_Clear();
-        return NULL;
-    }
     PyObject *item = PyObject_CallOneArg(get, key);
     if (item == NULL || (item != Py_None && (!PyBytes_Check(item)
             || PyBytes_GET_SIZE(item) < ITEM_PREFIX_SIZE
-            || PyBytes_GET_SIZE(item) < ITEM_PREFIX_SIZE
-               + (unsigned char)PyBytes_AS_STRING(item)[ITEM_SUFFIX_LENGTH_AT]))) {
+            || PyBytes_GET_SIZE(item) < value_at(item)))) {
         Py_XDECREF(item);
-        Py_DECREF(key);
         PyErr_Clear();
         return NULL;
     }
-    Py_ssize_t length = -1;
-    if (item != Py_None)
-        length = PyBytes_GET_SIZE(item) - ITEM_PREFIX_SIZE
-            - (unsigned char)PyBytes_AS_STRING(item)[ITEM_SUFFIX_LENGTH_AT];
-    PyObject *size = PyLong_FromSsize_t(length);
+    return item;
+}
+
+/* `tap((op, key, value length or -1))`, as Session.get taps; -1 with no
+ * error set when it failed */
+static int
+tap_get(PyObject *tap, PyObject *op, PyObject *key, PyObject *item)
+{
+    PyObject *size = PyLong_FromSsize_t(
+        item == Py_None ? -1 : PyBytes_GET_SIZE(item) - value_at(item));
     PyObject *event = size == NULL ? NULL : PyTuple_Pack(3, op, key, size);
     Py_XDECREF(size);
-    Py_DECREF(key);
     PyObject *tapped = event == NULL ? NULL : PyObject_CallOneArg(tap, event);
     Py_XDECREF(event);
     if (tapped == NULL) {
-        Py_DECREF(item);
         PyErr_Clear();
-        return NULL;
+        return -1;
     }
     Py_DECREF(tapped);
-    return item;
+    return 0;
 }
 
 /*
@@ -270,12 +276,12 @@ typedef void (*answer_get)(unsigned char *w, const unsigned char *request,
 
 /*
  * The run of one-key gets of `data` from `pos` on, each parsed by
- * `parse`, looked up and tapped by look_up and answered by `answer`, as
- * the codec's own loop, Session.get and its rendering do it.  Stops
- * before the first other request (or an incomplete one), before a
- * request look_up could not answer, or once the replies reach `budget`
- * bytes.  Returns (pos, reply, hits, misses): where it stopped, the
- * replies, and what the session counts.
+ * `parse`, looked up (fetch), tapped (tap_get) and answered by `answer`,
+ * as the codec's own loop, Session.get and its rendering do it.  Stops
+ * before the first other request (or an incomplete one), before a request
+ * it could not look up, tap or make room for (the codec's own path answers
+ * it, memcached's way), or once the replies reach `budget` bytes.  Returns (pos, reply, hits,
+ * misses): where it stopped, the replies, and what the session counts.
  */
 static PyObject *
 run_gets(PyObject *args, const char *format, parse_get parse, answer_size size,
@@ -299,18 +305,16 @@ run_gets(PyObject *args, const char *format, parse_get parse, answer_size size,
         Py_ssize_t at, klen, next = parse(buf, pos, end, &at, &klen);
         if (next == 0)
             break;
-        PyObject *item = look_up(get, tap, op, buf + at, klen);
-        if (item == NULL)
+        PyObject *key = PyBytes_FromStringAndSize((const char *)buf + at, klen);
+        PyObject *item = key == NULL ? NULL : fetch(get, key);
+        Py_ssize_t n = item == NULL ? -1 : size(buf + pos, klen, item);
+        if (n < 0 || reserve(&out, used, n) < 0 || tap_get(tap, op, key, item) < 0) {
+            PyErr_Clear();
+            Py_XDECREF(item);
+            Py_XDECREF(key);
             break;
-        Py_ssize_t n = size(buf + pos, klen, item);
-        if (n < 0 || reserve(&out, used, n) < 0) {
-            Py_DECREF(item);
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "get run: reply too large");
-            PyBuffer_Release(&data);
-            Py_DECREF(out);
-            return NULL;
         }
+        Py_DECREF(key);
         if (n > 0)
             answer((unsigned char *)PyBytes_AS_STRING(out) + used, buf + pos, buf + at, klen, item);
         used += n;
@@ -325,13 +329,6 @@ run_gets(PyObject *args, const char *format, parse_get parse, answer_size size,
     if (_PyBytes_Resize(&out, used) < 0)
         return NULL;
     return Py_BuildValue("nNnn", pos, out, hits, misses);
-}
-
-/* the item's value: after the prefix and the ASCII suffix */
-static inline Py_ssize_t
-value_at(PyObject *item)
-{
-    return ITEM_PREFIX_SIZE + (unsigned char)PyBytes_AS_STRING(item)[ITEM_SUFFIX_LENGTH_AT];
 }
 
 /* ASCII: exactly "get <key>\n" or "get <key>\r\n", the key 1 to
