@@ -57,19 +57,24 @@
 /* segments this large or larger are mapped from the OS, smaller ones
  * malloc'd (a small cache's segments are not worth a mapping each) */
 #define MAP_FROM (256u << 10)
-/* every second chance of one store's room-making, at most this many
- * segments' worth of items copied: past that, ACTIVE items are evicted */
-#define COPY_SEGMENTS 2
+/* second chances: each byte evicted lets this many bytes of ACTIVE items
+ * be copied instead, up to COPY_CAP saved (two steps' worth, so that no
+ * store copies more); past that, ACTIVE items are evicted */
+#define COPIES_PER_EVICTED 2
+#define COPY_CAP (2 * DRAIN_STEP)
+/* bytes of the oldest segment drained a step (make_room, make_room_ahead) */
+#define DRAIN_STEP (16u << 10)
 /* segments compacted, at most, each time one is added */
 #define COMPACT_SEGMENTS 2
 /* the index: an empty slot */
 #define SLOT_EMPTY 0u
 #define OFF_BITS 17
 #define OFF_MASK ((1u << OFF_BITS) - 1)
-#define INDEX_MIN 16
+#define INDEX_MIN 4
 /* the index is this many tables by the hash's top bits: one growing
- * rehashes a sixteenth of the keys (a pause of ~4 ms at 600k items, not 60) */
-#define INDEX_SHARDS 16
+ * rehashes a sixty-fourth of the keys (a pause under 0.7 ms at 1M items,
+ * not 40); an empty keyspace's index is INDEX_MIN slots a table */
+#define INDEX_SHARDS 64
 /* keys (of a multi-get, or of a segment being evicted) whose index slots
  * are fetched into the cache together, before any of them is looked up */
 #define PREFETCH_BLOCK 16
@@ -106,6 +111,7 @@ typedef struct segment {
     size_t used;    /* bytes written */
     size_t mapped;  /* bytes allocated, header included */
     size_t live_span;
+    size_t drained; /* bytes drained so far: every item before is dead */
     uint32_t id;    /* its slot in the keyspace's table */
     uint32_t older, newer;
     uint32_t live;
@@ -159,6 +165,7 @@ typedef struct {
     /* counters */
     unsigned long long total_items, evictions, evicted_unfetched, expired_unfetched;
     unsigned long long reclaimed, get_expired, get_flushed;
+    unsigned long long whole_drains;
 } KeyspaceObject;
 
 /* -- memory ------------------------------------------------------------ */
@@ -623,6 +630,7 @@ segment_new(KeyspaceObject *ks, size_t cap)
     s->used = 0;
     s->mapped = mapped;
     s->live_span = 0;
+    s->drained = 0;
     s->id = id;
     s->live = 0;
     s->max_exptime = 0;
@@ -742,7 +750,7 @@ home_slot(KeyspaceObject *ks, uint64_t h)
 }
 
 /* Ask for the home index slots of the next PREFETCH_BLOCK live items of
- * segment `s` from `off` on, so that the lookups of evict_oldest find them
+ * segment `s` from `off` on, so that the lookups of drain_oldest find them
  * in the cache; returns the offset after the last item looked at */
 static size_t
 prefetch_slots(KeyspaceObject *ks, segment_t *s, size_t off)
@@ -760,18 +768,27 @@ prefetch_slots(KeyspaceObject *ks, segment_t *s, size_t off)
     return off;
 }
 
-/* take the oldest segment out: its expired items reclaimed, its ACTIVE
- * ones (all live ones when compacting) copied to the newest segment while
- * the copy budget lasts, the rest evicted; then free it */
+/* Drain the oldest segment from where its last drain stopped, until
+ * `budget` bytes of it are done or it ends (then it is freed): its expired
+ * items reclaimed, its ACTIVE ones (all live ones when compacting) copied
+ * to the newest segment while the copy budget lasts, the rest evicted.
+ * Drained a step a store, no store pays for a whole segment; the segment
+ * being written is taken out whole (its copies could not go to itself). */
 static int
-evict_oldest(KeyspaceObject *ks, double now, int compact)
+drain_oldest(KeyspaceObject *ks, double now, int compact, size_t budget)
 {
     segment_t *s = segment_at(ks, ks->oldest);
-    segment_unlink(ks, s);
+    int whole = s->id == ks->write;
+    if (whole)
+        segment_unlink(ks, s);
     ks->evicting++;
     int rc = 0;
-    size_t prefetched = 0;
-    for (size_t off = 0; off < s->used;) {
+    size_t off = s->drained;
+    size_t end = s->used - off > budget ? off + budget : s->used;
+    size_t prefetched = off;
+    if (whole)
+        end = s->used;
+    while (off < end) {
         if (off >= prefetched)
             prefetched = prefetch_slots(ks, s, off);
         item_t *it = (item_t *)(SEGMENT_DATA(s) + off);
@@ -811,12 +828,21 @@ evict_oldest(KeyspaceObject *ks, double now, int compact)
                 if (!(it->bits & ITEM_FETCHED))
                     ks->evicted_unfetched++;
                 item_unlink(ks, pos, it);
+                /* what an eviction frees buys a second chance later */
+                ks->copy_budget += COPIES_PER_EVICTED * span;
+                if (ks->copy_budget > COPY_CAP)
+                    ks->copy_budget = COPY_CAP;
             }
         }
         off += span;
     }
+    s->drained = off;
     ks->evicting--;
-    segment_free(ks, s);
+    if (off >= s->used) {
+        if (!whole)
+            segment_unlink(ks, s);
+        segment_free(ks, s);
+    }
     return rc;
 }
 
@@ -850,50 +876,82 @@ reclaim_expired_segments(KeyspaceObject *ks, double now)
     }
 }
 
-/* keep the segments within segment_limit before adding one of `cap` */
+/* dead space (what overwritten and deleted items left, not the unwritten
+ * ends of segments, which compacting cannot shrink), less the part of the
+ * oldest segment already drained: that part is on its way out */
+static size_t
+dead_space(KeyspaceObject *ks)
+{
+    size_t dead = ks->written - ks->live_span;
+    size_t drained = ks->oldest ? segment_at(ks, ks->oldest)->drained : 0;
+    return dead > drained ? dead - drained : 0;
+}
+
+/* whether the oldest segment's live items should move on rather than be
+ * evicted: what is left of it to drain is mostly dead space */
+static int
+mostly_dead(KeyspaceObject *ks, segment_t *s)
+{
+    return s->live_span * 2 <= s->cap - s->drained && s->id != ks->write;
+}
+
+/* Keep the segments within segment_limit before adding one of `cap`, and
+ * the dead space within an eighth of what the live items take plus two
+ * segments.  make_room_ahead keeps both a segment short of these bounds,
+ * a step a store; what it could not keep up with is drained here, whole
+ * segments (a few a call for the dead space, so no call pays for many). */
 static int
 make_room_for_segment(KeyspaceObject *ks, size_t cap, double now)
 {
     size_t limit = segment_limit(ks);
     while (ks->oldest && ks->segment_bytes + SEGMENT_HEADER + cap > limit) {
-        segment_t *s = segment_at(ks, ks->oldest);
-        /* mostly dead space: its live items move on, none is evicted */
-        int compact = s->live_span * 2 <= s->cap && s->id != ks->write;
-        if (evict_oldest(ks, now, compact) < 0)
+        ks->whole_drains++;
+        if (drain_oldest(ks, now, mostly_dead(ks, segment_at(ks, ks->oldest)), SIZE_MAX) < 0)
             return -1;
     }
-    /* and the dead space (what overwritten and deleted items left, not
-     * the unwritten ends of segments, which compacting cannot shrink)
-     * within an eighth of what the live items take: the oldest segments'
-     * live items move on (a few segments a call, so no call pays for
-     * many) */
     size_t size = segment_size(ks);
     for (int turns = 0; turns < COMPACT_SEGMENTS; turns++) {
         if (!ks->oldest || ks->oldest == ks->write)
             break;
-        if (ks->written - ks->live_span <= ks->live_span / 8 + 2 * size)
+        if (dead_space(ks) <= ks->live_span / 8 + 2 * size)
             break;
-        if (evict_oldest(ks, now, 1) < 0)
+        ks->whole_drains++;
+        if (drain_oldest(ks, now, 1, SIZE_MAX) < 0)
             return -1;
     }
     return 0;
 }
 
+/* one step of draining the oldest segment while the dead space or the
+ * segments are within a segment of make_room_for_segment's bounds: the
+ * room the next segment needs, made ahead in steps of DRAIN_STEP bytes */
+static int
+make_room_ahead(KeyspaceObject *ks, double now)
+{
+    if (!ks->oldest || ks->oldest == ks->write)
+        return 0;
+    size_t size = segment_size(ks);
+    if (dead_space(ks) > ks->live_span / 8 + size)
+        return drain_oldest(ks, now, 1, DRAIN_STEP);
+    if (ks->segment_bytes + 2 * (SEGMENT_HEADER + size) > segment_limit(ks))
+        return drain_oldest(ks, now, mostly_dead(ks, segment_at(ks, ks->oldest)), DRAIN_STEP);
+    return 0;
+}
+
 /* room for an item charged `charge` bytes: expired segments first, then
- * the oldest segments */
+ * the oldest segments' items, a step at a time; then a step ahead */
 static int
 make_room(KeyspaceObject *ks, size_t charge, double now)
 {
-    ks->copy_budget = COPY_SEGMENTS * segment_size(ks);
     if (now >= ks->next_scan) {
         reclaim_expired_segments(ks, now);
         ks->next_scan = now + 1;
     }
     while (ks->oldest && ks->bytes + charge > (size_t)ks->max_bytes) {
-        if (evict_oldest(ks, now, 0) < 0)
+        if (drain_oldest(ks, now, 0, DRAIN_STEP) < 0)
             return -1;
     }
-    return 0;
+    return make_room_ahead(ks, now);
 }
 
 /* store a new item (the key is not in the index); 0, or -1 with an error */
@@ -1698,6 +1756,7 @@ ks_segmentStats(KeyspaceObject *ks, PyObject *unused)
         || put_stat(d, "live_span", ks->live_span) < 0
         || put_stat(d, "written", ks->written) < 0
         || put_stat(d, "written_bytes", used) < 0
+        || put_stat(d, "whole_drains", ks->whole_drains) < 0
         || put_stat(d, "index_slots", slots) < 0
         || put_stat(d, "index_bytes", slots * sizeof(entry_t)) < 0) {
         Py_DECREF(d);
@@ -1949,6 +2008,7 @@ ks_init(KeyspaceObject *ks, PyObject *args, PyObject *kwds)
     ks->seed = (uint64_t)seed;
     ks->max_bytes = maxBytes;
     ks->max_item_size = maxItemSize;
+    ks->copy_budget = COPY_CAP;
     if (index_reset(ks) < 0)
         return -1;
     ks->ready = 1;
@@ -2126,6 +2186,7 @@ PyInit__segments(void)
         || PyModule_AddIntConstant(m, "ITEM_EXPIRES", ITEM_EXPIRES) < 0
         || PyModule_AddIntConstant(m, "ITEM_OVERHEAD", ITEM_OVERHEAD) < 0
         || PyModule_AddIntConstant(m, "SEGMENT_MAX", SEGMENT_MAX) < 0
+        || PyModule_AddIntConstant(m, "DRAIN_STEP", DRAIN_STEP) < 0
         || PyModule_AddIntConstant(m, "INDEX_MIN_SLOTS", INDEX_MIN * INDEX_SHARDS) < 0) {
         Py_DECREF(m);
         return NULL;

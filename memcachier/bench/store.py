@@ -204,6 +204,11 @@ def runOne(items, valueSize, seconds, setRatio, seed=1, newKeys=0.0, store="memo
         "worst_op_ms": round(worst / 1e6, 3),
         "worst_op_cpu_ms": round(worstCpu / 1e6, 3),
         "ops_over_1ms": slow,
+        # segments the segment store had to drain in one go, its steps
+        # having fallen behind (each is a pause of a segment's items)
+        "whole_drains": (
+            keyspace.segmentStats()["whole_drains"] if storeName == "segment" else None
+        ),
         "gc_collections": pauses.count,
         "gc_worst_ms": [round(w * 1e3, 3) for w in pauses.worst],
         "rss_mb_min_max": [

@@ -12,6 +12,7 @@ directory its modules must come from (L{test_sanitizedBuildLoaded}).
 """
 
 import os
+import random
 import struct
 
 from hypothesis import HealthCheck, settings
@@ -476,6 +477,49 @@ class SegmentsTests(SynchronousTestCase):
                 self.assertLessEqual(stats["segment_bytes"], stats["segment_limit"] + 4096)
         self.assertGreater(ks.stats()["evictions"], 0)
         self.assertEqual(itemValue(ks.get(b"key:19999")), b"v" * (100 + 19999 % 900))
+
+    def test_roomMadeInSteps(self):
+        """
+        No store pays for a whole segment: past the limit, with new keys
+        evicting old ones and overwrites leaving dead space, each store
+        evicts or moves on at most a step (DRAIN_STEP bytes) of the oldest
+        segment, not the thousands of items a segment holds; and the
+        steps keep up, so no segment is ever drained in one go.
+        """
+        ks = self.store.keyspace(1, 16 * MiB, MiB)
+        value = b"v" * 100
+        for i in range(100_000):
+            ks.store(StoreMode.SET, b"key:%d" % i, value, 0, 0, 0)
+        rng = random.Random(7)
+        fresh = 100_000
+        evictions = ks.stats()["evictions"]
+        written = ks.segmentStats()["written"]
+        mostEvicted = mostWritten = 0
+        for n in range(60_000):
+            if n % 2:
+                key = b"key:%d" % fresh
+                fresh += 1
+            else:
+                key = b"key:%d" % rng.randrange(fresh)
+            ks.store(StoreMode.SET, key, value, 0, 0, 0)
+            now, written = written, ks.segmentStats()["written"]
+            mostWritten = max(mostWritten, written - now)
+            now, evictions = evictions, ks.stats()["evictions"]
+            mostEvicted = max(mostEvicted, evictions - now)
+        # every item takes more than its 100-byte value
+        self.assertGreater(evictions, 20_000)
+        self.assertLessEqual(mostEvicted, _segments.DRAIN_STEP // 100)
+        # the copies compaction makes, and the item stored
+        self.assertGreater(mostWritten, 256)
+        self.assertLessEqual(mostWritten, _segments.DRAIN_STEP + 256)
+        stats = ks.segmentStats()
+        self.assertEqual(stats["whole_drains"], 0)
+        self.assertLessEqual(stats["segment_bytes"], stats["segment_limit"])
+        self.assertLessEqual(
+            stats["written"] - stats["live_span"],
+            stats["live_span"] // 8 + 2 * stats["segment_size"],
+        )
+        self.assertEqual(itemValue(ks.get(key)), value)
 
     def test_flushAndDropFreeSegments(self):
         """
