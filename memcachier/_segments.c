@@ -8,14 +8,17 @@
  * memory is its segments and its index, not many small mallocs.
  *
  * Ages are the segments' order: new items are appended to the newest
- * segment; room is made by taking the oldest segment, reclaiming its
- * expired items, copying its live ACTIVE items to the newest (second
- * chance, the mark cleared: memcached's LRU in Segcache's shape) and
- * evicting the rest.  A segment whose items have all expired is freed as a
- * whole.  Overwritten and deleted items are dead space until their segment
- * is evicted or compacted: the segments' total stays within the limit
- * plus an eighth plus two segments (segment_limit), and within what the
- * live items take plus an eighth plus a few segments (make_room_for_segment).
+ * segment; room is made by draining the oldest segment, a step of
+ * DRAIN_STEP bytes a store (no store pays for a whole segment): its
+ * expired items reclaimed, its live ACTIVE items copied to the newest
+ * (second chance, the mark cleared: memcached's LRU in Segcache's shape),
+ * the rest evicted; drained to its end, it is freed.  A segment whose
+ * items have all expired is freed as a whole.  Overwritten and deleted
+ * items are dead space until their segment is drained: past a bound, the
+ * oldest segment's live items are moved on instead (compaction, a step a
+ * store too).  The segments' total stays within the limit plus an eighth
+ * plus two segments (segment_limit), and within what the live items take
+ * plus an eighth plus a few segments (make_room_for_segment).
  *
  * Items are handed out as memcachier.commands.packItem builds them: the
  * 18-byte prefix (ITEM_FIELDS), the ASCII suffix, the value, built here in
@@ -72,9 +75,10 @@
 #define OFF_MASK ((1u << OFF_BITS) - 1)
 #define INDEX_MIN 4
 /* the index is this many tables by the hash's top bits: one growing
- * rehashes a sixty-fourth of the keys (a pause under 0.7 ms at 1M items,
- * not 40); an empty keyspace's index is INDEX_MIN slots a table */
-#define INDEX_SHARDS 64
+ * rehashes a 256th of the keys (pauses of 0.7 ms at most while a keyspace
+ * fills to 1.5M items of 100 B; 3.5-5 ms with 64 tables); an empty
+ * keyspace's index is INDEX_MIN slots a table (8 KiB) */
+#define INDEX_SHARDS 256
 /* keys (of a multi-get, or of a segment being evicted) whose index slots
  * are fetched into the cache together, before any of them is looked up */
 #define PREFETCH_BLOCK 16
@@ -259,7 +263,7 @@ tag_of(uint64_t h)
 static inline unsigned
 shard_of(uint64_t h)
 {
-    return (unsigned)(h >> 60) & (INDEX_SHARDS - 1);
+    return (unsigned)(h >> 56) & (INDEX_SHARDS - 1);
 }
 
 /* -- items -------------------------------------------------------------- */
@@ -448,6 +452,10 @@ index_rebuild(KeyspaceObject *ks, unsigned shard, size_t live)
     size_t oldCap = ks->index[shard].cap;
     if (old != NULL) {
         for (size_t i = 0; i < oldCap; i++) {
+            /* each entry's key is read to hash it again: ask for the
+             * keys some entries ahead, so their misses overlap */
+            if (i + PREFETCH_BLOCK < oldCap && old[i + PREFETCH_BLOCK].seg != SLOT_EMPTY)
+                __builtin_prefetch(entry_item(ks, &old[i + PREFETCH_BLOCK]));
             entry_t *e = &old[i];
             if (e->seg == SLOT_EMPTY)
                 continue;
