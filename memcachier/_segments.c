@@ -126,10 +126,21 @@ typedef struct segment {
 #define SEGMENT_HEADER ALIGN8(sizeof(segment_t))
 #define SEGMENT_DATA(s) ((unsigned char *)(s) + SEGMENT_HEADER)
 
+/* An index entry keeps FP_BITS of its key's hash (bits 32 and up): their
+ * low bits are its home slot (a table is at most 2^FP_BITS slots), so a
+ * table grows and shifts entries back without reading any key, and all of
+ * them filter out other keys before their items are read.  TAG_BITS of
+ * them sit above the offset, the rest above the segment's slot. */
 typedef struct {
-    uint32_t seg;  /* slot of the segment, or SLOT_EMPTY */
-    uint32_t loc;  /* hash tag << OFF_BITS | offset / 8 */
+    uint32_t seg;  /* fingerprint >> TAG_BITS << SEG_BITS | slot of the
+                    * segment (never 0); 0 (SLOT_EMPTY): an empty slot */
+    uint32_t loc;  /* fingerprint's low TAG_BITS << OFF_BITS | offset / 8 */
 } entry_t;
+
+#define TAG_BITS (32 - OFF_BITS)
+#define SEG_BITS 24
+#define SEG_MASK ((1u << SEG_BITS) - 1)
+#define FP_BITS (TAG_BITS + 32 - SEG_BITS)
 
 typedef struct {
     PyObject_HEAD
@@ -254,10 +265,11 @@ hash_key(uint64_t seed, const unsigned char *p, size_t n)
     return mix64(h);
 }
 
+/* the hash bits an index entry keeps (below the shard's) */
 static inline uint32_t
-tag_of(uint64_t h)
+fp_of(uint64_t h)
 {
-    return (uint32_t)(h >> 32) & ((1u << (32 - OFF_BITS)) - 1);
+    return (uint32_t)(h >> 32) & ((1u << FP_BITS) - 1);
 }
 
 static inline unsigned
@@ -319,10 +331,29 @@ segment_at(KeyspaceObject *ks, uint32_t slot)
     return ks->slots[slot];
 }
 
+static inline uint32_t
+entry_fp(const entry_t *e)
+{
+    return (e->loc >> OFF_BITS) | ((e->seg >> SEG_BITS) << TAG_BITS);
+}
+
+static inline uint32_t
+entry_seg(const entry_t *e)
+{
+    return e->seg & SEG_MASK;
+}
+
+static inline void
+entry_set(entry_t *e, uint32_t fp, uint32_t seg, size_t off)
+{
+    e->seg = seg | ((fp >> TAG_BITS) << SEG_BITS);
+    e->loc = ((fp & ((1u << TAG_BITS) - 1)) << OFF_BITS) | (uint32_t)(off >> 3);
+}
+
 static inline item_t *
 entry_item(KeyspaceObject *ks, const entry_t *e)
 {
-    segment_t *s = ks->slots[e->seg];
+    segment_t *s = ks->slots[entry_seg(e)];
     return (item_t *)(SEGMENT_DATA(s) + ((size_t)(e->loc & OFF_MASK) << 3));
 }
 
@@ -373,13 +404,13 @@ index_find(KeyspaceObject *ks, const unsigned char *key, size_t klen, uint64_t h
     if (ks->index[shard].cap == 0)
         return -1;
     size_t mask = ks->index[shard].cap - 1;
-    size_t i = (size_t)h & mask;
-    uint32_t tag = tag_of(h);
+    uint32_t fp = fp_of(h);
+    size_t i = fp & mask;
     for (;;) {
         entry_t *e = &table[i];
         if (e->seg == SLOT_EMPTY)
             return -1;
-        if ((e->loc >> OFF_BITS) == tag) {
+        if (entry_fp(e) == fp) {
             item_t *it = entry_item(ks, e);
             if (it->klen == klen && memcmp(it->data, key, klen) == 0) {
                 *out = it;
@@ -399,27 +430,28 @@ index_find_at(KeyspaceObject *ks, uint64_t h, uint32_t seg, size_t off)
     if (ks->index[shard].cap == 0)
         return -1;
     size_t mask = ks->index[shard].cap - 1;
-    size_t i = (size_t)h & mask;
-    uint32_t loc = (tag_of(h) << OFF_BITS) | (uint32_t)(off >> 3);
+    entry_t want;
+    entry_set(&want, fp_of(h), seg, off);
+    size_t i = fp_of(h) & mask;
     for (;;) {
         entry_t *e = &table[i];
         if (e->seg == SLOT_EMPTY)
             return -1;
-        if (e->seg == seg && e->loc == loc)
+        if (e->seg == want.seg && e->loc == want.loc)
             return (Py_ssize_t)(((uint64_t)shard << SHARD_SHIFT) | i);
         i = (i + 1) & mask;
     }
 }
 
+/* put `e` in the first empty slot from its home on */
 static void
-index_place(entry_t *table, size_t cap, uint64_t h, uint32_t seg, size_t off)
+index_place(entry_t *table, size_t cap, const entry_t *e)
 {
     size_t mask = cap - 1;
-    size_t i = (size_t)h & mask;
+    size_t i = entry_fp(e) & mask;
     while (table[i].seg != SLOT_EMPTY)
         i = (i + 1) & mask;
-    table[i].seg = seg;
-    table[i].loc = (tag_of(h) << OFF_BITS) | (uint32_t)(off >> 3);
+    table[i] = *e;
 }
 
 /* the entry at a position index_find gave */
@@ -436,7 +468,7 @@ index_rebuild(KeyspaceObject *ks, unsigned shard, size_t live)
 {
     size_t cap = INDEX_MIN;
     while (cap < live * 2) {
-        if (cap > ((size_t)-1) / 4 / sizeof(entry_t) || cap >= POS_MASK / 2) {
+        if (cap >= ((size_t)1 << FP_BITS) || cap > ((size_t)-1) / 4 / sizeof(entry_t)) {
             PyErr_NoMemory();
             return -1;
         }
@@ -452,16 +484,9 @@ index_rebuild(KeyspaceObject *ks, unsigned shard, size_t live)
     size_t oldCap = ks->index[shard].cap;
     if (old != NULL) {
         for (size_t i = 0; i < oldCap; i++) {
-            /* each entry's key is read to hash it again: ask for the
-             * keys some entries ahead, so their misses overlap */
-            if (i + PREFETCH_BLOCK < oldCap && old[i + PREFETCH_BLOCK].seg != SLOT_EMPTY)
-                __builtin_prefetch(entry_item(ks, &old[i + PREFETCH_BLOCK]));
-            entry_t *e = &old[i];
-            if (e->seg == SLOT_EMPTY)
+            if (old[i].seg == SLOT_EMPTY)
                 continue;
-            item_t *it = entry_item(ks, e);
-            uint64_t h = hash_key(ks->seed, it->data, it->klen);
-            index_place(table, cap, h, e->seg, (size_t)(e->loc & OFF_MASK) << 3);
+            index_place(table, cap, &old[i]);
             used++;
         }
         big_free(old, oldCap * sizeof(entry_t));
@@ -501,14 +526,6 @@ index_reserve(KeyspaceObject *ks, uint64_t h)
     return 0;
 }
 
-/* the slot an entry hashes to (its key read from its item) */
-static inline size_t
-index_home(KeyspaceObject *ks, const entry_t *e, size_t mask)
-{
-    item_t *it = entry_item(ks, e);
-    return (size_t)hash_key(ks->seed, it->data, it->klen) & mask;
-}
-
 /* remove the entry at `pos`, shifting back the entries after it that
  * would no longer be found (no tombstones: a table under churn never
  * needs rebuilding, only growing) */
@@ -530,7 +547,7 @@ index_remove(KeyspaceObject *ks, Py_ssize_t pos)
                 ks->index[shard].used--;
                 return;
             }
-            size_t home = index_home(ks, e, mask);
+            size_t home = entry_fp(e) & mask;
             /* stays if its home is cyclically in (hole, j] */
             int stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
             if (!stays) {
@@ -597,7 +614,8 @@ static segment_t *
 segment_new(KeyspaceObject *ks, size_t cap)
 {
     if (ks->nfree == 0) {
-        if (ks->nslots >= 0x7FFFFFF0u) {
+        /* a slot must fit an index entry's SEG_BITS */
+        if (ks->nslots > SEG_MASK) {
             PyErr_SetString(PyExc_MemoryError, "segments: too many segments");
             return NULL;
         }
@@ -692,7 +710,7 @@ segment_add(KeyspaceObject *ks, segment_t *s, item_t *it)
 static void
 item_unlink(KeyspaceObject *ks, Py_ssize_t pos, item_t *it)
 {
-    segment_t *s = ks->slots[entry_at(ks, pos)->seg];
+    segment_t *s = ks->slots[entry_seg(entry_at(ks, pos))];
     index_remove(ks, pos);
     ks->bytes -= item_charge(it);
     ks->items--;
@@ -754,7 +772,7 @@ home_slot(KeyspaceObject *ks, uint64_t h)
 {
     unsigned shard = shard_of(h);
     size_t cap = ks->index[shard].cap;
-    return cap ? &ks->index[shard].table[(size_t)h & (cap - 1)] : NULL;
+    return cap ? &ks->index[shard].table[fp_of(h) & (cap - 1)] : NULL;
 }
 
 /* Ask for the home index slots of the next PREFETCH_BLOCK live items of
@@ -827,8 +845,7 @@ drain_oldest(KeyspaceObject *ks, double now, int compact, size_t budget)
                     ks->copy_budget -= span;
                 }
                 segment_add(ks, to, copy);
-                entry_at(ks, pos)->seg = to->id;
-                entry_at(ks, pos)->loc = (tag_of(h) << OFF_BITS) | (uint32_t)(toOff >> 3);
+                entry_set(entry_at(ks, pos), fp_of(h), to->id, toOff);
                 segment_drop(ks, s, it);
             }
             else {
@@ -997,7 +1014,9 @@ item_link(KeyspaceObject *ks, const unsigned char *key, size_t klen, uint64_t h,
     /* item_alloc's evictions only removed entries: the room reserved
      * above is still there */
     unsigned shard = shard_of(h);
-    index_place(ks->index[shard].table, ks->index[shard].cap, h, s->id, off);
+    entry_t e;
+    entry_set(&e, fp_of(h), s->id, off);
+    index_place(ks->index[shard].table, ks->index[shard].cap, &e);
     ks->index[shard].used++;
     ks->bytes += charge;
     ks->items++;
@@ -1192,12 +1211,12 @@ prefetch_hits(KeyspaceObject *ks, PyObject **keys, Py_ssize_t count)
         slots[j] = home_slot(ks, h);
         if (slots[j] == NULL)
             continue;
-        tags[j] = tag_of(h);
+        tags[j] = fp_of(h);
         __builtin_prefetch(slots[j]);
     }
     for (Py_ssize_t j = 0; j < count; j++) {
         const entry_t *e = slots[j];
-        if (e == NULL || e->seg == SLOT_EMPTY || (e->loc >> OFF_BITS) != tags[j])
+        if (e == NULL || e->seg == SLOT_EMPTY || entry_fp(e) != tags[j])
             continue;
         const unsigned char *it = (const unsigned char *)entry_item(ks, e);
         __builtin_prefetch(it);
@@ -1334,7 +1353,7 @@ ks_touch(KeyspaceObject *ks, PyObject *const *args, Py_ssize_t nargs)
     if (it == NULL)
         Py_RETURN_NONE;
     it->exptime = whole_seconds(exptime);
-    segment_note_exptime(ks->slots[entry_at(ks, pos)->seg], it->exptime);
+    segment_note_exptime(ks->slots[entry_seg(entry_at(ks, pos))], it->exptime);
     return pack_item(it);
 }
 
