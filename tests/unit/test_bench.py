@@ -23,6 +23,19 @@ def test_storeRunOne():
     assert len(result["gc_collections"]) == 3
 
 
+def test_storeRunOneSegments():
+    """
+    On the segment store the run also reports the segments drained whole
+    (none: the steps keep up with a churn through new keys) and the fill's
+    slowest stores.
+    """
+    result = store.runOne(20_000, 100, 0.2, 0.5, newKeys=1.0, store="segment")
+    assert result["evictions"] > 0
+    assert result["whole_drains"] == 0
+    assert (result["fill_ops_over_200us"] == 0) == (result["fill_worst_op_cpu_ms"] == 0)
+    assert store.runOne(1000, 10, 0.01, 0.5)["whole_drains"] is None
+
+
 def test_storeMainJson(capsys):
     """
     The command line runs each configuration in a fresh interpreter and
