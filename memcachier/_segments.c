@@ -74,10 +74,10 @@
 #define OFF_BITS 17
 #define OFF_MASK ((1u << OFF_BITS) - 1)
 #define INDEX_MIN 4
-/* the index is this many tables by the hash's top bits: one growing
- * rehashes a 256th of the keys (pauses of 0.7 ms at most while a keyspace
- * fills to 1.5M items of 100 B; 3.5-5 ms with 64 tables); an empty
- * keyspace's index is INDEX_MIN slots a table (8 KiB) */
+/* the index is this many tables by the hash's top bits: one growing moves
+ * a 256th of the entries (0.3 ms at 1.5M items of 100 B; with 16 tables
+ * that read every key to hash it again, 7-12 ms); an empty keyspace's
+ * index is INDEX_MIN slots a table (8 KiB) */
 #define INDEX_SHARDS 256
 /* keys (of a multi-get, or of a segment being evicted) whose index slots
  * are fetched into the cache together, before any of them is looked up */
@@ -430,9 +430,10 @@ index_find_at(KeyspaceObject *ks, uint64_t h, uint32_t seg, size_t off)
     if (ks->index[shard].cap == 0)
         return -1;
     size_t mask = ks->index[shard].cap - 1;
+    uint32_t fp = fp_of(h);
     entry_t want;
-    entry_set(&want, fp_of(h), seg, off);
-    size_t i = fp_of(h) & mask;
+    entry_set(&want, fp, seg, off);
+    size_t i = fp & mask;
     for (;;) {
         entry_t *e = &table[i];
         if (e->seg == SLOT_EMPTY)
@@ -810,10 +811,8 @@ drain_oldest(KeyspaceObject *ks, double now, int compact, size_t budget)
     ks->evicting++;
     int rc = 0;
     size_t off = s->drained;
-    size_t end = s->used - off > budget ? off + budget : s->used;
+    size_t end = whole || s->used - off <= budget ? s->used : off + budget;
     size_t prefetched = off;
-    if (whole)
-        end = s->used;
     while (off < end) {
         if (off >= prefetched)
             prefetched = prefetch_slots(ks, s, off);
@@ -1200,7 +1199,7 @@ static void
 prefetch_hits(KeyspaceObject *ks, PyObject **keys, Py_ssize_t count)
 {
     const entry_t *slots[PREFETCH_BLOCK];
-    uint32_t tags[PREFETCH_BLOCK];
+    uint32_t fps[PREFETCH_BLOCK];
     for (Py_ssize_t j = 0; j < count; j++) {
         slots[j] = NULL;
         PyObject *key = keys[j];
@@ -1211,12 +1210,12 @@ prefetch_hits(KeyspaceObject *ks, PyObject **keys, Py_ssize_t count)
         slots[j] = home_slot(ks, h);
         if (slots[j] == NULL)
             continue;
-        tags[j] = fp_of(h);
+        fps[j] = fp_of(h);
         __builtin_prefetch(slots[j]);
     }
     for (Py_ssize_t j = 0; j < count; j++) {
         const entry_t *e = slots[j];
-        if (e == NULL || e->seg == SLOT_EMPTY || entry_fp(e) != tags[j])
+        if (e == NULL || e->seg == SLOT_EMPTY || entry_fp(e) != fps[j])
             continue;
         const unsigned char *it = (const unsigned char *)entry_item(ks, e);
         __builtin_prefetch(it);
