@@ -521,6 +521,36 @@ class SegmentsTests(SynchronousTestCase):
         )
         self.assertEqual(itemValue(ks.get(key)), value)
 
+    def test_partlyDrainedSegment(self):
+        """
+        A segment drained part of the way still answers for the items it
+        has left: the keys listed are those held, each a hit, the evicted
+        ones misses; and when its items expire it is freed whole with the
+        others.
+        """
+        ks = self.store.keyspace(1, 16 * MiB, MiB)
+        expiry = self.clock.seconds() + 10
+        n = 0
+        while ks.stats()["evictions"] == 0:
+            ks.store(StoreMode.SET, b"k%d" % n, b"v" * 100, 0, expiry, 0)
+            n += 1
+        stats = ks.stats()
+        # one step of the oldest segment went, not the segment
+        self.assertLess(stats["evictions"], _segments.DRAIN_STEP // 100)
+        self.assertGreater(ks.segmentStats()["segments"], 10)
+        held = set(ks.keys())
+        self.assertEqual(len(held), stats["curr_items"])
+        self.assertEqual(len(held), n - stats["evictions"])
+        for i in range(n):
+            key = b"k%d" % i
+            self.assertEqual(ks.peek(key) is not None, key in held, key)
+        self.assertIsNone(ks.peek(b"k0"))
+        self.assertIn(b"k%d" % (n - 1), held)
+        self.clock.advance(11)
+        ks.store(StoreMode.SET, b"last", b"l", 0, 0, 0)
+        self.assertEqual(ks.segmentStats()["segments"], 1)
+        self.assertEqual(ks.stats()["curr_items"], 1)
+
     def test_flushAndDropFreeSegments(self):
         """
         A flushed keyspace holds no segment and a minimal index; a
