@@ -67,7 +67,8 @@
 #define COPY_CAP (2 * DRAIN_STEP)
 /* bytes of the oldest segment drained a step (make_room, make_room_ahead) */
 #define DRAIN_STEP (16u << 10)
-/* segments compacted, at most, each time one is added */
+/* whole segments compacted, at most, when one is added and the steps of
+ * make_room_ahead have fallen behind the dead space */
 #define COMPACT_SEGMENTS 2
 /* the index: an empty slot */
 #define SLOT_EMPTY 0u
@@ -168,7 +169,7 @@ typedef struct {
     size_t live_span;  /* what the live items take in the segments */
     size_t written;    /* what the segments were written with, dead items included */
     uint64_t epoch;    /* segments freed so far (walks that call Python check it) */
-    size_t copy_budget;
+    size_t copy_budget;  /* second chances saved up (COPIES_PER_EVICTED) */
     int evicting;
     double next_scan;
     /* the index: INDEX_SHARDS tables; a position is shard << SHARD_SHIFT | slot */

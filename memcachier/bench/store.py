@@ -216,7 +216,7 @@ def runOne(items, valueSize, seconds, setRatio, seed=1, newKeys=0.0, store="memo
         # segments the segment store had to drain in one go, its steps
         # having fallen behind (each is a pause of a segment's items)
         "whole_drains": (
-            keyspace.segmentStats().get("whole_drains") if storeName == "segment" else None
+            keyspace.segmentStats()["whole_drains"] if storeName == "segment" else None
         ),
         "gc_collections": pauses.count,
         "gc_worst_ms": [round(w * 1e3, 3) for w in pauses.worst],
